@@ -1,0 +1,183 @@
+"""The ``cellstar-preprocessor`` command line: parse, validate, call the pipeline, report."""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.errors import OptionError, PreprocessorError
+from pipeline.options import (
+    Compressor,
+    InputKind,
+    InputSpec,
+    LevelOptions,
+    Mode,
+    PreprocessOptions,
+    parse_dtype,
+)
+from pipeline.preprocess import plan_run, preprocess
+
+__all__ = ["cli", "main"]
+
+_KINDS = [k.value for k in InputKind]
+
+
+class _OneLineErrors(click.Group):
+    """Every user error ends as one line ``error: ...`` on stderr and exit status 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsProvided as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            sys.exit(2)
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        except PreprocessorError as exc:
+            if verbose:
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_status)
+        except OSError as exc:
+            if verbose:
+                traceback.print_exc()
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cellstar-preprocessor")
+def cli() -> None:
+    """Build Mol* Volumes & Segmentations database entries from EM and microscopy data."""
+
+
+def _levels_list(values: tuple[str, ...]) -> tuple[int, ...] | None:
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for token in re.split(r"[\s,]+", value.strip()):
+            if not token:
+                continue
+            try:
+                out.append(int(token))
+            except ValueError as exc:
+                raise OptionError(
+                    f"--quantize-downsampling-levels: {token!r} is not a level number"
+                ) from exc
+    return tuple(out)
+
+
+def _inputs(paths: tuple[Path, ...], kinds: tuple[str, ...]) -> tuple[InputSpec, ...]:
+    if len(paths) != len(kinds):
+        raise OptionError(
+            f"{len(paths)} --input-path but {len(kinds)} --input-kind: give one kind per path, "
+            "in the same order"
+        )
+    specs = []
+    for path, kind in zip(paths, kinds, strict=True):
+        if kind not in _KINDS:
+            raise OptionError(f"unknown --input-kind {kind!r} (one of: {', '.join(_KINDS)})")
+        specs.append(InputSpec(path=path, kind=InputKind(kind)))
+    return tuple(specs)
+
+
+@cli.command("preprocess")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), required=True,
+              help="add: create the entry; extend: add data to an existing entry.")
+@click.option("--input-path", "input_paths", multiple=True, type=click.Path(path_type=Path),
+              help="An input file (or folder); repeat, paired by position with --input-kind.")
+@click.option("--input-kind", "input_kinds", multiple=True, metavar="KIND",
+              help=f"Kind of the input at the same position: {'|'.join(_KINDS)}.")
+@click.option("--entry-id", required=True, help="Entry folder name, e.g. emd-1832.")
+@click.option("--source-db", required=True, help="Source database folder name, e.g. emdb.")
+@click.option("--source-db-id", required=True, help="Entry id in the source database.")
+@click.option("--source-db-name", required=True, help="Source database name.")
+@click.option("--working-folder", required=True, type=click.Path(path_type=Path),
+              help="Folder for temporary files (removed afterwards).")
+@click.option("--db-path", required=True, type=click.Path(path_type=Path),
+              help="Database folder.")
+@click.option("--quantize-dtype-str", type=click.Choice(["u1", "u2"]),
+              help="Log-quantize volume levels to 8 or 16 bits.")
+@click.option("--quantize-downsampling-levels", multiple=True, metavar="LEVELS",
+              help='Levels to quantize, e.g. "1 2" (default: all stored levels).')
+@click.option("--force-volume-dtype", metavar="DTYPE",
+              help="Store the volume in this numpy dtype (e.g. f4, u2).")
+@click.option("--max-size-per-downsampling-lvl-mb", type=float,
+              help="Store no level larger than this (MB = 10^6 bytes).")
+@click.option("--min-size-per-downsampling-lvl-mb", type=float, default=5.0, show_default=True,
+              help="Downsample until a level is smaller than this (MB = 10^6 bytes).")
+@click.option("--min-downsampling-level", type=int, help="Smallest stored ratio above 1.")
+@click.option("--max-downsampling-level", type=int, help="Largest stored ratio.")
+@click.option("--remove-original-resolution", is_flag=True,
+              help="Do not store level 1 (listed as unavailable).")
+@click.option("--compressor", type=click.Choice([c.value for c in Compressor]), default="lz4",
+              show_default=True, help="Blosc codec of the stored arrays.")
+@click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
+@click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
+def preprocess_command(**kw: Any) -> None:
+    """Add an entry to the database, or extend one."""
+    options = PreprocessOptions(
+        mode=Mode(kw["mode"]),
+        inputs=_inputs(kw["input_paths"], kw["input_kinds"]),
+        entry_id=kw["entry_id"],
+        source_db=kw["source_db"],
+        source_db_id=kw["source_db_id"],
+        source_db_name=kw["source_db_name"],
+        working_folder=kw["working_folder"],
+        db_path=kw["db_path"],
+        levels=LevelOptions(
+            min_size_mb=kw["min_size_per_downsampling_lvl_mb"],
+            max_size_mb=kw["max_size_per_downsampling_lvl_mb"],
+            min_level=kw["min_downsampling_level"],
+            max_level=kw["max_downsampling_level"],
+            remove_original_resolution=kw["remove_original_resolution"],
+        ),
+        quantize_dtype=(
+            parse_dtype(kw["quantize_dtype_str"], "--quantize-dtype-str")
+            if kw["quantize_dtype_str"]
+            else None
+        ),
+        quantize_levels=_levels_list(kw["quantize_downsampling_levels"]),
+        force_volume_dtype=(
+            parse_dtype(kw["force_volume_dtype"], "--force-volume-dtype")
+            if kw["force_volume_dtype"]
+            else None
+        ),
+        compressor=Compressor(kw["compressor"]),
+        dry_run=kw["dry_run"],
+    )
+    if options.dry_run:
+        summary = plan_run(options)
+        for line in summary.plan_lines():
+            click.echo(line)
+        click.echo("dry run: nothing written")
+        return
+    progress = sys.stderr.isatty()
+    summary = preprocess(options, progress=progress, warn=lambda m: click.echo(m, err=True))
+    rate = summary.input_bytes / 1e6 / summary.seconds if summary.seconds > 0 else 0.0
+    click.echo(
+        f"{options.mode.value}: {options.source_db}/{options.entry_id} -> "
+        f"{summary.location.folder} (levels {', '.join(map(str, summary.plan.stored_ratios))}; "
+        f"{summary.seconds:.1f} s, {rate:.0f} MB/s)"
+    )
+    if kw["verbose"]:
+        for line in summary.plan_lines():
+            click.echo(line)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="cellstar-preprocessor")

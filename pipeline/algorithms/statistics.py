@@ -1,0 +1,65 @@
+"""Descriptive statistics as a reduction: per-block moments, combined exactly (Chan et al.)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Statistics", "block_moments", "combine_moments"]
+
+# layout of a moments vector
+COUNT, MEAN, M2, MIN, MAX = range(5)
+
+
+def block_moments(block: np.ndarray) -> np.ndarray:
+    """``[count, mean, M2, min, max]`` of a block in float64 (M2 = sum of squared deviations).
+
+    >>> block_moments(np.array([1.0, 2.0, 3.0])).tolist()
+    [3.0, 2.0, 2.0, 1.0, 3.0]
+    """
+    flat = block.reshape(-1)
+    if flat.size == 0:
+        return np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+    mean = float(np.add.reduce(flat, dtype=np.float64)) / flat.size
+    dev = flat.astype(np.float64)
+    dev -= mean
+    m2 = float(np.dot(dev, dev))
+    return np.array([flat.size, mean, m2, float(flat.min()), float(flat.max())])
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """Population statistics (``std`` with ddof 0, as numpy's default)."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max}
+
+
+def combine_moments(parts: np.ndarray) -> Statistics:
+    """Combine moment vectors (shape ``(..., 5)``) of disjoint blocks into whole-array statistics.
+
+    >>> combine_moments(np.stack([block_moments(np.array([1.0])),
+    ...                           block_moments(np.array([2.0, 3.0]))])).std ** 2
+    0.6666666666666666
+    """
+    p = parts.reshape(-1, 5)
+    n = p[:, COUNT]
+    total = n.sum()
+    if total == 0:
+        raise ValueError("statistics of an empty array")
+    mean = float((n * p[:, MEAN]).sum() / total)
+    m2 = float(p[:, M2].sum() + (n * (p[:, MEAN] - mean) ** 2).sum())
+    return Statistics(
+        count=int(total),
+        mean=mean,
+        std=float(np.sqrt(m2 / total)),
+        min=float(p[:, MIN].min()),
+        max=float(p[:, MAX].max()),
+    )

@@ -1,0 +1,78 @@
+"""Reading an entry back: the API tests, tools and later stages use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import ZipStore
+
+from pipeline.algorithms.quantize import QuantizationParams, dequantize
+from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
+from pipeline.errors import EntryNotFoundError
+
+__all__ = ["Entry", "open_entry"]
+
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+class Entry:
+    """An opened database entry (read-only). Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, location: EntryLocation) -> None:
+        if not location.exists():
+            raise EntryNotFoundError(
+                f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
+            )
+        self.location = location
+        folder = location.folder
+        self.metadata: dict[str, Any] = json.loads((folder / METADATA_JSON).read_text())
+        self.annotations: dict[str, Any] = json.loads((folder / ANNOTATIONS_JSON).read_text())
+        self._store = ZipStore(folder / DATA_ZIP, mode="r")
+        self.root = zarr.open_group(store=self._store, mode="r", zarr_format=2)
+
+    def __enter__(self) -> Entry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._store.close()
+
+    @property
+    def volume_levels(self) -> list[int]:
+        """Levels available in data.zip for the volume, ascending."""
+        info = self.metadata["volumes"]["volume_sampling_info"]
+        return [lv["level"] for lv in info["spatial_downsampling_levels"] if lv["available"]]
+
+    def volume_array(self, level: int, time: int = 0, channel: str = "0") -> zarr.Array:
+        """The stored (possibly quantized) array ``volume_data/<level>/<time>/<channel>``."""
+        return self.root[f"volume_data/{level}/{time}/{channel}"]  # type: ignore[return-value]
+
+    def read_volume(
+        self, level: int, time: int = 0, channel: str = "0", box: Box | None = None
+    ) -> np.ndarray:
+        """Voxels ``[x, y, z]`` of a level inside ``box`` (half-open per axis; all if None),
+        dequantized when the array is quantized."""
+        arr = self.volume_array(level, time, channel)
+        region = tuple(slice(a, b) for a, b in box) if box is not None else ...
+        data = np.asarray(arr[region])
+        attrs = dict(arr.attrs)
+        if "quantization_data_dict" in attrs:
+            return dequantize(data, QuantizationParams.from_json(attrs["quantization_data_dict"]))
+        return data
+
+
+def open_entry(db_path: Path, source_db: str, entry_id: str) -> Entry:
+    """Open ``<db_path>/<source_db>/<entry_id>`` for reading.
+
+    >>> open_entry(Path("/nonexistent"), "emdb", "emd-1")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.EntryNotFoundError: /nonexistent/emdb/emd-1: entry emdb/emd-1 does not exist
+    """
+    return Entry(EntryLocation(Path(db_path), source_db, entry_id))

@@ -1,0 +1,40 @@
+"""Where an entry lives in the database (DESIGN section 3.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.options import validate_name
+
+__all__ = ["ANNOTATIONS_JSON", "DATA_ZIP", "GEOMETRIC_JSON", "METADATA_JSON", "EntryLocation"]
+
+DATA_ZIP = "data.zip"
+METADATA_JSON = "metadata.json"
+ANNOTATIONS_JSON = "annotations.json"
+GEOMETRIC_JSON = "geometric_segmentation.json"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLocation:
+    """``<db_path>/<source_db>/<entry_id>``; names are checked so they cannot leave db_path."""
+
+    db_path: Path
+    source_db: str
+    entry_id: str
+
+    def __post_init__(self) -> None:
+        validate_name(self.source_db, "--source-db")
+        validate_name(self.entry_id, "--entry-id")
+
+    @property
+    def folder(self) -> Path:
+        return self.db_path / self.source_db / self.entry_id
+
+    @property
+    def staging_root(self) -> Path:
+        """Reserved folder (ignored by the server) on the database's file system."""
+        return self.db_path / "_staging"
+
+    def exists(self) -> bool:
+        return self.folder.is_dir()

@@ -1,0 +1,123 @@
+"""metadata.json and annotations.json documents (DESIGN sections 4 and 5)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pipeline.algorithms.levels import LevelPlan
+from pipeline.algorithms.statistics import Statistics
+from pipeline.model import ExtraData, VolumeSource
+
+__all__ = [
+    "PALETTE",
+    "deterministic_id",
+    "empty_annotations",
+    "empty_metadata",
+    "volume_boxes",
+    "volume_channel_annotations",
+    "volume_metadata",
+]
+
+# A fixed palette (RGBA 0..1) so the same inputs always get the same colours.
+PALETTE: tuple[tuple[float, float, float, float], ...] = (
+    (0.902, 0.624, 0.0, 1.0),
+    (0.337, 0.706, 0.914, 1.0),
+    (0.0, 0.620, 0.451, 1.0),
+    (0.941, 0.894, 0.259, 1.0),
+    (0.0, 0.447, 0.698, 1.0),
+    (0.835, 0.369, 0.0, 1.0),
+    (0.800, 0.475, 0.655, 1.0),
+    (0.6, 0.6, 0.6, 1.0),
+)
+
+_NAMESPACE = uuid.UUID("6f1c3d4e-8a52-4c2b-9a57-2d0c6d1b7e11")
+
+
+def deterministic_id(*parts: object) -> str:
+    """A uuid5 of the parts: the same entry, segmentation and segment give the same id."""
+    return str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def _entry_id(source_db_name: str, source_db_id: str) -> dict[str, str]:
+    return {"source_db_name": source_db_name, "source_db_id": source_db_id}
+
+
+def empty_metadata(source_db_name: str, source_db_id: str) -> dict[str, Any]:
+    """metadata.json of an entry with nothing in it yet."""
+    return {
+        "entry_id": _entry_id(source_db_name, source_db_id),
+        "volumes": None,
+        "segmentation_lattices": {"segmentation_ids": [], "segmentation_sampling_info": {},
+                                  "time_info": {}},
+        "segmentation_meshes": {"segmentation_ids": [], "segmentation_metadata": {},
+                                "time_info": {}},
+        "geometric_segmentation": {"segmentation_ids": [], "time_info": {}},
+    }
+
+
+def empty_annotations(source_db_name: str, source_db_id: str) -> dict[str, Any]:
+    """annotations.json of an entry with nothing in it yet."""
+    return {
+        "name": None,
+        "details": None,
+        "entry_id": _entry_id(source_db_name, source_db_id),
+        "volume_channels_annotations": [],
+        "descriptions": {},
+        "segment_annotations": [],
+    }
+
+
+def volume_boxes(volume: VolumeSource, plan: LevelPlan) -> dict[str, Any]:
+    """``boxes`` per level: the origin of sample [0,0,0] stays, the spacing scales with the ratio."""
+    return {
+        str(lv.ratio): {
+            "origin": list(volume.origin),
+            "voxel_size": [v * lv.ratio for v in volume.voxel_size],
+            "grid_dimensions": list(lv.shape),
+        }
+        for lv in plan.levels
+        if lv.stored or lv.ratio == 1
+    }
+
+
+def volume_metadata(
+    volume: VolumeSource,
+    plan: LevelPlan,
+    statistics: dict[tuple[int, int, str], Statistics],
+) -> dict[str, Any]:
+    """The ``volumes`` object of metadata.json; ``statistics`` keyed by (ratio, time, channel)."""
+    stats: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for (ratio, time, channel), st in sorted(statistics.items()):
+        stats.setdefault(str(ratio), {}).setdefault(str(time), {})[channel] = st.to_json()
+    return {
+        "channel_ids": list(volume.channel_ids),
+        "time_info": volume.time_info.to_json(),
+        "volume_sampling_info": {
+            "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
+            "boxes": volume_boxes(volume, plan),
+            "descriptive_statistics": stats,
+            "time_transformations": [],
+            "source_axes_units": dict(volume.source_axes_units),
+            "original_axis_order": list(volume.original_axis_order),
+        },
+    }
+
+
+def volume_channel_annotations(volume: VolumeSource) -> list[dict[str, Any]]:
+    """One annotation per channel: palette colour (white for a single channel) and label."""
+    labels = volume.channel_labels or (None,) * len(volume.channel_ids)
+    out = []
+    for i, (channel, label) in enumerate(zip(volume.channel_ids, labels, strict=True)):
+        color = (1.0, 1.0, 1.0, 1.0) if len(volume.channel_ids) == 1 else PALETTE[i % len(PALETTE)]
+        out.append({"channel_id": channel, "color": list(color), "label": label})
+    return out
+
+
+def apply_entry_metadata(metadata: dict[str, Any], extra: ExtraData | None) -> None:
+    """Copy ``entry_metadata`` of extra data into metadata.json (only when given)."""
+    if extra is not None and extra.entry_metadata is not None:
+        metadata["entry_metadata"] = {
+            "description": extra.entry_metadata.get("description"),
+            "url": extra.entry_metadata.get("url"),
+        }

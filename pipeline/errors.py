@@ -1,0 +1,63 @@
+"""Typed errors of the pipeline.
+
+Every error a user can cause derives from :class:`PreprocessorError`; the command line prints it as
+one line ``error: <file>: <what is wrong>`` and exits with :attr:`PreprocessorError.exit_status`.
+Each subclass also inherits the matching builtin so callers may catch either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "EntryExistsError",
+    "EntryNotFoundError",
+    "GridMismatchError",
+    "InputFormatError",
+    "InputNotFoundError",
+    "OptionError",
+    "PreprocessorError",
+    "UnsupportedInputError",
+]
+
+
+class PreprocessorError(Exception):
+    """Base of every error caused by input files, options or the database state."""
+
+    exit_status = 2
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.message = message
+        self.path = None if path is None else str(path)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class OptionError(PreprocessorError, ValueError):
+    """An option value is invalid or options contradict each other."""
+
+
+class InputNotFoundError(PreprocessorError, FileNotFoundError):
+    """An input path does not exist or is not the kind of path expected."""
+
+
+class InputFormatError(PreprocessorError, ValueError):
+    """An input file cannot be read: truncated, corrupt, unsupported variant or invalid content."""
+
+
+class UnsupportedInputError(PreprocessorError, NotImplementedError):
+    """An input kind or format this version cannot process."""
+
+
+class GridMismatchError(InputFormatError):
+    """Two inputs that must share a grid (shape, voxel size) do not."""
+
+
+class EntryExistsError(PreprocessorError, FileExistsError):
+    """``add`` of an entry that is already in the database."""
+
+
+class EntryNotFoundError(PreprocessorError, FileNotFoundError):
+    """``extend`` (or a read) of an entry that is not in the database."""

@@ -1,0 +1,133 @@
+"""``extra_data`` JSON: validated into :class:`pipeline.model.ExtraData`.
+
+Accepted layout (every key optional)::
+
+    {"volume": {"voxel_size": [x, y, z], "channel_ids_mapping": {"0": "dna"},
+                "dataset_specific_data": {...}},
+     "segmentation": {"voxel_size": [x, y, z], "segmentation_ids_mapping": {"stem": "id"},
+                      "segment_ids_to_segment_names_mapping": {"lattice": {"1": "name"}},
+                      "custom_segment_ids_mapping": {...},      # older alias of the above
+                      "dataset_specific_data": {...}},
+     "entry_metadata": {"description": str, "url": str}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputFormatError, InputNotFoundError
+from pipeline.model import ExtraData, Vec3
+
+__all__ = ["load_json", "read_extra_data"]
+
+_TOP_KEYS = {"volume", "segmentation", "entry_metadata"}
+_VOLUME_KEYS = {"voxel_size", "channel_ids_mapping", "dataset_specific_data"}
+_SEGMENTATION_KEYS = {
+    "voxel_size",
+    "segmentation_ids_mapping",
+    "segment_ids_to_segment_names_mapping",
+    "custom_segment_ids_mapping",
+    "dataset_specific_data",
+}
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON input file; a missing file or bad JSON is an input error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError("no such file", path)
+    if not path.is_file():
+        raise InputNotFoundError("not a file", path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFormatError(f"invalid JSON: {exc}", path) from exc
+
+
+def _object(value: Any, where: str, path: Path, keys: set[str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputFormatError(f"{where} must be a JSON object", path)
+    if keys is not None:
+        unknown = sorted(set(value) - keys)
+        if unknown:
+            raise InputFormatError(
+                f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(keys))})",
+                path,
+            )
+    return value
+
+
+def _voxel_size(value: Any, where: str, path: Path) -> Vec3:
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not all(math.isfinite(v) and v > 0 for v in value)
+    ):
+        raise InputFormatError(f"{where} must be a list of three positive numbers (A)", path)
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _string_map(value: Any, where: str, path: Path) -> dict[str, str]:
+    mapping = _object(value, where, path)
+    for k, v in mapping.items():
+        if not isinstance(v, str) or not v:
+            raise InputFormatError(f"{where}[{k!r}] must be a non-empty string", path)
+    return dict(mapping)
+
+
+def read_extra_data(path: Path) -> ExtraData:
+    """Read and validate an extra-data file.
+
+    >>> read_extra_data(Path("missing.json"))
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.InputNotFoundError: missing.json: no such file
+    """
+    path = Path(path)
+    top = _object(load_json(path), "the top level", path, _TOP_KEYS)
+    volume = _object(top.get("volume", {}), "volume", path, _VOLUME_KEYS)
+    seg = _object(top.get("segmentation", {}), "segmentation", path, _SEGMENTATION_KEYS)
+    names: dict[str, dict[str, str]] = {}
+    for key in ("custom_segment_ids_mapping", "segment_ids_to_segment_names_mapping"):
+        for lattice, mapping in _object(seg.get(key, {}), f"segmentation.{key}", path).items():
+            names.setdefault(lattice, {}).update(
+                _string_map(mapping, f"segmentation.{key}[{lattice!r}]", path)
+            )
+    entry_metadata = top.get("entry_metadata")
+    if entry_metadata is not None:
+        entry_metadata = _object(entry_metadata, "entry_metadata", path, {"description", "url"})
+        for k, v in entry_metadata.items():
+            if v is not None and not isinstance(v, str):
+                raise InputFormatError(f"entry_metadata.{k} must be a string or null", path)
+    return ExtraData(
+        path=path,
+        volume_voxel_size=(
+            _voxel_size(volume["voxel_size"], "volume.voxel_size", path)
+            if "voxel_size" in volume
+            else None
+        ),
+        channel_ids_mapping=_string_map(
+            volume.get("channel_ids_mapping", {}), "volume.channel_ids_mapping", path
+        ),
+        volume_dataset_specific=_object(
+            volume.get("dataset_specific_data", {}), "volume.dataset_specific_data", path
+        ),
+        segmentation_voxel_size=(
+            _voxel_size(seg["voxel_size"], "segmentation.voxel_size", path)
+            if "voxel_size" in seg
+            else None
+        ),
+        segmentation_ids_mapping=_string_map(
+            seg.get("segmentation_ids_mapping", {}), "segmentation.segmentation_ids_mapping", path
+        ),
+        segment_names=names,
+        segmentation_dataset_specific=_object(
+            seg.get("dataset_specific_data", {}), "segmentation.dataset_specific_data", path
+        ),
+        entry_metadata=entry_metadata,
+    )

@@ -1,0 +1,306 @@
+"""MRC / CCP4 maps (``map`` and ``mask`` inputs): header rules of DESIGN section 8, lazy data.
+
+The data block is never memory-mapped: a dask block is filled by positioned reads (``os.preadv``)
+of exactly its bytes, so resident memory is bounded by the blocks in flight, not by the file.
+gzip/bzip2 files are first decompressed, streaming, into a scratch folder.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
+
+from pipeline.errors import InputFormatError, InputNotFoundError
+from pipeline.model import Vec3, VolumeSource
+
+__all__ = ["MrcLayout", "mrc_xyz_array", "read_map", "read_mrc_layout"]
+
+_HEADER_BYTES = 1024
+_MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
+_IMOD_STAMP = 1146047817
+_MAX_READ_CHUNK = 64 * 2**20  # bytes of one reader block
+
+
+@dataclass(frozen=True, slots=True)
+class MrcLayout:
+    """What the header says: where the data is and how it maps to ``[x, y, z]``."""
+
+    source: Path  # the user's file
+    data_path: Path  # the file the data is read from (a decompressed copy for .gz/.bz2)
+    data_offset: int
+    file_shape: tuple[int, int, int]  # (sections, rows, columns) as stored
+    file_dtype: np.dtype  # with the file's byte order
+    axis_order: tuple[int, int, int]  # (mapc, mapr, maps) - 1: the x/y/z axis of c, r, s
+    voxel_size: tuple[float, float, float]  # [x, y, z], may contain 0
+    origin_start: tuple[int, int, int]  # N*START in [x, y, z]
+    header_origin: tuple[float, float, float]  # ORIGIN field [x, y, z]
+    mode: int
+
+    @property
+    def shape_xyz(self) -> tuple[int, int, int]:
+        # file axes are (s, r, c) -> physical axes (maps, mapr, mapc)
+        phys = (self.axis_order[2], self.axis_order[1], self.axis_order[0])
+        return tuple(self.file_shape[phys.index(a)] for a in range(3))  # type: ignore[return-value]
+
+    def origin(self, voxel_size: Vec3) -> Vec3:
+        """Position (Angstrom) of sample [0, 0, 0]: N*START x voxel, or ORIGIN if starts are 0."""
+        if not any(self.origin_start) and any(self.header_origin):
+            return self.header_origin
+        return tuple(float(s) * v for s, v in zip(self.origin_start, voxel_size, strict=True))  # type: ignore[return-value]
+
+
+def _detect_compression(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        magic = f.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic == b"BZh":
+        return "bzip2"
+    return None
+
+
+def _spool_decompressed(path: Path, kind: str, scratch: Path) -> Path:
+    """Stream-decompress ``path`` into ``scratch`` (bounded memory) and return the copy."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    target = scratch / f"{uuid.uuid4().hex}-{path.name}.raw"
+    opener = gzip.open if kind == "gzip" else bz2.open
+    try:
+        with opener(path, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=16 * 2**20)
+    except (OSError, EOFError, ValueError) as exc:
+        target.unlink(missing_ok=True)
+        raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc
+    return target
+
+
+def _parse_header(raw: bytes, path: Path) -> tuple[np.ndarray, str]:
+    """The header record with the byte order that makes it sane ('<' or '>')."""
+    machst = raw[212:214]
+    if machst[:1] in (b"\x44", b"\x41"):
+        orders = ["<", ">"]
+    elif machst[:1] == b"\x11":
+        orders = [">", "<"]
+    else:
+        orders = ["<", ">"]
+    for order in orders:
+        header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(order), count=1)[0]
+        if int(header["mode"]) in _MODES and 0 < int(header["nx"]) < 2**31:
+            return header, order
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(orders[0]), count=1)[0]
+    mode = int(header["mode"])
+    if mode in (3, 4, 101):
+        raise InputFormatError(f"unsupported MRC mode {mode} (supported: 0, 1, 2, 6, 12)", path)
+    raise InputFormatError(
+        f"not an MRC/CCP4 map (mode {mode} and size {int(header['nx'])} make no sense "
+        "in either byte order)",
+        path,
+    )
+
+
+def _mode0_dtype(raw: bytes, header: np.ndarray, order: str) -> str:
+    """int8 unless an IMOD stamp says unsigned or the header range only fits uint8."""
+    stamp = int(np.frombuffer(raw, dtype=f"{order}i4", count=1, offset=152)[0])
+    flags = int(np.frombuffer(raw, dtype=f"{order}i4", count=1, offset=156)[0])
+    if stamp == _IMOD_STAMP:
+        return "i1" if flags & 1 else "u1"
+    if float(header["dmax"]) > 127:
+        return "u1"
+    return "i1"
+
+
+def _exact(value: np.floating) -> float:
+    """A float32 header field as the decimal its writer meant (364.8, not 364.79998779...)."""
+    return float(str(np.float32(value)))
+
+
+def read_mrc_layout(path: Path, scratch: Path) -> MrcLayout:
+    """Read and check an MRC/CCP4 header; decompress .gz/.bz2 into ``scratch`` first.
+
+    Raises :class:`InputFormatError` for anything that makes the data unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError("no such file", path)
+    if not path.is_file():
+        raise InputNotFoundError("not a file", path)
+    compression = _detect_compression(path)
+    data_path = _spool_decompressed(path, compression, scratch) if compression else path
+    size = data_path.stat().st_size
+    if size < _HEADER_BYTES:
+        raise InputFormatError(
+            f"truncated: {size} bytes, shorter than the 1024-byte MRC header", path
+        )
+    with open(data_path, "rb") as f:
+        raw = f.read(_HEADER_BYTES)
+    header, order = _parse_header(raw, path)
+    nc, nr, ns = (int(header[k]) for k in ("nx", "ny", "nz"))
+    if min(nc, nr, ns) <= 0:
+        raise InputFormatError(f"invalid grid size {nc}x{nr}x{ns} in the header", path)
+    mode = int(header["mode"])
+    type_code = _mode0_dtype(raw, header, order) if mode == 0 else _MODES[mode]
+    dtype = np.dtype(type_code).newbyteorder(order)
+    mapping = tuple(int(header[k]) for k in ("mapc", "mapr", "maps"))
+    if mapping == (0, 0, 0):
+        mapping = (1, 2, 3)
+    if sorted(mapping) != [1, 2, 3]:
+        raise InputFormatError(f"MAPC/MAPR/MAPS {mapping} is not a permutation of 1, 2, 3", path)
+    axis_order = tuple(m - 1 for m in mapping)
+    nsymbt = int(header["nsymbt"])
+    if nsymbt < 0:
+        raise InputFormatError(f"negative extended header size NSYMBT {nsymbt}", path)
+    offset = _HEADER_BYTES + nsymbt
+    needed = nc * nr * ns * dtype.itemsize
+    if size - offset < needed:
+        raise InputFormatError(
+            f"truncated: the header announces {nc}x{nr}x{ns} mode-{mode} data "
+            f"({needed} bytes after the header) but the file has {max(size - offset, 0)}",
+            path,
+        )
+    # counts along x, y, z (file axis c, r, s maps to physical axis mapc-1, ...)
+    n_xyz = [0, 0, 0]
+    start_xyz = [0, 0, 0]
+    for n, start, axis in zip(
+        (nc, nr, ns),
+        (int(header["nxstart"]), int(header["nystart"]), int(header["nzstart"])),
+        axis_order,
+        strict=True,
+    ):
+        n_xyz[axis] = n
+        start_xyz[axis] = start
+    sampling = [int(header[k]) for k in ("mx", "my", "mz")]
+    cella = [_exact(v) for v in header["cella"]]
+    voxel = tuple(
+        (c / m if m > 0 else c / n) if np.isfinite(c) else 0.0
+        for c, m, n in zip(cella, sampling, n_xyz, strict=True)
+    )
+    origin_field = tuple(_exact(v) if np.isfinite(v) else 0.0 for v in header["origin"])
+    return MrcLayout(
+        source=path,
+        data_path=data_path,
+        data_offset=offset,
+        file_shape=(ns, nr, nc),
+        file_dtype=dtype,
+        axis_order=axis_order,  # type: ignore[arg-type]
+        voxel_size=voxel,  # type: ignore[arg-type]
+        origin_start=tuple(start_xyz),  # type: ignore[arg-type]
+        header_origin=origin_field,  # type: ignore[arg-type]
+        mode=mode,
+    )
+
+
+class _BlockReader:
+    """Array-like over the data block of an MRC file; ``[...]`` does positioned reads only."""
+
+    def __init__(self, layout: MrcLayout) -> None:
+        self.path = str(layout.data_path)
+        self.offset = layout.data_offset
+        self.shape = layout.file_shape
+        self.file_dtype = layout.file_dtype
+        self.dtype = layout.file_dtype.newbyteorder("=")
+        self.ndim = 3
+        stat = os.stat(self.path)
+        self._token = (self.path, stat.st_size, stat.st_mtime_ns, self.offset, str(self.file_dtype))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("mrc-block-reader", *self._token)
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        (s0, s1, _), (r0, r1, _), (c0, c1, _) = (
+            k.indices(n) for k, n in zip(key, self.shape, strict=True)
+        )
+        ns, nr, nc = self.shape
+        item = self.file_dtype.itemsize
+        out = np.empty((max(s1 - s0, 0), max(r1 - r0, 0), max(c1 - c0, 0)), self.file_dtype)
+        if out.size == 0:
+            return out.astype(self.dtype)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if c0 == 0 and c1 == nc:
+                if r0 == 0 and r1 == nr:  # whole sections: one read
+                    self._read_into(fd, out, (s0 * nr * nc) * item)
+                else:
+                    for i, s in enumerate(range(s0, s1)):
+                        self._read_into(fd, out[i], ((s * nr + r0) * nc) * item)
+            else:
+                for i, s in enumerate(range(s0, s1)):
+                    for j, r in enumerate(range(r0, r1)):
+                        self._read_into(fd, out[i, j], ((s * nr + r) * nc + c0) * item)
+        finally:
+            os.close(fd)
+        if self.file_dtype.byteorder not in ("=", "|") and self.file_dtype != self.dtype:
+            return out.astype(self.dtype)
+        return out.view(self.dtype)
+
+    def _read_into(self, fd: int, target: np.ndarray, position: int) -> None:
+        view = memoryview(target.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):
+            n = os.preadv(fd, [view[done:]], self.offset + position + done)
+            if n <= 0:
+                raise InputFormatError("unexpected end of file while reading data", self.path)
+            done += n
+
+
+def mrc_xyz_array(layout: MrcLayout, block: int) -> da.Array:
+    """The data as a lazy dask array in ``[x, y, z]`` order (native byte order).
+
+    Reader blocks cover ``block`` sections x ``block`` rows x all columns (split into multiples of
+    ``block`` columns if that exceeds 64 MiB), so every read is a few long contiguous runs.
+    """
+    reader = _BlockReader(layout)
+    ns, nr, nc = layout.file_shape
+    row_bytes = block * block * layout.file_dtype.itemsize
+    col_chunk = nc if row_bytes * nc <= _MAX_READ_CHUNK else max(
+        block, (_MAX_READ_CHUNK // row_bytes) // block * block
+    )
+    arr = da.from_array(
+        reader,
+        chunks=(block, block, col_chunk),
+        asarray=False,
+        lock=False,
+        fancy=False,
+        meta=np.empty((0, 0, 0), reader.dtype),
+        name=f"mrc-read-{da.core.tokenize(reader, block, col_chunk)}",
+    )
+    # file axes (s, r, c) are physical axes (maps, mapr, mapc); put x, y, z first
+    phys = (layout.axis_order[2], layout.axis_order[1], layout.axis_order[0])
+    return arr.transpose([phys.index(a) for a in range(3)])
+
+
+def read_map(
+    path: Path,
+    scratch: Path,
+    *,
+    voxel_size: Vec3 | None = None,
+    block: int = 128,
+) -> VolumeSource:
+    """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
+
+    ``voxel_size`` (from extra data) overrides the header; the file is never modified.
+    """
+    layout = read_mrc_layout(path, scratch)
+    voxel = voxel_size if voxel_size is not None else layout.voxel_size
+    if not all(v > 0 for v in voxel):
+        raise InputFormatError(
+            f"voxel size {tuple(round(v, 6) for v in voxel)} A from the header is not positive "
+            "(CELLA or MX/MY/MZ is 0); give volume.voxel_size in an extra_data file",
+            path,
+        )
+    return VolumeSource(
+        path=Path(path),
+        frames=((mrc_xyz_array(layout, block),),),
+        channel_ids=("0",),
+        voxel_size=tuple(float(v) for v in voxel),  # type: ignore[arg-type]
+        origin=layout.origin(voxel),
+        original_axis_order=layout.axis_order,
+    )

@@ -1,0 +1,103 @@
+"""The one source model every reader returns (DESIGN section 2).
+
+Arrays are lazy dask arrays indexed ``[x, y, z]``; geometry is in Angstrom.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+__all__ = ["ExtraData", "TimeInfo", "Vec3", "VolumeSource"]
+
+Vec3 = tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeInfo:
+    """``time_info`` of metadata.json: frames ``start..end`` inclusive."""
+
+    start: int = 0
+    end: int = 0
+    units: str = "millisecond"
+    kind: str = "range"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "start": self.start, "end": self.end, "units": self.units}
+
+
+def _check_vec3(name: str, value: Vec3, positive: bool) -> None:
+    if len(value) != 3 or not all(math.isfinite(v) for v in value):
+        raise ValueError(f"{name} must be three finite numbers, got {value}")
+    if positive and not all(v > 0 for v in value):
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VolumeSource:
+    """A volume: one lazy 3-D array ``[x, y, z]`` per time frame and channel.
+
+    ``frames[t][c]`` is the array of frame ``t`` and channel ``channel_ids[c]``.
+    """
+
+    path: Path
+    frames: tuple[tuple[da.Array, ...], ...]
+    channel_ids: tuple[str, ...]
+    voxel_size: Vec3
+    origin: Vec3
+    original_axis_order: tuple[int, int, int] = (0, 1, 2)
+    time_units: str = "millisecond"
+    channel_labels: tuple[str | None, ...] | None = None
+    source_axes_units: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.frames or not self.frames[0]:
+            raise ValueError("a volume needs at least one frame and one channel")
+        shape = self.frames[0][0].shape
+        dtype = self.frames[0][0].dtype
+        for frame in self.frames:
+            if len(frame) != len(self.channel_ids):
+                raise ValueError(
+                    f"{len(frame)} arrays in a frame but {len(self.channel_ids)} channel ids"
+                )
+            for arr in frame:
+                if arr.ndim != 3 or arr.shape != shape or arr.dtype != dtype:
+                    raise ValueError("every array of a volume must be 3-D with one shape and dtype")
+        if len(set(self.channel_ids)) != len(self.channel_ids):
+            raise ValueError(f"channel ids must be unique, got {self.channel_ids}")
+        _check_vec3("voxel_size", self.voxel_size, positive=True)
+        _check_vec3("origin", self.origin, positive=False)
+        if sorted(self.original_axis_order) != [0, 1, 2]:
+            raise ValueError(f"original_axis_order must permute 0,1,2: {self.original_axis_order}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.frames[0][0].shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.frames[0][0].dtype
+
+    @property
+    def time_info(self) -> TimeInfo:
+        return TimeInfo(start=0, end=len(self.frames) - 1, units=self.time_units)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraData:
+    """The validated content of an ``extra_data`` JSON file (see ``inputs/extra_data.py``)."""
+
+    path: Path | None = None
+    volume_voxel_size: Vec3 | None = None
+    channel_ids_mapping: dict[str, str] = field(default_factory=dict)
+    volume_dataset_specific: dict[str, Any] = field(default_factory=dict)
+    segmentation_voxel_size: Vec3 | None = None
+    segmentation_ids_mapping: dict[str, str] = field(default_factory=dict)
+    segment_names: dict[str, dict[str, str]] = field(default_factory=dict)
+    segmentation_dataset_specific: dict[str, Any] = field(default_factory=dict)
+    entry_metadata: dict[str, Any] | None = None

@@ -1,0 +1,170 @@
+"""Options of a run as one immutable, validated object (built by the CLI or by callers)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import OptionError
+
+__all__ = [
+    "Compressor",
+    "InputKind",
+    "InputSpec",
+    "LevelOptions",
+    "Mode",
+    "PreprocessOptions",
+    "parse_dtype",
+    "validate_name",
+]
+
+
+class Mode(enum.Enum):
+    ADD = "add"
+    EXTEND = "extend"
+
+
+class InputKind(enum.Enum):
+    MAP = "map"
+    SFF = "sff"
+    OMEZARR = "omezarr"
+    MASK = "mask"
+    APPLICATION_SPECIFIC_SEGMENTATION = "application_specific_segmentation"
+    CUSTOM_ANNOTATIONS = "custom_annotations"
+    NII_VOLUME = "nii_volume"
+    NII_SEGMENTATION = "nii_segmentation"
+    GEOMETRIC_SEGMENTATION = "geometric_segmentation"
+    STAR_FILE_GEOMETRIC_SEGMENTATION = "star_file_geometric_segmentation"
+    OMETIFF_IMAGE = "ometiff_image"
+    OMETIFF_SEGMENTATION = "ometiff_segmentation"
+    EXTRA_DATA = "extra_data"
+
+
+class Compressor(enum.Enum):
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One ``--input-path`` with its ``--input-kind``."""
+
+    path: Path
+    kind: InputKind
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class LevelOptions:
+    """How many 2x levels to compute and which to store (DESIGN section 3.3)."""
+
+    min_size_mb: float = 5.0
+    max_size_mb: float | None = None
+    min_level: int | None = None
+    max_level: int | None = None
+    remove_original_resolution: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_size_mb <= 0:
+            raise OptionError(
+                f"--min-size-per-downsampling-lvl-mb must be > 0, got {self.min_size_mb}"
+            )
+        if self.max_size_mb is not None and self.max_size_mb <= 0:
+            raise OptionError(
+                f"--max-size-per-downsampling-lvl-mb must be > 0, got {self.max_size_mb}"
+            )
+        for name, value in (("min", self.min_level), ("max", self.max_level)):
+            if value is not None and not _is_power_of_two(value):
+                raise OptionError(
+                    f"--{name}-downsampling-level must be a power of two (1, 2, 4, ...), got {value}"
+                )
+        if (
+            self.min_level is not None
+            and self.max_level is not None
+            and self.min_level > self.max_level
+        ):
+            raise OptionError(
+                f"--min-downsampling-level {self.min_level} is greater than "
+                f"--max-downsampling-level {self.max_level}"
+            )
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_dtype(text: str, option: str) -> np.dtype:
+    """Parse a numpy dtype string (``f4``, ``float32``, ``u1`` ...) naming a real number type.
+
+    >>> parse_dtype("f4", "--force-volume-dtype")
+    dtype('float32')
+    """
+    try:
+        dtype = np.dtype(text)
+    except TypeError as exc:
+        raise OptionError(f"{option}: not a numpy dtype: {text!r}") from exc
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        raise OptionError(f"{option}: {text!r} is not an integer or float dtype")
+    return dtype.newbyteorder("=")
+
+
+def validate_name(value: str, option: str) -> str:
+    """A database folder name: no path separators, no ``..``, not starting with ``_`` or ``.``."""
+    if not _NAME_RE.fullmatch(value) or ".." in value:
+        raise OptionError(
+            f"{option}: {value!r} is not a valid name (letters, digits, '.', '_', '-'; "
+            "must start with a letter or digit; no '/' or '..')"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessOptions:
+    """Everything a ``preprocess`` run needs, validated on construction."""
+
+    mode: Mode
+    inputs: tuple[InputSpec, ...]
+    entry_id: str
+    source_db: str
+    source_db_id: str
+    source_db_name: str
+    working_folder: Path
+    db_path: Path
+    levels: LevelOptions = field(default_factory=LevelOptions)
+    quantize_dtype: np.dtype | None = None
+    quantize_levels: tuple[int, ...] | None = None
+    force_volume_dtype: np.dtype | None = None
+    compressor: Compressor = Compressor.LZ4
+    block_size: int = 128
+    chunk_size: int = 64
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise OptionError("at least one --input-path/--input-kind pair is required")
+        validate_name(self.entry_id, "--entry-id")
+        validate_name(self.source_db, "--source-db")
+        if self.quantize_dtype is not None and self.quantize_dtype not in (
+            np.dtype("u1"),
+            np.dtype("u2"),
+        ):
+            raise OptionError(f"--quantize-dtype-str must be u1 or u2, got {self.quantize_dtype}")
+        if self.quantize_levels is not None:
+            for level in self.quantize_levels:
+                if not _is_power_of_two(level):
+                    raise OptionError(
+                        "--quantize-downsampling-levels: levels are powers of two "
+                        f"(1, 2, 4, ...), got {level}"
+                    )
+        if not _is_power_of_two(self.chunk_size) or self.chunk_size < 8:
+            raise OptionError(f"chunk size must be a power of two >= 8, got {self.chunk_size}")
+        if self.block_size % (2 * self.chunk_size):
+            raise OptionError(
+                f"block size {self.block_size} must be a multiple of twice the chunk size"
+            )

@@ -1,0 +1,346 @@
+"""Orchestration of ``preprocess``: inputs -> plan -> task graph -> zarr -> commit.
+
+The only module that wires readers, algorithms and the database together (DESIGN section 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pipeline.algorithms.levels import LevelPlan, plan_levels
+from pipeline.algorithms.pyramid import align_chunks, downsample
+from pipeline.algorithms.quantize import QuantizationParams, quantize_block
+from pipeline.algorithms.statistics import Statistics, block_moments, combine_moments
+from pipeline.db.commit import commit_new_entry
+from pipeline.db.layout import EntryLocation
+from pipeline.db.metadata import (
+    apply_entry_metadata,
+    empty_annotations,
+    empty_metadata,
+    volume_channel_annotations,
+    volume_metadata,
+)
+from pipeline.db.zarr_tree import ArrayRef, ZarrTree
+from pipeline.errors import (
+    EntryExistsError,
+    EntryNotFoundError,
+    InputFormatError,
+    InputNotFoundError,
+    OptionError,
+    UnsupportedInputError,
+)
+from pipeline.inputs.extra_data import read_extra_data
+from pipeline.inputs.mrc import read_map
+from pipeline.model import ExtraData, VolumeSource
+from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
+
+__all__ = ["RunSummary", "plan_run", "preprocess"]
+
+SUPPORTED_KINDS = frozenset({InputKind.MAP, InputKind.EXTRA_DATA})
+VOLUME_KINDS = frozenset(
+    {InputKind.MAP, InputKind.NII_VOLUME, InputKind.OMEZARR, InputKind.OMETIFF_IMAGE}
+)
+DIRECTORY_KINDS = frozenset({InputKind.OMEZARR})
+
+Reporter = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did (or, for a dry run, would do)."""
+
+    location: EntryLocation
+    plan: LevelPlan
+    volume_shape: tuple[int, int, int]
+    dtype: np.dtype
+    input_bytes: int
+    seconds: float
+    committed: bool
+
+    def plan_lines(self) -> list[str]:
+        lines = [
+            f"volume {'x'.join(map(str, self.volume_shape))} {self.dtype}, "
+            f"{self.input_bytes / 1e6:.1f} MB per channel and frame"
+        ]
+        for lv in self.plan.levels:
+            lines.append(
+                f"level {lv.ratio:>4}  grid {'x'.join(map(str, lv.shape)):>16}  "
+                f"{lv.nbytes / 1e6:10.2f} MB  {'stored' if lv.stored else 'not stored'}"
+            )
+        return lines
+
+
+def _check_inputs(options: PreprocessOptions) -> None:
+    """Everything that can be checked before reading data: kinds, paths, counts."""
+    for spec in options.inputs:
+        if spec.kind not in SUPPORTED_KINDS:
+            raise UnsupportedInputError(f"not supported yet: {spec.kind.value}", spec.path)
+        if not spec.path.exists():
+            raise InputNotFoundError("no such file or directory", spec.path)
+        if spec.kind in DIRECTORY_KINDS:
+            if not spec.path.is_dir():
+                raise InputNotFoundError(f"a {spec.kind.value} input must be a directory", spec.path)
+        elif not spec.path.is_file():
+            raise InputNotFoundError(f"a {spec.kind.value} input must be a file", spec.path)
+    volumes = [s for s in options.inputs if s.kind in VOLUME_KINDS]
+    if len(volumes) > 1:
+        raise OptionError(
+            f"an entry has one volume, got {len(volumes)} volume inputs: "
+            + ", ".join(str(s.path) for s in volumes)
+        )
+    if len([s for s in options.inputs if s.kind is InputKind.EXTRA_DATA]) > 1:
+        raise OptionError("at most one extra_data input per run")
+    if options.mode is Mode.EXTEND:
+        raise UnsupportedInputError("not supported yet: --mode extend")
+    if not volumes:
+        raise OptionError("an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)")
+
+
+def _check_location(options: PreprocessOptions) -> EntryLocation:
+    location = EntryLocation(options.db_path, options.source_db, options.entry_id)
+    if options.mode is Mode.ADD and location.exists():
+        raise EntryExistsError(
+            f"entry {options.source_db}/{options.entry_id} already exists (use --mode extend "
+            "to add data to it)",
+            location.folder,
+        )
+    if options.mode is Mode.EXTEND and not location.exists():
+        raise EntryNotFoundError(
+            f"entry {options.source_db}/{options.entry_id} does not exist (use --mode add)",
+            location.folder,
+        )
+    return location
+
+
+@contextlib.contextmanager
+def _run_folder(working_folder: Path, entry_id: str) -> Iterator[Path]:
+    """A private folder under --working-folder, removed on success and on failure."""
+    try:
+        working_folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionError(f"cannot create the working folder: {exc.strerror}") from exc
+    folder = working_folder / f".cellstar-{entry_id}-{uuid.uuid4().hex[:12]}"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
+    return next((s for s in options.inputs if s.kind in kinds), None)
+
+
+def _read_volume(options: PreprocessOptions, extra: ExtraData | None, scratch: Path) -> VolumeSource:
+    spec = _first(options, VOLUME_KINDS)
+    assert spec is not None  # checked in _check_inputs
+    voxel = extra.volume_voxel_size if extra is not None else None
+    volume = read_map(spec.path, scratch, voxel_size=voxel, block=options.block_size)
+    if options.force_volume_dtype is not None and options.force_volume_dtype != volume.dtype:
+        dtype = options.force_volume_dtype
+        volume = replace(
+            volume,
+            frames=tuple(tuple(a.astype(dtype) for a in frame) for frame in volume.frames),
+        )
+    return volume
+
+
+def _store_block(block: np.ndarray, ref: ArrayRef, block_info: Any = None) -> np.ndarray:
+    """Write one chunk-aligned block and return its moments (the stats of the same pass)."""
+    if ref is not None:
+        location = block_info[0]["array-location"]
+        ref.write(tuple(slice(a, b) for a, b in location), block)
+    return block_moments(block)[None, None, None, :]
+
+
+def _store_and_measure(level: da.Array, ref: ArrayRef | None) -> da.Array:
+    return da.map_blocks(
+        _store_block,
+        level,
+        ref=ref,
+        chunks=(*(tuple(1 for _ in c) for c in level.chunks), (5,)),
+        new_axis=3,
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0, 0), np.float64),
+        name=f"store-{da.core.tokenize(level, ref)}",
+    )
+
+
+def _quantize_block(
+    block: np.ndarray,
+    ref: ArrayRef,
+    params: QuantizationParams,
+    out_dtype: np.dtype,
+    block_info: Any = None,
+) -> np.ndarray:
+    """Quantize one block of a stored level and write it to the final array."""
+    location = block_info[0]["array-location"]
+    ref.write(tuple(slice(a, b) for a, b in location), quantize_block(block, params, out_dtype))
+    return np.zeros((1, 1, 1), np.uint8)
+
+
+def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
+    q = options.quantize_dtype
+    if q is None:
+        return False
+    if options.quantize_levels is not None and ratio not in options.quantize_levels:
+        return False
+    return dtype.itemsize > q.itemsize
+
+
+def _compute(graphs: Any, progress: bool) -> Any:
+    ctx = contextlib.nullcontext()
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        ctx = ProgressBar(minimum=1.0)  # type: ignore[assignment]
+    with ctx:
+        return dask.compute(graphs, scheduler="threads", num_workers=os.cpu_count())[0]
+
+
+def _write_volume(
+    tree: ZarrTree,
+    volume: VolumeSource,
+    plan: LevelPlan,
+    options: PreprocessOptions,
+    progress: bool,
+    warn: Reporter,
+) -> dict[tuple[int, int, str], Statistics]:
+    """All levels of every frame and channel in one pass; quantization in a second pass."""
+    block, chunk = options.block_size, options.chunk_size
+    dtype = volume.dtype
+    parts: dict[tuple[int, int, str], da.Array] = {}
+    pending: list[tuple[tuple[int, int, str], str, tuple[int, ...]]] = []
+    for t, frame in enumerate(volume.frames):
+        for channel, arr in zip(volume.channel_ids, frame, strict=True):
+            level = arr.rechunk(tuple(align_chunks(n, block) for n in arr.shape))
+            for lv in plan.levels:
+                if lv.ratio > 1:
+                    level = downsample(level.rechunk(tuple(align_chunks(n, block) for n in level.shape)))
+                key = (lv.ratio, t, channel)
+                ref = None
+                if lv.stored:
+                    path = f"volume_data/{lv.ratio}/{t}/{channel}"
+                    if _quantized(options, lv.ratio, dtype):
+                        pending.append((key, path, lv.shape))
+                        path = f"_unquantized/{lv.ratio}/{t}/{channel}"
+                    ref = tree.create_array(path, lv.shape, dtype, (chunk,) * 3, options.compressor)
+                parts[key] = _store_and_measure(level, ref)
+    moments = _compute(parts, progress)
+    stats = {key: combine_moments(m) for key, m in moments.items()}
+    for key, st in stats.items():
+        if not (math.isfinite(st.mean) and math.isfinite(st.std)):
+            raise InputFormatError(
+                f"the volume contains NaN or infinite values (level {key[0]}, frame {key[1]}, "
+                f"channel {key[2]})",
+                volume.path,
+            )
+    if options.quantize_dtype is not None and not pending:
+        warn(
+            f"warning: volume dtype {dtype} is not larger than {options.quantize_dtype}; "
+            "stored without quantization"
+        )
+    if pending:
+        q = options.quantize_dtype
+        assert q is not None
+        jobs = []
+        for key, path, shape in pending:
+            st = stats[key]
+            params = QuantizationParams.from_range(st.min, st.max, dtype, q)
+            ref = tree.create_array(
+                path, shape, q, (chunk,) * 3, options.compressor,
+                attrs={"quantization_data_dict": params.to_json()},
+            )
+            src = da.from_array(
+                tree.read(f"_unquantized/{path.removeprefix('volume_data/')}"),
+                chunks=tuple(align_chunks(n, block) for n in shape),
+                lock=False,
+            )
+            jobs.append(
+                da.map_blocks(
+                    _quantize_block,
+                    src,
+                    ref=ref,
+                    params=params,
+                    out_dtype=q,
+                    dtype=np.uint8,
+                    chunks=tuple(tuple(1 for _ in c) for c in src.chunks),
+                    meta=np.empty((0, 0, 0), np.uint8),
+                )
+            )
+        _compute(jobs, progress)
+        tree.remove("_unquantized")
+    return stats
+
+
+def plan_run(options: PreprocessOptions) -> RunSummary:
+    """Check the inputs and compute the level plan without writing anything (``--dry-run``)."""
+    _check_inputs(options)
+    location = _check_location(options)
+    with _run_folder(options.working_folder, options.entry_id) as work:
+        extra = _read_extra(options)
+        volume = _read_volume(options, extra, work / "scratch")
+        plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+        return RunSummary(
+            location=location,
+            plan=plan,
+            volume_shape=volume.shape,
+            dtype=volume.dtype,
+            input_bytes=math.prod(volume.shape) * volume.dtype.itemsize,
+            seconds=0.0,
+            committed=False,
+        )
+
+
+def _read_extra(options: PreprocessOptions) -> ExtraData | None:
+    spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
+    return read_extra_data(spec.path) if spec is not None else None
+
+
+def preprocess(
+    options: PreprocessOptions, *, progress: bool = False, warn: Reporter | None = None
+) -> RunSummary:
+    """Run ``preprocess`` (add): read inputs lazily, build and store the pyramid, commit.
+
+    Any :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
+    """
+    started = time.perf_counter()
+    _check_inputs(options)
+    location = _check_location(options)
+    with _run_folder(options.working_folder, options.entry_id) as work:
+        extra = _read_extra(options)
+        volume = _read_volume(options, extra, work / "scratch")
+        plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+        if options.dry_run:
+            raise AssertionError("use plan_run for a dry run")
+        tree = ZarrTree(work / "data.zarr")
+        stats = _write_volume(tree, volume, plan, options, progress, warn or (lambda _: None))
+        metadata = empty_metadata(options.source_db_name, options.source_db_id)
+        metadata["volumes"] = volume_metadata(volume, plan, stats)
+        apply_entry_metadata(metadata, extra)
+        annotations = empty_annotations(options.source_db_name, options.source_db_id)
+        annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
+        commit_new_entry(location, tree.root, metadata, annotations)
+    return RunSummary(
+        location=location,
+        plan=plan,
+        volume_shape=volume.shape,
+        dtype=volume.dtype,
+        input_bytes=math.prod(volume.shape) * volume.dtype.itemsize * len(volume.frames)
+        * len(volume.channel_ids),
+        seconds=time.perf_counter() - started,
+        committed=True,
+    )
