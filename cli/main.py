@@ -95,36 +95,79 @@ def _inputs(paths: tuple[Path, ...], kinds: tuple[str, ...]) -> tuple[InputSpec,
 
 
 @cli.command("preprocess")
-@click.option("--mode", type=click.Choice([m.value for m in Mode]), required=True,
-              help="add: create the entry; extend: add data to an existing entry.")
-@click.option("--input-path", "input_paths", multiple=True, type=click.Path(path_type=Path),
-              help="An input file (or folder); repeat, paired by position with --input-kind.")
-@click.option("--input-kind", "input_kinds", multiple=True, metavar="KIND",
-              help=f"Kind of the input at the same position: {'|'.join(_KINDS)}.")
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in Mode]),
+    required=True,
+    help="add: create the entry; extend: add data to an existing entry.",
+)
+@click.option(
+    "--input-path",
+    "input_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An input file (or folder); repeat, paired by position with --input-kind.",
+)
+@click.option(
+    "--input-kind",
+    "input_kinds",
+    multiple=True,
+    metavar="KIND",
+    help=f"Kind of the input at the same position: {'|'.join(_KINDS)}.",
+)
 @click.option("--entry-id", required=True, help="Entry folder name, e.g. emd-1832.")
 @click.option("--source-db", required=True, help="Source database folder name, e.g. emdb.")
 @click.option("--source-db-id", required=True, help="Entry id in the source database.")
 @click.option("--source-db-name", required=True, help="Source database name.")
-@click.option("--working-folder", required=True, type=click.Path(path_type=Path),
-              help="Folder for temporary files (removed afterwards).")
-@click.option("--db-path", required=True, type=click.Path(path_type=Path),
-              help="Database folder.")
-@click.option("--quantize-dtype-str", type=click.Choice(["u1", "u2"]),
-              help="Log-quantize volume levels to 8 or 16 bits.")
-@click.option("--quantize-downsampling-levels", multiple=True, metavar="LEVELS",
-              help='Levels to quantize, e.g. "1 2" (default: all stored levels).')
-@click.option("--force-volume-dtype", metavar="DTYPE",
-              help="Store the volume in this numpy dtype (e.g. f4, u2).")
-@click.option("--max-size-per-downsampling-lvl-mb", type=float,
-              help="Store no level larger than this (MB = 10^6 bytes).")
-@click.option("--min-size-per-downsampling-lvl-mb", type=float, default=5.0, show_default=True,
-              help="Downsample until a level is smaller than this (MB = 10^6 bytes).")
+@click.option(
+    "--working-folder",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for temporary files (removed afterwards).",
+)
+@click.option("--db-path", required=True, type=click.Path(path_type=Path), help="Database folder.")
+@click.option(
+    "--quantize-dtype-str",
+    type=click.Choice(["u1", "u2"]),
+    help="Log-quantize volume levels to 8 or 16 bits.",
+)
+@click.option(
+    "--quantize-downsampling-levels",
+    multiple=True,
+    metavar="LEVELS",
+    help='Levels to quantize, e.g. "1 2" (default: all stored levels).',
+)
+@click.option(
+    "--force-volume-dtype",
+    metavar="DTYPE",
+    help="Store the volume in this numpy dtype (e.g. f4, u2).",
+)
+@click.option(
+    "--max-size-per-downsampling-lvl-mb",
+    type=float,
+    help="Store no level larger than this (MB = 10^6 bytes).",
+)
+@click.option(
+    "--min-size-per-downsampling-lvl-mb",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Downsample until a level is smaller than this (MB = 10^6 bytes).",
+)
 @click.option("--min-downsampling-level", type=int, help="Smallest stored ratio above 1.")
 @click.option("--max-downsampling-level", type=int, help="Largest stored ratio.")
-@click.option("--remove-original-resolution", is_flag=True,
-              help="Do not store level 1 (listed as unavailable).")
-@click.option("--compressor", type=click.Choice([c.value for c in Compressor]), default="lz4",
-              show_default=True, help="Blosc codec of the stored arrays.")
+@click.option(
+    "--remove-original-resolution",
+    is_flag=True,
+    help="Do not store level 1 (listed as unavailable).",
+)
+@click.option(
+    "--compressor",
+    type=click.Choice([c.value for c in Compressor]),
+    default="lz4",
+    show_default=True,
+    help="Blosc codec of the stored arrays.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:

@@ -83,7 +83,8 @@ class LevelOptions:
         for name, value in (("min", self.min_level), ("max", self.max_level)):
             if value is not None and not _is_power_of_two(value):
                 raise OptionError(
-                    f"--{name}-downsampling-level must be a power of two (1, 2, 4, ...), got {value}"
+                    f"--{name}-downsampling-level must be a power of two (1, 2, 4, ...), "
+                    f"got {value}"
                 )
         if (
             self.min_level is not None

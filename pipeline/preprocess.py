@@ -92,7 +92,9 @@ def _check_inputs(options: PreprocessOptions) -> None:
             raise InputNotFoundError("no such file or directory", spec.path)
         if spec.kind in DIRECTORY_KINDS:
             if not spec.path.is_dir():
-                raise InputNotFoundError(f"a {spec.kind.value} input must be a directory", spec.path)
+                raise InputNotFoundError(
+                    f"a {spec.kind.value} input must be a directory", spec.path
+                )
         elif not spec.path.is_file():
             raise InputNotFoundError(f"a {spec.kind.value} input must be a file", spec.path)
     volumes = [s for s in options.inputs if s.kind in VOLUME_KINDS]
@@ -106,7 +108,9 @@ def _check_inputs(options: PreprocessOptions) -> None:
     if options.mode is Mode.EXTEND:
         raise UnsupportedInputError("not supported yet: --mode extend")
     if not volumes:
-        raise OptionError("an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)")
+        raise OptionError(
+            "an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)"
+        )
 
 
 def _check_location(options: PreprocessOptions) -> EntryLocation:
@@ -144,7 +148,9 @@ def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
-def _read_volume(options: PreprocessOptions, extra: ExtraData | None, scratch: Path) -> VolumeSource:
+def _read_volume(
+    options: PreprocessOptions, extra: ExtraData | None, scratch: Path
+) -> VolumeSource:
     spec = _first(options, VOLUME_KINDS)
     assert spec is not None  # checked in _check_inputs
     voxel = extra.volume_voxel_size if extra is not None else None
@@ -229,7 +235,9 @@ def _write_volume(
             level = arr.rechunk(tuple(align_chunks(n, block) for n in arr.shape))
             for lv in plan.levels:
                 if lv.ratio > 1:
-                    level = downsample(level.rechunk(tuple(align_chunks(n, block) for n in level.shape)))
+                    level = downsample(
+                        level.rechunk(tuple(align_chunks(n, block) for n in level.shape))
+                    )
                 key = (lv.ratio, t, channel)
                 ref = None
                 if lv.stored:
@@ -261,7 +269,11 @@ def _write_volume(
             st = stats[key]
             params = QuantizationParams.from_range(st.min, st.max, dtype, q)
             ref = tree.create_array(
-                path, shape, q, (chunk,) * 3, options.compressor,
+                path,
+                shape,
+                q,
+                (chunk,) * 3,
+                options.compressor,
                 attrs={"quantization_data_dict": params.to_json()},
             )
             src = da.from_array(
@@ -339,7 +351,9 @@ def preprocess(
         plan=plan,
         volume_shape=volume.shape,
         dtype=volume.dtype,
-        input_bytes=math.prod(volume.shape) * volume.dtype.itemsize * len(volume.frames)
+        input_bytes=math.prod(volume.shape)
+        * volume.dtype.itemsize
+        * len(volume.frames)
         * len(volume.channel_ids),
         seconds=time.perf_counter() - started,
         committed=True,

@@ -81,9 +81,7 @@ def downsample_block(
     work = block.astype(acc, copy=False)
     # the fastest-varying (last) axis is done last, on the smallest array
     for axis in range(block.ndim):
-        work = _filter_axis(
-            work, axis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis]
-        )
+        work = _filter_axis(work, axis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
     if block.dtype.kind in "iu":
         info = np.iinfo(block.dtype)
         work = np.clip(np.rint(work), info.min, info.max)

@@ -62,7 +62,9 @@ class QuantizationParams:
         )
 
 
-def quantize_block(block: np.ndarray, params: QuantizationParams, out_dtype: np.dtype) -> np.ndarray:
+def quantize_block(
+    block: np.ndarray, params: QuantizationParams, out_dtype: np.dtype
+) -> np.ndarray:
     """``q = round((ln(x - m + 1) - ymin) / delta)`` as ``out_dtype``."""
     y = np.log1p(block.astype(np.float64) - params.to_remove_negatives)
     if params.delta > 0:

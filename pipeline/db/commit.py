@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,7 +92,5 @@ def commit_new_entry(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             location.staging_root.rmdir()
-        except OSError:
-            pass

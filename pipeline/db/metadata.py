@@ -48,10 +48,16 @@ def empty_metadata(source_db_name: str, source_db_id: str) -> dict[str, Any]:
     return {
         "entry_id": _entry_id(source_db_name, source_db_id),
         "volumes": None,
-        "segmentation_lattices": {"segmentation_ids": [], "segmentation_sampling_info": {},
-                                  "time_info": {}},
-        "segmentation_meshes": {"segmentation_ids": [], "segmentation_metadata": {},
-                                "time_info": {}},
+        "segmentation_lattices": {
+            "segmentation_ids": [],
+            "segmentation_sampling_info": {},
+            "time_info": {},
+        },
+        "segmentation_meshes": {
+            "segmentation_ids": [],
+            "segmentation_metadata": {},
+            "time_info": {},
+        },
         "geometric_segmentation": {"segmentation_ids": [], "time_info": {}},
     }
 
@@ -69,7 +75,7 @@ def empty_annotations(source_db_name: str, source_db_id: str) -> dict[str, Any]:
 
 
 def volume_boxes(volume: VolumeSource, plan: LevelPlan) -> dict[str, Any]:
-    """``boxes`` per level: the origin of sample [0,0,0] stays, the spacing scales with the ratio."""
+    """``boxes`` per level: sample [0,0,0] keeps its origin, the spacing scales with the ratio."""
     return {
         str(lv.ratio): {
             "origin": list(volume.origin),

@@ -55,7 +55,8 @@ def _object(value: Any, where: str, path: Path, keys: set[str] | None = None) ->
         unknown = sorted(set(value) - keys)
         if unknown:
             raise InputFormatError(
-                f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(keys))})",
+                f"{where}: unknown key(s) {', '.join(unknown)} "
+                f"(expected: {', '.join(sorted(keys))})",
                 path,
             )
     return value

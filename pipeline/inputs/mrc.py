@@ -218,7 +218,7 @@ class _BlockReader:
         (s0, s1, _), (r0, r1, _), (c0, c1, _) = (
             k.indices(n) for k, n in zip(key, self.shape, strict=True)
         )
-        ns, nr, nc = self.shape
+        _ns, nr, nc = self.shape
         item = self.file_dtype.itemsize
         out = np.empty((max(s1 - s0, 0), max(r1 - r0, 0), max(c1 - c0, 0)), self.file_dtype)
         if out.size == 0:
@@ -258,10 +258,12 @@ def mrc_xyz_array(layout: MrcLayout, block: int) -> da.Array:
     ``block`` columns if that exceeds 64 MiB), so every read is a few long contiguous runs.
     """
     reader = _BlockReader(layout)
-    ns, nr, nc = layout.file_shape
+    _ns, _nr, nc = layout.file_shape
     row_bytes = block * block * layout.file_dtype.itemsize
-    col_chunk = nc if row_bytes * nc <= _MAX_READ_CHUNK else max(
-        block, (_MAX_READ_CHUNK // row_bytes) // block * block
+    col_chunk = (
+        nc
+        if row_bytes * nc <= _MAX_READ_CHUNK
+        else max(block, (_MAX_READ_CHUNK // row_bytes) // block * block)
     )
     arr = da.from_array(
         reader,
