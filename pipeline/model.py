@@ -54,8 +54,11 @@ class VolumeSource:
     time_units: str = "millisecond"
     channel_labels: tuple[str | None, ...] | None = None
     source_axes_units: dict[str, str] = field(default_factory=dict)
+    memory_order: str = "C"  # layout of the blocks the reader produces ("C" or "F")
 
     def __post_init__(self) -> None:
+        if self.memory_order not in ("C", "F"):
+            raise ValueError(f"memory_order must be 'C' or 'F', got {self.memory_order!r}")
         if not self.frames or not self.frames[0]:
             raise ValueError("a volume needs at least one frame and one channel")
         shape = self.frames[0][0].shape

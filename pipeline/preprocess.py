@@ -20,12 +20,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.algorithms.levels import LevelPlan, plan_levels
-from pipeline.algorithms.pyramid import align_chunks, downsample
+from pipeline.algorithms.levels import Level, LevelPlan, plan_levels
+from pipeline.algorithms.pyramid import downsample
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
 from pipeline.algorithms.statistics import Statistics, block_moments, combine_moments
-from pipeline.db.commit import commit_new_entry
-from pipeline.db.layout import EntryLocation
+from pipeline.chunks import aligned_or_rechunked
+from pipeline.db.commit import staged_entry
+from pipeline.db.layout import ANNOTATIONS_JSON, METADATA_JSON, EntryLocation
 from pipeline.db.metadata import (
     apply_entry_metadata,
     empty_annotations,
@@ -33,7 +34,8 @@ from pipeline.db.metadata import (
     volume_channel_annotations,
     volume_metadata,
 )
-from pipeline.db.zarr_tree import ArrayRef, ZarrTree
+from pipeline.db.sinks import ZipSink
+from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.errors import (
     EntryExistsError,
     EntryNotFoundError,
@@ -164,38 +166,42 @@ def _read_volume(
     return volume
 
 
-def _store_block(block: np.ndarray, ref: ArrayRef, block_info: Any = None) -> np.ndarray:
-    """Write one chunk-aligned block and return its moments (the stats of the same pass)."""
-    if ref is not None:
-        location = block_info[0]["array-location"]
-        ref.write(tuple(slice(a, b) for a, b in location), block)
+def _store_block(
+    block: np.ndarray,
+    target: ArrayTarget | None,
+    params: QuantizationParams | None,
+    measure: bool,
+    block_info: Any = None,
+) -> np.ndarray:
+    """Write one chunk-aligned block (quantized if ``params``) and return its moments."""
+    if target is not None:
+        origin = tuple(a for a, _ in block_info[0]["array-location"])
+        data = block if params is None else quantize_block(block, params, target.dtype)
+        target.write_block(data, origin)
+    if not measure:
+        return np.zeros((1, 1, 1, 5))
     return block_moments(block)[None, None, None, :]
 
 
-def _store_and_measure(level: da.Array, ref: ArrayRef | None) -> da.Array:
+def _store_and_measure(
+    level: da.Array,
+    target: ArrayTarget | None,
+    params: QuantizationParams | None = None,
+    measure: bool = True,
+) -> da.Array:
+    """A (blocks x 5) array of per-block moments; computing it writes the level's chunks."""
     return da.map_blocks(
         _store_block,
         level,
-        ref=ref,
+        target=target,
+        params=params,
+        measure=measure,
         chunks=(*(tuple(1 for _ in c) for c in level.chunks), (5,)),
         new_axis=3,
         dtype=np.float64,
         meta=np.empty((0, 0, 0, 0), np.float64),
-        name=f"store-{da.core.tokenize(level, ref)}",
+        name=f"store-{uuid.uuid4().hex}",
     )
-
-
-def _quantize_block(
-    block: np.ndarray,
-    ref: ArrayRef,
-    params: QuantizationParams,
-    out_dtype: np.dtype,
-    block_info: Any = None,
-) -> np.ndarray:
-    """Quantize one block of a stored level and write it to the final array."""
-    location = block_info[0]["array-location"]
-    ref.write(tuple(slice(a, b) for a, b in location), quantize_block(block, params, out_dtype))
-    return np.zeros((1, 1, 1), np.uint8)
 
 
 def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
@@ -208,113 +214,105 @@ def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
 
 
 def _compute(graphs: Any, progress: bool) -> Any:
-    ctx = contextlib.nullcontext()
+    ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if progress:
         from dask.diagnostics import ProgressBar
 
-        ctx = ProgressBar(minimum=1.0)  # type: ignore[assignment]
+        ctx = ProgressBar(minimum=1.0)
     with ctx:
         return dask.compute(graphs, scheduler="threads", num_workers=os.cpu_count())[0]
 
 
+LevelKey = tuple[int, int, str]  # (ratio, time, channel)
+
+
+def _levels(
+    volume: VolumeSource, plan: LevelPlan, block: int
+) -> Iterator[tuple[LevelKey, Level, da.Array]]:
+    """Every planned level of every frame and channel, each built from the previous level."""
+    # The pyramid is computed on C-contiguous blocks (the filter is symmetric in the axes):
+    # for Fortran-ordered sources that is the transposed view, transposed back for storage.
+    flip = volume.memory_order == "F"
+    for t, frame in enumerate(volume.frames):
+        for channel, arr in zip(volume.channel_ids, frame, strict=True):
+            level = arr.T if flip else arr
+            for lv in plan.levels:
+                level = level.rechunk(tuple(aligned_or_rechunked(c, block) for c in level.chunks))
+                if lv.ratio > 1:
+                    level = downsample(level)
+                yield (lv.ratio, t, channel), lv, (level.T if flip else level)
+
+
+def _statistics(
+    moments: dict[LevelKey, np.ndarray], volume: VolumeSource
+) -> dict[LevelKey, Statistics]:
+    stats = {key: combine_moments(m) for key, m in moments.items()}
+    for (ratio, t, channel), st in stats.items():
+        if not (math.isfinite(st.mean) and math.isfinite(st.std)):
+            raise InputFormatError(
+                f"the volume contains NaN or infinite values (level {ratio}, frame {t}, "
+                f"channel {channel})",
+                volume.path,
+            )
+    return stats
+
+
 def _write_volume(
-    tree: ZarrTree,
+    writer: DataWriter,
     volume: VolumeSource,
     plan: LevelPlan,
     options: PreprocessOptions,
     progress: bool,
     warn: Reporter,
-) -> dict[tuple[int, int, str], Statistics]:
-    """All levels of every frame and channel in one pass; quantization in a second pass."""
+) -> dict[LevelKey, Statistics]:
+    """Store every level of every frame and channel; return their statistics.
+
+    Without quantization this is one pass: statistics are reduced from the blocks being
+    written. Quantization needs each level's min/max before its first block is encoded, so a
+    first pass computes the statistics and a second one writes.
+    """
     block, chunk = options.block_size, options.chunk_size
     dtype = volume.dtype
-    parts: dict[tuple[int, int, str], da.Array] = {}
-    pending: list[tuple[tuple[int, int, str], str, tuple[int, ...]]] = []
-    for t, frame in enumerate(volume.frames):
-        for channel, arr in zip(volume.channel_ids, frame, strict=True):
-            level = arr.rechunk(tuple(align_chunks(n, block) for n in arr.shape))
-            for lv in plan.levels:
-                if lv.ratio > 1:
-                    level = downsample(
-                        level.rechunk(tuple(align_chunks(n, block) for n in level.shape))
-                    )
-                key = (lv.ratio, t, channel)
-                ref = None
-                if lv.stored:
-                    path = f"volume_data/{lv.ratio}/{t}/{channel}"
-                    if _quantized(options, lv.ratio, dtype):
-                        pending.append((key, path, lv.shape))
-                        path = f"_unquantized/{lv.ratio}/{t}/{channel}"
-                    ref = tree.create_array(path, lv.shape, dtype, (chunk,) * 3, options.compressor)
-                parts[key] = _store_and_measure(level, ref)
-    moments = _compute(parts, progress)
-    stats = {key: combine_moments(m) for key, m in moments.items()}
-    for key, st in stats.items():
-        if not (math.isfinite(st.mean) and math.isfinite(st.std)):
-            raise InputFormatError(
-                f"the volume contains NaN or infinite values (level {key[0]}, frame {key[1]}, "
-                f"channel {key[2]})",
-                volume.path,
-            )
-    if options.quantize_dtype is not None and not pending:
+    quantized = {
+        key
+        for key, lv, _ in _levels(volume, plan, block)
+        if lv.stored and _quantized(options, lv.ratio, dtype)
+    }
+    if options.quantize_dtype is not None and not quantized:
         warn(
-            f"warning: volume dtype {dtype} is not larger than {options.quantize_dtype}; "
-            "stored without quantization"
+            f"warning: {volume.path}: volume dtype {dtype} is not larger than "
+            f"{options.quantize_dtype}; stored without quantization"
         )
-    if pending:
-        q = options.quantize_dtype
-        assert q is not None
-        jobs = []
-        for key, path, shape in pending:
-            st = stats[key]
-            params = QuantizationParams.from_range(st.min, st.max, dtype, q)
-            ref = tree.create_array(
-                path,
-                shape,
-                q,
-                (chunk,) * 3,
-                options.compressor,
-                attrs={"quantization_data_dict": params.to_json()},
-            )
-            src = da.from_array(
-                tree.read(f"_unquantized/{path.removeprefix('volume_data/')}"),
-                chunks=tuple(align_chunks(n, block) for n in shape),
-                lock=False,
-            )
-            jobs.append(
-                da.map_blocks(
-                    _quantize_block,
-                    src,
-                    ref=ref,
-                    params=params,
-                    out_dtype=q,
-                    dtype=np.uint8,
-                    chunks=tuple(tuple(1 for _ in c) for c in src.chunks),
-                    meta=np.empty((0, 0, 0), np.uint8),
+    stats: dict[LevelKey, Statistics] | None = None
+    if quantized:
+        measured = {
+            key: _store_and_measure(lvl, None) for key, _, lvl in _levels(volume, plan, block)
+        }
+        stats = _statistics(_compute(measured, progress), volume)
+    parts: dict[LevelKey, da.Array] = {}
+    for key, lv, level in _levels(volume, plan, block):
+        target, params = None, None
+        if lv.stored:
+            ratio, t, channel = key
+            attrs, out_dtype = None, dtype
+            if key in quantized:
+                assert stats is not None and options.quantize_dtype is not None
+                out_dtype = options.quantize_dtype
+                params = QuantizationParams.from_range(
+                    stats[key].min, stats[key].max, dtype, out_dtype
                 )
+                attrs = {"quantization_data_dict": params.to_json()}
+            target = writer.array(
+                f"volume_data/{ratio}/{t}/{channel}",
+                lv.shape,
+                out_dtype,
+                (chunk,) * 3,
+                attrs,
+                order=volume.memory_order,
             )
-        _compute(jobs, progress)
-        tree.remove("_unquantized")
-    return stats
-
-
-def plan_run(options: PreprocessOptions) -> RunSummary:
-    """Check the inputs and compute the level plan without writing anything (``--dry-run``)."""
-    _check_inputs(options)
-    location = _check_location(options)
-    with _run_folder(options.working_folder, options.entry_id) as work:
-        extra = _read_extra(options)
-        volume = _read_volume(options, extra, work / "scratch")
-        plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
-        return RunSummary(
-            location=location,
-            plan=plan,
-            volume_shape=volume.shape,
-            dtype=volume.dtype,
-            input_bytes=math.prod(volume.shape) * volume.dtype.itemsize,
-            seconds=0.0,
-            committed=False,
-        )
+        parts[key] = _store_and_measure(level, target, params, measure=stats is None)
+    moments = _compute(parts, progress)
+    return stats if stats is not None else _statistics(moments, volume)
 
 
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:
@@ -322,12 +320,38 @@ def _read_extra(options: PreprocessOptions) -> ExtraData | None:
     return read_extra_data(spec.path) if spec is not None else None
 
 
+def _summary(
+    location: EntryLocation, volume: VolumeSource, plan: LevelPlan, seconds: float, done: bool
+) -> RunSummary:
+    frames = len(volume.frames) * len(volume.channel_ids)
+    return RunSummary(
+        location=location,
+        plan=plan,
+        volume_shape=volume.shape,
+        dtype=volume.dtype,
+        input_bytes=math.prod(volume.shape) * volume.dtype.itemsize * frames,
+        seconds=seconds,
+        committed=done,
+    )
+
+
+def plan_run(options: PreprocessOptions) -> RunSummary:
+    """Check the inputs and compute the level plan without writing anything (``--dry-run``)."""
+    _check_inputs(options)
+    location = _check_location(options)
+    with _run_folder(options.working_folder, options.entry_id) as work:
+        volume = _read_volume(options, _read_extra(options), work / "scratch")
+        plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+        return _summary(location, volume, plan, 0.0, done=False)
+
+
 def preprocess(
     options: PreprocessOptions, *, progress: bool = False, warn: Reporter | None = None
 ) -> RunSummary:
     """Run ``preprocess`` (add): read inputs lazily, build and store the pyramid, commit.
 
-    Any :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
+    Chunks stream from the task graph straight into the staged data.zip; the entry appears
+    by one rename. Any :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
     """
     started = time.perf_counter()
     _check_inputs(options)
@@ -336,25 +360,22 @@ def preprocess(
         extra = _read_extra(options)
         volume = _read_volume(options, extra, work / "scratch")
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
-        if options.dry_run:
-            raise AssertionError("use plan_run for a dry run")
-        tree = ZarrTree(work / "data.zarr")
-        stats = _write_volume(tree, volume, plan, options, progress, warn or (lambda _: None))
-        metadata = empty_metadata(options.source_db_name, options.source_db_id)
-        metadata["volumes"] = volume_metadata(volume, plan, stats)
-        apply_entry_metadata(metadata, extra)
-        annotations = empty_annotations(options.source_db_name, options.source_db_id)
-        annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
-        commit_new_entry(location, tree.root, metadata, annotations)
-    return RunSummary(
-        location=location,
-        plan=plan,
-        volume_shape=volume.shape,
-        dtype=volume.dtype,
-        input_bytes=math.prod(volume.shape)
-        * volume.dtype.itemsize
-        * len(volume.frames)
-        * len(volume.channel_ids),
-        seconds=time.perf_counter() - started,
-        committed=True,
-    )
+        with staged_entry(location) as staged:
+            sink = ZipSink(staged.data_zip)
+            try:
+                writer = DataWriter(sink, options.compressor)
+                stats = _write_volume(
+                    writer, volume, plan, options, progress, warn or (lambda _: None)
+                )
+                writer.finish()
+            finally:
+                sink.close()
+            metadata = empty_metadata(options.source_db_name, options.source_db_id)
+            metadata["volumes"] = volume_metadata(volume, plan, stats)
+            apply_entry_metadata(metadata, extra)
+            annotations = empty_annotations(options.source_db_name, options.source_db_id)
+            annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
+            staged.write_json(METADATA_JSON, metadata)
+            staged.write_json(ANNOTATIONS_JSON, annotations)
+            staged.commit()
+    return _summary(location, volume, plan, time.perf_counter() - started, done=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-__all__ = ["accumulator_dtype", "align_chunks", "downsample", "downsample_block", "mirror_index"]
+__all__ = ["accumulator_dtype", "downsample", "downsample_block", "mirror_index"]
 
 _HALO = 2
+_WEIGHTS = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
 
 
 def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -35,32 +36,49 @@ def accumulator_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _axis_slice(axis: int, sl: slice | np.ndarray) -> tuple[slice | np.ndarray, ...]:
+    return (slice(None),) * axis + (sl,)
+
+
 def _filter_axis(
     a: np.ndarray, axis: int, lo: int, n: int, out_start: int, out_stop: int
 ) -> np.ndarray:
     """Filter along ``axis`` and keep global samples 2*i, i in [out_start, out_stop).
 
-    ``a`` holds global samples ``[lo, lo + a.shape[axis])`` of an axis of length ``n``.
+    ``a`` holds global samples ``[lo, lo + a.shape[axis])`` of an axis of length ``n``. Outputs
+    whose five taps lie inside the array are strided slices of ``a`` (no copy of the block); the
+    one or two outputs next to a global edge gather their mirrored taps individually.
     """
     if n == 1:
         return a
     m = out_stop - out_start
-    need = mirror_index(np.arange(2 * out_start - _HALO, 2 * out_stop - 1 + _HALO), n) - lo
-    if need[0] >= 0 and np.array_equal(need, np.arange(need[0], need[0] + need.size)):
-        ext = a[(slice(None),) * axis + (slice(need[0], need[0] + need.size),)]
-    else:
-        ext = np.take(a, need, axis=axis)
+    shape = list(a.shape)
+    shape[axis] = m
+    out = np.empty(shape, dtype=a.dtype)
+    # output i has taps at global 2*(out_start + i) - 2 .. + 2
+    i0 = max(0, 1 - out_start)  # first output with tap 0 >= 0
+    i1 = min(m, (n - 3) // 2 - out_start + 1)  # outputs < i1 have tap 4 <= n - 1
+    if i1 > i0:
+        first = 2 * (out_start + i0) - 2 - lo  # local index of tap 0 of output i0
+        count = i1 - i0
 
-    def tap(k: int) -> np.ndarray:
-        return ext[(slice(None),) * axis + (slice(k, k + 2 * m - 1, 2),)]
+        def tap(k: int) -> np.ndarray:
+            return a[_axis_slice(axis, slice(first + k, first + k + 2 * count - 1, 2))]
 
-    out = np.add(tap(0), tap(4))
-    tmp = np.add(tap(1), tap(3))
-    tmp *= 4
-    out += tmp
-    np.multiply(tap(2), 6, out=tmp)
-    out += tmp
-    out *= 1 / 16
+        o = out[_axis_slice(axis, slice(i0, i1))]
+        np.add(tap(1), tap(3), out=o)
+        o *= 4
+        o += tap(0)
+        o += tap(4)
+        o += tap(2) * a.dtype.type(6)
+        o *= a.dtype.type(1 / 16)
+    edges = [i for i in range(m) if i < i0 or i >= max(i1, i0)]
+    for i in edges:
+        g = 2 * (out_start + i)
+        taps = mirror_index(np.arange(g - _HALO, g + _HALO + 1), n) - lo
+        planes = np.take(a, taps, axis=axis)
+        weighted = np.tensordot(_WEIGHTS.astype(a.dtype), planes, axes=([0], [axis]))
+        out[_axis_slice(axis, slice(i, i + 1))] = np.expand_dims(weighted, axis)
     return out
 
 
@@ -86,23 +104,6 @@ def downsample_block(
         info = np.iinfo(block.dtype)
         work = np.clip(np.rint(work), info.min, info.max)
     return work.astype(block.dtype, copy=False)
-
-
-def align_chunks(n: int, block: int) -> tuple[int, ...]:
-    """Chunks of ``block`` samples; a last chunk of one sample is merged into the previous one
-    so that every block has the 2-sample halo its neighbour needs.
-
-    >>> align_chunks(257, 128)
-    (128, 129)
-    """
-    chunks = [block] * (n // block)
-    rest = n - block * len(chunks)
-    if rest:
-        if rest == 1 and chunks:
-            chunks[-1] += 1
-        else:
-            chunks.append(rest)
-    return tuple(chunks)
 
 
 def _out_chunks(chunks: tuple[int, ...], n: int) -> tuple[int, ...]:

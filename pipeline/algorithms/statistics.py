@@ -13,18 +13,24 @@ COUNT, MEAN, M2, MIN, MAX = range(5)
 
 
 def block_moments(block: np.ndarray) -> np.ndarray:
-    """``[count, mean, M2, min, max]`` of a block in float64 (M2 = sum of squared deviations).
+    """``[count, mean, M2, min, max]`` of a block (M2 = sum of squared deviations from the mean).
+
+    Two passes over the block: float32 blocks are reduced in float32 with numpy's pairwise
+    summation (relative error ~1e-7 log n), everything else in float64; blocks are combined in
+    float64 (:func:`combine_moments`).
 
     >>> block_moments(np.array([1.0, 2.0, 3.0])).tolist()
     [3.0, 2.0, 2.0, 1.0, 3.0]
     """
-    flat = block.reshape(-1)
+    flat = block.ravel(order="K")  # memory order: no copy for C- or F-contiguous blocks
     if flat.size == 0:
         return np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
-    mean = float(np.add.reduce(flat, dtype=np.float64)) / flat.size
-    dev = flat.astype(np.float64)
-    dev -= mean
-    m2 = float(np.dot(dev, dev))
+    acc = np.float32 if flat.dtype in (np.float16, np.float32) else np.float64
+    values = flat.astype(acc, copy=False)
+    mean = float(np.add.reduce(values, dtype=acc)) / flat.size
+    dev = values - acc(mean)
+    np.multiply(dev, dev, out=dev)
+    m2 = float(np.add.reduce(dev, dtype=acc))
     return np.array([flat.size, mean, m2, float(flat.min()), float(flat.max())])
 
 

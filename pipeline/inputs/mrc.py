@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 
+from pipeline.chunks import align_chunks
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.model import Vec3, VolumeSource
 
@@ -28,7 +29,7 @@ __all__ = ["MrcLayout", "mrc_xyz_array", "read_map", "read_mrc_layout"]
 _HEADER_BYTES = 1024
 _MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
 _IMOD_STAMP = 1146047817
-_MAX_READ_CHUNK = 64 * 2**20  # bytes of one reader block
+_MAX_READ_CHUNK = 32 * 2**20  # bytes of one reader block
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,29 +255,41 @@ class _BlockReader:
 def mrc_xyz_array(layout: MrcLayout, block: int) -> da.Array:
     """The data as a lazy dask array in ``[x, y, z]`` order (native byte order).
 
-    Reader blocks cover ``block`` sections x ``block`` rows x all columns (split into multiples of
-    ``block`` columns if that exceeds 64 MiB), so every read is a few long contiguous runs.
+    Reader blocks cover ``block`` sections x ``block`` rows x all columns (or a multiple of
+    ``block`` columns when that exceeds 32 MiB), so every read is a few long contiguous runs.
+    With the standard axis order the blocks are Fortran-ordered ``[x, y, z]`` views of the bytes
+    as read (see :func:`memory_order`).
     """
     reader = _BlockReader(layout)
-    _ns, _nr, nc = layout.file_shape
+    ns, nr, nc = layout.file_shape
     row_bytes = block * block * layout.file_dtype.itemsize
-    col_chunk = (
+    col_block = (
         nc
         if row_bytes * nc <= _MAX_READ_CHUNK
         else max(block, (_MAX_READ_CHUNK // row_bytes) // block * block)
     )
+    chunks = (align_chunks(ns, block), align_chunks(nr, block), align_chunks(nc, col_block))
     arr = da.from_array(
         reader,
-        chunks=(block, block, col_chunk),
+        chunks=chunks,
         asarray=False,
         lock=False,
         fancy=False,
         meta=np.empty((0, 0, 0), reader.dtype),
-        name=f"mrc-read-{da.core.tokenize(reader, block, col_chunk)}",
+        name=f"mrc-read-{da.core.tokenize(reader, chunks)}",
     )
+    return arr.transpose(_xyz_permutation(layout))
+
+
+def _xyz_permutation(layout: MrcLayout) -> list[int]:
     # file axes (s, r, c) are physical axes (maps, mapr, mapc); put x, y, z first
     phys = (layout.axis_order[2], layout.axis_order[1], layout.axis_order[0])
-    return arr.transpose([phys.index(a) for a in range(3)])
+    return [phys.index(a) for a in range(3)]
+
+
+def memory_order(layout: MrcLayout) -> str:
+    """'F' when x varies fastest in the file (MAPC=1, MAPR=2, MAPS=3), else 'C'."""
+    return "F" if _xyz_permutation(layout) == [2, 1, 0] else "C"
 
 
 def read_map(
@@ -305,4 +318,5 @@ def read_map(
         voxel_size=tuple(float(v) for v in voxel),  # type: ignore[arg-type]
         origin=layout.origin(voxel),
         original_axis_order=layout.axis_order,
+        memory_order=memory_order(layout),
     )

@@ -1,0 +1,85 @@
+"""Writing a zarr 2 hierarchy into a key sink: arrays, attributes, groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numcodecs import Blosc
+from numcodecs.abc import Codec
+
+from pipeline.db.sinks import KeySink
+from pipeline.db.zarr2 import array_metadata, chunk_key, encode_block, group_metadata, json_bytes
+from pipeline.options import Compressor
+
+__all__ = ["ArrayTarget", "DataWriter", "compressor_codec"]
+
+
+def compressor_codec(kind: Compressor) -> Blosc:
+    """Blosc lz4 (default) or zstd, clevel 5, byte shuffle (DESIGN section 3.2)."""
+    return Blosc(cname=kind.value, clevel=5, shuffle=Blosc.SHUFFLE)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ArrayTarget:
+    """One array being written: a task hands it chunk-aligned blocks."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: np.dtype
+    codec: Codec
+    sink: KeySink
+    order: str = "C"
+
+    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
+        """Encode and store every chunk of a block that starts on the chunk grid."""
+        if block.dtype != self.dtype:
+            raise TypeError(f"{self.path}: block dtype {block.dtype} != {self.dtype}")
+        for index, data in encode_block(block, origin, self.chunks, self.codec, self.order):
+            self.sink.put(chunk_key(self.path, index), data)
+
+
+class DataWriter:
+    """Creates arrays of one data.zip hierarchy and, at :meth:`finish`, its group markers."""
+
+    def __init__(self, sink: KeySink, compressor: Compressor) -> None:
+        self.sink = sink
+        self.codec = compressor_codec(compressor)
+        self._groups: set[str] = {""}
+
+    def _register_parents(self, path: str) -> None:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            self._groups.add("/".join(parts[:i]))
+
+    def array(
+        self,
+        path: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        chunks: tuple[int, ...],
+        attrs: dict[str, Any] | None = None,
+        order: str = "C",
+    ) -> ArrayTarget:
+        """Declare an array (its ``.zarray`` and ``.zattrs``); chunks are clipped to the shape.
+
+        ``order`` is the memory layout inside each chunk ('C' or 'F'): choose the layout the
+        blocks already have, and no chunk needs a transposing copy.
+        """
+        chunks = tuple(min(c, max(n, 1)) for c, n in zip(chunks, shape, strict=True))
+        self._register_parents(path)
+        self.sink.put(
+            f"{path}/.zarray", array_metadata(shape, dtype, chunks, self.codec, order=order)
+        )
+        if attrs:
+            self.sink.put(f"{path}/.zattrs", json_bytes(attrs))
+        return ArrayTarget(
+            path, tuple(shape), chunks, np.dtype(dtype), self.codec, self.sink, order
+        )
+
+    def finish(self) -> None:
+        """Write ``.zgroup`` for the root and every group on the way to an array."""
+        for group in sorted(self._groups):
+            self.sink.put(f"{group}/.zgroup" if group else ".zgroup", group_metadata())
