@@ -9,67 +9,86 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import measure, write_synthetic_map
+from benchmarks.common import Measurement, measure, write_synthetic_map
 
 
-def run(size: int, work: Path) -> dict[str, float]:
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def run(size: int, work: Path, repeat: int) -> dict[str, float]:
+    """Baseline and preprocess alternately ``repeat`` times; medians and their ratio."""
     work.mkdir(parents=True, exist_ok=True)
     map_path = work / f"bench_{size}.map"
     if not map_path.exists():
         write_synthetic_map(map_path, (size, size, size))
-    shutil.rmtree(work / "out", ignore_errors=True)
-    base = measure(
-        "baseline",
-        [
-            sys.executable,
-            str(Path(__file__).with_name("baseline.py")),
-            str(map_path),
-            str(work / "out"),
-        ],
-    )
-    shutil.rmtree(work / "out", ignore_errors=True)
-    prep = measure(
-        "preprocess",
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "preprocess",
-            "--mode",
-            "add",
-            "--input-path",
-            str(map_path),
-            "--input-kind",
-            "map",
-            "--entry-id",
-            f"bench-{size}",
-            "--source-db",
-            "bench",
-            "--source-db-id",
-            f"b{size}",
-            "--source-db-name",
-            "bench",
-            "--working-folder",
-            str(work / "out" / "wf"),
-            "--db-path",
-            str(work / "out" / "db"),
-        ],
-    )
-    shutil.rmtree(work / "out", ignore_errors=True)
-    gib = size**3 * 4 / 2**30
-    print(f"N={size} input {gib:.2f} GiB")
-    for m in (base, prep):
-        print(
-            f"  {m.label:<11} wall {m.seconds:7.2f} s  {gib * 1024 / m.seconds:7.0f} MiB/s  "
-            f"peak RSS {m.peak_rss_mib:7.0f} MiB"
+    out = work / "out"
+    runs: dict[str, list[Measurement]] = {"baseline": [], "preprocess": []}
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        runs["baseline"].append(
+            measure(
+                "baseline",
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("baseline.py")),
+                    str(map_path),
+                    str(out),
+                ],
+            )
         )
-    print(f"  ratio preprocess/baseline time {prep.seconds / base.seconds:.2f} (target <= 1.6)")
-    return {"ratio": prep.seconds / base.seconds, "rss": prep.peak_rss_mib}
+        shutil.rmtree(out, ignore_errors=True)
+        runs["preprocess"].append(
+            measure(
+                "preprocess",
+                [
+                    sys.executable,
+                    "-m",
+                    "cli",
+                    "preprocess",
+                    "--mode",
+                    "add",
+                    "--input-path",
+                    str(map_path),
+                    "--input-kind",
+                    "map",
+                    "--entry-id",
+                    f"bench-{size}",
+                    "--source-db",
+                    "bench",
+                    "--source-db-id",
+                    f"b{size}",
+                    "--source-db-name",
+                    "bench",
+                    "--working-folder",
+                    str(out / "wf"),
+                    "--db-path",
+                    str(out / "db"),
+                ],
+            )
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    gib = size**3 * 4 / 2**30
+    print(f"N={size}: {size}^3 float32 map, {gib:.2f} GiB, median of {repeat} alternating runs")
+    medians = {}
+    for label, ms in runs.items():
+        secs = _median([m.seconds for m in ms])
+        rss = max(m.peak_rss_mib for m in ms)
+        medians[label] = secs
+        print(
+            f"  {label:<11} wall {secs:7.2f} s  {gib * 1024 / secs:7.0f} MiB/s  "
+            f"peak RSS {rss:7.0f} MiB  (runs: {', '.join(f'{m.seconds:.2f}' for m in ms)})"
+        )
+        medians[f"{label}_rss"] = rss
+    ratio = medians["preprocess"] / medians["baseline"]
+    print(f"  ratio preprocess/baseline time {ratio:.2f} (target <= 1.6)")
+    return {"ratio": ratio, "rss": medians["preprocess_rss"]}
 
 
 def main() -> None:
@@ -77,9 +96,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, action="append", default=[])
     parser.add_argument("--work", type=Path, default=Path(__file__).with_name("work"))
     parser.add_argument("--keep", action="store_true", help="keep the generated maps")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per case")
     args = parser.parse_args()
     for size in args.size or [512, 1024]:
-        run(size, args.work)
+        run(size, args.work, args.repeat)
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
 

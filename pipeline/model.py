@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
+
+from pipeline.arrays import LazyArray
 
 __all__ = ["ExtraData", "TimeInfo", "Vec3", "VolumeSource"]
 
@@ -42,11 +43,12 @@ def _check_vec3(name: str, value: Vec3, positive: bool) -> None:
 class VolumeSource:
     """A volume: one lazy 3-D array ``[x, y, z]`` per time frame and channel.
 
-    ``frames[t][c]`` is the array of frame ``t`` and channel ``channel_ids[c]``.
+    ``frames[t][c]`` is the :class:`pipeline.arrays.LazyArray` of frame ``t`` and channel
+    ``channel_ids[c]`` (``as_dask`` wraps it as a dask array).
     """
 
     path: Path
-    frames: tuple[tuple[da.Array, ...], ...]
+    frames: tuple[tuple[LazyArray, ...], ...]
     channel_ids: tuple[str, ...]
     voxel_size: Vec3
     origin: Vec3

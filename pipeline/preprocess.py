@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 
-from pipeline.algorithms.levels import Level, LevelPlan, plan_levels
-from pipeline.algorithms.pyramid import downsample
-from pipeline.algorithms.quantize import QuantizationParams, quantize_block
-from pipeline.algorithms.statistics import Statistics, block_moments, combine_moments
-from pipeline.chunks import aligned_or_rechunked
+from pipeline.algorithms.levels import LevelPlan, plan_levels
+from pipeline.algorithms.quantize import QuantizationParams
+from pipeline.algorithms.statistics import Statistics, combine_moments
+from pipeline.arrays import CastArray, RawArrayFile, TransposedArray
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import ANNOTATIONS_JSON, METADATA_JSON, EntryLocation
 from pipeline.db.metadata import (
@@ -35,7 +33,7 @@ from pipeline.db.metadata import (
     volume_metadata,
 )
 from pipeline.db.sinks import ZipSink
-from pipeline.db.writer import ArrayTarget, DataWriter
+from pipeline.db.writer import DataWriter
 from pipeline.errors import (
     EntryExistsError,
     EntryNotFoundError,
@@ -46,6 +44,7 @@ from pipeline.errors import (
 )
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.mrc import read_map
+from pipeline.level_pass import LevelJob, block_shape, run_pass
 from pipeline.model import ExtraData, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 
@@ -156,52 +155,14 @@ def _read_volume(
     spec = _first(options, VOLUME_KINDS)
     assert spec is not None  # checked in _check_inputs
     voxel = extra.volume_voxel_size if extra is not None else None
-    volume = read_map(spec.path, scratch, voxel_size=voxel, block=options.block_size)
+    volume = read_map(spec.path, scratch, voxel_size=voxel)
     if options.force_volume_dtype is not None and options.force_volume_dtype != volume.dtype:
         dtype = options.force_volume_dtype
         volume = replace(
             volume,
-            frames=tuple(tuple(a.astype(dtype) for a in frame) for frame in volume.frames),
+            frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
     return volume
-
-
-def _store_block(
-    block: np.ndarray,
-    target: ArrayTarget | None,
-    params: QuantizationParams | None,
-    measure: bool,
-    block_info: Any = None,
-) -> np.ndarray:
-    """Write one chunk-aligned block (quantized if ``params``) and return its moments."""
-    if target is not None:
-        origin = tuple(a for a, _ in block_info[0]["array-location"])
-        data = block if params is None else quantize_block(block, params, target.dtype)
-        target.write_block(data, origin)
-    if not measure:
-        return np.zeros((1, 1, 1, 5))
-    return block_moments(block)[None, None, None, :]
-
-
-def _store_and_measure(
-    level: da.Array,
-    target: ArrayTarget | None,
-    params: QuantizationParams | None = None,
-    measure: bool = True,
-) -> da.Array:
-    """A (blocks x 5) array of per-block moments; computing it writes the level's chunks."""
-    return da.map_blocks(
-        _store_block,
-        level,
-        target=target,
-        params=params,
-        measure=measure,
-        chunks=(*(tuple(1 for _ in c) for c in level.chunks), (5,)),
-        new_axis=3,
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0, 0), np.float64),
-        name=f"store-{uuid.uuid4().hex}",
-    )
 
 
 def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
@@ -213,48 +174,36 @@ def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
     return dtype.itemsize > q.itemsize
 
 
-def _compute(graphs: Any, progress: bool) -> Any:
+def _compute(tasks: list[Any], progress: bool) -> list[Any]:
     ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if progress:
         from dask.diagnostics import ProgressBar
 
         ctx = ProgressBar(minimum=1.0)
     with ctx:
-        return dask.compute(graphs, scheduler="threads", num_workers=os.cpu_count())[0]
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=os.cpu_count()))
 
 
 LevelKey = tuple[int, int, str]  # (ratio, time, channel)
 
 
-def _levels(
-    volume: VolumeSource, plan: LevelPlan, block: int
-) -> Iterator[tuple[LevelKey, Level, da.Array]]:
-    """Every planned level of every frame and channel, each built from the previous level."""
-    # The pyramid is computed on C-contiguous blocks (the filter is symmetric in the axes):
-    # for Fortran-ordered sources that is the transposed view, transposed back for storage.
-    flip = volume.memory_order == "F"
-    for t, frame in enumerate(volume.frames):
-        for channel, arr in zip(volume.channel_ids, frame, strict=True):
-            level = arr.T if flip else arr
-            for lv in plan.levels:
-                level = level.rechunk(tuple(aligned_or_rechunked(c, block) for c in level.chunks))
-                if lv.ratio > 1:
-                    level = downsample(level)
-                yield (lv.ratio, t, channel), lv, (level.T if flip else level)
+def _statistics(key: LevelKey, moments: np.ndarray, volume: VolumeSource) -> Statistics:
+    st = combine_moments(moments)
+    if not (math.isfinite(st.mean) and math.isfinite(st.std)):
+        ratio, t, channel = key
+        raise InputFormatError(
+            f"the volume contains NaN or infinite values (level {ratio}, frame {t}, "
+            f"channel {channel})",
+            volume.path,
+        )
+    return st
 
 
-def _statistics(
-    moments: dict[LevelKey, np.ndarray], volume: VolumeSource
-) -> dict[LevelKey, Statistics]:
-    stats = {key: combine_moments(m) for key, m in moments.items()}
-    for (ratio, t, channel), st in stats.items():
-        if not (math.isfinite(st.mean) and math.isfinite(st.std)):
-            raise InputFormatError(
-                f"the volume contains NaN or infinite values (level {ratio}, frame {t}, "
-                f"channel {channel})",
-                volume.path,
-            )
-    return stats
+def _scratch_level(folder: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, order: str):
+    """A writable raw file for an intermediate level, laid out like the source's blocks."""
+    if order == "F":
+        return TransposedArray(RawArrayFile.create(folder / name, shape[::-1], dtype), (2, 1, 0))
+    return RawArrayFile.create(folder / name, shape, dtype)
 
 
 def _write_volume(
@@ -262,57 +211,91 @@ def _write_volume(
     volume: VolumeSource,
     plan: LevelPlan,
     options: PreprocessOptions,
+    scratch: Path,
     progress: bool,
     warn: Reporter,
 ) -> dict[LevelKey, Statistics]:
     """Store every level of every frame and channel; return their statistics.
 
-    Without quantization this is one pass: statistics are reduced from the blocks being
-    written. Quantization needs each level's min/max before its first block is encoded, so a
-    first pass computes the statistics and a second one writes.
+    One pass per level (DESIGN 7.1): the pass over level r writes level r's chunks and level 2r
+    into a scratch file, reducing the statistics of both from the blocks it holds. The input is
+    read once; quantizing level 1 needs its min/max first, so then a statistics-only pass
+    over the input comes before.
     """
-    block, chunk = options.block_size, options.chunk_size
-    dtype = volume.dtype
+    dtype, order = volume.dtype, volume.memory_order
+    keys = [(t, c) for t in range(len(volume.frames)) for c in range(len(volume.channel_ids))]
+
+    def key(ratio: int, t: int, c: int) -> LevelKey:
+        return (ratio, t, volume.channel_ids[c])
+
+    def blocks(arr: Any) -> tuple[int, ...]:
+        return block_shape(arr.shape, dtype.itemsize, order, options.block_size)
+
+    def compute(tasks: list[Any]) -> list[Any]:
+        return _compute(tasks, progress)
+
     quantized = {
-        key
-        for key, lv, _ in _levels(volume, plan, block)
-        if lv.stored and _quantized(options, lv.ratio, dtype)
+        lv.ratio for lv in plan.levels if lv.stored and _quantized(options, lv.ratio, dtype)
     }
     if options.quantize_dtype is not None and not quantized:
         warn(
             f"warning: {volume.path}: volume dtype {dtype} is not larger than "
             f"{options.quantize_dtype}; stored without quantization"
         )
-    stats: dict[LevelKey, Statistics] | None = None
-    if quantized:
-        measured = {
-            key: _store_and_measure(lvl, None) for key, _, lvl in _levels(volume, plan, block)
-        }
-        stats = _statistics(_compute(measured, progress), volume)
-    parts: dict[LevelKey, da.Array] = {}
-    for key, lv, level in _levels(volume, plan, block):
-        target, params = None, None
-        if lv.stored:
-            ratio, t, channel = key
-            attrs, out_dtype = None, dtype
-            if key in quantized:
-                assert stats is not None and options.quantize_dtype is not None
-                out_dtype = options.quantize_dtype
-                params = QuantizationParams.from_range(
-                    stats[key].min, stats[key].max, dtype, out_dtype
+    stats: dict[LevelKey, Statistics] = {}
+    sources = {tc: volume.frames[tc[0]][tc[1]] for tc in keys}
+    if 1 in quantized:
+        jobs = [LevelJob(sources[tc], None, None, None, measure=True) for tc in keys]
+        for tc, moments in zip(keys, run_pass(jobs, blocks, compute), strict=True):
+            stats[key(1, *tc)] = _statistics(key(1, *tc), moments[:, 0], volume)
+    for i, lv in enumerate(plan.levels):
+        below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
+        jobs = []
+        for t, c in keys:
+            target, params = None, None
+            if lv.stored:
+                attrs = None
+                out_dtype = dtype
+                if lv.ratio in quantized:
+                    out_dtype = options.quantize_dtype
+                    st = stats[key(lv.ratio, t, c)]
+                    params = QuantizationParams.from_range(st.min, st.max, dtype, out_dtype)
+                    attrs = {"quantization_data_dict": params.to_json()}
+                target = writer.array(
+                    f"volume_data/{lv.ratio}/{t}/{volume.channel_ids[c]}",
+                    lv.shape,
+                    out_dtype,
+                    (options.chunk_size,) * 3,
+                    attrs,
+                    order=order,
                 )
-                attrs = {"quantization_data_dict": params.to_json()}
-            target = writer.array(
-                f"volume_data/{ratio}/{t}/{channel}",
-                lv.shape,
-                out_dtype,
-                (chunk,) * 3,
-                attrs,
-                order=volume.memory_order,
-            )
-        parts[key] = _store_and_measure(level, target, params, measure=stats is None)
-    moments = _compute(parts, progress)
-    return stats if stats is not None else _statistics(moments, volume)
+            next_level = None
+            if below is not None:
+                name = f"level-{below.ratio}-{t}-{c}.raw"
+                next_level = _scratch_level(scratch, name, below.shape, dtype, order)
+            measure = key(lv.ratio, t, c) not in stats
+            jobs.append(LevelJob(sources[(t, c)], target, params, next_level, measure))
+        for (t, c), job, moments in zip(keys, jobs, run_pass(jobs, blocks, compute), strict=True):
+            if job.measure:
+                stats[key(lv.ratio, t, c)] = _statistics(key(lv.ratio, t, c), moments[:, 0], volume)
+            if below is not None:
+                stats[key(below.ratio, t, c)] = _statistics(
+                    key(below.ratio, t, c), moments[:, 1], volume
+                )
+            if lv.ratio > 1:  # the scratch copy of level r is no longer needed
+                _remove_scratch(sources[(t, c)])
+            if job.next_level is not None:
+                sources[(t, c)] = job.next_level
+    for arr in sources.values():
+        if plan.levels[-1].ratio > 1:
+            _remove_scratch(arr)
+    return stats
+
+
+def _remove_scratch(arr: Any) -> None:
+    raw = arr.base if isinstance(arr, TransposedArray) else arr
+    if isinstance(raw, RawArrayFile) and raw.writable:
+        Path(raw.path).unlink(missing_ok=True)
 
 
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:
@@ -365,11 +348,13 @@ def preprocess(
             try:
                 writer = DataWriter(sink, options.compressor)
                 stats = _write_volume(
-                    writer, volume, plan, options, progress, warn or (lambda _: None)
+                    writer, volume, plan, options, work, progress, warn or (lambda _: None)
                 )
                 writer.finish()
-            finally:
-                sink.close()
+            except BaseException:
+                sink.abort()
+                raise
+            sink.close()
             metadata = empty_metadata(options.source_db_name, options.source_db_id)
             metadata["volumes"] = volume_metadata(volume, plan, stats)
             apply_entry_metadata(metadata, extra)

@@ -1,17 +1,16 @@
 """Intensity pyramid (DESIGN section 7.1): separable binomial [1,4,6,4,1]/16, mirror edges, [::2].
 
-``downsample_block`` is the pure numpy kernel; ``downsample`` wraps it over a dask array whose
-blocks start at even indices, with a halo of 2 samples taken from the neighbouring blocks.
+``downsample_block`` is the pure numpy kernel: it turns a level-r block read with a halo of
+:data:`HALO` samples (clipped at the array's edges) into the level-2r samples of that block.
 """
 
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 
-__all__ = ["accumulator_dtype", "downsample", "downsample_block", "mirror_index"]
+__all__ = ["HALO", "accumulator_dtype", "downsample_block", "mirror_index", "output_range"]
 
-_HALO = 2
+HALO = 2  # samples needed on each side of a block
 _WEIGHTS = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
 
 
@@ -75,11 +74,20 @@ def _filter_axis(
     edges = [i for i in range(m) if i < i0 or i >= max(i1, i0)]
     for i in edges:
         g = 2 * (out_start + i)
-        taps = mirror_index(np.arange(g - _HALO, g + _HALO + 1), n) - lo
+        taps = mirror_index(np.arange(g - HALO, g + HALO + 1), n) - lo
         planes = np.take(a, taps, axis=axis)
         weighted = np.tensordot(_WEIGHTS.astype(a.dtype), planes, axes=([0], [axis]))
         out[_axis_slice(axis, slice(i, i + 1))] = np.expand_dims(weighted, axis)
     return out
+
+
+def output_range(start: int, stop: int) -> tuple[int, int]:
+    """Level-2r samples whose centre lies in level-r samples ``[start, stop)``: 2i in range.
+
+    >>> output_range(128, 257)
+    (64, 129)
+    """
+    return (start + 1) // 2, (stop + 1) // 2
 
 
 def downsample_block(
@@ -93,55 +101,21 @@ def downsample_block(
 
     ``block`` holds level-r samples starting at global index ``lo`` (per axis) and must cover
     ``2*out_start - 2 .. 2*(out_stop - 1) + 2`` after mirroring at the array edges.
-    The result has the input's dtype (integers rounded to nearest and clipped).
+    The result has the input's dtype (integers rounded to nearest and clipped) and layout.
+
+    >>> downsample_block(np.arange(5.0), (0,), (5,), (0,), (3,)).tolist()
+    [0.75, 2.0, 3.25]
     """
+    if block.ndim > 1 and block.flags.f_contiguous and not block.flags.c_contiguous:
+        # work in memory order: the filter is the same along every axis
+        rev = slice(None, None, -1)
+        return downsample_block(block.T, lo[rev], full_shape[rev], out_start[rev], out_stop[rev]).T
     acc = accumulator_dtype(block.dtype)
     work = block.astype(acc, copy=False)
-    # the fastest-varying (last) axis is done last, on the smallest array
+    # slowest axis first, on the largest array; the contiguous axis last, on the smallest
     for axis in range(block.ndim):
         work = _filter_axis(work, axis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
     if block.dtype.kind in "iu":
         info = np.iinfo(block.dtype)
         work = np.clip(np.rint(work), info.min, info.max)
     return work.astype(block.dtype, copy=False)
-
-
-def _out_chunks(chunks: tuple[int, ...], n: int) -> tuple[int, ...]:
-    if n == 1:
-        return chunks
-    return tuple((c + 1) // 2 for c in chunks)
-
-
-def downsample(arr: da.Array) -> da.Array:
-    """One level down: a lazy dask array of ``ceil(n / 2)`` samples per axis (1 stays 1).
-
-    Every chunk of ``arr`` but the last along each axis must have an even length.
-    """
-    for axis_chunks in arr.chunks:
-        if any(c % 2 for c in axis_chunks[:-1]):
-            raise ValueError(f"chunks must be even except the last: {arr.chunks}")
-    shape = arr.shape
-    depth = {axis: (_HALO if n > 1 else 0) for axis, n in enumerate(shape)}
-    starts = [np.cumsum((0, *c[:-1])).tolist() for c in arr.chunks]
-    ends = [np.cumsum(c).tolist() for c in arr.chunks]
-    padded = da.overlap.overlap(arr, depth=depth, boundary="none", allow_rechunk=False)
-
-    def kernel(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        loc = block_info[None]["chunk-location"]  # type: ignore[index]
-        s = [starts[a][i] for a, i in enumerate(loc)]
-        e = [ends[a][i] for a, i in enumerate(loc)]
-        lo = tuple(max(s[a] - depth[a], 0) for a in range(len(shape)))
-        # level-2r sample i sits on level-r sample 2i (an axis of length 1 maps 0 -> 0)
-        o0 = tuple(v // 2 for v in s)
-        o1 = tuple((v + 1) // 2 for v in e)
-        return downsample_block(block, lo, shape, o0, o1)
-
-    out_chunks = tuple(_out_chunks(c, n) for c, n in zip(arr.chunks, shape, strict=True))
-    return da.map_blocks(
-        kernel,
-        padded,
-        chunks=out_chunks,
-        dtype=arr.dtype,
-        meta=np.empty((0,) * arr.ndim, arr.dtype),
-        name=f"downsample-{da.core.tokenize(arr)}",
-    )

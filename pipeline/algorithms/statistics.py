@@ -22,16 +22,15 @@ def block_moments(block: np.ndarray) -> np.ndarray:
     >>> block_moments(np.array([1.0, 2.0, 3.0])).tolist()
     [3.0, 2.0, 2.0, 1.0, 3.0]
     """
-    flat = block.ravel(order="K")  # memory order: no copy for C- or F-contiguous blocks
-    if flat.size == 0:
+    if block.size == 0:
         return np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
-    acc = np.float32 if flat.dtype in (np.float16, np.float32) else np.float64
-    values = flat.astype(acc, copy=False)
-    mean = float(np.add.reduce(values, dtype=acc)) / flat.size
-    dev = values - acc(mean)
+    acc = np.float32 if block.dtype in (np.float16, np.float32) else np.float64
+    # reductions over all axes read strided views in place (no flattening copy)
+    mean = float(block.sum(dtype=acc)) / block.size
+    dev = np.subtract(block, acc(mean), dtype=acc)
     np.multiply(dev, dev, out=dev)
-    m2 = float(np.add.reduce(dev, dtype=acc))
-    return np.array([flat.size, mean, m2, float(flat.min()), float(flat.max())])
+    m2 = float(dev.sum(dtype=acc))
+    return np.array([block.size, mean, m2, float(block.min()), float(block.max())])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,55 +1,166 @@
-"""Where encoded zarr keys go: straight into data.zip (threads) or into a folder (processes)."""
+"""Where encoded zarr keys go: straight into data.zip (threads) or into a folder (processes).
+
+:class:`ZipSink` writes a stored (uncompressed) ZIP64 archive itself: the CRC-32 of a member is
+computed by the calling thread, outside the lock, and only the append of the local header and
+data is serialized. The archive is read back with Python's ``zipfile`` and zarr's ``ZipStore``.
+"""
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
-import zipfile
+import zlib
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["ZIP_DATE", "DirectorySink", "KeySink", "ZipSink"]
+__all__ = ["DirectorySink", "KeySink", "ZipSink"]
 
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed so that the same inputs give the same bytes
+# DOS date/time of 1980-01-01 00:00:00: fixed so that the same inputs give the same bytes
+_DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
+_ZIP64_LIMIT = 0xFFFFFFFF
+_VERSION = 45  # 4.5: ZIP64
 
 
 class KeySink(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
 
-class ZipSink:
-    """Appends members to one stored (uncompressed) ZIP64 file; thread-safe, one process.
+def _zip64_extra(*values: int) -> bytes:
+    body = b"".join(struct.pack("<Q", v) for v in values)
+    return struct.pack("<HH", 0x0001, len(body)) + body
 
-    Members are never rewritten or deleted (each key is put once).
+
+class ZipSink:
+    """Appends members to one stored ZIP64 file; thread-safe within one process.
+
+    Every key is put once; members are never rewritten or deleted.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._offset = 0
         self._lock = threading.Lock()
-        self._keys: set[str] = set()
+        self._members: dict[str, tuple[int, int, int]] = {}  # key -> (crc, size, offset)
+        self._closed = False
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._offset += len(data)
 
     def put(self, key: str, data: bytes) -> None:
-        info = zipfile.ZipInfo(key, date_time=ZIP_DATE)
-        info.compress_type = zipfile.ZIP_STORED
-        info.external_attr = 0o644 << 16
+        name = key.encode()
+        crc = zlib.crc32(data)
+        size = len(data)
+        # local header: sizes always in a ZIP64 extra, so the header never depends on offsets
+        header = (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                _VERSION,
+                0,
+                0,
+                _DOS_TIME,
+                _DOS_DATE,
+                crc,
+                _ZIP64_LIMIT,
+                _ZIP64_LIMIT,
+                len(name),
+                20,
+            )
+            + name
+            + _zip64_extra(size, size)
+        )
         with self._lock:
-            if key in self._keys:
+            if self._closed:
+                raise ValueError(f"{self.path}: archive already closed")
+            if key in self._members:
                 raise ValueError(f"zip member {key} written twice")
-            self._keys.add(key)
-            self._zip.writestr(info, data)
+            self._members[key] = (crc, size, self._offset)
+            self._write(header)
+            self._write(data)
 
     def close(self) -> None:
-        """Write the central directory and flush to disk."""
+        """Write the central directory (ZIP64 end records), fsync and close."""
         with self._lock:
-            fp = self._zip.fp
-            self._zip.close()
-            del fp
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            if self._closed:
+                return
+            self._closed = True
+            start = self._offset
+            entries = []
+            for key, (crc, size, offset) in self._members.items():
+                name = key.encode()
+                extra = _zip64_extra(size, size, offset)
+                entries.append(
+                    struct.pack(
+                        "<IHHHHHHIIIHHHHHII",
+                        0x02014B50,
+                        (3 << 8) | _VERSION,
+                        _VERSION,
+                        0,
+                        0,
+                        _DOS_TIME,
+                        _DOS_DATE,
+                        crc,
+                        _ZIP64_LIMIT,
+                        _ZIP64_LIMIT,
+                        len(name),
+                        len(extra),
+                        0,
+                        0,
+                        0,
+                        0o100644 << 16,
+                        _ZIP64_LIMIT,
+                    )
+                    + name
+                    + extra
+                )
+            directory = b"".join(entries)
+            self._write(directory)
+            end64 = self._offset
+            count = len(entries)
+            self._write(
+                struct.pack(
+                    "<IQHHIIQQQQ",
+                    0x06064B50,
+                    44,
+                    _VERSION,
+                    _VERSION,
+                    0,
+                    0,
+                    count,
+                    count,
+                    len(directory),
+                    start,
+                )
+            )
+            self._write(struct.pack("<IIQI", 0x07064B50, 0, end64, 1))
+            self._write(
+                struct.pack(
+                    "<IHHHHIIH",
+                    0x06054B50,
+                    0,
+                    0,
+                    min(count, 0xFFFF),
+                    min(count, 0xFFFF),
+                    min(len(directory), _ZIP64_LIMIT),
+                    min(start, _ZIP64_LIMIT),
+                    0,
+                )
+            )
+            os.fsync(self._fd)
+            os.close(self._fd)
+
+    def abort(self) -> None:
+        """Close without writing a directory (the staged file is discarded by the caller)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self._fd)
 
 
 class DirectorySink:

@@ -1,7 +1,7 @@
 """MRC / CCP4 maps (``map`` and ``mask`` inputs): header rules of DESIGN section 8, lazy data.
 
-The data block is never memory-mapped: a dask block is filled by positioned reads (``os.preadv``)
-of exactly its bytes, so resident memory is bounded by the blocks in flight, not by the file.
+The data block is never memory-mapped: a region is filled by positioned reads (``os.preadv``)
+of exactly its bytes, so resident memory is bounded by the regions in flight, not by the file.
 gzip/bzip2 files are first decompressed, streaming, into a scratch folder.
 """
 
@@ -9,27 +9,23 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import dask.array as da
 import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 
-from pipeline.chunks import align_chunks
+from pipeline.arrays import RawArrayFile, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.model import Vec3, VolumeSource
 
-__all__ = ["MrcLayout", "mrc_xyz_array", "read_map", "read_mrc_layout"]
+__all__ = ["MrcLayout", "memory_order", "mrc_array", "read_map", "read_mrc_layout"]
 
 _HEADER_BYTES = 1024
 _MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
 _IMOD_STAMP = 1146047817
-_MAX_READ_CHUNK = 32 * 2**20  # bytes of one reader block
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,106 +195,24 @@ def read_mrc_layout(path: Path, scratch: Path) -> MrcLayout:
     )
 
 
-class _BlockReader:
-    """Array-like over the data block of an MRC file; ``[...]`` does positioned reads only."""
-
-    def __init__(self, layout: MrcLayout) -> None:
-        self.path = str(layout.data_path)
-        self.offset = layout.data_offset
-        self.shape = layout.file_shape
-        self.file_dtype = layout.file_dtype
-        self.dtype = layout.file_dtype.newbyteorder("=")
-        self.ndim = 3
-        stat = os.stat(self.path)
-        self._token = (self.path, stat.st_size, stat.st_mtime_ns, self.offset, str(self.file_dtype))
-
-    def __dask_tokenize__(self) -> Any:
-        return ("mrc-block-reader", *self._token)
-
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        (s0, s1, _), (r0, r1, _), (c0, c1, _) = (
-            k.indices(n) for k, n in zip(key, self.shape, strict=True)
-        )
-        _ns, nr, nc = self.shape
-        item = self.file_dtype.itemsize
-        out = np.empty((max(s1 - s0, 0), max(r1 - r0, 0), max(c1 - c0, 0)), self.file_dtype)
-        if out.size == 0:
-            return out.astype(self.dtype)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            if c0 == 0 and c1 == nc:
-                if r0 == 0 and r1 == nr:  # whole sections: one read
-                    self._read_into(fd, out, (s0 * nr * nc) * item)
-                else:
-                    for i, s in enumerate(range(s0, s1)):
-                        self._read_into(fd, out[i], ((s * nr + r0) * nc) * item)
-            else:
-                for i, s in enumerate(range(s0, s1)):
-                    for j, r in enumerate(range(r0, r1)):
-                        self._read_into(fd, out[i, j], ((s * nr + r) * nc + c0) * item)
-        finally:
-            os.close(fd)
-        if self.file_dtype.byteorder not in ("=", "|") and self.file_dtype != self.dtype:
-            return out.astype(self.dtype)
-        return out.view(self.dtype)
-
-    def _read_into(self, fd: int, target: np.ndarray, position: int) -> None:
-        view = memoryview(target.reshape(-1).view(np.uint8))
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], self.offset + position + done)
-            if n <= 0:
-                raise InputFormatError("unexpected end of file while reading data", self.path)
-            done += n
-
-
-def mrc_xyz_array(layout: MrcLayout, block: int) -> da.Array:
-    """The data as a lazy dask array in ``[x, y, z]`` order (native byte order).
-
-    Reader blocks cover ``block`` sections x ``block`` rows x all columns (or a multiple of
-    ``block`` columns when that exceeds 32 MiB), so every read is a few long contiguous runs.
-    With the standard axis order the blocks are Fortran-ordered ``[x, y, z]`` views of the bytes
-    as read (see :func:`memory_order`).
-    """
-    reader = _BlockReader(layout)
-    ns, nr, nc = layout.file_shape
-    row_bytes = block * block * layout.file_dtype.itemsize
-    col_block = (
-        nc
-        if row_bytes * nc <= _MAX_READ_CHUNK
-        else max(block, (_MAX_READ_CHUNK // row_bytes) // block * block)
-    )
-    chunks = (align_chunks(ns, block), align_chunks(nr, block), align_chunks(nc, col_block))
-    arr = da.from_array(
-        reader,
-        chunks=chunks,
-        asarray=False,
-        lock=False,
-        fancy=False,
-        meta=np.empty((0, 0, 0), reader.dtype),
-        name=f"mrc-read-{da.core.tokenize(reader, chunks)}",
-    )
-    return arr.transpose(_xyz_permutation(layout))
-
-
-def _xyz_permutation(layout: MrcLayout) -> list[int]:
-    # file axes (s, r, c) are physical axes (maps, mapr, mapc); put x, y, z first
+def _xyz_permutation(layout: MrcLayout) -> tuple[int, int, int]:
+    # file axes (s, r, c) are physical axes (maps, mapr, mapc); pick the file axis of x, y, z
     phys = (layout.axis_order[2], layout.axis_order[1], layout.axis_order[0])
-    return [phys.index(a) for a in range(3)]
+    return tuple(phys.index(a) for a in range(3))  # type: ignore[return-value]
 
 
 def memory_order(layout: MrcLayout) -> str:
     """'F' when x varies fastest in the file (MAPC=1, MAPR=2, MAPS=3), else 'C'."""
-    return "F" if _xyz_permutation(layout) == [2, 1, 0] else "C"
+    return "F" if _xyz_permutation(layout) == (2, 1, 0) else "C"
 
 
-def read_map(
-    path: Path,
-    scratch: Path,
-    *,
-    voxel_size: Vec3 | None = None,
-    block: int = 128,
-) -> VolumeSource:
+def mrc_array(layout: MrcLayout) -> TransposedArray:
+    """The data as a lazy ``[x, y, z]`` array (native byte order) read by positioned reads."""
+    raw = RawArrayFile(layout.data_path, layout.file_shape, layout.file_dtype, layout.data_offset)
+    return TransposedArray(raw, _xyz_permutation(layout))
+
+
+def read_map(path: Path, scratch: Path, *, voxel_size: Vec3 | None = None) -> VolumeSource:
     """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
 
     ``voxel_size`` (from extra data) overrides the header; the file is never modified.
@@ -313,7 +227,7 @@ def read_map(
         )
     return VolumeSource(
         path=Path(path),
-        frames=((mrc_xyz_array(layout, block),),),
+        frames=((mrc_array(layout),),),
         channel_ids=("0",),
         voxel_size=tuple(float(v) for v in voxel),  # type: ignore[arg-type]
         origin=layout.origin(voxel),

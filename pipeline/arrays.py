@@ -1,0 +1,202 @@
+"""Lazy array-likes with bounded region reads: what readers hand to the pipeline.
+
+A ``LazyArray`` has ``shape``, ``dtype`` and ``ndim`` and returns exactly the region asked for
+(``arr[z0:z1, y0:y1, x0:x1]``) by positioned reads; nothing is memory-mapped, so resident memory
+is bounded by the regions in flight. ``as_dask`` wraps one as a chunked dask array.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import dask.array as da
+import numpy as np
+
+__all__ = ["CastArray", "LazyArray", "RawArrayFile", "TransposedArray", "as_dask"]
+
+Region = tuple[slice, ...]
+
+
+@runtime_checkable
+class LazyArray(Protocol):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    ndim: int
+
+    def __getitem__(self, key: Region) -> np.ndarray: ...
+
+
+def _bounds(key: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out = []
+    for k, n in zip(key, shape, strict=True):
+        if not isinstance(k, slice):
+            raise TypeError(f"only slices are supported, got {k!r}")
+        start, stop, step = k.indices(n)
+        if step != 1:
+            raise ValueError("only contiguous regions are supported")
+        out.append((start, max(start, stop)))
+    return out
+
+
+def _runs(bounds: list[tuple[int, int]], shape: tuple[int, ...]) -> tuple[int, list[Any]]:
+    """Split a C-order region into contiguous runs: returns the first axis k from which the
+    region covers whole trailing axes, and the index tuples of the leading axes."""
+    k = len(shape) - 1
+    while k > 0 and bounds[k] == (0, shape[k]):
+        k -= 1
+    leading = [range(a, b) for a, b in bounds[:k]]
+    return k, leading
+
+
+class RawArrayFile:
+    """A C-order array stored raw at ``offset`` in a file (an MRC data block, a scratch level).
+
+    Reads and writes of a region are positioned (``os.preadv``/``os.pwritev``) runs of the
+    region's contiguous rows; the file is opened read-only unless ``writable``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        file_dtype: np.dtype,
+        offset: int = 0,
+        writable: bool = False,
+    ) -> None:
+        self.path = str(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.ndim = len(self.shape)
+        self.file_dtype = np.dtype(file_dtype)
+        self.dtype = self.file_dtype.newbyteorder("=")
+        self.offset = offset
+        self.writable = writable
+        stat = os.stat(self.path)
+        self._token = (self.path, stat.st_size, stat.st_mtime_ns, offset, self.file_dtype.str)
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> RawArrayFile:
+        """A new (sparse) scratch file holding a native-endian array of ``shape``."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        with open(path, "wb") as f:
+            f.truncate(nbytes)
+        return cls(path, shape, np.dtype(dtype), writable=True)
+
+    def __dask_tokenize__(self) -> Any:
+        return ("raw-array-file", *self._token, self.shape)
+
+    def __reduce__(self) -> Any:
+        return (RawArrayFile, (self.path, self.shape, self.file_dtype, self.offset, self.writable))
+
+    def __getitem__(self, key: Region) -> np.ndarray:
+        bounds = _bounds(key, self.shape)
+        out = np.empty([b - a for a, b in bounds], self.file_dtype)
+        if out.size:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                self._transfer(fd, bounds, out, write=False)
+            finally:
+                os.close(fd)
+        if self.file_dtype != self.dtype:
+            return out.astype(self.dtype)
+        return out
+
+    def write(self, origin: tuple[int, ...], block: np.ndarray) -> None:
+        """Store ``block`` at ``origin`` (each region written by one task only)."""
+        if not self.writable:
+            raise PermissionError(f"{self.path} is opened read-only")
+        bounds = [(o, o + n) for o, n in zip(origin, block.shape, strict=True)]
+        data = np.ascontiguousarray(block, dtype=self.file_dtype)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            self._transfer(fd, bounds, data, write=True)
+        finally:
+            os.close(fd)
+
+    def _transfer(
+        self, fd: int, bounds: list[tuple[int, int]], buf: np.ndarray, write: bool
+    ) -> None:
+        k, leading = _runs(bounds, self.shape)
+        item = self.file_dtype.itemsize
+        strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
+        tail_start = sum(a * s for (a, _), s in zip(bounds[k:], strides[k:], strict=True))
+        for index in np.ndindex(*(len(r) for r in leading)):
+            lead = [r[i] for r, i in zip(leading, index, strict=True)]
+            position = self.offset + item * (
+                sum(v * s for v, s in zip(lead, strides[:k], strict=True)) + tail_start
+            )
+            view = memoryview(buf[index].reshape(-1).view(np.uint8))
+            done = 0
+            while done < len(view):
+                if write:
+                    n = os.pwritev(fd, [view[done:]], position + done)
+                else:
+                    n = os.preadv(fd, [view[done:]], position + done)
+                if n <= 0:
+                    raise EOFError(f"{self.path}: unexpected end of file")
+                done += n
+
+
+class TransposedArray:
+    """``base`` with its axes permuted (``result[i0, i1, ...] = base[...]``): a view, no copy."""
+
+    def __init__(self, base: Any, perm: tuple[int, ...]) -> None:
+        self.base = base
+        self.perm = tuple(perm)
+        self.shape = tuple(base.shape[p] for p in self.perm)
+        self.dtype = base.dtype
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import tokenize
+
+        return ("transposed", tokenize(self.base), self.perm)
+
+    def _base_key(self, key: Region) -> Region:
+        bounds = _bounds(key, self.shape)
+        base = [slice(None)] * self.ndim
+        for out_axis, base_axis in enumerate(self.perm):
+            base[base_axis] = slice(*bounds[out_axis])
+        return tuple(base)
+
+    def __getitem__(self, key: Region) -> np.ndarray:
+        return np.transpose(self.base[self._base_key(key)], self.perm)
+
+    def write(self, origin: tuple[int, ...], block: np.ndarray) -> None:
+        inverse = tuple(np.argsort(self.perm))
+        base_origin = tuple(origin[i] for i in inverse)
+        self.base.write(base_origin, np.transpose(block, inverse))
+
+
+class CastArray:
+    """``base`` converted to ``dtype`` region by region."""
+
+    def __init__(self, base: Any, dtype: np.dtype) -> None:
+        self.base = base
+        self.dtype = np.dtype(dtype)
+        self.shape = base.shape
+        self.ndim = base.ndim
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import tokenize
+
+        return ("cast", tokenize(self.base), self.dtype.str)
+
+    def __getitem__(self, key: Region) -> np.ndarray:
+        return self.base[key].astype(self.dtype, copy=False)
+
+
+def as_dask(arr: LazyArray, chunks: Any = "auto") -> da.Array:
+    """A chunked dask array over a lazy array (each task reads its own region)."""
+    return da.from_array(
+        arr,
+        chunks=chunks,
+        asarray=False,
+        lock=False,
+        fancy=False,
+        meta=np.empty((0,) * arr.ndim, arr.dtype),
+    )
