@@ -34,9 +34,6 @@ class _OneLineErrors(click.Group):
         verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsProvided as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
-            sys.exit(2)
         except click.UsageError as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(2)

@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -322,8 +323,9 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     """Check the inputs and compute the level plan without writing anything (``--dry-run``)."""
     _check_inputs(options)
     location = _check_location(options)
-    with _run_folder(options.working_folder, options.entry_id) as work:
-        volume = _read_volume(options, _read_extra(options), work / "scratch")
+    # nothing is written under the user's folders; only a compressed map needs scratch space
+    with tempfile.TemporaryDirectory(prefix="cellstar-dry-run-") as scratch:
+        volume = _read_volume(options, _read_extra(options), Path(scratch))
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         return _summary(location, volume, plan, 0.0, done=False)
 

@@ -15,9 +15,9 @@ COUNT, MEAN, M2, MIN, MAX = range(5)
 def block_moments(block: np.ndarray) -> np.ndarray:
     """``[count, mean, M2, min, max]`` of a block (M2 = sum of squared deviations from the mean).
 
-    Two passes over the block: float32 blocks are reduced in float32 with numpy's pairwise
-    summation (relative error ~1e-7 log n), everything else in float64; blocks are combined in
-    float64 (:func:`combine_moments`).
+    float32 blocks are reduced in float32 with numpy's pairwise summation (relative error
+    ~1e-7 log n) about a first estimate of the mean, everything else in float64; blocks are
+    combined in float64 (:func:`combine_moments`).
 
     >>> block_moments(np.array([1.0, 2.0, 3.0])).tolist()
     [3.0, 2.0, 2.0, 1.0, 3.0]
@@ -26,10 +26,13 @@ def block_moments(block: np.ndarray) -> np.ndarray:
         return np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
     acc = np.float32 if block.dtype in (np.float16, np.float32) else np.float64
     # reductions over all axes read strided views in place (no flattening copy)
-    mean = float(block.sum(dtype=acc)) / block.size
-    dev = np.subtract(block, acc(mean), dtype=acc)
+    # shifted data: deviations from a first estimate of the mean, then corrected exactly
+    shift = acc(float(block.sum(dtype=acc)) / block.size)
+    dev = np.subtract(block, shift, dtype=acc)
+    dmean = float(dev.sum(dtype=acc)) / block.size
     np.multiply(dev, dev, out=dev)
-    m2 = float(dev.sum(dtype=acc))
+    m2 = max(float(dev.sum(dtype=acc)) - block.size * dmean * dmean, 0.0)
+    mean = float(shift) + dmean
     return np.array([block.size, mean, m2, float(block.min()), float(block.max())])
 
 

@@ -1,0 +1,112 @@
+"""Shared fixtures: real samples from ../shared (skipped when absent), synthetic MRC writers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mrcfile
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CELLSTAR_SHARED_DATA", ROOT.parent / "shared" / "test-data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/test-data``; tests that need it skip when it is not there."""
+    if not SHARED.is_dir():
+        pytest.skip(f"real sample data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def emd1832_map(shared_data: Path) -> Path:
+    path = shared_data / "preprocessor/sample_volumes/emdb/EMD-1832.map"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def write_mrc(
+    path: Path,
+    data_zyx: np.ndarray,
+    voxel_size: float | tuple[float, float, float] = 1.0,
+    **header: Any,
+) -> Path:
+    """Write a map with mrcfile (data indexed [section, row, column]); header fields by name."""
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(data_zyx)
+        mrc.voxel_size = voxel_size
+        for name, value in header.items():
+            setattr(mrc.header, name, value)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file below ``root`` with its hash: 'the database is unchanged' made checkable."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., Any]:
+    """Invoke the command line in-process; returns click's Result (exit_code, stdout, stderr)."""
+
+    def run(*args: str | Path) -> Any:
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+def preprocess_args(
+    inputs: list[tuple[Path, str]],
+    tmp_path: Path,
+    entry: str = "emd-1832",
+    mode: str = "add",
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """Arguments of a ``preprocess`` call with the database and working folder in tmp_path."""
+    args = ["preprocess", "--mode", mode]
+    for path, kind in inputs:
+        args += ["--input-path", str(path), "--input-kind", kind]
+    args += [
+        "--entry-id",
+        entry,
+        "--source-db",
+        "emdb",
+        "--source-db-id",
+        entry,
+        "--source-db-name",
+        "emdb",
+        "--working-folder",
+        str(tmp_path / "work"),
+        "--db-path",
+        str(tmp_path / "db"),
+        *extra,
+    ]
+    return args
+
+
+def binomial_reference(x: np.ndarray) -> np.ndarray:
+    """DESIGN 7.1 computed independently: scipy convolve1d [1,4,6,4,1]/16, mode mirror, [::2]."""
+    from scipy.ndimage import convolve1d
+
+    weights = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
+    y = x.astype(np.float64)
+    for axis in range(x.ndim):
+        if x.shape[axis] > 1:
+            y = convolve1d(y, weights, axis=axis, mode="mirror")
+    return y[tuple(slice(None, None, 2) for _ in range(x.ndim))]

@@ -1,0 +1,138 @@
+"""The command line: up-front validation, one-line errors, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from conftest import preprocess_args, tree_digest, write_mrc
+
+
+@pytest.fixture
+def small_map(tmp_path):
+    data = np.random.default_rng(0).normal(size=(10, 12, 14)).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    return write_mrc(tmp_path / "in" / "small.mrc", data, voxel_size=3.0)
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (("--input-kind", "map"), ["2 --input-kind"]),
+        (("--quantize-dtype-str", "u3"), ["u3"]),
+        (("--force-volume-dtype", "float17"), ["--force-volume-dtype", "float17"]),
+        (("--force-volume-dtype", "complex64"), ["complex64"]),
+        (("--min-downsampling-level", "3"), ["power of two"]),
+        (("--max-downsampling-level", "0"), ["power of two"]),
+        (("--min-downsampling-level", "8", "--max-downsampling-level", "4"), ["greater than"]),
+        (("--quantize-downsampling-levels", "1 x"), ["'x'"]),
+        (("--quantize-downsampling-levels", "3"), ["powers of two"]),
+        (("--min-size-per-downsampling-lvl-mb", "-1"), ["must be > 0"]),
+    ],
+)
+def test_invalid_options_fail_before_anything_is_written(
+    run_cli, tmp_path, small_map, extra, fragments
+):
+    result = run_cli(*preprocess_args([(small_map, "map")], tmp_path, extra=extra))
+    _assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
+
+
+def test_unknown_kind_missing_file_and_unsupported_kind(run_cli, tmp_path, small_map):
+    _assert_one_line_error(
+        run_cli(*preprocess_args([(small_map, "mapp")], tmp_path)), "unknown --input-kind 'mapp'"
+    )
+    missing = tmp_path / "nope.mrc"
+    _assert_one_line_error(
+        run_cli(*preprocess_args([(missing, "map")], tmp_path)), str(missing), "no such file"
+    )
+    _assert_one_line_error(
+        run_cli(*preprocess_args([(small_map, "map"), (small_map, "mask")], tmp_path)),
+        "not supported yet: mask",
+    )
+    _assert_one_line_error(
+        run_cli(*preprocess_args([(tmp_path, "map")], tmp_path)), "must be a file"
+    )
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize("entry", ["a/b", "..", "../x", "_staging", ".hidden", ""])
+def test_entry_ids_cannot_escape_the_database(run_cli, tmp_path, small_map, entry):
+    result = run_cli(*preprocess_args([(small_map, "map")], tmp_path, entry=entry))
+    _assert_one_line_error(result, "--entry-id")
+    assert not (tmp_path / "db").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(run_cli, tmp_path, small_map):
+    result = run_cli(*preprocess_args([(small_map, "map")], tmp_path, extra=("--dry-run",)))
+    assert result.exit_code == 0, result.output
+    assert "level    1" in result.stdout and "level    2" in result.stdout
+    assert "14x12x10" in result.stdout  # [x, y, z]
+    assert "7x6x5" in result.stdout
+    assert "nothing written" in result.stdout
+    assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
+
+
+def test_add_twice_fails_and_leaves_the_entry_unchanged(run_cli, tmp_path, small_map):
+    args = preprocess_args([(small_map, "map")], tmp_path)
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "levels 1, 2" in first.stdout
+    before = tree_digest(tmp_path / "db")
+    second = run_cli(*args)
+    _assert_one_line_error(second, "already exists")
+    assert tree_digest(tmp_path / "db") == before
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
+
+
+def test_bad_input_file_leaves_no_trace(run_cli, tmp_path):
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"\0" * 100)
+    result = run_cli(*preprocess_args([(bad, "map")], tmp_path))
+    _assert_one_line_error(result, str(bad), "truncated")
+    assert tree_digest(tmp_path / "db") == {}
+    assert not any((tmp_path / "work").iterdir())
+
+
+def test_nan_map_is_rejected(run_cli, tmp_path):
+    data = np.full((6, 6, 6), np.nan, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile notes the NaNs
+        path = write_mrc(tmp_path / "nan.mrc", data)
+    result = run_cli(*preprocess_args([(path, "map")], tmp_path))
+    _assert_one_line_error(result, str(path), "NaN")
+    assert tree_digest(tmp_path / "db") == {}
+
+
+def test_console_script_and_module_entry_points(tmp_path, small_map):
+    for argv in (["cellstar-preprocessor"], [sys.executable, "-m", "cli"]):
+        proc = subprocess.run(
+            [*argv, *preprocess_args([(small_map, "mapp")], tmp_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 2
+        assert proc.stderr.strip().startswith("error: unknown --input-kind")
+        assert "Traceback" not in proc.stderr
+    help_ = subprocess.run(
+        [sys.executable, "-m", "cli", "preprocess", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for option in ("--quantize-dtype-str", "--remove-original-resolution", "--dry-run"):
+        assert option in help_.stdout
