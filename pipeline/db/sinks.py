@@ -20,6 +20,7 @@ __all__ = ["DirectorySink", "KeySink", "ZipSink"]
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
 _ZIP64_LIMIT = 0xFFFFFFFF
 _VERSION = 45  # 4.5: ZIP64
+_WRITEBACK_STEP = 64 * 2**20
 
 
 class KeySink(Protocol):
@@ -41,6 +42,7 @@ class ZipSink:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._offset = 0
+        self._flushed = 0
         self._lock = threading.Lock()
         self._members: dict[str, tuple[int, int, int]] = {}  # key -> (crc, size, offset)
         self._closed = False
@@ -51,6 +53,13 @@ class ZipSink:
             n = os.write(self._fd, view)
             view = view[n:]
         self._offset += len(data)
+        if self._offset - self._flushed >= _WRITEBACK_STEP:
+            # start writing back what is done (non-blocking) so the final fsync has little
+            # left to wait for, and keep those pages from crowding the page cache
+            os.posix_fadvise(
+                self._fd, self._flushed, self._offset - self._flushed, os.POSIX_FADV_DONTNEED
+            )
+            self._flushed = self._offset
 
     def put(self, key: str, data: bytes) -> None:
         name = key.encode()
