@@ -30,6 +30,7 @@ def main(map_path: Path, out: Path, block: int = 128, chunk: int = 64) -> None:
         [LevelJob(arr, target, None, None, measure=False)],
         lambda a: block_shape(a.shape, a.dtype.itemsize, order, block),
         lambda tasks: list(dask.compute(*tasks, scheduler="threads", num_workers=os.cpu_count())),
+        writer.sink,
     )
     writer.finish()
 

@@ -34,8 +34,11 @@ class _OneLineErrors(click.Group):
         verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            sys.exit(2)
         except click.UsageError as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(2)
         except click.Abort:
             click.echo("error: aborted", err=True)

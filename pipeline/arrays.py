@@ -14,7 +14,16 @@ from typing import Any, Protocol, runtime_checkable
 import dask.array as da
 import numpy as np
 
-__all__ = ["CastArray", "LazyArray", "RawArrayFile", "TransposedArray", "as_dask"]
+from pipeline.errors import InputFormatError
+
+__all__ = [
+    "CastArray",
+    "LazyArray",
+    "RawArrayFile",
+    "ShapeOnlyArray",
+    "TransposedArray",
+    "as_dask",
+]
 
 Region = tuple[slice, ...]
 
@@ -137,7 +146,7 @@ class RawArrayFile:
                 else:
                     n = os.preadv(fd, [view[done:]], position + done)
                 if n <= 0:
-                    raise EOFError(f"{self.path}: unexpected end of file")
+                    raise InputFormatError("truncated: unexpected end of file", self.path)
                 done += n
 
 
@@ -173,7 +182,8 @@ class TransposedArray:
 
 
 class CastArray:
-    """``base`` converted to ``dtype`` region by region."""
+    """``base`` converted to ``dtype`` region by region; to an integer type, values are rounded
+    to nearest and clipped to its range (never wrapped)."""
 
     def __init__(self, base: Any, dtype: np.dtype) -> None:
         self.base = base
@@ -187,7 +197,26 @@ class CastArray:
         return ("cast", tokenize(self.base), self.dtype.str)
 
     def __getitem__(self, key: Region) -> np.ndarray:
-        return self.base[key].astype(self.dtype, copy=False)
+        data = self.base[key]
+        if self.dtype.kind in "iu" and data.dtype != self.dtype:
+            info = np.iinfo(self.dtype)
+            if data.dtype.kind == "f":
+                data = np.rint(data)
+            data = np.clip(data, info.min, info.max)
+        return data.astype(self.dtype, copy=False)
+
+
+class ShapeOnlyArray:
+    """Shape and dtype of data that is not accessible here (a dry run of a compressed file)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, reason: str) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.reason = reason
+
+    def __getitem__(self, key: Region) -> np.ndarray:
+        raise RuntimeError(self.reason)
 
 
 def as_dask(arr: LazyArray, chunks: Any = "auto") -> da.Array:

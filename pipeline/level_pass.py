@@ -1,15 +1,15 @@
 """One pass of the pyramid: level r -> (stored chunks of level r, level 2r), as independent tasks.
 
 Each task reads its own block of level r with the 2-sample halo the filter needs (positioned
-reads of the input, or of the scratch file holding level r), writes the block's chunks, reduces
-its moments and writes its part of level 2r to the next scratch file. Tasks share nothing, so
-memory is bounded by the blocks in flight whatever the volume's size, and they run unchanged on
-the threaded scheduler or on a dask.distributed cluster.
+reads of the input, or of the scratch file holding level r), encodes the block's chunks,
+reduces its moments and writes its part of level 2r to the next scratch file. Blocks share no
+data, so memory is bounded by the blocks in flight whatever the volume's size.
 """
 
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ from pipeline.algorithms.quantize import QuantizationParams, quantize_block
 from pipeline.algorithms.statistics import block_moments
 from pipeline.arrays import LazyArray
 from pipeline.chunks import align_chunks
+from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget
 
 __all__ = ["LevelJob", "block_grid", "block_shape", "run_pass"]
@@ -78,21 +79,25 @@ class LevelJob:
     measure: bool  # reduce level r's moments (level 1; others were measured by the last pass)
 
 
-def _task(job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...]) -> np.ndarray:
-    """Process one block; returns moments ``[[level r], [level 2r]]`` (NaN rows if not asked)."""
+def _task(
+    job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], gate: object = None
+) -> tuple[np.ndarray, list[tuple[str, bytes]]]:
+    """Process one block: moments ``[[level r], [level 2r]]`` (NaN rows if not asked) and the
+    encoded chunks of level r. ``gate`` only orders the task after an earlier append."""
     shape = job.source.shape
     halo = [HALO if (job.next_level is not None and n > 1) else 0 for n in shape]
     lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
     hi = tuple(min(e + h, n) for e, h, n in zip(stop, halo, shape, strict=True))
     data = job.source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
     inner = data[tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))]
+    chunks: list[tuple[str, bytes]] = []
     if job.store is not None:
         stored = (
             inner
             if job.quantization is None
             else quantize_block(inner, job.quantization, job.store.dtype)
         )
-        job.store.write_block(stored, start)
+        chunks = job.store.encode(stored, start)
     this = block_moments(inner) if job.measure else _NO_MOMENTS
     below = _NO_MOMENTS
     if job.next_level is not None:
@@ -102,22 +107,53 @@ def _task(job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...]) -> np.nd
         )
         job.next_level.write(tuple(a for a, _ in out_range), out)
         below = block_moments(out)
-    return np.stack([this, below])
+    return np.stack([this, below]), chunks
+
+
+def _append(
+    sink: KeySink | None, result: tuple[np.ndarray, list[tuple[str, bytes]]], previous: object
+) -> np.ndarray:
+    """Store a task's chunks after those of the task before it; returns the moments."""
+    moments, chunks = result
+    if chunks:
+        if sink is None:
+            raise ValueError("a pass that stores chunks needs a sink")
+        sink.put_many(chunks)
+    return moments
 
 
 def run_pass(
     jobs: Sequence[LevelJob],
     blocks: Callable[[LazyArray], tuple[int, ...]],
     compute: Callable[[list[Any]], list[np.ndarray]],
+    sink: KeySink | None = None,
+    window: int = 4,
 ) -> list[np.ndarray]:
-    """Run every block of every job as one task graph; per job, the (blocks, 2, 5) moments."""
-    tasks: list[Any] = []
+    """Run every block of every job as one task graph; per job, the (blocks, 2, 5) moments.
+
+    Blocks are processed in parallel, but their chunks reach ``sink`` in block order (a chain of
+    append tasks), so the same inputs give the same archive byte for byte; a block may start
+    only when the append ``window`` blocks before it is done, which bounds the encoded data
+    waiting in memory.
+    """
+    appends: list[Any] = []
     owners: list[int] = []
+    token = uuid.uuid4().hex[:8]
     for i, job in enumerate(jobs):
         for start, stop in block_grid(job.source.shape, blocks(job.source)):
-            tasks.append(dask.delayed(_task, pure=False)(job, start, stop))
+            n = len(appends)
+            gate = appends[n - window] if n >= window else None
+            result = dask.delayed(_task, pure=False)(
+                job, start, stop, gate, dask_key_name=f"block-{token}-{n:09d}"
+            )
+            previous = appends[-1] if appends else None
+            appends.append(
+                dask.delayed(_append, pure=False)(
+                    sink, result, previous, dask_key_name=f"append-{token}-{n:09d}"
+                )
+            )
             owners.append(i)
-    results = compute(tasks)
+    results = compute(appends)
     per_job: list[list[np.ndarray]] = [[] for _ in jobs]
     for owner, result in zip(owners, results, strict=True):
         per_job[owner].append(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,9 @@ class LevelOptions:
     remove_original_resolution: bool = False
 
     def __post_init__(self) -> None:
+        for name, size in (("min", self.min_size_mb), ("max", self.max_size_mb)):
+            if size is not None and not math.isfinite(size):
+                raise OptionError(f"--{name}-size-per-downsampling-lvl-mb must be finite")
         if self.min_size_mb <= 0:
             raise OptionError(
                 f"--min-size-per-downsampling-lvl-mb must be > 0, got {self.min_size_mb}"

@@ -9,7 +9,6 @@ import contextlib
 import math
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -146,12 +145,29 @@ def _run_folder(working_folder: Path, entry_id: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _tidy(*paths: Path) -> Iterator[None]:
+    """Folders on the way to ``paths`` that this run creates are removed again if left empty."""
+    new: set[Path] = set()
+    for path in paths:
+        q = path.absolute()
+        while not q.exists():
+            new.add(q)
+            q = q.parent
+    try:
+        yield
+    finally:
+        for q in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                q.rmdir()
+
+
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
 def _read_volume(
-    options: PreprocessOptions, extra: ExtraData | None, scratch: Path
+    options: PreprocessOptions, extra: ExtraData | None, scratch: Path | None
 ) -> VolumeSource:
     spec = _first(options, VOLUME_KINDS)
     assert spec is not None  # checked in _check_inputs
@@ -182,7 +198,15 @@ def _compute(tasks: list[Any], progress: bool) -> list[Any]:
 
         ctx = ProgressBar(minimum=1.0)
     with ctx:
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=os.cpu_count()))
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=_workers()))
+
+
+def _workers() -> int:
+    """CPUs this process may run on (affinity and container limits), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 LevelKey = tuple[int, int, str]  # (ratio, time, channel)
@@ -238,7 +262,19 @@ def _write_volume(
     quantized = {
         lv.ratio for lv in plan.levels if lv.stored and _quantized(options, lv.ratio, dtype)
     }
-    if options.quantize_dtype is not None and not quantized:
+    if options.quantize_levels is not None and options.quantize_dtype is not None:
+        missing = sorted(set(options.quantize_levels) - set(plan.stored_ratios))
+        if missing:
+            warn(
+                "warning: --quantize-downsampling-levels: level(s) "
+                f"{', '.join(map(str, missing))} not stored (stored: "
+                f"{', '.join(map(str, plan.stored_ratios))})"
+            )
+    if (
+        options.quantize_dtype is not None
+        and not quantized
+        and dtype.itemsize <= (options.quantize_dtype.itemsize)
+    ):
         warn(
             f"warning: {volume.path}: volume dtype {dtype} is not larger than "
             f"{options.quantize_dtype}; stored without quantization"
@@ -247,7 +283,7 @@ def _write_volume(
     sources = {tc: volume.frames[tc[0]][tc[1]] for tc in keys}
     if 1 in quantized:
         jobs = [LevelJob(sources[tc], None, None, None, measure=True) for tc in keys]
-        for tc, moments in zip(keys, run_pass(jobs, blocks, compute), strict=True):
+        for tc, moments in zip(keys, run_pass(jobs, blocks, compute, writer.sink), strict=True):
             stats[key(1, *tc)] = _statistics(key(1, *tc), moments[:, 0], volume)
     for i, lv in enumerate(plan.levels):
         below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
@@ -276,7 +312,9 @@ def _write_volume(
                 next_level = _scratch_level(scratch, name, below.shape, dtype, order)
             measure = key(lv.ratio, t, c) not in stats
             jobs.append(LevelJob(sources[(t, c)], target, params, next_level, measure))
-        for (t, c), job, moments in zip(keys, jobs, run_pass(jobs, blocks, compute), strict=True):
+        for (t, c), job, moments in zip(
+            keys, jobs, run_pass(jobs, blocks, compute, writer.sink), strict=True
+        ):
             if job.measure:
                 stats[key(lv.ratio, t, c)] = _statistics(key(lv.ratio, t, c), moments[:, 0], volume)
             if below is not None:
@@ -323,11 +361,10 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     """Check the inputs and compute the level plan without writing anything (``--dry-run``)."""
     _check_inputs(options)
     location = _check_location(options)
-    # nothing is written under the user's folders; only a compressed map needs scratch space
-    with tempfile.TemporaryDirectory(prefix="cellstar-dry-run-") as scratch:
-        volume = _read_volume(options, _read_extra(options), Path(scratch))
-        plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
-        return _summary(location, volume, plan, 0.0, done=False)
+    # headers only: nothing is written, compressed maps are not decompressed
+    volume = _read_volume(options, _read_extra(options), None)
+    plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+    return _summary(location, volume, plan, 0.0, done=False)
 
 
 def preprocess(
@@ -341,7 +378,10 @@ def preprocess(
     started = time.perf_counter()
     _check_inputs(options)
     location = _check_location(options)
-    with _run_folder(options.working_folder, options.entry_id) as work:
+    with (
+        _tidy(options.working_folder, options.db_path),
+        _run_folder(options.working_folder, options.entry_id) as work,
+    ):
         extra = _read_extra(options)
         volume = _read_volume(options, extra, work / "scratch")
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)

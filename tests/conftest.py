@@ -55,10 +55,14 @@ def sha256(path: Path) -> str:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    """Every file below ``root`` with its hash: 'the database is unchanged' made checkable."""
+    """Every file (with its hash) and folder below ``root``: 'the database is unchanged' made
+    checkable, leftover empty folders included."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): sha256(p) if p.is_file() else "<dir>"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.fixture

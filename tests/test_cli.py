@@ -104,7 +104,7 @@ def test_bad_input_file_leaves_no_trace(run_cli, tmp_path):
     result = run_cli(*preprocess_args([(bad, "map")], tmp_path))
     _assert_one_line_error(result, str(bad), "truncated")
     assert tree_digest(tmp_path / "db") == {}
-    assert not any((tmp_path / "work").iterdir())
+    assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
 
 
 def test_nan_map_is_rejected(run_cli, tmp_path):
@@ -136,3 +136,23 @@ def test_console_script_and_module_entry_points(tmp_path, small_map):
     )
     for option in ("--quantize-dtype-str", "--remove-original-resolution", "--dry-run"):
         assert option in help_.stdout
+
+
+def test_missing_required_option_and_no_arguments(run_cli, tmp_path, small_map):
+    args = [
+        a for a in preprocess_args([(small_map, "map")], tmp_path) if a not in ("--mode", "add")
+    ]
+    _assert_one_line_error(run_cli(*args), "--mode")
+    bare = run_cli()
+    assert bare.exit_code == 2 and "Usage" in bare.stderr and "preprocess" in bare.stderr
+
+
+def test_dry_run_of_a_compressed_map_reads_only_its_header(run_cli, tmp_path, small_map):
+    import gzip
+
+    packed = tmp_path / "in" / "small.mrc.gz"
+    packed.write_bytes(gzip.compress(small_map.read_bytes()))
+    result = run_cli(*preprocess_args([(packed, "map")], tmp_path, extra=("--dry-run",)))
+    assert result.exit_code == 0, result.output
+    assert "14x12x10" in result.stdout
+    assert not (tmp_path / "work").exists()

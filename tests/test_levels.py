@@ -52,8 +52,16 @@ def test_max_level_caps_the_pyramid():
 
 def test_max_size_skips_large_levels_and_extends_until_one_fits():
     plan = plan_levels((512, 512, 512), 4, LevelOptions(max_size_mb=1.1))
-    assert plan.stored_ratios == (1, 8)
-    assert plan.level(8).nbytes <= 1.1e6
+    assert plan.stored_ratios == (8,)
+    assert plan.level(8).nbytes <= 1.1e6 < plan.level(4).nbytes
+    assert plan.spatial_downsampling_levels()[0] == {"level": 1, "available": False}
+
+
+def test_pyramid_stops_at_one_sample_per_axis():
+    assert plan_levels((4, 4, 4), 4, LevelOptions(min_size_mb=1e-9)).ratios == (1, 2, 4)
+    assert plan_levels((5, 1, 1), 4, LevelOptions(min_size_mb=1e-9)).ratios == (1, 2, 4, 8)
+    with pytest.raises(OptionError, match="beyond the coarsest level 64"):
+        plan_levels((64, 64, 64), 4, LevelOptions(min_level=1024))
 
 
 def test_nothing_stored_is_an_option_error():
@@ -69,6 +77,8 @@ def test_nothing_stored_is_an_option_error():
         ({"min_level": 8, "max_level": 4}, "greater than"),
         ({"min_size_mb": 0}, "must be > 0"),
         ({"max_size_mb": -1}, "must be > 0"),
+        ({"max_size_mb": float("nan")}, "finite"),
+        ({"min_size_mb": float("inf")}, "finite"),
     ],
 )
 def test_invalid_level_options(kwargs, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import os
 from pathlib import Path
 
 import mrcfile
@@ -245,3 +246,68 @@ def test_real_quirky_maps(shared_data, tmp_path):
     assert small.dtype == np.uint8
     with pytest.raises(InputFormatError, match="truncated"):
         read_map(real / "test_data_corrupt_header.map", tmp_path)
+
+
+def test_input_is_only_ever_opened_read_only(tmp_path, monkeypatch):
+    data = np.random.default_rng(9).normal(size=(6, 7, 8)).astype(np.float32)
+    path = write_mrc(tmp_path / "m.mrc", data)
+    opened: list[tuple[str, int]] = []
+    real_open = os.open
+
+    def spy(file, flags, *args, **kwargs):
+        opened.append((str(file), flags))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    got, _ = _read(path, tmp_path)
+    np.testing.assert_array_equal(got, data.transpose(2, 1, 0))
+    ours = [flags for name, flags in opened if name == str(path)]
+    assert ours, "the data was not read through os.open"
+    assert all(flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC) == 0 for flags in ours)
+
+
+def test_big_endian_mode0_without_machine_stamp(tmp_path):
+    data = np.arange(2 * 3 * 4, dtype=np.int8).reshape(2, 3, 4)
+    path = write_mrc(tmp_path / "be0.mrc", data.astype(">i1"))
+    raw = bytearray(path.read_bytes())
+    header = np.frombuffer(bytes(raw[:1024]), dtype=mrcfile.dtypes.HEADER_DTYPE)[0]
+    swapped = np.array(header).astype(mrcfile.dtypes.HEADER_DTYPE.newbyteorder(">"))
+    raw[:1024] = swapped.tobytes()
+    raw[212:216] = b"\0\0\0\0"  # no machine stamp
+    path.write_bytes(bytes(raw))
+    got, _ = _read(path, tmp_path)
+    np.testing.assert_array_equal(got, data.transpose(2, 1, 0))
+
+
+def test_corrupt_gzip_is_an_input_error(tmp_path):
+    data = np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32)
+    plain = write_mrc(tmp_path / "m.mrc", data)
+    packed = bytearray(gzip.compress(plain.read_bytes()))
+    for i in range(200, 400):
+        packed[i] ^= 0x5A
+    bad = tmp_path / "bad.mrc.gz"
+    bad.write_bytes(bytes(packed))
+    with pytest.raises(InputFormatError, match="cannot decompress gzip") as info:
+        read_map(bad, tmp_path / "scratch")
+    assert str(bad) in str(info.value)
+    assert not list((tmp_path / "scratch").glob("*"))  # the partial copy is removed
+
+
+def test_file_shrinking_during_a_run_is_an_input_error(tmp_path):
+    path = write_mrc(tmp_path / "m.mrc", np.zeros((8, 8, 8), np.float32))
+    volume = read_map(path, tmp_path)
+    with open(path, "r+b") as f:
+        f.truncate(1024 + 100)
+    with pytest.raises(InputFormatError, match="truncated") as info:
+        volume.frames[0][0][0:8, 0:8, 0:8]
+    assert str(path) in str(info.value)
+
+
+def test_compressed_header_only_without_scratch(tmp_path):
+    plain = write_mrc(tmp_path / "m.mrc", np.zeros((3, 4, 5), np.float32), voxel_size=2.0)
+    packed = tmp_path / "m.mrc.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    volume = read_map(packed, None)
+    assert volume.shape == (5, 4, 3) and volume.voxel_size == (2.0, 2.0, 2.0)
+    with pytest.raises(RuntimeError, match="not decompressed"):
+        volume.frames[0][0][0:1, 0:1, 0:1]

@@ -17,6 +17,8 @@ from zarr.storage import ZipStore
 
 from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.db import open_entry
+from pipeline.options import InputKind, InputSpec, LevelOptions, Mode, PreprocessOptions
+from pipeline.preprocess import preprocess
 
 
 def _map_xyz(path: Path) -> np.ndarray:
@@ -174,7 +176,9 @@ def test_pyramid_through_the_pipeline_matches_reference(run_cli, tmp_path, shape
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
             else:  # level 4 is filtered from the rounded level 2, as stored
                 ref = binomial_reference(entry.read_volume(level // 2)) if level > 2 else expected
-                assert np.abs(got.astype(np.float64) - np.rint(ref)).max() <= 1
+                diff = np.abs(got.astype(np.float64) - np.rint(ref))
+                # exact but for .5 ties that float accumulation may round the other way
+                assert diff.max() <= 1 and np.count_nonzero(diff) <= max(1, diff.size // 1000)
             _assert_stats(_stats(entry, level), got)
 
 
@@ -240,18 +244,40 @@ def test_quantizing_a_one_byte_map_warns_and_stores_it_as_is(run_cli, tmp_path):
         np.testing.assert_array_equal(entry.read_volume(1), data.transpose(2, 1, 0))
 
 
-def test_same_inputs_give_byte_identical_entries(run_cli, tmp_path):
-    data = np.random.default_rng(4).normal(size=(30, 20, 10)).astype(np.float32)
+def test_same_inputs_give_byte_identical_entries(tmp_path):
+    data = np.random.default_rng(4).normal(size=(61, 50, 37)).astype(np.float32)
     path = write_mrc(tmp_path / "m.mrc", data)
     digests = []
-    for name in ("a", "b"):
-        result = run_cli(*preprocess_args([(path, "map")], tmp_path / name))
-        assert result.exit_code == 0, result.output
-        folder = tmp_path / name / "db" / "emdb" / "emd-1832"
+    for name in ("a", "b", "c"):
+        # small blocks: ~100 tasks per pass finishing in varying order
+        options = PreprocessOptions(
+            mode=Mode.ADD,
+            inputs=(InputSpec(path, InputKind.MAP),),
+            entry_id="e",
+            source_db="emdb",
+            source_db_id="e",
+            source_db_name="emdb",
+            working_folder=tmp_path / name / "work",
+            db_path=tmp_path / name / "db",
+            block_size=16,
+            chunk_size=8,
+            levels=LevelOptions(min_size_mb=0.01),
+        )
+        preprocess(options)
+        folder = tmp_path / name / "db" / "emdb" / "e"
         digests.append(
             [sha256(folder / f) for f in ("data.zip", "metadata.json", "annotations.json")]
         )
-    assert digests[0] == digests[1]
+    assert digests[0] == digests[1] == digests[2]
+    with open_entry(tmp_path / "a" / "db", "emdb", "e") as entry:
+        assert entry.volume_array(1).chunks == (8, 8, 8)
+        np.testing.assert_array_equal(entry.read_volume(1), data.transpose(2, 1, 0))
+        np.testing.assert_allclose(
+            entry.read_volume(2),
+            binomial_reference(data.transpose(2, 1, 0)),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_bundled_sample_generator_and_readme_command(tmp_path):
@@ -281,3 +307,30 @@ def test_bundled_sample_generator_and_readme_command(tmp_path):
         box = entry.metadata["volumes"]["volume_sampling_info"]["boxes"]["1"]
         assert box == {"origin": [-64.0] * 3, "voxel_size": [2.0] * 3, "grid_dimensions": [64] * 3}
         np.testing.assert_array_equal(entry.read_volume(1), density)
+
+
+def test_statistics_only_for_stored_levels_and_clipping_dtype(run_cli, tmp_path):
+    data = (np.random.default_rng(8).normal(size=(32, 32, 32)) * 200).astype(np.float32)
+    path = write_mrc(tmp_path / "m.mrc", data)
+    extra = (
+        "--min-downsampling-level",
+        "4",
+        "--force-volume-dtype",
+        "u1",
+        "--quantize-dtype-str",
+        "u1",
+        "--quantize-downsampling-levels",
+        "16",
+    )
+    result = run_cli(*preprocess_args([(path, "map")], tmp_path, extra=extra))
+    assert result.exit_code == 0, result.output
+    assert "level(s) 16 not stored" in result.stderr
+    with open_entry(tmp_path / "db", "emdb", "emd-1832") as entry:
+        info = entry.metadata["volumes"]["volume_sampling_info"]
+        assert entry.volume_levels == [1, 4]
+        assert sorted(info["boxes"]) == sorted(info["descriptive_statistics"]) == ["1", "4"]
+        level1 = entry.read_volume(1)
+        assert level1.dtype == np.uint8
+        # rounded and clipped to 0..255, never wrapped
+        expected = np.clip(np.rint(data.transpose(2, 1, 0)), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(level1, expected)

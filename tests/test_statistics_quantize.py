@@ -69,3 +69,10 @@ def test_quantization_params_round_trip_json():
     assert QuantizationParams.from_json(p.to_json()) == p
     assert set(p.to_json()) == {"min", "max", "num_steps", "src_type", "to_remove_negatives"}
     assert p.to_json()["src_type"] == "<f4" and p.to_json()["to_remove_negatives"] == -1.5
+
+
+def test_moments_of_huge_float32_values_do_not_overflow():
+    x = (np.random.default_rng(1).normal(size=(20, 20, 20)) * 1e20).astype(np.float32)
+    st_ = combine_moments(block_moments(x)[None])
+    assert np.isfinite(st_.std)
+    assert st_.std == pytest.approx(x.astype(np.float64).std(), rel=1e-5)

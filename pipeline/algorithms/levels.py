@@ -65,14 +65,22 @@ def plan_levels(shape: tuple[int, int, int], itemsize: int, options: LevelOption
 
     The number of 2x steps is the largest k with bytes(level 1) / 8**k >= min size (MB = 10**6
     bytes), at least 1 for any grid with an axis longer than 1; it grows to reach
-    ``min_level`` and to reach a level no larger than ``max_size_mb``. Level 1 is stored unless
-    ``remove_original_resolution``; a downsampled level is stored when its ratio lies within
-    [min_level, max_level] and its size is at most ``max_size_mb``.
+    ``min_level`` and to reach a level no larger than ``max_size_mb``, and stops where every
+    axis has one sample. No level larger than ``max_size_mb`` is stored; level 1 is stored
+    unless ``remove_original_resolution``; a downsampled level when its ratio lies within
+    [min_level, max_level].
 
     >>> plan_levels((64, 64, 64), 4, LevelOptions()).stored_ratios
     (1, 2)
     """
     nbytes1 = math.prod(shape) * itemsize
+    # beyond this many steps every axis has one sample
+    coarsest = max(math.ceil(math.log2(n)) for n in shape) if max(shape) > 1 else 0
+    if options.min_level is not None and options.min_level > 2**coarsest:
+        raise OptionError(
+            f"--min-downsampling-level {options.min_level} is beyond the coarsest level "
+            f"{2**coarsest} of a {'x'.join(map(str, shape))} grid"
+        )
     steps = 0
     if any(n > 1 for n in shape):
         steps = 1
@@ -88,18 +96,20 @@ def plan_levels(shape: tuple[int, int, int], itemsize: int, options: LevelOption
                 steps += 1
         if options.max_level is not None:
             steps = min(steps, int(math.log2(options.max_level)))
+        steps = min(steps, coarsest)
     levels = []
     for k in range(steps + 1):
         ratio = 2**k
         lshape = level_shape(shape, ratio)
         size = math.prod(lshape) * itemsize
+        fits = options.max_size_mb is None or size <= options.max_size_mb * MB
         if ratio == 1:
-            stored = not options.remove_original_resolution
+            stored = not options.remove_original_resolution and fits
         else:
             stored = (
                 (options.min_level is None or ratio >= options.min_level)
                 and (options.max_level is None or ratio <= options.max_level)
-                and (options.max_size_mb is None or size <= options.max_size_mb * MB)
+                and fits
             )
         levels.append(Level(ratio=ratio, shape=lshape, nbytes=size, stored=stored))
     plan = LevelPlan(levels=tuple(levels))

@@ -24,7 +24,10 @@ def block_moments(block: np.ndarray) -> np.ndarray:
     """
     if block.size == 0:
         return np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
-    acc = np.float32 if block.dtype in (np.float16, np.float32) else np.float64
+    lo, hi = float(block.min()), float(block.max())
+    # float32 accumulation while squares and sums stay far from float32's range (3.4e38)
+    small = max(abs(lo), abs(hi)) < 1e15
+    acc = np.float32 if block.dtype in (np.float16, np.float32) and small else np.float64
     # reductions over all axes read strided views in place (no flattening copy)
     # shifted data: deviations from a first estimate of the mean, then corrected exactly
     shift = acc(float(block.sum(dtype=acc)) / block.size)
@@ -33,7 +36,7 @@ def block_moments(block: np.ndarray) -> np.ndarray:
     np.multiply(dev, dev, out=dev)
     m2 = max(float(dev.sum(dtype=acc)) - block.size * dmean * dmean, 0.0)
     mean = float(shift) + dmean
-    return np.array([block.size, mean, m2, float(block.min()), float(block.max())])
+    return np.array([block.size, mean, m2, lo, hi])
 
 
 @dataclass(frozen=True, slots=True)

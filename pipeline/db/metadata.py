@@ -93,15 +93,18 @@ def volume_metadata(
     statistics: dict[tuple[int, int, str], Statistics],
 ) -> dict[str, Any]:
     """The ``volumes`` object of metadata.json; ``statistics`` keyed by (ratio, time, channel)."""
+    boxes = volume_boxes(volume, plan)
     stats: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for (ratio, time, channel), st in sorted(statistics.items()):
+        if str(ratio) not in boxes:  # computed on the way, not stored
+            continue
         stats.setdefault(str(ratio), {}).setdefault(str(time), {})[channel] = st.to_json()
     return {
         "channel_ids": list(volume.channel_ids),
         "time_info": volume.time_info.to_json(),
         "volume_sampling_info": {
             "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
-            "boxes": volume_boxes(volume, plan),
+            "boxes": boxes,
             "descriptive_statistics": stats,
             "time_transformations": [],
             "source_axes_units": dict(volume.source_axes_units),

@@ -26,6 +26,8 @@ _WRITEBACK_STEP = 64 * 2**20
 class KeySink(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> None: ...
+
 
 def _zip64_extra(*values: int) -> bytes:
     body = b"".join(struct.pack("<Q", v) for v in values)
@@ -62,36 +64,32 @@ class ZipSink:
             self._flushed = self._offset
 
     def put(self, key: str, data: bytes) -> None:
-        name = key.encode()
-        crc = zlib.crc32(data)
-        size = len(data)
-        # local header: sizes always in a ZIP64 extra, so the header never depends on offsets
-        header = (
-            struct.pack(
-                "<IHHHHHIIIHH",
-                0x04034B50,
-                _VERSION,
-                0,
-                0,
-                _DOS_TIME,
-                _DOS_DATE,
-                crc,
-                _ZIP64_LIMIT,
-                _ZIP64_LIMIT,
-                len(name),
-                20,
+        self.put_many([(key, data)])
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Append members in the given order (their CRCs computed before taking the lock)."""
+        prepared = []
+        for key, data in items:
+            name = key.encode()
+            crc = zlib.crc32(data)
+            size = len(data)
+            # local header: sizes always in a ZIP64 extra, so it never depends on offsets
+            fields = (0x04034B50, _VERSION, 0, 0, _DOS_TIME, _DOS_DATE, crc)
+            header = (
+                struct.pack("<IHHHHHIIIHH", *fields, _ZIP64_LIMIT, _ZIP64_LIMIT, len(name), 20)
+                + name
+                + _zip64_extra(size, size)
             )
-            + name
-            + _zip64_extra(size, size)
-        )
+            prepared.append((key, crc, size, header, data))
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self.path}: archive already closed")
-            if key in self._members:
-                raise ValueError(f"zip member {key} written twice")
-            self._members[key] = (crc, size, self._offset)
-            self._write(header)
-            self._write(data)
+            for key, crc, size, header, data in prepared:
+                if key in self._members:
+                    raise ValueError(f"zip member {key} written twice")
+                self._members[key] = (crc, size, self._offset)
+                self._write(header)
+                self._write(data)
 
     def close(self) -> None:
         """Write the central directory (ZIP64 end records), fsync and close."""
@@ -177,6 +175,10 @@ class DirectorySink:
 
     def __init__(self, root: Path) -> None:
         self.root = str(root)
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        for key, data in items:
+            self.put(key, data)
 
     def put(self, key: str, data: bytes) -> None:
         target = os.path.join(self.root, key)

@@ -33,12 +33,18 @@ class ArrayTarget:
     sink: KeySink
     order: str = "C"
 
-    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
-        """Encode and store every chunk of a block that starts on the chunk grid."""
+    def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
+        """The (key, encoded bytes) of every chunk of a block that starts on the chunk grid."""
         if block.dtype != self.dtype:
             raise TypeError(f"{self.path}: block dtype {block.dtype} != {self.dtype}")
-        for index, data in encode_block(block, origin, self.chunks, self.codec, self.order):
-            self.sink.put(chunk_key(self.path, index), data)
+        return [
+            (chunk_key(self.path, index), data)
+            for index, data in encode_block(block, origin, self.chunks, self.codec, self.order)
+        ]
+
+    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
+        """Encode and store every chunk of a block that starts on the chunk grid."""
+        self.sink.put_many(self.encode(block, origin))
 
 
 class DataWriter:

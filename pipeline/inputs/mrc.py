@@ -11,13 +11,14 @@ import bz2
 import gzip
 import shutil
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 
-from pipeline.arrays import RawArrayFile, TransposedArray
+from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.model import Vec3, VolumeSource
 
@@ -33,7 +34,7 @@ class MrcLayout:
     """What the header says: where the data is and how it maps to ``[x, y, z]``."""
 
     source: Path  # the user's file
-    data_path: Path  # the file the data is read from (a decompressed copy for .gz/.bz2)
+    data_path: Path | None  # where the data is read from (a decompressed copy for .gz/.bz2)
     data_offset: int
     file_shape: tuple[int, int, int]  # (sections, rows, columns) as stored
     file_dtype: np.dtype  # with the file's byte order
@@ -74,7 +75,7 @@ def _spool_decompressed(path: Path, kind: str, scratch: Path) -> Path:
     try:
         with opener(path, "rb") as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, length=16 * 2**20)
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         target.unlink(missing_ok=True)
         raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc
     return target
@@ -91,7 +92,13 @@ def _parse_header(raw: bytes, path: Path) -> tuple[np.ndarray, str]:
         orders = ["<", ">"]
     for order in orders:
         header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(order), count=1)[0]
-        if int(header["mode"]) in _MODES and 0 < int(header["nx"]) < 2**31:
+        sizes = [int(header[k]) for k in ("nx", "ny", "nz")]
+        axes = sorted(int(header[k]) for k in ("mapc", "mapr", "maps"))
+        if (
+            int(header["mode"]) in _MODES
+            and all(0 < n < 2**24 for n in sizes)
+            and axes in ([1, 2, 3], [0, 0, 0])
+        ):
             return header, order
     header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(orders[0]), count=1)[0]
     mode = int(header["mode"])
@@ -120,10 +127,22 @@ def _exact(value: np.floating) -> float:
     return float(str(np.float32(value)))
 
 
-def read_mrc_layout(path: Path, scratch: Path) -> MrcLayout:
+def _stream_head(path: Path, kind: str) -> tuple[bytes, int | None]:
+    """The first header bytes of a compressed map (its data size is unknown: None)."""
+    opener = gzip.open if kind == "gzip" else bz2.open
+    try:
+        with opener(path, "rb") as f:
+            return f.read(_HEADER_BYTES), None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc
+
+
+def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     """Read and check an MRC/CCP4 header; decompress .gz/.bz2 into ``scratch`` first.
 
-    Raises :class:`InputFormatError` for anything that makes the data unreadable.
+    With ``scratch=None`` a compressed map is not decompressed: only its header is read (for a
+    dry run) and its data cannot be accessed. Raises :class:`InputFormatError` for anything that
+    makes the data unreadable.
     """
     path = Path(path)
     if not path.exists():
@@ -131,14 +150,22 @@ def read_mrc_layout(path: Path, scratch: Path) -> MrcLayout:
     if not path.is_file():
         raise InputNotFoundError("not a file", path)
     compression = _detect_compression(path)
-    data_path = _spool_decompressed(path, compression, scratch) if compression else path
-    size = data_path.stat().st_size
-    if size < _HEADER_BYTES:
+    data_path: Path | None = path
+    if compression and scratch is None:
+        raw, size = _stream_head(path, compression)
+        data_path = None
+    else:
+        if compression:
+            assert scratch is not None
+            data_path = _spool_decompressed(path, compression, scratch)
+        assert data_path is not None
+        size = data_path.stat().st_size
+        with open(data_path, "rb") as f:
+            raw = f.read(_HEADER_BYTES)
+    if len(raw) < _HEADER_BYTES:
         raise InputFormatError(
-            f"truncated: {size} bytes, shorter than the 1024-byte MRC header", path
+            f"truncated: {len(raw)} bytes, shorter than the 1024-byte MRC header", path
         )
-    with open(data_path, "rb") as f:
-        raw = f.read(_HEADER_BYTES)
     header, order = _parse_header(raw, path)
     nc, nr, ns = (int(header[k]) for k in ("nx", "ny", "nz"))
     if min(nc, nr, ns) <= 0:
@@ -157,7 +184,7 @@ def read_mrc_layout(path: Path, scratch: Path) -> MrcLayout:
         raise InputFormatError(f"negative extended header size NSYMBT {nsymbt}", path)
     offset = _HEADER_BYTES + nsymbt
     needed = nc * nr * ns * dtype.itemsize
-    if size - offset < needed:
+    if size is not None and size - offset < needed:
         raise InputFormatError(
             f"truncated: the header announces {nc}x{nr}x{ns} mode-{mode} data "
             f"({needed} bytes after the header) but the file has {max(size - offset, 0)}",
@@ -208,14 +235,25 @@ def memory_order(layout: MrcLayout) -> str:
 
 def mrc_array(layout: MrcLayout) -> TransposedArray:
     """The data as a lazy ``[x, y, z]`` array (native byte order) read by positioned reads."""
+    if layout.data_path is None:
+        raise ValueError(f"{layout.source}: compressed map opened without scratch space")
     raw = RawArrayFile(layout.data_path, layout.file_shape, layout.file_dtype, layout.data_offset)
     return TransposedArray(raw, _xyz_permutation(layout))
 
 
-def read_map(path: Path, scratch: Path, *, voxel_size: Vec3 | None = None) -> VolumeSource:
+def _data(layout: MrcLayout) -> LazyArray:
+    if layout.data_path is None:
+        dtype = layout.file_dtype.newbyteorder("=")
+        return ShapeOnlyArray(layout.shape_xyz, dtype, f"{layout.source}: data not decompressed")
+    return mrc_array(layout)
+
+
+def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None) -> VolumeSource:
     """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
 
     ``voxel_size`` (from extra data) overrides the header; the file is never modified.
+    ``scratch`` is where a compressed map is decompressed; without it only the header of a
+    compressed map is read (its data then cannot be accessed).
     """
     layout = read_mrc_layout(path, scratch)
     voxel = voxel_size if voxel_size is not None else layout.voxel_size
@@ -227,7 +265,7 @@ def read_map(path: Path, scratch: Path, *, voxel_size: Vec3 | None = None) -> Vo
         )
     return VolumeSource(
         path=Path(path),
-        frames=((mrc_array(layout),),),
+        frames=((_data(layout),),),
         channel_ids=("0",),
         voxel_size=tuple(float(v) for v in voxel),  # type: ignore[arg-type]
         origin=layout.origin(voxel),
