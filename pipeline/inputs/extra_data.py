@@ -73,6 +73,12 @@ def _voxel_size(value: Any, where: str, path: Path) -> Vec3:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
+def _optional_voxel_size(section: dict[str, Any], where: str, path: Path) -> Vec3 | None:
+    if "voxel_size" not in section:
+        return None
+    return _voxel_size(section["voxel_size"], f"{where}.voxel_size", path)
+
+
 def _string_map(value: Any, where: str, path: Path) -> dict[str, str]:
     mapping = _object(value, where, path)
     for k, v in mapping.items():
@@ -107,22 +113,14 @@ def read_extra_data(path: Path) -> ExtraData:
                 raise InputFormatError(f"entry_metadata.{k} must be a string or null", path)
     return ExtraData(
         path=path,
-        volume_voxel_size=(
-            _voxel_size(volume["voxel_size"], "volume.voxel_size", path)
-            if "voxel_size" in volume
-            else None
-        ),
+        volume_voxel_size=_optional_voxel_size(volume, "volume", path),
         channel_ids_mapping=_string_map(
             volume.get("channel_ids_mapping", {}), "volume.channel_ids_mapping", path
         ),
         volume_dataset_specific=_object(
             volume.get("dataset_specific_data", {}), "volume.dataset_specific_data", path
         ),
-        segmentation_voxel_size=(
-            _voxel_size(seg["voxel_size"], "segmentation.voxel_size", path)
-            if "voxel_size" in seg
-            else None
-        ),
+        segmentation_voxel_size=_optional_voxel_size(seg, "segmentation", path),
         segmentation_ids_mapping=_string_map(
             seg.get("segmentation_ids_mapping", {}), "segmentation.segmentation_ids_mapping", path
         ),
