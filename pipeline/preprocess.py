@@ -196,7 +196,7 @@ def _compute(tasks: list[Any], progress: bool) -> list[Any]:
     if progress:
         from dask.diagnostics import ProgressBar
 
-        ctx = ProgressBar(minimum=1.0)
+        ctx = ProgressBar(minimum=0.0, dt=0.1)
     with ctx:
         return list(dask.compute(*tasks, scheduler="threads", num_workers=_workers()))
 

@@ -156,3 +156,30 @@ def test_dry_run_of_a_compressed_map_reads_only_its_header(run_cli, tmp_path, sm
     assert result.exit_code == 0, result.output
     assert "14x12x10" in result.stdout
     assert not (tmp_path / "work").exists()
+
+
+def test_progress_is_shown_on_a_terminal_only(tmp_path, small_map):
+    import os
+    import pty
+
+    args = ["cellstar-preprocessor", *preprocess_args([(small_map, "map")], tmp_path)]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not data:
+            break
+        output += data
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = output.decode(errors="replace")
+    assert "100% Completed" in text and "add: emdb/emd-1832" in text
+    piped = subprocess.run(
+        [*args[:-1], str(tmp_path / "db2")], capture_output=True, text=True, check=True
+    )
+    assert "Completed" not in piped.stderr + piped.stdout
