@@ -23,6 +23,8 @@ __all__ = [
     "ShapeOnlyArray",
     "TransposedArray",
     "as_dask",
+    "create_scratch",
+    "remove_scratch",
 ]
 
 Region = tuple[slice, ...]
@@ -217,6 +219,23 @@ class ShapeOnlyArray:
 
     def __getitem__(self, key: Region) -> np.ndarray:
         raise RuntimeError(self.reason)
+
+
+def create_scratch(
+    folder: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, order: str
+) -> RawArrayFile | TransposedArray:
+    """A writable raw file for an intermediate level, laid out like the source's blocks
+    ('F': x fastest, stored as C-order z, y, x and viewed transposed)."""
+    if order == "F":
+        return TransposedArray(RawArrayFile.create(folder / name, shape[::-1], dtype), (2, 1, 0))
+    return RawArrayFile.create(folder / name, shape, dtype)
+
+
+def remove_scratch(arr: Any) -> None:
+    """Delete the file behind a scratch array made by :func:`create_scratch`."""
+    raw = arr.base if isinstance(arr, TransposedArray) else arr
+    if isinstance(raw, RawArrayFile) and raw.writable:
+        Path(raw.path).unlink(missing_ok=True)
 
 
 def as_dask(arr: LazyArray, chunks: Any = "auto") -> da.Array:

@@ -17,6 +17,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from pipeline.algorithms.labels import LABEL_HALO, label_step_block, present_values
 from pipeline.algorithms.pyramid import HALO, downsample_block, output_range
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
 from pipeline.algorithms.statistics import block_moments
@@ -24,8 +25,17 @@ from pipeline.arrays import LazyArray
 from pipeline.chunks import align_chunks
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget
+from pipeline.errors import InputFormatError
 
-__all__ = ["LevelJob", "block_grid", "block_shape", "run_pass"]
+__all__ = [
+    "LabelJob",
+    "LevelJob",
+    "block_grid",
+    "block_shape",
+    "run_label_pass",
+    "run_pass",
+    "temp_id",
+]
 
 _NO_MOMENTS = np.full(5, np.nan)
 MAX_BLOCK_BYTES = 32 * 2**20
@@ -111,15 +121,15 @@ def _task(
 
 
 def _append(
-    sink: KeySink | None, result: tuple[np.ndarray, list[tuple[str, bytes]]], previous: object
-) -> np.ndarray:
-    """Store a task's chunks after those of the task before it; returns the moments."""
-    moments, chunks = result
+    sink: KeySink | None, result: tuple[Any, list[tuple[str, bytes]]], previous: object
+) -> Any:
+    """Store a task's chunks after those of the task before it; returns the task's summary."""
+    summary, chunks = result
     if chunks:
         if sink is None:
             raise ValueError("a pass that stores chunks needs a sink")
         sink.put_many(chunks)
-    return moments
+    return summary
 
 
 def run_pass(
@@ -158,3 +168,105 @@ def run_pass(
     for owner, result in zip(owners, results, strict=True):
         per_job[owner].append(result)
     return [np.stack(r) for r in per_job]
+
+
+# --- label (category) pyramid ------------------------------------------------------------
+
+TEMP_BASE = np.uint64(1 << 63)  # scratch values from here on are block-local combinations
+_LOCAL_BITS = 24
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LabelJob:
+    """The work on one lattice frame in a pass of the label pyramid."""
+
+    source: LazyArray  # level r: labels (level 1) or a uint64 scratch file, [x, y, z]
+    path: str  # the input file, for error messages
+    lut: tuple[np.ndarray, np.ndarray] | None  # scratch values -> category ids (levels > 1)
+    store: ArrayTarget | None  # level r's grid
+    next_level: Any | None  # writable uint64 lazy array for level 2r, or None
+
+
+def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
+    """Level-r category ids (uint32): labels checked at level 1, scratch values mapped after."""
+    if job.lut is None:
+        if data.dtype.kind == "f" and not np.array_equal(data, np.rint(data)):
+            raise InputFormatError("not a label volume: values are not whole numbers", job.path)
+        if data.size and (data.min() < 0 or data.max() > np.iinfo(np.uint32).max - 1):
+            raise InputFormatError(
+                f"label values must lie in 0..{np.iinfo(np.uint32).max - 1}, "
+                f"found {data.min()}..{data.max()}",
+                job.path,
+            )
+        return data.astype(np.uint32)
+    keys, values = job.lut
+    out = data.astype(np.uint32)  # plain categories are below 2**32
+    temp = data >= TEMP_BASE
+    if temp.any():
+        out[temp] = values[np.searchsorted(keys, data[temp])]
+    return out
+
+
+def _label_task(
+    job: LabelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
+) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[str, bytes]]]:
+    """One block: ((present categories, combinations), encoded chunks of level r)."""
+    shape = job.source.shape
+    halo = [LABEL_HALO if (job.next_level is not None and n > 1) else 0 for n in shape]
+    lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
+    hi = tuple(min(e + h, n) for e, h, n in zip(stop, halo, shape, strict=True))
+    cats = _categories(job.source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))], job)
+    inner = cats[tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))]
+    chunks = job.store.encode(inner, start) if job.store is not None else []
+    combos = np.zeros((0, 1), np.uint32)
+    if job.next_level is not None:
+        out_range = [output_range(s, e) for s, e in zip(start, stop, strict=True)]
+        out0 = tuple(a for a, _ in out_range)
+        step = label_step_block(cats, lo, shape, out0, tuple(b for _, b in out_range))
+        scratch = step.single.astype(np.uint64)
+        if step.combos.shape[0] >= 1 << _LOCAL_BITS:
+            raise OverflowError("too many label combinations in one block")
+        scratch[step.mixed] = (
+            TEMP_BASE | np.uint64(number << _LOCAL_BITS) | step.index.astype(np.uint64)
+        )
+        job.next_level.write(out0, scratch)
+        combos = step.combos
+    return (present_values(inner), combos), chunks
+
+
+def temp_id(number: int, index: int) -> int:
+    """The scratch value of combination ``index`` of block ``number``."""
+    return int(TEMP_BASE) | (number << _LOCAL_BITS) | index
+
+
+def run_label_pass(
+    jobs: Sequence[LabelJob],
+    blocks: Callable[[LazyArray], tuple[int, ...]],
+    compute: Callable[[list[Any]], list[Any]],
+    sink: KeySink | None = None,
+    window: int = 4,
+) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
+    """Every block of every job as one graph (chunks appended in block order, as
+    :func:`run_pass`); per job, per block: (block number, present categories, combinations)."""
+    appends: list[Any] = []
+    owners: list[int] = []
+    token = uuid.uuid4().hex[:8]
+    for i, job in enumerate(jobs):
+        for start, stop in block_grid(job.source.shape, blocks(job.source)):
+            n = len(appends)
+            gate = appends[n - window] if n >= window else None
+            result = dask.delayed(_label_task, pure=False)(
+                job, start, stop, n, gate, dask_key_name=f"label-{token}-{n:09d}"
+            )
+            previous = appends[-1] if appends else None
+            appends.append(
+                dask.delayed(_append, pure=False)(
+                    sink, result, previous, dask_key_name=f"label-append-{token}-{n:09d}"
+                )
+            )
+            owners.append(i)
+    results = compute(appends)
+    per_job: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in jobs]
+    for number, (owner, (present, combos)) in enumerate(zip(owners, results, strict=True)):
+        per_job[owner].append((number, present, combos))
+    return per_job

@@ -106,3 +106,63 @@ class ExtraData:
     segment_names: dict[str, dict[str, str]] = field(default_factory=dict)
     segmentation_dataset_specific: dict[str, Any] = field(default_factory=dict)
     entry_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalReference:
+    resource: str | None = None
+    accession: str | None = None
+    label: str | None = None
+    description: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A segment of a lattice: its id (the label value) and what is known about it."""
+
+    id: int
+    name: str | None = None
+    description: str | None = None
+    color: tuple[float, float, float, float] | None = None  # RGBA 0..1
+    external_references: tuple[ExternalReference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LabelSource:
+    """A lattice segmentation: one lazy 3-D label array ``[x, y, z]`` per time frame.
+
+    ``segments`` lists the segments the source describes (SFF segment lists, names from extra
+    data); label values without an entry are segments too, with nothing known about them.
+    ``voxel_size``/``origin`` are None when the format does not say (the volume's then apply).
+    """
+
+    path: Path
+    lattice_id: str
+    frames: tuple[LazyArray, ...]
+    segments: tuple[Segment, ...] = ()
+    voxel_size: Vec3 | None = None
+    origin: Vec3 | None = None
+    memory_order: str = "C"
+    name: str | None = None
+    details: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            raise ValueError("a lattice needs at least one frame")
+        shape = self.frames[0].shape
+        for arr in self.frames:
+            if arr.ndim != 3 or arr.shape != shape:
+                raise ValueError("every frame of a lattice must be 3-D with one shape")
+            if np.dtype(arr.dtype).kind not in "iuf":
+                raise ValueError(f"labels must be integers, got {arr.dtype}")
+        if not self.lattice_id or "/" in self.lattice_id:
+            raise ValueError(f"invalid lattice id {self.lattice_id!r}")
+        if self.voxel_size is not None:
+            _check_vec3("voxel_size", self.voxel_size, positive=True)
+        if self.memory_order not in ("C", "F"):
+            raise ValueError(f"memory_order must be 'C' or 'F', got {self.memory_order!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.frames[0].shape)  # type: ignore[return-value]

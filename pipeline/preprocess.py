@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.algorithms.levels import LevelPlan, plan_levels
 from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
-from pipeline.arrays import CastArray, RawArrayFile, TransposedArray
+from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import ANNOTATIONS_JSON, METADATA_JSON, EntryLocation
 from pipeline.db.metadata import (
@@ -224,13 +224,6 @@ def _statistics(key: LevelKey, moments: np.ndarray, volume: VolumeSource) -> Sta
     return st
 
 
-def _scratch_level(folder: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, order: str):
-    """A writable raw file for an intermediate level, laid out like the source's blocks."""
-    if order == "F":
-        return TransposedArray(RawArrayFile.create(folder / name, shape[::-1], dtype), (2, 1, 0))
-    return RawArrayFile.create(folder / name, shape, dtype)
-
-
 def _write_volume(
     writer: DataWriter,
     volume: VolumeSource,
@@ -309,7 +302,7 @@ def _write_volume(
             next_level = None
             if below is not None:
                 name = f"level-{below.ratio}-{t}-{c}.raw"
-                next_level = _scratch_level(scratch, name, below.shape, dtype, order)
+                next_level = create_scratch(scratch, name, below.shape, dtype, order)
             measure = key(lv.ratio, t, c) not in stats
             jobs.append(LevelJob(sources[(t, c)], target, params, next_level, measure))
         for (t, c), job, moments in zip(
@@ -322,19 +315,13 @@ def _write_volume(
                     key(below.ratio, t, c), moments[:, 1], volume
                 )
             if lv.ratio > 1:  # the scratch copy of level r is no longer needed
-                _remove_scratch(sources[(t, c)])
+                remove_scratch(sources[(t, c)])
             if job.next_level is not None:
                 sources[(t, c)] = job.next_level
     for arr in sources.values():
         if plan.levels[-1].ratio > 1:
-            _remove_scratch(arr)
+            remove_scratch(arr)
     return stats
-
-
-def _remove_scratch(arr: Any) -> None:
-    raw = arr.base if isinstance(arr, TransposedArray) else arr
-    if isinstance(raw, RawArrayFile) and raw.writable:
-        Path(raw.path).unlink(missing_ok=True)
 
 
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numcodecs import Blosc
+from numcodecs import JSON, Blosc
 from numcodecs.abc import Codec
 
 from pipeline.db.sinks import KeySink
@@ -84,6 +84,22 @@ class DataWriter:
         return ArrayTarget(
             path, tuple(shape), chunks, np.dtype(dtype), self.codec, self.sink, order
         )
+
+    def object_array(self, path: str, document: Any) -> None:
+        """A shape-(1,) zarr 2 object array holding ``document``, JSON-encoded (DESIGN 3.2).
+
+        zarr-python 3 does not create these; this writes what zarr-python 2 writes: dtype
+        ``|O``, the ``json2`` object codec as the only filter, no compressor.
+        """
+        codec = JSON()
+        self._register_parents(path)
+        self.sink.put(
+            f"{path}/.zarray",
+            array_metadata((1,), "|O", (1,), None, fill_value=None, filters=[codec.get_config()]),
+        )
+        value = np.empty(1, dtype=object)
+        value[0] = document
+        self.sink.put(f"{path}/0", codec.encode(value))
 
     def finish(self) -> None:
         """Write ``.zgroup`` for the root and every group on the way to an array."""

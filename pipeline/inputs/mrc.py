@@ -22,7 +22,7 @@ from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedA
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.model import Vec3, VolumeSource
 
-__all__ = ["MrcLayout", "memory_order", "mrc_array", "read_map", "read_mrc_layout"]
+__all__ = ["MrcLayout", "memory_order", "mrc_array", "mrc_data", "read_map", "read_mrc_layout"]
 
 _HEADER_BYTES = 1024
 _MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
@@ -241,7 +241,8 @@ def mrc_array(layout: MrcLayout) -> TransposedArray:
     return TransposedArray(raw, _xyz_permutation(layout))
 
 
-def _data(layout: MrcLayout) -> LazyArray:
+def mrc_data(layout: MrcLayout) -> LazyArray:
+    """The data as a lazy array, or its shape only for a compressed map opened without scratch."""
     if layout.data_path is None:
         dtype = layout.file_dtype.newbyteorder("=")
         return ShapeOnlyArray(layout.shape_xyz, dtype, f"{layout.source}: data not decompressed")
@@ -265,7 +266,7 @@ def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None
         )
     return VolumeSource(
         path=Path(path),
-        frames=((_data(layout),),),
+        frames=((mrc_data(layout),),),
         channel_ids=("0",),
         voxel_size=tuple(float(v) for v in voxel),  # type: ignore[arg-type]
         origin=layout.origin(voxel),

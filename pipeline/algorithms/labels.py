@@ -1,0 +1,133 @@
+"""Label pyramid (DESIGN 7.2): category grids and set tables, chunk-parallel.
+
+Level 2r voxel i holds the union of the segment sets of the level-r voxels 2i-1, 2i, 2i+1 along
+each axis (clipped at the edges). :func:`label_step_block` does that for one block in numpy:
+voxels whose window holds a single category keep it; the others get block-local combination
+indices. The orchestrator merges the combinations of all blocks into the global
+:class:`SetTable` and maps them to final category ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "LABEL_HALO",
+    "SetTable",
+    "StepResult",
+    "label_step_block",
+    "present_values",
+]
+
+LABEL_HALO = 1  # samples needed on each side of a block
+_SENTINEL = np.iinfo(np.uint32).max
+
+
+def _window_taps(lo: int, n: int, out_start: int, out_stop: int, length: int) -> list[np.ndarray]:
+    """Local indices of taps 2i-1, 2i, 2i+1 (clipped to the array) for outputs [start, stop)."""
+    g = 2 * np.arange(out_start, out_stop)
+    taps = [np.clip(g + d, 0, n - 1) - lo for d in (-1, 0, 1)]
+    for t in taps:
+        if t.size and (t.min() < 0 or t.max() >= length):
+            raise ValueError("block does not cover the window of its outputs")
+    return taps
+
+
+def _reduce_axis(a: np.ndarray, axis: int, taps: list[np.ndarray], op: np.ufunc) -> np.ndarray:
+    parts = [np.take(a, t, axis=axis) for t in taps]
+    return op(op(parts[0], parts[1]), parts[2])
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One block of level 2r before the global merge."""
+
+    single: np.ndarray  # category where the window holds one category
+    mixed: np.ndarray  # bool: the window holds several categories
+    combos: np.ndarray  # (k, width) uint32: distinct sorted categories per combination, padded
+    index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
+
+
+def label_step_block(
+    block: np.ndarray,
+    lo: tuple[int, ...],
+    full_shape: tuple[int, ...],
+    out_start: tuple[int, ...],
+    out_stop: tuple[int, ...],
+) -> StepResult:
+    """Level-2r windows ``[out_start, out_stop)`` of a uint32 level-r block starting at ``lo``.
+
+    The block must cover samples ``2*out_start - 1 .. 2*(out_stop - 1) + 1`` (clipped).
+    """
+    taps = [
+        _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
+        for a in range(block.ndim)
+    ]
+    lo_v, hi_v = block, block
+    for axis in range(block.ndim):
+        lo_v = _reduce_axis(lo_v, axis, taps[axis], np.minimum)
+        hi_v = _reduce_axis(hi_v, axis, taps[axis], np.maximum)
+    mixed = lo_v != hi_v
+    where = np.nonzero(mixed)
+    if not where[0].size:
+        empty = np.zeros((0, 1), np.uint32)
+        return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
+    # gather the full 3x3x3 window of every mixed voxel
+    columns = []
+    for offsets in np.ndindex(*(3,) * block.ndim):
+        index = tuple(taps[a][o][where[a]] for a, o in enumerate(offsets))
+        columns.append(block[index])
+    values = np.sort(np.stack(columns, axis=1), axis=1)
+    repeated = np.zeros_like(values, dtype=bool)
+    repeated[:, 1:] = values[:, 1:] == values[:, :-1]
+    values[repeated] = _SENTINEL
+    values.sort(axis=1)
+    width = int((values != _SENTINEL).sum(axis=1).max())
+    combos, inverse = np.unique(values[:, :width], axis=0, return_inverse=True)
+    return StepResult(lo_v, mixed, combos, inverse.reshape(-1))
+
+
+def present_values(block: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a non-negative integer block (bincount when they are small)."""
+    if block.size == 0:
+        return np.zeros(0, np.uint32)
+    top = int(block.max())
+    if top < 1 << 22:
+        counts = np.bincount(block.ravel(order="K").astype(np.intp, copy=False), minlength=top + 1)
+        return np.nonzero(counts)[0].astype(np.uint32)
+    return np.unique(block).astype(np.uint32)
+
+
+@dataclass
+class SetTable:
+    """Category id <-> set of segment ids, shared by every level of one lattice.
+
+    Level 1 categories are the label values ({v} -> v); a union equal to a known set reuses its
+    id; a new union gets the next free id (in a deterministic order).
+    """
+
+    sets: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+    def add_labels(self, values: np.ndarray) -> None:
+        for v in values.tolist():
+            if v not in self.sets:
+                self.sets[v] = (v,)
+                self.ids.setdefault((v,), v)
+
+    def union_id(self, categories: tuple[int, ...]) -> int:
+        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
+        found = self.ids.get(members)
+        if found is None:
+            found = max(self.sets) + 1 if self.sets else 0
+            if found > _SENTINEL - 1:
+                raise OverflowError("more than 2**32 - 1 categories")
+            self.sets[found] = members
+            self.ids[members] = found
+        return found
+
+    def table(self, present: np.ndarray) -> dict[str, list[int]]:
+        """The ``set_table`` document of a level: every present category with its segments."""
+        return {str(c): list(self.sets[c]) for c in sorted(present.tolist())}

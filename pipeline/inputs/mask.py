@@ -1,0 +1,44 @@
+"""``mask`` inputs: an MRC label volume (integers, or floats holding integers) -> one lattice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.inputs.mrc import memory_order, mrc_data, read_mrc_layout
+from pipeline.model import ExtraData, LabelSource, Segment
+
+__all__ = ["read_mask"]
+
+
+def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
+    """The file's stem (``emd_1273_msk_1.map`` -> ``emd_1273_msk_1``, ``a.labels.mrc`` ->
+    ``a.labels``), or its ``segmentation_ids_mapping`` entry."""
+    name = Path(path).name
+    for suffix in (".gz", ".bz2"):
+        name = name.removesuffix(suffix)
+    stem = Path(name).stem
+    if extra is not None:
+        return extra.segmentation_ids_mapping.get(stem, stem)
+    return stem
+
+
+def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> LabelSource:
+    """Open a label volume lazily; its values are checked as they are read (in the pass)."""
+    layout = read_mrc_layout(path, scratch)
+    lattice_id = mask_lattice_id(path, extra)
+    names = (extra.segment_names.get(lattice_id, {}) if extra is not None else {}) or {}
+    segments = tuple(
+        Segment(id=int(value), name=name)
+        for value, name in sorted(names.items(), key=lambda kv: int(kv[0]))
+        if value.lstrip("-").isdigit()
+    )
+    voxel = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
+    return LabelSource(
+        path=Path(path),
+        lattice_id=lattice_id,
+        frames=(mrc_data(layout),),
+        segments=segments,
+        voxel_size=voxel,
+        origin=layout.origin(voxel) if voxel is not None else None,
+        memory_order=memory_order(layout),
+    )
