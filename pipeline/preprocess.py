@@ -26,6 +26,8 @@ from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import ANNOTATIONS_JSON, METADATA_JSON, EntryLocation
 from pipeline.db.metadata import (
+    add_lattice_annotations,
+    add_lattice_metadata,
     apply_entry_metadata,
     empty_annotations,
     empty_metadata,
@@ -43,14 +45,17 @@ from pipeline.errors import (
     UnsupportedInputError,
 )
 from pipeline.inputs.extra_data import read_extra_data
+from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
+from pipeline.lattices import check_lattice_grid, write_lattice
 from pipeline.level_pass import LevelJob, block_shape, run_pass
-from pipeline.model import ExtraData, VolumeSource
+from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
-SUPPORTED_KINDS = frozenset({InputKind.MAP, InputKind.EXTRA_DATA})
+SUPPORTED_KINDS = frozenset({InputKind.MAP, InputKind.EXTRA_DATA, InputKind.MASK})
+LATTICE_KINDS = frozenset({InputKind.MASK})
 VOLUME_KINDS = frozenset(
     {InputKind.MAP, InputKind.NII_VOLUME, InputKind.OMEZARR, InputKind.OMETIFF_IMAGE}
 )
@@ -180,6 +185,26 @@ def _read_volume(
             frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
     return volume
+
+
+def _read_lattices(
+    options: PreprocessOptions, extra: ExtraData | None, scratch: Path | None, volume: VolumeSource
+) -> list[LabelSource]:
+    """Every lattice input, checked against the volume's grid; lattice ids must be unique."""
+    lattices: list[LabelSource] = []
+    for spec in options.inputs:
+        if spec.kind is InputKind.MASK:
+            lattices.append(read_mask(spec.path, scratch, extra))
+    seen: dict[str, Path] = {}
+    for lattice in lattices:
+        check_lattice_grid(lattice, volume.shape, volume.voxel_size, volume.path)
+        if lattice.lattice_id in seen:
+            raise OptionError(
+                f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
+                f"{lattice.path} (map one with segmentation_ids_mapping in extra_data)"
+            )
+        seen[lattice.lattice_id] = lattice.path
+    return lattices
 
 
 def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
@@ -349,7 +374,9 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     _check_inputs(options)
     location = _check_location(options)
     # headers only: nothing is written, compressed maps are not decompressed
-    volume = _read_volume(options, _read_extra(options), None)
+    extra = _read_extra(options)
+    volume = _read_volume(options, extra, None)
+    _read_lattices(options, extra, None, volume)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
     return _summary(location, volume, plan, 0.0, done=False)
 
@@ -371,6 +398,7 @@ def preprocess(
     ):
         extra = _read_extra(options)
         volume = _read_volume(options, extra, work / "scratch")
+        lattices = _read_lattices(options, extra, work / "scratch", volume)
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         with staged_entry(location) as staged:
             sink = ZipSink(staged.data_zip)
@@ -379,6 +407,18 @@ def preprocess(
                 stats = _write_volume(
                     writer, volume, plan, options, work, progress, warn or (lambda _: None)
                 )
+                written = [
+                    write_lattice(
+                        writer,
+                        lattice,
+                        plan,
+                        work,
+                        options.chunk_size,
+                        options.block_size,
+                        lambda tasks: _compute(tasks, progress),
+                    )
+                    for lattice in lattices
+                ]
                 writer.finish()
             except BaseException:
                 sink.abort()
@@ -389,6 +429,18 @@ def preprocess(
             apply_entry_metadata(metadata, extra)
             annotations = empty_annotations(options.source_db_name, options.source_db_id)
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
+            boxes = metadata["volumes"]["volume_sampling_info"]["boxes"]
+            entry_key = f"{options.source_db}/{options.entry_id}"
+            for lattice, result in zip(lattices, written, strict=True):
+                add_lattice_metadata(metadata, result.lattice_id, plan, boxes, result.frames)
+                add_lattice_annotations(
+                    annotations,
+                    entry_key,
+                    result.lattice_id,
+                    lattice.segments,
+                    result.segment_ids,
+                    result.frames,
+                )
             staged.write_json(METADATA_JSON, metadata)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.commit()

@@ -60,8 +60,8 @@ def test_unknown_kind_missing_file_and_unsupported_kind(run_cli, tmp_path, small
         run_cli(*preprocess_args([(missing, "map")], tmp_path)), str(missing), "no such file"
     )
     _assert_one_line_error(
-        run_cli(*preprocess_args([(small_map, "map"), (small_map, "mask")], tmp_path)),
-        "not supported yet: mask",
+        run_cli(*preprocess_args([(small_map, "map"), (small_map, "nii_volume")], tmp_path)),
+        "not supported yet: nii_volume",
     )
     _assert_one_line_error(
         run_cli(*preprocess_args([(tmp_path, "map")], tmp_path)), "must be a file"

@@ -7,10 +7,13 @@ from typing import Any
 
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.statistics import Statistics
-from pipeline.model import ExtraData, VolumeSource
+from pipeline.model import ExtraData, Segment, TimeInfo, VolumeSource
 
 __all__ = [
     "PALETTE",
+    "add_lattice_annotations",
+    "add_lattice_metadata",
+    "apply_entry_metadata",
     "deterministic_id",
     "empty_annotations",
     "empty_metadata",
@@ -130,3 +133,77 @@ def apply_entry_metadata(metadata: dict[str, Any], extra: ExtraData | None) -> N
             "description": extra.entry_metadata.get("description"),
             "url": extra.entry_metadata.get("url"),
         }
+
+
+def add_lattice_metadata(
+    metadata: dict[str, Any], lattice_id: str, plan: LevelPlan, boxes: dict[str, Any], frames: int
+) -> None:
+    """Append a lattice to ``segmentation_lattices``: it sits on the volume's boxes (DESIGN 7.2)."""
+    section = metadata["segmentation_lattices"]
+    if lattice_id in section["segmentation_ids"]:
+        raise ValueError(f"lattice {lattice_id} already in the entry")
+    section["segmentation_ids"].append(lattice_id)
+    section["segmentation_sampling_info"][lattice_id] = {
+        "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
+        "boxes": boxes,
+        "time_transformations": [],
+        "source_axes_units": {},
+        "original_axis_order": [0, 1, 2],
+    }
+    section["time_info"][lattice_id] = TimeInfo(start=0, end=frames - 1).to_json()
+
+
+def add_lattice_annotations(
+    annotations: dict[str, Any],
+    entry_key: str,
+    lattice_id: str,
+    segments: tuple[Segment, ...],
+    present: tuple[int, ...],
+    frames: int,
+) -> None:
+    """One description and one segment annotation per segment of a lattice (DESIGN 5).
+
+    The segments are those the source describes plus every label value present in the grid
+    except 0 (background, still a category in the set tables). Ids are uuid5 of entry, lattice
+    and segment; colours come from the source or the fixed palette.
+    """
+    described = {s.id: s for s in segments}
+    ids = sorted(set(described) | {v for v in present if v != 0})
+    time: int | list[int] = 0 if frames == 1 else list(range(frames))
+    for n, segment_id in enumerate(ids):
+        segment = described.get(segment_id, Segment(id=segment_id))
+        description_id = deterministic_id(entry_key, "lattice", lattice_id, segment_id, "d")
+        annotations["descriptions"][description_id] = {
+            "id": description_id,
+            "target_kind": "lattice",
+            "target_id": {"segmentation_id": lattice_id, "segment_id": segment_id},
+            "name": segment.name if segment.name is not None else f"segment {segment_id}",
+            "external_references": [
+                {
+                    "id": deterministic_id(entry_key, lattice_id, segment_id, "ref", k),
+                    "resource": ref.resource,
+                    "accession": ref.accession,
+                    "label": ref.label,
+                    "description": ref.description,
+                    "url": ref.url,
+                }
+                for k, ref in enumerate(segment.external_references)
+            ],
+            "is_hidden": None,
+            "time": time,
+            "details": (
+                {"format": "text", "text": segment.description} if segment.description else None
+            ),
+            "metadata": None,
+        }
+        color = segment.color if segment.color is not None else PALETTE[n % len(PALETTE)]
+        annotations["segment_annotations"].append(
+            {
+                "id": deterministic_id(entry_key, "lattice", lattice_id, segment_id, "a"),
+                "segment_kind": "lattice",
+                "segment_id": segment_id,
+                "segmentation_id": lattice_id,
+                "color": list(color),
+                "time": time,
+            }
+        )

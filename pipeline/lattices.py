@@ -1,0 +1,131 @@
+"""Writing lattice segmentations: the category pyramid of DESIGN 7.2 over the entry's levels.
+
+Per lattice, one pass per level (like the volume's): blocks of level r are stored and stepped
+to level 2r in parallel; their new label combinations are merged here, in block order, into the
+lattice's :class:`SetTable`, which decides the final category ids deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.algorithms.labels import SetTable
+from pipeline.algorithms.levels import LevelPlan
+from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.db.writer import DataWriter
+from pipeline.errors import GridMismatchError
+from pipeline.level_pass import LabelJob, block_shape, run_label_pass, temp_id
+from pipeline.model import LabelSource, Vec3
+
+__all__ = ["LatticeResult", "check_lattice_grid", "write_lattice"]
+
+_SENTINEL = np.iinfo(np.uint32).max
+
+
+@dataclass(frozen=True, slots=True)
+class LatticeResult:
+    lattice_id: str
+    frames: int
+    segment_ids: tuple[int, ...]  # label values present at level 1, over all frames
+
+
+def check_lattice_grid(
+    labels: LabelSource, shape: tuple[int, ...], voxel_size: Vec3, volume_path: Path
+) -> None:
+    """A lattice must lie on the volume's level-1 grid (DESIGN 3.3): same shape, same voxels."""
+    if tuple(labels.shape) != tuple(shape):
+        raise GridMismatchError(
+            f"lattice grid {'x'.join(map(str, labels.shape))} does not match the volume grid "
+            f"{'x'.join(map(str, shape))} of {volume_path}",
+            labels.path,
+        )
+    if labels.voxel_size is not None and not all(
+        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(labels.voxel_size, voxel_size, strict=True)
+    ):
+        raise GridMismatchError(
+            f"voxel size {tuple(labels.voxel_size)} A does not match the volume's "
+            f"{tuple(voxel_size)} A of {volume_path}",
+            labels.path,
+        )
+
+
+def _lut(
+    table: SetTable, blocks: list[tuple[int, np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch values of the blocks' combinations -> category ids, merged in block order."""
+    keys: list[int] = []
+    values: list[int] = []
+    for number, _present, combos in blocks:
+        for index, row in enumerate(combos):
+            members = tuple(int(c) for c in row if c != _SENTINEL)
+            keys.append(temp_id(number, index))
+            values.append(members[0] if len(members) == 1 else table.union_id(members))
+    order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
+    return (
+        np.array(keys, dtype=np.uint64)[order],
+        np.array(values, dtype=np.uint32)[order],
+    )
+
+
+def write_lattice(
+    writer: DataWriter,
+    labels: LabelSource,
+    plan: LevelPlan,
+    scratch: Path,
+    chunk: int,
+    block: int,
+    compute: Callable[[list[Any]], list[Any]],
+) -> LatticeResult:
+    """Store every planned level of every frame of a lattice with its set tables."""
+    table = SetTable()
+    order = labels.memory_order
+    frames = len(labels.frames)
+    sources: list[Any] = list(labels.frames)
+    luts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * frames
+    level1: set[int] = set()
+
+    def blocks(arr: Any) -> tuple[int, ...]:
+        return block_shape(arr.shape, np.dtype(arr.dtype).itemsize, order, block)
+
+    base = f"lattice_segmentation_data/{labels.lattice_id}"
+    for i, lv in enumerate(plan.levels):
+        below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
+        jobs = []
+        for t in range(frames):
+            target = None
+            if lv.stored:
+                target = writer.array(
+                    f"{base}/{lv.ratio}/{t}/grid",
+                    lv.shape,
+                    np.dtype(np.uint32),
+                    (chunk,) * 3,
+                    order=order,
+                )
+            next_level = None
+            if below is not None:
+                name = f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw"
+                next_level = create_scratch(scratch, name, below.shape, np.dtype(np.uint64), order)
+            jobs.append(LabelJob(sources[t], str(labels.path), luts[t], target, next_level))
+        results = run_label_pass(jobs, blocks, compute, writer.sink)
+        for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
+            present = np.unique(np.concatenate([p for _, p, _ in per_block]))
+            if lv.ratio == 1:
+                table.add_labels(present)
+                level1.update(present.tolist())
+            if lv.stored:
+                writer.object_array(f"{base}/{lv.ratio}/{t}/set_table", table.table(present))
+            if lv.ratio > 1:
+                remove_scratch(sources[t])
+            if job.next_level is not None:
+                luts[t] = _lut(table, per_block)
+                sources[t] = job.next_level
+    for arr in sources:
+        if plan.levels[-1].ratio > 1:
+            remove_scratch(arr)
+    return LatticeResult(labels.lattice_id, frames, tuple(sorted(level1)))
