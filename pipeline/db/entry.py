@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
 import zarr
 from zarr.storage import ZipStore
@@ -65,6 +67,38 @@ class Entry:
         if "quantization_data_dict" in attrs:
             return dequantize(data, QuantizationParams.from_json(attrs["quantization_data_dict"]))
         return data
+
+    def lattice_grid(self, lattice_id: str, level: int, time: int = 0) -> zarr.Array:
+        """The stored category grid of a lattice level (uint32, ``[x, y, z]``)."""
+        return self.root[f"lattice_segmentation_data/{lattice_id}/{level}/{time}/grid"]  # type: ignore[return-value]
+
+    def set_table(self, lattice_id: str, level: int, time: int = 0) -> dict[int, list[int]]:
+        """A level's set table: category id -> segment ids.
+
+        The table is a zarr 2 object array (JSON codec) that zarr-python 3 cannot open; it is
+        decoded the way zarr 2 does: the chunk through the compressor, then the filters.
+        """
+        path = f"lattice_segmentation_data/{lattice_id}/{level}/{time}/set_table"
+        meta = json.loads(self._store_bytes(f"{path}/.zarray"))
+        data: Any = self._store_bytes(f"{path}/0")
+        if meta.get("compressor"):
+            data = numcodecs.get_codec(meta["compressor"]).decode(data)
+        for config in reversed(meta.get("filters") or []):
+            data = numcodecs.get_codec(config).decode(data)
+        document = np.asarray(data, dtype=object).reshape(meta["shape"])[0]
+        return {int(k): list(v) for k, v in document.items()}
+
+    def read_lattice(
+        self, lattice_id: str, level: int, time: int = 0, box: Box | None = None
+    ) -> tuple[np.ndarray, dict[int, list[int]]]:
+        """Category grid (inside ``box``) and set table of a lattice level."""
+        arr = self.lattice_grid(lattice_id, level, time)
+        region = tuple(slice(a, b) for a, b in box) if box is not None else ...
+        return np.asarray(arr[region]), self.set_table(lattice_id, level, time)
+
+    def _store_bytes(self, key: str) -> bytes:
+        with zipfile.ZipFile(self.location.folder / DATA_ZIP) as zf:
+            return zf.read(key)
 
 
 def open_entry(db_path: Path, source_db: str, entry_id: str) -> Entry:

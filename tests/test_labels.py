@@ -1,0 +1,154 @@
+"""The category set-table pyramid (DESIGN 7.2): the invariant at every level, on random labels."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import maximum_filter
+
+from pipeline.algorithms.labels import SetTable, label_step_block, present_values
+from pipeline.algorithms.levels import plan_levels
+from pipeline.db.sinks import ZipSink
+from pipeline.db.writer import DataWriter
+from pipeline.lattices import write_lattice
+from pipeline.model import LabelSource
+from pipeline.options import Compressor, LevelOptions
+
+
+class NumpyArray:
+    """A numpy array behind the lazy-array interface (read region by region)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.ndim = data.ndim
+
+    def __getitem__(self, key):
+        return self.data[key].copy()
+
+
+def _membership(grid: np.ndarray, table: dict[int, list[int]], segment: int) -> np.ndarray:
+    contains = np.array([segment in table[c] for c in sorted(table)])
+    lookup = np.zeros(max(table) + 1, bool)
+    lookup[sorted(table)] = contains
+    return lookup[grid]
+
+
+def _run(labels: np.ndarray, tmp_path, block: int = 8, chunk: int = 4):
+    """Write all levels of a lattice with small blocks; return {level: (grid, table)}."""
+    source = LabelSource(path=tmp_path / "labels", lattice_id="L", frames=(NumpyArray(labels),))
+    plan = plan_levels(labels.shape, 4, LevelOptions(min_size_mb=1e-9))
+    sink = ZipSink(tmp_path / "data.zip")
+    writer = DataWriter(sink, Compressor.LZ4)
+    (tmp_path / "scratch").mkdir(exist_ok=True)
+    result = write_lattice(
+        writer,
+        source,
+        plan,
+        tmp_path / "scratch",
+        chunk,
+        block,
+        lambda tasks: list(dask.compute(*tasks, scheduler="threads", num_workers=2)),
+    )
+    writer.finish()
+    sink.close()
+    import json
+    import zipfile
+
+    import zarr
+    from zarr.storage import ZipStore
+
+    root = zarr.open_group(store=ZipStore(tmp_path / "data.zip", mode="r"), mode="r", zarr_format=2)
+    levels = {}
+    with zipfile.ZipFile(tmp_path / "data.zip") as zf:
+        for lv in plan.levels:
+            grid = root[f"lattice_segmentation_data/L/{lv.ratio}/0/grid"][:]
+            table = json.loads(zf.read(f"lattice_segmentation_data/L/{lv.ratio}/0/set_table/0"))[0]
+            levels[lv.ratio] = (grid, {int(k): v for k, v in table.items()})
+    return result, levels
+
+
+def _check_invariant(labels: np.ndarray, levels: dict) -> None:
+    ratios = sorted(levels)
+    segments = np.unique(labels).tolist()
+    grid1, table1 = levels[1]
+    np.testing.assert_array_equal(grid1, labels.astype(np.uint32))
+    assert table1 == {v: [v] for v in segments}
+    for r, r2 in zip(ratios, ratios[1:], strict=False):
+        grid, table = levels[r]
+        grid2, table2 = levels[r2]
+        assert grid2.shape == tuple((n + 1) // 2 for n in grid.shape)
+        assert grid2.dtype == np.uint32
+        assert set(np.unique(grid2).tolist()) == set(table2)  # the table covers every value
+        for s in segments:
+            before = _membership(grid, table, s)
+            dilated = maximum_filter(before, size=3, mode="nearest")[::2, ::2, ::2]
+            np.testing.assert_array_equal(_membership(grid2, table2, s), dilated)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.tuples(*[st.integers(1, 23)] * 3),
+    n_labels=st.integers(1, 300),
+    dtype=st.sampled_from([np.int8, np.uint16, np.uint32]),
+    seed=st.integers(0, 2**16),
+    smooth=st.booleans(),
+)
+def test_set_table_invariant_on_random_labels(
+    tmp_path_factory, shape, n_labels, dtype, seed, smooth
+):
+    rng = np.random.default_rng(seed)
+    top = min(n_labels, np.iinfo(dtype).max)
+    if smooth:  # blobs: large homogeneous regions and some boundaries
+        coarse = rng.integers(0, top + 1, size=tuple(-(-n // 4) for n in shape))
+        labels = np.kron(coarse, np.ones((4, 4, 4)))[: shape[0], : shape[1], : shape[2]]
+    else:
+        labels = rng.integers(0, top + 1, size=shape)
+    labels = labels.astype(dtype)
+    labels[..., -1] = top  # labels in the last plane
+    result, levels = _run(labels, tmp_path_factory.mktemp("lat"))
+    _check_invariant(labels, levels)
+    assert result.segment_ids == tuple(np.unique(labels).tolist())
+
+
+def test_odd_sizes_and_last_plane_are_covered(tmp_path):
+    labels = np.zeros((17, 9, 33), np.uint16)
+    labels[16, 8, 32] = 7  # the very last voxel
+    labels[0, 0, 0] = 3
+    _, levels = _run(labels, tmp_path)
+    _check_invariant(labels, levels)
+    for ratio, (grid, table) in levels.items():
+        # the last voxel's segment survives at every level, in the last sample
+        assert 7 in table[int(grid[-1, -1, -1])], ratio
+        assert 3 in table[int(grid[0, 0, 0])], ratio
+
+
+def test_unions_reuse_known_sets():
+    table = SetTable()
+    table.add_labels(np.array([0, 1, 2]))
+    a = table.union_id((0, 1))
+    assert table.union_id((1, 0)) == a
+    b = table.union_id((a, 2))
+    assert table.sets[b] == (0, 1, 2)
+    assert table.union_id((0, 1, 2)) == b
+    assert table.union_id((1,)) == 1
+
+
+def test_block_step_marks_only_mixed_windows():
+    grid = np.zeros((6, 6, 6), np.uint32)
+    grid[5, 5, 5] = 9
+    step = label_step_block(grid, (0, 0, 0), grid.shape, (0, 0, 0), (3, 3, 3))
+    assert step.mixed.sum() == 1 and step.mixed[2, 2, 2]
+    assert step.combos.tolist() == [[0, 9]]
+    assert present_values(np.array([[5, 0], [5, 2**30]], np.uint32)).tolist() == [0, 5, 2**30]
+
+
+def test_lattice_id_validation():
+    with pytest.raises(ValueError, match="lattice id"):
+        LabelSource(path=None, lattice_id="a/b", frames=(NumpyArray(np.zeros((2, 2, 2), int)),))
