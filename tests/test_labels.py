@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import dask
 import numpy as np
 import pytest
@@ -78,7 +80,7 @@ def _check_invariant(labels: np.ndarray, levels: dict) -> None:
     grid1, table1 = levels[1]
     np.testing.assert_array_equal(grid1, labels.astype(np.uint32))
     assert table1 == {v: [v] for v in segments}
-    for r, r2 in zip(ratios, ratios[1:], strict=False):
+    for r, r2 in itertools.pairwise(ratios):
         grid, table = levels[r]
         grid2, table2 = levels[r2]
         assert grid2.shape == tuple((n + 1) // 2 for n in grid.shape)
