@@ -32,7 +32,7 @@ _SENTINEL = np.iinfo(np.uint32).max
 class LatticeResult:
     lattice_id: str
     frames: int
-    segment_ids: tuple[int, ...]  # label values present at level 1, over all frames
+    segment_ids: tuple[int, ...]  # segments present at level 1, over all frames
 
 
 def check_lattice_grid(
@@ -89,6 +89,7 @@ def write_lattice(
     sources: list[Any] = list(labels.frames)
     luts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * frames
     level1: set[int] = set()
+    segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
 
     def blocks(arr: Any) -> tuple[int, ...]:
         return block_shape(arr.shape, np.dtype(arr.dtype).itemsize, order, block)
@@ -116,8 +117,8 @@ def write_lattice(
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = np.unique(np.concatenate([p for _, p, _ in per_block]))
             if lv.ratio == 1:
-                table.add_labels(present)
-                level1.update(present.tolist())
+                table.add_labels(present, segment_of)
+                level1.update(segment_of.get(v, v) for v in present.tolist())
             if lv.stored:
                 writer.object_array(f"{base}/{lv.ratio}/{t}/set_table", table.table(present))
             if lv.ratio > 1:

@@ -126,6 +126,7 @@ class Segment:
     description: str | None = None
     color: tuple[float, float, float, float] | None = None  # RGBA 0..1
     external_references: tuple[ExternalReference, ...] = ()
+    value: int | None = None  # its label value in the lattice, when not its id
 
 
 @dataclass(frozen=True, slots=True, eq=False)

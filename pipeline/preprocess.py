@@ -47,6 +47,7 @@ from pipeline.errors import (
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
+from pipeline.inputs.sff import read_sff
 from pipeline.lattices import check_lattice_grid, write_lattice
 from pipeline.level_pass import LevelJob, block_shape, run_pass
 from pipeline.model import ExtraData, LabelSource, VolumeSource
@@ -54,8 +55,7 @@ from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
-SUPPORTED_KINDS = frozenset({InputKind.MAP, InputKind.EXTRA_DATA, InputKind.MASK})
-LATTICE_KINDS = frozenset({InputKind.MASK})
+SUPPORTED_KINDS = frozenset({InputKind.MAP, InputKind.EXTRA_DATA, InputKind.MASK, InputKind.SFF})
 VOLUME_KINDS = frozenset(
     {InputKind.MAP, InputKind.NII_VOLUME, InputKind.OMEZARR, InputKind.OMETIFF_IMAGE}
 )
@@ -195,6 +195,8 @@ def _read_lattices(
     for spec in options.inputs:
         if spec.kind is InputKind.MASK:
             lattices.append(read_mask(spec.path, scratch, extra))
+        elif spec.kind is InputKind.SFF:
+            lattices.extend(read_sff(spec.path, scratch, extra))
     seen: dict[str, Path] = {}
     for lattice in lattices:
         check_lattice_grid(lattice, volume.shape, volume.voxel_size, volume.path)
@@ -431,6 +433,9 @@ def preprocess(
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
             boxes = metadata["volumes"]["volume_sampling_info"]["boxes"]
             entry_key = f"{options.source_db}/{options.entry_id}"
+            for lattice in lattices:  # an SFF's name and details describe the entry
+                if annotations["name"] is None and lattice.name:
+                    annotations["name"], annotations["details"] = lattice.name, lattice.details
             for lattice, result in zip(lattices, written, strict=True):
                 add_lattice_metadata(metadata, result.lattice_id, plan, boxes, result.frames)
                 add_lattice_annotations(

@@ -111,11 +111,13 @@ class SetTable:
     sets: dict[int, tuple[int, ...]] = field(default_factory=dict)
     ids: dict[tuple[int, ...], int] = field(default_factory=dict)
 
-    def add_labels(self, values: np.ndarray) -> None:
+    def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
+        """Level-1 categories: label value v is the set {segment of v} (v itself by default)."""
         for v in values.tolist():
             if v not in self.sets:
-                self.sets[v] = (v,)
-                self.ids.setdefault((v,), v)
+                members = ((segment_of or {}).get(v, v),)
+                self.sets[v] = members
+                self.ids.setdefault(members, v)
 
     def union_id(self, categories: tuple[int, ...]) -> int:
         members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
