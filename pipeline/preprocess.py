@@ -6,6 +6,7 @@ The only module that wires readers, algorithms and the database together (DESIGN
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -19,12 +20,12 @@ from typing import Any
 import dask
 import numpy as np
 
-from pipeline.algorithms.levels import LevelPlan, plan_levels
+from pipeline.algorithms.levels import LevelPlan, plan_from_stored, plan_levels
 from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
-from pipeline.db.layout import ANNOTATIONS_JSON, METADATA_JSON, EntryLocation
+from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
 from pipeline.db.metadata import (
     add_lattice_annotations,
     add_lattice_metadata,
@@ -48,7 +49,7 @@ from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
 from pipeline.inputs.sff import read_sff
-from pipeline.lattices import check_lattice_grid, write_lattice
+from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import LevelJob, block_shape, run_pass
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
@@ -111,11 +112,13 @@ def _check_inputs(options: PreprocessOptions) -> None:
         )
     if len([s for s in options.inputs if s.kind is InputKind.EXTRA_DATA]) > 1:
         raise OptionError("at most one extra_data input per run")
-    if options.mode is Mode.EXTEND:
-        raise UnsupportedInputError("not supported yet: --mode extend")
-    if not volumes:
+    if options.mode is Mode.ADD and not volumes:
         raise OptionError(
             "an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)"
+        )
+    if options.mode is Mode.EXTEND and volumes:
+        raise OptionError(
+            f"--mode extend adds segmentations; {volumes[0].path}: the entry already has a volume"
         )
 
 
@@ -188,7 +191,12 @@ def _read_volume(
 
 
 def _read_lattices(
-    options: PreprocessOptions, extra: ExtraData | None, scratch: Path | None, volume: VolumeSource
+    options: PreprocessOptions,
+    extra: ExtraData | None,
+    scratch: Path | None,
+    shape: tuple[int, int, int],
+    voxel: tuple[float, float, float],
+    volume_path: Path,
 ) -> list[LabelSource]:
     """Every lattice input, checked against the volume's grid; lattice ids must be unique."""
     lattices: list[LabelSource] = []
@@ -199,7 +207,7 @@ def _read_lattices(
             lattices.extend(read_sff(spec.path, scratch, extra))
     seen: dict[str, Path] = {}
     for lattice in lattices:
-        check_lattice_grid(lattice, volume.shape, volume.voxel_size, volume.path)
+        check_lattice_grid(lattice, shape, voxel, volume_path)
         if lattice.lattice_id in seen:
             raise OptionError(
                 f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
@@ -377,30 +385,169 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     location = _check_location(options)
     # headers only: nothing is written, compressed maps are not decompressed
     extra = _read_extra(options)
+    if options.mode is Mode.EXTEND:
+        metadata, _ = _existing_entry(location)
+        plan, shape, voxel = _existing_grid(metadata, location)
+        _read_lattices(options, extra, None, shape, voxel, location.folder)
+        return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     volume = _read_volume(options, extra, None)
-    _read_lattices(options, extra, None, volume)
+    _read_lattices(options, extra, None, volume.shape, volume.voxel_size, volume.path)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
     return _summary(location, volume, plan, 0.0, done=False)
+
+
+def _write_lattices(
+    writer: DataWriter,
+    lattices: list[LabelSource],
+    plan: LevelPlan,
+    work: Path,
+    options: PreprocessOptions,
+    progress: bool,
+) -> list[LatticeResult]:
+    return [
+        write_lattice(
+            writer,
+            lattice,
+            plan,
+            work,
+            options.chunk_size,
+            options.block_size,
+            lambda tasks: _compute(tasks, progress),
+        )
+        for lattice in lattices
+    ]
+
+
+def _describe_lattices(
+    metadata: dict[str, Any],
+    annotations: dict[str, Any],
+    lattices: list[LabelSource],
+    written: list[LatticeResult],
+    plan: LevelPlan,
+    options: PreprocessOptions,
+) -> None:
+    """Add the lattices to metadata.json (on the volume's boxes) and to annotations.json."""
+    boxes = metadata["volumes"]["volume_sampling_info"]["boxes"]
+    entry_key = f"{options.source_db}/{options.entry_id}"
+    for lattice in lattices:  # an SFF's name and details describe the entry
+        if annotations.get("name") is None and lattice.name:
+            annotations["name"], annotations["details"] = lattice.name, lattice.details
+    for lattice, result in zip(lattices, written, strict=True):
+        add_lattice_metadata(metadata, result.lattice_id, plan, boxes, result.frames)
+        add_lattice_annotations(
+            annotations,
+            entry_key,
+            result.lattice_id,
+            lattice.segments,
+            result.segment_ids,
+            result.frames,
+        )
+
+
+def _existing_entry(location: EntryLocation) -> tuple[dict[str, Any], dict[str, Any]]:
+    folder = location.folder
+    try:
+        metadata = json.loads((folder / METADATA_JSON).read_text())
+        annotations = json.loads((folder / ANNOTATIONS_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EntryNotFoundError(f"entry is unreadable: {exc}", folder) from exc
+    return metadata, annotations
+
+
+def _existing_grid(
+    metadata: dict[str, Any], location: EntryLocation
+) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float]]:
+    """The entry's level plan, level-1 grid and voxel size, from its metadata.json."""
+    try:
+        info = metadata["volumes"]["volume_sampling_info"]
+        box = info["boxes"]["1"]
+        shape = tuple(int(n) for n in box["grid_dimensions"])
+        voxel = tuple(float(v) for v in box["voxel_size"])
+        levels = info["spatial_downsampling_levels"]
+        available = {int(lv["level"]) for lv in levels if lv["available"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EntryNotFoundError(
+            "entry has no volume grid in metadata.json", location.folder
+        ) from exc
+    return plan_from_stored(shape, available, 4), shape, voxel  # type: ignore[return-value]
+
+
+def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool) -> RunSummary:
+    """Add lattices to an existing entry: a new data.zip holding the old members and the new
+    ones, merged metadata and annotations, swapped in atomically."""
+    started = time.perf_counter()
+    metadata, annotations = _existing_entry(location)
+    plan, shape, voxel = _existing_grid(metadata, location)
+    with (
+        _tidy(options.working_folder),
+        _run_folder(options.working_folder, options.entry_id) as work,
+    ):
+        extra = _read_extra(options)
+        lattices = _read_lattices(options, extra, work / "scratch", shape, voxel, location.folder)
+        taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
+        clash = sorted(lattice.lattice_id for lattice in lattices if lattice.lattice_id in taken)
+        if clash:
+            raise OptionError(
+                f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
+                f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
+            )
+        with staged_entry(location) as staged:
+            sink = ZipSink(staged.data_zip)
+            try:
+                sink.adopt(location.folder / DATA_ZIP)
+                writer = DataWriter(sink, options.compressor, existing=sink.keys)
+                written = _write_lattices(writer, lattices, plan, work, options, progress)
+                writer.finish()
+            except BaseException:
+                sink.abort()
+                raise
+            sink.close()
+            _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            apply_entry_metadata(metadata, extra)
+            others = sorted(
+                p.name
+                for p in location.folder.iterdir()
+                if p.is_file() and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON)
+            )
+            for name in others:  # e.g. geometric_segmentation.json
+                shutil.copy2(location.folder / name, staged.folder / name)
+            staged.write_json(ANNOTATIONS_JSON, annotations)
+            staged.write_json(METADATA_JSON, metadata)
+            staged.replace_existing([DATA_ZIP, *others, ANNOTATIONS_JSON, METADATA_JSON])
+    return RunSummary(
+        location=location,
+        plan=plan,
+        volume_shape=shape,
+        dtype=np.dtype(np.uint32),
+        input_bytes=sum(math.prod(lat.shape) * 4 * len(lat.frames) for lat in lattices),
+        seconds=time.perf_counter() - started,
+        committed=True,
+    )
 
 
 def preprocess(
     options: PreprocessOptions, *, progress: bool = False, warn: Reporter | None = None
 ) -> RunSummary:
-    """Run ``preprocess`` (add): read inputs lazily, build and store the pyramid, commit.
+    """Run ``preprocess``: read inputs lazily, build and store the pyramids, commit.
 
-    Chunks stream from the task graph straight into the staged data.zip; the entry appears
-    by one rename. Any :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
+    ``add`` streams chunks from the task graph straight into a staged data.zip and the entry
+    appears by one rename; ``extend`` adds lattices to an existing entry. Any
+    :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
     """
     started = time.perf_counter()
     _check_inputs(options)
     location = _check_location(options)
+    if options.mode is Mode.EXTEND:
+        return _extend(options, location, progress)
     with (
         _tidy(options.working_folder, options.db_path),
         _run_folder(options.working_folder, options.entry_id) as work,
     ):
         extra = _read_extra(options)
         volume = _read_volume(options, extra, work / "scratch")
-        lattices = _read_lattices(options, extra, work / "scratch", volume)
+        lattices = _read_lattices(
+            options, extra, work / "scratch", volume.shape, volume.voxel_size, volume.path
+        )
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         with staged_entry(location) as staged:
             sink = ZipSink(staged.data_zip)
@@ -409,18 +556,7 @@ def preprocess(
                 stats = _write_volume(
                     writer, volume, plan, options, work, progress, warn or (lambda _: None)
                 )
-                written = [
-                    write_lattice(
-                        writer,
-                        lattice,
-                        plan,
-                        work,
-                        options.chunk_size,
-                        options.block_size,
-                        lambda tasks: _compute(tasks, progress),
-                    )
-                    for lattice in lattices
-                ]
+                written = _write_lattices(writer, lattices, plan, work, options, progress)
                 writer.finish()
             except BaseException:
                 sink.abort()
@@ -431,21 +567,7 @@ def preprocess(
             apply_entry_metadata(metadata, extra)
             annotations = empty_annotations(options.source_db_name, options.source_db_id)
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
-            boxes = metadata["volumes"]["volume_sampling_info"]["boxes"]
-            entry_key = f"{options.source_db}/{options.entry_id}"
-            for lattice in lattices:  # an SFF's name and details describe the entry
-                if annotations["name"] is None and lattice.name:
-                    annotations["name"], annotations["details"] = lattice.name, lattice.details
-            for lattice, result in zip(lattices, written, strict=True):
-                add_lattice_metadata(metadata, result.lattice_id, plan, boxes, result.frames)
-                add_lattice_annotations(
-                    annotations,
-                    entry_key,
-                    result.lattice_id,
-                    lattice.segments,
-                    result.segment_ids,
-                    result.frames,
-                )
+            _describe_lattices(metadata, annotations, lattices, written, plan, options)
             staged.write_json(METADATA_JSON, metadata)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.commit()

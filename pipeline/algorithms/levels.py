@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pipeline.errors import OptionError
 from pipeline.options import LevelOptions
 
-__all__ = ["Level", "LevelPlan", "level_shape", "plan_levels"]
+__all__ = ["Level", "LevelPlan", "level_shape", "plan_from_stored", "plan_levels"]
 
 MB = 10**6
 
@@ -58,6 +58,22 @@ class LevelPlan:
             if lv.stored or lv.ratio == 1:
                 out.append({"level": lv.ratio, "available": lv.stored})
         return out
+
+
+def plan_from_stored(shape: tuple[int, int, int], available: set[int], itemsize: int) -> LevelPlan:
+    """The plan of an existing entry: levels 1 .. its coarsest stored one, ``available`` stored.
+
+    >>> plan_from_stored((64, 64, 64), {1, 4}, 4).ratios
+    (1, 2, 4)
+    """
+    top = max(available | {1})
+    levels = []
+    ratio = 1
+    while ratio <= top:
+        lshape = level_shape(shape, ratio)
+        levels.append(Level(ratio, lshape, math.prod(lshape) * itemsize, ratio in available))
+        ratio *= 2
+    return LevelPlan(levels=tuple(levels))
 
 
 def plan_levels(shape: tuple[int, int, int], itemsize: int, options: LevelOptions) -> LevelPlan:

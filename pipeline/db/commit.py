@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.db.layout import DATA_ZIP, EntryLocation
-from pipeline.errors import EntryExistsError
+from pipeline.errors import EntryExistsError, EntryNotFoundError
 
 __all__ = ["StagedEntry", "staged_entry", "write_json"]
 
@@ -66,10 +68,51 @@ class StagedEntry:
             ) from exc
         _fsync_path(target.parent)
 
+    def replace_existing(self, order: list[str]) -> None:
+        """Make the staged folder the entry in place of the existing one.
+
+        Linux: one ``renameat2(RENAME_EXCHANGE)`` swaps the two folders atomically (the old one
+        is then discarded with the staging folder). Elsewhere the staged files replace the
+        entry's one by one in ``order`` (data first, metadata.json last), each atomically.
+        """
+        _fsync_path(self.folder)
+        target = self.location.folder
+        if not target.is_dir():
+            raise EntryNotFoundError(
+                f"entry {self.location.source_db}/{self.location.entry_id} disappeared", target
+            )
+        if not _exchange(self.folder, target):
+            for name in order:
+                os.replace(self.folder / name, target / name)
+        _fsync_path(target.parent)
+
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.location.staging_root.rmdir()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +63,40 @@ class ZipSink:
                 self._fd, self._flushed, self._offset - self._flushed, os.POSIX_FADV_DONTNEED
             )
             self._flushed = self._offset
+
+    @property
+    def keys(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._members)
+
+    def adopt(self, source: Path) -> None:
+        """Start the archive with every member of an existing one (extend keeps what exists).
+
+        Stored archives are copied byte for byte up to their central directory (offsets stay
+        valid); members of any other archive are re-added one by one.
+        """
+        with zipfile.ZipFile(source) as zf:
+            infos = zf.infolist()
+            verbatim = all(
+                i.compress_type == zipfile.ZIP_STORED and not i.flag_bits & 0x08 for i in infos
+            )
+            start = zf.start_dir if verbatim else 0
+            if verbatim and self._offset == 0:
+                with open(source, "rb") as src:
+                    remaining = start
+                    while remaining:
+                        piece = src.read(min(_WRITEBACK_STEP, remaining))
+                        if not piece:
+                            raise EOFError(f"{source}: shorter than its central directory offset")
+                        with self._lock:
+                            self._write(piece)
+                        remaining -= len(piece)
+                with self._lock:
+                    for i in infos:
+                        self._members[i.filename] = (i.CRC, i.file_size, i.header_offset)
+            else:
+                for i in infos:
+                    self.put(i.filename, zf.read(i))
 
     def put(self, key: str, data: bytes) -> None:
         self.put_many([(key, data)])

@@ -50,10 +50,13 @@ class ArrayTarget:
 class DataWriter:
     """Creates arrays of one data.zip hierarchy and, at :meth:`finish`, its group markers."""
 
-    def __init__(self, sink: KeySink, compressor: Compressor) -> None:
+    def __init__(
+        self, sink: KeySink, compressor: Compressor, existing: frozenset[str] = frozenset()
+    ) -> None:
         self.sink = sink
         self.codec = compressor_codec(compressor)
         self._groups: set[str] = {""}
+        self._existing = existing  # keys already in the archive (extend)
 
     def _register_parents(self, path: str) -> None:
         parts = path.split("/")
@@ -104,4 +107,6 @@ class DataWriter:
     def finish(self) -> None:
         """Write ``.zgroup`` for the root and every group on the way to an array."""
         for group in sorted(self._groups):
-            self.sink.put(f"{group}/.zgroup" if group else ".zgroup", group_metadata())
+            key = f"{group}/.zgroup" if group else ".zgroup"
+            if key not in self._existing:
+                self.sink.put(key, group_metadata())
