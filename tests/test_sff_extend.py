@@ -44,7 +44,7 @@ def _check_emd1832_lattice(entry, sff_path) -> None:
         assert set(np.unique(grid).tolist()) == set(table)  # every grid value is covered
         members = set().union(*map(set, table.values()))
         assert members == SFF_SEGMENTS | {0}
-    grid1, table1 = entry.read_lattice("0", 1)
+    _grid1, table1 = entry.read_lattice("0", 1)
     assert table1 == {v: [v] for v in SFF_SEGMENTS | {0}}
     names = {
         d["target_id"]["segment_id"]: d["name"]
