@@ -69,3 +69,27 @@ def own_peak_rss_mib() -> float:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def write_synthetic_mask(
+    path: Path, shape: tuple[int, int, int], labels: int, seed: int = 1
+) -> None:
+    """A uint16 label map (MRC mode 6): ~``labels`` spherical organelles on background 0,
+    written slab by slab (the same voxel size as :func:`write_synthetic_map`)."""
+    nz, ny, nx = shape
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, size=(labels, 3)) * (nz, ny, nx)
+    radii = rng.uniform(0.04, 0.12, size=labels) * min(shape)
+    y = np.arange(ny, dtype=np.float32)[:, None]
+    x = np.arange(nx, dtype=np.float32)[None, :]
+    with mrcfile.new_mmap(path, shape=shape, mrc_mode=6, overwrite=True) as mrc:
+        mrc.voxel_size = 2.0
+        for z in range(nz):
+            plane = np.zeros((ny, nx), np.uint16)
+            for value, ((cz, cy, cx), r) in enumerate(zip(centres, radii, strict=True), start=1):
+                dz2 = (z - cz) ** 2
+                if dz2 > r * r:
+                    continue
+                inside = (y - cy) ** 2 + (x - cx) ** 2 + dz2 <= r * r
+                plane[inside] = value
+            mrc.data[z] = plane

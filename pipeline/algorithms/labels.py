@@ -35,9 +35,32 @@ def _window_taps(lo: int, n: int, out_start: int, out_stop: int, length: int) ->
     return taps
 
 
-def _reduce_axis(a: np.ndarray, axis: int, taps: list[np.ndarray], op: np.ufunc) -> np.ndarray:
-    parts = [np.take(a, t, axis=axis) for t in taps]
-    return op(op(parts[0], parts[1]), parts[2])
+def _sl(axis: int, s: slice) -> tuple[slice, ...]:
+    return (slice(None),) * axis + (s,)
+
+
+def _window_extrema(
+    lo_v: np.ndarray, hi_v: np.ndarray, axis: int, lo: int, n: int, o0: int, o1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the array's edges),
+    with strided slices: a clipped tap repeats the centre, which changes neither."""
+    m = o1 - o0
+    c = 2 * o0 - lo  # local index of the first output's centre
+    centre = _sl(axis, slice(c, c + 2 * m - 1, 2))
+    mn, mx = lo_v[centre].copy(), hi_v[centre].copy()
+    first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
+    if first < m:
+        left = _sl(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
+        keep = _sl(axis, slice(first, m))
+        np.minimum(mn[keep], lo_v[left], out=mn[keep])
+        np.maximum(mx[keep], hi_v[left], out=mx[keep])
+    last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
+    if last > 0:
+        right = _sl(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
+        keep = _sl(axis, slice(0, last))
+        np.minimum(mn[keep], lo_v[right], out=mn[keep])
+        np.maximum(mx[keep], hi_v[right], out=mx[keep])
+    return mn, mx
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +88,16 @@ def label_step_block(
         _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
         for a in range(block.ndim)
     ]
-    lo_v, hi_v = block, block
-    for axis in range(block.ndim):
-        lo_v = _reduce_axis(lo_v, axis, taps[axis], np.minimum)
-        hi_v = _reduce_axis(hi_v, axis, taps[axis], np.maximum)
+    # min/max along each axis, in memory order (slowest-varying axis first)
+    flip = block.flags.f_contiguous and not block.flags.c_contiguous
+    lo_v = hi_v = block.T if flip else block
+    for vaxis in range(block.ndim):
+        axis = block.ndim - 1 - vaxis if flip else vaxis
+        lo_v, hi_v = _window_extrema(
+            lo_v, hi_v, vaxis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis]
+        )
+    if flip:
+        lo_v, hi_v = lo_v.T, hi_v.T
     mixed = lo_v != hi_v
     where = np.nonzero(mixed)
     if not where[0].size:
