@@ -210,7 +210,12 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
 def _label_task(
     job: LabelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[str, bytes]]]:
-    """One block: ((present categories, combinations), encoded chunks of level r)."""
+    """One block: ((categories seen, combinations), encoded chunks of level r).
+
+    Every level-r voxel lies in some level-2r window, so the categories seen in the windows
+    (single ones and members of combinations, halo included) are, over all blocks, exactly the
+    categories of level r; without a next level the block's own values are reported.
+    """
     shape = job.source.shape
     halo = [LABEL_HALO if (job.next_level is not None and n > 1) else 0 for n in shape]
     lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
@@ -218,20 +223,23 @@ def _label_task(
     cats = _categories(job.source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))], job)
     inner = cats[tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))]
     chunks = job.store.encode(inner, start) if job.store is not None else []
-    combos = np.zeros((0, 1), np.uint32)
-    if job.next_level is not None:
-        out_range = [output_range(s, e) for s, e in zip(start, stop, strict=True)]
-        out0 = tuple(a for a, _ in out_range)
-        step = label_step_block(cats, lo, shape, out0, tuple(b for _, b in out_range))
-        scratch = step.single.astype(np.uint64)
-        if step.combos.shape[0] >= 1 << _LOCAL_BITS:
-            raise OverflowError("too many label combinations in one block")
-        scratch[step.mixed] = (
-            TEMP_BASE | np.uint64(number << _LOCAL_BITS) | step.index.astype(np.uint64)
-        )
-        job.next_level.write(out0, scratch)
-        combos = step.combos
-    return (present_values(inner), combos), chunks
+    if job.next_level is None:
+        return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
+    out_range = [output_range(s, e) for s, e in zip(start, stop, strict=True)]
+    out0 = tuple(a for a, _ in out_range)
+    step = label_step_block(cats, lo, shape, out0, tuple(b for _, b in out_range))
+    scratch = step.single.astype(np.uint64)
+    if step.combos.shape[0] >= 1 << _LOCAL_BITS:
+        raise OverflowError("too many label combinations in one block")
+    scratch[step.mixed] = (
+        TEMP_BASE | np.uint64(number << _LOCAL_BITS) | step.index.astype(np.uint64)
+    )
+    job.next_level.write(out0, scratch)
+    seen = present_values(step.single)
+    if step.combos.size:
+        members = step.combos[step.combos != np.iinfo(np.uint32).max]
+        seen = np.union1d(seen, members).astype(np.uint32)
+    return (seen, step.combos), chunks
 
 
 def temp_id(number: int, index: int) -> int:

@@ -114,7 +114,13 @@ def label_step_block(
     values[repeated] = _SENTINEL
     values.sort(axis=1)
     width = int((values != _SENTINEL).sum(axis=1).max())
-    combos, inverse = np.unique(values[:, :width], axis=0, return_inverse=True)
+    rows = values[:, :width]
+    if width == 2:  # the common case (a boundary between two categories): 1-D unique
+        packed = (rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1]
+        keys, inverse = np.unique(packed, return_inverse=True)
+        combos = np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)], axis=1)
+        return StepResult(lo_v, mixed, combos.astype(np.uint32), inverse.reshape(-1))
+    combos, inverse = np.unique(rows, axis=0, return_inverse=True)
     return StepResult(lo_v, mixed, combos, inverse.reshape(-1))
 
 
