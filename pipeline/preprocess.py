@@ -32,6 +32,7 @@ from pipeline.db.metadata import (
     apply_entry_metadata,
     empty_annotations,
     empty_metadata,
+    merge_annotations,
     volume_channel_annotations,
     volume_metadata,
 )
@@ -45,6 +46,7 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
@@ -56,7 +58,15 @@ from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
-SUPPORTED_KINDS = frozenset({InputKind.MAP, InputKind.EXTRA_DATA, InputKind.MASK, InputKind.SFF})
+SUPPORTED_KINDS = frozenset(
+    {
+        InputKind.MAP,
+        InputKind.EXTRA_DATA,
+        InputKind.MASK,
+        InputKind.SFF,
+        InputKind.CUSTOM_ANNOTATIONS,
+    }
+)
 VOLUME_KINDS = frozenset(
     {InputKind.MAP, InputKind.NII_VOLUME, InputKind.OMEZARR, InputKind.OMETIFF_IMAGE}
 )
@@ -418,6 +428,12 @@ def _write_lattices(
     ]
 
 
+def _merge_custom_annotations(options: PreprocessOptions, annotations: dict[str, Any]) -> None:
+    for spec in options.inputs:
+        if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
+            merge_annotations(annotations, read_custom_annotations(spec.path))
+
+
 def _describe_lattices(
     metadata: dict[str, Any],
     annotations: dict[str, Any],
@@ -503,6 +519,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
                 raise
             sink.close()
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            _merge_custom_annotations(options, annotations)
             apply_entry_metadata(metadata, extra)
             others = sorted(
                 p.name
@@ -568,6 +585,7 @@ def preprocess(
             annotations = empty_annotations(options.source_db_name, options.source_db_id)
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            _merge_custom_annotations(options, annotations)
             staged.write_json(METADATA_JSON, metadata)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.commit()

@@ -17,6 +17,7 @@ __all__ = [
     "deterministic_id",
     "empty_annotations",
     "empty_metadata",
+    "merge_annotations",
     "volume_boxes",
     "volume_channel_annotations",
     "volume_metadata",
@@ -207,3 +208,24 @@ def add_lattice_annotations(
                 "time": time,
             }
         )
+
+
+def merge_annotations(annotations: dict[str, Any], custom: dict[str, Any]) -> None:
+    """Merge a custom annotations document: name/details when given, descriptions by id,
+    segment annotations by id and channel annotations by channel id (replaced or added)."""
+    for key in ("name", "details"):
+        if custom.get(key) is not None:
+            annotations[key] = custom[key]
+    annotations["descriptions"].update(custom["descriptions"])
+    for key, ident in (
+        ("segment_annotations", "id"),
+        ("volume_channels_annotations", "channel_id"),
+    ):
+        items = annotations[key]
+        where = {item[ident]: n for n, item in enumerate(items)}
+        for item in custom[key]:
+            if item[ident] in where:
+                items[where[item[ident]]] = item
+            else:
+                where[item[ident]] = len(items)
+                items.append(item)
