@@ -17,30 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     Measurement,
     measure,
+    preprocess_argv,
     write_synthetic_map,
     write_synthetic_mask,
 )
-
-
-def _preprocess(inputs: list[tuple[Path, str]], out: Path, entry: str) -> list[str]:
-    argv = [sys.executable, "-m", "cli", "preprocess", "--mode", "add"]
-    for path, kind in inputs:
-        argv += ["--input-path", str(path), "--input-kind", kind]
-    return [
-        *argv,
-        "--entry-id",
-        entry,
-        "--source-db",
-        "bench",
-        "--source-db-id",
-        entry,
-        "--source-db-name",
-        "bench",
-        "--working-folder",
-        str(out / "wf"),
-        "--db-path",
-        str(out / "db"),
-    ]
 
 
 def main() -> None:
@@ -67,7 +47,7 @@ def main() -> None:
             ("map + mask", [(map_path, "map"), (mask_path, "mask")]),
         ):
             shutil.rmtree(out, ignore_errors=True)
-            runs[label].append(measure(label, _preprocess(inputs, out, "b")))
+            runs[label].append(measure(label, preprocess_argv(inputs, out, "b")))
     shutil.rmtree(out, ignore_errors=True)
     gib = n**3 * (4 + 2) / 2**30
     print(

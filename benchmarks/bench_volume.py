@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Measurement, measure, write_synthetic_map
+from benchmarks.common import Measurement, measure, preprocess_argv, write_synthetic_map
 
 
 def _median(values: list[float]) -> float:
@@ -47,30 +47,7 @@ def run(size: int, work: Path, repeat: int) -> dict[str, float]:
         runs["preprocess"].append(
             measure(
                 "preprocess",
-                [
-                    sys.executable,
-                    "-m",
-                    "cli",
-                    "preprocess",
-                    "--mode",
-                    "add",
-                    "--input-path",
-                    str(map_path),
-                    "--input-kind",
-                    "map",
-                    "--entry-id",
-                    f"bench-{size}",
-                    "--source-db",
-                    "bench",
-                    "--source-db-id",
-                    f"b{size}",
-                    "--source-db-name",
-                    "bench",
-                    "--working-folder",
-                    str(out / "wf"),
-                    "--db-path",
-                    str(out / "db"),
-                ],
+                preprocess_argv([(map_path, "map")], out, f"bench-{size}"),
             )
         )
     shutil.rmtree(out, ignore_errors=True)

@@ -13,7 +13,13 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-__all__ = ["Measurement", "measure", "write_synthetic_map"]
+__all__ = [
+    "Measurement",
+    "measure",
+    "preprocess_argv",
+    "write_synthetic_map",
+    "write_synthetic_mask",
+]
 
 
 def write_synthetic_map(path: Path, shape: tuple[int, int, int], seed: int = 0) -> None:
@@ -93,3 +99,13 @@ def write_synthetic_mask(
                 inside = (y - cy) ** 2 + (x - cx) ** 2 + dz2 <= r * r
                 plane[inside] = value
             mrc.data[z] = plane
+
+
+def preprocess_argv(inputs: list[tuple[Path, str]], out: Path, entry: str) -> list[str]:
+    """``python -m cli preprocess --mode add`` of ``inputs`` into ``out/db``."""
+    argv = [sys.executable, "-m", "cli", "preprocess", "--mode", "add"]
+    for path, kind in inputs:
+        argv += ["--input-path", str(path), "--input-kind", kind]
+    names = ["--entry-id", entry, "--source-db", "bench", "--source-db-id", entry]
+    names += ["--source-db-name", "bench", "--working-folder", str(out / "wf")]
+    return [*argv, *names, "--db-path", str(out / "db")]

@@ -90,7 +90,7 @@ class LevelJob:
 
 
 def _task(
-    job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], gate: object = None
+    job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
 ) -> tuple[np.ndarray, list[tuple[str, bytes]]]:
     """Process one block: moments ``[[level r], [level 2r]]`` (NaN rows if not asked) and the
     encoded chunks of level r. ``gate`` only orders the task after an earlier append."""
@@ -132,14 +132,15 @@ def _append(
     return summary
 
 
-def run_pass(
-    jobs: Sequence[LevelJob],
+def _run_chain(
+    jobs: Sequence[Any],
+    task: Callable[..., Any],
     blocks: Callable[[LazyArray], tuple[int, ...]],
-    compute: Callable[[list[Any]], list[np.ndarray]],
-    sink: KeySink | None = None,
-    window: int = 4,
-) -> list[np.ndarray]:
-    """Run every block of every job as one task graph; per job, the (blocks, 2, 5) moments.
+    compute: Callable[[list[Any]], list[Any]],
+    sink: KeySink | None,
+    window: int,
+) -> list[list[tuple[int, Any]]]:
+    """Every block of every job as one task graph; per job, per block (block number, summary).
 
     Blocks are processed in parallel, but their chunks reach ``sink`` in block order (a chain of
     append tasks), so the same inputs give the same archive byte for byte; a block may start
@@ -153,8 +154,8 @@ def run_pass(
         for start, stop in block_grid(job.source.shape, blocks(job.source)):
             n = len(appends)
             gate = appends[n - window] if n >= window else None
-            result = dask.delayed(_task, pure=False)(
-                job, start, stop, gate, dask_key_name=f"block-{token}-{n:09d}"
+            result = dask.delayed(task, pure=False)(
+                job, start, stop, n, gate, dask_key_name=f"block-{token}-{n:09d}"
             )
             previous = appends[-1] if appends else None
             appends.append(
@@ -163,11 +164,22 @@ def run_pass(
                 )
             )
             owners.append(i)
-    results = compute(appends)
-    per_job: list[list[np.ndarray]] = [[] for _ in jobs]
-    for owner, result in zip(owners, results, strict=True):
-        per_job[owner].append(result)
-    return [np.stack(r) for r in per_job]
+    per_job: list[list[tuple[int, Any]]] = [[] for _ in jobs]
+    for number, (owner, summary) in enumerate(zip(owners, compute(appends), strict=True)):
+        per_job[owner].append((number, summary))
+    return per_job
+
+
+def run_pass(
+    jobs: Sequence[LevelJob],
+    blocks: Callable[[LazyArray], tuple[int, ...]],
+    compute: Callable[[list[Any]], list[Any]],
+    sink: KeySink | None = None,
+    window: int = 4,
+) -> list[np.ndarray]:
+    """One pass of the intensity pyramid; per job, the (blocks, 2, 5) moments."""
+    per_job = _run_chain(jobs, _task, blocks, compute, sink, window)
+    return [np.stack([moments for _, moments in blocks_]) for blocks_ in per_job]
 
 
 # --- label (category) pyramid ------------------------------------------------------------
@@ -254,27 +266,7 @@ def run_label_pass(
     sink: KeySink | None = None,
     window: int = 4,
 ) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
-    """Every block of every job as one graph (chunks appended in block order, as
-    :func:`run_pass`); per job, per block: (block number, present categories, combinations)."""
-    appends: list[Any] = []
-    owners: list[int] = []
-    token = uuid.uuid4().hex[:8]
-    for i, job in enumerate(jobs):
-        for start, stop in block_grid(job.source.shape, blocks(job.source)):
-            n = len(appends)
-            gate = appends[n - window] if n >= window else None
-            result = dask.delayed(_label_task, pure=False)(
-                job, start, stop, n, gate, dask_key_name=f"label-{token}-{n:09d}"
-            )
-            previous = appends[-1] if appends else None
-            appends.append(
-                dask.delayed(_append, pure=False)(
-                    sink, result, previous, dask_key_name=f"label-append-{token}-{n:09d}"
-                )
-            )
-            owners.append(i)
-    results = compute(appends)
-    per_job: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in jobs]
-    for number, (owner, (present, combos)) in enumerate(zip(owners, results, strict=True)):
-        per_job[owner].append((number, present, combos))
-    return per_job
+    """One pass of the label pyramid; per job, per block: (block number, categories seen,
+    combinations)."""
+    per_job = _run_chain(jobs, _label_task, blocks, compute, sink, window)
+    return [[(n, seen, combos) for n, (seen, combos) in blocks_] for blocks_ in per_job]

@@ -180,6 +180,18 @@ def _tidy(*paths: Path) -> Iterator[None]:
                 q.rmdir()
 
 
+@contextlib.contextmanager
+def _archive(path: Path) -> Iterator[ZipSink]:
+    """A new data.zip: closed (central directory, fsync) on success, abandoned on failure."""
+    sink = ZipSink(path)
+    try:
+        yield sink
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+
+
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
     return next((s for s in options.inputs if s.kind in kinds), None)
 
@@ -508,16 +520,11 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
                 f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
             )
         with staged_entry(location) as staged:
-            sink = ZipSink(staged.data_zip)
-            try:
+            with _archive(staged.data_zip) as sink:
                 sink.adopt(location.folder / DATA_ZIP)
                 writer = DataWriter(sink, options.compressor, existing=sink.keys)
                 written = _write_lattices(writer, lattices, plan, work, options, progress)
                 writer.finish()
-            except BaseException:
-                sink.abort()
-                raise
-            sink.close()
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
             _merge_custom_annotations(options, annotations)
             apply_entry_metadata(metadata, extra)
@@ -567,18 +574,13 @@ def preprocess(
         )
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         with staged_entry(location) as staged:
-            sink = ZipSink(staged.data_zip)
-            try:
+            with _archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)
                 stats = _write_volume(
                     writer, volume, plan, options, work, progress, warn or (lambda _: None)
                 )
                 written = _write_lattices(writer, lattices, plan, work, options, progress)
                 writer.finish()
-            except BaseException:
-                sink.abort()
-                raise
-            sink.close()
             metadata = empty_metadata(options.source_db_name, options.source_db_id)
             metadata["volumes"] = volume_metadata(volume, plan, stats)
             apply_entry_metadata(metadata, extra)
