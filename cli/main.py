@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import traceback
@@ -10,7 +11,18 @@ from typing import Any
 
 import click
 
+from pipeline.db.layout import EntryLocation
+from pipeline.db.validate import list_entries, validate_entry
 from pipeline.errors import OptionError, PreprocessorError
+from pipeline.manage import (
+    delete_entry,
+    edit_descriptions,
+    edit_segment_annotations,
+    remove_descriptions,
+    remove_segment_annotations,
+    remove_segmentation,
+    remove_volume,
+)
 from pipeline.options import (
     Compressor,
     InputKind,
@@ -224,3 +236,134 @@ def preprocess_command(**kw: Any) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="cellstar-preprocessor")
+
+
+# --- managing entries ----------------------------------------------------------------------
+
+_DB_PATH = click.option("--db-path", required=True, type=click.Path(path_type=Path))
+_SOURCE_DB = click.option("--source-db", required=True, help="Source database folder name.")
+_ENTRY_ID = click.option("--entry-id", required=True, help="Entry folder name.")
+
+
+def _location(db_path: Path, source_db: str, entry_id: str) -> EntryLocation:
+    return EntryLocation(db_path, source_db, entry_id)
+
+
+@cli.command("list")
+@_DB_PATH
+def list_command(db_path: Path) -> None:
+    """List the entries with their levels and segmentations."""
+    for location in list_entries(db_path):
+        try:
+            metadata = json.loads((location.folder / "metadata.json").read_text())
+            info = (metadata.get("volumes") or {}).get("volume_sampling_info", {})
+            levels = [
+                lv["level"] for lv in info.get("spatial_downsampling_levels", []) if lv["available"]
+            ]
+            lattices = metadata["segmentation_lattices"]["segmentation_ids"]
+        except (OSError, ValueError, KeyError) as exc:
+            click.echo(f"{location.source_db}/{location.entry_id}\tunreadable: {exc}")
+            continue
+        click.echo(
+            f"{location.source_db}/{location.entry_id}\tlevels {','.join(map(str, levels)) or '-'}"
+            f"\tlattices {','.join(lattices) or '-'}"
+        )
+
+
+@cli.command("validate")
+@_DB_PATH
+@click.argument("entries", nargs=-1, metavar="[SOURCE_DB/ENTRY_ID]...")
+def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
+    """Check entries against the specification; exit status 1 with the problems found."""
+    if entries:
+        locations = []
+        for text in entries:
+            source, _, entry = text.partition("/")
+            if not entry:
+                raise OptionError(f"entry {text!r}: give it as SOURCE_DB/ENTRY_ID")
+            locations.append(_location(db_path, source, entry))
+    else:
+        locations = list_entries(db_path)
+    bad = 0
+    for location in locations:
+        name = f"{location.source_db}/{location.entry_id}"
+        problems = validate_entry(location) if location.exists() else ["entry does not exist"]
+        for problem in problems:
+            click.echo(f"{name}: {problem}")
+        if problems:
+            bad += 1
+        else:
+            click.echo(f"{name}: ok")
+    if bad:
+        sys.exit(1)
+
+
+@cli.command("delete")
+@_DB_PATH
+@_SOURCE_DB
+@_ENTRY_ID
+def delete_command(db_path: Path, source_db: str, entry_id: str) -> None:
+    """Delete an entry."""
+    delete_entry(_location(db_path, source_db, entry_id))
+    click.echo(f"deleted {source_db}/{entry_id}")
+
+
+@cli.command("remove-volume")
+@_DB_PATH
+@_SOURCE_DB
+@_ENTRY_ID
+def remove_volume_command(db_path: Path, source_db: str, entry_id: str) -> None:
+    """Remove the volume of an entry (refused while lattices remain)."""
+    remove_volume(_location(db_path, source_db, entry_id))
+
+
+@cli.command("remove-segmentation")
+@_DB_PATH
+@_SOURCE_DB
+@_ENTRY_ID
+@click.option("--id", "ids", multiple=True, required=True, help="Segmentation id (repeatable).")
+@click.option(
+    "--kind", type=click.Choice(["lattice", "mesh", "geometric_segmentation"]), required=True
+)
+def remove_segmentation_command(
+    db_path: Path, source_db: str, entry_id: str, ids: tuple[str, ...], kind: str
+) -> None:
+    """Remove segmentations (and their annotations) from an entry."""
+    remove_segmentation(_location(db_path, source_db, entry_id), list(ids), kind)
+
+
+def _json_file_command(name: str, action: Any, doc: str) -> None:
+    @cli.command(name, help=doc)
+    @_DB_PATH
+    @_SOURCE_DB
+    @_ENTRY_ID
+    @click.option(
+        "--data-json-path",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="JSON file with the items.",
+    )
+    def command(db_path: Path, source_db: str, entry_id: str, data_json_path: Path) -> None:
+        action(_location(db_path, source_db, entry_id), data_json_path)
+
+
+def _ids_command(name: str, action: Any, doc: str) -> None:
+    @cli.command(name, help=doc)
+    @_DB_PATH
+    @_SOURCE_DB
+    @_ENTRY_ID
+    @click.option("--id", "ids", multiple=True, required=True, help="Item id (repeatable).")
+    def command(db_path: Path, source_db: str, entry_id: str, ids: tuple[str, ...]) -> None:
+        action(_location(db_path, source_db, entry_id), list(ids))
+
+
+_json_file_command("edit-descriptions", edit_descriptions, "Add or replace descriptions by id.")
+_json_file_command(
+    "edit-segment-annotations",
+    edit_segment_annotations,
+    "Add or replace segment annotations by id.",
+)
+_ids_command("remove-descriptions", remove_descriptions, "Remove descriptions by id.")
+_ids_command(
+    "remove-segment-annotations", remove_segment_annotations, "Remove segment annotations by id."
+)

@@ -26,6 +26,7 @@ from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
+from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import (
     add_lattice_annotations,
     add_lattice_metadata,
@@ -36,7 +37,7 @@ from pipeline.db.metadata import (
     volume_channel_annotations,
     volume_metadata,
 )
-from pipeline.db.sinks import ZipSink
+from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
 from pipeline.errors import (
     EntryExistsError,
@@ -178,18 +179,6 @@ def _tidy(*paths: Path) -> Iterator[None]:
         for q in sorted(new, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 q.rmdir()
-
-
-@contextlib.contextmanager
-def _archive(path: Path) -> Iterator[ZipSink]:
-    """A new data.zip: closed (central directory, fsync) on success, abandoned on failure."""
-    sink = ZipSink(path)
-    try:
-        yield sink
-    except BaseException:
-        sink.abort()
-        raise
-    sink.close()
 
 
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
@@ -506,10 +495,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
     started = time.perf_counter()
     metadata, annotations = _existing_entry(location)
     plan, shape, voxel = _existing_grid(metadata, location)
-    with (
-        _tidy(options.working_folder),
-        _run_folder(options.working_folder, options.entry_id) as work,
-    ):
+    with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         lattices = _read_lattices(options, extra, work / "scratch", shape, voxel, location.folder)
         taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
@@ -520,7 +506,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
                 f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
             )
         with staged_entry(location) as staged:
-            with _archive(staged.data_zip) as sink:
+            with new_archive(staged.data_zip) as sink:
                 sink.adopt(location.folder / DATA_ZIP)
                 writer = DataWriter(sink, options.compressor, existing=sink.keys)
                 written = _write_lattices(writer, lattices, plan, work, options, progress)
@@ -558,15 +544,21 @@ def preprocess(
     appears by one rename; ``extend`` adds lattices to an existing entry. Any
     :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
     """
-    started = time.perf_counter()
     _check_inputs(options)
-    location = _check_location(options)
-    if options.mode is Mode.EXTEND:
-        return _extend(options, location, progress)
-    with (
-        _tidy(options.working_folder, options.db_path),
-        _run_folder(options.working_folder, options.entry_id) as work,
-    ):
+    location = EntryLocation(options.db_path, options.source_db, options.entry_id)
+    with _tidy(options.working_folder, options.db_path), entry_lock(location):
+        _check_location(options)
+        if options.mode is Mode.EXTEND:
+            return _extend(options, location, progress)
+        return _add(options, location, progress, warn)
+
+
+def _add(
+    options: PreprocessOptions, location: EntryLocation, progress: bool, warn: Reporter | None
+) -> RunSummary:
+    """A new entry: volume pyramid, lattices, metadata and annotations, one rename."""
+    started = time.perf_counter()
+    with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         volume = _read_volume(options, extra, work / "scratch")
         lattices = _read_lattices(
@@ -574,7 +566,7 @@ def preprocess(
         )
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         with staged_entry(location) as staged:
-            with _archive(staged.data_zip) as sink:
+            with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)
                 stats = _write_volume(
                     writer, volume, plan, options, work, progress, warn or (lambda _: None)

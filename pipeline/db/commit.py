@@ -41,7 +41,12 @@ class StagedEntry:
 
     def __init__(self, location: EntryLocation) -> None:
         self.location = location
-        self.folder = location.staging_root / uuid.uuid4().hex
+        prefix = f"{location.source_db}--{location.entry_id}--"
+        # folders of earlier runs of this entry that were killed (the caller holds the lock)
+        if location.staging_root.is_dir():
+            for stale in location.staging_root.glob(f"{prefix}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.folder = location.staging_root / f"{prefix}{uuid.uuid4().hex}"
         self.folder.mkdir(parents=True)
 
     @property

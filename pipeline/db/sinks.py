@@ -7,15 +7,17 @@ data is serialized. The archive is read back with Python's ``zipfile`` and zarr'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["DirectorySink", "KeySink", "ZipSink"]
+__all__ = ["DirectorySink", "KeySink", "ZipSink", "new_archive"]
 
 # DOS date/time of 1980-01-01 00:00:00: fixed so that the same inputs give the same bytes
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
@@ -203,6 +205,18 @@ class ZipSink:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
+
+
+@contextlib.contextmanager
+def new_archive(path: Path) -> Iterator[ZipSink]:
+    """A new data.zip: closed (central directory, fsync) on success, abandoned on failure."""
+    sink = ZipSink(path)
+    try:
+        yield sink
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
 
 
 class DirectorySink:

@@ -1,0 +1,227 @@
+"""``validate``: check an entry against the specification (DESIGN 3-6).
+
+Reads metadata.json, annotations.json and data.zip (the lattice grids chunk by chunk) and
+returns the problems found, each one line; an empty list means the entry is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.db.layout import (
+    ANNOTATIONS_JSON,
+    DATA_ZIP,
+    GEOMETRIC_JSON,
+    METADATA_JSON,
+    EntryLocation,
+)
+
+__all__ = ["list_entries", "validate_entry"]
+
+
+def list_entries(db_path: Path) -> list[EntryLocation]:
+    """Every entry folder of a database (``_``-prefixed folders are reserved and skipped)."""
+    out = []
+    if not Path(db_path).is_dir():
+        return out
+    for source in sorted(Path(db_path).iterdir()):
+        if not source.is_dir() or source.name.startswith(("_", ".")):
+            continue
+        for entry in sorted(source.iterdir()):
+            if entry.is_dir() and not entry.name.startswith(("_", ".")):
+                out.append(EntryLocation(Path(db_path), source.name, entry.name))
+    return out
+
+
+class _Checker:
+    def __init__(self, location: EntryLocation) -> None:
+        self.location = location
+        self.problems: list[str] = []
+        self.zf: zipfile.ZipFile | None = None
+        self.names: set[str] = set()
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def array_meta(self, path: str) -> dict[str, Any] | None:
+        key = f"{path}/.zarray"
+        if key not in self.names:
+            self.problem(f"data.zip: missing array {path}")
+            return None
+        assert self.zf is not None
+        return json.loads(self.zf.read(key))
+
+    def object_value(self, path: str) -> Any:
+        import numcodecs
+
+        assert self.zf is not None
+        meta = self.array_meta(path)
+        if meta is None or f"{path}/0" not in self.names:
+            self.problem(f"data.zip: missing set table chunk {path}/0")
+            return None
+        data: Any = self.zf.read(f"{path}/0")
+        if meta.get("compressor"):
+            data = numcodecs.get_codec(meta["compressor"]).decode(data)
+        for config in reversed(meta.get("filters") or []):
+            data = numcodecs.get_codec(config).decode(data)
+        return np.asarray(data, dtype=object).reshape(meta["shape"])[0]
+
+
+def _levels(info: dict[str, Any]) -> list[int]:
+    return [int(lv["level"]) for lv in info["spatial_downsampling_levels"] if lv["available"]]
+
+
+def _check_volume(c: _Checker, metadata: dict[str, Any]) -> list[int]:
+    volumes = metadata.get("volumes")
+    if not volumes:
+        c.problem("metadata.json: no volumes")
+        return []
+    info = volumes["volume_sampling_info"]
+    levels = _levels(info)
+    frames = range(volumes["time_info"]["start"], volumes["time_info"]["end"] + 1)
+    for level in levels:
+        box = info["boxes"].get(str(level))
+        if box is None:
+            c.problem(f"metadata.json: no box for volume level {level}")
+            continue
+        for t in frames:
+            for channel in volumes["channel_ids"]:
+                meta = c.array_meta(f"volume_data/{level}/{t}/{channel}")
+                if meta is not None and meta["shape"] != box["grid_dimensions"]:
+                    c.problem(
+                        f"volume_data/{level}/{t}/{channel}: shape {meta['shape']} != box "
+                        f"{box['grid_dimensions']}"
+                    )
+                stats = info["descriptive_statistics"].get(str(level), {}).get(str(t), {})
+                if not {"mean", "std", "min", "max"} <= set(stats.get(channel, {})):
+                    c.problem(
+                        f"metadata.json: no statistics for level {level} frame {t} "
+                        f"channel {channel}"
+                    )
+    return levels
+
+
+def _check_lattice(
+    c: _Checker, metadata: dict[str, Any], lattice: str, levels: list[int]
+) -> set[int]:
+    section = metadata["segmentation_lattices"]
+    info = section["segmentation_sampling_info"].get(lattice)
+    segments: set[int] = set()
+    if info is None:
+        c.problem(f"metadata.json: lattice {lattice} has no sampling info")
+        return segments
+    if _levels(info) != levels:
+        c.problem(f"lattice {lattice}: levels {_levels(info)} differ from the volume's {levels}")
+    time_info = section["time_info"].get(lattice, {"start": 0, "end": 0})
+    for level in _levels(info):
+        for t in range(time_info["start"], time_info["end"] + 1):
+            base = f"lattice_segmentation_data/{lattice}/{level}/{t}"
+            meta = c.array_meta(f"{base}/grid")
+            box = info["boxes"].get(str(level))
+            if meta is None or box is None:
+                continue
+            if meta["shape"] != box["grid_dimensions"]:
+                c.problem(f"{base}/grid: shape {meta['shape']} != box {box['grid_dimensions']}")
+            table = c.object_value(f"{base}/set_table")
+            if not isinstance(table, dict):
+                c.problem(f"{base}/set_table: not a JSON object")
+                continue
+            for members in table.values():
+                segments.update(int(m) for m in members)
+            values = _grid_values(c, f"{base}/grid", meta)
+            missing = sorted(values - {int(k) for k in table})
+            if missing:
+                c.problem(f"{base}/set_table: grid values {missing[:10]} are not in the table")
+    return segments
+
+
+def _grid_values(c: _Checker, path: str, meta: dict[str, Any]) -> set[int]:
+    """Distinct values of a stored grid, decoded chunk by chunk (bounded memory)."""
+    import numcodecs
+
+    assert c.zf is not None
+    codec = numcodecs.get_codec(meta["compressor"]) if meta.get("compressor") else None
+    values: set[int] = set()
+    prefix = f"{path}/"
+    shape, chunks = meta["shape"], meta["chunks"]
+    for name in c.names:
+        if not name.startswith(prefix) or name.rsplit("/", 1)[1].startswith("."):
+            continue
+        raw = c.zf.read(name)
+        flat = np.frombuffer(codec.decode(raw) if codec else raw, dtype=meta["dtype"])
+        chunk = flat.reshape(chunks, order=meta.get("order", "C"))
+        index = [int(v) for v in name.rsplit("/", 1)[1].split(".")]
+        # edge chunks are padded to the full chunk shape: only the array's part counts
+        inside = tuple(
+            slice(0, min(k, n - i * k)) for i, k, n in zip(index, chunks, shape, strict=True)
+        )
+        values.update(np.unique(chunk[inside]).tolist())
+    return values
+
+
+def _check_annotations(
+    c: _Checker, annotations: dict[str, Any], segments: dict[str, set[int]]
+) -> None:
+    for n, item in enumerate(annotations.get("segment_annotations", [])):
+        if item.get("segment_kind") != "lattice":
+            continue
+        lattice = item.get("segmentation_id")
+        if lattice not in segments:
+            c.problem(f"annotations.json: segment_annotations[{n}] names unknown lattice {lattice}")
+        elif item.get("segment_id") not in segments[lattice]:
+            c.problem(
+                f"annotations.json: segment_annotations[{n}]: segment {item.get('segment_id')} "
+                f"is not in lattice {lattice}"
+            )
+    for key, item in annotations.get("descriptions", {}).items():
+        target = item.get("target_id") or {}
+        if item.get("target_kind") != "lattice":
+            continue
+        lattice = target.get("segmentation_id")
+        if lattice not in segments:
+            c.problem(f"annotations.json: description {key} names unknown lattice {lattice}")
+        elif target.get("segment_id") not in segments[lattice]:
+            c.problem(
+                f"annotations.json: description {key}: segment {target.get('segment_id')} "
+                f"is not in lattice {lattice}"
+            )
+
+
+def validate_entry(location: EntryLocation) -> list[str]:
+    """Problems of one entry (empty: valid)."""
+    c = _Checker(location)
+    folder = location.folder
+    try:
+        metadata = json.loads((folder / METADATA_JSON).read_text())
+        annotations = json.loads((folder / ANNOTATIONS_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"cannot read metadata.json/annotations.json: {exc}"]
+    try:
+        c.zf = zipfile.ZipFile(folder / DATA_ZIP)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return [f"data.zip: {exc}"]
+    with c.zf:
+        c.names = set(c.zf.namelist())
+        try:
+            levels = _check_volume(c, metadata)
+            segments = {
+                lattice: _check_lattice(c, metadata, lattice, levels)
+                for lattice in metadata["segmentation_lattices"]["segmentation_ids"]
+            }
+            _check_annotations(c, annotations, segments)
+        except (KeyError, TypeError, ValueError) as exc:
+            c.problem(f"metadata.json: malformed ({type(exc).__name__}: {exc})")
+    geometric = folder / GEOMETRIC_JSON
+    if geometric.exists():
+        try:
+            doc = json.loads(geometric.read_text())
+            if not isinstance(doc, list):
+                c.problem("geometric_segmentation.json: not a list")
+        except json.JSONDecodeError as exc:
+            c.problem(f"geometric_segmentation.json: invalid JSON: {exc}")
+    return c.problems

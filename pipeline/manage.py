@@ -1,0 +1,200 @@
+"""Management of existing entries, on the same lock and atomic commit path as ``preprocess``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.db.commit import staged_entry, write_json
+from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
+from pipeline.db.lock import entry_lock
+from pipeline.db.metadata import merge_annotations
+from pipeline.db.sinks import new_archive
+from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
+from pipeline.inputs.extra_data import load_json
+
+__all__ = [
+    "delete_entry",
+    "edit_descriptions",
+    "edit_segment_annotations",
+    "remove_descriptions",
+    "remove_segment_annotations",
+    "remove_segmentation",
+    "remove_volume",
+]
+
+
+def _existing(location: EntryLocation) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not location.exists():
+        raise EntryNotFoundError(
+            f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
+        )
+    return (
+        json.loads((location.folder / METADATA_JSON).read_text()),
+        json.loads((location.folder / ANNOTATIONS_JSON).read_text()),
+    )
+
+
+def delete_entry(location: EntryLocation) -> None:
+    """Remove an entry: one rename out of sight (into ``_staging``), then deletion."""
+    with entry_lock(location):
+        _existing(location)
+        location.staging_root.mkdir(parents=True, exist_ok=True)
+        trash = location.staging_root / f"deleted-{uuid.uuid4().hex}"
+        os.rename(location.folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        for folder in (location.staging_root, location.folder.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _rewrite(
+    location: EntryLocation,
+    metadata: dict[str, Any],
+    annotations: dict[str, Any],
+    drop: tuple[str, ...] = (),
+) -> None:
+    """Commit new JSON documents, and a data.zip without the members under ``drop``."""
+    with staged_entry(location) as staged:
+        names = [ANNOTATIONS_JSON, METADATA_JSON]
+        if drop:
+            with (
+                new_archive(staged.data_zip) as sink,
+                zipfile.ZipFile(location.folder / DATA_ZIP) as zf,
+            ):
+                for info in zf.infolist():
+                    if not info.filename.startswith(drop):
+                        sink.put(info.filename, zf.read(info))
+            names.insert(0, DATA_ZIP)
+        else:  # only the JSON documents change: keep the archive as it is
+            os.link(location.folder / DATA_ZIP, staged.data_zip)
+        for p in location.folder.iterdir():
+            if p.is_file() and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON):
+                shutil.copy2(p, staged.folder / p.name)
+                names.insert(1, p.name)
+        write_json(staged.folder / ANNOTATIONS_JSON, annotations)
+        write_json(staged.folder / METADATA_JSON, metadata)
+        staged.replace_existing(names)
+
+
+def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
+    """Remove lattice segmentations (with their annotations) from an entry."""
+    if kind != "lattice":
+        raise OptionError(f"--kind {kind}: this database holds no {kind} segmentations yet")
+    with entry_lock(location):
+        metadata, annotations = _existing(location)
+        section = metadata["segmentation_lattices"]
+        unknown = [i for i in ids if i not in section["segmentation_ids"]]
+        if unknown:
+            raise OptionError(
+                f"no lattice {', '.join(unknown)} in entry {location.source_db}/"
+                f"{location.entry_id} (it has: {', '.join(section['segmentation_ids']) or 'none'})"
+            )
+        for i in ids:
+            section["segmentation_ids"].remove(i)
+            section["segmentation_sampling_info"].pop(i, None)
+            section["time_info"].pop(i, None)
+        gone = set(ids)
+        annotations["segment_annotations"] = [
+            a
+            for a in annotations["segment_annotations"]
+            if not (a.get("segment_kind") == "lattice" and a.get("segmentation_id") in gone)
+        ]
+        annotations["descriptions"] = {
+            k: d
+            for k, d in annotations["descriptions"].items()
+            if not (
+                d.get("target_kind") == "lattice"
+                and (d.get("target_id") or {}).get("segmentation_id") in gone
+            )
+        }
+        drop = tuple(f"lattice_segmentation_data/{i}/" for i in ids)
+        _rewrite(location, metadata, annotations, drop)
+
+
+def remove_volume(location: EntryLocation) -> None:
+    """Remove the volume; refused while lattices (placed on its grid) remain."""
+    with entry_lock(location):
+        metadata, annotations = _existing(location)
+        if metadata["segmentation_lattices"]["segmentation_ids"]:
+            raise OptionError(
+                "lattices are placed on the volume's grid: remove them first "
+                f"({', '.join(metadata['segmentation_lattices']['segmentation_ids'])})"
+            )
+        if not metadata.get("volumes"):
+            raise OptionError("the entry has no volume")
+        metadata["volumes"] = None
+        annotations["volume_channels_annotations"] = []
+        _rewrite(location, metadata, annotations, ("volume_data/",))
+
+
+def _items(path: Path, key: str) -> list[dict[str, Any]]:
+    doc = load_json(path)
+    if isinstance(doc, dict) and key in doc:
+        doc = doc[key]
+    if isinstance(doc, dict):
+        doc = list(doc.values())
+    if not isinstance(doc, list) or not all(isinstance(d, dict) and "id" in d for d in doc):
+        raise InputFormatError(f"expected a list of {key} objects, each with an id", path)
+    return doc
+
+
+def edit_descriptions(location: EntryLocation, path: Path) -> None:
+    """Add or replace descriptions (by id) from a JSON file."""
+    items = _items(path, "descriptions")
+    with entry_lock(location):
+        metadata, annotations = _existing(location)
+        merge_annotations(annotations, _custom(descriptions={d["id"]: d for d in items}))
+        _rewrite(location, metadata, annotations)
+
+
+def edit_segment_annotations(location: EntryLocation, path: Path) -> None:
+    """Add or replace segment annotations (by id) from a JSON file."""
+    items = _items(path, "segment_annotations")
+    with entry_lock(location):
+        metadata, annotations = _existing(location)
+        merge_annotations(annotations, _custom(segment_annotations=items))
+        _rewrite(location, metadata, annotations)
+
+
+def _remove(location: EntryLocation, ids: list[str], key: str) -> None:
+    with entry_lock(location):
+        metadata, annotations = _existing(location)
+        present = (
+            set(annotations[key]) if key == "descriptions" else {a["id"] for a in annotations[key]}
+        )
+        unknown = sorted(set(ids) - present)
+        if unknown:
+            raise OptionError(f"no {key} with id {', '.join(unknown)}")
+        if key == "descriptions":
+            for i in ids:
+                annotations[key].pop(i)
+        else:
+            annotations[key] = [a for a in annotations[key] if a["id"] not in set(ids)]
+        _rewrite(location, metadata, annotations)
+
+
+def remove_descriptions(location: EntryLocation, ids: list[str]) -> None:
+    _remove(location, ids, "descriptions")
+
+
+def remove_segment_annotations(location: EntryLocation, ids: list[str]) -> None:
+    _remove(location, ids, "segment_annotations")
+
+
+def _custom(**parts: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": None,
+        "details": None,
+        "descriptions": {},
+        "segment_annotations": [],
+        "volume_channels_annotations": [],
+    }
+    doc.update(parts)
+    return doc
