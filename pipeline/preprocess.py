@@ -228,6 +228,18 @@ def _read_lattices(
     return lattices
 
 
+def _check_quantize_levels(options: PreprocessOptions, plan: LevelPlan) -> None:
+    """Every level named by --quantize-downsampling-levels must be stored."""
+    if options.quantize_levels is None:
+        return
+    missing = sorted(set(options.quantize_levels) - set(plan.stored_ratios))
+    if missing:
+        raise OptionError(
+            f"--quantize-downsampling-levels: level(s) {', '.join(map(str, missing))} not stored "
+            f"(stored: {', '.join(map(str, plan.stored_ratios))})"
+        )
+
+
 def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
     q = options.quantize_dtype
     if q is None:
@@ -301,14 +313,6 @@ def _write_volume(
     quantized = {
         lv.ratio for lv in plan.levels if lv.stored and _quantized(options, lv.ratio, dtype)
     }
-    if options.quantize_levels is not None and options.quantize_dtype is not None:
-        missing = sorted(set(options.quantize_levels) - set(plan.stored_ratios))
-        if missing:
-            warn(
-                "warning: --quantize-downsampling-levels: level(s) "
-                f"{', '.join(map(str, missing))} not stored (stored: "
-                f"{', '.join(map(str, plan.stored_ratios))})"
-            )
     if (
         options.quantize_dtype is not None
         and not quantized
@@ -404,6 +408,7 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     volume = _read_volume(options, extra, None)
     _read_lattices(options, extra, None, volume.shape, volume.voxel_size, volume.path)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+    _check_quantize_levels(options, plan)
     return _summary(location, volume, plan, 0.0, done=False)
 
 
@@ -565,6 +570,7 @@ def _add(
             options, extra, work / "scratch", volume.shape, volume.voxel_size, volume.path
         )
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+        _check_quantize_levels(options, plan)
         with staged_entry(location) as staged:
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)

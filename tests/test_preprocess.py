@@ -317,14 +317,9 @@ def test_statistics_only_for_stored_levels_and_clipping_dtype(run_cli, tmp_path)
         "4",
         "--force-volume-dtype",
         "u1",
-        "--quantize-dtype-str",
-        "u1",
-        "--quantize-downsampling-levels",
-        "16",
     )
     result = run_cli(*preprocess_args([(path, "map")], tmp_path, extra=extra))
     assert result.exit_code == 0, result.output
-    assert "level(s) 16 not stored" in result.stderr
     with open_entry(tmp_path / "db", "emdb", "emd-1832") as entry:
         info = entry.metadata["volumes"]["volume_sampling_info"]
         assert entry.volume_levels == [1, 4]
@@ -334,3 +329,12 @@ def test_statistics_only_for_stored_levels_and_clipping_dtype(run_cli, tmp_path)
         # rounded and clipped to 0..255, never wrapped
         expected = np.clip(np.rint(data.transpose(2, 1, 0)), 0, 255).astype(np.uint8)
         np.testing.assert_array_equal(level1, expected)
+
+
+def test_quantizing_a_level_that_is_not_stored_is_an_error(run_cli, tmp_path):
+    path = write_mrc(tmp_path / "m.mrc", np.ones((32, 32, 32), np.float32))
+    extra = ("--quantize-dtype-str", "u1", "--quantize-downsampling-levels", "1 16")
+    result = run_cli(*preprocess_args([(path, "map")], tmp_path, extra=extra))
+    assert result.exit_code == 2
+    assert "level(s) 16 not stored (stored: 1, 2)" in result.stderr
+    assert not (tmp_path / "db").exists()
