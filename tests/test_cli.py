@@ -183,3 +183,17 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path, small_map):
         [*args[:-1], str(tmp_path / "db2")], capture_output=True, text=True, check=True
     )
     assert "Completed" not in piped.stderr + piped.stdout
+
+
+@pytest.mark.parametrize("source", ["../x", "a/b", "..", "_locks", "/abs"])
+def test_source_names_cannot_escape_the_database(run_cli, tmp_path, small_map, source):
+    args = preprocess_args([(small_map, "map")], tmp_path)
+    args[args.index("--source-db") + 1] = source
+    result = run_cli(*args)
+    _assert_one_line_error(result, "--source-db")
+    assert not (tmp_path / "db").exists() and not (tmp_path / "x").exists()
+    for command in (["delete"], ["remove-volume"], ["remove-descriptions", "--id", "a"]):
+        result = run_cli(
+            *command, "--db-path", tmp_path / "db", "--source-db", source, "--entry-id", "e"
+        )
+        _assert_one_line_error(result, "--source-db")
