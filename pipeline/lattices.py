@@ -19,7 +19,7 @@ from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.writer import DataWriter
-from pipeline.errors import GridMismatchError
+from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.level_pass import LabelJob, block_shape, run_label_pass, temp_id
 from pipeline.model import LabelSource, Vec3
 
@@ -114,17 +114,22 @@ def write_lattice(
                 next_level = create_scratch(scratch, name, below.shape, np.dtype(np.uint64), order)
             jobs.append(LabelJob(sources[t], str(labels.path), luts[t], target, next_level))
         results = run_label_pass(jobs, blocks, compute, writer.sink)
-        for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
-            present = np.unique(np.concatenate([p for _, p, _ in per_block]))
-            if lv.ratio == 1:
+        presents = [np.unique(np.concatenate([p for _, p, _ in blocks_])) for blocks_ in results]
+        if lv.ratio == 1:  # every frame's labels first: they own their ids before any union
+            for present in presents:
                 table.add_labels(present, segment_of)
                 level1.update(segment_of.get(v, v) for v in present.tolist())
+        for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
+            present = presents[t]
             if lv.stored:
                 writer.object_array(f"{base}/{lv.ratio}/{t}/set_table", table.table(present))
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:
-                luts[t] = _lut(table, per_block)
+                try:
+                    luts[t] = _lut(table, per_block)
+                except OverflowError as exc:
+                    raise InputFormatError(str(exc), labels.path) from exc
                 sources[t] = job.next_level
     for arr in sources:
         if plan.levels[-1].ratio > 1:

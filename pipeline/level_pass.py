@@ -242,7 +242,9 @@ def _label_task(
     step = label_step_block(cats, lo, shape, out0, tuple(b for _, b in out_range))
     scratch = step.single.astype(np.uint64)
     if step.combos.shape[0] >= 1 << _LOCAL_BITS:
-        raise OverflowError("too many label combinations in one block")
+        raise InputFormatError(
+            f"more than {1 << _LOCAL_BITS} label combinations in one block", job.path
+        )
     scratch[step.mixed] = (
         TEMP_BASE | np.uint64(number << _LOCAL_BITS) | step.index.astype(np.uint64)
     )

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.arrays import LazyArray
+from pipeline.errors import InputFormatError, OptionError
+from pipeline.options import validate_name
 
 __all__ = ["ExtraData", "TimeInfo", "Vec3", "VolumeSource"]
 
@@ -157,8 +159,10 @@ class LabelSource:
                 raise ValueError("every frame of a lattice must be 3-D with one shape")
             if np.dtype(arr.dtype).kind not in "iuf":
                 raise ValueError(f"labels must be integers, got {arr.dtype}")
-        if not self.lattice_id or "/" in self.lattice_id:
-            raise ValueError(f"invalid lattice id {self.lattice_id!r}")
+        try:
+            validate_name(self.lattice_id, "lattice id")
+        except OptionError as exc:  # a name from the file or from extra data
+            raise InputFormatError(exc.message, self.path) from None
         if self.voxel_size is not None:
             _check_vec3("voxel_size", self.voxel_size, positive=True)
         if self.memory_order not in ("C", "F"):

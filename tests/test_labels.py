@@ -15,6 +15,7 @@ from pipeline.algorithms.labels import SetTable, label_step_block, present_value
 from pipeline.algorithms.levels import plan_levels
 from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
+from pipeline.errors import InputFormatError
 from pipeline.lattices import write_lattice
 from pipeline.model import LabelSource
 from pipeline.options import Compressor, LevelOptions
@@ -152,5 +153,74 @@ def test_block_step_marks_only_mixed_windows():
 
 
 def test_lattice_id_validation():
-    with pytest.raises(ValueError, match="lattice id"):
+    with pytest.raises(InputFormatError, match="lattice id"):
         LabelSource(path=None, lattice_id="a/b", frames=(NumpyArray(np.zeros((2, 2, 2), int)),))
+
+
+def _run_frames(frames, tmp_path, segments=()):
+    source = LabelSource(
+        path=tmp_path / "labels",
+        lattice_id="L",
+        frames=tuple(NumpyArray(f) for f in frames),
+        segments=segments,
+    )
+    plan = plan_levels(frames[0].shape, 4, LevelOptions(min_size_mb=1e-9))
+    sink = ZipSink(tmp_path / "data.zip")
+    writer = DataWriter(sink, Compressor.LZ4)
+    (tmp_path / "scratch").mkdir(exist_ok=True)
+    write_lattice(
+        writer,
+        source,
+        plan,
+        tmp_path / "scratch",
+        4,
+        8,
+        lambda tasks: list(dask.compute(*tasks, scheduler="threads", num_workers=2)),
+    )
+    writer.finish()
+    sink.close()
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "data.zip") as zf:
+        return {
+            (lv.ratio, t): json.loads(
+                zf.read(f"lattice_segmentation_data/L/{lv.ratio}/{t}/set_table/0")
+            )[0]
+            for lv in plan.levels
+            for t in range(len(frames))
+        }
+
+
+def test_every_frame_keeps_its_label_ids(tmp_path):
+    a = np.zeros((6, 6, 6), np.uint16)
+    a[3:, 3:, 3:] = 1
+    b = np.zeros((6, 6, 6), np.uint16)
+    b[:2, :2, :2] = 2
+    tables = _run_frames([a, b], tmp_path)
+    assert tables[(1, 0)] == {"0": [0], "1": [1]}
+    assert tables[(1, 1)] == {"0": [0], "2": [2]}
+    unions = {tuple(v) for (ratio, _), t in tables.items() if ratio > 1 for v in t.values()}
+    assert (0, 1) in unions and (0, 2) in unions
+
+
+def test_segment_ids_that_differ_from_label_values(tmp_path):
+    from pipeline.model import Segment
+
+    labels = np.zeros((6, 6, 6), np.uint16)
+    labels[3:] = 1
+    labels[:, :2] = 2
+    tables = _run_frames(
+        [labels], tmp_path, segments=(Segment(id=5, value=1), Segment(id=1, value=2))
+    )
+    assert tables[(1, 0)] == {"0": [0], "1": [5], "2": [1]}
+    members = {m for t in tables.values() for v in t.values() for m in v}
+    assert members == {0, 1, 5}
+
+
+def test_label_values_near_the_top_of_uint32(tmp_path):
+    labels = np.zeros((5, 5, 5), np.uint32)
+    labels[2:, 2:, 2:] = 2**32 - 2
+    tables = _run_frames([labels], tmp_path)
+    assert tables[(1, 0)] == {"0": [0], str(2**32 - 2): [2**32 - 2]}
+    assert [0, 2**32 - 2] in tables[(2, 0)].values()

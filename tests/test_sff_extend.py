@@ -175,3 +175,69 @@ def test_real_sff_copy_matches_the_preprocessor_sample(tmp_path, shared_data, em
     np.testing.assert_array_equal(a.frames[0][:, :, :], b.frames[0][:, :, :])
     assert {s.id for s in b.segments} == SFF_SEGMENTS
     assert set(np.unique(a.frames[0][:, :, :]).tolist()) == SFF_SEGMENTS | {0}
+
+
+def _write_hff(path, lattice: np.ndarray, compress: bool, segments: dict[int, int]) -> None:
+    """A minimal EMDB-SFF 0.8 HDF5 file, written with h5py following the format's layout."""
+    import base64
+    import zlib
+
+    raw = np.ascontiguousarray(lattice).tobytes()  # (sections, rows, cols), cols fastest
+    payload = base64.b64encode(zlib.compress(raw) if compress else raw)
+    with h5py.File(path, "w") as f:
+        f["version"] = "0.8.0.dev1"
+        f["name"] = "generated"
+        f["primary_descriptor"] = "three_d_volume"
+        g = f.create_group("lattice_list/0")
+        g["id"], g["mode"], g["endianness"] = 0, str(lattice.dtype), "little"
+        for key, n in zip(("sections", "rows", "cols"), lattice.shape, strict=True):
+            g[f"size/{key}"] = n
+            g[f"start/{key}"] = 0
+        g["data"] = payload
+        for segment_id, value in segments.items():
+            s = f.create_group(f"segment_list/{segment_id}")
+            s["id"] = segment_id
+            s["colour"] = np.array([0.1, 0.2, 0.3, 1.0])
+            s["biological_annotation/name"] = f"seg {segment_id}"
+            s["three_d_volume/lattice_id"] = 0
+            s["three_d_volume/value"] = float(value)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_generated_sff_raw_or_zlib_and_values_other_than_ids(run_cli, tmp_path, compress):
+    lattice = np.zeros((6, 7, 8), np.uint8)
+    lattice[0, 0, 0] = 120  # 0x78: the first byte of raw data looks like a zlib header
+    lattice[3:, 3:, 3:] = 7
+    hff = tmp_path / "gen.hff"
+    _write_hff(hff, lattice, compress, {1200: 120, 7: 7})
+    volume = write_mrc(tmp_path / "v.map", np.ones((6, 7, 8), np.float32))
+    result = run_cli(*preprocess_args([(volume, "map"), (hff, "sff")], tmp_path))
+    assert result.exit_code == 0, result.output
+    with open_entry(tmp_path / "db", "emdb", "emd-1832") as entry:
+        grid, table = entry.read_lattice("0", 1)
+        np.testing.assert_array_equal(grid, lattice.transpose(2, 1, 0))
+        assert table == {0: [0], 7: [7], 120: [1200]}
+        names = {
+            d["target_id"]["segment_id"]: d["name"]
+            for d in entry.annotations["descriptions"].values()
+        }
+        assert names == {1200: "seg 1200", 7: "seg 7"}
+
+
+def test_sff_lattice_without_data_and_bad_mapping(run_cli, tmp_path):
+    lattice = np.zeros((4, 4, 4), np.uint8)
+    hff = tmp_path / "nodata.hff"
+    _write_hff(hff, lattice, True, {})
+    with h5py.File(hff, "a") as f:
+        del f["lattice_list/0/data"]
+    volume = write_mrc(tmp_path / "v.map", np.ones((4, 4, 4), np.float32))
+    result = run_cli(*preprocess_args([(volume, "map"), (hff, "sff")], tmp_path))
+    assert result.exit_code == 2 and "no data" in result.stderr
+    good = tmp_path / "good.hff"
+    _write_hff(good, lattice, True, {})
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"segmentation": {"segmentation_ids_mapping": {"0": "a/b"}}}))
+    result = run_cli(
+        *preprocess_args([(volume, "map"), (good, "sff"), (extra, "extra_data")], tmp_path)
+    )
+    assert result.exit_code == 2 and "lattice id" in result.stderr and str(good) in result.stderr

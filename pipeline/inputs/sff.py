@@ -108,7 +108,7 @@ def _decode_lattice(data: bytes, target: Path, nbytes: int, path: Path) -> None:
         raw = base64.b64decode(data, validate=False)
     except (binascii.Error, ValueError) as exc:
         raise InputFormatError(f"lattice data is not base64: {exc}", path) from exc
-    compressed = raw[:1] == b"\x78"  # zlib header
+    compressed = len(raw) != nbytes  # raw data has exactly the lattice's size
     written = 0
     with open(target, "wb") as out:
         if compressed:
@@ -151,6 +151,8 @@ def _lattice(group: h5py.Group, path: Path, scratch: Path | None) -> tuple[int, 
         )
     scratch.mkdir(parents=True, exist_ok=True)
     target = scratch / f"{uuid.uuid4().hex}-sff-lattice-{lattice_id}.raw"
+    if "data" not in group:
+        raise InputFormatError(f"lattice {lattice_id}: no data", path)
     _decode_lattice(group["data"][()], target, int(np.prod(shape)) * dtype.itemsize, path)
     # bytes are (cols, rows, sections) in Fortran order: C-order (sections, rows, cols)
     return lattice_id, TransposedArray(RawArrayFile(target, shape, dtype), (2, 1, 0))
