@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import merge_annotations
 from pipeline.db.sinks import new_archive
 from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
+from pipeline.inputs.annotations import check_annotations_document
 from pipeline.inputs.extra_data import load_json
 
 __all__ = [
@@ -35,23 +34,29 @@ def _existing(location: EntryLocation) -> tuple[dict[str, Any], dict[str, Any]]:
         raise EntryNotFoundError(
             f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
         )
-    return (
-        json.loads((location.folder / METADATA_JSON).read_text()),
-        json.loads((location.folder / ANNOTATIONS_JSON).read_text()),
-    )
+    try:
+        return (
+            json.loads((location.folder / METADATA_JSON).read_text()),
+            json.loads((location.folder / ANNOTATIONS_JSON).read_text()),
+        )
+    except (OSError, ValueError) as exc:
+        raise InputFormatError(
+            f"entry is damaged ({exc}); delete it or add it again", location.folder
+        ) from exc
 
 
 def delete_entry(location: EntryLocation) -> None:
-    """Remove an entry: one rename out of sight (into ``_staging``), then deletion."""
+    """Remove an entry (even a damaged one): one rename out of sight, then deletion."""
     with entry_lock(location):
-        _existing(location)
+        if not location.exists():
+            raise EntryNotFoundError(
+                f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
+            )
         location.staging_root.mkdir(parents=True, exist_ok=True)
-        trash = location.staging_root / f"deleted-{uuid.uuid4().hex}"
+        trash = location.staging_root / f"{location.source_db}@{location.entry_id}@deleted"
+        shutil.rmtree(trash, ignore_errors=True)
         os.rename(location.folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
-        for folder in (location.staging_root, location.folder.parent):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
 
 
 def _rewrite(
@@ -62,7 +67,8 @@ def _rewrite(
 ) -> None:
     """Commit new JSON documents, and a data.zip without the members under ``drop``."""
     with staged_entry(location) as staged:
-        names = [ANNOTATIONS_JSON, METADATA_JSON]
+        # removals: metadata stops naming what goes before data.zip loses it
+        names = [METADATA_JSON, ANNOTATIONS_JSON]
         if drop:
             with (
                 new_archive(staged.data_zip) as sink,
@@ -71,13 +77,13 @@ def _rewrite(
                 for info in zf.infolist():
                     if not info.filename.startswith(drop):
                         sink.put(info.filename, zf.read(info))
-            names.insert(0, DATA_ZIP)
+            names.append(DATA_ZIP)
         else:  # only the JSON documents change: keep the archive as it is
             os.link(location.folder / DATA_ZIP, staged.data_zip)
         for p in location.folder.iterdir():
             if p.is_file() and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON):
                 shutil.copy2(p, staged.folder / p.name)
-                names.insert(1, p.name)
+                names.append(p.name)
         write_json(staged.folder / ANNOTATIONS_JSON, annotations)
         write_json(staged.folder / METADATA_JSON, metadata)
         staged.replace_existing(names)
@@ -90,6 +96,7 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
     with entry_lock(location):
         metadata, annotations = _existing(location)
         section = metadata["segmentation_lattices"]
+        ids = list(dict.fromkeys(ids))
         unknown = [i for i in ids if i not in section["segmentation_ids"]]
         if unknown:
             raise OptionError(
@@ -135,13 +142,19 @@ def remove_volume(location: EntryLocation) -> None:
 
 
 def _items(path: Path, key: str) -> list[dict[str, Any]]:
+    """Items of a JSON file (a list, an object by id, or ``{key: ...}``), checked like
+    ``custom_annotations``."""
     doc = load_json(path)
     if isinstance(doc, dict) and key in doc:
         doc = doc[key]
     if isinstance(doc, dict):
         doc = list(doc.values())
-    if not isinstance(doc, list) or not all(isinstance(d, dict) and "id" in d for d in doc):
-        raise InputFormatError(f"expected a list of {key} objects, each with an id", path)
+    if not isinstance(doc, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("id"), str) for d in doc
+    ):
+        raise InputFormatError(f"expected a list of {key} objects, each with a string id", path)
+    document = {key: {d["id"]: d for d in doc} if key == "descriptions" else doc}
+    check_annotations_document(document, path)
     return doc
 
 
@@ -164,6 +177,7 @@ def edit_segment_annotations(location: EntryLocation, path: Path) -> None:
 
 
 def _remove(location: EntryLocation, ids: list[str], key: str) -> None:
+    ids = list(dict.fromkeys(ids))
     with entry_lock(location):
         metadata, annotations = _existing(location)
         present = (

@@ -166,7 +166,8 @@ def _run_folder(working_folder: Path, entry_id: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _tidy(*paths: Path) -> Iterator[None]:
-    """Folders on the way to ``paths`` that this run creates are removed again if left empty."""
+    """Folders on the way to ``paths`` that this run creates are removed again if nothing but
+    empty folders (e.g. ``_locks``) is left in them."""
     new: set[Path] = set()
     for path in paths:
         q = path.absolute()
@@ -177,8 +178,10 @@ def _tidy(*paths: Path) -> Iterator[None]:
         yield
     finally:
         for q in sorted(new, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                q.rmdir()
+            if q.is_dir():
+                for folder, _, _ in sorted(os.walk(q), key=lambda w: -len(w[0])):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)
 
 
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:

@@ -53,7 +53,7 @@ def test_a_second_writer_fails_fast_with_a_clear_message(run_cli, tmp_path, inpu
     assert "is being written by pid" in result.stderr and str(os.getpid()) in result.stderr
     assert not location.exists()
     # the lock file of a killed holder is no lock: the next writer goes ahead
-    lock = tmp_path / "db" / "_locks" / "emdb--emd-1832.lock"
+    lock = tmp_path / "db" / "_locks" / "emdb@emd-1832.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("pid 999999 on nowhere since 00:00:00")
     result = run_cli(*preprocess_args([(map_path, "map")], tmp_path))

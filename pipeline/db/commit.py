@@ -41,13 +41,19 @@ class StagedEntry:
 
     def __init__(self, location: EntryLocation) -> None:
         self.location = location
-        prefix = f"{location.source_db}--{location.entry_id}--"
+        prefix = f"{location.source_db}@{location.entry_id}@"  # names hold no "@"
         # folders of earlier runs of this entry that were killed (the caller holds the lock)
         if location.staging_root.is_dir():
             for stale in location.staging_root.glob(f"{prefix}*"):
                 shutil.rmtree(stale, ignore_errors=True)
         self.folder = location.staging_root / f"{prefix}{uuid.uuid4().hex}"
-        self.folder.mkdir(parents=True)
+        while True:
+            location.staging_root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.folder.mkdir()
+                break
+            except FileNotFoundError:  # _staging removed by another writer just now: again
+                continue
 
     @property
     def data_zip(self) -> Path:
@@ -67,8 +73,10 @@ class StagedEntry:
             )
         try:
             os.rename(self.folder, target)
-        except OSError as exc:  # another writer created it in between
-            raise EntryExistsError(
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            raise EntryExistsError(  # created in between (by a writer that ignored the lock)
                 f"entry {self.location.source_db}/{self.location.entry_id} already exists", target
             ) from exc
         _fsync_path(target.parent)
@@ -93,6 +101,7 @@ class StagedEntry:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        # shared by every entry's writers: removed only when empty (they retry their mkdir)
         with contextlib.suppress(OSError):
             self.location.staging_root.rmdir()
 

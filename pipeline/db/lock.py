@@ -1,4 +1,4 @@
-"""One writer per entry (DESIGN 9): an exclusive ``flock`` on ``<db>/_locks/<db>--<entry>.lock``.
+"""One writer per entry (DESIGN 9): an exclusive ``flock`` on ``<db>/_locks/<db>@<entry>.lock``.
 
 The kernel drops the lock when its holder dies, so a lock left by a killed process is simply
 taken over (the file that stays behind is not a lock by itself). The holder's pid, host and
@@ -26,16 +26,20 @@ class EntryLockedError(PreprocessorError, BlockingIOError):
 
 
 def _lock_path(location: EntryLocation) -> Path:
-    return location.db_path / "_locks" / f"{location.source_db}--{location.entry_id}.lock"
+    # names hold no "@", so "<source-db>@<entry-id>" is unambiguous
+    return location.db_path / "_locks" / f"{location.source_db}@{location.entry_id}.lock"
 
 
 @contextlib.contextmanager
 def entry_lock(location: EntryLocation) -> Iterator[None]:
     """Hold the entry's writer lock for the duration of the block; fail fast if taken."""
     path = _lock_path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # _locks was removed by another writer just now: again
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -63,5 +67,6 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
+        # leave no trace in the database; a writer racing with this rmdir retries its open
         with contextlib.suppress(OSError):
             path.parent.rmdir()

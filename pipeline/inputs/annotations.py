@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import InputFormatError
 from pipeline.inputs.extra_data import load_json
 
-__all__ = ["read_custom_annotations"]
+__all__ = ["check_annotations_document", "read_custom_annotations"]
 
 _KEYS = {
     "name",
@@ -48,7 +48,11 @@ def _require(item: Any, keys: tuple[str, ...], where: str, path: Path) -> dict[s
 def read_custom_annotations(path: Path) -> dict[str, Any]:
     """Read and check an annotations document; returns it (without ``entry_id``)."""
     path = Path(path)
-    doc = load_json(path)
+    return check_annotations_document(load_json(path), path)
+
+
+def check_annotations_document(doc: Any, path: Path) -> dict[str, Any]:
+    """Check an annotations document (DESIGN 5); returns its parts (without ``entry_id``)."""
     if not isinstance(doc, dict):
         raise InputFormatError("the top level must be a JSON object", path)
     unknown = sorted(set(doc) - _KEYS)
