@@ -134,7 +134,14 @@ def _case_soft_mask(f):
 
 def _case_db_path_is_a_file(f):
     blocker = _write(f, "db-file", "not a folder")
-    return [(_map(f), "map")], "add", "x", ("--db-path", str(blocker)), str(blocker), ""
+    return (
+        [(_map(f), "map")],
+        "add",
+        "x",
+        ("--db-path", str(blocker)),
+        str(blocker),
+        "Not a directory",
+    )
 
 
 def _case_entry_with_slash(f):

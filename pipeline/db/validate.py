@@ -78,8 +78,9 @@ def _levels(info: dict[str, Any]) -> list[int]:
 
 def _check_volume(c: _Checker, metadata: dict[str, Any]) -> list[int]:
     volumes = metadata.get("volumes")
-    if not volumes:
-        c.problem("metadata.json: no volumes")
+    if not volumes:  # allowed for an entry whose volume was removed, if nothing sits on it
+        if metadata["segmentation_lattices"]["segmentation_ids"]:
+            c.problem("metadata.json: lattices but no volume (lattices sit on the volume's grid)")
         return []
     info = volumes["volume_sampling_info"]
     levels = _levels(info)
@@ -117,6 +118,9 @@ def _check_lattice(
         return segments
     if _levels(info) != levels:
         c.problem(f"lattice {lattice}: levels {_levels(info)} differ from the volume's {levels}")
+    volume_boxes = (metadata.get("volumes") or {}).get("volume_sampling_info", {}).get("boxes")
+    if volume_boxes is not None and info["boxes"] != volume_boxes:
+        c.problem(f"lattice {lattice}: boxes differ from the volume's (DESIGN 7.2)")
     time_info = section["time_info"].get(lattice, {"start": 0, "end": 0})
     for level in _levels(info):
         for t in range(time_info["start"], time_info["end"] + 1):
@@ -127,13 +131,21 @@ def _check_lattice(
                 continue
             if meta["shape"] != box["grid_dimensions"]:
                 c.problem(f"{base}/grid: shape {meta['shape']} != box {box['grid_dimensions']}")
-            table = c.object_value(f"{base}/set_table")
+            try:
+                table = c.object_value(f"{base}/set_table")
+            except (zipfile.BadZipFile, ValueError, RuntimeError, OSError) as exc:
+                c.problem(f"{base}/set_table: unreadable ({exc})")
+                continue
             if not isinstance(table, dict):
                 c.problem(f"{base}/set_table: not a JSON object")
                 continue
             for members in table.values():
                 segments.update(int(m) for m in members)
-            values = _grid_values(c, f"{base}/grid", meta)
+            try:
+                values = _grid_values(c, f"{base}/grid", meta)
+            except (zipfile.BadZipFile, ValueError, RuntimeError, OSError) as exc:
+                c.problem(f"{base}/grid: unreadable chunk ({exc})")
+                continue
             missing = sorted(values - {int(k) for k in table})
             if missing:
                 c.problem(f"{base}/set_table: grid values {missing[:10]} are not in the table")
@@ -149,6 +161,16 @@ def _grid_values(c: _Checker, path: str, meta: dict[str, Any]) -> set[int]:
     values: set[int] = set()
     prefix = f"{path}/"
     shape, chunks = meta["shape"], meta["chunks"]
+    expected = 1
+    for n, k in zip(shape, chunks, strict=True):
+        expected *= -(-n // k)
+    found = sum(
+        1
+        for name in c.names
+        if name.startswith(prefix) and not name.rsplit("/", 1)[1].startswith(".")
+    )
+    if found < expected:  # a missing chunk reads as the fill value
+        values.add(int(meta.get("fill_value") or 0))
     for name in c.names:
         if not name.startswith(prefix) or name.rsplit("/", 1)[1].startswith("."):
             continue
@@ -216,6 +238,8 @@ def validate_entry(location: EntryLocation) -> list[str]:
             _check_annotations(c, annotations, segments)
         except (KeyError, TypeError, ValueError) as exc:
             c.problem(f"metadata.json: malformed ({type(exc).__name__}: {exc})")
+        except (zipfile.BadZipFile, OSError) as exc:
+            c.problem(f"data.zip: unreadable ({exc})")
     geometric = folder / GEOMETRIC_JSON
     if geometric.exists():
         try:
