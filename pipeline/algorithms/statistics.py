@@ -10,6 +10,7 @@ __all__ = ["Statistics", "block_moments", "combine_moments"]
 
 # layout of a moments vector
 COUNT, MEAN, M2, MIN, MAX = range(5)
+_SLAB_VALUES = 1 << 18  # values per slab of the deviation pass (1 MiB of float32)
 
 
 def block_moments(block: np.ndarray) -> np.ndarray:
@@ -31,10 +32,23 @@ def block_moments(block: np.ndarray) -> np.ndarray:
     # reductions over all axes read strided views in place (no flattening copy)
     # shifted data: deviations from a first estimate of the mean, then corrected exactly
     shift = acc(float(block.sum(dtype=acc)) / block.size)
-    dev = np.subtract(block, shift, dtype=acc)
-    dmean = float(dev.sum(dtype=acc)) / block.size
-    np.multiply(dev, dev, out=dev)
-    m2 = max(float(dev.sum(dtype=acc)) - block.size * dmean * dmean, 0.0)
+    # deviations slab by slab (memory order) in one small reused buffer: no block-sized
+    # temporary, and the slab stays in cache between the subtraction and the squares
+    view = block.T if block.flags.f_contiguous and not block.flags.c_contiguous else block
+    view = view.reshape(1, -1) if view.ndim < 2 else view
+    step = max(1, _SLAB_VALUES // max(1, view[0].size))
+    buf = np.empty((min(step, view.shape[0]), *view.shape[1:]), dtype=acc)
+    dsum = 0.0
+    sq = 0.0
+    for start in range(0, view.shape[0], step):
+        part = view[start : start + step]
+        dev = buf[: part.shape[0]]
+        np.subtract(part, shift, out=dev, dtype=acc)
+        dsum += float(dev.sum(dtype=acc))
+        np.multiply(dev, dev, out=dev)
+        sq += float(dev.sum(dtype=acc))
+    dmean = dsum / block.size
+    m2 = max(sq - block.size * dmean * dmean, 0.0)
     mean = float(shift) + dmean
     return np.array([block.size, mean, m2, lo, hi])
 

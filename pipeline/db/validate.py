@@ -189,29 +189,25 @@ def _grid_values(c: _Checker, path: str, meta: dict[str, Any]) -> set[int]:
 def _check_annotations(
     c: _Checker, annotations: dict[str, Any], segments: dict[str, set[int]]
 ) -> None:
-    for n, item in enumerate(annotations.get("segment_annotations", [])):
-        if item.get("segment_kind") != "lattice":
-            continue
-        lattice = item.get("segmentation_id")
+    """Every lattice segment annotation and description names an existing lattice segment."""
+    refs = [
+        (f"segment_annotations[{n}]", item.get("segmentation_id"), item.get("segment_id"))
+        for n, item in enumerate(annotations.get("segment_annotations", []))
+        if item.get("segment_kind") == "lattice"
+    ] + [
+        (
+            f"description {key}",
+            (item.get("target_id") or {}).get("segmentation_id"),
+            (item.get("target_id") or {}).get("segment_id"),
+        )
+        for key, item in annotations.get("descriptions", {}).items()
+        if item.get("target_kind") == "lattice"
+    ]
+    for where, lattice, segment in refs:
         if lattice not in segments:
-            c.problem(f"annotations.json: segment_annotations[{n}] names unknown lattice {lattice}")
-        elif item.get("segment_id") not in segments[lattice]:
-            c.problem(
-                f"annotations.json: segment_annotations[{n}]: segment {item.get('segment_id')} "
-                f"is not in lattice {lattice}"
-            )
-    for key, item in annotations.get("descriptions", {}).items():
-        target = item.get("target_id") or {}
-        if item.get("target_kind") != "lattice":
-            continue
-        lattice = target.get("segmentation_id")
-        if lattice not in segments:
-            c.problem(f"annotations.json: description {key} names unknown lattice {lattice}")
-        elif target.get("segment_id") not in segments[lattice]:
-            c.problem(
-                f"annotations.json: description {key}: segment {target.get('segment_id')} "
-                f"is not in lattice {lattice}"
-            )
+            c.problem(f"annotations.json: {where} names unknown lattice {lattice}")
+        elif segment not in segments[lattice]:
+            c.problem(f"annotations.json: {where}: segment {segment} is not in lattice {lattice}")
 
 
 def validate_entry(location: EntryLocation) -> list[str]:
