@@ -34,7 +34,8 @@ def block_moments(block: np.ndarray) -> np.ndarray:
     shift = acc(float(block.sum(dtype=acc)) / block.size)
     # deviations slab by slab (memory order) in one small reused buffer: no block-sized
     # temporary, and the slab stays in cache between the subtraction and the squares
-    view = block.T if block.flags.f_contiguous and not block.flags.c_contiguous else block
+    # axes ordered by decreasing stride: slabs along the slowest axis, rows contiguous
+    view = np.transpose(block, np.argsort([-abs(st) for st in block.strides], kind="stable"))
     view = view.reshape(1, -1) if view.ndim < 2 else view
     step = max(1, _SLAB_VALUES // max(1, view[0].size))
     buf = np.empty((min(step, view.shape[0]), *view.shape[1:]), dtype=acc)
