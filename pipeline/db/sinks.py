@@ -8,6 +8,7 @@ data is serialized. The archive is read back with Python's ``zipfile`` and zarr'
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import struct
 import threading
@@ -15,7 +16,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["DirectorySink", "KeySink", "ZipSink", "new_archive"]
 
@@ -30,6 +31,24 @@ class KeySink(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
     def put_many(self, items: list[tuple[str, bytes]]) -> None: ...
+
+
+def _libc_sync_file_range() -> Any:
+    try:
+        f = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return f
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Queue a written range for writeback without waiting (Linux ``sync_file_range``)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
 def _zip64_extra(*values: int) -> bytes:
@@ -60,10 +79,8 @@ class ZipSink:
         self._offset += len(data)
         if self._offset - self._flushed >= _WRITEBACK_STEP:
             # start writing back what is done (non-blocking) so the final fsync has little
-            # left to wait for, and keep those pages from crowding the page cache
-            os.posix_fadvise(
-                self._fd, self._flushed, self._offset - self._flushed, os.POSIX_FADV_DONTNEED
-            )
+            # left to wait for
+            _start_writeback(self._fd, self._flushed, self._offset - self._flushed)
             self._flushed = self._offset
 
     @property
