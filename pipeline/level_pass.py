@@ -89,17 +89,40 @@ class LevelJob:
     measure: bool  # reduce level r's moments (level 1; others were measured by the last pass)
 
 
+def _read_block(
+    source: LazyArray, start: tuple[int, ...], stop: tuple[int, ...], margin: int | None
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """Block ``[start, stop)`` of ``source`` with ``margin`` extra samples on each side
+    (clipped at the array's edges; none for axes of length 1): ``(lo, data)``."""
+    shape = source.shape
+    halo = [margin if (margin and n > 1) else 0 for n in shape]
+    lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
+    hi = tuple(min(e + h, n) for e, h, n in zip(stop, halo, shape, strict=True))
+    return lo, source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+
+
+def _inner(
+    data: np.ndarray, lo: tuple[int, ...], start: tuple[int, ...], stop: tuple[int, ...]
+) -> np.ndarray:
+    """The block itself, without its margin (a view)."""
+    return data[tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))]
+
+
+def _output_range(
+    start: tuple[int, ...], stop: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """First and end (exclusive) level-2r samples of a level-r block."""
+    ranges = [output_range(s, e) for s, e in zip(start, stop, strict=True)]
+    return tuple(a for a, _ in ranges), tuple(b for _, b in ranges)
+
+
 def _task(
     job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
 ) -> tuple[np.ndarray, list[tuple[str, bytes]]]:
     """Process one block: moments ``[[level r], [level 2r]]`` (NaN rows if not asked) and the
     encoded chunks of level r. ``gate`` only orders the task after an earlier append."""
-    shape = job.source.shape
-    halo = [HALO if (job.next_level is not None and n > 1) else 0 for n in shape]
-    lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
-    hi = tuple(min(e + h, n) for e, h, n in zip(stop, halo, shape, strict=True))
-    data = job.source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
-    inner = data[tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))]
+    lo, data = _read_block(job.source, start, stop, HALO if job.next_level is not None else None)
+    inner = _inner(data, lo, start, stop)
     chunks: list[tuple[str, bytes]] = []
     if job.store is not None:
         stored = (
@@ -111,11 +134,9 @@ def _task(
     this = block_moments(inner) if job.measure else _NO_MOMENTS
     below = _NO_MOMENTS
     if job.next_level is not None:
-        out_range = [output_range(s, e) for s, e in zip(start, stop, strict=True)]
-        out = downsample_block(
-            data, lo, shape, tuple(a for a, _ in out_range), tuple(b for _, b in out_range)
-        )
-        job.next_level.write(tuple(a for a, _ in out_range), out)
+        out0, out1 = _output_range(start, stop)
+        out = downsample_block(data, lo, job.source.shape, out0, out1)
+        job.next_level.write(out0, out)
         below = block_moments(out)
     return np.stack([this, below]), chunks
 
@@ -228,18 +249,15 @@ def _label_task(
     (single ones and members of combinations, halo included) are, over all blocks, exactly the
     categories of level r; without a next level the block's own values are reported.
     """
-    shape = job.source.shape
-    halo = [LABEL_HALO if (job.next_level is not None and n > 1) else 0 for n in shape]
-    lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
-    hi = tuple(min(e + h, n) for e, h, n in zip(stop, halo, shape, strict=True))
-    cats = _categories(job.source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))], job)
-    inner = cats[tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True))]
+    margin = LABEL_HALO if job.next_level is not None else None
+    lo, data = _read_block(job.source, start, stop, margin)
+    cats = _categories(data, job)
+    inner = _inner(cats, lo, start, stop)
     chunks = job.store.encode(inner, start) if job.store is not None else []
     if job.next_level is None:
         return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
-    out_range = [output_range(s, e) for s, e in zip(start, stop, strict=True)]
-    out0 = tuple(a for a, _ in out_range)
-    step = label_step_block(cats, lo, shape, out0, tuple(b for _, b in out_range))
+    out0, out1 = _output_range(start, stop)
+    step = label_step_block(cats, lo, job.source.shape, out0, out1)
     scratch = step.single.astype(np.uint64)
     if step.combos.shape[0] >= 1 << _LOCAL_BITS:
         raise InputFormatError(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.algorithms.pyramid import axis_slice
+
 __all__ = [
     "LABEL_HALO",
     "SetTable",
@@ -35,10 +37,6 @@ def _window_taps(lo: int, n: int, out_start: int, out_stop: int, length: int) ->
     return taps
 
 
-def _sl(axis: int, s: slice) -> tuple[slice, ...]:
-    return (slice(None),) * axis + (s,)
-
-
 def _window_extrema(
     lo_v: np.ndarray, hi_v: np.ndarray, axis: int, lo: int, n: int, o0: int, o1: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -46,18 +44,18 @@ def _window_extrema(
     with strided slices: a clipped tap repeats the centre, which changes neither."""
     m = o1 - o0
     c = 2 * o0 - lo  # local index of the first output's centre
-    centre = _sl(axis, slice(c, c + 2 * m - 1, 2))
+    centre = axis_slice(axis, slice(c, c + 2 * m - 1, 2))
     mn, mx = lo_v[centre].copy(), hi_v[centre].copy()
     first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
     if first < m:
-        left = _sl(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
-        keep = _sl(axis, slice(first, m))
+        left = axis_slice(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
+        keep = axis_slice(axis, slice(first, m))
         np.minimum(mn[keep], lo_v[left], out=mn[keep])
         np.maximum(mx[keep], hi_v[left], out=mx[keep])
     last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
     if last > 0:
-        right = _sl(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
-        keep = _sl(axis, slice(0, last))
+        right = axis_slice(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
+        keep = axis_slice(axis, slice(0, last))
         np.minimum(mn[keep], lo_v[right], out=mn[keep])
         np.maximum(mx[keep], hi_v[right], out=mx[keep])
     return mn, mx

@@ -35,7 +35,8 @@ def accumulator_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _axis_slice(axis: int, sl: slice | np.ndarray) -> tuple[slice | np.ndarray, ...]:
+def axis_slice(axis: int, sl: slice | np.ndarray) -> tuple[slice | np.ndarray, ...]:
+    """An index selecting ``sl`` along ``axis`` and everything along the axes before it."""
     return (slice(None),) * axis + (sl,)
 
 
@@ -62,9 +63,9 @@ def _filter_axis(
         count = i1 - i0
 
         def tap(k: int) -> np.ndarray:
-            return a[_axis_slice(axis, slice(first + k, first + k + 2 * count - 1, 2))]
+            return a[axis_slice(axis, slice(first + k, first + k + 2 * count - 1, 2))]
 
-        o = out[_axis_slice(axis, slice(i0, i1))]
+        o = out[axis_slice(axis, slice(i0, i1))]
         np.add(tap(1), tap(3), out=o)
         o *= 4
         o += tap(0)
@@ -77,7 +78,7 @@ def _filter_axis(
         taps = mirror_index(np.arange(g - HALO, g + HALO + 1), n) - lo
         planes = np.take(a, taps, axis=axis)
         weighted = np.tensordot(_WEIGHTS.astype(a.dtype), planes, axes=([0], [axis]))
-        out[_axis_slice(axis, slice(i, i + 1))] = np.expand_dims(weighted, axis)
+        out[axis_slice(axis, slice(i, i + 1))] = np.expand_dims(weighted, axis)
     return out
 
 
