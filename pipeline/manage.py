@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import zipfile
@@ -27,22 +26,6 @@ __all__ = [
     "remove_segmentation",
     "remove_volume",
 ]
-
-
-def _existing(location: EntryLocation) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not location.exists():
-        raise EntryNotFoundError(
-            f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
-        )
-    try:
-        return (
-            json.loads((location.folder / METADATA_JSON).read_text()),
-            json.loads((location.folder / ANNOTATIONS_JSON).read_text()),
-        )
-    except (OSError, ValueError) as exc:
-        raise InputFormatError(
-            f"entry is damaged ({exc}); delete it or add it again", location.folder
-        ) from exc
 
 
 def delete_entry(location: EntryLocation) -> None:
@@ -94,7 +77,7 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
     if kind != "lattice":
         raise OptionError(f"--kind {kind}: this database holds no {kind} segmentations yet")
     with entry_lock(location):
-        metadata, annotations = _existing(location)
+        metadata, annotations = location.read_documents()
         section = metadata["segmentation_lattices"]
         ids = list(dict.fromkeys(ids))
         unknown = [i for i in ids if i not in section["segmentation_ids"]]
@@ -128,7 +111,7 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
 def remove_volume(location: EntryLocation) -> None:
     """Remove the volume; refused while lattices (placed on its grid) remain."""
     with entry_lock(location):
-        metadata, annotations = _existing(location)
+        metadata, annotations = location.read_documents()
         if metadata["segmentation_lattices"]["segmentation_ids"]:
             raise OptionError(
                 "lattices are placed on the volume's grid: remove them first "
@@ -162,7 +145,7 @@ def edit_descriptions(location: EntryLocation, path: Path) -> None:
     """Add or replace descriptions (by id) from a JSON file."""
     items = _items(path, "descriptions")
     with entry_lock(location):
-        metadata, annotations = _existing(location)
+        metadata, annotations = location.read_documents()
         merge_annotations(annotations, _custom(descriptions={d["id"]: d for d in items}))
         _rewrite(location, metadata, annotations)
 
@@ -171,7 +154,7 @@ def edit_segment_annotations(location: EntryLocation, path: Path) -> None:
     """Add or replace segment annotations (by id) from a JSON file."""
     items = _items(path, "segment_annotations")
     with entry_lock(location):
-        metadata, annotations = _existing(location)
+        metadata, annotations = location.read_documents()
         merge_annotations(annotations, _custom(segment_annotations=items))
         _rewrite(location, metadata, annotations)
 
@@ -179,7 +162,7 @@ def edit_segment_annotations(location: EntryLocation, path: Path) -> None:
 def _remove(location: EntryLocation, ids: list[str], key: str) -> None:
     ids = list(dict.fromkeys(ids))
     with entry_lock(location):
-        metadata, annotations = _existing(location)
+        metadata, annotations = location.read_documents()
         present = (
             set(annotations[key]) if key == "descriptions" else {a["id"] for a in annotations[key]}
         )

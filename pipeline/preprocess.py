@@ -6,7 +6,6 @@ The only module that wires readers, algorithms and the database together (DESIGN
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -404,7 +403,7 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     # headers only: nothing is written, compressed maps are not decompressed
     extra = _read_extra(options)
     if options.mode is Mode.EXTEND:
-        metadata, _ = _existing_entry(location)
+        metadata, _ = location.read_documents()
         plan, shape, voxel = _existing_grid(metadata, location)
         _read_lattices(options, extra, None, shape, voxel, location.folder)
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
@@ -469,16 +468,6 @@ def _describe_lattices(
         )
 
 
-def _existing_entry(location: EntryLocation) -> tuple[dict[str, Any], dict[str, Any]]:
-    folder = location.folder
-    try:
-        metadata = json.loads((folder / METADATA_JSON).read_text())
-        annotations = json.loads((folder / ANNOTATIONS_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EntryNotFoundError(f"entry is unreadable: {exc}", folder) from exc
-    return metadata, annotations
-
-
 def _existing_grid(
     metadata: dict[str, Any], location: EntryLocation
 ) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float]]:
@@ -501,7 +490,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
     """Add lattices to an existing entry: a new data.zip holding the old members and the new
     ones, merged metadata and annotations, swapped in atomically."""
     started = time.perf_counter()
-    metadata, annotations = _existing_entry(location)
+    metadata, annotations = location.read_documents()
     plan, shape, voxel = _existing_grid(metadata, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)

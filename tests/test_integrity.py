@@ -63,22 +63,41 @@ def test_a_second_writer_fails_fast_with_a_clear_message(run_cli, tmp_path, inpu
 
 def test_two_concurrent_adds_one_wins(tmp_path, inputs):
     map_path, mask_path = inputs
-    # quantized: a longer run, so the loser's start-up cannot outlast the winner's work
-    args = preprocess_args(
-        [(map_path, "map"), (mask_path, "mask")], tmp_path, extra=("--quantize-dtype-str", "u1")
+    args = [str(a) for a in preprocess_args([(map_path, "map"), (mask_path, "mask")], tmp_path)]
+    lock = tmp_path / "db" / "_locks" / "emdb@emd-1832.lock"
+    # the second writer is started and imported first, then released the moment the first
+    # holds the lock: the race is decided by the lock, not by process start-up times
+    waiting = (
+        "import sys\n"
+        "from cli.main import cli\n"
+        "sys.stdin.readline()\n"
+        "cli(args=sys.argv[1:], prog_name='cellstar-preprocessor')\n"
     )
-    procs = [  # started together: the second asks for the lock while the first holds it
-        subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    results = []
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        results.append((p.returncode, err))
-    assert sorted(rc for rc, _ in results) == [0, 2], results
-    loser = next(err for rc, err in results if rc == 2)
-    assert loser.startswith("error: ") and len(loser.strip().splitlines()) == 1
-    assert "is being written by pid" in loser
+    second = subprocess.Popen(
+        [sys.executable, "-c", waiting, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+
+    def held() -> bool:  # the holder's stamp is written only after its flock succeeded
+        try:
+            return lock.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    while not held() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert held(), "the first writer never took the lock"
+    _, second_err = second.communicate("go\n", timeout=120)
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2, second_err
+    assert second_err.startswith("error: ") and len(second_err.strip().splitlines()) == 1
+    assert "is being written by pid" in second_err
     assert _validate(tmp_path / "db").returncode == 0
 
 
