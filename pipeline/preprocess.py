@@ -48,9 +48,7 @@ from pipeline.errors import (
 )
 from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
-from pipeline.inputs.mask import read_mask
-from pipeline.inputs.mrc import read_map
-from pipeline.inputs.sff import read_sff
+from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import LevelJob, block_shape, run_pass
 from pipeline.model import ExtraData, LabelSource, VolumeSource
@@ -58,19 +56,8 @@ from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
-SUPPORTED_KINDS = frozenset(
-    {
-        InputKind.MAP,
-        InputKind.EXTRA_DATA,
-        InputKind.MASK,
-        InputKind.SFF,
-        InputKind.CUSTOM_ANNOTATIONS,
-    }
-)
-VOLUME_KINDS = frozenset(
-    {InputKind.MAP, InputKind.NII_VOLUME, InputKind.OMEZARR, InputKind.OMETIFF_IMAGE}
-)
-DIRECTORY_KINDS = frozenset({InputKind.OMEZARR})
+# extra data and custom annotations describe an entry; every other kind has a reader
+SUPPORTED_KINDS = frozenset({*READERS, InputKind.EXTRA_DATA, InputKind.CUSTOM_ANNOTATIONS})
 
 Reporter = Callable[[str], None]
 
@@ -187,37 +174,35 @@ def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
-def _read_volume(
+def _read_inputs(
     options: PreprocessOptions, extra: ExtraData | None, scratch: Path | None
-) -> VolumeSource:
-    spec = _first(options, VOLUME_KINDS)
-    assert spec is not None  # checked in _check_inputs
-    voxel = extra.volume_voxel_size if extra is not None else None
-    volume = read_map(spec.path, scratch, voxel_size=voxel)
-    if options.force_volume_dtype is not None and options.force_volume_dtype != volume.dtype:
-        dtype = options.force_volume_dtype
+) -> Contents:
+    """Every input through its reader (the volume first), merged into one :class:`Contents`."""
+    specs = sorted(
+        (s for s in options.inputs if s.kind in READERS), key=lambda s: s.kind not in VOLUME_KINDS
+    )
+    volume: VolumeSource | None = None
+    lattices: list[LabelSource] = []
+    for spec in specs:
+        contents = read_input(spec.kind, spec.path, scratch, extra)
+        volume = volume or contents.volume
+        lattices.extend(contents.lattices)
+    dtype = options.force_volume_dtype
+    if volume is not None and dtype is not None and dtype != volume.dtype:
         volume = replace(
             volume,
             frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
-    return volume
+    return Contents(volume=volume, lattices=tuple(lattices))
 
 
-def _read_lattices(
-    options: PreprocessOptions,
-    extra: ExtraData | None,
-    scratch: Path | None,
+def _check_lattices(
+    lattices: tuple[LabelSource, ...],
     shape: tuple[int, int, int],
     voxel: tuple[float, float, float],
     volume_path: Path,
-) -> list[LabelSource]:
-    """Every lattice input, checked against the volume's grid; lattice ids must be unique."""
-    lattices: list[LabelSource] = []
-    for spec in options.inputs:
-        if spec.kind is InputKind.MASK:
-            lattices.append(read_mask(spec.path, scratch, extra))
-        elif spec.kind is InputKind.SFF:
-            lattices.extend(read_sff(spec.path, scratch, extra))
+) -> None:
+    """Every lattice on the volume's grid; lattice ids unique."""
     seen: dict[str, Path] = {}
     for lattice in lattices:
         check_lattice_grid(lattice, shape, voxel, volume_path)
@@ -227,7 +212,6 @@ def _read_lattices(
                 f"{lattice.path} (map one with segmentation_ids_mapping in extra_data)"
             )
         seen[lattice.lattice_id] = lattice.path
-    return lattices
 
 
 def _check_quantize_levels(options: PreprocessOptions, plan: LevelPlan) -> None:
@@ -405,10 +389,12 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     if options.mode is Mode.EXTEND:
         metadata, _ = location.read_documents()
         plan, shape, voxel = _existing_grid(metadata, location)
-        _read_lattices(options, extra, None, shape, voxel, location.folder)
+        _check_lattices(_read_inputs(options, extra, None).lattices, shape, voxel, location.folder)
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
-    volume = _read_volume(options, extra, None)
-    _read_lattices(options, extra, None, volume.shape, volume.voxel_size, volume.path)
+    contents = _read_inputs(options, extra, None)
+    volume = contents.volume
+    assert volume is not None  # checked in _check_inputs
+    _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.path)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
     _check_quantize_levels(options, plan)
     return _summary(location, volume, plan, 0.0, done=False)
@@ -416,7 +402,7 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
 
 def _write_lattices(
     writer: DataWriter,
-    lattices: list[LabelSource],
+    lattices: tuple[LabelSource, ...],
     plan: LevelPlan,
     work: Path,
     options: PreprocessOptions,
@@ -445,7 +431,7 @@ def _merge_custom_annotations(options: PreprocessOptions, annotations: dict[str,
 def _describe_lattices(
     metadata: dict[str, Any],
     annotations: dict[str, Any],
-    lattices: list[LabelSource],
+    lattices: tuple[LabelSource, ...],
     written: list[LatticeResult],
     plan: LevelPlan,
     options: PreprocessOptions,
@@ -494,7 +480,9 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
     plan, shape, voxel = _existing_grid(metadata, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
-        lattices = _read_lattices(options, extra, work / "scratch", shape, voxel, location.folder)
+        contents = _read_inputs(options, extra, work / "scratch")
+        lattices = contents.lattices
+        _check_lattices(lattices, shape, voxel, location.folder)
         taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
         clash = sorted(lattice.lattice_id for lattice in lattices if lattice.lattice_id in taken)
         if clash:
@@ -557,10 +545,10 @@ def _add(
     started = time.perf_counter()
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
-        volume = _read_volume(options, extra, work / "scratch")
-        lattices = _read_lattices(
-            options, extra, work / "scratch", volume.shape, volume.voxel_size, volume.path
-        )
+        contents = _read_inputs(options, extra, work / "scratch")
+        volume, lattices = contents.volume, contents.lattices
+        assert volume is not None  # checked in _check_inputs
+        _check_lattices(lattices, volume.shape, volume.voxel_size, volume.path)
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         _check_quantize_levels(options, plan)
         with staged_entry(location) as staged:

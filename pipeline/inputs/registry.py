@@ -1,0 +1,66 @@
+"""Which reader reads which ``--input-kind``, and what a reader gives back.
+
+Every reader has one signature, ``reader(path, scratch, extra) -> Contents``: ``scratch`` is a
+folder for decompressed or decoded copies (None in a dry run or ``inspect``, where readers read
+headers only), ``extra`` the run's validated extra data. ``preprocess`` and ``inspect`` only
+ever go through :data:`READERS`, so a new input kind is one reader module and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.inputs.mask import read_mask
+from pipeline.inputs.mrc import read_map
+from pipeline.inputs.sff import read_sff
+from pipeline.model import ExtraData, LabelSource, VolumeSource
+from pipeline.options import InputKind
+
+__all__ = ["DIRECTORY_KINDS", "READERS", "VOLUME_KINDS", "Contents", "Reader", "read_input"]
+
+
+@dataclass(frozen=True, slots=True)
+class Contents:
+    """What one input holds, in the source model."""
+
+    volume: VolumeSource | None = None
+    lattices: tuple[LabelSource, ...] = ()
+
+
+Reader = Callable[[Path, Path | None, ExtraData | None], Contents]
+
+
+def _map(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    voxel = extra.volume_voxel_size if extra is not None else None
+    return Contents(volume=read_map(path, scratch, voxel_size=voxel))
+
+
+def _mask(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(lattices=(read_mask(path, scratch, extra),))
+
+
+def _sff(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(lattices=tuple(read_sff(path, scratch, extra)))
+
+
+READERS: dict[InputKind, Reader] = {
+    InputKind.MAP: _map,
+    InputKind.MASK: _mask,
+    InputKind.SFF: _sff,
+}
+
+# kinds that hold the entry's volume (an entry has exactly one)
+VOLUME_KINDS = frozenset(
+    {InputKind.MAP, InputKind.NII_VOLUME, InputKind.OMEZARR, InputKind.OMETIFF_IMAGE}
+)
+# kinds whose input is a directory rather than a file
+DIRECTORY_KINDS = frozenset({InputKind.OMEZARR})
+
+
+def read_input(
+    kind: InputKind, path: Path, scratch: Path | None, extra: ExtraData | None
+) -> Contents:
+    """Read one input with its kind's reader (the kind must be in :data:`READERS`)."""
+    return READERS[kind](Path(path), scratch, extra)
