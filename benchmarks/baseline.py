@@ -11,12 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-import dask
-
 from pipeline.db.sinks import DirectorySink
 from pipeline.db.writer import DataWriter
 from pipeline.inputs.mrc import memory_order, mrc_array, read_mrc_layout
-from pipeline.level_pass import LevelJob, block_shape, run_pass
+from pipeline.level_pass import LevelJob, run_pass, threaded_engine
 from pipeline.options import Compressor
 
 
@@ -26,12 +24,8 @@ def main(map_path: Path, out: Path, block: int = 128, chunk: int = 64) -> None:
     order = memory_order(layout)
     writer = DataWriter(DirectorySink(out / "baseline.zarr"), Compressor.LZ4)
     target = writer.array("volume", arr.shape, arr.dtype, (chunk,) * 3, order=order)
-    run_pass(
-        [LevelJob(arr, target, None, None, measure=False)],
-        lambda a: block_shape(a.shape, a.dtype.itemsize, order, block),
-        lambda tasks: list(dask.compute(*tasks, scheduler="threads", num_workers=os.cpu_count())),
-        writer.sink,
-    )
+    engine = threaded_engine(os.cpu_count() or 1, block)
+    run_pass([LevelJob(arr, target, None, None, measure=False)], engine, order, writer.sink)
     writer.finish()
 
 

@@ -31,8 +31,10 @@ from pipeline.options import (
     Mode,
     PreprocessOptions,
     parse_dtype,
+    parse_size,
 )
 from pipeline.preprocess import plan_run, preprocess
+from pipeline.progress import Progress
 
 __all__ = ["cli", "main"]
 
@@ -104,6 +106,48 @@ def _inputs(paths: tuple[Path, ...], kinds: tuple[str, ...]) -> tuple[InputSpec,
             raise OptionError(f"unknown --input-kind {kind!r} (one of: {', '.join(_KINDS)})")
         specs.append(InputSpec(path=path, kind=InputKind(kind)))
     return tuple(specs)
+
+
+def _run_options(command: Any) -> Any:
+    """Where and in how much memory a run executes (preprocess and batch)."""
+    for option in reversed(
+        [
+            click.option(
+                "--scheduler",
+                metavar="ADDRESS",
+                help="Run on this dask.distributed scheduler (e.g. tcp://10.0.0.5:8786); the "
+                "working folder and database must be on a file system every worker sees.",
+            ),
+            click.option(
+                "--workers",
+                type=int,
+                help="Run on a local dask.distributed cluster of this many worker processes.",
+            ),
+            click.option(
+                "--max-memory",
+                metavar="SIZE",
+                help="Bound the block data in flight, e.g. 2GiB or 800MB (see README).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _run_settings(kw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "scheduler": kw["scheduler"],
+        "workers": kw["workers"],
+        "max_memory": parse_size(kw["max_memory"], "--max-memory") if kw["max_memory"] else None,
+    }
+
+
+def _progress() -> Progress:
+    """A redrawn bar per stage on a terminal (stderr); otherwise one line per stage on stdout,
+    the run's log, which leaves stderr to warnings and the one-line error."""
+    if sys.stderr.isatty():
+        return Progress(sys.stderr, tty=True)
+    return Progress(sys.stdout)
 
 
 @cli.command("preprocess")
@@ -181,6 +225,7 @@ def _inputs(paths: tuple[Path, ...], kinds: tuple[str, ...]) -> tuple[InputSpec,
     help="Blosc codec of the stored arrays.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
+@_run_options
 @click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
@@ -213,6 +258,7 @@ def preprocess_command(**kw: Any) -> None:
         ),
         compressor=Compressor(kw["compressor"]),
         dry_run=kw["dry_run"],
+        **_run_settings(kw),
     )
     if options.dry_run:
         summary = plan_run(options)
@@ -220,8 +266,7 @@ def preprocess_command(**kw: Any) -> None:
             click.echo(line)
         click.echo("dry run: nothing written")
         return
-    progress = sys.stderr.isatty()
-    summary = preprocess(options, progress=progress, warn=lambda m: click.echo(m, err=True))
+    summary = preprocess(options, progress=_progress(), warn=lambda m: click.echo(m, err=True))
     rate = summary.input_bytes / 1e6 / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(
         f"{options.mode.value}: {options.source_db}/{options.entry_id} -> "

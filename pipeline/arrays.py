@@ -100,8 +100,16 @@ class RawArrayFile:
     def __dask_tokenize__(self) -> Any:
         return ("raw-array-file", *self._token, self.shape)
 
-    def __reduce__(self) -> Any:
-        return (RawArrayFile, (self.path, self.shape, self.file_dtype, self.offset, self.writable))
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled for a dask.distributed worker: plain fields, no file handle; unpickling (also
+        # on the scheduler, which may not see the file) touches no file
+        return {name: getattr(self, name) for name in self._FIELDS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    _FIELDS = ("path", "shape", "ndim", "file_dtype", "dtype", "offset", "writable", "_token")
 
     def __getitem__(self, key: Region) -> np.ndarray:
         bounds = _bounds(key, self.shape)

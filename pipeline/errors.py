@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "ClusterError",
     "EntryExistsError",
     "EntryNotFoundError",
     "GridMismatchError",
@@ -34,6 +35,10 @@ class PreprocessorError(Exception):
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        # raised in a dask.distributed worker, re-raised in the client
+        return (type(self), (self.message, self.path))
+
 
 class OptionError(PreprocessorError, ValueError):
     """An option value is invalid or options contradict each other."""
@@ -53,6 +58,12 @@ class UnsupportedInputError(PreprocessorError, NotImplementedError):
 
 class GridMismatchError(InputFormatError):
     """Two inputs that must share a grid (shape, voxel size) do not."""
+
+
+class ClusterError(PreprocessorError, RuntimeError):
+    """A dask.distributed cluster could not be reached or could not run a task."""
+
+    exit_status = 1
 
 
 class EntryExistsError(PreprocessorError, FileExistsError):

@@ -8,7 +8,6 @@ lattice's :class:`SetTable`, which decides the final category ids deterministica
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from pipeline.algorithms.levels import LevelPlan
 from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.writer import DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.level_pass import LabelJob, block_shape, run_label_pass, temp_id
+from pipeline.level_pass import Engine, LabelJob, run_label_pass, temp_id
 from pipeline.model import LabelSource, Vec3
 
 __all__ = ["LatticeResult", "check_lattice_grid", "write_lattice"]
@@ -79,8 +78,7 @@ def write_lattice(
     plan: LevelPlan,
     scratch: Path,
     chunk: int,
-    block: int,
-    compute: Callable[[list[Any]], list[Any]],
+    engine: Engine,
 ) -> LatticeResult:
     """Store every planned level of every frame of a lattice with its set tables."""
     table = SetTable()
@@ -90,9 +88,6 @@ def write_lattice(
     luts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * frames
     level1: set[int] = set()
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
-
-    def blocks(arr: Any) -> tuple[int, ...]:
-        return block_shape(arr.shape, np.dtype(arr.dtype).itemsize, order, block)
 
     base = f"lattice_segmentation_data/{labels.lattice_id}"
     for i, lv in enumerate(plan.levels):
@@ -113,7 +108,14 @@ def write_lattice(
                 name = f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw"
                 next_level = create_scratch(scratch, name, below.shape, np.dtype(np.uint64), order)
             jobs.append(LabelJob(sources[t], str(labels.path), luts[t], target, next_level))
-        results = run_label_pass(jobs, blocks, compute, writer.sink)
+        results = run_label_pass(
+            jobs,
+            engine,
+            order,
+            writer.sink,
+            "segmentations",
+            f"{labels.lattice_id} level {lv.ratio}",
+        )
         presents = [np.unique(np.concatenate([p for _, p, _ in blocks_])) for blocks_ in results]
         if lv.ratio == 1:  # every frame's labels first: they own their ids before any union
             for present in presents:

@@ -9,12 +9,10 @@ data, so memory is bounded by the blocks in flight whatever the volume's size.
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import numpy as np
 
 from pipeline.algorithms.labels import LABEL_HALO, label_step_block, present_values
@@ -26,8 +24,11 @@ from pipeline.chunks import align_chunks
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget
 from pipeline.errors import InputFormatError
+from pipeline.progress import NO_PROGRESS, Progress
+from pipeline.runner import Runner, ThreadedRunner
 
 __all__ = [
+    "Engine",
     "LabelJob",
     "LevelJob",
     "block_grid",
@@ -76,6 +77,28 @@ def block_grid(
         (tuple(s for s, _ in combo), tuple(e for _, e in combo))
         for combo in itertools.product(*axes)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """How passes run: the runner, the largest block, the append window and the progress."""
+
+    runner: Runner
+    block: int = 128  # block edge (a multiple of twice the chunk edge)
+    max_block_bytes: int = MAX_BLOCK_BYTES
+    window: int = 4
+    progress: Progress = NO_PROGRESS
+
+    def blocks(self, arr: LazyArray, order: str) -> tuple[int, ...]:
+        """The blocks of a pass over ``arr``, whose fastest axis is given by ``order``."""
+        return block_shape(
+            arr.shape, np.dtype(arr.dtype).itemsize, order, self.block, self.max_block_bytes
+        )
+
+
+def threaded_engine(threads: int = 2, block: int = 128) -> Engine:
+    """An engine on dask's threaded scheduler (tests and library callers)."""
+    return Engine(ThreadedRunner(threads), block=block)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -141,65 +164,42 @@ def _task(
     return np.stack([this, below]), chunks
 
 
-def _append(
-    sink: KeySink | None, result: tuple[Any, list[tuple[str, bytes]]], previous: object
-) -> Any:
-    """Store a task's chunks after those of the task before it; returns the task's summary."""
-    summary, chunks = result
-    if chunks:
-        if sink is None:
-            raise ValueError("a pass that stores chunks needs a sink")
-        sink.put_many(chunks)
-    return summary
-
-
 def _run_chain(
     jobs: Sequence[Any],
     task: Callable[..., Any],
-    blocks: Callable[[LazyArray], tuple[int, ...]],
-    compute: Callable[[list[Any]], list[Any]],
+    engine: Engine,
+    order: str,
     sink: KeySink | None,
-    window: int,
+    stage: str,
+    detail: str,
 ) -> list[list[tuple[int, Any]]]:
-    """Every block of every job as one task graph; per job, per block (block number, summary).
-
-    Blocks are processed in parallel, but their chunks reach ``sink`` in block order (a chain of
-    append tasks), so the same inputs give the same archive byte for byte; a block may start
-    only when the append ``window`` blocks before it is done, which bounds the encoded data
-    waiting in memory.
-    """
-    appends: list[Any] = []
+    """Every block of every job through the engine's runner; per job, per block (block
+    number, summary). Chunks reach ``sink`` in block order whatever runs the tasks."""
+    items: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = []
     owners: list[int] = []
-    token = uuid.uuid4().hex[:8]
     for i, job in enumerate(jobs):
-        for start, stop in block_grid(job.source.shape, blocks(job.source)):
-            n = len(appends)
-            gate = appends[n - window] if n >= window else None
-            result = dask.delayed(task, pure=False)(
-                job, start, stop, n, gate, dask_key_name=f"block-{token}-{n:09d}"
-            )
-            previous = appends[-1] if appends else None
-            appends.append(
-                dask.delayed(_append, pure=False)(
-                    sink, result, previous, dask_key_name=f"append-{token}-{n:09d}"
-                )
-            )
+        for start, stop in block_grid(job.source.shape, engine.blocks(job.source, order)):
+            items.append((job, start, stop))
             owners.append(i)
+    engine.progress.start(stage, detail, len(items))
+    summaries = engine.runner.run_blocks(task, items, sink, engine.window, engine.progress)
+    engine.progress.finish()
     per_job: list[list[tuple[int, Any]]] = [[] for _ in jobs]
-    for number, (owner, summary) in enumerate(zip(owners, compute(appends), strict=True)):
+    for number, (owner, summary) in enumerate(zip(owners, summaries, strict=True)):
         per_job[owner].append((number, summary))
     return per_job
 
 
 def run_pass(
     jobs: Sequence[LevelJob],
-    blocks: Callable[[LazyArray], tuple[int, ...]],
-    compute: Callable[[list[Any]], list[Any]],
+    engine: Engine,
+    order: str,
     sink: KeySink | None = None,
-    window: int = 4,
+    stage: str = "levels",
+    detail: str = "",
 ) -> list[np.ndarray]:
     """One pass of the intensity pyramid; per job, the (blocks, 2, 5) moments."""
-    per_job = _run_chain(jobs, _task, blocks, compute, sink, window)
+    per_job = _run_chain(jobs, _task, engine, order, sink, stage, detail)
     return [np.stack([moments for _, moments in blocks_]) for blocks_ in per_job]
 
 
@@ -281,12 +281,13 @@ def temp_id(number: int, index: int) -> int:
 
 def run_label_pass(
     jobs: Sequence[LabelJob],
-    blocks: Callable[[LazyArray], tuple[int, ...]],
-    compute: Callable[[list[Any]], list[Any]],
+    engine: Engine,
+    order: str,
     sink: KeySink | None = None,
-    window: int = 4,
+    stage: str = "segmentations",
+    detail: str = "",
 ) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
     """One pass of the label pyramid; per job, per block: (block number, categories seen,
     combinations)."""
-    per_job = _run_chain(jobs, _label_task, blocks, compute, sink, window)
+    per_job = _run_chain(jobs, _label_task, engine, order, sink, stage, detail)
     return [[(n, seen, combos) for n, (seen, combos) in blocks_] for blocks_ in per_job]

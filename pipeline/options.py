@@ -20,6 +20,7 @@ __all__ = [
     "Mode",
     "PreprocessOptions",
     "parse_dtype",
+    "parse_size",
     "validate_name",
 ]
 
@@ -119,6 +120,24 @@ def parse_dtype(text: str, option: str) -> np.dtype:
     return dtype.newbyteorder("=")
 
 
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
+
+
+def parse_size(text: str, option: str) -> int:
+    """A size in bytes from ``2GiB``, ``1.5GB``, ``512MiB``, ``800M`` or a plain byte count
+    (``k``/``M``/``G``/``T`` are powers of 1000, ``Ki``/``Mi``/``Gi``/``Ti`` of 1024).
+
+    >>> parse_size("2GiB", "--max-memory"), parse_size("1.5G", "--max-memory")
+    (2147483648, 1500000000)
+    """
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise OptionError(f"{option}: not a size: {text!r} (e.g. 2GiB, 1500MB)")
+    number, prefix, binary = match.groups()
+    power = "kmgt".find(prefix.lower()) + 1 if prefix else 0
+    return int(float(number) * (1024 if binary else 1000) ** power)
+
+
 def validate_name(value: str, option: str) -> str:
     """A database folder name: no path separators, no ``..``, not starting with ``_`` or ``.``."""
     if not _NAME_RE.fullmatch(value) or ".." in value:
@@ -149,6 +168,9 @@ class PreprocessOptions:
     block_size: int = 128
     chunk_size: int = 64
     dry_run: bool = False
+    max_memory: int | None = None  # bytes of block data in flight (--max-memory)
+    scheduler: str | None = None  # address of a dask.distributed scheduler (--scheduler)
+    workers: int | None = None  # processes of a local dask.distributed cluster (--workers)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -169,6 +191,18 @@ class PreprocessOptions:
                     )
         if not _is_power_of_two(self.chunk_size) or self.chunk_size < 8:
             raise OptionError(f"chunk size must be a power of two >= 8, got {self.chunk_size}")
+        if self.scheduler is not None or self.workers is not None:
+            # worker processes have their own working directory: give them absolute paths
+            object.__setattr__(self, "working_folder", Path(self.working_folder).absolute())
+            object.__setattr__(self, "db_path", Path(self.db_path).absolute())
+            absolute = tuple(InputSpec(Path(s.path).absolute(), s.kind) for s in self.inputs)
+            object.__setattr__(self, "inputs", absolute)
+        if self.scheduler is not None and self.workers is not None:
+            raise OptionError("--scheduler and --workers exclude each other")
+        if self.workers is not None and self.workers < 1:
+            raise OptionError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise OptionError(f"--max-memory must be positive, got {self.max_memory}")
         if self.block_size % (2 * self.chunk_size):
             raise OptionError(
                 f"block size {self.block_size} must be a multiple of twice the chunk size"

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 
 from pipeline.algorithms.levels import LevelPlan, plan_from_stored, plan_levels
@@ -50,9 +49,11 @@ from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
-from pipeline.level_pass import LevelJob, block_shape, run_pass
+from pipeline.level_pass import MAX_BLOCK_BYTES, Engine, LevelJob, run_pass
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
+from pipeline.progress import NO_PROGRESS, Progress
+from pipeline.runner import open_runner
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
@@ -175,9 +176,13 @@ def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec
 
 
 def _read_inputs(
-    options: PreprocessOptions, extra: ExtraData | None, scratch: Path | None
+    options: PreprocessOptions,
+    extra: ExtraData | None,
+    scratch: Path | None,
+    progress: Progress = NO_PROGRESS,
 ) -> Contents:
     """Every input through its reader (the volume first), merged into one :class:`Contents`."""
+    started = time.perf_counter()
     specs = sorted(
         (s for s in options.inputs if s.kind in READERS), key=lambda s: s.kind not in VOLUME_KINDS
     )
@@ -193,6 +198,7 @@ def _read_inputs(
             volume,
             frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
+    progress.note("read", f"{len(specs)} input(s) opened in {time.perf_counter() - started:.1f} s")
     return Contents(volume=volume, lattices=tuple(lattices))
 
 
@@ -235,14 +241,40 @@ def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
     return dtype.itemsize > q.itemsize
 
 
-def _compute(tasks: list[Any], progress: bool) -> list[Any]:
-    ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if progress:
-        from dask.diagnostics import ProgressBar
+# block data a task holds at once, in blocks: the haloed read, the float copy the filters
+# work on, the level-2r output and the encoded chunks (measured: RSS over the interpreter's is
+# about this for float32 maps)
+_TASK_BLOCKS = 6
+_MIN_BLOCK_BYTES = 2**20
 
-        ctx = ProgressBar(minimum=0.0, dt=0.1)
-    with ctx:
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=_workers()))
+
+def _budget(options: PreprocessOptions, threads: int, window: int) -> tuple[int, int, int]:
+    """(threads, window, block bytes) that keep the block data in flight under --max-memory:
+    blocks shrink first (down to one block edge cubed), then fewer threads run at once."""
+    if options.max_memory is None:
+        return threads, window, MAX_BLOCK_BYTES
+    for n in range(threads, 0, -1):
+        for w in sorted({window, 2}, reverse=True):
+            block_bytes = options.max_memory // (_TASK_BLOCKS * n + w)
+            if block_bytes >= _MIN_BLOCK_BYTES:
+                return n, w, min(block_bytes, MAX_BLOCK_BYTES)
+    least = (_TASK_BLOCKS + 2) * _MIN_BLOCK_BYTES
+    raise OptionError(
+        f"--max-memory {options.max_memory / 1e6:.0f} MB is below the least this pipeline "
+        f"can work in ({least / 1e6:.0f} MB of blocks in flight)"
+    )
+
+
+@contextlib.contextmanager
+def _engine(options: PreprocessOptions, progress: Progress) -> Iterator[Engine]:
+    """The run's engine: its runner (threads or a dask.distributed cluster) and its budget."""
+    threads, window, block_bytes = _budget(options, _workers(), 4)
+    parts = options.working_folder / f"{options.entry_id}-parts-{uuid.uuid4().hex[:8]}"
+    try:
+        with open_runner(options.scheduler, options.workers, threads, parts) as runner:
+            yield Engine(runner, options.block_size, block_bytes, window, progress)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def _workers() -> int:
@@ -274,7 +306,7 @@ def _write_volume(
     plan: LevelPlan,
     options: PreprocessOptions,
     scratch: Path,
-    progress: bool,
+    engine: Engine,
     warn: Reporter,
 ) -> dict[LevelKey, Statistics]:
     """Store every level of every frame and channel; return their statistics.
@@ -289,12 +321,6 @@ def _write_volume(
 
     def key(ratio: int, t: int, c: int) -> LevelKey:
         return (ratio, t, volume.channel_ids[c])
-
-    def blocks(arr: Any) -> tuple[int, ...]:
-        return block_shape(arr.shape, dtype.itemsize, order, options.block_size)
-
-    def compute(tasks: list[Any]) -> list[Any]:
-        return _compute(tasks, progress)
 
     quantized = {
         lv.ratio for lv in plan.levels if lv.stored and _quantized(options, lv.ratio, dtype)
@@ -312,7 +338,8 @@ def _write_volume(
     sources = {tc: volume.frames[tc[0]][tc[1]] for tc in keys}
     if 1 in quantized:
         jobs = [LevelJob(sources[tc], None, None, None, measure=True) for tc in keys]
-        for tc, moments in zip(keys, run_pass(jobs, blocks, compute, writer.sink), strict=True):
+        moments_ = run_pass(jobs, engine, order, None, "read", "statistics")
+        for tc, moments in zip(keys, moments_, strict=True):
             stats[key(1, *tc)] = _statistics(key(1, *tc), moments[:, 0], volume)
     for i, lv in enumerate(plan.levels):
         below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
@@ -342,7 +369,10 @@ def _write_volume(
             measure = key(lv.ratio, t, c) not in stats
             jobs.append(LevelJob(sources[(t, c)], target, params, next_level, measure))
         for (t, c), job, moments in zip(
-            keys, jobs, run_pass(jobs, blocks, compute, writer.sink), strict=True
+            keys,
+            jobs,
+            run_pass(jobs, engine, order, writer.sink, "levels", f"level {lv.ratio}"),
+            strict=True,
         ):
             if job.measure:
                 stats[key(lv.ratio, t, c)] = _statistics(key(lv.ratio, t, c), moments[:, 0], volume)
@@ -406,18 +436,10 @@ def _write_lattices(
     plan: LevelPlan,
     work: Path,
     options: PreprocessOptions,
-    progress: bool,
+    engine: Engine,
 ) -> list[LatticeResult]:
     return [
-        write_lattice(
-            writer,
-            lattice,
-            plan,
-            work,
-            options.chunk_size,
-            options.block_size,
-            lambda tasks: _compute(tasks, progress),
-        )
+        write_lattice(writer, lattice, plan, work, options.chunk_size, engine)
         for lattice in lattices
     ]
 
@@ -454,6 +476,14 @@ def _describe_lattices(
         )
 
 
+def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
+    size = (location.folder / DATA_ZIP).stat().st_size
+    engine.progress.note(
+        "commit",
+        f"{DATA_ZIP} {size / 1e6:.1f} MB and metadata in {time.perf_counter() - since:.1f} s",
+    )
+
+
 def _existing_grid(
     metadata: dict[str, Any], location: EntryLocation
 ) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float]]:
@@ -472,7 +502,7 @@ def _existing_grid(
     return plan_from_stored(shape, available, 4), shape, voxel  # type: ignore[return-value]
 
 
-def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool) -> RunSummary:
+def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine) -> RunSummary:
     """Add lattices to an existing entry: a new data.zip holding the old members and the new
     ones, merged metadata and annotations, swapped in atomically."""
     started = time.perf_counter()
@@ -480,7 +510,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
     plan, shape, voxel = _existing_grid(metadata, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
-        contents = _read_inputs(options, extra, work / "scratch")
+        contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         lattices = contents.lattices
         _check_lattices(lattices, shape, voxel, location.folder)
         taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
@@ -494,7 +524,8 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
             with new_archive(staged.data_zip) as sink:
                 sink.adopt(location.folder / DATA_ZIP)
                 writer = DataWriter(sink, options.compressor, existing=sink.keys)
-                written = _write_lattices(writer, lattices, plan, work, options, progress)
+                written = _write_lattices(writer, lattices, plan, work, options, engine)
+                finishing = time.perf_counter()
                 writer.finish()
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
             _merge_custom_annotations(options, annotations)
@@ -509,6 +540,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.write_json(METADATA_JSON, metadata)
             staged.replace_existing([DATA_ZIP, *others, ANNOTATIONS_JSON, METADATA_JSON])
+            _note_commit(engine, location, finishing)
     return RunSummary(
         location=location,
         plan=plan,
@@ -521,7 +553,10 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
 
 
 def preprocess(
-    options: PreprocessOptions, *, progress: bool = False, warn: Reporter | None = None
+    options: PreprocessOptions,
+    *,
+    progress: Progress = NO_PROGRESS,
+    warn: Reporter | None = None,
 ) -> RunSummary:
     """Run ``preprocess``: read inputs lazily, build and store the pyramids, commit.
 
@@ -533,19 +568,20 @@ def preprocess(
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
     with _tidy(options.working_folder, options.db_path), entry_lock(location):
         _check_location(options)
-        if options.mode is Mode.EXTEND:
-            return _extend(options, location, progress)
-        return _add(options, location, progress, warn)
+        with _engine(options, progress) as engine:
+            if options.mode is Mode.EXTEND:
+                return _extend(options, location, engine)
+            return _add(options, location, engine, warn)
 
 
 def _add(
-    options: PreprocessOptions, location: EntryLocation, progress: bool, warn: Reporter | None
+    options: PreprocessOptions, location: EntryLocation, engine: Engine, warn: Reporter | None
 ) -> RunSummary:
     """A new entry: volume pyramid, lattices, metadata and annotations, one rename."""
     started = time.perf_counter()
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
-        contents = _read_inputs(options, extra, work / "scratch")
+        contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, lattices = contents.volume, contents.lattices
         assert volume is not None  # checked in _check_inputs
         _check_lattices(lattices, volume.shape, volume.voxel_size, volume.path)
@@ -555,9 +591,10 @@ def _add(
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)
                 stats = _write_volume(
-                    writer, volume, plan, options, work, progress, warn or (lambda _: None)
+                    writer, volume, plan, options, work, engine, warn or (lambda _: None)
                 )
-                written = _write_lattices(writer, lattices, plan, work, options, progress)
+                written = _write_lattices(writer, lattices, plan, work, options, engine)
+                finishing = time.perf_counter()
                 writer.finish()
             metadata = empty_metadata(options.source_db_name, options.source_db_id)
             metadata["volumes"] = volume_metadata(volume, plan, stats)
@@ -569,4 +606,5 @@ def _add(
             staged.write_json(METADATA_JSON, metadata)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.commit()
+            _note_commit(engine, location, finishing)
     return _summary(location, volume, plan, time.perf_counter() - started, done=True)

@@ -158,11 +158,11 @@ def test_dry_run_of_a_compressed_map_reads_only_its_header(run_cli, tmp_path, sm
     assert not (tmp_path / "work").exists()
 
 
-def test_progress_is_shown_on_a_terminal_only(tmp_path, small_map):
+def _run_in_terminal(args: list[str]) -> str:
+    """Run a command with a pseudo-terminal as stdout and stderr; everything it printed."""
     import os
     import pty
 
-    args = ["cellstar-preprocessor", *preprocess_args([(small_map, "map")], tmp_path)]
     master, slave = pty.openpty()
     proc = subprocess.Popen(args, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
     os.close(slave)
@@ -176,13 +176,34 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path, small_map):
             break
         output += data
     os.close(master)
-    assert proc.wait(timeout=60) == 0
-    text = output.decode(errors="replace")
-    assert "100% Completed" in text and "add: emdb/emd-1832" in text
-    piped = subprocess.run(
-        [*args[:-1], str(tmp_path / "db2")], capture_output=True, text=True, check=True
-    )
-    assert "Completed" not in piped.stderr + piped.stdout
+    assert proc.wait(timeout=60) == 0, output
+    return output.decode(errors="replace")
+
+
+def test_progress_bars_per_stage_on_a_terminal_quiet_lines_in_logs(tmp_path, small_map):
+    labels = (np.arange(10 * 12 * 14).reshape(10, 12, 14) % 5).astype(np.uint8)
+    mask = write_mrc(tmp_path / "in" / "small_mask.mrc", labels, voxel_size=3.0)
+    inputs = [(small_map, "map"), (mask, "mask")]
+    args = ["cellstar-preprocessor", *preprocess_args(inputs, tmp_path)]
+    text = _run_in_terminal(args)
+    # a redrawn bar (carriage returns) for each stage, ending at 100 %
+    for stage in ("levels", "segmentations"):
+        bars = [part for part in text.split("\r") if part.lstrip("\x1b[2K").startswith(stage)]
+        assert any("[" + "#" * 24 + "] 100%" in bar for bar in bars), text
+    assert "commit" in text and "add: emdb/emd-1832" in text
+    assert "MB/s" in text.splitlines()[-1]  # throughput at the end
+
+    db2 = tmp_path / "db2"
+    piped = subprocess.run([*args[:-1], str(db2)], capture_output=True, text=True, check=True)
+    assert piped.stderr == ""  # stderr stays for warnings and errors
+    assert "\r" not in piped.stdout and "#" not in piped.stdout  # no bars in logs
+    lines = piped.stdout.splitlines()
+    stages = [line.split()[0] for line in lines[:-1]]
+    assert stages[0] == "read" and stages[-1] == "commit", lines
+    assert {"levels", "segmentations"} <= set(stages), lines
+    level_lines = [line for line in lines if line.startswith("levels")]
+    assert "level 1" in level_lines[0] and "MB/s" in level_lines[0]
+    assert lines[-1].startswith("add: emdb/emd-1832") and "MB/s" in lines[-1]
 
 
 @pytest.mark.parametrize("source", ["../x", "a/b", "..", "_locks", "/abs"])

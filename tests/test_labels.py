@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import dask
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +16,7 @@ from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
 from pipeline.errors import InputFormatError
 from pipeline.lattices import write_lattice
+from pipeline.level_pass import threaded_engine
 from pipeline.model import LabelSource
 from pipeline.options import Compressor, LevelOptions
 
@@ -54,8 +54,7 @@ def _run(labels: np.ndarray, tmp_path, block: int = 8, chunk: int = 4):
         plan,
         tmp_path / "scratch",
         chunk,
-        block,
-        lambda tasks: list(dask.compute(*tasks, scheduler="threads", num_workers=2)),
+        threaded_engine(2, block),
     )
     writer.finish()
     sink.close()
@@ -174,8 +173,7 @@ def _run_frames(frames, tmp_path, segments=()):
         plan,
         tmp_path / "scratch",
         4,
-        8,
-        lambda tasks: list(dask.compute(*tasks, scheduler="threads", num_workers=2)),
+        threaded_engine(2, 8),
     )
     writer.finish()
     sink.close()

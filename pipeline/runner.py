@@ -1,0 +1,255 @@
+"""Where block tasks run: dask's threaded scheduler (default) or a dask.distributed cluster.
+
+A pass of the pyramid is a list of independent block tasks whose encoded chunks must reach the
+archive in block order (so the same inputs give the same data.zip). The two runners differ only
+in how chunks travel:
+
+- :class:`ThreadedRunner`: the tasks and an ordered chain of append tasks form one dask graph run
+  by the threaded scheduler; a block may start only when the append ``window`` blocks before it
+  is done, which bounds the encoded data waiting in memory.
+- :class:`DistributedRunner`: workers run the block tasks and write each block's encoded chunks
+  to a part file in the run's working folder (a file system every worker sees); the client
+  submits a sliding window of tasks and appends finished parts to the archive in block order.
+  Workers write chunks; only the client writes the archive and commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import dask
+
+from pipeline.db.sinks import KeySink
+from pipeline.errors import ClusterError, PreprocessorError
+from pipeline.progress import NO_PROGRESS, Progress
+
+__all__ = [
+    "BlockItem",
+    "DistributedRunner",
+    "Runner",
+    "ThreadedRunner",
+    "open_runner",
+]
+
+# (job, start, stop): one block of one job of a pass
+BlockItem = tuple[Any, tuple[int, ...], tuple[int, ...]]
+BlockTask = Callable[..., tuple[Any, list[tuple[str, bytes]]]]
+
+
+class Runner(Protocol):
+    workers: int  # block tasks that can run at once
+
+    def run_blocks(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress,
+    ) -> list[Any]:
+        """Run ``task(job, start, stop, number)`` for every item; store each block's chunks in
+        ``sink`` in item order; return the tasks' summaries in item order."""
+        ...
+
+
+def _block_bytes(item: BlockItem) -> int:
+    job, start, stop = item
+    return math.prod(b - a for a, b in zip(start, stop, strict=True)) * job.source.dtype.itemsize
+
+
+def _append(
+    sink: KeySink | None,
+    result: tuple[Any, list[tuple[str, bytes]]],
+    previous: object,
+    progress: Progress,
+    nbytes: int,
+) -> Any:
+    """Store a task's chunks after those of the task before it; returns the task's summary."""
+    summary, chunks = result
+    if chunks:
+        if sink is None:
+            raise ValueError("a pass that stores chunks needs a sink")
+        sink.put_many(chunks)
+    progress.advance(1, nbytes)
+    return summary
+
+
+class ThreadedRunner:
+    """Block tasks on dask's threaded scheduler, ``workers`` threads."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+
+    def run_blocks(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress = NO_PROGRESS,
+    ) -> list[Any]:
+        appends: list[Any] = []
+        token = uuid.uuid4().hex[:8]
+        for n, item in enumerate(items):
+            job, start, stop = item
+            gate = appends[n - window] if n >= window else None
+            result = dask.delayed(task, pure=False)(
+                job, start, stop, n, gate, dask_key_name=f"block-{token}-{n:09d}"
+            )
+            previous = appends[-1] if appends else None
+            appends.append(
+                dask.delayed(_append, pure=False)(
+                    sink,
+                    result,
+                    previous,
+                    progress,
+                    _block_bytes(item),
+                    dask_key_name=f"append-{token}-{n:09d}",
+                )
+            )
+        if not appends:
+            return []
+        return list(dask.compute(*appends, scheduler="threads", num_workers=self.workers))
+
+
+def _detached(job: Any) -> Any:
+    """The job without its archive handle (which stays in the client), for pickling."""
+    store = getattr(job, "store", None)
+    if store is None:
+        return job
+    return dataclasses.replace(job, store=dataclasses.replace(store, sink=None))
+
+
+def _spill(
+    task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int, part: str
+) -> tuple[Any, list[tuple[str, int, int]]]:
+    """Run one block task on a worker; its encoded chunks go to the file ``part``."""
+    summary, chunks = task(job, start, stop, n)
+    members = []
+    if chunks:
+        with open(part, "wb") as f:
+            for key, data in chunks:
+                f.write(data)
+                members.append((key, len(data), zlib.crc32(data)))
+    return summary, members
+
+
+def _unspill(part: str, members: list[tuple[str, int, int]]) -> list[tuple[str, bytes]]:
+    """The chunks a worker spilled to ``part`` (CRCs checked), removing the file."""
+    chunks = []
+    with open(part, "rb") as f:
+        for key, size, crc in members:
+            data = f.read(size)
+            if len(data) != size or zlib.crc32(data) != crc:
+                raise OSError(f"{part}: part file damaged on the way from a worker ({key})")
+            chunks.append((key, data))
+    os.unlink(part)
+    return chunks
+
+
+class DistributedRunner:
+    """Block tasks on a dask.distributed cluster; chunks travel through part files in
+    ``parts`` (a folder every worker can write and the client can read)."""
+
+    def __init__(self, client: Any, parts: Path) -> None:
+        self.client = client
+        self.parts = Path(parts)
+        self.workers = max(1, sum(client.nthreads().values()))
+
+    def run_blocks(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress = NO_PROGRESS,
+    ) -> list[Any]:
+        self.parts.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex[:8]
+        ahead = self.workers + max(window, 2)  # keep every worker busy, bound the parts on disk
+        pending: deque[tuple[Any, str, int]] = deque()
+        summaries: list[Any] = []
+
+        def consume() -> None:
+            future, part, nbytes = pending.popleft()
+            try:
+                summary, members = future.result()
+            except (PreprocessorError, OSError):
+                raise
+            except Exception as exc:  # the cluster's own failures, not the input's
+                text = " ".join(str(exc).split())
+                raise ClusterError(f"a block task failed on the cluster: {text}") from exc
+            if members:
+                if sink is None:
+                    raise ValueError("a pass that stores chunks needs a sink")
+                sink.put_many(_unspill(part, members))
+            summaries.append(summary)
+            progress.advance(1, nbytes)
+
+        try:
+            for n, item in enumerate(items):
+                job, start, stop = item
+                part = str(self.parts / f"{token}-{n:09d}.part")
+                future = self.client.submit(
+                    _spill,
+                    task,
+                    _detached(job),
+                    start,
+                    stop,
+                    n,
+                    part,
+                    key=f"block-{token}-{n:09d}",
+                    pure=False,
+                )
+                pending.append((future, part, _block_bytes(item)))
+                if len(pending) >= ahead:
+                    consume()
+            while pending:
+                consume()
+        finally:
+            for future, part, _ in pending:
+                future.cancel()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
+        return summaries
+
+
+@contextlib.contextmanager
+def open_runner(
+    scheduler: str | None, workers: int | None, threads: int, parts: Path
+) -> Iterator[Runner]:
+    """The runner of a run: a cluster at ``scheduler``, a local cluster of ``workers``
+    processes, or (neither given) ``threads`` threads of dask's threaded scheduler."""
+    if scheduler is None and workers is None:
+        yield ThreadedRunner(threads)
+        return
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if scheduler is not None:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="20s"))
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ClusterError(
+                    f"--scheduler {scheduler}: cannot reach the dask scheduler ({exc})"
+                ) from None
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        yield DistributedRunner(client, parts)
