@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from pipeline.batch import BatchResult, read_batch, run_batch
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import list_entries, validate_entry
 from pipeline.errors import OptionError, PreprocessorError
@@ -26,12 +26,9 @@ from pipeline.manage import (
 from pipeline.options import (
     Compressor,
     InputKind,
-    InputSpec,
-    LevelOptions,
     Mode,
-    PreprocessOptions,
-    parse_dtype,
-    parse_size,
+    build_options,
+    input_specs,
 )
 from pipeline.preprocess import plan_run, preprocess
 from pipeline.progress import Progress
@@ -77,37 +74,6 @@ def cli() -> None:
     """Build Mol* Volumes & Segmentations database entries from EM and microscopy data."""
 
 
-def _levels_list(values: tuple[str, ...]) -> tuple[int, ...] | None:
-    if not values:
-        return None
-    out = []
-    for value in values:
-        for token in re.split(r"[\s,]+", value.strip()):
-            if not token:
-                continue
-            try:
-                out.append(int(token))
-            except ValueError as exc:
-                raise OptionError(
-                    f"--quantize-downsampling-levels: {token!r} is not a level number"
-                ) from exc
-    return tuple(out)
-
-
-def _inputs(paths: tuple[Path, ...], kinds: tuple[str, ...]) -> tuple[InputSpec, ...]:
-    if len(paths) != len(kinds):
-        raise OptionError(
-            f"{len(paths)} --input-path but {len(kinds)} --input-kind: give one kind per path, "
-            "in the same order"
-        )
-    specs = []
-    for path, kind in zip(paths, kinds, strict=True):
-        if kind not in _KINDS:
-            raise OptionError(f"unknown --input-kind {kind!r} (one of: {', '.join(_KINDS)})")
-        specs.append(InputSpec(path=path, kind=InputKind(kind)))
-    return tuple(specs)
-
-
 def _run_options(command: Any) -> Any:
     """Where and in how much memory a run executes (preprocess and batch)."""
     for option in reversed(
@@ -132,14 +98,6 @@ def _run_options(command: Any) -> Any:
     ):
         command = option(command)
     return command
-
-
-def _run_settings(kw: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "scheduler": kw["scheduler"],
-        "workers": kw["workers"],
-        "max_memory": parse_size(kw["max_memory"], "--max-memory") if kw["max_memory"] else None,
-    }
 
 
 def _progress() -> Progress:
@@ -229,37 +187,8 @@ def _progress() -> Progress:
 @click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
-    options = PreprocessOptions(
-        mode=Mode(kw["mode"]),
-        inputs=_inputs(kw["input_paths"], kw["input_kinds"]),
-        entry_id=kw["entry_id"],
-        source_db=kw["source_db"],
-        source_db_id=kw["source_db_id"],
-        source_db_name=kw["source_db_name"],
-        working_folder=kw["working_folder"],
-        db_path=kw["db_path"],
-        levels=LevelOptions(
-            min_size_mb=kw["min_size_per_downsampling_lvl_mb"],
-            max_size_mb=kw["max_size_per_downsampling_lvl_mb"],
-            min_level=kw["min_downsampling_level"],
-            max_level=kw["max_downsampling_level"],
-            remove_original_resolution=kw["remove_original_resolution"],
-        ),
-        quantize_dtype=(
-            parse_dtype(kw["quantize_dtype_str"], "--quantize-dtype-str")
-            if kw["quantize_dtype_str"]
-            else None
-        ),
-        quantize_levels=_levels_list(kw["quantize_downsampling_levels"]),
-        force_volume_dtype=(
-            parse_dtype(kw["force_volume_dtype"], "--force-volume-dtype")
-            if kw["force_volume_dtype"]
-            else None
-        ),
-        compressor=Compressor(kw["compressor"]),
-        dry_run=kw["dry_run"],
-        **_run_settings(kw),
-    )
+    kw["inputs"] = input_specs(kw.pop("input_paths"), kw.pop("input_kinds"))
+    options = build_options(kw)
     if options.dry_run:
         summary = plan_run(options)
         for line in summary.plan_lines():
@@ -276,6 +205,48 @@ def preprocess_command(**kw: Any) -> None:
     if kw["verbose"]:
         for line in summary.plan_lines():
             click.echo(line)
+
+
+@cli.command("batch")
+@click.argument("entry_list", type=click.Path(path_type=Path))
+@click.option(
+    "--working-folder",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for temporary files (removed afterwards).",
+)
+@click.option("--db-path", required=True, type=click.Path(path_type=Path), help="Database folder.")
+@_run_options
+@click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
+def batch_command(entry_list: Path, **kw: Any) -> None:
+    """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
+
+    Exit status 0 when every entry succeeded, 1 when some failed (see README for the list
+    format).
+    """
+    entries = read_batch(entry_list)
+    common = {k: kw[k] for k in ("working_folder", "db_path", "scheduler", "workers")}
+    common["max_memory"] = kw["max_memory"]
+
+    def report(result: BatchResult) -> None:
+        if result.ok and result.summary is not None:
+            s = result.summary
+            rate = s.input_bytes / 1e6 / s.seconds if s.seconds > 0 else 0.0
+            click.echo(f"ok      {result.entry.name} ({result.seconds:.1f} s, {rate:.0f} MB/s)")
+        else:
+            click.echo(f"failed  {result.entry.name} ({result.entry.where}): {result.error}")
+
+    results = run_batch(
+        entries, common, progress=_progress(), report=report, warn=lambda m: click.echo(m, err=True)
+    )
+    failed = [r for r in results if not r.ok]
+    seconds = sum(r.seconds for r in results)
+    click.echo(
+        f"batch: {len(results) - len(failed)} of {len(results)} entries done, "
+        f"{len(failed)} failed ({seconds:.1f} s)"
+    )
+    if failed:
+        sys.exit(1)
 
 
 def main() -> None:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import OptionError
 
 __all__ = [
+    "OPTION_DEFAULTS",
     "Compressor",
     "InputKind",
     "InputSpec",
     "LevelOptions",
     "Mode",
     "PreprocessOptions",
+    "build_options",
+    "input_specs",
     "parse_dtype",
     "parse_size",
     "validate_name",
@@ -207,3 +212,108 @@ class PreprocessOptions:
             raise OptionError(
                 f"block size {self.block_size} must be a multiple of twice the chunk size"
             )
+
+
+# --- options from the command line's fields (preprocess and batch share this) -------------
+
+_KINDS = tuple(k.value for k in InputKind)
+
+
+def _levels_list(values: tuple[str, ...] | list[Any] | str | None) -> tuple[int, ...] | None:
+    if not values:
+        return None
+    if isinstance(values, str):
+        values = (values,)
+    out = []
+    for value in values:
+        for token in re.split(r"[\s,]+", str(value).strip()):
+            if not token:
+                continue
+            try:
+                out.append(int(token))
+            except ValueError as exc:
+                raise OptionError(
+                    f"--quantize-downsampling-levels: {token!r} is not a level number"
+                ) from exc
+    return tuple(out)
+
+
+def input_specs(paths: Sequence[Path | str], kinds: Sequence[str]) -> tuple[InputSpec, ...]:
+    """``--input-path``/``--input-kind`` pairs, by position."""
+    if len(paths) != len(kinds):
+        raise OptionError(
+            f"{len(paths)} --input-path but {len(kinds)} --input-kind: give one kind per path, "
+            "in the same order"
+        )
+    specs = []
+    for path, kind in zip(paths, kinds, strict=True):
+        if kind not in _KINDS:
+            raise OptionError(f"unknown --input-kind {kind!r} (one of: {', '.join(_KINDS)})")
+        specs.append(InputSpec(path=Path(path), kind=InputKind(kind)))
+    return tuple(specs)
+
+
+# the fields of ``preprocess`` that have defaults (the batch list may set them per entry)
+OPTION_DEFAULTS: dict[str, Any] = {
+    "mode": "add",
+    "quantize_dtype_str": None,
+    "quantize_downsampling_levels": (),
+    "force_volume_dtype": None,
+    "max_size_per_downsampling_lvl_mb": None,
+    "min_size_per_downsampling_lvl_mb": 5.0,
+    "min_downsampling_level": None,
+    "max_downsampling_level": None,
+    "remove_original_resolution": False,
+    "compressor": "lz4",
+    "dry_run": False,
+    "scheduler": None,
+    "workers": None,
+    "max_memory": None,
+}
+
+
+def _dtype_field(fields: dict[str, Any], name: str) -> np.dtype | None:
+    value = fields[name]
+    return parse_dtype(str(value), f"--{name.replace('_', '-')}") if value else None
+
+
+def build_options(fields: dict[str, Any]) -> PreprocessOptions:
+    """:class:`PreprocessOptions` from the command line's fields (names as the ``preprocess``
+    options, ``_`` for ``-``; ``inputs`` already paired), defaults for the missing ones."""
+    f = {**OPTION_DEFAULTS, **fields}
+    try:
+        mode = Mode(f["mode"])
+    except ValueError:
+        raise OptionError(f"--mode must be add or extend, got {f['mode']!r}") from None
+    try:
+        compressor = Compressor(f["compressor"])
+    except ValueError:
+        raise OptionError(f"--compressor must be lz4 or zstd, got {f['compressor']!r}") from None
+    max_memory = f["max_memory"]
+    if isinstance(max_memory, str):
+        max_memory = parse_size(max_memory, "--max-memory")
+    return PreprocessOptions(
+        mode=mode,
+        inputs=tuple(f["inputs"]),
+        entry_id=f["entry_id"],
+        source_db=f["source_db"],
+        source_db_id=f["source_db_id"],
+        source_db_name=f["source_db_name"],
+        working_folder=Path(f["working_folder"]),
+        db_path=Path(f["db_path"]),
+        levels=LevelOptions(
+            min_size_mb=f["min_size_per_downsampling_lvl_mb"],
+            max_size_mb=f["max_size_per_downsampling_lvl_mb"],
+            min_level=f["min_downsampling_level"],
+            max_level=f["max_downsampling_level"],
+            remove_original_resolution=bool(f["remove_original_resolution"]),
+        ),
+        quantize_dtype=_dtype_field(f, "quantize_dtype_str"),
+        quantize_levels=_levels_list(f["quantize_downsampling_levels"]),
+        force_volume_dtype=_dtype_field(f, "force_volume_dtype"),
+        compressor=compressor,
+        dry_run=bool(f["dry_run"]),
+        max_memory=max_memory,
+        scheduler=f["scheduler"],
+        workers=f["workers"],
+    )

@@ -53,7 +53,7 @@ from pipeline.level_pass import MAX_BLOCK_BYTES, Engine, LevelJob, run_pass
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import open_runner
+from pipeline.runner import Runner, open_runner
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
@@ -266,9 +266,16 @@ def _budget(options: PreprocessOptions, threads: int, window: int) -> tuple[int,
 
 
 @contextlib.contextmanager
-def _engine(options: PreprocessOptions, progress: Progress) -> Iterator[Engine]:
-    """The run's engine: its runner (threads or a dask.distributed cluster) and its budget."""
-    threads, window, block_bytes = _budget(options, _workers(), 4)
+def _engine(
+    options: PreprocessOptions, progress: Progress, runner: Runner | None
+) -> Iterator[Engine]:
+    """The run's engine: its runner (threads or a dask.distributed cluster; ``runner`` when
+    the caller shares one between runs) and its memory budget."""
+    threads = runner.threads_per_process if runner is not None else _workers()
+    threads, window, block_bytes = _budget(options, threads, 4)
+    if runner is not None:
+        yield Engine(runner, options.block_size, block_bytes, window, progress)
+        return
     parts = options.working_folder / f"{options.entry_id}-parts-{uuid.uuid4().hex[:8]}"
     try:
         with open_runner(options.scheduler, options.workers, threads, parts) as runner:
@@ -557,6 +564,7 @@ def preprocess(
     *,
     progress: Progress = NO_PROGRESS,
     warn: Reporter | None = None,
+    runner: Runner | None = None,
 ) -> RunSummary:
     """Run ``preprocess``: read inputs lazily, build and store the pyramids, commit.
 
@@ -568,7 +576,7 @@ def preprocess(
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
     with _tidy(options.working_folder, options.db_path), entry_lock(location):
         _check_location(options)
-        with _engine(options, progress) as engine:
+        with _engine(options, progress, runner) as engine:
             if options.mode is Mode.EXTEND:
                 return _extend(options, location, engine)
             return _add(options, location, engine, warn)

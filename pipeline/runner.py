@@ -47,6 +47,7 @@ BlockTask = Callable[..., tuple[Any, list[tuple[str, bytes]]]]
 
 class Runner(Protocol):
     workers: int  # block tasks that can run at once
+    threads_per_process: int  # of those, how many share one process's memory
 
     def run_blocks(
         self,
@@ -88,6 +89,7 @@ class ThreadedRunner:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
+        self.threads_per_process = self.workers
 
     def run_blocks(
         self,
@@ -163,7 +165,9 @@ class DistributedRunner:
     def __init__(self, client: Any, parts: Path) -> None:
         self.client = client
         self.parts = Path(parts)
-        self.workers = max(1, sum(client.nthreads().values()))
+        nthreads = client.nthreads().values()
+        self.workers = max(1, sum(nthreads))
+        self.threads_per_process = max(nthreads, default=1)
 
     def run_blocks(
         self,

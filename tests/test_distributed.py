@@ -160,3 +160,24 @@ def test_unreachable_scheduler_is_one_line(inputs, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the dask scheduler" in lines[0], result.stderr
     assert not (tmp_path / "db" / "emdb").exists()
+
+
+def test_batch_on_the_cluster_reports_each_entry(scheduler, inputs, tmp_path):
+    (volume, _), (mask, _) = inputs
+    listing = tmp_path / "list.csv"
+    listing.write_text(
+        "entry_id,source_db,inputs\n"
+        f"tomo,cryoet,map:{volume};mask:{mask}\n"
+        "gone,cryoet,map:missing.mrc\n"
+        f"plain,cryoet,map:{volume}\n"
+    )
+    folders = ("--working-folder", tmp_path / "work")
+    batch = _cli("batch", listing, *folders, "--db-path", tmp_path / "db", "--scheduler", scheduler)
+    assert batch.returncode == 1, batch.stderr
+    assert "ok      cryoet/tomo" in batch.stdout and "ok      cryoet/plain" in batch.stdout
+    assert "failed  cryoet/gone (row 3): " in batch.stdout
+    single = _cli(*_args(inputs, tmp_path, db="db_single"))
+    assert single.returncode == 0, single.stderr
+    a = _members(tmp_path / "db/cryoet/tomo/data.zip")
+    b = _members(tmp_path / "db_single/emdb/emd-1832/data.zip")
+    assert a == b

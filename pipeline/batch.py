@@ -1,0 +1,200 @@
+"""``batch``: many entries from one list (CSV or JSON), on one runner, failures reported per entry.
+
+A list row names an entry and its inputs; options of ``preprocess`` may be set per row. Relative
+input paths are taken from the list file's folder. Each entry is a full ``preprocess`` run (own
+lock, own staging, own atomic commit), so a failed entry leaves the database as it was and the
+batch goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import shutil
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputFormatError, PreprocessorError
+from pipeline.options import OPTION_DEFAULTS, build_options, input_specs
+from pipeline.preprocess import RunSummary, preprocess
+from pipeline.progress import NO_PROGRESS, Progress
+from pipeline.runner import Runner, open_runner
+
+__all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
+
+_REQUIRED = ("entry_id", "source_db", "inputs")
+_PER_ENTRY = frozenset(OPTION_DEFAULTS) - {"scheduler", "workers", "max_memory", "dry_run"}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """One row of the list: where it is (for messages) and its ``preprocess`` fields."""
+
+    where: str  # e.g. "row 3" or "entry 2"
+    fields: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.fields.get('source_db')}/{self.fields.get('entry_id')}"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    entry: BatchEntry
+    summary: RunSummary | None
+    error: str | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _inputs_field(value: Any, base: Path, where: str, path: Path) -> list[tuple[str, str]]:
+    """``[{"path", "kind"}…]``, ``[[path, kind]…]`` (JSON) or ``kind:path;kind:path`` (CSV)."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        for item in filter(None, (part.strip() for part in value.split(";"))):
+            kind, sep, file = item.partition(":")
+            if not sep or not file:
+                raise InputFormatError(f"{where}: input {item!r} is not kind:path", path)
+            pairs.append((file.strip(), kind.strip()))
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict) and {"path", "kind"} <= set(item):
+                pairs.append((str(item["path"]), str(item["kind"])))
+            elif isinstance(item, list | tuple) and len(item) == 2:
+                pairs.append((str(item[0]), str(item[1])))
+            else:
+                raise InputFormatError(
+                    f"{where}: each input is {{'path': ..., 'kind': ...}}, got {item!r}", path
+                )
+    else:
+        raise InputFormatError(f"{where}: 'inputs' must be a list or kind:path;kind:path", path)
+    if not pairs:
+        raise InputFormatError(f"{where}: no inputs", path)
+    return [
+        (str(base / file) if not Path(file).is_absolute() else file, kind) for file, kind in pairs
+    ]
+
+
+def _entry(raw: dict[str, Any], where: str, path: Path) -> BatchEntry:
+    fields = {k.strip().replace("-", "_"): v for k, v in raw.items() if k is not None}
+    fields = {k: v for k, v in fields.items() if v not in ("", None)}
+    missing = [k for k in _REQUIRED if k not in fields]
+    if missing:
+        raise InputFormatError(f"{where}: missing {', '.join(missing)}", path)
+    unknown = sorted(set(fields) - set(_REQUIRED) - {"source_db_id", "source_db_name"} - _PER_ENTRY)
+    if unknown:
+        raise InputFormatError(f"{where}: unknown field(s) {', '.join(unknown)}", path)
+    fields["inputs"] = _inputs_field(fields["inputs"], path.parent, where, path)
+    fields.setdefault("source_db_id", fields["entry_id"])
+    fields.setdefault("source_db_name", fields["source_db"])
+    for name in ("remove_original_resolution",):  # CSV cells are text
+        if isinstance(fields.get(name), str):
+            fields[name] = fields[name].strip().lower() in ("1", "true", "yes")
+    for name in ("min_size_per_downsampling_lvl_mb", "max_size_per_downsampling_lvl_mb"):
+        if isinstance(fields.get(name), str):
+            fields[name] = _number(fields[name], float, name, where, path)
+    for name in ("min_downsampling_level", "max_downsampling_level"):
+        if isinstance(fields.get(name), str):
+            fields[name] = _number(fields[name], int, name, where, path)
+    return BatchEntry(where, fields)
+
+
+def _number(text: str, kind: type, name: str, where: str, path: Path) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise InputFormatError(f"{where}: {name} is not a number: {text!r}", path) from None
+
+
+def read_batch(path: Path) -> list[BatchEntry]:
+    """The entries of a batch list: a JSON list of objects, or a CSV file with a header row."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFormatError("no such batch list", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFormatError(f"cannot read the batch list: {exc}", path) from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"not valid JSON: {exc}", path) from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InputFormatError("a JSON batch list is a list of objects", path)
+        entries = [_entry(r, f"entry {i}", path) for i, r in enumerate(rows)]
+    else:
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames:
+            raise InputFormatError("empty CSV batch list (a header row is needed)", path)
+        entries = [_entry(r, f"row {i}", path) for i, r in enumerate(reader, start=2)]
+    if not entries:
+        raise InputFormatError("the batch list has no entries", path)
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if entry.name in seen:
+            raise InputFormatError(
+                f"{entry.where}: entry {entry.name} already listed ({seen[entry.name]})", path
+            )
+        seen[entry.name] = entry.where
+    return entries
+
+
+def run_batch(
+    entries: list[BatchEntry],
+    common: dict[str, Any],
+    *,
+    progress: Progress = NO_PROGRESS,
+    report: Callable[[BatchResult], None] = lambda _: None,
+    warn: Callable[[str], None] | None = None,
+) -> list[BatchResult]:
+    """Run every entry with the ``common`` fields (working folder, database, scheduler, ...)
+    on one runner; never stops at a failed entry."""
+    results = []
+    with _shared_runner(common) as runner:
+        for entry in entries:
+            started = time.perf_counter()
+            summary, error = None, None
+            try:
+                kinds = [kind for _, kind in entry.fields["inputs"]]
+                files = [file for file, _ in entry.fields["inputs"]]
+                fields = {**entry.fields, **common, "inputs": input_specs(files, kinds)}
+                summary = preprocess(
+                    build_options(fields), progress=progress, warn=warn, runner=runner
+                )
+            except PreprocessorError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+            except Exception as exc:  # a bug must not stop an archive-scale batch
+                last = traceback.extract_tb(exc.__traceback__)[-1]
+                error = (
+                    f"internal error {type(exc).__name__}: {exc} ({last.filename}:{last.lineno})"
+                )
+            result = BatchResult(entry, summary, error, time.perf_counter() - started)
+            report(result)
+            results.append(result)
+    return results
+
+
+@contextlib.contextmanager
+def _shared_runner(common: dict[str, Any]) -> Iterator[Runner | None]:
+    """One cluster connection for the whole batch; None: each run uses its own threads."""
+    if common.get("scheduler") is None and common.get("workers") is None:
+        yield None
+        return
+    parts = Path(common["working_folder"]).absolute() / f"batch-parts-{uuid.uuid4().hex[:8]}"
+    try:
+        with open_runner(common.get("scheduler"), common.get("workers"), 1, parts) as runner:
+            yield runner
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
