@@ -11,12 +11,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import preprocess_args, tree_digest
+from conftest import binomial_reference, preprocess_args, tree_digest
 from nibabel.testing import data_path
 
+from pipeline.algorithms.levels import LevelOptions
 from pipeline.arrays import ShapeOnlyArray
 from pipeline.db import open_entry
-from pipeline.inputs.nifti import read_nifti_volume
+from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
+from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
+from pipeline.preprocess import preprocess
 
 BUNDLED = Path(data_path)
 ANGSTROM = {"mm": 1e7, "micron": 1e4, "meter": 1e10}
@@ -251,6 +254,92 @@ def test_segmentation_lattice_id_is_the_stem_and_4d_gives_frames(run_cli, tmp_pa
             grid, table = entry.read_lattice("cells.mask", 1, time=t)
             np.testing.assert_array_equal(grid, labels[..., t])
             assert table == {0: [0], t + 1: [t + 1]}
+
+
+def _oblique_4d(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """A 4-D image whose axes i, j, k run along about +z, -x, -y (rotated by 10 degrees)."""
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(21, 37, 29, 2)).astype(np.float32)
+    c, s = np.cos(np.radians(10)), np.sin(np.radians(10))
+    affine = affine_of(
+        [[0, s * 1.1, c * 1.1], [-0.9, 0, 0], [0, -c * 1.3, s * 1.3]], [1.0, 2.0, 3.0]
+    )
+    return write_nifti(tmp_path / "obl.nii", data, affine), data
+
+
+def test_regions_of_a_reoriented_image(tmp_path):
+    """Every region read of the lazy [x, y, z] frames equals nibabel's RAS+ reorientation."""
+    path, _ = _oblique_4d(tmp_path)
+    reference, _ = canonical(path)
+    volume = read_nifti_volume(path, tmp_path / "scratch")
+    assert volume.shape == reference.shape[:3] == (37, 29, 21)
+    assert volume.original_axis_order == (2, 0, 1) and volume.memory_order == "C"
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        lo = [int(rng.integers(0, n)) for n in volume.shape]
+        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, volume.shape, strict=True)]
+        region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        t = int(rng.integers(0, 2))
+        got = volume.frames[t][0][region]
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, reference[(*region, t)])
+
+
+def test_small_blocks_on_a_reoriented_image(tmp_path):
+    """Many block tasks with halos across flipped axes: level 1 and level 2 of every frame."""
+    path, data = _oblique_4d(tmp_path)
+    labels = (np.abs(data) * 3).astype(np.uint8)
+    seg = write_nifti(tmp_path / "obl_labels.nii", labels, nib.load(path).affine)
+    reference, _ = canonical(path)
+    label_reference, _ = canonical(seg)
+    options = PreprocessOptions(
+        mode=Mode.ADD,
+        inputs=(
+            InputSpec(path, InputKind.NII_VOLUME),
+            InputSpec(seg, InputKind.NII_SEGMENTATION),
+        ),
+        entry_id="obl",
+        source_db="emdb",
+        source_db_id="obl",
+        source_db_name="emdb",
+        working_folder=tmp_path / "work",
+        db_path=tmp_path / "db",
+        block_size=16,
+        chunk_size=8,
+        levels=LevelOptions(min_size_mb=0.001),
+    )
+    preprocess(options)
+    with open_entry(tmp_path / "db", "emdb", "obl") as entry:
+        for t in range(2):
+            np.testing.assert_array_equal(entry.read_volume(1, time=t), reference[..., t])
+            np.testing.assert_allclose(
+                entry.read_volume(2, time=t),
+                binomial_reference(reference[..., t]),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            grid, table = entry.read_lattice("obl_labels", 1, time=t)
+            np.testing.assert_array_equal(grid, label_reference[..., t])
+            assert set(table) == set(np.unique(label_reference[..., t]).astype(int))
+
+
+def test_extend_an_entry_with_a_segmentation(run_cli, tmp_path):
+    affine = np.diag([0.7, 0.7, 0.7, 1.0])
+    labels = np.zeros((10, 9, 8), np.int32)
+    labels[2:7, 1:5, 3:8] = 4
+    vol = write_nifti(tmp_path / "v.nii", np.ones((10, 9, 8), np.float32), affine)
+    seg = write_nifti(tmp_path / "later.nii.gz", labels, affine)
+    run_ok(run_cli, tmp_path, [(vol, "nii_volume")]).close()
+    result = run_cli(
+        *preprocess_args([(seg, "nii_segmentation")], tmp_path, entry="nii", mode="extend")
+    )
+    assert result.exit_code == 0, result.output
+    with open_entry(tmp_path / "db", "emdb", "nii") as entry:
+        assert entry.metadata["segmentation_lattices"]["segmentation_ids"] == ["later"]
+        grid, table = entry.read_lattice("later", 1)
+        np.testing.assert_array_equal(grid, labels)
+        assert table == {0: [0], 4: [4]}
+    assert read_nifti_segmentation(seg, None).lattice_id == "later"
 
 
 def test_dry_run_reads_only_the_header_of_a_gz(run_cli, tmp_path):
