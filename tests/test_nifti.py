@@ -342,6 +342,22 @@ def test_extend_an_entry_with_a_segmentation(run_cli, tmp_path):
     assert read_nifti_segmentation(seg, None).lattice_id == "later"
 
 
+def test_2d_image_and_misnamed_compression(run_cli, tmp_path):
+    """A 2-D image is one z plane; a gzip file named .nii is read by its content."""
+    data = np.arange(15 * 11, dtype=np.uint16).reshape(15, 11)
+    plain = write_nifti(
+        tmp_path / "plane.nii", data, np.diag([0.3, 0.3, 1.0, 1.0]), ("micron", "sec")
+    )
+    packed = tmp_path / "packed.nii"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    with run_ok(run_cli, tmp_path, [(packed, "nii_volume")]) as entry:
+        np.testing.assert_array_equal(entry.read_volume(1), data[:, :, None])
+        assert_box(entry, [3e3, 3e3, 1e4], [0, 0, 0])
+    fake = tmp_path / "fake.nii.gz"
+    fake.write_bytes(plain.read_bytes())
+    expect_error(run_cli, tmp_path / "b", [(fake, "nii_volume")], fake, "not compressed")
+
+
 def test_dry_run_reads_only_the_header_of_a_gz(run_cli, tmp_path):
     data = np.zeros((10, 9, 8), np.float32)
     path = write_nifti(tmp_path / "d.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
