@@ -38,7 +38,14 @@ from pipeline.inputs.mask import mask_lattice_id, named_segments
 from pipeline.inputs.mrc import _detect_compression, _spool_decompressed
 from pipeline.model import ExtraData, LabelSource, Vec3, VolumeSource
 
-__all__ = ["NiftiLayout", "read_nifti_layout", "read_nifti_segmentation", "read_nifti_volume"]
+__all__ = [
+    "NiftiFrame",
+    "NiftiLayout",
+    "nifti_frames",
+    "read_nifti_layout",
+    "read_nifti_segmentation",
+    "read_nifti_volume",
+]
 
 # Angstrom per unit of xyzt_units' spatial code; "unknown" is read as millimetre (NIfTI's
 # convention, what nibabel, FSL and ITK assume)
@@ -112,7 +119,8 @@ class NiftiFrame:
     flipped axes reversed, in the layout's dtype.
 
     Each region read opens the file anew through a fresh nibabel ``ArrayProxy`` (no shared file
-    handle or lock between threads) and reads only that region's bytes.
+    handle or lock between threads), whose ``fileslice`` reads only the byte runs of that
+    region (gaps under 256 bytes are read through).
     """
 
     def __init__(
