@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline.inputs.mrc import memory_order, mrc_data, read_mrc_layout
 from pipeline.model import ExtraData, LabelSource, Segment
 
-__all__ = ["read_mask"]
+__all__ = ["mask_lattice_id", "named_segments", "read_mask"]
 
 
 def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
@@ -22,16 +22,21 @@ def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
     return stem
 
 
-def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> LabelSource:
-    """Open a label volume lazily; its values are checked as they are read (in the pass)."""
-    layout = read_mrc_layout(path, scratch)
-    lattice_id = mask_lattice_id(path, extra)
+def named_segments(lattice_id: str, extra: ExtraData | None) -> tuple[Segment, ...]:
+    """The segments extra data names for a lattice (``segment_ids_to_segment_names_mapping``)."""
     names = (extra.segment_names.get(lattice_id, {}) if extra is not None else {}) or {}
-    segments = tuple(
+    return tuple(
         Segment(id=int(value), name=name)
         for value, name in sorted(names.items(), key=lambda kv: int(kv[0]))
         if value.lstrip("-").isdigit()
     )
+
+
+def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> LabelSource:
+    """Open a label volume lazily; its values are checked as they are read (in the pass)."""
+    layout = read_mrc_layout(path, scratch)
+    lattice_id = mask_lattice_id(path, extra)
+    segments = named_segments(lattice_id, extra)
     voxel = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
     return LabelSource(
         path=Path(path),

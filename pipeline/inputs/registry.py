@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
+from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
 from pipeline.inputs.sff import read_sff
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind
@@ -45,10 +46,20 @@ def _sff(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     return Contents(lattices=tuple(read_sff(path, scratch, extra)))
 
 
+def _nii_volume(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(volume=read_nifti_volume(path, scratch, extra))
+
+
+def _nii_segmentation(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(lattices=(read_nifti_segmentation(path, scratch, extra),))
+
+
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
     InputKind.SFF: _sff,
+    InputKind.NII_VOLUME: _nii_volume,
+    InputKind.NII_SEGMENTATION: _nii_segmentation,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
