@@ -25,7 +25,7 @@ from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget
 from pipeline.errors import InputFormatError
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, ThreadedRunner
+from pipeline.runner import DEFAULT_BLOCK_BYTES, Runner, ThreadedRunner
 
 __all__ = [
     "Engine",
@@ -39,11 +39,14 @@ __all__ = [
 ]
 
 _NO_MOMENTS = np.full(5, np.nan)
-MAX_BLOCK_BYTES = 32 * 2**20
 
 
 def block_shape(
-    shape: tuple[int, ...], itemsize: int, order: str, block: int, max_bytes: int = MAX_BLOCK_BYTES
+    shape: tuple[int, ...],
+    itemsize: int,
+    order: str,
+    block: int,
+    max_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> tuple[int, ...]:
     """``block`` along every axis but the fastest-varying one, which gets the longest multiple
     of ``block`` (or its whole length) that keeps a block under ``max_bytes``: reads are then
@@ -85,7 +88,7 @@ class Engine:
 
     runner: Runner
     block: int = 128  # block edge (a multiple of twice the chunk edge)
-    max_block_bytes: int = MAX_BLOCK_BYTES
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES
     window: int = 4
     progress: Progress = NO_PROGRESS
 

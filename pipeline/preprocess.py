@@ -49,11 +49,11 @@ from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
-from pipeline.level_pass import MAX_BLOCK_BYTES, Engine, LevelJob, run_pass
+from pipeline.level_pass import Engine, LevelJob, run_pass
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, open_runner
+from pipeline.runner import Runner, memory_budget, open_runner
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
@@ -241,30 +241,6 @@ def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
     return dtype.itemsize > q.itemsize
 
 
-# block data a task holds at once, in blocks: the haloed read, the float copy the filters
-# work on, the level-2r output and the encoded chunks (measured: RSS over the interpreter's is
-# about this for float32 maps)
-_TASK_BLOCKS = 6
-_MIN_BLOCK_BYTES = 2**20
-
-
-def _budget(options: PreprocessOptions, threads: int, window: int) -> tuple[int, int, int]:
-    """(threads, window, block bytes) that keep the block data in flight under --max-memory:
-    blocks shrink first (down to one block edge cubed), then fewer threads run at once."""
-    if options.max_memory is None:
-        return threads, window, MAX_BLOCK_BYTES
-    for n in range(threads, 0, -1):
-        for w in sorted({window, 2}, reverse=True):
-            block_bytes = options.max_memory // (_TASK_BLOCKS * n + w)
-            if block_bytes >= _MIN_BLOCK_BYTES:
-                return n, w, min(block_bytes, MAX_BLOCK_BYTES)
-    least = (_TASK_BLOCKS + 2) * _MIN_BLOCK_BYTES
-    raise OptionError(
-        f"--max-memory {options.max_memory / 1e6:.0f} MB is below the least this pipeline "
-        f"can work in ({least / 1e6:.0f} MB of blocks in flight)"
-    )
-
-
 @contextlib.contextmanager
 def _engine(
     options: PreprocessOptions, progress: Progress, runner: Runner | None
@@ -272,7 +248,8 @@ def _engine(
     """The run's engine: its runner (threads or a dask.distributed cluster; ``runner`` when
     the caller shares one between runs) and its memory budget."""
     threads = runner.threads_per_process if runner is not None else _workers()
-    threads, window, block_bytes = _budget(options, threads, 4)
+    smallest = (2 * options.chunk_size) ** 3 * 8  # one block edge cubed, 8-byte label scratch
+    threads, window, block_bytes = memory_budget(options.max_memory, threads, 4, smallest)
     if runner is not None:
         yield Engine(runner, options.block_size, block_bytes, window, progress)
         return

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import dask
 
 from pipeline.db.sinks import KeySink
-from pipeline.errors import ClusterError, PreprocessorError
+from pipeline.errors import ClusterError, OptionError, PreprocessorError
 from pipeline.progress import NO_PROGRESS, Progress
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "DistributedRunner",
     "Runner",
     "ThreadedRunner",
+    "memory_budget",
     "open_runner",
 ]
 
@@ -225,6 +226,32 @@ class DistributedRunner:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
         return summaries
+
+
+# block data one task holds at once, in blocks: the haloed read, the float copy the filters
+# work on, the level-2r output and the encoded chunks
+TASK_BLOCKS = 6
+DEFAULT_BLOCK_BYTES = 32 * 2**20
+
+
+def memory_budget(
+    max_memory: int | None, threads: int, window: int, smallest: int
+) -> tuple[int, int, int]:
+    """(threads, window, block bytes) that keep the block data in flight,
+    ``(TASK_BLOCKS * threads + window) * block bytes``, under ``max_memory``: blocks shrink
+    first (down to ``smallest``), then fewer threads run at once, then the window narrows."""
+    if max_memory is None:
+        return threads, window, DEFAULT_BLOCK_BYTES
+    for n in range(threads, 0, -1):
+        for w in sorted({window, 2}, reverse=True):
+            block_bytes = max_memory // (TASK_BLOCKS * n + w)
+            if block_bytes >= smallest:
+                return n, w, min(block_bytes, DEFAULT_BLOCK_BYTES)
+    least = (TASK_BLOCKS + 2) * smallest
+    raise OptionError(
+        f"--max-memory {max_memory / 2**20:.0f} MiB is below the least this run can work in "
+        f"({least / 2**20:.0f} MiB: {TASK_BLOCKS} + 2 blocks of {smallest / 2**20:.0f} MiB)"
+    )
 
 
 @contextlib.contextmanager

@@ -99,7 +99,11 @@ def test_fortran_ordered_block_gives_same_values_and_layout():
 )
 def test_blockwise_with_halos_equals_whole_array(shape, block, seed):
     x = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-    np.testing.assert_allclose(_blockwise(x, block), binomial_reference(x), rtol=1e-5, atol=1e-6)
+    blockwise = _blockwise(x, block)
+    np.testing.assert_allclose(blockwise, binomial_reference(x), rtol=1e-5, atol=1e-6)
+    # bit for bit the whole-array result: a sample never depends on the block it fell in
+    # (so runs with other block sizes, e.g. under --max-memory, store the same bytes)
+    np.testing.assert_array_equal(blockwise, _whole(x))
 
 
 def test_level_origin_sample_sits_on_even_samples():

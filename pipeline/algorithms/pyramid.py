@@ -11,7 +11,6 @@ import numpy as np
 __all__ = ["HALO", "accumulator_dtype", "downsample_block", "mirror_index", "output_range"]
 
 HALO = 2  # samples needed on each side of a block
-_WEIGHTS = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
 
 
 def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -65,21 +64,25 @@ def _filter_axis(
         def tap(k: int) -> np.ndarray:
             return a[axis_slice(axis, slice(first + k, first + k + 2 * count - 1, 2))]
 
-        o = out[axis_slice(axis, slice(i0, i1))]
-        np.add(tap(1), tap(3), out=o)
-        o *= 4
-        o += tap(0)
-        o += tap(4)
-        o += tap(2) * a.dtype.type(6)
-        o *= a.dtype.type(1 / 16)
+        _weigh([tap(k) for k in range(5)], out[axis_slice(axis, slice(i0, i1))])
     edges = [i for i in range(m) if i < i0 or i >= max(i1, i0)]
     for i in edges:
         g = 2 * (out_start + i)
         taps = mirror_index(np.arange(g - HALO, g + HALO + 1), n) - lo
-        planes = np.take(a, taps, axis=axis)
-        weighted = np.tensordot(_WEIGHTS.astype(a.dtype), planes, axes=([0], [axis]))
-        out[axis_slice(axis, slice(i, i + 1))] = np.expand_dims(weighted, axis)
+        planes = [a[axis_slice(axis, slice(t, t + 1))] for t in taps]
+        _weigh(planes, out[axis_slice(axis, slice(i, i + 1))])
     return out
+
+
+def _weigh(taps: list[np.ndarray], out: np.ndarray) -> None:
+    """``out = (taps[0] + 4 taps[1] + 6 taps[2] + 4 taps[3] + taps[4]) / 16``, elementwise in one
+    fixed order, so a sample's value never depends on the block it was computed in."""
+    np.add(taps[1], taps[3], out=out)
+    out *= 4
+    out += taps[0]
+    out += taps[4]
+    out += taps[2] * out.dtype.type(6)
+    out *= out.dtype.type(1 / 16)
 
 
 def output_range(start: int, stop: int) -> tuple[int, int]:

@@ -1,0 +1,129 @@
+"""The benchmark suite: one command, one table.
+
+Usage::
+
+    python benchmarks/run.py [--shape 512 | --shape 2048x2048x1024] [--case map --case map+mask]
+                             [--repeat 3] [--labels 50] [--work DIR] [--keep]
+
+Generates a seeded float32 map (smooth blobs plus noise) and a uint16 mask of about ``--labels``
+spherical organelles in ``--work`` (deleted afterwards unless ``--keep``), runs every case in a
+child process (alternating, ``--repeat`` times; the median wall time and the highest peak RSS of
+each case are reported) and prints a table: case, input GiB, wall s, MB/s of input, peak RSS,
+and the ratios the issues name, each measured in this one run:
+
+- ``map`` / ``baseline``: preprocess against a read-and-write-once of the same map (the same
+  block reads and chunk encoder into one zarr store; no pyramid, statistics, zip or fsync);
+- ``map+mask`` / ``map``: a lattice costs at most one more pass over the voxels;
+- ``map workers=2`` / ``map``: a local dask.distributed cluster against the threaded scheduler;
+- ``map max-memory`` shows the peak RSS under ``--max-memory 256MiB``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import measure, preprocess_argv, write_synthetic_map, write_synthetic_mask
+
+Argv = Callable[[Path, Path, Path], list[str]]  # (map, mask, out) -> command
+
+
+def _baseline(map_path: Path, mask: Path, out: Path) -> list[str]:
+    return [sys.executable, str(Path(__file__).with_name("baseline.py")), str(map_path), str(out)]
+
+
+def _map(*extra: str) -> Argv:
+    return lambda m, _k, out: [*preprocess_argv([(m, "map")], out, "bench"), *extra]
+
+
+def _map_mask(m: Path, k: Path, out: Path) -> list[str]:
+    return preprocess_argv([(m, "map"), (k, "mask")], out, "bench")
+
+
+# case -> (command, inputs it reads: "map", "mask")
+CASES: dict[str, tuple[Argv, tuple[str, ...]]] = {
+    "baseline": (_baseline, ("map",)),
+    "map": (_map(), ("map",)),
+    "map+mask": (_map_mask, ("map", "mask")),
+    "map workers=2": (_map("--workers", "2"), ("map",)),
+    "map max-memory": (_map("--max-memory", "256MiB"), ("map",)),
+}
+RATIOS = [  # (numerator, denominator, target)
+    ("map", "baseline", "<= 1.6"),
+    ("map+mask", "map", "<= 2.0"),
+    ("map workers=2", "map", "-"),
+]
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    """``N`` (a cube) or ``XxYxZ``; returned as the MRC's (z, y, x)."""
+    parts = [int(p) for p in text.lower().split("x")]
+    x, y, z = parts * 3 if len(parts) == 1 else parts
+    return (z, y, x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", default="512", help="N or XxYxZ (default 512)")
+    parser.add_argument("--case", action="append", choices=list(CASES), help="default: all")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--labels", type=int, default=50)
+    parser.add_argument("--work", type=Path, default=Path(__file__).with_name("work"))
+    parser.add_argument("--keep", action="store_true", help="keep the generated inputs")
+    args = parser.parse_args()
+    shape = _shape(args.shape)
+    cases = args.case or list(CASES)
+    args.work.mkdir(parents=True, exist_ok=True)
+    name = "x".join(map(str, shape[::-1]))
+    files = {"map": args.work / f"map_{name}.mrc", "mask": args.work / f"mask_{name}.mrc"}
+    try:
+        if not files["map"].exists():
+            write_synthetic_map(files["map"], shape)
+        if any("mask" in CASES[c][1] for c in cases) and not files["mask"].exists():
+            write_synthetic_mask(files["mask"], shape, args.labels)
+        voxels = shape[0] * shape[1] * shape[2]
+        nbytes = {"map": voxels * 4, "mask": voxels * 2}
+        out = args.work / "out"
+        seconds: dict[str, list[float]] = {c: [] for c in cases}
+        rss: dict[str, float] = dict.fromkeys(cases, 0.0)
+        for _ in range(args.repeat):
+            for case in cases:
+                shutil.rmtree(out, ignore_errors=True)
+                argv = CASES[case][0](files["map"], files["mask"], out)
+                m = measure(case, argv)
+                seconds[case].append(m.seconds)
+                rss[case] = max(rss[case], m.peak_rss_mib)
+        shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if not args.keep:
+            for path in files.values():
+                path.unlink(missing_ok=True)
+    print(
+        f"shape {name} (x*y*z), float32 map + uint16 mask ({args.labels} labels); "
+        f"median of {args.repeat} alternating run(s), peak RSS = highest\n"
+    )
+    print(f"| {'case':<16} | input GiB | wall s  |  MB/s | peak RSS MiB |")
+    print(f"|{'-' * 18}|-----------|---------|-------|--------------|")
+    wall = {c: statistics.median(v) for c, v in seconds.items()}
+    for case in cases:
+        size = sum(nbytes[i] for i in CASES[case][1])
+        print(
+            f"| {case:<16} | {size / 2**30:9.2f} | {wall[case]:7.2f} | "
+            f"{size / 1e6 / wall[case]:5.0f} | {rss[case]:12.0f} |"
+        )
+    print()
+    for top, bottom, target in RATIOS:
+        if top in wall and bottom in wall:
+            print(f"ratio {top} / {bottom}: {wall[top] / wall[bottom]:.2f} (target {target})")
+
+
+if __name__ == "__main__":
+    main()
