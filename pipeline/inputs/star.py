@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
 from pipeline.model import RGBA, ExtraData, GeometricSegmentation
+from pipeline.options import validate_name
 
 __all__ = [
     "STAR_OPTION_KEYS",
@@ -115,6 +116,11 @@ def parse_star_options(
         for key in ("segmentation_id", "sphere_color_hex", "tomo_name"):
             if v[key] is not None and not (isinstance(v[key], str) and v[key]):
                 raise ValueError(f"{name(key)} must be a non-empty string, got {v[key]!r}")
+        if v["segmentation_id"] is not None:
+            try:
+                validate_name(v["segmentation_id"], name("segmentation_id"))
+            except OptionError as exc:
+                raise ValueError(exc.message) from None
         size = v["tomogram_size"]
         if size is not None and (
             not isinstance(size, list | tuple)
@@ -162,10 +168,9 @@ def _read_blocks(path: Path) -> dict[str, Any]:
         raise InputNotFoundError("no such file", path)
     try:
         blocks = starfile.read(path, always_dict=True)
-    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
-        raise InputFormatError(f"not a readable STAR file ({exc})", path) from None
-    except pd.errors.ParserError as exc:
-        raise InputFormatError(f"not a readable STAR file ({exc})", path) from None
+    except (ValueError, KeyError, IndexError, TypeError, pd.errors.ParserError) as exc:
+        detail = " ".join(str(exc).split())  # pandas' messages span lines
+        raise InputFormatError(f"not a readable STAR file ({detail})", path) from None
     if not isinstance(blocks, dict) or not blocks:
         raise InputFormatError("not a STAR file: no data_ block", path)
     return blocks
