@@ -440,6 +440,7 @@ def test_extend_adds_a_star_segmentation(run_cli, tmp_path):
         tmp_path / "in" / "tomogram.mrc",
         RNG.normal(size=(10, 12, 14)).astype(np.float32),
         voxel_size=2.0,
+        nzstart=3,  # origin z = 6 A: pixel coordinates count from the volume's sample 0
     )
     assert run_cli(*preprocess_args([(tomogram, "map")], tmp_path)).exit_code == 0
     star = tmp_path / "in" / "ribosomes.star"
@@ -455,6 +456,7 @@ def test_extend_adds_a_star_segmentation(run_cli, tmp_path):
     rows = np.flatnonzero(particles["rlnTomoName"] == "TS_01")
     expected = _xyz(particles, "rlnCoordinate")[rows] * 2.0
     expected -= _xyz(particles, "rlnOrigin", "Angst")[rows]
+    expected += [0.0, 0.0, 6.0]
     assert ids == rows.tolist() and radii == {100.0}  # the default radius
     np.testing.assert_allclose(centres, expected, rtol=0, atol=1e-9)
     assert validate_entry(EntryLocation(tmp_path / "db", "emdb", "emd-1832")) == []
