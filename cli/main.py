@@ -14,6 +14,8 @@ from pipeline.batch import BatchResult, read_batch, run_batch
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import list_entries, validate_entry
 from pipeline.errors import OptionError, PreprocessorError
+from pipeline.geometric import star_to_geometric
+from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
 from pipeline.manage import (
     delete_entry,
     edit_descriptions,
@@ -249,6 +251,68 @@ def batch_command(entry_list: Path, **kw: Any) -> None:
         sys.exit(1)
 
 
+@cli.command("star-to-geometric")
+@click.option(
+    "--star-file-path",
+    "--star_file_path",
+    "star_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="RELION particle STAR file (3.0, 3.1, 4 or 5).",
+)
+@click.option(
+    "--geometric-segmentation-input-file-path",
+    "--geometric_segmentation_input_file_path",
+    "output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="JSON file to write (input of --input-kind geometric_segmentation).",
+)
+@click.option(
+    "--sphere-radius", "--sphere_radius", type=float, help="Sphere radius in A (default 100)."
+)
+@click.option(
+    "--segmentation-id", "--segmentation_id", help="Segmentation id (default: the file stem)."
+)
+@click.option(
+    "--sphere-color-hex",
+    "--sphere_color_hex",
+    help="Sphere colour RRGGBB[AA] (default: a palette colour chosen when added).",
+)
+@click.option(
+    "--pixel-size",
+    "--pixel_size",
+    type=float,
+    help="A per coordinate pixel (default: from the STAR file).",
+)
+@click.option(
+    "--star-file-coordinate-divisor",
+    "--star_file_coordinate_divisor",
+    type=float,
+    help="Coordinates are divided by this before scaling by the pixel size (default 1).",
+)
+@click.option("--tomo-name", help="Keep the particles of this tomogram (rlnTomoName).")
+@click.option(
+    "--tomogram-size",
+    type=int,
+    nargs=3,
+    metavar="NX NY NZ",
+    help="Tomogram size in pixels (RELION 5 centred coordinates).",
+)
+def star_to_geometric_command(**kw: Any) -> None:
+    """Convert a RELION particle STAR file into spheres (geometric segmentation input JSON)."""
+    values = {k: kw[k] for k in STAR_OPTION_KEYS}
+    options = parse_star_options(
+        values, lambda key: f"--{key.replace('_', '-')}", lambda message: OptionError(message)
+    )
+    segmentation = star_to_geometric(kw["star_file"], kw["output"], options)
+    count = sum(len(p) for p in segmentation.frames.values())
+    click.echo(
+        f"star-to-geometric: {count} spheres, segmentation {segmentation.segmentation_id} -> "
+        f"{kw['output']}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="cellstar-preprocessor")
@@ -339,7 +403,10 @@ def remove_volume_command(db_path: Path, source_db: str, entry_id: str) -> None:
 @_ENTRY_ID
 @click.option("--id", "ids", multiple=True, required=True, help="Segmentation id (repeatable).")
 @click.option(
-    "--kind", type=click.Choice(["lattice", "mesh", "geometric_segmentation"]), required=True
+    "--kind",
+    type=click.Choice(["lattice", "mesh", "geometric", "geometric_segmentation"]),
+    required=True,
+    help="geometric_segmentation is another name of geometric.",
 )
 def remove_segmentation_command(
     db_path: Path, source_db: str, entry_id: str, ids: tuple[str, ...], kind: str

@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.db.commit import staged_entry, write_json
-from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
+from pipeline.db.layout import (
+    ANNOTATIONS_JSON,
+    DATA_ZIP,
+    GEOMETRIC_JSON,
+    METADATA_JSON,
+    EntryLocation,
+)
 from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import merge_annotations
 from pipeline.db.sinks import new_archive
 from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
+from pipeline.geometric import drop_geometric, read_entry_geometric
 from pipeline.inputs.annotations import check_annotations_document
 from pipeline.inputs.extra_data import load_json
 
@@ -47,8 +54,11 @@ def _rewrite(
     metadata: dict[str, Any],
     annotations: dict[str, Any],
     drop: tuple[str, ...] = (),
+    documents: dict[str, Any] | None = None,
 ) -> None:
-    """Commit new JSON documents, and a data.zip without the members under ``drop``."""
+    """Commit new JSON documents, and a data.zip without the members under ``drop``;
+    ``documents`` replace other files of the entry (None: the file goes)."""
+    documents = documents or {}
     with staged_entry(location) as staged:
         # removals: metadata stops naming what goes before data.zip loses it
         names = [METADATA_JSON, ANNOTATIONS_JSON]
@@ -64,16 +74,28 @@ def _rewrite(
         else:  # only the JSON documents change: keep the archive as it is
             os.link(location.folder / DATA_ZIP, staged.data_zip)
         for p in location.folder.iterdir():
-            if p.is_file() and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON):
+            if p.is_file() and p.name not in (
+                DATA_ZIP,
+                METADATA_JSON,
+                ANNOTATIONS_JSON,
+                *documents,
+            ):
                 shutil.copy2(p, staged.folder / p.name)
                 names.append(p.name)
+        for name, document in documents.items():
+            if document is not None:
+                write_json(staged.folder / name, document)
+                names.append(name)
         write_json(staged.folder / ANNOTATIONS_JSON, annotations)
         write_json(staged.folder / METADATA_JSON, metadata)
         staged.replace_existing(names)
 
 
 def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
-    """Remove lattice segmentations (with their annotations) from an entry."""
+    """Remove lattice or geometric segmentations (with their annotations) from an entry."""
+    if kind in ("geometric", "geometric_segmentation"):
+        _remove_geometric(location, list(dict.fromkeys(ids)))
+        return
     if kind != "lattice":
         raise OptionError(f"--kind {kind}: this database holds no {kind} segmentations yet")
     with entry_lock(location):
@@ -106,6 +128,15 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
         }
         drop = tuple(f"lattice_segmentation_data/{i}/" for i in ids)
         _rewrite(location, metadata, annotations, drop)
+
+
+def _remove_geometric(location: EntryLocation, ids: list[str]) -> None:
+    with entry_lock(location):
+        metadata, annotations = location.read_documents()
+        entry = f"{location.source_db}/{location.entry_id}"
+        document = read_entry_geometric(location.folder)
+        rest = drop_geometric(metadata, annotations, document, ids, entry)
+        _rewrite(location, metadata, annotations, documents={GEOMETRIC_JSON: rest or None})
 
 
 def remove_volume(location: EntryLocation) -> None:

@@ -6,7 +6,7 @@ Arrays are lazy dask arrays indexed ``[x, y, z]``; geometry is in Angstrom.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,15 @@ from pipeline.arrays import LazyArray
 from pipeline.errors import InputFormatError, OptionError
 from pipeline.options import validate_name
 
-__all__ = ["ExtraData", "TimeInfo", "Vec3", "VolumeSource"]
+__all__ = [
+    "RGBA",
+    "ExtraData",
+    "GeometricSegmentation",
+    "TimeInfo",
+    "Vec3",
+    "VolumeSource",
+    "normalise_primitive",
+]
 
 Vec3 = tuple[float, float, float]
 
@@ -108,6 +116,8 @@ class ExtraData:
     segment_names: dict[str, dict[str, str]] = field(default_factory=dict)
     segmentation_dataset_specific: dict[str, Any] = field(default_factory=dict)
     entry_metadata: dict[str, Any] | None = None
+    # STAR file options by file stem (``pipeline.inputs.star.StarOptions``)
+    star_files: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +181,167 @@ class LabelSource:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.frames[0].shape)  # type: ignore[return-value]
+
+
+# --- geometric segmentations (DESIGN 6) ----------------------------------------------------
+
+RGBA = tuple[float, float, float, float]
+
+# the parameters of each primitive kind, in the order geometric_segmentation.json lists them
+PRIMITIVE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "sphere": ("center", "radius"),
+    "cylinder": ("start", "end", "radius_bottom", "radius_top"),
+    "box": ("translation", "scaling", "rotation"),
+    "pyramid": ("translation", "scaling", "rotation"),
+    "ellipsoid": ("dir_major", "dir_minor", "center", "radius_scale"),
+}
+# the parameters that are positions (moved when a segmentation is placed on a volume)
+_POSITIONS = {"center", "start", "end", "translation"}
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _vector(value: Any, name: str) -> list[float]:
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(f"{name} must be a list of three numbers, got {value!r}")
+    return [_number(v, name) for v in value]
+
+
+def _nonzero(vector: list[float], name: str) -> list[float]:
+    if not any(vector):
+        raise ValueError(f"{name} must not be the zero vector")
+    return vector
+
+
+def _radius(value: Any, name: str) -> float:
+    r = _number(value, name)
+    if r < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return r
+
+
+def _parameter(name: str, value: Any) -> Any:
+    if name in ("radius", "radius_bottom", "radius_top"):
+        return _radius(value, name)
+    if name in ("dir_major", "dir_minor"):
+        return _nonzero(_vector(value, name), name)
+    if name == "radius_scale":
+        return [_radius(v, name) for v in _vector(value, name)]
+    if name == "scaling":
+        scaling = _vector(value, name)
+        if not all(v > 0 for v in scaling):
+            raise ValueError(f"scaling must be three numbers > 0, got {value!r}")
+        return scaling
+    if name == "rotation":
+        if not isinstance(value, dict) or set(value) != {"axis", "radians"}:
+            raise ValueError(
+                f"rotation must be an object {{axis: [x, y, z], radians}}, got {value!r}"
+            )
+        return {
+            "axis": _nonzero(_vector(value["axis"], "rotation.axis"), "rotation.axis"),
+            "radians": _number(value["radians"], "rotation.radians"),
+        }
+    return _vector(value, name)  # center, start, end, translation
+
+
+def normalise_primitive(kind: Any, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of one primitive checked and in the order of DESIGN 6 (numbers as float).
+
+    Raises ValueError naming the first problem.
+
+    >>> normalise_primitive("sphere", {"radius": 2, "center": [0, 1, 2]})
+    {'center': [0.0, 1.0, 2.0], 'radius': 2.0}
+    """
+    if kind not in PRIMITIVE_PARAMETERS:
+        raise ValueError(
+            f"unknown kind (expected one of: {', '.join(sorted(PRIMITIVE_PARAMETERS))})"
+        )
+    names = PRIMITIVE_PARAMETERS[kind]
+    unknown = sorted(set(parameters) - set(names))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} (expected: {', '.join(names)})"
+        )
+    missing = [n for n in names if n not in parameters]
+    if missing:
+        raise ValueError(f"missing parameter(s) {', '.join(missing)}")
+    out = {name: _parameter(name, parameters[name]) for name in names}
+    if kind == "ellipsoid" and not np.any(np.cross(out["dir_major"], out["dir_minor"])):
+        raise ValueError("dir_major and dir_minor must not be parallel")
+    return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GeometricSegmentation:
+    """A geometric segmentation: shape primitives per time frame (DESIGN 6).
+
+    ``frames[t]`` lists the primitives of frame ``t`` in the form geometric_segmentation.json
+    stores (``{"id": int, "kind": str, <parameters in Angstrom>}``); ``colors`` and ``labels``
+    (by primitive id, for annotations.json) hold what the input says (None: not given).
+    ``anchor`` says where the positions are measured from: ``"absolute"`` (the volume's frame),
+    ``"volume_origin"`` (sample 0 of the entry's volume) or ``"volume_centre"`` (its centre,
+    RELION 5); preprocess places the other two on the entry's volume.
+    """
+
+    path: Path
+    segmentation_id: str
+    frames: dict[int, tuple[dict[str, Any], ...]]
+    colors: dict[int, RGBA | None] = field(default_factory=dict)
+    labels: dict[int, str | None] = field(default_factory=dict)
+    time_units: str = "millisecond"
+    anchor: str = "absolute"
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name(self.segmentation_id, "segmentation id")
+        except OptionError as exc:  # a name from the file or from extra data
+            raise InputFormatError(exc.message, self.path) from None
+        if not self.frames or any(not isinstance(t, int) or t < 0 for t in self.frames):
+            raise ValueError(f"frames must be keyed by time indices >= 0, got {list(self.frames)}")
+        if self.anchor not in ("absolute", "volume_origin", "volume_centre"):
+            raise ValueError(f"unknown anchor {self.anchor!r}")
+        for t, primitives in self.frames.items():
+            ids = [p["id"] for p in primitives]
+            if len(set(ids)) != len(ids) or not all(type(i) is int for i in ids):
+                raise ValueError(f"primitive ids of frame {t} must be unique integers")
+            for p in primitives:
+                params = {k: v for k, v in p.items() if k not in ("id", "kind")}
+                if normalise_primitive(p["kind"], params) != params:
+                    raise ValueError(f"primitive {p['id']} of frame {t} is not normalised")
+
+    @property
+    def primitive_ids(self) -> list[int]:
+        """Every primitive id, in order of first appearance."""
+        return list(dict.fromkeys(p["id"] for t in sorted(self.frames) for p in self.frames[t]))
+
+    @property
+    def time_info(self) -> TimeInfo:
+        return TimeInfo(start=min(self.frames), end=max(self.frames), units=self.time_units)
+
+    def translated(self, offset: Vec3) -> GeometricSegmentation:
+        """The same primitives moved by ``offset`` (Angstrom), anchored absolutely."""
+        frames = {
+            t: tuple(
+                {
+                    k: [a + b for a, b in zip(v, offset, strict=True)] if k in _POSITIONS else v
+                    for k, v in p.items()
+                }
+                for p in primitives
+            )
+            for t, primitives in self.frames.items()
+        }
+        return replace(self, frames=frames, anchor="absolute")
+
+    def to_json(self) -> dict[str, Any]:
+        """The segmentation's item of geometric_segmentation.json."""
+        return {
+            "segmentation_id": self.segmentation_id,
+            "primitives": {
+                str(t): {"shape_primitive_list": [dict(p) for p in self.frames[t]]}
+                for t in sorted(self.frames)
+            },
+        }

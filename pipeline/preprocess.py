@@ -23,7 +23,13 @@ from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
-from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
+from pipeline.db.layout import (
+    ANNOTATIONS_JSON,
+    DATA_ZIP,
+    GEOMETRIC_JSON,
+    METADATA_JSON,
+    EntryLocation,
+)
 from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import (
     add_lattice_annotations,
@@ -45,12 +51,13 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.geometric import check_geometric_ids, stage_geometric
 from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
-from pipeline.model import ExtraData, LabelSource, VolumeSource
+from pipeline.model import ExtraData, GeometricSegmentation, LabelSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, memory_budget, open_runner
@@ -188,10 +195,12 @@ def _read_inputs(
     )
     volume: VolumeSource | None = None
     lattices: list[LabelSource] = []
+    geometric: list[GeometricSegmentation] = []
     for spec in specs:
         contents = read_input(spec.kind, spec.path, scratch, extra)
         volume = volume or contents.volume
         lattices.extend(contents.lattices)
+        geometric.extend(contents.geometric)
     dtype = options.force_volume_dtype
     if volume is not None and dtype is not None and dtype != volume.dtype:
         volume = replace(
@@ -199,7 +208,7 @@ def _read_inputs(
             frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
     progress.note("read", f"{len(specs)} input(s) opened in {time.perf_counter() - started:.1f} s")
-    return Contents(volume=volume, lattices=tuple(lattices))
+    return Contents(volume=volume, lattices=tuple(lattices), geometric=tuple(geometric))
 
 
 def _check_lattices(
@@ -403,12 +412,15 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     if options.mode is Mode.EXTEND:
         metadata, _ = location.read_documents()
         plan, shape, voxel = _existing_grid(metadata, location)
-        _check_lattices(_read_inputs(options, extra, None).lattices, shape, voxel, location.folder)
+        contents = _read_inputs(options, extra, None)
+        _check_lattices(contents.lattices, shape, voxel, location.folder)
+        check_geometric_ids(contents.geometric, metadata, _entry_key(options))
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     contents = _read_inputs(options, extra, None)
     volume = contents.volume
     assert volume is not None  # checked in _check_inputs
     _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.path)
+    check_geometric_ids(contents.geometric, None, _entry_key(options))
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
     _check_quantize_levels(options, plan)
     return _summary(location, volume, plan, 0.0, done=False)
@@ -468,6 +480,10 @@ def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
     )
 
 
+def _entry_key(options: PreprocessOptions) -> str:
+    return f"{options.source_db}/{options.entry_id}"
+
+
 def _existing_grid(
     metadata: dict[str, Any], location: EntryLocation
 ) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float]]:
@@ -504,26 +520,44 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
                 f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
                 f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
             )
+        check_geometric_ids(contents.geometric, metadata, _entry_key(options))
         with staged_entry(location) as staged:
-            with new_archive(staged.data_zip) as sink:
-                sink.adopt(location.folder / DATA_ZIP)
-                writer = DataWriter(sink, options.compressor, existing=sink.keys)
-                written = _write_lattices(writer, lattices, plan, work, options, engine)
-                finishing = time.perf_counter()
-                writer.finish()
+            finishing = time.perf_counter()
+            if lattices:
+                with new_archive(staged.data_zip) as sink:
+                    sink.adopt(location.folder / DATA_ZIP)
+                    writer = DataWriter(sink, options.compressor, existing=sink.keys)
+                    written = _write_lattices(writer, lattices, plan, work, options, engine)
+                    finishing = time.perf_counter()
+                    writer.finish()
+            else:  # the archive does not change (it is never modified in place)
+                os.link(location.folder / DATA_ZIP, staged.data_zip)
+                written = []
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            geometric = stage_geometric(
+                staged.folder,
+                location.folder,
+                metadata,
+                annotations,
+                contents.geometric,
+                _entry_key(options),
+            )
             _merge_custom_annotations(options, annotations)
             apply_entry_metadata(metadata, extra)
             others = sorted(
                 p.name
                 for p in location.folder.iterdir()
-                if p.is_file() and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON)
+                if p.is_file()
+                and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON)
+                and not (staged.folder / p.name).exists()
             )
-            for name in others:  # e.g. geometric_segmentation.json
+            for name in others:  # e.g. geometric_segmentation.json when it does not change
                 shutil.copy2(location.folder / name, staged.folder / name)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.write_json(METADATA_JSON, metadata)
-            staged.replace_existing([DATA_ZIP, *others, ANNOTATIONS_JSON, METADATA_JSON])
+            staged.replace_existing(
+                [DATA_ZIP, *others, *[GEOMETRIC_JSON] * geometric, ANNOTATIONS_JSON, METADATA_JSON]
+            )
             _note_commit(engine, location, finishing)
     return RunSummary(
         location=location,
@@ -570,6 +604,7 @@ def _add(
         volume, lattices = contents.volume, contents.lattices
         assert volume is not None  # checked in _check_inputs
         _check_lattices(lattices, volume.shape, volume.voxel_size, volume.path)
+        check_geometric_ids(contents.geometric, None, _entry_key(options))
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         _check_quantize_levels(options, plan)
         with staged_entry(location) as staged:
@@ -587,6 +622,9 @@ def _add(
             annotations = empty_annotations(options.source_db_name, options.source_db_id)
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            stage_geometric(
+                staged.folder, None, metadata, annotations, contents.geometric, _entry_key(options)
+            )
             _merge_custom_annotations(options, annotations)
             staged.write_json(METADATA_JSON, metadata)
             staged.write_json(ANNOTATIONS_JSON, annotations)

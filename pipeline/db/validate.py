@@ -20,6 +20,7 @@ from pipeline.db.layout import (
     METADATA_JSON,
     EntryLocation,
 )
+from pipeline.model import normalise_primitive
 
 __all__ = ["list_entries", "validate_entry"]
 
@@ -236,12 +237,90 @@ def validate_entry(location: EntryLocation) -> list[str]:
             c.problem(f"metadata.json: malformed ({type(exc).__name__}: {exc})")
         except (zipfile.BadZipFile, OSError) as exc:
             c.problem(f"data.zip: unreadable ({exc})")
-    geometric = folder / GEOMETRIC_JSON
-    if geometric.exists():
-        try:
-            doc = json.loads(geometric.read_text())
-            if not isinstance(doc, list):
-                c.problem("geometric_segmentation.json: not a list")
-        except json.JSONDecodeError as exc:
-            c.problem(f"geometric_segmentation.json: invalid JSON: {exc}")
+    try:
+        _check_geometric(c, metadata, annotations)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        c.problem(f"geometric segmentations: malformed ({type(exc).__name__}: {exc})")
     return c.problems
+
+
+def _geometric_primitives(c: _Checker, item: Any, where: str) -> set[int]:
+    """Problems of one item of geometric_segmentation.json; returns its primitive ids."""
+    ids: set[int] = set()
+    if not isinstance(item, dict) or not isinstance(item.get("primitives"), dict):
+        c.problem(f"{where}: not an object with primitives")
+        return ids
+    for t, frame in item["primitives"].items():
+        primitives = frame.get("shape_primitive_list") if isinstance(frame, dict) else None
+        if not str(t).isdigit() or not isinstance(primitives, list):
+            c.problem(f"{where}: frame {t}: no shape_primitive_list")
+            continue
+        seen: set[int] = set()
+        for n, p in enumerate(primitives):
+            ident = p.get("id") if isinstance(p, dict) else None
+            if type(ident) is not int or ident in seen:
+                c.problem(f"{where}: frame {t}, primitive {n}: id missing or used twice")
+                continue
+            seen.add(ident)
+            params = {k: v for k, v in p.items() if k not in ("id", "kind")}
+            try:
+                normalise_primitive(p.get("kind"), params)
+            except ValueError as exc:
+                c.problem(f"{where}: frame {t}, primitive {n} ({p.get('kind')}): {exc}")
+        ids |= seen
+    return ids
+
+
+def _check_geometric(c: _Checker, metadata: dict[str, Any], annotations: dict[str, Any]) -> None:
+    """geometric_segmentation.json parses, matches metadata, and annotations name its
+    primitives."""
+    listed = (metadata.get("geometric_segmentation") or {}).get("segmentation_ids", [])
+    path = c.location.folder / GEOMETRIC_JSON
+    document: list[Any] = []
+    if path.exists():
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            c.problem(f"{GEOMETRIC_JSON}: invalid JSON: {exc}")
+            return
+        if not isinstance(document, list):
+            c.problem(f"{GEOMETRIC_JSON}: not a list")
+            return
+    elif listed:
+        c.problem(
+            f"metadata.json lists geometric segmentations {listed} but {GEOMETRIC_JSON} is missing"
+        )
+        return
+    primitives: dict[str, set[int]] = {}
+    for n, item in enumerate(document):
+        sid = item.get("segmentation_id") if isinstance(item, dict) else None
+        if sid in primitives:
+            c.problem(f"{GEOMETRIC_JSON}: segmentation {sid} listed twice")
+        primitives[sid] = _geometric_primitives(c, item, f"{GEOMETRIC_JSON}[{n}] ({sid})")
+    if sorted(primitives, key=str) != sorted(listed, key=str):
+        c.problem(
+            f"{GEOMETRIC_JSON} holds {sorted(primitives, key=str)} but metadata.json lists "
+            f"{sorted(listed, key=str)}"
+        )
+    time_info = (metadata.get("geometric_segmentation") or {}).get("time_info", {})
+    for sid in listed:
+        if sid not in time_info:
+            c.problem(f"metadata.json: geometric segmentation {sid} has no time_info")
+    refs = [
+        (f"segment_annotations[{n}]", item.get("segmentation_id"), item.get("segment_id"))
+        for n, item in enumerate(annotations.get("segment_annotations", []))
+        if item.get("segment_kind") == "primitive"
+    ] + [
+        (
+            f"description {key}",
+            (item.get("target_id") or {}).get("segmentation_id"),
+            (item.get("target_id") or {}).get("segment_id"),
+        )
+        for key, item in annotations.get("descriptions", {}).items()
+        if item.get("target_kind") == "primitive"
+    ]
+    for where, sid, ident in refs:
+        if sid not in primitives:
+            c.problem(f"annotations.json: {where} names unknown geometric segmentation {sid}")
+        elif ident not in primitives[sid]:
+            c.problem(f"annotations.json: {where}: primitive {ident} is not in {sid}")

@@ -7,7 +7,11 @@ Accepted layout (every key optional)::
      "segmentation": {"voxel_size": [x, y, z], "segmentation_ids_mapping": {"stem": "id"},
                       "segment_ids_to_segment_names_mapping": {"lattice": {"1": "name"}},
                       "custom_segment_ids_mapping": {...},      # older alias of the above
-                      "dataset_specific_data": {...}},
+                      "dataset_specific_data": {...},
+                      "star_files": {"<STAR file stem>": {"segmentation_id": str,
+                                     "sphere_radius": A, "sphere_color_hex": "FFFF00",
+                                     "pixel_size": A, "star_file_coordinate_divisor": n,
+                                     "tomo_name": str, "tomogram_size": [nx, ny, nz]}}},
      "entry_metadata": {"description": str, "url": str}}
 """
 
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFormatError, InputNotFoundError
+from pipeline.inputs.star import parse_star_options
 from pipeline.model import ExtraData, Vec3
 
 __all__ = ["load_json", "read_extra_data"]
@@ -31,6 +36,7 @@ _SEGMENTATION_KEYS = {
     "segment_ids_to_segment_names_mapping",
     "custom_segment_ids_mapping",
     "dataset_specific_data",
+    "star_files",
 }
 
 
@@ -129,4 +135,18 @@ def read_extra_data(path: Path) -> ExtraData:
             seg.get("dataset_specific_data", {}), "segmentation.dataset_specific_data", path
         ),
         entry_metadata=entry_metadata,
+        star_files=_star_files(seg.get("star_files", {}), path),
     )
+
+
+def _star_files(value: Any, path: Path) -> dict[str, Any]:
+    """``segmentation.star_files``: STAR file options by file stem."""
+    out = {}
+    for stem, options in _object(value, "segmentation.star_files", path).items():
+        where = f"segmentation.star_files[{stem!r}]"
+        out[stem] = parse_star_options(
+            _object(options, where, path),
+            lambda key, where=where: f"{where}.{key}" if key else where,
+            lambda message: InputFormatError(message, path),
+        )
+    return out

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.inputs.geometric import read_geometric
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
 from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
 from pipeline.inputs.sff import read_sff
-from pipeline.model import ExtraData, LabelSource, VolumeSource
+from pipeline.inputs.star import read_star_geometric
+from pipeline.model import ExtraData, GeometricSegmentation, LabelSource, VolumeSource
 from pipeline.options import InputKind
 
 __all__ = ["DIRECTORY_KINDS", "READERS", "VOLUME_KINDS", "Contents", "Reader", "read_input"]
@@ -28,6 +30,7 @@ class Contents:
 
     volume: VolumeSource | None = None
     lattices: tuple[LabelSource, ...] = ()
+    geometric: tuple[GeometricSegmentation, ...] = ()
 
 
 Reader = Callable[[Path, Path | None, ExtraData | None], Contents]
@@ -54,12 +57,22 @@ def _nii_segmentation(path: Path, scratch: Path | None, extra: ExtraData | None)
     return Contents(lattices=(read_nifti_segmentation(path, scratch, extra),))
 
 
+def _geometric(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(geometric=(read_geometric(path, extra),))
+
+
+def _star(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(geometric=(read_star_geometric(path, extra),))
+
+
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
     InputKind.SFF: _sff,
     InputKind.NII_VOLUME: _nii_volume,
     InputKind.NII_SEGMENTATION: _nii_segmentation,
+    InputKind.GEOMETRIC_SEGMENTATION: _geometric,
+    InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION: _star,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)

@@ -1,0 +1,379 @@
+"""``star_file_geometric_segmentation`` inputs: RELION particle STAR files -> spheres.
+
+Read with ``starfile``. Layouts:
+
+- RELION 3.0: one (often unnamed) ``data_`` loop of particles, no optics block;
+- RELION 3.1 and 4: ``data_optics`` + ``data_particles``; ``rlnCoordinateX/Y/Z`` in pixels;
+- RELION 5: ``rlnCenteredCoordinateX/Y/ZAngst``, in Angstrom from the tomogram's centre.
+
+Every particle becomes a sphere (id = its 0-based row in the particles table) centred at::
+
+    (rlnCoordinate - rlnOrigin[px]) / coordinate divisor * pixel size - rlnOrigin*Angst
+
+or, RELION 5, ``rlnCenteredCoordinate*Angst - rlnOrigin*Angst`` plus the tomogram's centre.
+The pixel size is the option, else the first of ``rlnTomoTiltSeriesPixelSize``,
+``rlnMicrographPixelSize``, ``rlnImagePixelSize``, ``rlnPixelSize`` found in the particles or
+the optics block (by ``rlnOpticsGroup``), else ``rlnDetectorPixelSize`` (um) * 10^4 /
+``rlnMagnification``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
+from pipeline.model import RGBA, ExtraData, GeometricSegmentation
+from pipeline.options import validate_name
+
+__all__ = [
+    "STAR_OPTION_KEYS",
+    "StarOptions",
+    "parse_hex_color",
+    "parse_star_options",
+    "read_star",
+    "read_star_geometric",
+    "star_file_key",
+]
+
+PIXEL_SIZE_COLUMNS = (
+    "rlnTomoTiltSeriesPixelSize",
+    "rlnMicrographPixelSize",
+    "rlnImagePixelSize",
+    "rlnPixelSize",
+)
+_AXES = ("X", "Y", "Z")
+STAR_OPTION_KEYS = (
+    "segmentation_id",
+    "sphere_radius",
+    "sphere_color_hex",
+    "pixel_size",
+    "star_file_coordinate_divisor",
+    "tomo_name",
+    "tomogram_size",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StarOptions:
+    """How a STAR file becomes spheres (``star-to-geometric`` options or extra data)."""
+
+    segmentation_id: str | None = None  # None: the file stem
+    sphere_radius: float = 100.0  # Angstrom
+    sphere_color: RGBA | None = None  # None: one palette colour for the segmentation
+    pixel_size: float | None = None  # Angstrom; None: from the STAR file
+    coordinate_divisor: float = 1.0
+    tomo_name: str | None = None  # keep the particles of this tomogram only
+    tomogram_size: tuple[int, int, int] | None = None  # voxels, for RELION 5 centred coordinates
+
+
+def parse_hex_color(text: str) -> RGBA:
+    """``RRGGBB`` or ``RRGGBBAA`` (``#`` optional) as RGBA 0..1; ValueError otherwise.
+
+    >>> parse_hex_color("#FF0000")
+    (1.0, 0.0, 0.0, 1.0)
+    """
+    digits = text.removeprefix("#")
+    if not re.fullmatch(r"[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?", digits):
+        raise ValueError(f"not a hex colour RRGGBB or RRGGBBAA: {text!r}")
+    values = [int(digits[i : i + 2], 16) / 255 for i in range(0, len(digits), 2)]
+    return (values[0], values[1], values[2], values[3] if len(values) == 4 else 1.0)
+
+
+def _positive(value: Any, name: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def parse_star_options(
+    values: dict[str, Any], name: Callable[[str], str], error: Callable[[str], PreprocessorError]
+) -> StarOptions:
+    """Check option values (keys of :data:`STAR_OPTION_KEYS`, None = default).
+
+    ``name(key)`` is how the user wrote the key (``--sphere-radius`` or an extra-data path) and
+    ``error(message)`` makes the error to raise.
+    """
+    unknown = sorted(set(values) - set(STAR_OPTION_KEYS))
+    if unknown:
+        raise error(
+            f"{name('')}: unknown key(s) {', '.join(unknown)} "
+            f"(expected: {', '.join(STAR_OPTION_KEYS)})"
+        )
+    v = {k: values.get(k) for k in STAR_OPTION_KEYS}
+    try:
+        for key in ("segmentation_id", "sphere_color_hex", "tomo_name"):
+            if v[key] is not None and not (isinstance(v[key], str) and v[key]):
+                raise ValueError(f"{name(key)} must be a non-empty string, got {v[key]!r}")
+        if v["segmentation_id"] is not None:
+            try:
+                validate_name(v["segmentation_id"], name("segmentation_id"))
+            except OptionError as exc:
+                raise ValueError(exc.message) from None
+        size = v["tomogram_size"]
+        if size is not None and (
+            not isinstance(size, list | tuple)
+            or len(size) != 3
+            or not all(type(n) is int and n > 0 for n in size)
+        ):
+            raise ValueError(f"{name('tomogram_size')} must be three integers > 0, got {size!r}")
+        radius = v["sphere_radius"]
+        return StarOptions(
+            segmentation_id=v["segmentation_id"],
+            sphere_radius=(100.0 if radius is None else _positive(radius, name("sphere_radius"))),
+            sphere_color=(
+                None if v["sphere_color_hex"] is None else parse_hex_color(v["sphere_color_hex"])
+            ),
+            pixel_size=(
+                None if v["pixel_size"] is None else _positive(v["pixel_size"], name("pixel_size"))
+            ),
+            coordinate_divisor=(
+                1.0
+                if v["star_file_coordinate_divisor"] is None
+                else _positive(
+                    v["star_file_coordinate_divisor"], name("star_file_coordinate_divisor")
+                )
+            ),
+            tomo_name=v["tomo_name"],
+            tomogram_size=None if size is None else (size[0], size[1], size[2]),
+        )
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("not a hex colour"):
+            message = f"{name('sphere_color_hex')}: {message}"
+        raise error(message) from None
+
+
+def star_file_key(path: Path) -> str:
+    """The key of a STAR file in extra data's ``segmentation.star_files``: its stem."""
+    return Path(path).stem
+
+
+def _read_blocks(path: Path) -> dict[str, Any]:
+    import pandas as pd
+    import starfile
+
+    if not path.is_file():
+        raise InputNotFoundError("no such file", path)
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except (ValueError, KeyError, IndexError, TypeError, pd.errors.ParserError) as exc:
+        detail = " ".join(str(exc).split())  # pandas' messages span lines
+        raise InputFormatError(f"not a readable STAR file ({detail})", path) from None
+    if not isinstance(blocks, dict) or not blocks:
+        raise InputFormatError("not a STAR file: no data_ block", path)
+    return blocks
+
+
+def _tables(path: Path) -> tuple[Any, Any]:
+    """The particles table and the optics table (None when absent)."""
+    import pandas as pd
+
+    blocks = _read_blocks(path)
+    tables = {k: b for k, b in blocks.items() if isinstance(b, pd.DataFrame)}
+    optics = tables.get("optics")
+    particles = tables.get("particles")
+    if particles is None:
+        candidates = [
+            b
+            for k, b in tables.items()
+            if k != "optics"
+            and ({"rlnCoordinateX", "rlnCenteredCoordinateXAngst"} & set(b.columns))
+        ]
+        if not candidates:
+            raise InputFormatError(
+                "no particle table with rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst "
+                f"(data blocks: {', '.join(repr(k) for k in blocks)})",
+                path,
+            )
+        particles = candidates[0]
+    return particles, optics
+
+
+def _column(table: Any, name: str, path: Path) -> np.ndarray:
+    try:
+        values = np.asarray(table[name], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputFormatError(f"column {name} holds values that are not numbers", path) from None
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise InputFormatError(f"{name} of particle {bad[0]} is not a finite number", path)
+    return values
+
+
+def _vectors(table: Any, prefix: str, suffix: str, path: Path) -> np.ndarray | None:
+    names = [f"{prefix}{a}{suffix}" for a in _AXES]
+    present = [n for n in names if n in table.columns]
+    if not present:
+        return None
+    if len(present) < 3:
+        missing = sorted(set(names) - set(present))
+        raise InputFormatError(f"{', '.join(present)} without {', '.join(missing)}", path)
+    return np.stack([_column(table, n, path) for n in names], axis=1)
+
+
+def _from_optics(particles: Any, optics: Any, name: str, path: Path) -> np.ndarray:
+    values = _column(optics, name, path)
+    if len(values) == 1:
+        return np.full(len(particles), values[0])
+    if "rlnOpticsGroup" not in particles.columns or "rlnOpticsGroup" not in optics.columns:
+        raise InputFormatError(
+            f"{len(values)} optics groups but no rlnOpticsGroup to tell which {name} applies",
+            path,
+        )
+    by_group = dict(zip(_column(optics, "rlnOpticsGroup", path).tolist(), values, strict=True))
+    groups = _column(particles, "rlnOpticsGroup", path)
+    unknown = sorted(set(groups.tolist()) - set(by_group))
+    if unknown:
+        raise InputFormatError(f"particles name optics group(s) {unknown} not in data_optics", path)
+    return np.array([by_group[g] for g in groups.tolist()])
+
+
+def _pixel_sizes(particles: Any, optics: Any, path: Path) -> np.ndarray | None:
+    """Angstrom per coordinate pixel, per particle, as the STAR file says (None: it does not)."""
+    sizes: np.ndarray | None = None
+    for name in PIXEL_SIZE_COLUMNS:
+        if name in particles.columns:
+            sizes = _column(particles, name, path)
+        elif optics is not None and name in optics.columns:
+            sizes = _from_optics(particles, optics, name, path)
+        if sizes is not None:
+            break
+    if sizes is None and {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
+        name = "rlnDetectorPixelSize / rlnMagnification"
+        magnification = _column(particles, "rlnMagnification", path)
+        if not np.all(magnification > 0):
+            raise InputFormatError("rlnMagnification must be > 0", path)
+        sizes = _column(particles, "rlnDetectorPixelSize", path) * 1e4 / magnification
+    if sizes is not None and not np.all(sizes > 0):
+        raise InputFormatError(f"pixel size ({name}) must be > 0", path)
+    return sizes
+
+
+def _short_name(name: str) -> str:
+    """``tomograms/TS_001/TS_001.st:mrc`` -> ``TS_001``; ``pos22.tomostar`` -> ``pos22``."""
+    return Path(name.split(":")[0]).stem
+
+
+def _select(particles: Any, tomo_name: str | None, path: Path) -> np.ndarray:
+    """Rows of the particles of one tomogram (all when the file holds one)."""
+    column = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in particles.columns), None)
+    if column is None:
+        if tomo_name is not None:
+            raise InputFormatError(
+                f"no rlnTomoName or rlnMicrographName column to select tomogram {tomo_name!r}",
+                path,
+            )
+        return np.arange(len(particles))
+    names = [str(n) for n in particles[column].tolist()]
+    distinct = list(dict.fromkeys(names))
+    if tomo_name is None:
+        if len(distinct) > 1:
+            raise InputFormatError(
+                f"particles of {len(distinct)} tomograms ({column}: "
+                f"{', '.join(distinct[:5])}{', ...' if len(distinct) > 5 else ''}): choose one "
+                "with --tomo-name (tomo_name in extra data)",
+                path,
+            )
+        return np.arange(len(particles))
+    rows = [i for i, n in enumerate(names) if tomo_name in (n, _short_name(n))]
+    if not rows:
+        raise InputFormatError(
+            f"no particle of tomogram {tomo_name!r} ({column} holds: "
+            f"{', '.join(distinct[:5])}{', ...' if len(distinct) > 5 else ''})",
+            path,
+        )
+    return np.array(rows)
+
+
+def read_star(path: Path, options: StarOptions, on_volume: bool = False) -> GeometricSegmentation:
+    """Read a RELION particle STAR file as a geometric segmentation of spheres.
+
+    ``on_volume``: the spheres will be placed on the entry's volume by preprocess (pixel
+    coordinates then count from its sample 0, RELION 5 centred ones from its centre unless
+    ``tomogram_size`` is given); otherwise they count from 0, and RELION 5 coordinates need
+    ``tomogram_size``.
+    """
+    path = Path(path)
+    particles, optics = _tables(path)
+    rows = _select(particles, options.tomo_name, path)
+    particles = particles.iloc[rows]
+    if len(particles) == 0:
+        raise InputFormatError("the STAR file holds no particles", path)
+    pixels = _vectors(particles, "rlnCoordinate", "", path)
+    centred = _vectors(particles, "rlnCenteredCoordinate", "Angst", path)
+    shift = _vectors(particles, "rlnOrigin", "Angst", path)
+    shift = np.zeros((len(particles), 3)) if shift is None else shift
+    sizes = None
+    if options.pixel_size is not None:
+        sizes = np.full(len(particles), options.pixel_size)
+    elif pixels is not None or options.tomogram_size is not None:
+        sizes = _pixel_sizes(particles, optics, path)
+        if sizes is None:
+            raise InputFormatError(
+                "no pixel size in the STAR file (" + ", ".join(PIXEL_SIZE_COLUMNS) + ", "
+                "rlnDetectorPixelSize/rlnMagnification): give --pixel-size (pixel_size in "
+                "extra data)",
+                path,
+            )
+    anchor = "volume_origin" if on_volume else "absolute"
+    if pixels is not None:
+        assert sizes is not None
+        origin_px = _vectors(particles, "rlnOrigin", "", path)
+        if origin_px is not None:  # RELION 3.0: origins in pixels
+            pixels = pixels - origin_px
+        centres = pixels / options.coordinate_divisor * sizes[:, None] - shift
+    elif centred is not None:
+        centres = centred - shift
+        if options.tomogram_size is not None:
+            assert sizes is not None
+            centres = centres + np.asarray(options.tomogram_size) * sizes[:, None] / 2
+        elif on_volume:
+            anchor = "volume_centre"
+        else:
+            raise OptionError(
+                f"{path}: RELION 5 centred coordinates (rlnCenteredCoordinateX/Y/ZAngst) need "
+                "the tomogram's size: give --tomogram-size NX NY NZ"
+            )
+    else:
+        raise InputFormatError(
+            "no particle coordinates (rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst)",
+            path,
+        )
+    ids = [int(i) for i in rows]
+    spheres = tuple(
+        {"id": i, "kind": "sphere", "center": c, "radius": options.sphere_radius}
+        for i, c in zip(ids, centres.tolist(), strict=True)
+    )
+    return GeometricSegmentation(
+        path=path,
+        segmentation_id=options.segmentation_id or star_file_key(path),
+        frames={0: spheres},
+        colors=dict.fromkeys(ids, options.sphere_color),
+        labels=dict.fromkeys(ids),
+        anchor=anchor,
+    )
+
+
+def read_star_geometric(path: Path, extra: ExtraData | None = None) -> GeometricSegmentation:
+    """The ``star_file_geometric_segmentation`` reader: options from extra data's
+    ``segmentation.star_files[<stem>]``; the id from there, else ``segmentation_ids_mapping``,
+    else the file stem."""
+    key = star_file_key(path)
+    options = StarOptions()
+    if extra is not None:
+        options = extra.star_files.get(key, options)
+        if options.segmentation_id is None and key in extra.segmentation_ids_mapping:
+            options = replace(options, segmentation_id=extra.segmentation_ids_mapping[key])
+    return read_star(path, options, on_volume=True)
