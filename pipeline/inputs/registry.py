@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
+from pipeline.inputs.ometiff import read_ometiff_image, read_ometiff_segmentation
 from pipeline.inputs.sff import read_sff
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind
@@ -45,10 +46,20 @@ def _sff(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     return Contents(lattices=tuple(read_sff(path, scratch, extra)))
 
 
+def _ometiff_image(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(volume=read_ometiff_image(path, extra))
+
+
+def _ometiff_segmentation(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(lattices=tuple(read_ometiff_segmentation(path, extra)))
+
+
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
     InputKind.SFF: _sff,
+    InputKind.OMETIFF_IMAGE: _ometiff_image,
+    InputKind.OMETIFF_SEGMENTATION: _ometiff_segmentation,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
