@@ -62,8 +62,8 @@ def _hipsc_files(folder: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     seg[5, 3, 10:12, 10:12] = 4
     seg[6, 3, 11:14, 20:25] = 9
     # channel 4 stays empty (background only)
-    meta = {"axes": "ZCYX", "PhysicalSizeX": 0.108333, "PhysicalSizeY": 0.108333}
-    meta["PhysicalSizeZ"] = 0.108333
+    # the file's own sizes (0.2 um) differ from the extra data's: the extra data must win
+    meta = {"axes": "ZCYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 0.2}
     img_path = folder / "hipsc_230741_volume.ome.tif"
     seg_path = folder / "hipsc_230741_segmentation.ome.tif"
     tifffile.imwrite(
@@ -389,6 +389,14 @@ def _bad_cases(folder: Path) -> list[tuple[list[tuple[Path, str]], str, str]]:
         ome=True,
         metadata={"axes": "ZYX", "PhysicalSizeX": 1, "PhysicalSizeXUnit": "pixel"},
     )
+    multi = folder / "multi.ome.tif"  # its planes are said to be in another file
+    xml = (
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+        '<Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="5" SizeY="6" '
+        'SizeZ="2" SizeC="1" SizeT="1"><TiffData IFD="0" PlaneCount="2">'
+        '<UUID FileName="other.ome.tif">urn:uuid:0</UUID></TiffData></Pixels></Image></OME>'
+    )
+    tifffile.imwrite(multi, np.zeros((2, 6, 5), np.uint8), description=xml.encode(), metadata=None)
     extra = folder / "bad_extra.json"
     extra.write_text(
         json.dumps(
@@ -403,6 +411,7 @@ def _bad_cases(folder: Path) -> list[tuple[list[tuple[Path, str]], str, str]]:
         ([(plain, "ometiff_image")], str(plain), "not an OME-TIFF"),
         ([(truncated, "ometiff_image")], str(truncated), "truncated"),
         ([(beyond, "ometiff_image")], str(beyond), "truncated"),
+        ([(multi, "ometiff_image")], str(multi), "multi-file OME-TIFF"),
         ([(bad_unit, "ometiff_image")], str(bad_unit), "'pixel' cannot be converted"),
         ([img, (text, "ometiff_segmentation")], str(text), "not a readable TIFF"),
         ([(extra, "extra_data"), img], str(extra), "missing_dimensions"),

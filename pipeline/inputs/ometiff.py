@@ -405,6 +405,11 @@ def _layout(
             f"OME-XML: SizeC={sizes['C']} is not a multiple of SamplesPerPixel={samples}", path
         )
     planes = sizes["Z"] * sizes["C"] // samples * sizes["T"]
+    for block in _children(pixels, "TiffData"):
+        uuid = _child(block, "UUID")
+        name = uuid.get("FileName") if uuid is not None else None
+        if name and Path(name).name != path.name:
+            raise InputFormatError(f"multi-file OME-TIFF (planes in {name}) is not supported", path)
     tiff_data = _child(pixels, "TiffData")
     first = (_number(tiff_data, "IFD", path, int) or 0) if tiff_data is not None else 0
     if first + planes > npages:
