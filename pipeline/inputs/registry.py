@@ -16,6 +16,7 @@ from pipeline.inputs.geometric import read_geometric
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
 from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
+from pipeline.inputs.ometiff import read_ometiff_image, read_ometiff_segmentation
 from pipeline.inputs.sff import read_sff
 from pipeline.inputs.star import read_star_geometric
 from pipeline.model import ExtraData, GeometricSegmentation, LabelSource, VolumeSource
@@ -65,6 +66,14 @@ def _star(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents
     return Contents(geometric=(read_star_geometric(path, extra),))
 
 
+def _ometiff_image(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(volume=read_ometiff_image(path, extra))
+
+
+def _ometiff_segmentation(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    return Contents(lattices=tuple(read_ometiff_segmentation(path, extra)))
+
+
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
@@ -73,6 +82,8 @@ READERS: dict[InputKind, Reader] = {
     InputKind.NII_SEGMENTATION: _nii_segmentation,
     InputKind.GEOMETRIC_SEGMENTATION: _geometric,
     InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION: _star,
+    InputKind.OMETIFF_IMAGE: _ometiff_image,
+    InputKind.OMETIFF_SEGMENTATION: _ometiff_segmentation,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
