@@ -13,6 +13,7 @@ import click
 from pipeline.batch import BatchResult, read_batch, run_batch
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import list_entries, validate_entry
+from pipeline.describe import describe, describe_lines
 from pipeline.errors import OptionError, PreprocessorError
 from pipeline.geometric import star_to_geometric
 from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
@@ -311,6 +312,33 @@ def star_to_geometric_command(**kw: Any) -> None:
         f"star-to-geometric: {count} spheres, segmentation {segmentation.segmentation_id} -> "
         f"{kw['output']}"
     )
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--input-kind",
+    type=click.Choice(_KINDS),
+    help="Reader to use (default: guessed from the name; masks need --input-kind mask).",
+)
+@click.option(
+    "--extra-data",
+    type=click.Path(path_type=Path),
+    help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@click.option("--verbose", is_flag=True, help="Tracebacks on errors.")
+def inspect_command(
+    path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
+) -> None:
+    """Print what a reader sees in an input: shape, dtype, axis order, voxel size, origin,
+    channels, time points, lattices and segments (headers only; no voxel is read)."""
+    info = describe(path, InputKind(input_kind) if input_kind else None, extra_data)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        for line in describe_lines(info):
+            click.echo(line)
 
 
 def main() -> None:

@@ -1,0 +1,146 @@
+"""``inspect``: what a reader sees in one input, without reading its voxels.
+
+The general form of the seed's ``check_ometiff_dimensions.py``: every kind goes through the same
+reader ``preprocess`` uses (headers only: no scratch folder, compressed files are not
+decompressed), and the source model it returns is described: format, shape, dtype, axis order,
+voxel size, origin, channels, time points, lattices and their segments, meshes, primitives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputNotFoundError, OptionError, UnsupportedInputError
+from pipeline.inputs.extra_data import read_extra_data
+from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, Contents, read_input
+from pipeline.options import InputKind
+
+__all__ = ["describe", "describe_lines", "guess_kind"]
+
+_SUFFIXES = [  # (name ending, kind), longest first where they overlap
+    (".ome.tiff", InputKind.OMETIFF_IMAGE),
+    (".ome.tif", InputKind.OMETIFF_IMAGE),
+    (".nii.gz", InputKind.NII_VOLUME),
+    (".nii", InputKind.NII_VOLUME),
+    (".hff", InputKind.SFF),
+    (".sff", InputKind.SFF),
+    (".star", InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION),
+    (".zarr", InputKind.OMEZARR),
+]
+_MAP_SUFFIXES = (".map", ".mrc", ".ccp4", ".rec", ".st", ".ali", ".mrcs")
+
+
+def guess_kind(path: Path) -> InputKind:
+    """The kind a file name suggests (maps for MRC names; masks must be named with
+    ``--input-kind mask``)."""
+    name = Path(path).name.lower()
+    for suffix in (".gz", ".bz2"):
+        if name.endswith(suffix) and not name.endswith(".nii.gz"):
+            name = name.removesuffix(suffix)
+    for ending, kind in _SUFFIXES:
+        if name.endswith(ending):
+            return kind
+    if name.endswith(_MAP_SUFFIXES):
+        return InputKind.MAP
+    if (Path(path) / ".zattrs").exists() or (Path(path) / "zarr.json").exists():
+        return InputKind.OMEZARR
+    raise OptionError(f"{path}: cannot tell the input kind from the name; give --input-kind")
+
+
+def _vec(values: Any) -> list[float] | None:
+    return None if values is None else [round(float(v), 6) for v in values]
+
+
+def describe(
+    path: Path, kind: InputKind | None = None, extra_path: Path | None = None
+) -> dict[str, Any]:
+    """What the reader of ``kind`` (guessed from the name when None) sees in ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError("no such file or directory", path)
+    kind = kind or guess_kind(path)
+    if kind not in READERS:
+        raise UnsupportedInputError(f"inspect reads inputs that hold data, not {kind.value}", path)
+    if (kind in DIRECTORY_KINDS) != path.is_dir():
+        what = "a directory" if kind in DIRECTORY_KINDS else "a file"
+        raise InputNotFoundError(f"a {kind.value} input must be {what}", path)
+    extra = read_extra_data(extra_path) if extra_path is not None else None
+    contents: Contents = read_input(kind, path, None, extra)
+    out: dict[str, Any] = {"path": str(path), "kind": kind.value}
+    volume = contents.volume
+    if volume is not None:
+        out["volume"] = {
+            "shape_xyz": list(volume.shape),
+            "dtype": str(volume.dtype),
+            "time_points": len(volume.frames),
+            "time_units": volume.time_units,
+            "channel_ids": list(volume.channel_ids),
+            "channel_labels": list(volume.channel_labels or ()),
+            "voxel_size_angstrom": _vec(volume.voxel_size),
+            "origin_angstrom": _vec(volume.origin),
+            "original_axis_order": list(volume.original_axis_order),
+            "source_axes_units": dict(volume.source_axes_units),
+            "memory_order": volume.memory_order,
+        }
+    out["lattices"] = [
+        {
+            "id": lattice.lattice_id,
+            "shape_xyz": list(lattice.shape),
+            "dtype": str(lattice.frames[0].dtype),
+            "time_points": len(lattice.frames),
+            "voxel_size_angstrom": _vec(lattice.voxel_size),
+            "origin_angstrom": _vec(lattice.origin),
+            "segments": [
+                {"id": s.id, "name": s.name, "color": None if s.color is None else list(s.color)}
+                for s in lattice.segments
+            ],
+        }
+        for lattice in contents.lattices
+    ]
+    out["geometric"] = [
+        {
+            "id": g.segmentation_id,
+            "time_points": sorted(g.frames),
+            "primitives": dict(Counter(p["kind"] for f in g.frames.values() for p in f)),
+        }
+        for g in contents.geometric
+    ]
+    return out
+
+
+def describe_lines(info: dict[str, Any]) -> list[str]:
+    """``describe``'s result as aligned text lines."""
+
+    def xyz(v: list[Any] | None) -> str:
+        return "not given" if v is None else " x ".join(f"{x:g}" for x in v)
+
+    lines = [f"{'file':<22}{info['path']}", f"{'kind':<22}{info['kind']}"]
+    v = info.get("volume")
+    if v:
+        lines += [
+            f"{'volume grid (x y z)':<22}{xyz(v['shape_xyz'])}  {v['dtype']}",
+            f"{'voxel size (Å)':<22}{xyz(v['voxel_size_angstrom'])}",
+            f"{'origin (Å)':<22}{xyz(v['origin_angstrom'])}",
+            f"{'axis order':<22}{v['original_axis_order']}  (memory order {v['memory_order']})",
+            f"{'time points':<22}{v['time_points']} ({v['time_units']})",
+            f"{'channels':<22}{', '.join(v['channel_ids'])}",
+        ]
+        if any(v["channel_labels"]):
+            lines.append(f"{'channel labels':<22}{', '.join(map(str, v['channel_labels']))}")
+        if v["source_axes_units"]:
+            units = ", ".join(f"{k}: {u}" for k, u in v["source_axes_units"].items())
+            lines.append(f"{'source units':<22}{units}")
+    for lat in info["lattices"]:
+        named = [f"{s['id']}: {s['name']}" for s in lat["segments"] if s["name"]]
+        lines += [
+            f"{'lattice':<22}{lat['id']}: {xyz(lat['shape_xyz'])} {lat['dtype']}, "
+            f"{lat['time_points']} time point(s), voxel size {xyz(lat['voxel_size_angstrom'])}",
+            f"{'  segments':<22}{len(lat['segments'])} described"
+            + (f" ({', '.join(named[:8])})" if named else ""),
+        ]
+    for geo in info["geometric"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(geo["primitives"].items()))
+        lines.append(f"{'geometric':<22}{geo['id']}: {kinds}; time points {geo['time_points']}")
+    return lines
