@@ -50,6 +50,18 @@ def write_mrc(
     return path
 
 
+def assert_one_line_error(result: Any, *fragments: str) -> None:
+    """A CLI result that failed with exit 2 and exactly one ``error:`` line holding
+    ``fragments``, and no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

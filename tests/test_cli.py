@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import preprocess_args, tree_digest, write_mrc
+from conftest import assert_one_line_error, preprocess_args, tree_digest, write_mrc
 
 from pipeline.options import InputKind
 from pipeline.preprocess import SUPPORTED_KINDS
@@ -19,16 +19,6 @@ def small_map(tmp_path):
     data = np.random.default_rng(0).normal(size=(10, 12, 14)).astype(np.float32)
     (tmp_path / "in").mkdir()
     return write_mrc(tmp_path / "in" / "small.mrc", data, voxel_size=3.0)
-
-
-def _assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -50,25 +40,25 @@ def test_invalid_options_fail_before_anything_is_written(
     run_cli, tmp_path, small_map, extra, fragments
 ):
     result = run_cli(*preprocess_args([(small_map, "map")], tmp_path, extra=extra))
-    _assert_one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
 
 
 def test_unknown_kind_missing_file_and_unsupported_kind(run_cli, tmp_path, small_map):
-    _assert_one_line_error(
+    assert_one_line_error(
         run_cli(*preprocess_args([(small_map, "mapp")], tmp_path)), "unknown --input-kind 'mapp'"
     )
     missing = tmp_path / "nope.mrc"
-    _assert_one_line_error(
+    assert_one_line_error(
         run_cli(*preprocess_args([(missing, "map")], tmp_path)), str(missing), "no such file"
     )
     unsupported = sorted(k.value for k in InputKind if k not in SUPPORTED_KINDS)
     if unsupported:  # every kind gets a reader in the end
-        _assert_one_line_error(
+        assert_one_line_error(
             run_cli(*preprocess_args([(small_map, "map"), (small_map, unsupported[0])], tmp_path)),
             f"not supported yet: {unsupported[0]}",
         )
-    _assert_one_line_error(
+    assert_one_line_error(
         run_cli(*preprocess_args([(tmp_path, "map")], tmp_path)), "must be a file"
     )
     assert not (tmp_path / "db").exists()
@@ -77,7 +67,7 @@ def test_unknown_kind_missing_file_and_unsupported_kind(run_cli, tmp_path, small
 @pytest.mark.parametrize("entry", ["a/b", "..", "../x", "_staging", ".hidden", ""])
 def test_entry_ids_cannot_escape_the_database(run_cli, tmp_path, small_map, entry):
     result = run_cli(*preprocess_args([(small_map, "map")], tmp_path, entry=entry))
-    _assert_one_line_error(result, "--entry-id")
+    assert_one_line_error(result, "--entry-id")
     assert not (tmp_path / "db").exists()
 
 
@@ -98,7 +88,7 @@ def test_add_twice_fails_and_leaves_the_entry_unchanged(run_cli, tmp_path, small
     assert "levels 1, 2" in first.stdout
     before = tree_digest(tmp_path / "db")
     second = run_cli(*args)
-    _assert_one_line_error(second, "already exists")
+    assert_one_line_error(second, "already exists")
     assert tree_digest(tmp_path / "db") == before
     assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
 
@@ -107,7 +97,7 @@ def test_bad_input_file_leaves_no_trace(run_cli, tmp_path):
     bad = tmp_path / "bad.mrc"
     bad.write_bytes(b"\0" * 100)
     result = run_cli(*preprocess_args([(bad, "map")], tmp_path))
-    _assert_one_line_error(result, str(bad), "truncated")
+    assert_one_line_error(result, str(bad), "truncated")
     assert tree_digest(tmp_path / "db") == {}
     assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
 
@@ -118,7 +108,7 @@ def test_nan_map_is_rejected(run_cli, tmp_path):
         warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile notes the NaNs
         path = write_mrc(tmp_path / "nan.mrc", data)
     result = run_cli(*preprocess_args([(path, "map")], tmp_path))
-    _assert_one_line_error(result, str(path), "NaN")
+    assert_one_line_error(result, str(path), "NaN")
     assert tree_digest(tmp_path / "db") == {}
 
 
@@ -147,7 +137,7 @@ def test_missing_required_option_and_no_arguments(run_cli, tmp_path, small_map):
     args = [
         a for a in preprocess_args([(small_map, "map")], tmp_path) if a not in ("--mode", "add")
     ]
-    _assert_one_line_error(run_cli(*args), "--mode")
+    assert_one_line_error(run_cli(*args), "--mode")
     bare = run_cli()
     assert bare.exit_code == 2 and "Usage" in bare.stderr and "preprocess" in bare.stderr
 
@@ -216,10 +206,10 @@ def test_source_names_cannot_escape_the_database(run_cli, tmp_path, small_map, s
     args = preprocess_args([(small_map, "map")], tmp_path)
     args[args.index("--source-db") + 1] = source
     result = run_cli(*args)
-    _assert_one_line_error(result, "--source-db")
+    assert_one_line_error(result, "--source-db")
     assert not (tmp_path / "db").exists() and not (tmp_path / "x").exists()
     for command in (["delete"], ["remove-volume"], ["remove-descriptions", "--id", "a"]):
         result = run_cli(
             *command, "--db-path", tmp_path / "db", "--source-db", source, "--entry-id", "e"
         )
-        _assert_one_line_error(result, "--source-db")
+        assert_one_line_error(result, "--source-db")

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import preprocess_args, sha256, tree_digest, write_mrc
+from conftest import assert_one_line_error, preprocess_args, sha256, tree_digest, write_mrc
 
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import validate_entry
@@ -17,16 +17,6 @@ GEOMETRIC = "preprocessor/sample_segmentations/geometric_segmentations"
 EMPIAR = "preprocessor/sample_segmentations/empiar/empiar-11756"
 PALETTE_0 = [0.902, 0.624, 0.0, 1.0]  # pipeline.db.metadata.PALETTE, repeated as data
 PALETTE_1 = [0.337, 0.706, 0.914, 1.0]
-
-
-def _assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _entry(tmp_path, entry="emd-1832"):
@@ -418,7 +408,7 @@ def test_an_invalid_primitive_is_one_error_naming_file_and_index(
     result = run_cli(
         *preprocess_args([(small_map, "map"), (bad, "geometric_segmentation")], tmp_path)
     )
-    _assert_one_line_error(result, f"error: {bad}: frame 0, primitive 1 (", fragment)
+    assert_one_line_error(result, f"error: {bad}: frame 0, primitive 1 (", fragment)
     assert not (tmp_path / "db").exists()
 
 
@@ -440,7 +430,7 @@ def test_a_malformed_document_is_one_error(run_cli, tmp_path, small_map, doc, fr
     result = run_cli(
         *preprocess_args([(small_map, "map"), (bad, "geometric_segmentation")], tmp_path)
     )
-    _assert_one_line_error(result, str(bad), fragment)
+    assert_one_line_error(result, str(bad), fragment)
     assert not (tmp_path / "db").exists()
 
 
@@ -449,7 +439,7 @@ def test_dry_run_checks_the_primitives(run_cli, tmp_path, small_map):
     args = preprocess_args(
         [(small_map, "map"), (bad, "geometric_segmentation")], tmp_path, extra=("--dry-run",)
     )
-    _assert_one_line_error(run_cli(*args), "primitive 1 (sphere)")
+    assert_one_line_error(run_cli(*args), "primitive 1 (sphere)")
 
 
 def test_segmentation_ids_mapping_renames_and_default_id_is_the_stem(run_cli, tmp_path, small_map):
@@ -475,7 +465,7 @@ def test_two_inputs_with_one_id_are_refused(run_cli, tmp_path, small_map):
     one = _write(tmp_path, "one.json", ALL_KINDS)
     two = _write(tmp_path, "two.json", ALL_KINDS)
     args = [(small_map, "map"), (one, "geometric_segmentation"), (two, "geometric_segmentation")]
-    _assert_one_line_error(
+    assert_one_line_error(
         run_cli(*preprocess_args(args, tmp_path)), "'shapes' given twice", str(one), str(two)
     )
     assert not (tmp_path / "db").exists()
@@ -484,7 +474,7 @@ def test_two_inputs_with_one_id_are_refused(run_cli, tmp_path, small_map):
 def test_a_geometric_segmentation_alone_is_not_an_entry(run_cli, tmp_path):
     shapes = _write(tmp_path, "shapes.json", ALL_KINDS)
     result = run_cli(*preprocess_args([(shapes, "geometric_segmentation")], tmp_path))
-    _assert_one_line_error(result, "an entry needs a volume input")
+    assert_one_line_error(result, "an entry needs a volume input")
 
 
 @pytest.fixture
@@ -523,12 +513,12 @@ def test_extend_adds_geometric_segmentations_and_refuses_a_clash(
     # the same id again: refused, entry unchanged
     digest = tree_digest(tmp_path / "db")
     args = preprocess_args([(inputs[0], "geometric_segmentation")], tmp_path, mode="extend")
-    _assert_one_line_error(run_cli(*args), "geometric segmentation id(s) 1 already in entry")
+    assert_one_line_error(run_cli(*args), "geometric segmentation id(s) 1 already in entry")
     assert tree_digest(tmp_path / "db") == digest
     # an invalid primitive in extend: refused, entry unchanged
     bad = _write(tmp_path, "bad.json", INVALID[0][0])
     args = preprocess_args([(bad, "geometric_segmentation")], tmp_path, mode="extend")
-    _assert_one_line_error(run_cli(*args), str(bad), "frame 0, primitive 1 (sphere)")
+    assert_one_line_error(run_cli(*args), str(bad), "frame 0, primitive 1 (sphere)")
     assert tree_digest(tmp_path / "db") == digest
 
 
@@ -555,7 +545,7 @@ def test_remove_segmentation_kind_geometric(run_cli, tmp_path, small_map, shared
     folder = tmp_path / "db" / "emdb" / "emd-1832"
     digest = tree_digest(tmp_path / "db")
     result = run_cli("remove-segmentation", *common, "--id", "3", "--kind", "geometric")
-    _assert_one_line_error(result, "no geometric segmentation 3", "it has: 1, 2")
+    assert_one_line_error(result, "no geometric segmentation 3", "it has: 1, 2")
     assert tree_digest(tmp_path / "db") == digest
 
     result = run_cli("remove-segmentation", *common, "--id", "1", "--kind", "geometric")

@@ -10,23 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
-from conftest import preprocess_args, tree_digest, write_mrc
+from conftest import assert_one_line_error, preprocess_args, tree_digest, write_mrc
 
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import validate_entry
 
 RELION = "real/relion_star"
 RNG = np.random.default_rng(7)
-
-
-def _assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _convert(run_cli, star, output, *options):
@@ -169,10 +159,10 @@ def test_relion31_optics_and_particles_with_a_tomogram_filter(run_cli, tmp_path)
 
     # both tomograms and no filter: refused, the output is left alone
     before = output.read_bytes()
-    _assert_one_line_error(
+    assert_one_line_error(
         _convert(run_cli, star, output), str(star), "particles of 2 tomograms", "--tomo-name"
     )
-    _assert_one_line_error(
+    assert_one_line_error(
         _convert(run_cli, star, output, "--tomo-name", "TS_09"), "no particle of tomogram 'TS_09'"
     )
     assert output.read_bytes() == before
@@ -182,7 +172,7 @@ def test_relion5_centred_coordinates_need_the_tomogram_size(run_cli, tmp_path):
     star = tmp_path / "run_data.star"
     particles = _relion5(star, tilt_series_pixel=1.5)
     output = tmp_path / "spheres.json"
-    _assert_one_line_error(
+    assert_one_line_error(
         _convert(run_cli, star, output, "--tomo-name", "TS_01"), "--tomogram-size"
     )
     assert not output.exists()
@@ -359,7 +349,7 @@ def test_real_relion30_files(run_cli, tmp_path, shared_data):
 
     # three tomograms (rlnMicrographName ....tomostar): one chosen by its name without suffix
     star = _real(shared_data, "sfftk_test_data9.star")
-    _assert_one_line_error(_convert(run_cli, star, output), "particles of 3 tomograms")
+    assert_one_line_error(_convert(run_cli, star, output), "particles of 3 tomograms")
     result = _convert(run_cli, star, output, "--tomo-name", "01122021_BrnoKrios_arctis_lam3_pos29")
     assert result.exit_code == 0, result.output
     columns, rows = _plain_table(star)
@@ -401,7 +391,7 @@ def test_real_czi_relion3_with_pixel_origins_and_detector_pixel_size(
 def test_real_file_without_pixel_size(run_cli, tmp_path, shared_data):
     star = _real(shared_data, "sfftk_test_data5.star")
     output = tmp_path / "five.json"
-    _assert_one_line_error(
+    assert_one_line_error(
         _convert(run_cli, star, output), str(star), "no pixel size", "--pixel-size"
     )
     assert _convert(run_cli, star, output, "--pixel-size", "2").exit_code == 0
@@ -462,7 +452,7 @@ def test_extend_adds_a_star_segmentation(run_cli, tmp_path):
     assert validate_entry(EntryLocation(tmp_path / "db", "emdb", "emd-1832")) == []
     # again: the id (the file stem) is taken
     digest = tree_digest(tmp_path / "db")
-    _assert_one_line_error(
+    assert_one_line_error(
         run_cli(*preprocess_args(args, tmp_path, mode="extend")), "ribosomes already in entry"
     )
     assert tree_digest(tmp_path / "db") == digest
@@ -551,10 +541,10 @@ def test_bad_star_files_are_one_error_and_change_nothing(run_cli, tmp_path, make
     result = run_cli(
         *preprocess_args([(star, "star_file_geometric_segmentation")], tmp_path, mode="extend")
     )
-    _assert_one_line_error(result, str(star), fragment)
+    assert_one_line_error(result, str(star), fragment)
     assert tree_digest(tmp_path / "db") == digest
     # the standalone command gives the same error
-    _assert_one_line_error(_convert(run_cli, star, tmp_path / "out.json"), fragment)
+    assert_one_line_error(_convert(run_cli, star, tmp_path / "out.json"), fragment)
     assert not (tmp_path / "out.json").exists()
 
 
@@ -580,7 +570,7 @@ def test_bad_star_options_in_extra_data(run_cli, tmp_path, options, fragment):
     )
     args = [(extra, "extra_data"), (tomogram, "map"), (star, "star_file_geometric_segmentation")]
     result = run_cli(*preprocess_args(args, tmp_path))
-    _assert_one_line_error(result, str(extra), fragment)
+    assert_one_line_error(result, str(extra), fragment)
     assert not (tmp_path / "db").exists()
 
 
@@ -588,16 +578,16 @@ def test_bad_standalone_options(run_cli, tmp_path):
     star = tmp_path / "p.star"
     _relion31(star)
     output = tmp_path / "o.json"
-    _assert_one_line_error(
+    assert_one_line_error(
         _convert(run_cli, star, output, "--sphere-radius", "nan", "--tomo-name", "TS_01"),
         "--sphere-radius must be a number > 0",
     )
-    _assert_one_line_error(
+    assert_one_line_error(
         _convert(run_cli, star, output, "--star-file-coordinate-divisor", "0"),
         "--star-file-coordinate-divisor must be",
     )
-    _assert_one_line_error(_convert(run_cli, star, star), "would overwrite the STAR file")
-    _assert_one_line_error(
+    assert_one_line_error(_convert(run_cli, star, star), "would overwrite the STAR file")
+    assert_one_line_error(
         _convert(run_cli, star, tmp_path / "nowhere" / "o.json", "--tomo-name", "TS_01"),
         "the output folder does not exist",
     )

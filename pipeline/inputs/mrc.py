@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import shutil
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,8 @@ import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
-from pipeline.errors import InputFormatError, InputNotFoundError
+from pipeline.errors import InputFormatError
+from pipeline.inputs.compressed import open_input
 from pipeline.model import Vec3, VolumeSource
 
 __all__ = ["MrcLayout", "memory_order", "mrc_array", "mrc_data", "read_map", "read_mrc_layout"]
@@ -55,30 +54,6 @@ class MrcLayout:
         if not any(self.origin_start) and any(self.header_origin):
             return self.header_origin
         return tuple(float(s) * v for s, v in zip(self.origin_start, voxel_size, strict=True))  # type: ignore[return-value]
-
-
-def _detect_compression(path: Path) -> str | None:
-    with open(path, "rb") as f:
-        magic = f.read(3)
-    if magic[:2] == b"\x1f\x8b":
-        return "gzip"
-    if magic == b"BZh":
-        return "bzip2"
-    return None
-
-
-def _spool_decompressed(path: Path, kind: str, scratch: Path) -> Path:
-    """Stream-decompress ``path`` into ``scratch`` (bounded memory) and return the copy."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    target = scratch / f"{uuid.uuid4().hex}-{path.name}.raw"
-    opener = gzip.open if kind == "gzip" else bz2.open
-    try:
-        with opener(path, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=16 * 2**20)
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
-        target.unlink(missing_ok=True)
-        raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc
-    return target
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[np.ndarray, str]:
@@ -144,21 +119,12 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     dry run) and its data cannot be accessed. Raises :class:`InputFormatError` for anything that
     makes the data unreadable.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError("no such file", path)
-    if not path.is_file():
-        raise InputNotFoundError("not a file", path)
-    compression = _detect_compression(path)
-    data_path: Path | None = path
-    if compression and scratch is None:
+    opened = open_input(path, scratch)
+    path, compression, data_path = opened.path, opened.compression, opened.data_path
+    if data_path is None:
+        assert compression is not None
         raw, size = _stream_head(path, compression)
-        data_path = None
     else:
-        if compression:
-            assert scratch is not None
-            data_path = _spool_decompressed(path, compression, scratch)
-        assert data_path is not None
         size = data_path.stat().st_size
         with open(data_path, "rb") as f:
             raw = f.read(_HEADER_BYTES)

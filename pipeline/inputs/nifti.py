@@ -33,9 +33,9 @@ from nibabel.spatialimages import HeaderDataError, HeaderTypeError
 from nibabel.wrapstruct import WrapStructError
 
 from pipeline.arrays import LazyArray, ShapeOnlyArray, TransposedArray
-from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
+from pipeline.errors import InputFormatError, UnsupportedInputError
+from pipeline.inputs.compressed import open_input
 from pipeline.inputs.mask import mask_lattice_id, named_segments
-from pipeline.inputs.mrc import _detect_compression, _spool_decompressed
 from pipeline.model import ExtraData, LabelSource, Vec3, VolumeSource
 
 __all__ = [
@@ -308,23 +308,13 @@ def read_nifti_layout(path: Path, scratch: Path | None) -> NiftiLayout:
     ...
     pipeline.errors.InputNotFoundError: missing.nii: no such file
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError("no such file", path)
-    if not path.is_file():
-        raise InputNotFoundError("not a file", path)
-    compression = _detect_compression(path)
-    data_path: Path | None = path
-    if compression and scratch is None:
+    opened = open_input(path, scratch)
+    path, compression, data_path = opened.path, opened.compression, opened.data_path
+    if data_path is None:
         header = _read_header(path, path, compression)
-        data_path = None
     else:
-        if compression:
-            assert scratch is not None
-            data_path = _spool_decompressed(path, compression, scratch)
-        elif path.name.endswith((".gz", ".bz2")):
+        if not compression and path.name.endswith((".gz", ".bz2")):
             raise InputFormatError("named like a compressed file but not compressed", path)
-        assert data_path is not None
         header = _read_header(data_path, path, None)
     shape, spatial, frames = _shape(header, path)
     file_dtype, slope, inter, dtype = _dtypes(header, path)
