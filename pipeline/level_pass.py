@@ -224,9 +224,13 @@ class LabelJob:
 
 
 def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
-    """Level-r category ids (uint32): labels checked at level 1, scratch values mapped after."""
+    """Level-r category ids: labels checked at level 1 (kept in their unsigned dtype up to 32
+    bits, widened to uint32 only where stored), scratch values mapped to uint32 after."""
     if job.lut is None:
-        if data.dtype.kind == "f" and not np.array_equal(data, np.rint(data)):
+        kind, size = data.dtype.kind, data.dtype.itemsize
+        if kind == "u" and size <= 2:  # every value is a category: no check, no copy
+            return data
+        if kind == "f" and not np.array_equal(data, np.rint(data)):
             raise InputFormatError("not a label volume: values are not whole numbers", job.path)
         if data.size and (data.min() < 0 or data.max() > np.iinfo(np.uint32).max - 1):
             raise InputFormatError(
@@ -234,6 +238,8 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
                 f"found {data.min()}..{data.max()}",
                 job.path,
             )
+        if kind in "iu" and size <= 4:  # non-negative: the same bits unsigned, no copy
+            return data.view(np.dtype(f"u{size}"))
         return data.astype(np.uint32)
     keys, values = job.lut
     out = data.astype(np.uint32)  # plain categories are below 2**32

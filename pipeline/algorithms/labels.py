@@ -78,7 +78,8 @@ def label_step_block(
     out_start: tuple[int, ...],
     out_stop: tuple[int, ...],
 ) -> StepResult:
-    """Level-2r windows ``[out_start, out_stop)`` of a uint32 level-r block starting at ``lo``.
+    """Level-2r windows ``[out_start, out_stop)`` of a level-r block of unsigned categories
+    (up to 32 bits) starting at ``lo``; ``single`` keeps the block's dtype.
 
     The block must cover samples ``2*out_start - 1 .. 2*(out_stop - 1) + 1`` (clipped).
     """
@@ -106,7 +107,7 @@ def label_step_block(
     for offsets in np.ndindex(*(3,) * block.ndim):
         index = tuple(taps[a][o][where[a]] for a, o in enumerate(offsets))
         columns.append(block[index])
-    values = np.sort(np.stack(columns, axis=1), axis=1)
+    values = np.sort(np.stack(columns, axis=1).astype(np.uint32, copy=False), axis=1)
     repeated = np.zeros_like(values, dtype=bool)
     repeated[:, 1:] = values[:, 1:] == values[:, :-1]
     values[repeated] = _SENTINEL

@@ -34,12 +34,15 @@ class ArrayTarget:
     order: str = "C"
 
     def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
-        """The (key, encoded bytes) of every chunk of a block that starts on the chunk grid."""
-        if block.dtype != self.dtype:
+        """The (key, encoded bytes) of every chunk of a block that starts on the chunk grid (a
+        block of a narrower dtype is widened chunk by chunk)."""
+        if block.dtype != self.dtype and not np.can_cast(block.dtype, self.dtype, "safe"):
             raise TypeError(f"{self.path}: block dtype {block.dtype} != {self.dtype}")
         return [
             (chunk_key(self.path, index), data)
-            for index, data in encode_block(block, origin, self.chunks, self.codec, self.order)
+            for index, data in encode_block(
+                block, origin, self.chunks, self.codec, self.order, self.dtype
+            )
         ]
 
     def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:

@@ -66,12 +66,14 @@ def encode_block(
     chunks: tuple[int, ...],
     compressor: Codec,
     order: str = "C",
+    dtype: np.dtype | None = None,
 ) -> Iterator[tuple[tuple[int, ...], bytes]]:
     """Encode the whole chunks a block covers: yields (chunk index, encoded bytes).
 
     ``block`` starts at ``origin`` (a multiple of ``chunks``) and ends on a chunk boundary or at
     the array's end; partial edge chunks are padded with 0 to the full chunk shape, as zarr 2
-    stores them. ``order`` is the byte layout inside a chunk, as declared in ``.zarray``.
+    stores them. ``order`` is the byte layout inside a chunk, as declared in ``.zarray``;
+    ``dtype`` the stored dtype (chunks are converted one at a time; default: the block's).
     """
     if any(o % c for o, c in zip(origin, chunks, strict=True)):
         raise ValueError(f"block origin {origin} is not on the chunk grid {chunks}")
@@ -82,7 +84,10 @@ def encode_block(
             padded = np.zeros(chunks, dtype=block.dtype, order=order)
             padded[tuple(slice(0, n) for n in piece.shape)] = piece
             piece = padded
-        # the chunk's bytes in the declared layout (a no-op when the block already has it)
-        raw = np.asfortranarray(piece).T if order == "F" else np.ascontiguousarray(piece)
+        # the chunk's bytes in the declared layout and dtype (a no-op when the block has them)
+        if order == "F":
+            raw = np.asfortranarray(piece, dtype=dtype).T
+        else:
+            raw = np.ascontiguousarray(piece, dtype=dtype)
         index = tuple((o + s) // c for o, s, c in zip(origin, starts, chunks, strict=True))
         yield index, compressor.encode(np.ascontiguousarray(raw))
