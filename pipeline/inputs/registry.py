@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
+from pipeline.inputs.omezarr import read_omezarr
 from pipeline.inputs.sff import read_sff
 from pipeline.model import ExtraData, LabelSource, VolumeSource
 from pipeline.options import InputKind
@@ -45,10 +46,16 @@ def _sff(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     return Contents(lattices=tuple(read_sff(path, scratch, extra)))
 
 
+def _omezarr(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    volume, lattices = read_omezarr(path, scratch, extra)
+    return Contents(volume=volume, lattices=lattices)
+
+
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
     InputKind.SFF: _sff,
+    InputKind.OMEZARR: _omezarr,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
