@@ -236,13 +236,14 @@ def test_global_transformations_nanometres_and_channel_mapping(run_cli, tmp_path
         assert entry.metadata["segmentation_lattices"]["segmentation_ids"] == []
 
 
-def test_two_dimensional_image(run_cli, tmp_path):
-    data = np.arange(12 * 17, dtype=np.int16).reshape(12, 17) - 50
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_two_dimensional_big_endian_image(run_cli, tmp_path, version):
+    data = (np.arange(12 * 17, dtype=np.int16).reshape(12, 17) - 50).astype(">i2")
     path = tmp_path / "plane.zarr"
     write_image(
         data,
-        _group(path, "0.5"),
-        fmt=FormatV05(),
+        _group(path, version),
+        fmt=FORMATS[version],
         axes=["y", "x"],
         scale={"y": 0.3, "x": 0.57},
         axes_units={"y": "micrometer", "x": "micrometer"},
@@ -253,7 +254,59 @@ def test_two_dimensional_image(run_cli, tmp_path):
         assert box["grid_dimensions"] == [17, 12, 1]
         assert box["voxel_size"] == [5700.0, 3000.0, 5700.0]  # a plane is as thick as wide
         np.testing.assert_array_equal(entry.read_volume(1, 0, "0")[:, :, 0], data.T)
+        assert entry.volume_array(1).dtype == np.dtype("<i2")  # stored native
         assert entry.metadata["volumes"]["channel_ids"] == ["0"]
+
+
+def test_label_channels_ids_and_names_from_extra_data(run_cli, tmp_path):
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 255, size=(5, 6, 7), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=(2, 5, 6, 7), dtype=np.uint16)  # c, z, y, x
+    path = tmp_path / "multi.zarr"
+    group = _group(path, "0.5")
+    write_image(data, group, fmt=FormatV05(), axes="zyx", scale_factors=[])
+    write_labels(
+        labels, group, name="multi", scaler=None, fmt=FormatV05(), axes="czyx", scale_factors=[]
+    )
+    extra = tmp_path / "extra.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "segmentation": {
+                    "segmentation_ids_mapping": {"multi_c1": "second"},
+                    "segment_ids_to_segment_names_mapping": {"second": {"2": "two"}},
+                }
+            }
+        )
+    )
+    with _run(run_cli, tmp_path, [(extra, "extra_data"), (path, "omezarr")]) as entry:
+        lattices = entry.metadata["segmentation_lattices"]["segmentation_ids"]
+        assert lattices == ["multi_c0", "second"]
+        for lattice, c in zip(lattices, range(2), strict=True):
+            np.testing.assert_array_equal(_labels(*entry.read_lattice(lattice, 1)), _xyz(labels[c]))
+        names = {
+            (d["target_id"]["segmentation_id"], d["target_id"]["segment_id"]): d["name"]
+            for d in entry.annotations["descriptions"].values()
+        }
+        assert names == {
+            ("multi_c0", 1): "segment 1",
+            ("multi_c0", 2): "segment 2",
+            ("second", 1): "segment 1",
+            ("second", 2): "two",
+        }
+
+
+def test_bioformats2raw_layout_with_one_image(run_cli, tmp_path):
+    data = np.random.default_rng(1).integers(0, 9, size=(3, 4, 5), dtype=np.uint8)
+    path = tmp_path / "converted.zarr"
+    root = _group(path, "0.4")
+    root.attrs["bioformats2raw.layout"] = 3
+    write_image(data, root.create_group("0"), fmt=FormatV04(), axes="zyx", scale_factors=[])
+    result = run_cli(*preprocess_args([(path, "omezarr")], tmp_path, extra=("--dry-run",)))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "db").exists()
+    with _run(run_cli, tmp_path, [(path, "omezarr")]) as entry:
+        np.testing.assert_array_equal(entry.read_volume(1), _xyz(data))
 
 
 def test_reader_is_lazy_and_reports_corrupt_chunks(tmp_path):
@@ -432,8 +485,57 @@ def _label_off_grid(path):
     return "does not match the volume grid"
 
 
+def _label_other_voxels(path):
+    group = _group(path, "0.5")
+    units = {"z": "micrometer", "y": "micrometer", "x": "micrometer"}
+    scale = {"z": 1.0, "y": 0.5, "x": 0.5}
+    write_image(
+        np.zeros((4, 5, 6), np.uint8),
+        group,
+        fmt=FormatV05(),
+        axes="zyx",
+        scale=scale,
+        axes_units=units,
+        scale_factors=[],
+    )
+    write_labels(
+        np.zeros((4, 5, 6), np.uint8),
+        group,
+        name="coarse",
+        scaler=None,
+        fmt=FormatV05(),
+        axes="zyx",
+        scale={**scale, "x": 1.0},
+        axes_units=units,
+        scale_factors=[],
+    )
+    return "does not match the volume's"
+
+
+def _unknown_time_unit(path):
+    with pytest.warns(UserWarning, match="not a known temporal unit"):
+        write_image(
+            np.zeros((2, 4, 5, 6), np.uint8),
+            _group(path, "0.4"),
+            fmt=FormatV04(),
+            axes="tzyx",
+            axes_units={"t": "fortnight"},
+            scale_factors=[],
+        )
+    return "unknown time unit 'fortnight'"
+
+
 @pytest.mark.parametrize(
-    "make", [_unknown_unit, _no_multiscales, _not_zarr, _corrupt_chunk, _label_off_grid]
+    "make",
+    [
+        _unknown_unit,
+        _unknown_time_unit,
+        _no_multiscales,
+        _not_zarr,
+        _corrupt_chunk,
+        _label_off_grid,
+        _label_other_voxels,
+    ],
 )
 def test_bad_input_is_one_line(run_cli, tmp_path, make):
     path = tmp_path / "bad.zarr"

@@ -250,7 +250,7 @@ def _axes(ms: dict[str, Any], ndim: int, path: Path) -> tuple[_Axis, ...]:
     if raw is None:  # 0.1/0.2: t, c, z, y, x implied
         if ndim > len(_IMPLICIT_AXES):
             raise _error(f"{ndim}-D dataset without 'axes'", path)
-        return tuple(_Axis(n, n, None) for n in _IMPLICIT_AXES[-ndim:])
+        raw = list(_IMPLICIT_AXES[len(_IMPLICIT_AXES) - ndim :])
     if not isinstance(raw, list) or len(raw) != ndim:
         raise _error(f"'axes' must list one axis per array dimension ({ndim})", path)
     axes = []
@@ -448,19 +448,20 @@ class OmeZarrView:
         base: list[Any] = [slice(None)] * self.array.ndim
         for axis, index in self.fixed.items():
             base[axis] = index
+        missing: list[slice] = [slice(None)] * 3  # selections along axes of length 1
         for role, (k, axis) in enumerate(zip(key, self.spatial, strict=True)):
             if not isinstance(k, slice) or k.step not in (None, 1):
                 raise TypeError(f"only contiguous slices are supported, got {k!r}")
-            if axis is not None:
+            if axis is None:
+                missing[role] = k
+            else:
                 base[axis] = k
-            elif k.indices(1)[1] <= k.indices(1)[0]:
-                raise IndexError(f"empty selection along {_SPATIAL[role]}")
         try:
             data = np.asarray(self.array[tuple(base)])
         except _READ_ERRORS as exc:
             raise _error(f"{self.array.path}: cannot read chunks: {exc}", self.path) from exc
-        data = data.reshape(data.shape + (1,) * self._missing)
-        return np.transpose(data, self._perm).astype(self.dtype, copy=False)
+        data = np.transpose(data.reshape(data.shape + (1,) * self._missing), self._perm)
+        return data[tuple(missing)].astype(self.dtype, copy=False)
 
 
 def _views(image: _Image, labels: bool) -> tuple[tuple[OmeZarrView, ...], ...]:
