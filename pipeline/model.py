@@ -67,10 +67,14 @@ class VolumeSource:
     channel_labels: tuple[str | None, ...] | None = None
     source_axes_units: dict[str, str] = field(default_factory=dict)
     memory_order: str = "C"  # layout of the blocks the reader produces ("C" or "F")
+    # RGBA 0..1 per channel (None: the palette's) when the source gives colours
+    channel_colors: tuple[tuple[float, float, float, float] | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.memory_order not in ("C", "F"):
             raise ValueError(f"memory_order must be 'C' or 'F', got {self.memory_order!r}")
+        if self.channel_colors is not None and len(self.channel_colors) != len(self.channel_ids):
+            raise ValueError("one colour (or None) per channel expected")
         if not self.frames or not self.frames[0]:
             raise ValueError("a volume needs at least one frame and one channel")
         shape = self.frames[0][0].shape

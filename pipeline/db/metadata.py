@@ -118,11 +118,14 @@ def volume_metadata(
 
 
 def volume_channel_annotations(volume: VolumeSource) -> list[dict[str, Any]]:
-    """One annotation per channel: palette colour (white for a single channel) and label."""
+    """One annotation per channel: the source's colour, else the palette's (white for a single
+    channel), and label."""
     labels = volume.channel_labels or (None,) * len(volume.channel_ids)
+    colors = volume.channel_colors or (None,) * len(volume.channel_ids)
     out = []
     for i, (channel, label) in enumerate(zip(volume.channel_ids, labels, strict=True)):
         color = (1.0, 1.0, 1.0, 1.0) if len(volume.channel_ids) == 1 else PALETTE[i % len(PALETTE)]
+        color = colors[i] or color
         out.append({"channel_id": channel, "color": list(color), "label": label})
     return out
 

@@ -17,6 +17,7 @@ from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
 from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
 from pipeline.inputs.ometiff import read_ometiff_image, read_ometiff_segmentation
+from pipeline.inputs.omezarr import read_omezarr
 from pipeline.inputs.sff import read_sff
 from pipeline.inputs.star import read_star_geometric
 from pipeline.model import ExtraData, GeometricSegmentation, LabelSource, VolumeSource
@@ -74,6 +75,11 @@ def _ometiff_segmentation(path: Path, scratch: Path | None, extra: ExtraData | N
     return Contents(lattices=tuple(read_ometiff_segmentation(path, extra)))
 
 
+def _omezarr(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    volume, lattices = read_omezarr(path, scratch, extra)
+    return Contents(volume=volume, lattices=lattices)
+
+
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
@@ -84,6 +90,7 @@ READERS: dict[InputKind, Reader] = {
     InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION: _star,
     InputKind.OMETIFF_IMAGE: _ometiff_image,
     InputKind.OMETIFF_SEGMENTATION: _ometiff_segmentation,
+    InputKind.OMEZARR: _omezarr,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
