@@ -97,7 +97,11 @@ def test_two_concurrent_adds_one_wins(tmp_path, inputs):
     assert first.returncode == 0, first_err
     assert second.returncode == 2, second_err
     assert second_err.startswith("error: ") and len(second_err.strip().splitlines()) == 1
-    assert "is being written by pid" in second_err
+    # released while the first holds the lock, the second finds it held; on a loaded machine
+    # it may get its turn only after the first committed: then the entry exists. Either way
+    # exactly one writer wins and the other stops cleanly (lock contention itself is tested
+    # deterministically in test_a_second_writer_fails_fast_with_a_clear_message)
+    assert "is being written by pid" in second_err or "already exists" in second_err
     assert _validate(tmp_path / "db").returncode == 0
 
 
