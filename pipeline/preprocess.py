@@ -51,7 +51,8 @@ from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import LevelJob, block_shape, run_pass
-from pipeline.model import ExtraData, LabelSource, VolumeSource
+from pipeline.meshes import check_mesh_sets, describe_mesh_sets, write_mesh_set
+from pipeline.model import ExtraData, LabelSource, MeshSetSource, VolumeSource
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
@@ -183,17 +184,19 @@ def _read_inputs(
     )
     volume: VolumeSource | None = None
     lattices: list[LabelSource] = []
+    meshes: list[MeshSetSource] = []
     for spec in specs:
         contents = read_input(spec.kind, spec.path, scratch, extra)
         volume = volume or contents.volume
         lattices.extend(contents.lattices)
+        meshes.extend(contents.meshes)
     dtype = options.force_volume_dtype
     if volume is not None and dtype is not None and dtype != volume.dtype:
         volume = replace(
             volume,
             frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
-    return Contents(volume=volume, lattices=tuple(lattices))
+    return Contents(volume=volume, lattices=tuple(lattices), meshes=tuple(meshes))
 
 
 def _check_lattices(
@@ -389,12 +392,15 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     if options.mode is Mode.EXTEND:
         metadata, _ = location.read_documents()
         plan, shape, voxel = _existing_grid(metadata, location)
-        _check_lattices(_read_inputs(options, extra, None).lattices, shape, voxel, location.folder)
+        contents = _read_inputs(options, extra, None)
+        _check_lattices(contents.lattices, shape, voxel, location.folder)
+        check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     contents = _read_inputs(options, extra, None)
     volume = contents.volume
     assert volume is not None  # checked in _check_inputs
     _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.path)
+    check_mesh_sets(contents.meshes)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
     _check_quantize_levels(options, plan)
     return _summary(location, volume, plan, 0.0, done=False)
@@ -426,6 +432,10 @@ def _merge_custom_annotations(options: PreprocessOptions, annotations: dict[str,
     for spec in options.inputs:
         if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
             merge_annotations(annotations, read_custom_annotations(spec.path))
+
+
+def _entry_key(options: PreprocessOptions) -> str:
+    return f"{options.source_db}/{options.entry_id}"
 
 
 def _describe_lattices(
@@ -490,13 +500,16 @@ def _extend(options: PreprocessOptions, location: EntryLocation, progress: bool)
                 f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
                 f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
             )
+        check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
         with staged_entry(location) as staged:
             with new_archive(staged.data_zip) as sink:
                 sink.adopt(location.folder / DATA_ZIP)
                 writer = DataWriter(sink, options.compressor, existing=sink.keys)
                 written = _write_lattices(writer, lattices, plan, work, options, progress)
+                meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
                 writer.finish()
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            describe_mesh_sets(metadata, annotations, _entry_key(options), contents.meshes, meshes)
             _merge_custom_annotations(options, annotations)
             apply_entry_metadata(metadata, extra)
             others = sorted(
@@ -549,6 +562,7 @@ def _add(
         volume, lattices = contents.volume, contents.lattices
         assert volume is not None  # checked in _check_inputs
         _check_lattices(lattices, volume.shape, volume.voxel_size, volume.path)
+        check_mesh_sets(contents.meshes)
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         _check_quantize_levels(options, plan)
         with staged_entry(location) as staged:
@@ -558,6 +572,7 @@ def _add(
                     writer, volume, plan, options, work, progress, warn or (lambda _: None)
                 )
                 written = _write_lattices(writer, lattices, plan, work, options, progress)
+                meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
                 writer.finish()
             metadata = empty_metadata(options.source_db_name, options.source_db_id)
             metadata["volumes"] = volume_metadata(volume, plan, stats)
@@ -565,6 +580,7 @@ def _add(
             annotations = empty_annotations(options.source_db_name, options.source_db_id)
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            describe_mesh_sets(metadata, annotations, _entry_key(options), contents.meshes, meshes)
             _merge_custom_annotations(options, annotations)
             staged.write_json(METADATA_JSON, metadata)
             staged.write_json(ANNOTATIONS_JSON, annotations)

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.inputs.application_specific import read_application_specific
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
-from pipeline.inputs.sff import read_sff
-from pipeline.model import ExtraData, LabelSource, VolumeSource
+from pipeline.inputs.sff import read_sff_contents
+from pipeline.model import ExtraData, LabelSource, MeshSetSource, VolumeSource
 from pipeline.options import InputKind
 
 __all__ = ["DIRECTORY_KINDS", "READERS", "VOLUME_KINDS", "Contents", "Reader", "read_input"]
@@ -27,6 +28,7 @@ class Contents:
 
     volume: VolumeSource | None = None
     lattices: tuple[LabelSource, ...] = ()
+    meshes: tuple[MeshSetSource, ...] = ()
 
 
 Reader = Callable[[Path, Path | None, ExtraData | None], Contents]
@@ -42,13 +44,20 @@ def _mask(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents
 
 
 def _sff(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
-    return Contents(lattices=tuple(read_sff(path, scratch, extra)))
+    sff = read_sff_contents(path, scratch, extra)
+    return Contents(lattices=sff.lattices, meshes=sff.meshes)
+
+
+def _application_specific(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    sff = read_application_specific(path, scratch, extra)
+    return Contents(lattices=sff.lattices, meshes=sff.meshes)
 
 
 READERS: dict[InputKind, Reader] = {
     InputKind.MAP: _map,
     InputKind.MASK: _mask,
     InputKind.SFF: _sff,
+    InputKind.APPLICATION_SPECIFIC_SEGMENTATION: _application_specific,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
