@@ -32,9 +32,10 @@ def decimate(
 
     The mesh is centred and scaled to a unit box for the decimation (its error thresholds are
     absolute, so meshes far from unit size would otherwise barely decimate) and scaled back.
-    Returns float32 (n, 3) vertices and int32 (m, 3) triangles (unused vertices dropped); an
-    empty mesh when the target rounds to 0 triangles. A mesh whose collapses the decimation
-    refuses (slivers, e.g. contour-stacked IMOD meshes) keeps more triangles than the target.
+    Returns float32 (n, 3) vertices and int32 (m, 3) triangles, without zero-area triangles
+    and unused vertices; an empty mesh when the target rounds to 0 triangles. A mesh whose
+    collapses the decimation refuses (slivers, e.g. contour-stacked IMOD meshes) keeps more
+    triangles than the target.
     """
     import fast_simplification
 
@@ -52,8 +53,17 @@ def decimate(
             np.ascontiguousarray(triangles, dtype=np.int32),
             target_count=target,
         )
-    points = np.asarray(points, dtype=np.float64) * scale + centre
-    return points.astype(np.float32), np.asarray(faces, dtype=np.int32).reshape(-1, 3)
+    points = np.asarray(points, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    # collapses can leave zero-area triangles (two corners on one point): invisible, and they
+    # would give their vertices no normal; drop them, then the vertices left in no triangle
+    cross = np.cross(
+        points[faces[:, 1]] - points[faces[:, 0]], points[faces[:, 2]] - points[faces[:, 0]]
+    )
+    faces = faces[np.linalg.norm(cross, axis=1) > 1e-12]
+    used, remapped = np.unique(faces, return_inverse=True)
+    vertices_out = points[used] * scale + centre
+    return vertices_out.astype(np.float32), remapped.reshape(-1, 3).astype(np.int32)
 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
