@@ -80,14 +80,21 @@ def _write_segment(
     originals = [(m.id, m.load()) for m in meshes]
     originals = [(i, m) for i, m in originals if len(m.triangles)]
     levels: dict[str, dict[str, Any]] = {}
+    # a decimation that stopped above its target (no collapse allowed any more) gives the same
+    # mesh for every smaller target: the deeper levels reuse it instead of recomputing it
+    stuck: dict[int, MeshArrays] = {}
     for level in range(1, MAX_DETAIL_LEVEL + 1):
         fraction = detail_fraction(level)
         stored: dict[str, Any] = {}
         for mesh_id, mesh in originals:
-            if level > 1:
+            if mesh_id in stuck:
+                mesh = stuck[mesh_id]
+            elif level > 1:
                 vertices, triangles = decimate(mesh.vertices, mesh.triangles, fraction)
                 if not len(triangles):
                     continue
+                if len(triangles) > round(fraction * len(mesh.triangles)):
+                    stuck[mesh_id] = MeshArrays(vertices, triangles)
                 mesh = MeshArrays(vertices, triangles)
             stored[str(mesh_id)] = _write_mesh(writer, f"{base}/{level}/{mesh_id}", mesh)
         if not stored:
