@@ -1,7 +1,7 @@
 """``sff`` inputs: EMDB-SFF 0.8, HDF5 (.hff, read with h5py) or XML (.sff, xml.etree iterparse).
 
-Both forms are read through one small node interface (:class:`SffNode`), so one code path maps
-them into the source model:
+Both forms are read through one small node interface (:mod:`pipeline.inputs.sff_nodes`), so one
+code path maps them into the source model:
 
 - every lattice of ``lattice_list`` becomes a lattice (id = the lattice's id, or its
   ``segmentation_ids_mapping`` entry); its segments come from ``segment_list`` with their
@@ -24,152 +24,21 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import h5py
 import numpy as np
 
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
-from pipeline.model import ExternalReference, ExtraData, LabelSource, MeshSetSource, Segment
+from pipeline.inputs.sff_meshes import Hdf5Meshes, MeshLoaders, XmlMeshes, mesh_set
+from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
+from pipeline.model import ExtraData, LabelSource, MeshSetSource, Segment
 
 __all__ = ["SffContents", "is_sff", "read_sff", "read_sff_contents"]
 
 _MODES = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32"}
 _STEP = 8 * 2**20
-
-
-class SffNode(Protocol):
-    """A group of an SFF document: an HDF5 group or an XML element."""
-
-    key: str
-
-    def value(self, name: str) -> Any:
-        """A field's raw value (dataset value, attribute or child text), None when absent."""
-        ...
-
-    def child(self, name: str) -> SffNode | None: ...
-
-    def items(self) -> list[SffNode]:
-        """The members of a list (``segment_list``, ``mesh_list``…), in id order."""
-        ...
-
-
-def _order(key: str) -> tuple[int, int | str]:
-    return (0, int(key)) if key.lstrip("-").isdigit() else (1, key)
-
-
-class H5Node:
-    def __init__(self, group: h5py.Group, key: str = "") -> None:
-        self.group, self.key = group, key
-
-    def value(self, name: str) -> Any:
-        item = self.group.get(name)
-        return item[()] if isinstance(item, h5py.Dataset) else None
-
-    def child(self, name: str) -> H5Node | None:
-        item = self.group.get(name)
-        return H5Node(item, name) if isinstance(item, h5py.Group) else None
-
-    def items(self) -> list[SffNode]:
-        keys = sorted((k for k in self.group if isinstance(self.group[k], h5py.Group)), key=_order)
-        return [H5Node(self.group[k], k) for k in keys]
-
-
-class XmlNode:
-    def __init__(self, element: ET.Element) -> None:
-        self.element, self.key = element, element.get("id", "")
-
-    def value(self, name: str) -> Any:
-        if name in self.element.attrib:
-            return self.element.attrib[name]
-        child = self.element.find(name)
-        if child is None:
-            return None
-        if len(child):  # a colour: <red/><green/><blue/>[<alpha/>]
-            parts = [child.findtext(k) for k in ("red", "green", "blue", "alpha")]
-            return [float(p) for p in parts if p is not None and p.strip()]
-        return child.text
-
-    def child(self, name: str) -> XmlNode | None:
-        child = self.element.find(name)
-        return XmlNode(child) if child is not None else None
-
-    def items(self) -> list[SffNode]:
-        nodes = [XmlNode(e) for e in self.element]
-        return sorted(nodes, key=lambda n: _order(n.key))  # type: ignore[arg-type,return-value]
-
-
-def text(value: Any) -> str | None:
-    """A field as stripped text (None when absent or empty)."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    value = str(value).strip()
-    return value or None
-
-
-def number(node: SffNode, name: str, path: Path, kind: type = int) -> Any:
-    """A numeric field or None; an unreadable one is an input error."""
-    value = text(node.value(name))
-    if value is None:
-        return None
-    try:
-        return kind(float(value)) if kind is int else kind(value)
-    except ValueError as exc:
-        raise InputFormatError(f"{name} {value!r} is not a number", path) from exc
-
-
-def _colour(value: Any) -> tuple[float, float, float, float] | None:
-    if value is None:
-        return None
-    try:
-        rgba = np.asarray(value, dtype=np.float64 if isinstance(value, list) else None).ravel()
-    except (TypeError, ValueError):
-        return None
-    if rgba.size not in (3, 4) or rgba.dtype.kind not in "iuf":
-        return None
-    scale = 255.0 if rgba.dtype.kind in "iu" or rgba.max() > 1.0 else 1.0
-    values = [float(v) / scale for v in rgba] + ([1.0] if rgba.size == 3 else [])
-    return tuple(min(max(v, 0.0), 1.0) for v in values)  # type: ignore[return-value]
-
-
-def _references(annotation: SffNode | None) -> tuple[ExternalReference, ...]:
-    group = annotation.child("external_references") if annotation is not None else None
-    if group is None:
-        return ()
-    return tuple(
-        ExternalReference(
-            resource=text(ref.value("resource")),
-            accession=text(ref.value("accession")),
-            label=text(ref.value("label")),
-            description=text(ref.value("description")),
-            url=text(ref.value("url")),
-        )
-        for ref in group.items()
-    )
-
-
-def segment_of(node: SffNode, path: Path, value: int | None = None) -> Segment:
-    """The description of one ``segment_list`` member."""
-    segment_id = number(node, "id", path)
-    if segment_id is None:
-        try:
-            segment_id = int(node.key)
-        except ValueError as exc:
-            raise InputFormatError(f"segment {node.key!r}: no integer id", path) from exc
-    annotation = node.child("biological_annotation")
-    return Segment(
-        id=segment_id,
-        value=value if value is not None else segment_id,
-        name=text(annotation.value("name")) if annotation is not None else None,
-        description=text(annotation.value("description")) if annotation is not None else None,
-        color=_colour(node.value("colour")),
-        external_references=_references(annotation),
-    )
 
 
 def _segments(root: SffNode, path: Path) -> dict[int, list[Segment]]:
@@ -293,14 +162,11 @@ def is_sff(path: Path) -> bool:
     return b"<segmentation" in start
 
 
-def _check_version(root: SffNode, path: Path, xml: bool) -> None:
-    version = text(root.value("version")) or ""
-    legacy = version.startswith(("0.5", "0.6", "0.7"))
-    if xml and (legacy or root.child("segmentList") is not None):
+def _check_version(version: str | None, path: Path) -> None:
+    """Layouts before 0.8 (camelCase XML elements) are refused."""
+    if (version or "").startswith(("0.5", "0.6", "0.7")):
         raise UnsupportedInputError(
-            f"EMDB-SFF v{version or '0.7'} XML layout is not supported; convert it to 0.8 with "
-            "sfftk",
-            path,
+            f"EMDB-SFF v{version} XML layout is not supported; convert it to 0.8 with sfftk", path
         )
 
 
@@ -320,10 +186,8 @@ def _contents(
     scratch: Path | None,
     extra: ExtraData | None,
     decoded: dict[str, Path],
-    meshes: Any,
+    meshes: MeshLoaders,
 ) -> SffContents:
-    from pipeline.inputs.sff_meshes import mesh_set
-
     _check_shapes(root, path)
     name, details = text(root.value("name")), text(root.value("details"))
     mapping = extra.segmentation_ids_mapping if extra is not None else {}
@@ -354,8 +218,6 @@ def _contents(
 
 
 def _read_hdf5(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffContents:
-    from pipeline.inputs.sff_meshes import hdf5_meshes
-
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -368,7 +230,7 @@ def _read_hdf5(path: Path, scratch: Path | None, extra: ExtraData | None) -> Sff
                 path,
             )
         root = H5Node(f)
-        return _contents(root, path, scratch, extra, {}, hdf5_meshes(path, scratch))
+        return _contents(root, path, scratch, extra, {}, Hdf5Meshes(path))
 
 
 def _iterparse(path: Path) -> Iterator[tuple[str, ET.Element]]:
@@ -381,8 +243,6 @@ def _iterparse(path: Path) -> Iterator[tuple[str, ET.Element]]:
 def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffContents:
     """One streaming pass: every lattice and mesh is decoded into scratch files as soon as its
     element ends and its base64 text is dropped, so the kept tree is small."""
-    from pipeline.inputs.sff_meshes import XmlMeshes
-
     root: ET.Element | None = None
     decoded: dict[str, Path] = {}
     meshes = XmlMeshes(path, scratch)
@@ -395,11 +255,15 @@ def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffC
                     raise InputFormatError(
                         f"not an EMDB-SFF XML file (root element <{element.tag}>)", path
                     )
+            if element.tag in ("segmentList", "transformList") and len(stack) == 1:
+                _check_version("0.7", path)
             stack.append(element.tag)
             continue
         stack.pop()
         parent = stack[-1] if stack else None
-        if element.tag == "lattice" and parent == "lattice_list":
+        if element.tag == "version" and parent == "segmentation":
+            _check_version(text(element.text), path)
+        elif element.tag == "lattice" and parent == "lattice_list":
             node = XmlNode(element)
             if scratch is not None:
                 decoded[node.key] = _decode_lattice_node(node, path, scratch)
@@ -407,10 +271,8 @@ def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffC
                 data.text = None
         elif element.tag == "mesh" and parent == "mesh_list":
             meshes.take(XmlNode(element))
-    assert root is not None
-    xml_root = XmlNode(root)
-    _check_version(xml_root, path, xml=True)
-    return _contents(xml_root, path, scratch, extra, decoded, meshes)
+    assert root is not None  # iterparse raises on a document without elements
+    return _contents(XmlNode(root), path, scratch, extra, decoded, meshes)
 
 
 def read_sff_contents(

@@ -22,16 +22,16 @@ import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import h5py
 import numpy as np
 
 from pipeline.errors import InputFormatError
-from pipeline.inputs.sff import SffNode, XmlNode, number, segment_of, text
+from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
 
-__all__ = ["XmlMeshes", "hdf5_meshes", "mesh_set"]
+__all__ = ["Hdf5Meshes", "MeshLoaders", "XmlMeshes", "mesh_set"]
 
 _MODES = {
     "int8",
@@ -50,6 +50,12 @@ _PARTS = ("vertices", "normals", "triangles")
 _SFFTK_PLACEHOLDER = np.array([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]], dtype=np.float64)
 
 RawMesh = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+class MeshLoaders(Protocol):
+    """How a mesh node's arrays are read later (from the HDF5 file, or from scratch)."""
+
+    def loader(self, node: SffNode, where: str) -> Callable[[], RawMesh]: ...
 
 
 def decode_sequence(node: SffNode, kind: str, path: Path, where: str) -> np.ndarray:
@@ -159,26 +165,20 @@ def _finish(raw: RawMesh, transform: np.ndarray | None, path: Path, where: str) 
     return MeshArrays(v.astype(np.float32), triangles.astype(np.int32), n)
 
 
-class _Hdf5Meshes:
+class Hdf5Meshes:
     """Loaders that read a mesh group from the (read-only) HDF5 file when called."""
 
-    def __init__(self, path: Path, scratch: Path | None) -> None:
-        self.path, self.scratch = path, scratch
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def loader(self, node: SffNode, where: str) -> Callable[[], RawMesh]:
         path, name = self.path, node.group.name  # type: ignore[attr-defined]
 
         def load() -> RawMesh:
-            from pipeline.inputs.sff import H5Node
-
             with h5py.File(path, "r") as f:
                 return _decode_mesh(H5Node(f[name]), path, where)
 
         return load
-
-
-def hdf5_meshes(path: Path, scratch: Path | None) -> _Hdf5Meshes:
-    return _Hdf5Meshes(path, scratch)
 
 
 class XmlMeshes:
@@ -218,7 +218,11 @@ class XmlMeshes:
 
 
 def _mesh_source(
-    loader: Callable[[], RawMesh], mesh_id: int, transform: Any, path: Path, where: str
+    loader: Callable[[], RawMesh],
+    mesh_id: int,
+    transform: np.ndarray | None,
+    path: Path,
+    where: str,
 ) -> MeshSource:
     return MeshSource(mesh_id, lambda: _finish(loader(), transform, path, where))
 
@@ -227,7 +231,7 @@ def mesh_set(
     root: SffNode,
     path: Path,
     set_id: str,
-    meshes: Any,
+    meshes: MeshLoaders,
     name: str | None,
     details: str | None,
 ) -> MeshSetSource | None:
