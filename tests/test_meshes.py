@@ -558,3 +558,63 @@ def test_application_specific_reads_sff_and_names_other_formats(run_cli, tmp_pat
         assert result.exit_code == 2
         assert result.stderr.startswith(f"error: {path}: {name}")
         assert result.stderr.count("\n") == 1 and "sff convert" in result.stderr
+
+
+def write_mesh_xml(path: Path, vertices, triangles, normals, transforms, transform_id) -> Path:
+    """An EMDB-SFF 0.8 XML mesh file (xml.etree): zlib data with no ``compression`` field and no
+    counts, the mesh placed by ``transform_id``."""
+    root = ET.Element("segmentation")
+    ET.SubElement(root, "version").text = "0.8.0.dev1"
+    ET.SubElement(root, "name").text = "xml meshes"
+    transform_list = ET.SubElement(root, "transform_list")
+    for ident, matrix in transforms.items():
+        m = ET.SubElement(transform_list, "transformation_matrix", id=str(ident))
+        ET.SubElement(m, "rows").text, ET.SubElement(m, "cols").text = "3", "4"
+        ET.SubElement(m, "data").text = " ".join(str(float(x)) for x in np.ravel(matrix))
+    ET.SubElement(root, "primary_descriptor").text = "mesh_list"
+    segment = ET.SubElement(ET.SubElement(root, "segment_list"), "segment", id="5")
+    ET.SubElement(ET.SubElement(segment, "biological_annotation"), "name").text = "ellipsoid"
+    colour = ET.SubElement(segment, "colour")
+    for channel, value in zip(("red", "green", "blue"), ("0.", "0.5", "1."), strict=True):
+        ET.SubElement(colour, channel).text = value
+    mesh = ET.SubElement(ET.SubElement(segment, "mesh_list"), "mesh", id="2")
+    ET.SubElement(mesh, "transform_id").text = str(transform_id)
+    for part, array, mode in (
+        ("vertices", vertices, "<f4"),
+        ("normals", normals, "<f4"),
+        ("triangles", triangles, "<u4"),
+    ):
+        data = base64.b64encode(zlib.compress(np.asarray(array, mode).tobytes())).decode()
+        ET.SubElement(mesh, part, data=data)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def test_generated_xml_mesh_zlib_and_its_own_transform(run_cli, tmp_path):
+    v, t = SPHERE
+    anisotropic = np.array([[2.0, 0, 0, 100.0], [0, 1.0, 0, -50.0], [0, 0, 0.5, 7.0]])
+    placeholder = [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]]  # sfftk's "identity"
+    xml = write_mesh_xml(
+        tmp_path / "ellipsoid.sff", v, t, v / 10, {0: placeholder, 1: anisotropic}, 1
+    )
+    result = run_cli(*preprocess_args([(_map(tmp_path), "map"), (xml, "sff")], tmp_path))
+    assert result.exit_code == 0, result.output
+    assert validate_entry(EntryLocation(tmp_path / "db", *ENTRY)) == []
+    with open_entry(tmp_path / "db", *ENTRY) as entry:
+        level1 = _mesh_arrays(entry, "mesh_segmentation_data/ellipsoid/0/5/1/2")
+        np.testing.assert_allclose(level1["vertices"], _apply(v, anisotropic), rtol=1e-6)
+        np.testing.assert_array_equal(level1["triangles"], t)
+        # the given (radial) normals, carried to the ellipsoid: they agree with the normals of
+        # the transformed surface itself
+        surface = reference_normals(level1["vertices"].astype(np.float64), t)
+        assert np.min(np.sum(level1["normals"] * surface, axis=1)) > 0.97
+        np.testing.assert_allclose(np.linalg.norm(level1["normals"], axis=1), 1.0, atol=1e-5)
+        (annotation,) = entry.annotations["segment_annotations"]
+        assert annotation["color"] == [0.0, 0.5, 1.0, 1.0] and annotation["segment_id"] == 5
+    # the placeholder transform is the identity
+    xml = write_mesh_xml(tmp_path / "plain.sff", v, t, v / 10, {0: placeholder}, 0)
+    args = preprocess_args([(_map(tmp_path), "map"), (xml, "sff")], tmp_path, entry="plain")
+    assert run_cli(*args).exit_code == 0
+    with open_entry(tmp_path / "db", "emdb", "plain") as entry:
+        level1 = _mesh_arrays(entry, "mesh_segmentation_data/plain/0/5/1/2")
+        np.testing.assert_array_equal(level1["vertices"], v.astype(np.float32))

@@ -201,8 +201,10 @@ class XmlMeshes:
             np.savez(target, **arrays)
             self._files[id(node.element)] = target
         for part in node.element:
-            part.attrib.pop("data", None)
-            part.text = None
+            if part.tag in _PARTS:  # data as an attribute (0.8.0.dev1) or as a <data> child
+                part.attrib.pop("data", None)
+                for data in part.iter("data"):
+                    data.text = None
 
     def loader(self, node: SffNode, where: str) -> Callable[[], RawMesh]:
         target = self._files.get(id(node.element))  # type: ignore[attr-defined]
