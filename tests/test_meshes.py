@@ -443,12 +443,18 @@ def test_bad_mesh_data_is_one_line_error(run_cli, tmp_path, change, message):
     assert not (tmp_path / "db" / "emdb").exists()
 
 
-def test_dry_run_reads_no_mesh_data(run_cli, tmp_path, shared_data):
+def test_dry_run_with_meshes_writes_nothing_and_checks_ids(run_cli, tmp_path, shared_data):
     xml = shared_data / "real/sff/emd_3791.sff"
-    args = preprocess_args([(_map(tmp_path), "map"), (xml, "sff")], tmp_path, extra=("--dry-run",))
+    volume = _map(tmp_path)
+    args = preprocess_args([(volume, "map"), (xml, "sff")], tmp_path, extra=("--dry-run",))
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "db").exists()
+    # an id already in the entry is found by a dry run of extend too
+    assert run_cli(*preprocess_args([(volume, "map"), (xml, "sff")], tmp_path)).exit_code == 0
+    args = preprocess_args([(xml, "sff")], tmp_path, mode="extend", extra=("--dry-run",))
+    result = run_cli(*args)
+    assert result.exit_code == 2 and "mesh set id 'emd_3791'" in result.stderr
 
 
 # --- real files ---------------------------------------------------------------------------------
