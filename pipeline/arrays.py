@@ -7,6 +7,7 @@ is bounded by the regions in flight. ``as_dask`` wraps one as a chunked dask arr
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -136,6 +137,25 @@ class RawArrayFile:
         finally:
             os.close(fd)
 
+    def _read_ahead(
+        self, fd: int, bounds: list[tuple[int, int]], k: int, strides: list[int]
+    ) -> None:
+        """Ask the kernel to read, in large sequential requests, the span of every slab (run of
+        rows of one outer index) the region touches: its rows are short pieces of the file's
+        rows, a pattern the kernel's own readahead does not follow, so each piece would
+        otherwise wait for its own small read. Blocks that share those rows come next (see
+        ``block_grid``) and find them in the page cache."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        item = self.file_dtype.itemsize
+        last = k - 1  # the innermost leading axis: its rows form one span per outer index
+        outer = [range(a, b) for a, b in bounds[:last]]
+        for index in itertools.product(*outer):
+            first = sum(v * s for v, s in zip(index, strides, strict=False))
+            lo = first + bounds[last][0] * strides[last] + bounds[k][0] * strides[k]
+            hi = first + (bounds[last][1] - 1) * strides[last] + bounds[k][1] * strides[k]
+            os.posix_fadvise(fd, self.offset + lo * item, (hi - lo) * item, os.POSIX_FADV_WILLNEED)
+
     def _transfer(
         self, fd: int, bounds: list[tuple[int, int]], buf: np.ndarray, write: bool
     ) -> None:
@@ -143,6 +163,8 @@ class RawArrayFile:
         item = self.file_dtype.itemsize
         strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
         tail_start = sum(a * s for (a, _), s in zip(bounds[k:], strides[k:], strict=True))
+        if not write and len(leading) >= 2:
+            self._read_ahead(fd, bounds, k, strides)
         for index in np.ndindex(*(len(r) for r in leading)):
             lead = [r[i] for r, i in zip(leading, index, strict=True)]
             position = self.offset + item * (

@@ -3,7 +3,7 @@
 The general form of the seed's ``check_ometiff_dimensions.py``: every kind goes through the same
 reader ``preprocess`` uses (headers only: no scratch folder, compressed files are not
 decompressed), and the source model it returns is described: format, shape, dtype, axis order,
-voxel size, origin, channels, time points, lattices and their segments, meshes, primitives.
+voxel size, origin, channels, time points, lattices and their segments, mesh sets, primitives.
 """
 
 from __future__ import annotations
@@ -99,6 +99,16 @@ def describe(
         }
         for lattice in contents.lattices
     ]
+    out["meshes"] = [
+        {
+            "id": m.set_id,
+            "time_points": len(m.frames),
+            "segments": sorted({seg for frame in m.frames for seg in frame}),
+            "meshes": sum(len(meshes) for frame in m.frames for meshes in frame.values()),
+            "named": {s.id: s.name for s in m.segments if s.name},
+        }
+        for m in contents.meshes
+    ]
     out["geometric"] = [
         {
             "id": g.segmentation_id,
@@ -140,6 +150,11 @@ def describe_lines(info: dict[str, Any]) -> list[str]:
             f"{'  segments':<22}{len(lat['segments'])} described"
             + (f" ({', '.join(named[:8])})" if named else ""),
         ]
+    for mesh in info["meshes"]:
+        lines.append(
+            f"{'mesh set':<22}{mesh['id']}: {len(mesh['segments'])} segment(s), "
+            f"{mesh['meshes']} mesh(es), {mesh['time_points']} time point(s)"
+        )
     for geo in info["geometric"]:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(geo["primitives"].items()))
         lines.append(f"{'geometric':<22}{geo['id']}: {kinds}; time points {geo['time_points']}")

@@ -48,37 +48,53 @@ def block_shape(
     block: int,
     max_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> tuple[int, ...]:
-    """``block`` along every axis but the fastest-varying one, which gets the longest multiple
-    of ``block`` (or its whole length) that keeps a block under ``max_bytes``: reads are then
-    long contiguous runs.
+    """The blocks of a pass: whole rows of the fastest-varying axis where they fit.
+
+    A block reads its region row by row; rows that are whole rows of the file make one
+    contiguous run per slab, which the kernel reads ahead, while pieces of rows make a strided
+    pattern of small reads. So the fastest axis is taken whole, with ``block`` (or, to keep a
+    block under ``max_bytes``, ``block // 2``, still a multiple of the chunk) along the other
+    axes. Rows too long for that are cut into the longest multiple of ``block`` that fits.
 
     >>> block_shape((512, 512, 512), 4, "F", 128)
     (512, 128, 128)
+    >>> block_shape((2048, 2048, 1024), 4, "F", 128)
+    (2048, 64, 64)
+    >>> block_shape((8192, 8192, 512), 4, "F", 128)
+    (512, 128, 128)
     """
     fast = 0 if order == "F" else len(shape) - 1
-    others = block ** (len(shape) - 1) * itemsize
+    rest = len(shape) - 1
+    for edge in (block, block // 2):
+        if shape[fast] * edge**rest * itemsize <= max_bytes:
+            return tuple(shape[a] if a == fast else edge for a in range(len(shape)))
+    others = block**rest * itemsize
     fast_len = max(block, (max_bytes // others) // block * block)
-    return tuple(
-        (shape[a] if shape[a] <= fast_len else fast_len) if a == fast else block
-        for a in range(len(shape))
-    )
+    return tuple(min(shape[a], fast_len) if a == fast else block for a in range(len(shape)))
 
 
 def block_grid(
-    shape: tuple[int, ...], blocks: tuple[int, ...]
+    shape: tuple[int, ...], blocks: tuple[int, ...], order: str = "C"
 ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """``(start, stop)`` of every block; inner boundaries are multiples of the block size.
 
+    Blocks come in the data's memory order (``order``: the last axis varies fastest for "C",
+    the first for "F"), so blocks that share rows of the file follow each other and read
+    what the ones before brought into the page cache.
+
     >>> block_grid((5, 3), (4, 4))
     [((0, 0), (5, 3))]
+    >>> [start for start, _ in block_grid((4, 4), (2, 2), "F")]
+    [(0, 0), (2, 0), (0, 2), (2, 2)]
     """
     axes = []
     for n, b in zip(shape, blocks, strict=True):
         bounds = np.cumsum((0, *align_chunks(n, b))).tolist()
         axes.append(list(itertools.pairwise(bounds)))
+    combos = itertools.product(*(axes[::-1] if order == "F" else axes))
     return [
         (tuple(s for s, _ in combo), tuple(e for _, e in combo))
-        for combo in itertools.product(*axes)
+        for combo in (c[::-1] if order == "F" else c for c in combos)
     ]
 
 
@@ -181,7 +197,7 @@ def _run_chain(
     items: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = []
     owners: list[int] = []
     for i, job in enumerate(jobs):
-        for start, stop in block_grid(job.source.shape, engine.blocks(job.source, order)):
+        for start, stop in block_grid(job.source.shape, engine.blocks(job.source, order), order):
             items.append((job, start, stop))
             owners.append(i)
     engine.progress.start(stage, detail, len(items))

@@ -91,42 +91,51 @@ def _rewrite(
         staged.replace_existing(names)
 
 
+# --kind -> (metadata.json section, its per-id info key, data.zip group)
+_SEGMENTATION_KINDS = {
+    "lattice": ("segmentation_lattices", "segmentation_sampling_info", "lattice_segmentation_data"),
+    "mesh": ("segmentation_meshes", "segmentation_metadata", "mesh_segmentation_data"),
+}
+
+
 def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
-    """Remove lattice or geometric segmentations (with their annotations) from an entry."""
+    """Remove lattice, mesh or geometric segmentations (with their annotations and data)
+    from an entry."""
     if kind in ("geometric", "geometric_segmentation"):
         _remove_geometric(location, list(dict.fromkeys(ids)))
         return
-    if kind != "lattice":
+    if kind not in _SEGMENTATION_KINDS:
         raise OptionError(f"--kind {kind}: this database holds no {kind} segmentations yet")
+    key, info, group = _SEGMENTATION_KINDS[kind]
     with entry_lock(location):
         metadata, annotations = location.read_documents()
-        section = metadata["segmentation_lattices"]
+        section = metadata[key]
         ids = list(dict.fromkeys(ids))
         unknown = [i for i in ids if i not in section["segmentation_ids"]]
         if unknown:
             raise OptionError(
-                f"no lattice {', '.join(unknown)} in entry {location.source_db}/"
+                f"no {kind} {', '.join(unknown)} in entry {location.source_db}/"
                 f"{location.entry_id} (it has: {', '.join(section['segmentation_ids']) or 'none'})"
             )
         for i in ids:
             section["segmentation_ids"].remove(i)
-            section["segmentation_sampling_info"].pop(i, None)
+            section[info].pop(i, None)
             section["time_info"].pop(i, None)
         gone = set(ids)
         annotations["segment_annotations"] = [
             a
             for a in annotations["segment_annotations"]
-            if not (a.get("segment_kind") == "lattice" and a.get("segmentation_id") in gone)
+            if not (a.get("segment_kind") == kind and a.get("segmentation_id") in gone)
         ]
         annotations["descriptions"] = {
             k: d
             for k, d in annotations["descriptions"].items()
             if not (
-                d.get("target_kind") == "lattice"
+                d.get("target_kind") == kind
                 and (d.get("target_id") or {}).get("segmentation_id") in gone
             )
         }
-        drop = tuple(f"lattice_segmentation_data/{i}/" for i in ids)
+        drop = tuple(f"{group}/{i}/" for i in ids)
         _rewrite(location, metadata, annotations, drop)
 
 

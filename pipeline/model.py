@@ -6,6 +6,7 @@ Arrays are lazy dask arrays indexed ``[x, y, z]``; geometry is in Angstrom.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ __all__ = [
     "RGBA",
     "ExtraData",
     "GeometricSegmentation",
+    "MeshArrays",
+    "MeshSetSource",
+    "MeshSource",
     "TimeInfo",
     "Vec3",
     "VolumeSource",
@@ -349,3 +353,52 @@ class GeometricSegmentation:
                 for t in sorted(self.frames)
             },
         }
+
+
+@dataclass(frozen=True, slots=True)
+class MeshArrays:
+    """One mesh's arrays: vertices (n, 3) float32 in Angstrom, triangles (m, 3) int32 indices
+    into the vertices, normals (n, 3) float32 or None when the source gives none."""
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    normals: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        v, t, n = self.vertices, self.triangles, self.normals
+        if v.ndim != 2 or v.shape[1] != 3 or v.dtype != np.float32:
+            raise ValueError(f"vertices must be float32 (n, 3), got {v.dtype} {v.shape}")
+        if t.ndim != 2 or t.shape[1] != 3 or t.dtype != np.int32:
+            raise ValueError(f"triangles must be int32 (m, 3), got {t.dtype} {t.shape}")
+        if n is not None and (n.shape != v.shape or n.dtype != np.float32):
+            raise ValueError(f"normals must be float32 {v.shape}, got {n.dtype} {n.shape}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MeshSource:
+    """One mesh of a segment: its id and a loader of its arrays (read when written, one mesh
+    at a time, so a mesh set never sits in memory whole)."""
+
+    id: int
+    load: Callable[[], MeshArrays]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MeshSetSource:
+    """A mesh segmentation (DESIGN 3.2 ``mesh_segmentation_data/<set_id>``): per time frame,
+    segment id -> its meshes. ``segments`` describes the segments (names, colours...)."""
+
+    path: Path
+    set_id: str
+    frames: tuple[dict[int, tuple[MeshSource, ...]], ...]
+    segments: tuple[Segment, ...] = ()
+    name: str | None = None
+    details: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            raise ValueError("a mesh set needs at least one frame")
+        try:
+            validate_name(self.set_id, "mesh set id")
+        except OptionError as exc:  # a name from the file or from extra data
+            raise InputFormatError(exc.message, self.path) from None

@@ -57,7 +57,14 @@ from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
-from pipeline.model import ExtraData, GeometricSegmentation, LabelSource, VolumeSource
+from pipeline.meshes import check_mesh_sets, describe_mesh_sets, write_mesh_set
+from pipeline.model import (
+    ExtraData,
+    GeometricSegmentation,
+    LabelSource,
+    MeshSetSource,
+    VolumeSource,
+)
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, memory_budget, open_runner
@@ -85,7 +92,8 @@ class RunSummary:
     def plan_lines(self) -> list[str]:
         lines = [
             f"volume {'x'.join(map(str, self.volume_shape))} {self.dtype}, "
-            f"{self.input_bytes / 1e6:.1f} MB per channel and frame"
+            f"{math.prod(self.volume_shape) * self.dtype.itemsize / 1e6:.1f} MB per channel "
+            "and frame"
         ]
         for lv in self.plan.levels:
             lines.append(
@@ -196,11 +204,13 @@ def _read_inputs(
     volume: VolumeSource | None = None
     lattices: list[LabelSource] = []
     geometric: list[GeometricSegmentation] = []
+    meshes: list[MeshSetSource] = []
     for spec in specs:
         contents = read_input(spec.kind, spec.path, scratch, extra)
         volume = volume or contents.volume
         lattices.extend(contents.lattices)
         geometric.extend(contents.geometric)
+        meshes.extend(contents.meshes)
     dtype = options.force_volume_dtype
     if volume is not None and dtype is not None and dtype != volume.dtype:
         volume = replace(
@@ -208,7 +218,12 @@ def _read_inputs(
             frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
         )
     progress.note("read", f"{len(specs)} input(s) opened in {time.perf_counter() - started:.1f} s")
-    return Contents(volume=volume, lattices=tuple(lattices), geometric=tuple(geometric))
+    return Contents(
+        volume=volume,
+        lattices=tuple(lattices),
+        geometric=tuple(geometric),
+        meshes=tuple(meshes),
+    )
 
 
 def _check_lattices(
@@ -388,16 +403,32 @@ def _read_extra(options: PreprocessOptions) -> ExtraData | None:
     return read_extra_data(spec.path) if spec is not None else None
 
 
+def _input_bytes(volume: VolumeSource | None, lattices: tuple[LabelSource, ...]) -> int:
+    """Bytes of voxel data a run reads once: every frame and channel of the volume and every
+    frame of every lattice, in their input dtypes."""
+    total = sum(
+        math.prod(lat.shape) * lat.frames[0].dtype.itemsize * len(lat.frames) for lat in lattices
+    )
+    if volume is not None:
+        frames = len(volume.frames) * len(volume.channel_ids)
+        total += math.prod(volume.shape) * volume.dtype.itemsize * frames
+    return total
+
+
 def _summary(
-    location: EntryLocation, volume: VolumeSource, plan: LevelPlan, seconds: float, done: bool
+    location: EntryLocation,
+    volume: VolumeSource,
+    plan: LevelPlan,
+    seconds: float,
+    done: bool,
+    lattices: tuple[LabelSource, ...] = (),
 ) -> RunSummary:
-    frames = len(volume.frames) * len(volume.channel_ids)
     return RunSummary(
         location=location,
         plan=plan,
         volume_shape=volume.shape,
         dtype=volume.dtype,
-        input_bytes=math.prod(volume.shape) * volume.dtype.itemsize * frames,
+        input_bytes=_input_bytes(volume, lattices),
         seconds=seconds,
         committed=done,
     )
@@ -415,12 +446,14 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
         contents = _read_inputs(options, extra, None)
         _check_lattices(contents.lattices, shape, voxel, location.folder)
         check_geometric_ids(contents.geometric, metadata, _entry_key(options))
+        check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     contents = _read_inputs(options, extra, None)
     volume = contents.volume
     assert volume is not None  # checked in _check_inputs
     _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.path)
     check_geometric_ids(contents.geometric, None, _entry_key(options))
+    check_mesh_sets(contents.meshes)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
     _check_quantize_levels(options, plan)
     return _summary(location, volume, plan, 0.0, done=False)
@@ -444,6 +477,10 @@ def _merge_custom_annotations(options: PreprocessOptions, annotations: dict[str,
     for spec in options.inputs:
         if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
             merge_annotations(annotations, read_custom_annotations(spec.path))
+
+
+def _entry_key(options: PreprocessOptions) -> str:
+    return f"{options.source_db}/{options.entry_id}"
 
 
 def _describe_lattices(
@@ -521,19 +558,22 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
                 f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
             )
         check_geometric_ids(contents.geometric, metadata, _entry_key(options))
+        check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
         with staged_entry(location) as staged:
             finishing = time.perf_counter()
-            if lattices:
+            if lattices or contents.meshes:
                 with new_archive(staged.data_zip) as sink:
                     sink.adopt(location.folder / DATA_ZIP)
                     writer = DataWriter(sink, options.compressor, existing=sink.keys)
                     written = _write_lattices(writer, lattices, plan, work, options, engine)
+                    meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
                     finishing = time.perf_counter()
                     writer.finish()
             else:  # the archive does not change (it is never modified in place)
                 os.link(location.folder / DATA_ZIP, staged.data_zip)
-                written = []
+                written, meshes = [], []
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            describe_mesh_sets(metadata, annotations, _entry_key(options), contents.meshes, meshes)
             geometric = stage_geometric(
                 staged.folder,
                 location.folder,
@@ -564,7 +604,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
         plan=plan,
         volume_shape=shape,
         dtype=np.dtype(np.uint32),
-        input_bytes=sum(math.prod(lat.shape) * 4 * len(lat.frames) for lat in lattices),
+        input_bytes=_input_bytes(None, lattices),
         seconds=time.perf_counter() - started,
         committed=True,
     )
@@ -605,6 +645,7 @@ def _add(
         assert volume is not None  # checked in _check_inputs
         _check_lattices(lattices, volume.shape, volume.voxel_size, volume.path)
         check_geometric_ids(contents.geometric, None, _entry_key(options))
+        check_mesh_sets(contents.meshes)
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
         _check_quantize_levels(options, plan)
         with staged_entry(location) as staged:
@@ -614,6 +655,7 @@ def _add(
                     writer, volume, plan, options, work, engine, warn or (lambda _: None)
                 )
                 written = _write_lattices(writer, lattices, plan, work, options, engine)
+                meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
                 finishing = time.perf_counter()
                 writer.finish()
             metadata = empty_metadata(options.source_db_name, options.source_db_id)
@@ -622,6 +664,7 @@ def _add(
             annotations = empty_annotations(options.source_db_name, options.source_db_id)
             annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
             _describe_lattices(metadata, annotations, lattices, written, plan, options)
+            describe_mesh_sets(metadata, annotations, _entry_key(options), contents.meshes, meshes)
             stage_geometric(
                 staged.folder, None, metadata, annotations, contents.geometric, _entry_key(options)
             )
@@ -630,4 +673,4 @@ def _add(
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.commit()
             _note_commit(engine, location, finishing)
-    return _summary(location, volume, plan, time.perf_counter() - started, done=True)
+    return _summary(location, volume, plan, time.perf_counter() - started, True, lattices)

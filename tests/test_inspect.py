@@ -91,3 +91,12 @@ def test_errors_are_one_line(run_cli, tmp_path, name, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert str(path) in lines[0]
+
+
+def test_mesh_sff_lists_its_mesh_set(run_cli, shared_data):
+    info = _info(run_cli, shared_data / "real/sff/emd_3791.sff")
+    (mesh,) = info["meshes"]
+    assert mesh["id"] == "emd_3791" and mesh["time_points"] == 1
+    assert len(mesh["segments"]) == 4  # MANIFEST: Nucleus, Cytoplasm, Lamella and one unnamed
+    assert {"Nucleus", "Cytoplasm", "Lamella"} <= set(mesh["named"].values())
+    assert info["lattices"] == [] and "volume" not in info

@@ -153,8 +153,8 @@ def test_sff_variants_are_refused_clearly(run_cli, tmp_path, shared_data, emd183
     real = shared_data / "real/sff"
     cases = [
         (real / "emd_1832_v0.7.hff", "v0.7 layout"),
-        (real / "annotated_emd_6338.hff", "no lattice segmentation"),
-        (real / "emd_1832.sff", "not supported yet: EMDB-SFF XML"),
+        (real / "annotated_emd_6338.hff", "no lattice or mesh segmentation"),
+        (real / "shapes_v0.7.sff", "v0.7.0.dev0 XML layout is not supported"),
     ]
     broken = tmp_path / "broken.hff"
     broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)

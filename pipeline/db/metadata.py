@@ -13,6 +13,7 @@ __all__ = [
     "PALETTE",
     "add_lattice_annotations",
     "add_lattice_metadata",
+    "add_mesh_metadata",
     "apply_entry_metadata",
     "deterministic_id",
     "empty_annotations",
@@ -164,27 +165,30 @@ def add_lattice_annotations(
     segments: tuple[Segment, ...],
     present: tuple[int, ...],
     frames: int,
+    kind: str = "lattice",
 ) -> None:
-    """One description and one segment annotation per segment of a lattice (DESIGN 5).
+    """One description and one segment annotation per segment of a lattice (DESIGN 5); with
+    ``kind="mesh"`` the same for the segments of a mesh set.
 
     The segments are those the source describes plus every label value present in the grid
-    except 0 (background, still a category in the set tables). Ids are uuid5 of entry, lattice
-    and segment; colours come from the source or the fixed palette.
+    except 0 (background, still a category in the set tables). Ids are uuid5 of entry, kind,
+    segmentation and segment; colours come from the source or the fixed palette.
     """
+    ref_key = () if kind == "lattice" else (kind,)  # lattice reference ids predate ``kind``
     described = {s.id: s for s in segments}
     ids = sorted(set(described) | {v for v in present if v != 0})
     time: int | list[int] = 0 if frames == 1 else list(range(frames))
     for n, segment_id in enumerate(ids):
         segment = described.get(segment_id, Segment(id=segment_id))
-        description_id = deterministic_id(entry_key, "lattice", lattice_id, segment_id, "d")
+        description_id = deterministic_id(entry_key, kind, lattice_id, segment_id, "d")
         annotations["descriptions"][description_id] = {
             "id": description_id,
-            "target_kind": "lattice",
+            "target_kind": kind,
             "target_id": {"segmentation_id": lattice_id, "segment_id": segment_id},
             "name": segment.name if segment.name is not None else f"segment {segment_id}",
             "external_references": [
                 {
-                    "id": deterministic_id(entry_key, lattice_id, segment_id, "ref", k),
+                    "id": deterministic_id(entry_key, *ref_key, lattice_id, segment_id, "ref", k),
                     "resource": ref.resource,
                     "accession": ref.accession,
                     "label": ref.label,
@@ -203,14 +207,33 @@ def add_lattice_annotations(
         color = segment.color if segment.color is not None else PALETTE[n % len(PALETTE)]
         annotations["segment_annotations"].append(
             {
-                "id": deterministic_id(entry_key, "lattice", lattice_id, segment_id, "a"),
-                "segment_kind": "lattice",
+                "id": deterministic_id(entry_key, kind, lattice_id, segment_id, "a"),
+                "segment_kind": kind,
                 "segment_id": segment_id,
                 "segmentation_id": lattice_id,
                 "color": list(color),
                 "time": time,
             }
         )
+
+
+def add_mesh_metadata(
+    metadata: dict[str, Any],
+    set_id: str,
+    fractions: dict[int, float],
+    timeframes: dict[str, Any],
+    frames: int,
+) -> None:
+    """Append a mesh set to ``segmentation_meshes`` (DESIGN 4)."""
+    section = metadata["segmentation_meshes"]
+    if set_id in section["segmentation_ids"]:
+        raise ValueError(f"mesh set {set_id} already in the entry")
+    section["segmentation_ids"].append(set_id)
+    section["segmentation_metadata"][set_id] = {
+        "detail_lvl_to_fraction": {str(lv): f for lv, f in sorted(fractions.items())},
+        "mesh_timeframes": timeframes,
+    }
+    section["time_info"][set_id] = TimeInfo(start=0, end=frames - 1).to_json()
 
 
 def merge_annotations(annotations: dict[str, Any], custom: dict[str, Any]) -> None:

@@ -188,13 +188,14 @@ def _grid_values(c: _Checker, path: str, meta: dict[str, Any]) -> set[int]:
 
 
 def _check_annotations(
-    c: _Checker, annotations: dict[str, Any], segments: dict[str, set[int]]
+    c: _Checker, annotations: dict[str, Any], segments: dict[str, set[int]], kind: str = "lattice"
 ) -> None:
-    """Every lattice segment annotation and description names an existing lattice segment."""
+    """Every ``kind`` segment annotation and description names an existing segment of one of
+    the entry's segmentations of that kind (``segments``: segmentation id -> segment ids)."""
     refs = [
         (f"segment_annotations[{n}]", item.get("segmentation_id"), item.get("segment_id"))
         for n, item in enumerate(annotations.get("segment_annotations", []))
-        if item.get("segment_kind") == "lattice"
+        if item.get("segment_kind") == kind
     ] + [
         (
             f"description {key}",
@@ -202,13 +203,73 @@ def _check_annotations(
             (item.get("target_id") or {}).get("segment_id"),
         )
         for key, item in annotations.get("descriptions", {}).items()
-        if item.get("target_kind") == "lattice"
+        if item.get("target_kind") == kind
     ]
     for where, lattice, segment in refs:
         if lattice not in segments:
-            c.problem(f"annotations.json: {where} names unknown lattice {lattice}")
+            c.problem(f"annotations.json: {where} names unknown {kind} {lattice}")
         elif segment not in segments[lattice]:
-            c.problem(f"annotations.json: {where}: segment {segment} is not in lattice {lattice}")
+            c.problem(f"annotations.json: {where}: segment {segment} is not in {kind} {lattice}")
+
+
+def _array_rows(c: _Checker, path: str, meta: dict[str, Any]) -> np.ndarray:
+    """A stored 2-D (n, 3) array, decoded chunk by chunk (meshes are small)."""
+    import numcodecs
+
+    assert c.zf is not None
+    codec = numcodecs.get_codec(meta["compressor"]) if meta.get("compressor") else None
+    (rows, cols), (step, _) = meta["shape"], meta["chunks"]
+    out = np.zeros((rows, cols), dtype=meta["dtype"])
+    for i in range(-(-rows // step)):
+        raw = c.zf.read(f"{path}/{i}.0")
+        chunk = np.frombuffer(codec.decode(raw) if codec else raw, dtype=meta["dtype"])
+        part = chunk.reshape((step, cols), order=meta.get("order", "C"))
+        out[i * step : (i + 1) * step] = part[: rows - i * step]
+    return out
+
+
+def _check_mesh(c: _Checker, base: str, counts: dict[str, Any]) -> None:
+    metas = {}
+    for name, dtype in (("vertices", "<f4"), ("triangles", "<i4"), ("normals", "<f4")):
+        meta = metas[name] = c.array_meta(f"{base}/{name}")
+        if meta is None:
+            return
+        expected = [counts.get(f"num_{name}"), 3]
+        if meta["shape"] != expected or meta["dtype"] != dtype:
+            c.problem(f"{base}/{name}: {meta['dtype']} {meta['shape']}, metadata says {expected}")
+            return
+    try:
+        triangles = _array_rows(c, f"{base}/triangles", metas["triangles"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        c.problem(f"{base}/triangles: unreadable chunk ({exc})")
+        return
+    n = counts["num_vertices"]
+    if triangles.size and (triangles.min() < 0 or triangles.max() >= n):
+        c.problem(
+            f"{base}/triangles: indices {triangles.min()}..{triangles.max()} out of range "
+            f"for {n} vertices"
+        )
+
+
+def _check_mesh_set(c: _Checker, metadata: dict[str, Any], set_id: str) -> set[int]:
+    """Every mesh the metadata lists is stored with matching shapes and valid triangles."""
+    section = metadata["segmentation_meshes"]
+    info = section["segmentation_metadata"].get(set_id)
+    segments: set[int] = set()
+    if info is None:
+        c.problem(f"metadata.json: mesh set {set_id} has no segmentation_metadata")
+        return segments
+    fractions = info["detail_lvl_to_fraction"]
+    for t, frame in info["mesh_timeframes"].items():
+        for segment, levels in frame["segment_ids"].items():
+            segments.add(int(segment))
+            for level, meshes in levels["detail_lvls"].items():
+                if level not in fractions:
+                    c.problem(f"mesh set {set_id}: detail level {level} not in its fractions")
+                for mesh_id, counts in meshes["mesh_ids"].items():
+                    base = f"mesh_segmentation_data/{set_id}/{t}/{segment}/{level}/{mesh_id}"
+                    _check_mesh(c, base, counts)
+    return segments
 
 
 def validate_entry(location: EntryLocation) -> list[str]:
@@ -233,6 +294,11 @@ def validate_entry(location: EntryLocation) -> list[str]:
                 for lattice in metadata["segmentation_lattices"]["segmentation_ids"]
             }
             _check_annotations(c, annotations, segments)
+            meshes = {
+                set_id: _check_mesh_set(c, metadata, set_id)
+                for set_id in metadata["segmentation_meshes"]["segmentation_ids"]
+            }
+            _check_annotations(c, annotations, meshes, "mesh")
         except (KeyError, TypeError, ValueError) as exc:
             c.problem(f"metadata.json: malformed ({type(exc).__name__}: {exc})")
         except (zipfile.BadZipFile, OSError) as exc:

@@ -12,15 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.inputs.application_specific import read_application_specific
 from pipeline.inputs.geometric import read_geometric
 from pipeline.inputs.mask import read_mask
 from pipeline.inputs.mrc import read_map
 from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
 from pipeline.inputs.ometiff import read_ometiff_image, read_ometiff_segmentation
 from pipeline.inputs.omezarr import read_omezarr
-from pipeline.inputs.sff import read_sff
+from pipeline.inputs.sff import read_sff_contents
 from pipeline.inputs.star import read_star_geometric
-from pipeline.model import ExtraData, GeometricSegmentation, LabelSource, VolumeSource
+from pipeline.model import (
+    ExtraData,
+    GeometricSegmentation,
+    LabelSource,
+    MeshSetSource,
+    VolumeSource,
+)
 from pipeline.options import InputKind
 
 __all__ = ["DIRECTORY_KINDS", "READERS", "VOLUME_KINDS", "Contents", "Reader", "read_input"]
@@ -33,6 +40,7 @@ class Contents:
     volume: VolumeSource | None = None
     lattices: tuple[LabelSource, ...] = ()
     geometric: tuple[GeometricSegmentation, ...] = ()
+    meshes: tuple[MeshSetSource, ...] = ()
 
 
 Reader = Callable[[Path, Path | None, ExtraData | None], Contents]
@@ -48,7 +56,13 @@ def _mask(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents
 
 
 def _sff(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
-    return Contents(lattices=tuple(read_sff(path, scratch, extra)))
+    sff = read_sff_contents(path, scratch, extra)
+    return Contents(lattices=sff.lattices, meshes=sff.meshes)
+
+
+def _application_specific(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    sff = read_application_specific(path, scratch, extra)
+    return Contents(lattices=sff.lattices, meshes=sff.meshes)
 
 
 def _nii_volume(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
@@ -91,6 +105,7 @@ READERS: dict[InputKind, Reader] = {
     InputKind.OMETIFF_IMAGE: _ometiff_image,
     InputKind.OMETIFF_SEGMENTATION: _ometiff_segmentation,
     InputKind.OMEZARR: _omezarr,
+    InputKind.APPLICATION_SPECIFIC_SEGMENTATION: _application_specific,
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)

@@ -1,10 +1,17 @@
-"""``sff`` inputs: EMDB-SFF 0.8 HDF5 (.hff) lattice segmentations, read with h5py.
+"""``sff`` inputs: EMDB-SFF 0.8, HDF5 (.hff, read with h5py) or XML (.sff, xml.etree iterparse).
 
-Every lattice of ``lattice_list`` becomes a lattice (id = the lattice's id, or its
-``segmentation_ids_mapping`` entry); segments come from ``segment_list`` with their
-``three_d_volume`` value, name, description, colour and external references. Lattice data
-(base64 of zlib- or un-compressed bytes, (cols, rows, sections) in Fortran order) is decoded,
-streaming, into a raw scratch file and read from there region by region.
+Both forms are read through one small node interface (:mod:`pipeline.inputs.sff_nodes`), so one
+code path maps them into the source model:
+
+- every lattice of ``lattice_list`` becomes a lattice (id = the lattice's id, or its
+  ``segmentation_ids_mapping`` entry); its segments come from ``segment_list`` with their
+  ``three_d_volume`` value, name, description, colour and external references. Lattice data
+  (base64 of zlib- or un-compressed bytes, (cols, rows, sections) in Fortran order) is decoded,
+  streaming, into a raw scratch file and read from there region by region.
+- the ``mesh_list`` of every segment becomes one mesh set (id = the file stem, or its
+  ``segmentation_ids_mapping`` entry), see :mod:`pipeline.inputs.sff_meshes`.
+
+v0.7 layouts and shape primitives are refused with a one-line message.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+import xml.etree.ElementTree as ET
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,92 +31,40 @@ import numpy as np
 
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
-from pipeline.model import ExternalReference, ExtraData, LabelSource, Segment
+from pipeline.inputs.sff_meshes import Hdf5Meshes, MeshLoaders, XmlMeshes, mesh_set
+from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
+from pipeline.model import ExtraData, LabelSource, MeshSetSource, Segment
 
-__all__ = ["read_sff"]
+__all__ = ["SffContents", "is_sff", "read_sff", "read_sff_contents"]
 
 _MODES = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32"}
 _STEP = 8 * 2**20
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    value = str(value).strip()
-    return value or None
-
-
-def _get(group: h5py.Group, name: str) -> Any:
-    return group[name][()] if name in group else None
-
-
-def _colour(value: Any) -> tuple[float, float, float, float] | None:
-    if value is None:
-        return None
-    rgba = np.asarray(value).ravel()
-    if rgba.size not in (3, 4):
-        return None
-    scale = 255.0 if rgba.dtype.kind in "iu" or rgba.max() > 1.0 else 1.0
-    values = [float(v) / scale for v in rgba] + ([1.0] if rgba.size == 3 else [])
-    return tuple(min(max(v, 0.0), 1.0) for v in values)  # type: ignore[return-value]
-
-
-def _references(annotation: h5py.Group | None) -> tuple[ExternalReference, ...]:
-    if annotation is None or "external_references" not in annotation:
-        return ()
-    group = annotation["external_references"]
-    refs = []
-    for key in sorted(group, key=lambda k: int(k) if k.isdigit() else k):
-        ref = group[key]
-        refs.append(
-            ExternalReference(
-                resource=_text(_get(ref, "resource")),
-                accession=_text(_get(ref, "accession")),
-                label=_text(_get(ref, "label")),
-                description=_text(_get(ref, "description")),
-                url=_text(_get(ref, "url")),
-            )
-        )
-    return tuple(refs)
-
-
-def _segments(f: h5py.File, path: Path) -> dict[int, list[Segment]]:
+def _segments(root: SffNode, path: Path) -> dict[int, list[Segment]]:
     """Segments by lattice id (``three_d_volume/lattice_id``)."""
     by_lattice: dict[int, list[Segment]] = {}
-    for key in f.get("segment_list", {}):
-        group = f["segment_list"][key]
-        volume = group.get("three_d_volume")
+    segment_list = root.child("segment_list")
+    for node in segment_list.items() if segment_list is not None else []:
+        volume = node.child("three_d_volume")
         if volume is None:
             continue
-        annotation = group.get("biological_annotation")
         try:
-            segment_id = int(_get(group, "id") if "id" in group else key)
-            value = _get(volume, "value")
-            lattice = int(_get(volume, "lattice_id"))
-        except (TypeError, ValueError) as exc:
-            raise InputFormatError(f"segment {key}: invalid id, value or lattice_id", path) from exc
-        by_lattice.setdefault(lattice, []).append(
-            Segment(
-                id=segment_id,
-                value=int(value) if value is not None else segment_id,
-                name=_text(_get(annotation, "name")) if annotation is not None else None,
-                description=(
-                    _text(_get(annotation, "description")) if annotation is not None else None
-                ),
-                color=_colour(_get(group, "colour")),
-                external_references=_references(annotation),
-            )
-        )
+            lattice = number(volume, "lattice_id", path)
+            value = number(volume, "value", path)
+        except InputFormatError as exc:
+            raise InputFormatError(f"segment {node.key}: {exc.message}", path) from None
+        if lattice is None:
+            raise InputFormatError(f"segment {node.key}: three_d_volume without lattice_id", path)
+        by_lattice.setdefault(lattice, []).append(segment_of(node, path, value))
     return {k: sorted(v, key=lambda s: s.id) for k, v in by_lattice.items()}
 
 
-def _decode_lattice(data: bytes, target: Path, nbytes: int, path: Path) -> None:
+def _decode_lattice(data: Any, target: Path, nbytes: int, path: Path) -> None:
     """base64 -> (zlib-compressed or raw) bytes -> ``target``, in bounded steps."""
     try:
         raw = base64.b64decode(data, validate=False)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, TypeError) as exc:
         raise InputFormatError(f"lattice data is not base64: {exc}", path) from exc
     compressed = len(raw) != nbytes  # raw data has exactly the lattice's size
     written = 0
@@ -132,41 +90,134 @@ def _decode_lattice(data: bytes, target: Path, nbytes: int, path: Path) -> None:
         )
 
 
-def _lattice(group: h5py.Group, path: Path, scratch: Path | None) -> tuple[int, LazyArray]:
-    try:
-        lattice_id = int(_get(group, "id"))
-        mode = _text(_get(group, "mode"))
-        endianness = _text(_get(group, "endianness")) or "little"
-        size = group["size"]
-        shape = tuple(int(size[k][()]) for k in ("sections", "rows", "cols"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputFormatError(f"lattice {group.name}: missing id, mode or size", path) from exc
+@dataclass(frozen=True, slots=True)
+class _LatticeHeader:
+    id: int
+    shape: tuple[int, int, int]  # (sections, rows, cols)
+    dtype: np.dtype
+
+
+def _lattice_header(node: SffNode, path: Path) -> _LatticeHeader:
+    size = node.child("size")
+    lattice_id = number(node, "id", path)
+    shape: tuple[Any, ...] = (None,)
+    if size is not None:
+        shape = tuple(number(size, k, path) for k in ("sections", "rows", "cols"))
+    if lattice_id is None or None in shape:
+        raise InputFormatError(f"lattice {node.key!r}: missing id, mode or size", path)
+    mode = text(node.value("mode"))
     if mode not in _MODES:
         raise InputFormatError(f"lattice {lattice_id}: unsupported mode {mode!r}", path)
+    endianness = text(node.value("endianness")) or "little"
     dtype = np.dtype(mode).newbyteorder("<" if endianness == "little" else ">")
-    xyz_shape = shape[::-1]
-    if scratch is None:
-        return lattice_id, ShapeOnlyArray(
-            xyz_shape, dtype.newbyteorder("="), f"{path}: not decoded"
-        )
+    return _LatticeHeader(lattice_id, shape, dtype)  # type: ignore[arg-type]
+
+
+def _decode_lattice_node(node: SffNode, path: Path, scratch: Path) -> Path:
+    """Decode a lattice's data into a raw scratch file; returns the file."""
+    header = _lattice_header(node, path)
+    data = node.value("data")
+    if data is None:
+        raise InputFormatError(f"lattice {header.id}: no data", path)
     scratch.mkdir(parents=True, exist_ok=True)
-    target = scratch / f"{uuid.uuid4().hex}-sff-lattice-{lattice_id}.raw"
-    if "data" not in group:
-        raise InputFormatError(f"lattice {lattice_id}: no data", path)
-    _decode_lattice(group["data"][()], target, int(np.prod(shape)) * dtype.itemsize, path)
+    target = scratch / f"{uuid.uuid4().hex}-sff-lattice-{header.id}.raw"
+    nbytes = int(np.prod(header.shape)) * header.dtype.itemsize
+    _decode_lattice(data, target, nbytes, path)
+    return target
+
+
+def _lattice(
+    node: SffNode, path: Path, scratch: Path | None, decoded: Path | None
+) -> tuple[int, LazyArray]:
+    header = _lattice_header(node, path)
+    xyz_shape = header.shape[::-1]
+    if scratch is None:
+        return header.id, ShapeOnlyArray(
+            xyz_shape, header.dtype.newbyteorder("="), f"{path}: not decoded"
+        )
+    target = decoded if decoded is not None else _decode_lattice_node(node, path, scratch)
     # bytes are (cols, rows, sections) in Fortran order: C-order (sections, rows, cols)
-    return lattice_id, TransposedArray(RawArrayFile(target, shape, dtype), (2, 1, 0))
+    return header.id, TransposedArray(RawArrayFile(target, header.shape, header.dtype), (2, 1, 0))
 
 
-def read_sff(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> list[LabelSource]:
-    """Every lattice of an EMDB-SFF HDF5 file as a :class:`LabelSource`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError("no such file", path)
+@dataclass(frozen=True, slots=True)
+class SffContents:
+    """What an SFF holds: its lattices and (at most one) mesh set."""
+
+    lattices: tuple[LabelSource, ...] = ()
+    meshes: tuple[MeshSetSource, ...] = ()
+
+
+def is_sff(path: Path) -> bool:
+    """Whether a file is an EMDB-SFF document (HDF5 with a segment list, or XML
+    ``<segmentation>``), judged by its content."""
     with open(path, "rb") as head:
-        xml = head.read(5) == b"<?xml"
-    if path.suffix.lower() == ".sff" or xml:
-        raise UnsupportedInputError("not supported yet: EMDB-SFF XML (.sff); use the .hff", path)
+        start = head.read(512)
+    if start.startswith(b"\x89HDF\r\n\x1a\n"):
+        try:
+            with h5py.File(path, "r") as f:
+                return "segment_list" in f or "segments" in f
+        except OSError:
+            return False
+    return b"<segmentation" in start
+
+
+def _check_version(version: str | None, path: Path) -> None:
+    """Layouts before 0.8 (camelCase XML elements) are refused."""
+    if (version or "").startswith(("0.5", "0.6", "0.7")):
+        raise UnsupportedInputError(
+            f"EMDB-SFF v{version} XML layout is not supported; convert it to 0.8 with sfftk", path
+        )
+
+
+def _check_shapes(root: SffNode, path: Path) -> None:
+    segment_list = root.child("segment_list")
+    for node in segment_list.items() if segment_list is not None else []:
+        shapes = node.child("shape_primitive_list")
+        if shapes is not None and shapes.items():
+            raise UnsupportedInputError(
+                f"not supported: SFF shape primitives (segment {node.key})", path
+            )
+
+
+def _contents(
+    root: SffNode,
+    path: Path,
+    scratch: Path | None,
+    extra: ExtraData | None,
+    decoded: dict[str, Path],
+    meshes: MeshLoaders,
+) -> SffContents:
+    _check_shapes(root, path)
+    name, details = text(root.value("name")), text(root.value("details"))
+    mapping = extra.segmentation_ids_mapping if extra is not None else {}
+    segments = _segments(root, path)
+    lattices = []
+    lattice_list = root.child("lattice_list")
+    for node in lattice_list.items() if lattice_list is not None else []:
+        lattice_id, data = _lattice(node, path, scratch, decoded.get(node.key))
+        lid = mapping.get(str(lattice_id), str(lattice_id))
+        lattices.append(
+            LabelSource(
+                path=path,
+                lattice_id=lid,
+                frames=(data,),
+                segments=tuple(segments.get(lattice_id, ())),
+                memory_order="F",
+                name=name,
+                details=details,
+            )
+        )
+    set_id = mapping.get(path.stem, path.stem)
+    found = mesh_set(root, path, set_id, meshes, name, details)
+    if not lattices and found is None:
+        raise InputFormatError(
+            "no lattice or mesh segmentation in this SFF (segments without geometry)", path
+        )
+    return SffContents(tuple(lattices), (found,) if found is not None else ())
+
+
+def _read_hdf5(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffContents:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -178,27 +229,68 @@ def read_sff(path: Path, scratch: Path | None, extra: ExtraData | None = None) -
                 "convert it to 0.8 with sfftk",
                 path,
             )
-        if "lattice_list" not in f or not len(f["lattice_list"]):
-            raise InputFormatError(
-                "no lattice segmentation in this SFF (only lattice segmentations are read)", path
-            )
-        segments = _segments(f, path)
-        name, details = _text(_get(f, "name")), _text(_get(f, "details"))
-        sources = []
-        for key in sorted(f["lattice_list"], key=lambda k: int(k) if k.isdigit() else k):
-            lattice_id, data = _lattice(f["lattice_list"][key], path, scratch)
-            lid = str(lattice_id)
-            if extra is not None:
-                lid = extra.segmentation_ids_mapping.get(lid, lid)
-            sources.append(
-                LabelSource(
-                    path=path,
-                    lattice_id=lid,
-                    frames=(data,),
-                    segments=tuple(segments.get(lattice_id, ())),
-                    memory_order="F",
-                    name=name,
-                    details=details,
-                )
-            )
-    return sources
+        root = H5Node(f)
+        return _contents(root, path, scratch, extra, {}, Hdf5Meshes(path))
+
+
+def _iterparse(path: Path) -> Iterator[tuple[str, ET.Element]]:
+    try:
+        yield from ET.iterparse(path, events=("start", "end"))
+    except ET.ParseError as exc:
+        raise InputFormatError(f"not a valid EMDB-SFF XML file: {exc}", path) from exc
+
+
+def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffContents:
+    """One streaming pass: every lattice and mesh is decoded into scratch files as soon as its
+    element ends and its base64 text is dropped, so the kept tree is small."""
+    root: ET.Element | None = None
+    decoded: dict[str, Path] = {}
+    meshes = XmlMeshes(path, scratch)
+    stack: list[str] = []
+    for event, element in _iterparse(path):
+        if event == "start":
+            if root is None:
+                root = element
+                if element.tag != "segmentation":
+                    raise InputFormatError(
+                        f"not an EMDB-SFF XML file (root element <{element.tag}>)", path
+                    )
+            if element.tag in ("segmentList", "transformList") and len(stack) == 1:
+                _check_version("0.7", path)
+            stack.append(element.tag)
+            continue
+        stack.pop()
+        parent = stack[-1] if stack else None
+        if element.tag == "version" and parent == "segmentation":
+            _check_version(text(element.text), path)
+        elif element.tag == "lattice" and parent == "lattice_list":
+            node = XmlNode(element)
+            if scratch is not None:
+                decoded[node.key] = _decode_lattice_node(node, path, scratch)
+            for data in element.iter("data"):
+                data.text = None
+        elif element.tag == "mesh" and parent == "mesh_list":
+            meshes.take(XmlNode(element))
+    assert root is not None  # iterparse raises on a document without elements
+    return _contents(XmlNode(root), path, scratch, extra, decoded, meshes)
+
+
+def read_sff_contents(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> SffContents:
+    """The lattices and meshes of an EMDB-SFF file (.hff HDF5 or .sff XML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError("no such file", path)
+    with open(path, "rb") as head:
+        start = head.read(8)
+    if start.startswith(b"\x89HDF"):
+        return _read_hdf5(path, scratch, extra)
+    if start.lstrip().startswith(b"<") or path.suffix.lower() == ".sff":
+        return _read_xml(path, scratch, extra)
+    return _read_hdf5(path, scratch, extra)  # reports "not an HDF5 file"
+
+
+def read_sff(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> list[LabelSource]:
+    """Every lattice of an EMDB-SFF file as a :class:`LabelSource`."""
+    return list(read_sff_contents(path, scratch, extra).lattices)

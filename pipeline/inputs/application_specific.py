@@ -1,0 +1,73 @@
+"""``application_specific_segmentation`` inputs.
+
+DESIGN 8: "formats that can be converted to SFF by a maintained library; otherwise a clear
+'not supported: <format>' error". The library that converts IMOD, Amira, Segger, STL, ilastik
+… to EMDB-SFF is sfftk, and it cannot be a dependency: its ``ahds`` requirement is published
+only as a source package whose build imports numpy without declaring it, so a plain
+``pip install`` of this project would fail (see README). So a file that already is EMDB-SFF
+(HDF5 or XML, recognised by content whatever its name) is read as ``sff``; every other format
+is refused naming the format and the conversion command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import InputNotFoundError, UnsupportedInputError
+from pipeline.inputs.sff import SffContents, is_sff, read_sff_contents
+from pipeline.model import ExtraData
+
+__all__ = ["detect_format", "read_application_specific"]
+
+# (magic prefix, format name), for files whose suffix says nothing
+_MAGIC = (
+    (b"IMOD", "IMOD model"),
+    (b"# AmiraMesh", "Amira mesh"),
+    (b"# Avizo", "Amira mesh"),
+    (b"# HyperSurface", "Amira HyperSurface"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5 (Segger, ilastik or SuRVoS)"),
+    (b"solid", "STL mesh"),
+    (b"data_", "STAR file"),
+)
+_SUFFIX = {
+    ".mod": "IMOD model",
+    ".am": "Amira mesh",
+    ".surf": "Amira HyperSurface",
+    ".seg": "Segger segmentation",
+    ".stl": "STL mesh",
+    ".h5": "HDF5 (ilastik or SuRVoS)",
+    ".hdf5": "HDF5",
+    ".map": "MRC map (use --input-kind mask for a label map)",
+    ".mrc": "MRC map (use --input-kind mask for a label map)",
+    ".star": "STAR file (use --input-kind star_file_geometric_segmentation)",
+    ".json": "JSON",
+}
+
+
+def detect_format(path: Path) -> str:
+    """A short name of a file's format, from its first bytes or its suffix."""
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIX:
+        return f"{_SUFFIX[suffix]} ({suffix})"
+    with open(path, "rb") as head:
+        start = head.read(64)
+    for magic, name in _MAGIC:
+        if start.startswith(magic):
+            return name
+    return f"{suffix} file" if suffix else "unknown format"
+
+
+def read_application_specific(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> SffContents:
+    """An EMDB-SFF file as ``sff``; any other format is refused with its name."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError("no such file", path)
+    if is_sff(path):
+        return read_sff_contents(path, scratch, extra)
+    raise UnsupportedInputError(
+        f"not supported: {detect_format(path)}; convert it to EMDB-SFF with sfftk "
+        f"(sff convert {path.name} -o {path.stem}.hff) and give that with --input-kind sff",
+        path,
+    )

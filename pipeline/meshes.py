@@ -1,0 +1,150 @@
+"""Writing mesh segmentations (DESIGN 3.2, 7.4): detail levels of every mesh of a mesh set.
+
+``mesh_segmentation_data/<set>/<time>/<segment>/<detail level>/<mesh>/{vertices,triangles,
+normals}``: level 1 is the mesh as given (its own normals, made unit length, or computed ones),
+levels 2..10 are quadric decimations of the original to the level's fraction, with computed
+area-weighted normals. A segment's levels stop at the first one where none of its meshes keeps a
+triangle; a mesh that loses all its triangles at a level while others of its segment keep some is
+left out of that level. One segment's meshes are in memory at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.algorithms.meshes import MAX_DETAIL_LEVEL, decimate, detail_fraction, vertex_normals
+from pipeline.db.metadata import add_lattice_annotations, add_mesh_metadata
+from pipeline.db.writer import DataWriter
+from pipeline.errors import OptionError
+from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
+
+__all__ = ["MeshSetResult", "check_mesh_sets", "describe_mesh_sets", "write_mesh_set"]
+
+_CHUNK_ROWS = 2**18  # rows per zarr chunk: 3 MB of float32 vertices
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSetResult:
+    set_id: str
+    frames: int
+    fractions: dict[int, float]  # every detail level stored for at least one segment
+    timeframes: dict[str, Any]  # the ``mesh_timeframes`` document of metadata.json
+    segment_ids: tuple[int, ...]  # segments with at least one stored mesh
+
+
+def check_mesh_sets(mesh_sets: Iterable[MeshSetSource], taken: Iterable[str] = ()) -> None:
+    """Mesh set ids must be unique in a run and (extend) new to the entry."""
+    seen: dict[str, Any] = {}
+    existing = set(taken)
+    for mesh_set in mesh_sets:
+        if mesh_set.set_id in existing:
+            raise OptionError(
+                f"mesh set id {mesh_set.set_id!r} ({mesh_set.path}) is already in the entry "
+                "(give a new id with segmentation_ids_mapping in extra_data)"
+            )
+        if mesh_set.set_id in seen:
+            raise OptionError(
+                f"mesh set id {mesh_set.set_id!r} given twice: {seen[mesh_set.set_id]} and "
+                f"{mesh_set.path} (map one with segmentation_ids_mapping in extra_data)"
+            )
+        seen[mesh_set.set_id] = mesh_set.path
+
+
+def _store(writer: DataWriter, path: str, array: np.ndarray) -> None:
+    target = writer.array(path, array.shape, array.dtype, (_CHUNK_ROWS, 3))
+    target.write_block(np.ascontiguousarray(array), (0, 0))
+
+
+def _write_mesh(writer: DataWriter, base: str, mesh: MeshArrays) -> dict[str, int]:
+    normals = mesh.normals
+    if normals is None:
+        normals = vertex_normals(mesh.vertices, mesh.triangles)
+    _store(writer, f"{base}/vertices", mesh.vertices)
+    _store(writer, f"{base}/triangles", mesh.triangles)
+    _store(writer, f"{base}/normals", normals)
+    return {
+        "num_vertices": len(mesh.vertices),
+        "num_triangles": len(mesh.triangles),
+        "num_normals": len(normals),
+    }
+
+
+def _write_segment(
+    writer: DataWriter, base: str, meshes: tuple[MeshSource, ...]
+) -> dict[str, dict[str, Any]]:
+    """Every detail level of one segment; returns its ``detail_lvls`` document."""
+    originals = [(m.id, m.load()) for m in meshes]
+    originals = [(i, m) for i, m in originals if len(m.triangles)]
+    levels: dict[str, dict[str, Any]] = {}
+    # a decimation that stopped above its target (no collapse allowed any more) gives the same
+    # mesh for every smaller target: the deeper levels reuse it instead of recomputing it
+    stuck: dict[int, MeshArrays] = {}
+    for level in range(1, MAX_DETAIL_LEVEL + 1):
+        fraction = detail_fraction(level)
+        stored: dict[str, Any] = {}
+        for mesh_id, mesh in originals:
+            if mesh_id in stuck:
+                mesh = stuck[mesh_id]
+            elif level > 1:
+                vertices, triangles = decimate(mesh.vertices, mesh.triangles, fraction)
+                if not len(triangles):
+                    continue
+                if len(triangles) > round(fraction * len(mesh.triangles)):
+                    stuck[mesh_id] = MeshArrays(vertices, triangles)
+                mesh = MeshArrays(vertices, triangles)
+            stored[str(mesh_id)] = _write_mesh(writer, f"{base}/{level}/{mesh_id}", mesh)
+        if not stored:
+            break
+        levels[str(level)] = {"mesh_ids": stored}
+    return levels
+
+
+def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource) -> MeshSetResult:
+    """Store every detail level of every mesh of a mesh set."""
+    timeframes: dict[str, Any] = {}
+    used: set[int] = set()
+    present: set[int] = set()
+    for t, frame in enumerate(mesh_set.frames):
+        segments: dict[str, Any] = {}
+        for segment_id in sorted(frame):
+            base = f"mesh_segmentation_data/{mesh_set.set_id}/{t}/{segment_id}"
+            levels = _write_segment(writer, base, frame[segment_id])
+            if levels:
+                segments[str(segment_id)] = {"detail_lvls": levels}
+                used.update(int(lv) for lv in levels)
+                present.add(segment_id)
+        timeframes[str(t)] = {"segment_ids": segments}
+    return MeshSetResult(
+        set_id=mesh_set.set_id,
+        frames=len(mesh_set.frames),
+        fractions={lv: detail_fraction(lv) for lv in sorted(used)},
+        timeframes=timeframes,
+        segment_ids=tuple(sorted(present)),
+    )
+
+
+def describe_mesh_sets(
+    metadata: dict[str, Any],
+    annotations: dict[str, Any],
+    entry_key: str,
+    mesh_sets: tuple[MeshSetSource, ...],
+    written: list[MeshSetResult],
+) -> None:
+    """Add written mesh sets to metadata.json and annotations.json (one description and one
+    segment annotation per segment with meshes); an SFF's name and details describe the entry
+    when nothing else did."""
+    for mesh_set, result in zip(mesh_sets, written, strict=True):
+        if annotations.get("name") is None and mesh_set.name:
+            annotations["name"], annotations["details"] = mesh_set.name, mesh_set.details
+        add_mesh_metadata(
+            metadata, result.set_id, result.fractions, result.timeframes, result.frames
+        )
+        described = {s.id: s for s in mesh_set.segments}
+        segments = tuple(described.get(i, Segment(id=i)) for i in result.segment_ids)
+        add_lattice_annotations(
+            annotations, entry_key, result.set_id, segments, (), result.frames, kind="mesh"
+        )
