@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -48,25 +49,43 @@ class Measurement:
     peak_rss_mib: float
 
 
-def measure(label: str, argv: list[str]) -> Measurement:
-    """Run ``argv`` in a child process; wall time and that child's peak RSS (ru_maxrss)."""
+def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
+    """Run ``argv`` in a child process: wall time and peak RSS.
+
+    The peak is the larger of the command's own ru_maxrss (reported by a small wrapper
+    process, so cases do not mix) and the highest sum of RSS over the command and all its
+    descendants, sampled every ``sample`` seconds (so the worker processes of a local
+    dask.distributed cluster count too).
+    """
+    import psutil
+
     code = (
         "import resource, subprocess, sys, time\n"
         "t = time.perf_counter()\n"
-        "subprocess.run(sys.argv[1:], check=True)\n"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
         "dt = time.perf_counter() - t\n"
         "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
         "print(f'{dt} {r}')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, *argv],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], env=env, stdout=subprocess.PIPE, text=True
     )
-    seconds, rss_kib = out.stdout.strip().splitlines()[-1].split()
-    return Measurement(label, float(seconds), int(rss_kib) / 1024)
+    wrapper = psutil.Process(proc.pid)
+    tree_peak = 0
+    while proc.poll() is None:
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            for p in wrapper.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+        tree_peak = max(tree_peak, total)
+        time.sleep(sample)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, argv)
+    seconds, rss_kib = out.strip().splitlines()[-1].split()
+    return Measurement(label, float(seconds), max(tree_peak / 2**20, int(rss_kib) / 1024))
 
 
 def own_peak_rss_mib() -> float:

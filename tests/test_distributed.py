@@ -181,3 +181,28 @@ def test_batch_on_the_cluster_reports_each_entry(scheduler, inputs, tmp_path):
     a = _members(tmp_path / "db/cryoet/tomo/data.zip")
     b = _members(tmp_path / "db_single/emdb/emd-1832/data.zip")
     assert a == b
+
+
+def test_compressed_nifti_and_its_segmentation_on_the_cluster(scheduler, tmp_path):
+    """Other readers' lazy arrays travel to the workers too (here a .nii.gz spooled into the
+    working folder and a NIfTI label volume)."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(5)
+    volume = rng.normal(size=(150, 140, 70)).astype(np.float32)  # i, j, k
+    labels = (np.indices(volume.shape).sum(axis=0) // 45 % 4).astype(np.uint8)
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "in" / "vol.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "in" / "seg.nii")
+    inputs = [
+        (tmp_path / "in" / "vol.nii.gz", "nii_volume"),
+        (tmp_path / "in" / "seg.nii", "nii_segmentation"),
+    ]
+    threaded = _cli(*_args(inputs, tmp_path, db="db_threads"))
+    assert threaded.returncode == 0, threaded.stderr
+    cluster = _cli(*_args(inputs, tmp_path, db="db_cluster", extra=("--scheduler", scheduler)))
+    assert cluster.returncode == 0, cluster.stderr
+    a = _members(tmp_path / "db_threads/emdb/emd-1832/data.zip")
+    b = _members(tmp_path / "db_cluster/emdb/emd-1832/data.zip")
+    assert a == b and any(name.startswith("lattice_segmentation_data/seg/1/0/grid/") for name in a)
