@@ -311,6 +311,29 @@ def test_missing_dimensions_from_extra_data(run_cli, tmp_path):
             )
 
 
+def test_missing_z_gives_single_plane_frames(run_cli, tmp_path):
+    """C, Y, X planes whose OME-XML declares SizeZ=3: Z named missing is a length-1 axis."""
+    data = np.arange(2 * 8 * 10, dtype=np.uint16).reshape(2, 8, 10)
+    path = tmp_path / "planes.ome.tif"
+    tifffile.imwrite(
+        path, data, ome=True, metadata={"axes": "CYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1}
+    )
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    tifffile.tiffcomment(path, xml.replace('SizeZ="1"', 'SizeZ="3"').encode())
+    extra = tmp_path / "extra.json"
+    missing = {"dataset_specific_data": {"ometiff": {"missing_dimensions": ["Z"]}}}
+    extra.write_text(json.dumps({"volume": missing}))
+    args = [(path, "ometiff_image"), (extra, "extra_data")]
+    result = run_cli(*preprocess_args(args, tmp_path))
+    assert result.exit_code == 0, result.output
+    with open_entry(tmp_path / "db", "emdb", "emd-1832") as entry:
+        for c in range(2):
+            got = entry.read_volume(1, 0, str(c))
+            assert got.shape == (10, 8, 1)
+            np.testing.assert_array_equal(got[:, :, 0], data[c].T)
+
+
 def test_extend_with_a_segmentation_and_lattice_id_by_name(run_cli, tmp_path):
     img_path, seg_path, _, seg = _hipsc_files(tmp_path)
     result = run_cli(*preprocess_args([(img_path, "ometiff_image")], tmp_path))

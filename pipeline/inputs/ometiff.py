@@ -244,6 +244,10 @@ class OmeTiffArray:
                 self.pixels.path,
             ) from exc
         kept = [a for a, s in zip(self.pixels.axes, selection, strict=True) if isinstance(s, slice)]
+        for axis in "XYZ":  # a spatial dimension the pixels lack (missing_dimensions): length 1
+            if axis not in kept:
+                data = np.expand_dims(data, -1)
+                kept.append(axis)
         data = np.transpose(data, [kept.index(a) for a in "XYZ"])
         return data.astype(self.dtype, copy=False)
 
