@@ -35,9 +35,15 @@ class LatticeResult:
 
 
 def check_lattice_grid(
-    labels: LabelSource, shape: tuple[int, ...], voxel_size: Vec3, volume_path: Path
+    labels: LabelSource,
+    shape: tuple[int, ...],
+    voxel_size: Vec3,
+    volume_path: Path,
+    origin: Vec3 | None = None,
 ) -> None:
-    """A lattice must lie on the volume's level-1 grid (DESIGN 3.3): same shape, same voxels."""
+    """A lattice must lie on the volume's level-1 grid (DESIGN 3.3): same shape, same voxels,
+    and, for formats placed in world coordinates, the same first sample (within half a
+    voxel)."""
     if tuple(labels.shape) != tuple(shape):
         raise GridMismatchError(
             f"lattice grid {'x'.join(map(str, labels.shape))} does not match the volume grid "
@@ -52,6 +58,16 @@ def check_lattice_grid(
             f"{tuple(voxel_size)} A of {volume_path}",
             labels.path,
         )
+    if labels.placed_by_origin and labels.origin is not None and origin is not None:
+        off = [abs(a - b) / v for a, b, v in zip(labels.origin, origin, voxel_size, strict=True)]
+        if max(off) > 0.5:
+            raise GridMismatchError(
+                f"origin {tuple(round(o, 3) for o in labels.origin)} A does not match the "
+                f"volume's {tuple(round(o, 3) for o in origin)} A of {volume_path} (the "
+                "segmentation would be shifted by "
+                f"{', '.join(f'{o:.1f}' for o in off)} voxels)",
+                labels.path,
+            )
 
 
 def _lut(

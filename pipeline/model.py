@@ -167,6 +167,10 @@ class LabelSource:
     memory_order: str = "C"
     name: str | None = None
     details: str | None = None
+    time_units: str = "millisecond"
+    # formats that place data in world coordinates (NIfTI affine, NGFF translation): the
+    # lattice must then start where the volume starts; MRC masks are matched by grid index
+    placed_by_origin: bool = False
 
     def __post_init__(self) -> None:
         if not self.frames:

@@ -230,12 +230,13 @@ def _check_lattices(
     lattices: tuple[LabelSource, ...],
     shape: tuple[int, int, int],
     voxel: tuple[float, float, float],
+    origin: tuple[float, float, float],
     volume_path: Path,
 ) -> None:
     """Every lattice on the volume's grid; lattice ids unique."""
     seen: dict[str, Path] = {}
     for lattice in lattices:
-        check_lattice_grid(lattice, shape, voxel, volume_path)
+        check_lattice_grid(lattice, shape, voxel, volume_path, origin)
         if lattice.lattice_id in seen:
             raise OptionError(
                 f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
@@ -442,16 +443,16 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     extra = _read_extra(options)
     if options.mode is Mode.EXTEND:
         metadata, _ = location.read_documents()
-        plan, shape, voxel = _existing_grid(metadata, location)
+        plan, shape, voxel, origin = _existing_grid(metadata, location)
         contents = _read_inputs(options, extra, None)
-        _check_lattices(contents.lattices, shape, voxel, location.folder)
+        _check_lattices(contents.lattices, shape, voxel, origin, location.folder)
         check_geometric_ids(contents.geometric, metadata, _entry_key(options))
         check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     contents = _read_inputs(options, extra, None)
     volume = contents.volume
     assert volume is not None  # checked in _check_inputs
-    _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.path)
+    _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.origin, volume.path)
     check_geometric_ids(contents.geometric, None, _entry_key(options))
     check_mesh_sets(contents.meshes)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
@@ -498,7 +499,9 @@ def _describe_lattices(
         if annotations.get("name") is None and lattice.name:
             annotations["name"], annotations["details"] = lattice.name, lattice.details
     for lattice, result in zip(lattices, written, strict=True):
-        add_lattice_metadata(metadata, result.lattice_id, plan, boxes, result.frames)
+        add_lattice_metadata(
+            metadata, result.lattice_id, plan, boxes, result.frames, lattice.time_units
+        )
         add_lattice_annotations(
             annotations,
             entry_key,
@@ -523,20 +526,21 @@ def _entry_key(options: PreprocessOptions) -> str:
 
 def _existing_grid(
     metadata: dict[str, Any], location: EntryLocation
-) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float]]:
-    """The entry's level plan, level-1 grid and voxel size, from its metadata.json."""
+) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float], tuple[float, float, float]]:
+    """The entry's level plan, level-1 grid, voxel size and origin, from its metadata.json."""
     try:
         info = metadata["volumes"]["volume_sampling_info"]
         box = info["boxes"]["1"]
         shape = tuple(int(n) for n in box["grid_dimensions"])
         voxel = tuple(float(v) for v in box["voxel_size"])
+        origin = tuple(float(v) for v in box["origin"])
         levels = info["spatial_downsampling_levels"]
         available = {int(lv["level"]) for lv in levels if lv["available"]}
     except (KeyError, TypeError, ValueError) as exc:
         raise EntryNotFoundError(
             "entry has no volume grid in metadata.json", location.folder
         ) from exc
-    return plan_from_stored(shape, available, 4), shape, voxel  # type: ignore[return-value]
+    return plan_from_stored(shape, available, 4), shape, voxel, origin  # type: ignore[return-value]
 
 
 def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine) -> RunSummary:
@@ -544,12 +548,12 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
     ones, merged metadata and annotations, swapped in atomically."""
     started = time.perf_counter()
     metadata, annotations = location.read_documents()
-    plan, shape, voxel = _existing_grid(metadata, location)
+    plan, shape, voxel, origin = _existing_grid(metadata, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         lattices = contents.lattices
-        _check_lattices(lattices, shape, voxel, location.folder)
+        _check_lattices(lattices, shape, voxel, origin, location.folder)
         taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
         clash = sorted(lattice.lattice_id for lattice in lattices if lattice.lattice_id in taken)
         if clash:
@@ -643,7 +647,7 @@ def _add(
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, lattices = contents.volume, contents.lattices
         assert volume is not None  # checked in _check_inputs
-        _check_lattices(lattices, volume.shape, volume.voxel_size, volume.path)
+        _check_lattices(lattices, volume.shape, volume.voxel_size, volume.origin, volume.path)
         check_geometric_ids(contents.geometric, None, _entry_key(options))
         check_mesh_sets(contents.meshes)
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)

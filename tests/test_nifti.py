@@ -518,3 +518,44 @@ def test_bad_segmentations(run_cli, tmp_path):
     expect_error(
         run_cli, tmp_path, [(vol, "nii_volume"), (coarse, "nii_segmentation")], coarse, "voxel size"
     )
+
+
+def test_segmentation_must_start_where_the_volume_starts(run_cli, tmp_path):
+    """NIfTI places data by its affine: a label image shifted against the volume is refused
+    (the lattice would be stored on the volume's grid, shifted); within half a voxel is fine."""
+    rng = np.random.default_rng(9)
+    volume = rng.normal(size=(10, 12, 14)).astype(np.float32)
+    labels = (np.indices(volume.shape).sum(axis=0) % 3).astype(np.uint8)
+    base = affine_of([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]], [0, 0, 0])
+    vol = write_nifti(tmp_path / "vol.nii", volume, base)
+    shifted = write_nifti(
+        tmp_path / "seg_shifted.nii",
+        labels,
+        affine_of([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]], [50, 60, 70]),
+    )
+    expect_error(
+        run_cli, tmp_path, [(vol, "nii_volume"), (shifted, "nii_segmentation")], shifted,
+        "does not match the volume's", "shifted by 25.0, 30.0, 35.0 voxels",
+    )  # fmt: skip
+    nudged = write_nifti(
+        tmp_path / "seg.nii",
+        labels,
+        affine_of([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]], [0.4, 0, 0]),
+    )
+    with run_ok(run_cli, tmp_path, [(vol, "nii_volume"), (nudged, "nii_segmentation")]) as entry:
+        grid, _ = entry.read_lattice("seg", 1, 0)
+        np.testing.assert_array_equal(grid, labels)  # i, j, k are x, y, z here
+
+
+def test_time_units_of_a_4d_segmentation(run_cli, tmp_path):
+    volume = np.random.default_rng(2).normal(size=(6, 5, 4, 3)).astype(np.float32)
+    labels = (np.arange(volume.size).reshape(volume.shape) % 4).astype(np.uint8)
+    affine = affine_of([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], [0, 0, 0])
+    vol = write_nifti(tmp_path / "vol.nii", volume, affine, ("mm", "sec"))
+    seg = write_nifti(tmp_path / "cells.nii", labels, affine, ("mm", "sec"))
+    with run_ok(run_cli, tmp_path, [(vol, "nii_volume"), (seg, "nii_segmentation")]) as entry:
+        lattices = entry.metadata["segmentation_lattices"]
+        assert lattices["time_info"]["cells"] == {
+            "kind": "range", "start": 0, "end": 2, "units": "second",
+        }  # fmt: skip
+        assert entry.metadata["volumes"]["time_info"]["units"] == "second"

@@ -141,7 +141,12 @@ def apply_entry_metadata(metadata: dict[str, Any], extra: ExtraData | None) -> N
 
 
 def add_lattice_metadata(
-    metadata: dict[str, Any], lattice_id: str, plan: LevelPlan, boxes: dict[str, Any], frames: int
+    metadata: dict[str, Any],
+    lattice_id: str,
+    plan: LevelPlan,
+    boxes: dict[str, Any],
+    frames: int,
+    time_units: str = "millisecond",
 ) -> None:
     """Append a lattice to ``segmentation_lattices``: it sits on the volume's boxes (DESIGN 7.2)."""
     section = metadata["segmentation_lattices"]
@@ -155,7 +160,7 @@ def add_lattice_metadata(
         "source_axes_units": {},
         "original_axis_order": [0, 1, 2],
     }
-    section["time_info"][lattice_id] = TimeInfo(start=0, end=frames - 1).to_json()
+    section["time_info"][lattice_id] = TimeInfo(start=0, end=frames - 1, units=time_units).to_json()
 
 
 def add_lattice_annotations(

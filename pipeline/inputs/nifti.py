@@ -414,4 +414,6 @@ def read_nifti_segmentation(
         voxel_size=voxel,
         origin=origin,
         memory_order=layout.memory_order,
+        time_units=layout.time_units,
+        placed_by_origin=True,
     )

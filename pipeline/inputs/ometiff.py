@@ -520,6 +520,13 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _time_units(layout: Any) -> str:
+    """The frames' time unit (``millisecond``, the metadata default, when the file says none)."""
+    if layout.time_unit is None:
+        return "millisecond"
+    return TIME_UNITS.get(layout.time_unit, layout.time_unit)
+
+
 def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSource:
     """An OME-TIFF as a volume: ``frames[t][c]`` lazy ``[x, y, z]`` arrays.
 
@@ -553,11 +560,7 @@ def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSour
         channel_ids=ids,
         voxel_size=voxel,
         origin=(0.0, 0.0, 0.0),
-        time_units=(
-            "millisecond"  # the metadata default when the file says nothing
-            if layout.time_unit is None
-            else TIME_UNITS.get(layout.time_unit, layout.time_unit)
-        ),
+        time_units=_time_units(layout),
         channel_labels=layout.channel_names,
         source_axes_units=layout.source_axes_units(),
         memory_order="F",
@@ -599,6 +602,7 @@ def read_ometiff_segmentation(path: Path, extra: ExtraData | None = None) -> lis
                 voxel_size=voxel,
                 origin=(0.0, 0.0, 0.0) if voxel is not None else None,
                 memory_order="F",
+                time_units=_time_units(layout),
             )
         )
     return lattices

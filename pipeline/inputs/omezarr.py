@@ -629,6 +629,8 @@ def _lattices(
                     voxel_size=voxel if known else None,
                     origin=origin if known else None,
                     memory_order=_memory_order(label),
+                    time_units=_time_units(label),
+                    placed_by_origin=known,
                 )
             )
     return tuple(sources)
