@@ -129,6 +129,8 @@ def read_batch(path: Path) -> list[BatchEntry]:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputFormatError(f"not valid JSON: {exc}", path) from None
+        except RecursionError:
+            raise InputFormatError("not valid JSON: nested too deeply", path) from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise InputFormatError("a JSON batch list is a list of objects", path)
         entries = [_entry(r, f"entry {i}", path) for i, r in enumerate(rows)]

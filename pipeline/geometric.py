@@ -70,9 +70,9 @@ def read_entry_geometric(folder: Path) -> list[dict[str, Any]]:
         return []
     try:
         document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputFormatError(
-            f"entry is damaged ({exc}); delete it or add it again", path
+            f"entry is damaged ({type(exc).__name__}); delete it or add it again", path
         ) from exc
     if not isinstance(document, list):
         raise InputFormatError("entry is damaged (not a list); delete it or add it again", path)

@@ -89,6 +89,12 @@ def _case_malformed_extra(f):
     return [(_map(f), "map"), (p, "extra_data")], "add", "x", (), str(p), "invalid JSON"
 
 
+def _case_deeply_nested_geometric_json(f):
+    p = _write(f, "deep.json", "[" * 100_000 + "]" * 100_000)
+    kinds = [(_map(f), "map"), (p, "geometric_segmentation")]
+    return kinds, "add", "x", (), str(p), "nested too deeply"
+
+
 def _case_invalid_extra(f):
     p = _write(f, "extra2.json", json.dumps({"volume": {"voxel_size": [1, -1, 1]}}))
     return [(_map(f), "map"), (p, "extra_data")], "add", "x", (), str(p), "voxel_size"

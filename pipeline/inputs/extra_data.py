@@ -52,6 +52,8 @@ def load_json(path: Path) -> Any:
             return json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputFormatError(f"invalid JSON: {exc}", path) from exc
+    except RecursionError:
+        raise InputFormatError("invalid JSON: nested too deeply", path) from None
 
 
 def _object(value: Any, where: str, path: Path, keys: set[str] | None = None) -> dict[str, Any]:
