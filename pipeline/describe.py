@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import InputNotFoundError, OptionError, UnsupportedInputError
 from pipeline.inputs.extra_data import read_extra_data
-from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, Contents, read_input
+from pipeline.inputs.registry import DIRECTORY_KINDS, FORMAT_FACTS, READERS, Contents, read_input
 from pipeline.options import InputKind
 
 __all__ = ["describe", "describe_lines", "guess_kind"]
@@ -69,6 +69,8 @@ def describe(
     extra = read_extra_data(extra_path) if extra_path is not None else None
     contents: Contents = read_input(kind, path, None, extra)
     out: dict[str, Any] = {"path": str(path), "kind": kind.value}
+    if kind in FORMAT_FACTS:
+        out["file"] = FORMAT_FACTS[kind](path, extra)
     volume = contents.volume
     if volume is not None:
         out["volume"] = {
@@ -127,6 +129,13 @@ def describe_lines(info: dict[str, Any]) -> list[str]:
         return "not given" if v is None else " x ".join(f"{x:g}" for x in v)
 
     lines = [f"{'file':<22}{info['path']}", f"{'kind':<22}{info['kind']}"]
+    facts = info.get("file") or {}
+    if facts:
+        lines.append(f"{'format':<22}{facts['format']}")
+        for key, value in facts.items():
+            if key != "format":
+                shown = value if not isinstance(value, list) else " ".join(map(str, value))
+                lines.append(f"{'  ' + key.replace('_', ' '):<22}{shown}")
     v = info.get("volume")
     if v:
         lines += [

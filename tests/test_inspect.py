@@ -100,3 +100,34 @@ def test_mesh_sff_lists_its_mesh_set(run_cli, shared_data):
     assert len(mesh["segments"]) == 4  # MANIFEST: Nucleus, Cytoplasm, Lamella and one unnamed
     assert {"Nucleus", "Cytoplasm", "Lamella"} <= set(mesh["named"].values())
     assert info["lattices"] == [] and "volume" not in info
+
+
+def test_ometiff_dimensions_as_stored(run_cli, tmp_path):
+    """The general form of the seed's check_ometiff_dimensions.py: OME-XML and TIFF layout."""
+    import tifffile
+
+    data = np.zeros((3, 4, 2, 16, 12), np.uint16)  # T, Z, C, Y, X
+    path = tmp_path / "cells.ome.tif"
+    meta = {"axes": "TZCYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.25, "PhysicalSizeZ": 0.5}
+    tifffile.imwrite(path, data, ome=True, metadata={**meta, "Channel": {"Name": ["dna", "mem"]}})
+    info = _info(run_cli, path)
+    facts = info["file"]
+    assert facts["format"] == "OME-TIFF" and facts["pages"] == 3 * 4 * 2
+    assert facts["declared_sizes"] == {"X": 12, "Y": 16, "Z": 4, "C": 2, "T": 3}
+    assert facts["tiff_series_axes"] == "TZCYX" and facts["tiff_series_shape"] == [3, 4, 2, 16, 12]
+    assert facts["channel_names"] == ["dna", "mem"]
+    v = info["volume"]
+    assert v["shape_xyz"] == [12, 16, 4] and v["time_points"] == 3
+    assert v["voxel_size_angstrom"] == [2000.0, 2500.0, 5000.0]
+    assert v["channel_labels"] == ["dna", "mem"]
+
+
+def test_omezarr_and_nifti_headers_as_stored(run_cli, tmp_path, shared_data):
+    facts = _info(run_cli, shared_data / "real/ome_zarr/czi_RUN1_tomogram.zarr")["file"]
+    assert facts["format"].startswith("OME-NGFF 0.4") and facts["level_0_shape"] == [4, 4, 4]
+    assert facts["axes"] == ["x[no unit]", "y[no unit]", "z[no unit]"]  # MANIFEST: x,y,z order
+    img = nib.Nifti2Image(np.zeros((3, 4, 5), np.int16), np.diag([-1.0, 2.0, 3.0, 1.0]))
+    nib.save(img, tmp_path / "n2.nii")
+    facts = _info(run_cli, tmp_path / "n2.nii")["file"]
+    assert facts["format"] == "NIfTI-2" and facts["dim"] == [3, 4, 5]
+    assert facts["pixdim"] == [1.0, 2.0, 3.0] and facts["flipped_i_j_k"] == [True, False, False]

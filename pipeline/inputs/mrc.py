@@ -12,6 +12,7 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
@@ -239,3 +240,18 @@ def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None
         original_axis_order=layout.axis_order,
         memory_order=memory_order(layout),
     )
+
+
+def mrc_facts(path: Path) -> dict[str, Any]:
+    """What the header says, as stored (for ``inspect``); headers only."""
+    layout = read_mrc_layout(path, None)
+    return {
+        "format": "MRC/CCP4",
+        "mode": layout.mode,
+        "file_dtype": layout.file_dtype.str,
+        "stored_shape_s_r_c": list(layout.file_shape),
+        "mapc_mapr_maps": [a + 1 for a in layout.axis_order],
+        "nstart_xyz": list(layout.origin_start),
+        "header_origin_xyz": list(layout.header_origin),
+        "compressed": layout.data_path is None,
+    }

@@ -34,7 +34,7 @@ from nibabel.wrapstruct import WrapStructError
 
 from pipeline.arrays import LazyArray, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, UnsupportedInputError
-from pipeline.inputs.compressed import open_input
+from pipeline.inputs.compressed import detect_compression, open_input
 from pipeline.inputs.mask import mask_lattice_id, named_segments
 from pipeline.model import ExtraData, LabelSource, Vec3, VolumeSource
 
@@ -417,3 +417,20 @@ def read_nifti_segmentation(
         time_units=layout.time_units,
         placed_by_origin=True,
     )
+
+
+def nifti_facts(path: Path) -> dict[str, Any]:
+    """What the header says, as stored (for ``inspect``); headers only."""
+    layout = read_nifti_layout(path, None)
+    header = _read_header(Path(path), Path(path), detect_compression(Path(path)))
+    return {
+        "format": "NIfTI-2" if isinstance(header, Nifti2Header) else "NIfTI-1",
+        "dim": [int(n) for n in header["dim"][1 : int(header["dim"][0]) + 1]],
+        "pixdim": [float(v) for v in header["pixdim"][1 : int(header["dim"][0]) + 1]],
+        "xyzt_units": [layout.spatial_unit, layout.time_unit],
+        "qform_code": int(header["qform_code"]),
+        "sform_code": int(header["sform_code"]),
+        "file_dtype": np.dtype(header.get_data_dtype()).str,
+        "world_axis_of_i_j_k": ["xyz"[a] for a in layout.axis_order],
+        "flipped_i_j_k": list(layout.flips),
+    }

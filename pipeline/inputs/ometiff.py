@@ -606,3 +606,25 @@ def read_ometiff_segmentation(path: Path, extra: ExtraData | None = None) -> lis
             )
         )
     return lattices
+
+
+def ometiff_facts(path: Path, extra: ExtraData | None = None) -> dict[str, Any]:
+    """What the OME-XML and the TIFF structure say, as stored (for ``inspect``; the general form
+    of the seed's check_ometiff_dimensions.py); no pixel is read."""
+    missing = missing_dimensions(extra, "volume")
+    layout = read_ometiff_layout(path, missing)
+    with _collect_log(), tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        pages, axes, shape = len(tif.pages), series.axes, list(series.shape)
+    return {
+        "format": "OME-TIFF",
+        "dimension_order": layout.dimension_order,
+        "declared_sizes": dict(layout.declared),
+        "missing_dimensions": list(layout.missing),
+        "pages": pages,
+        "tiff_series_axes": axes,
+        "tiff_series_shape": shape,
+        "pixel_type": layout.dtype.str,
+        "physical_sizes": {a: list(v) for a, v in layout.physical.items()},
+        "channel_names": list(layout.channel_names),
+    }

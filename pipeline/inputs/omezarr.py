@@ -666,3 +666,27 @@ def read_omezarr(
         channel_colors=colours,
     )
     return volume, _lattices(group, where, extra, check_voxels=override is None)
+
+
+def omezarr_facts(path: Path) -> dict[str, Any]:
+    """What the NGFF metadata says, as stored (for ``inspect``); no chunk is read."""
+    root = _open_root(Path(path))
+    group, where = _image_group(root, Path(path))
+    attrs = _ome_attrs(group)
+    ms = attrs["multiscales"][0]
+    image = _open_image(group, where)
+    version = attrs.get("version") or ms.get("version")
+    return {
+        "format": f"OME-NGFF {version or '?'} (zarr v{group.metadata.zarr_format})",
+        "image_group": str(where),
+        "axes": [f"{a.name}[{a.unit or 'no unit'}]" for a in image.axes],
+        "datasets": [str(d.get("path")) for d in ms.get("datasets", [])],
+        "level_0_shape": list(image.array.shape),
+        "level_0_chunks": list(image.array.chunks),
+        "level_0_dtype": image.array.dtype.str,
+        "scale": list(image.scale),
+        "translation": list(image.translation),
+        "labels": _label_names(group["labels"], where / "labels")
+        if "labels" in _child_groups(group)
+        else [],
+    }

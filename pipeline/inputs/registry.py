@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.inputs.application_specific import read_application_specific
 from pipeline.inputs.geometric import read_geometric
 from pipeline.inputs.mask import read_mask
-from pipeline.inputs.mrc import read_map
-from pipeline.inputs.nifti import read_nifti_segmentation, read_nifti_volume
-from pipeline.inputs.ometiff import read_ometiff_image, read_ometiff_segmentation
-from pipeline.inputs.omezarr import read_omezarr
+from pipeline.inputs.mrc import mrc_facts, read_map
+from pipeline.inputs.nifti import nifti_facts, read_nifti_segmentation, read_nifti_volume
+from pipeline.inputs.ometiff import (
+    ometiff_facts,
+    read_ometiff_image,
+    read_ometiff_segmentation,
+)
+from pipeline.inputs.omezarr import omezarr_facts, read_omezarr
 from pipeline.inputs.sff import read_sff_contents
 from pipeline.inputs.star import read_star_geometric
 from pipeline.model import (
@@ -30,7 +35,15 @@ from pipeline.model import (
 )
 from pipeline.options import InputKind
 
-__all__ = ["DIRECTORY_KINDS", "READERS", "VOLUME_KINDS", "Contents", "Reader", "read_input"]
+__all__ = [
+    "DIRECTORY_KINDS",
+    "FORMAT_FACTS",
+    "READERS",
+    "VOLUME_KINDS",
+    "Contents",
+    "Reader",
+    "read_input",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +57,7 @@ class Contents:
 
 
 Reader = Callable[[Path, Path | None, ExtraData | None], Contents]
+Facts = Callable[[Path, ExtraData | None], dict[str, Any]]
 
 
 def _map(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
@@ -106,6 +120,23 @@ READERS: dict[InputKind, Reader] = {
     InputKind.OMETIFF_SEGMENTATION: _ometiff_segmentation,
     InputKind.OMEZARR: _omezarr,
     InputKind.APPLICATION_SPECIFIC_SEGMENTATION: _application_specific,
+}
+
+
+def _facts_of(read: Callable[[Path], dict[str, Any]]) -> Facts:
+    return lambda path, extra: read(path)
+
+
+# what the file says as stored, for ``inspect`` (the kinds whose headers carry more than the
+# source model shows)
+FORMAT_FACTS: dict[InputKind, Facts] = {
+    InputKind.MAP: _facts_of(mrc_facts),
+    InputKind.MASK: _facts_of(mrc_facts),
+    InputKind.NII_VOLUME: _facts_of(nifti_facts),
+    InputKind.NII_SEGMENTATION: _facts_of(nifti_facts),
+    InputKind.OMETIFF_IMAGE: ometiff_facts,
+    InputKind.OMETIFF_SEGMENTATION: ometiff_facts,
+    InputKind.OMEZARR: _facts_of(omezarr_facts),
 }
 
 # kinds that hold the entry's volume (an entry has exactly one)
