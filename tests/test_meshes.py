@@ -549,12 +549,12 @@ def test_application_specific_reads_sff_and_names_other_formats(run_cli, tmp_pat
     assert result.exit_code == 0, result.output
     with open_entry(tmp_path / "db", *ENTRY) as entry:
         assert entry.metadata["segmentation_meshes"]["segmentation_ids"] == ["segmentation"]
-    stl = tmp_path / "cell.stl"
-    stl.write_text("solid cell\nendsolid cell\n")
+    amira = tmp_path / "cell.am"
+    amira.write_text("# AmiraMesh BINARY-LITTLE-ENDIAN 2.1\n")
     imod = tmp_path / "model.mod"
     imod.write_bytes(b"IMODV1.2" + bytes(64))
     for path, name in (
-        (stl, "not supported: STL mesh (.stl)"),
+        (amira, "not supported: Amira mesh (.am)"),
         (imod, "not supported: IMOD model"),
     ):
         args = preprocess_args(
@@ -624,3 +624,57 @@ def test_generated_xml_mesh_zlib_and_its_own_transform(run_cli, tmp_path):
     with open_entry(tmp_path / "db", "emdb", "plain") as entry:
         level1 = _mesh_arrays(entry, "mesh_segmentation_data/plain/0/5/1/2")
         np.testing.assert_array_equal(level1["vertices"], v.astype(np.float32))
+
+
+def test_application_specific_mesh_files_read_with_trimesh(run_cli, tmp_path):
+    """STL and glTF surfaces (written here with trimesh) become mesh sets: one segment per
+    object, coordinates in Angstrom with node transforms applied."""
+    import trimesh
+
+    volume = _map(tmp_path)
+    v, t = SPHERE
+    bv, bt = BOX
+    stl = tmp_path / "membrane.stl"
+    trimesh.Trimesh(v, t, process=False).export(stl)
+    scene = trimesh.Scene()
+    scene.add_geometry(
+        trimesh.Trimesh(v, t, process=False), node_name="nucleus", geom_name="nucleus"
+    )
+    shift = np.eye(4)
+    shift[:3, 3] = (30.0, -4.0, 2.5)
+    scene.add_geometry(
+        trimesh.Trimesh(bv, bt, process=False), node_name="vesicle", geom_name="vesicle",
+        transform=shift,
+    )  # fmt: skip
+    glb = tmp_path / "organelles.glb"
+    scene.export(glb)
+    inputs = [(volume, "map"), (stl, "application_specific_segmentation")]
+    inputs.append((glb, "application_specific_segmentation"))
+    result = run_cli(*preprocess_args(inputs, tmp_path))
+    assert result.exit_code == 0, result.output
+    with open_entry(tmp_path / "db", *ENTRY) as entry:
+        meshes = entry.metadata["segmentation_meshes"]
+        assert meshes["segmentation_ids"] == ["membrane", "organelles"]
+        got = _mesh_arrays(entry, "mesh_segmentation_data/membrane/0/1/1/0")
+        # STL stores each facet's corners (shared vertices are merged on reading): compare
+        # the triangles' corner coordinates, in the file's order
+        np.testing.assert_allclose(got["vertices"][got["triangles"]], v[t], atol=1e-5)
+        nucleus = _mesh_arrays(entry, "mesh_segmentation_data/organelles/0/1/1/0")
+        vesicle = _mesh_arrays(entry, "mesh_segmentation_data/organelles/0/2/1/0")
+        np.testing.assert_allclose(nucleus["vertices"], v, atol=1e-5)
+        np.testing.assert_allclose(vesicle["vertices"], bv + shift[:3, 3], atol=1e-5)
+        np.testing.assert_array_equal(vesicle["triangles"], bt)
+        names = {
+            d["target_id"]["segment_id"]: d["name"]
+            for d in entry.annotations["descriptions"].values()
+            if d["target_id"]["segmentation_id"] == "organelles"
+        }
+        assert names == {1: "nucleus", 2: "vesicle"}
+    empty = tmp_path / "empty.stl"
+    empty.write_text("solid cell\nendsolid cell\n")
+    args = preprocess_args(
+        [(volume, "map"), (empty, "application_specific_segmentation")], tmp_path, entry="y"
+    )
+    result = run_cli(*args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {empty}: ") and "no triangles" in result.stderr

@@ -1,12 +1,13 @@
 """``application_specific_segmentation`` inputs.
 
 DESIGN 8: "formats that can be converted to SFF by a maintained library; otherwise a clear
-'not supported: <format>' error". The library that converts IMOD, Amira, Segger, STL, ilastik
-… to EMDB-SFF is sfftk, and it cannot be a dependency: its ``ahds`` requirement is published
-only as a source package whose build imports numpy without declaring it, so a plain
-``pip install`` of this project would fail (see README). So a file that already is EMDB-SFF
-(HDF5 or XML, recognised by content whatever its name) is read as ``sff``; every other format
-is refused naming the format and the conversion command.
+'not supported: <format>' error". The library that converts IMOD, Amira, Segger, ilastik … to
+EMDB-SFF is sfftk, and it cannot be a dependency: its ``ahds`` requirement is published only as
+a source package whose build imports numpy without declaring it, so a plain ``pip install`` of
+this project would fail (see README). So a file that already is EMDB-SFF (HDF5 or XML,
+recognised by content whatever its name) is read as ``sff``; triangle mesh files (STL, OBJ, PLY,
+OFF, glTF), which sfftk turns into SFF mesh lists, are read with trimesh into the same mesh model
+(``mesh_files.py``); every other format is refused naming the format and the conversion command.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import InputNotFoundError, UnsupportedInputError
+from pipeline.inputs.mesh_files import MESH_SUFFIXES, read_mesh_file
 from pipeline.inputs.sff import SffContents, is_sff, read_sff_contents
 from pipeline.model import ExtraData
 
@@ -34,7 +36,6 @@ _SUFFIX = {
     ".am": "Amira mesh",
     ".surf": "Amira HyperSurface",
     ".seg": "Segger segmentation",
-    ".stl": "STL mesh",
     ".h5": "HDF5 (ilastik or SuRVoS)",
     ".hdf5": "HDF5",
     ".map": "MRC map (use --input-kind mask for a label map)",
@@ -60,12 +61,15 @@ def detect_format(path: Path) -> str:
 def read_application_specific(
     path: Path, scratch: Path | None, extra: ExtraData | None = None
 ) -> SffContents:
-    """An EMDB-SFF file as ``sff``; any other format is refused with its name."""
+    """An EMDB-SFF file as ``sff``, a triangle mesh file (STL, OBJ, PLY, OFF, glTF) as one mesh
+    set read with trimesh; any other format is refused with its name."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError("no such file", path)
     if is_sff(path):
         return read_sff_contents(path, scratch, extra)
+    if path.suffix.lower() in MESH_SUFFIXES:
+        return SffContents(meshes=(read_mesh_file(path, extra),))
     raise UnsupportedInputError(
         f"not supported: {detect_format(path)}; convert it to EMDB-SFF with sfftk "
         f"(sff convert {path.name} -o {path.stem}.hff) and give that with --input-kind sff",
