@@ -73,14 +73,22 @@ def check_lattice_grid(
 def _lut(
     table: SetTable, blocks: list[tuple[int, np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scratch values of the blocks' combinations -> category ids, merged in block order."""
-    keys: list[int] = []
-    values: list[int] = []
+    """Scratch values of the blocks' combinations -> category ids.
+
+    New unions get their ids in the sorted order of the distinct combinations of the whole
+    level, not in block order, so the ids do not depend on how the level was cut into blocks
+    (runs with other block sizes store the same arrays)."""
+    rows: dict[tuple[int, ...], list[int]] = {}
     for number, _present, combos in blocks:
         for index, row in enumerate(combos):
             members = tuple(int(c) for c in row if c != _SENTINEL)
-            keys.append(temp_id(number, index))
-            values.append(members[0] if len(members) == 1 else table.union_id(members))
+            rows.setdefault(members, []).append(temp_id(number, index))
+    keys: list[int] = []
+    values: list[int] = []
+    for members in sorted(rows):
+        value = members[0] if len(members) == 1 else table.union_id(members)
+        keys.extend(rows[members])
+        values.extend([value] * len(rows[members]))
     order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
     return (
         np.array(keys, dtype=np.uint64)[order],

@@ -41,8 +41,11 @@ def test_budget_below_the_least_is_an_option_error():
 
 def test_smaller_blocks_give_the_same_entry(run_cli, tmp_path):
     rng = np.random.default_rng(11)
-    data = rng.normal(size=(140, 260, 300)).astype(np.float32)  # z, y, x
-    labels = (np.indices(data.shape).sum(axis=0) // 37 % 5).astype(np.uint8)
+    data = rng.normal(size=(128, 256, 1024)).astype(np.float32)  # z, y, x
+    z, y, x = np.indices(data.shape, sparse=True)
+    # many label combinations, wrapping around, across block boundaries: their category ids at
+    # levels >= 2 must not depend on the blocks either
+    labels = ((x // 7 + y // 5 + z // 3) % 200).astype(np.uint16)
     (tmp_path / "in").mkdir()
     inputs = [
         (write_mrc(tmp_path / "in" / "m.mrc", data, voxel_size=2.0), "map"),
@@ -50,14 +53,15 @@ def test_smaller_blocks_give_the_same_entry(run_cli, tmp_path):
     ]
     default = preprocess_args(inputs, tmp_path)
     assert run_cli(*default).exit_code == 0
-    bounded = preprocess_args(inputs, tmp_path, extra=("--max-memory", "130MiB"))
+    bounded = preprocess_args(inputs, tmp_path, extra=("--max-memory", "256MiB"))
     bounded[bounded.index("--db-path") + 1] = str(tmp_path / "db2")
     result = run_cli(*bounded)
     assert result.exit_code == 0, result.output
-    # the default run reads blocks of 300x128x128 floats, the bounded one smaller ones
-    assert block_shape((300, 260, 140), 4, "F", 128, DEFAULT_BLOCK_BYTES) == (300, 128, 128)
-    _, _, block = memory_budget(130 * MiB, 2, 4, 16 * MiB)
-    assert block_shape((300, 260, 140), 4, "F", 128, block) == (300, 64, 64)
+    # the default run reads mask blocks of 1024x128x128, the bounded one smaller ones
+    shape = (1024, 256, 128)
+    assert block_shape(shape, 2, "F", 128, DEFAULT_BLOCK_BYTES) == (1024, 128, 128)
+    _, _, block = memory_budget(256 * MiB, 2, 4, 16 * MiB)
+    assert block_shape(shape, 2, "F", 128, block) == (1024, 64, 64)
     entry = "emdb/emd-1832/data.zip"
     with (
         zipfile.ZipFile(tmp_path / "db" / entry) as a,
