@@ -222,3 +222,20 @@ def test_label_values_near_the_top_of_uint32(tmp_path):
     tables = _run_frames([labels], tmp_path)
     assert tables[(1, 0)] == {"0": [0], str(2**32 - 2): [2**32 - 2]}
     assert [0, 2**32 - 2] in tables[(2, 0)].values()
+
+
+def test_window_batches_do_not_change_the_step(monkeypatch):
+    """Mixed windows are gathered in batches: any batch size gives the same step."""
+    import pipeline.algorithms.labels as labels_module
+
+    rng = np.random.default_rng(4)
+    block = rng.integers(0, 6, size=(17, 12, 9)).astype(np.uint16)
+    args = (block, (0, 0, 0), block.shape, (0, 0, 0), tuple((n + 1) // 2 for n in block.shape))
+    whole = label_step_block(*args)
+    monkeypatch.setattr(labels_module, "_BATCH", 7)
+    batched = label_step_block(*args)
+    np.testing.assert_array_equal(batched.single, whole.single)
+    np.testing.assert_array_equal(batched.mixed, whole.mixed)
+    np.testing.assert_array_equal(batched.combos, whole.combos)
+    np.testing.assert_array_equal(batched.index, whole.index)
+    assert whole.combos.shape[0] > 7  # several batches were needed

@@ -71,6 +71,27 @@ class StepResult:
     index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
 
 
+_BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 256 KiB of uint32)
+
+
+def _window_sets(
+    block: np.ndarray, taps: list[list[np.ndarray]], where: tuple[np.ndarray, ...]
+) -> np.ndarray:
+    """Per voxel of ``where``: the sorted distinct categories of its window, padded with the
+    sentinel to the widest row of this batch."""
+    columns = []
+    for offsets in np.ndindex(*(3,) * block.ndim):
+        index = tuple(taps[a][o][where[a]] for a, o in enumerate(offsets))
+        columns.append(block[index])
+    values = np.sort(np.stack(columns, axis=1).astype(np.uint32, copy=False), axis=1)
+    repeated = np.zeros_like(values, dtype=bool)
+    repeated[:, 1:] = values[:, 1:] == values[:, :-1]
+    values[repeated] = _SENTINEL
+    values.sort(axis=1)
+    width = int((values != _SENTINEL).sum(axis=1).max())
+    return values[:, :width]
+
+
 def label_step_block(
     block: np.ndarray,
     lo: tuple[int, ...],
@@ -102,18 +123,16 @@ def label_step_block(
     if not where[0].size:
         empty = np.zeros((0, 1), np.uint32)
         return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
-    # gather the full 3x3x3 window of every mixed voxel
-    columns = []
-    for offsets in np.ndindex(*(3,) * block.ndim):
-        index = tuple(taps[a][o][where[a]] for a, o in enumerate(offsets))
-        columns.append(block[index])
-    values = np.sort(np.stack(columns, axis=1).astype(np.uint32, copy=False), axis=1)
-    repeated = np.zeros_like(values, dtype=bool)
-    repeated[:, 1:] = values[:, 1:] == values[:, :-1]
-    values[repeated] = _SENTINEL
-    values.sort(axis=1)
-    width = int((values != _SENTINEL).sum(axis=1).max())
-    rows = values[:, :width]
+    # the distinct categories of the full 3x3x3 window of every mixed voxel, gathered in
+    # batches so the 27 columns never exist for the whole block at once
+    parts = [
+        _window_sets(block, taps, tuple(w[s : s + _BATCH] for w in where))
+        for s in range(0, where[0].size, _BATCH)
+    ]
+    width = max(part.shape[1] for part in parts)
+    rows = np.concatenate(
+        [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
+    )
     if width == 2:  # the common case (a boundary between two categories): 1-D unique
         packed = (rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1]
         keys, inverse = np.unique(packed, return_inverse=True)
