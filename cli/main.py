@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,28 @@ __all__ = ["cli", "main"]
 _KINDS = [k.value for k in InputKind]
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a batch system's time limit, ``timeout``, ``kill``): unwinds like Ctrl-C, so
+    staging folders, part files and the run's working folder are removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 class _OneLineErrors(click.Group):
     """Every user error ends as one line ``error: ...`` on stderr and exit status 2."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return self._main(*args, **kwargs)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return self._main(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _main(self, *args: Any, **kwargs: Any) -> Any:
         verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
@@ -57,6 +77,9 @@ class _OneLineErrors(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(130)
+        except _Terminated:
+            click.echo("error: terminated (SIGTERM); the database is as it was", err=True)
+            sys.exit(143)
         except PreprocessorError as exc:
             if verbose:
                 traceback.print_exc()

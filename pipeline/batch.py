@@ -24,7 +24,7 @@ from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.options import OPTION_DEFAULTS, build_options, input_specs
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, open_runner
+from pipeline.runner import Runner, memory_budget, open_runner
 
 __all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
 
@@ -85,7 +85,12 @@ def _inputs_field(value: Any, base: Path, where: str, path: Path) -> list[tuple[
 
 
 def _entry(raw: dict[str, Any], where: str, path: Path) -> BatchEntry:
-    fields = {k.strip().replace("-", "_"): v for k, v in raw.items() if k is not None}
+    if None in raw:  # csv.DictReader's key for cells beyond the header
+        raise InputFormatError(
+            f"{where}: more cells than columns (separate inputs with ';': kind:path;kind:path)",
+            path,
+        )
+    fields = {k.strip().replace("-", "_"): v for k, v in raw.items()}
     fields = {k: v for k, v in fields.items() if v not in ("", None)}
     missing = [k for k in _REQUIRED if k not in fields]
     if missing:
@@ -93,18 +98,31 @@ def _entry(raw: dict[str, Any], where: str, path: Path) -> BatchEntry:
     unknown = sorted(set(fields) - set(_REQUIRED) - {"source_db_id", "source_db_name"} - _PER_ENTRY)
     if unknown:
         raise InputFormatError(f"{where}: unknown field(s) {', '.join(unknown)}", path)
+    for name in ("entry_id", "source_db", "source_db_id", "source_db_name"):
+        if name in fields and not isinstance(fields[name], str):
+            raise InputFormatError(f"{where}: {name} must be a string", path)
     fields["inputs"] = _inputs_field(fields["inputs"], path.parent, where, path)
     fields.setdefault("source_db_id", fields["entry_id"])
     fields.setdefault("source_db_name", fields["source_db"])
-    for name in ("remove_original_resolution",):  # CSV cells are text
-        if isinstance(fields.get(name), str):
-            fields[name] = fields[name].strip().lower() in ("1", "true", "yes")
+    flag = fields.get("remove_original_resolution")
+    if isinstance(flag, str):  # CSV cells are text
+        if flag.strip().lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise InputFormatError(f"{where}: remove_original_resolution is not a yes/no", path)
+        fields["remove_original_resolution"] = flag.strip().lower() in ("1", "true", "yes")
+    elif flag is not None and not isinstance(flag, bool):
+        raise InputFormatError(f"{where}: remove_original_resolution must be true or false", path)
     for name in ("min_size_per_downsampling_lvl_mb", "max_size_per_downsampling_lvl_mb"):
         if isinstance(fields.get(name), str):
             fields[name] = _number(fields[name], float, name, where, path)
     for name in ("min_downsampling_level", "max_downsampling_level"):
         if isinstance(fields.get(name), str):
             fields[name] = _number(fields[name], int, name, where, path)
+        if name in fields and (isinstance(fields[name], bool) or not isinstance(fields[name], int)):
+            raise InputFormatError(f"{where}: {name} must be a whole number", path)
+    for name in ("min_size_per_downsampling_lvl_mb", "max_size_per_downsampling_lvl_mb"):
+        value = fields.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputFormatError(f"{where}: {name} must be a number", path)
     return BatchEntry(where, fields)
 
 
@@ -119,7 +137,7 @@ def read_batch(path: Path) -> list[BatchEntry]:
     """The entries of a batch list: a JSON list of objects, or a CSV file with a header row."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets write a byte-order mark
     except FileNotFoundError:
         raise InputFormatError("no such batch list", path) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -161,6 +179,7 @@ def run_batch(
 ) -> list[BatchResult]:
     """Run every entry with the ``common`` fields (working folder, database, scheduler, ...)
     on one runner; never stops at a failed entry."""
+    _check_common(common)
     results = []
     with _shared_runner(common) as runner:
         for entry in entries:
@@ -186,6 +205,23 @@ def run_batch(
             report(result)
             results.append(result)
     return results
+
+
+def _check_common(common: dict[str, Any]) -> None:
+    """The options every entry shares (--scheduler, --workers, --max-memory) are checked once,
+    before any entry runs: a bad value is the batch's error, not every entry's."""
+    probe = build_options(
+        {
+            **common,
+            "inputs": input_specs(["-"], ["map"]),
+            "entry_id": "probe",
+            "source_db": "probe",
+            "source_db_id": "probe",
+            "source_db_name": "probe",
+        }
+    )
+    smallest = (2 * probe.chunk_size) ** 3 * 8
+    memory_budget(probe.max_memory, 1, 2, smallest)
 
 
 @contextlib.contextmanager

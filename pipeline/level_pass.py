@@ -203,7 +203,11 @@ def _run_chain(
             items.append((job, start, stop))
             owners.append(i)
     engine.progress.start(stage, detail, len(items))
-    summaries = engine.runner.run_blocks(task, items, sink, engine.window, engine.progress)
+    try:
+        summaries = engine.runner.run_blocks(task, items, sink, engine.window, engine.progress)
+    except BaseException:
+        engine.progress.abandon()
+        raise
     engine.progress.finish()
     per_job: list[list[tuple[int, Any]]] = [[] for _ in jobs]
     for number, (owner, summary) in enumerate(zip(owners, summaries, strict=True)):

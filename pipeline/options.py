@@ -139,8 +139,13 @@ def parse_size(text: str, option: str) -> int:
     if not match:
         raise OptionError(f"{option}: not a size: {text!r} (e.g. 2GiB, 1500MB)")
     number, prefix, binary = match.groups()
+    if binary and not prefix:
+        raise OptionError(f"{option}: not a size: {text!r} (e.g. 2GiB, 1500MB)")
     power = "kmgt".find(prefix.lower()) + 1 if prefix else 0
-    return int(float(number) * (1024 if binary else 1000) ** power)
+    value = float(number) * (1024 if binary else 1000) ** power
+    if not 1 <= value < 2**62:
+        raise OptionError(f"{option}: {text!r} is not a size between 1 byte and 4 EiB")
+    return int(value)
 
 
 def validate_name(value: str, option: str) -> str:

@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,18 +153,38 @@ def _check_location(options: PreprocessOptions) -> EntryLocation:
 
 
 @contextlib.contextmanager
-def _run_folder(working_folder: Path, entry_id: str) -> Iterator[Path]:
-    """A private folder under --working-folder, removed on success and on failure."""
+def _run_folder(working_folder: Path, entry_id: str, kind: str = "") -> Iterator[Path]:
+    """A private folder under --working-folder, removed on success and on failure.
+
+    It holds an ``.owner`` stamp (pid and host); folders left by runs that were killed
+    (SIGKILL, a lost node) on this host are removed when the next run starts here.
+    """
     try:
         working_folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OptionError(f"cannot create the working folder: {exc.strerror}") from exc
-    folder = working_folder / f".cellstar-{entry_id}-{uuid.uuid4().hex[:12]}"
+    _remove_stale(working_folder)
+    folder = working_folder / f".cellstar-{kind}{entry_id}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
+    (folder / ".owner").write_text(f"{os.getpid()} {socket.gethostname()}\n")
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_stale(working_folder: Path) -> None:
+    """Run folders of this host whose owning process is gone."""
+    host = socket.gethostname()
+    for folder in working_folder.glob(".cellstar-*"):
+        try:
+            pid, owner_host = (folder / ".owner").read_text().split()
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if owner_host == host:
+                shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # no stamp yet, being removed, or not ours to judge
+            continue
 
 
 @contextlib.contextmanager
@@ -272,18 +293,27 @@ def _engine(
 ) -> Iterator[Engine]:
     """The run's engine: its runner (threads or a dask.distributed cluster; ``runner`` when
     the caller shares one between runs) and its memory budget."""
-    threads = runner.threads_per_process if runner is not None else _workers()
     smallest = (2 * options.chunk_size) ** 3 * 8  # one block edge cubed, 8-byte label scratch
-    threads, window, block_bytes = memory_budget(options.max_memory, threads, 4, smallest)
-    if runner is not None:
+    threaded = runner is None and options.scheduler is None and options.workers is None
+    # threads: the budget may run fewer; a cluster: its workers' threads are what they are
+    threads, window, block_bytes = memory_budget(
+        options.max_memory, _workers() if threaded else 1, 4, smallest
+    )
+    with contextlib.ExitStack() as stack:
+        if runner is None:
+            parts = options.working_folder / "none"
+            if not threaded:  # workers' part files
+                parts = stack.enter_context(
+                    _run_folder(options.working_folder, options.entry_id, "parts-")
+                )
+            runner = stack.enter_context(
+                open_runner(options.scheduler, options.workers, threads, parts)
+            )
+        if not threaded:
+            _, window, block_bytes = memory_budget(
+                options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
+            )
         yield Engine(runner, options.block_size, block_bytes, window, progress)
-        return
-    parts = options.working_folder / f"{options.entry_id}-parts-{uuid.uuid4().hex[:8]}"
-    try:
-        with open_runner(options.scheduler, options.workers, threads, parts) as runner:
-            yield Engine(runner, options.block_size, block_bytes, window, progress)
-    finally:
-        shutil.rmtree(parts, ignore_errors=True)
 
 
 def _workers() -> int:

@@ -72,6 +72,13 @@ class Progress:
             self._write(("\r\x1b[2K" if self.tty else "") + line + "\n")
             self._stage = ""
 
+    def abandon(self) -> None:
+        """End a step that failed: the bar's line is closed so the error starts a new one."""
+        with self._lock:
+            if self.tty and self._stage:
+                self._write("\n")
+            self._stage = ""
+
     def note(self, stage: str, text: str) -> None:
         """A one-line step that has no blocks (e.g. reading headers, committing)."""
         with self._lock:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
+import time
 import uuid
 import zlib
 from collections import deque
@@ -163,9 +165,16 @@ class DistributedRunner:
     """Block tasks on a dask.distributed cluster; chunks travel through part files in
     ``parts`` (a folder every worker can write and the client can read)."""
 
-    def __init__(self, client: Any, parts: Path) -> None:
+    def __init__(self, client: Any, parts: Path, wait: float = 60.0) -> None:
         self.client = client
         self.parts = Path(parts)
+        self.wait = wait
+        try:
+            client.wait_for_workers(1, timeout=wait)
+        except (TimeoutError, OSError) as exc:
+            raise ClusterError(
+                f"no worker joined the dask scheduler within {wait:.0f} s ({exc})"
+            ) from None
         nthreads = client.nthreads().values()
         self.workers = max(1, sum(nthreads))
         self.threads_per_process = max(nthreads, default=1)
@@ -187,7 +196,7 @@ class DistributedRunner:
         def consume() -> None:
             future, part, nbytes = pending.popleft()
             try:
-                summary, members = future.result()
+                summary, members = self._result(future)
             except (PreprocessorError, OSError):
                 raise
             except Exception as exc:  # the cluster's own failures, not the input's
@@ -227,6 +236,23 @@ class DistributedRunner:
                     os.unlink(part)
         return summaries
 
+    def _result(self, future: Any) -> Any:
+        """The future's result; a cluster left without workers for ``wait`` seconds is an
+        error rather than a wait without end."""
+        alone_since: float | None = None
+        while True:
+            try:
+                return future.result(timeout=2.0)
+            except TimeoutError:
+                if self.client.scheduler_info().get("workers"):
+                    alone_since = None
+                    continue
+                alone_since = alone_since or time.monotonic()
+                if time.monotonic() - alone_since > self.wait:
+                    raise ClusterError(
+                        f"the dask cluster has had no worker for {self.wait:.0f} s"
+                    ) from None
+
 
 # block data one task holds at once, in blocks: the haloed read, the float copy the filters
 # work on, the level-2r output and the encoded chunks
@@ -235,22 +261,28 @@ DEFAULT_BLOCK_BYTES = 32 * 2**20
 
 
 def memory_budget(
-    max_memory: int | None, threads: int, window: int, smallest: int
+    max_memory: int | None,
+    threads: int,
+    window: int,
+    smallest: int,
+    fixed_threads: bool = False,
 ) -> tuple[int, int, int]:
     """(threads, window, block bytes) that keep the block data in flight,
     ``(TASK_BLOCKS * threads + window) * block bytes``, under ``max_memory``: blocks shrink
-    first (down to ``smallest``), then fewer threads run at once, then the window narrows."""
+    first (down to ``smallest``), then fewer threads run at once (unless ``fixed_threads``: a
+    cluster's workers run as many tasks as they have threads), then the window narrows."""
     if max_memory is None:
         return threads, window, DEFAULT_BLOCK_BYTES
-    for n in range(threads, 0, -1):
+    for n in range(threads, 0 if not fixed_threads else threads - 1, -1):
         for w in sorted({window, 2}, reverse=True):
             block_bytes = max_memory // (TASK_BLOCKS * n + w)
             if block_bytes >= smallest:
                 return n, w, min(block_bytes, DEFAULT_BLOCK_BYTES)
-    least = (TASK_BLOCKS + 2) * smallest
+    least = (TASK_BLOCKS * (threads if fixed_threads else 1) + 2) * smallest
+    per = f" per worker of {threads} threads" if fixed_threads else ""
     raise OptionError(
-        f"--max-memory {max_memory / 2**20:.0f} MiB is below the least this run can work in "
-        f"({least / 2**20:.0f} MiB: {TASK_BLOCKS} + 2 blocks of {smallest / 2**20:.0f} MiB)"
+        f"--max-memory {max_memory / 2**20:.0f} MiB is below the least this run can work in"
+        f"{per} ({least / 2**20:.0f} MiB of blocks of {smallest / 2**20:.0f} MiB)"
     )
 
 
@@ -269,9 +301,10 @@ def open_runner(
         if scheduler is not None:
             try:
                 client = stack.enter_context(Client(scheduler, timeout="20s"))
-            except (OSError, TimeoutError, ValueError) as exc:
+            except Exception as exc:  # OSError, TimeoutError, ValueError, TypeError (tls://)
+                text = " ".join(str(exc).split()) or type(exc).__name__
                 raise ClusterError(
-                    f"--scheduler {scheduler}: cannot reach the dask scheduler ({exc})"
+                    f"--scheduler {scheduler}: cannot reach the dask scheduler ({text})"
                 ) from None
         else:
             cluster = stack.enter_context(
@@ -279,7 +312,8 @@ def open_runner(
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # no fixed port to collide with
+                    silence_logs=logging.CRITICAL,  # task errors reach the user as one line
                 )
             )
             client = stack.enter_context(Client(cluster))

@@ -125,6 +125,14 @@ def test_an_entry_already_in_the_database_fails_alone(run_cli, tmp_path, maps):
         ),
         ("entry_id,source_db,inputs\na,x,map:a.mrc\na,x,map:b.mrc\n", ".csv", "already listed"),
         ("entry_id,source_db,inputs\n", ".csv", "no entries"),
+        ("entry_id,source_db,inputs\na,x,map:a.mrc,mask:b.mrc\n", ".csv", "more cells than"),
+        ('[{"entry_id": 5, "source_db": "x", "inputs": [["a", "map"]]}]', ".json", "must be a str"),
+        (
+            '[{"entry_id": "a", "source_db": "x", "inputs": [["a", "map"]], '
+            '"min_downsampling_level": 2.5}]',
+            ".json",
+            "min_downsampling_level must be a whole number",
+        ),
     ],
 )
 def test_invalid_lists_are_one_line_errors(run_cli, tmp_path, maps, text, suffix, message):
@@ -138,3 +146,30 @@ def test_invalid_lists_are_one_line_errors(run_cli, tmp_path, maps, text, suffix
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {listing}: ")
     assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--max-memory", "lots"), "--max-memory: not a size: 'lots'"),
+        (("--workers", "0"), "--workers must be at least 1"),
+        (("--workers", "2", "--scheduler", "tcp://127.0.0.1:9"), "exclude each other"),
+        (("--max-memory", "10MB"), "is below the least"),
+    ],
+)
+def test_shared_run_options_are_checked_once(run_cli, tmp_path, maps, extra, message):
+    folder, _, _ = maps
+    (folder / "list.csv").write_text("entry_id,source_db,inputs\na,x,map:a.mrc\nb,x,map:b.mrc\n")
+    result = _batch(run_cli, tmp_path, folder / "list.csv", *extra)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "ok " not in result.stdout and "failed " not in result.stdout
+
+
+def test_utf8_byte_order_mark_of_a_spreadsheet_export(run_cli, tmp_path, maps):
+    folder, _, _ = maps
+    (folder / "list.csv").write_bytes(b"\xef\xbb\xbfentry_id,source_db,inputs\na,x,map:a.mrc\n")
+    result = _batch(run_cli, tmp_path, folder / "list.csv")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "db" / "x" / "a" / "data.zip").exists()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, preprocess_args, tree_digest, write_mrc
+from conftest import ROOT, assert_one_line_error, preprocess_args, tree_digest, write_mrc
 
 from pipeline.options import InputKind
 from pipeline.preprocess import SUPPORTED_KINDS
+
+_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture
@@ -154,7 +157,9 @@ def _run_in_terminal(args: list[str]) -> str:
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, cwd=ROOT, env=_ENV
+    )
     os.close(slave)
     output = b""
     while True:
@@ -174,7 +179,8 @@ def test_progress_bars_per_stage_on_a_terminal_quiet_lines_in_logs(tmp_path, sma
     labels = (np.arange(10 * 12 * 14).reshape(10, 12, 14) % 5).astype(np.uint8)
     mask = write_mrc(tmp_path / "in" / "small_mask.mrc", labels, voxel_size=3.0)
     inputs = [(small_map, "map"), (mask, "mask")]
-    args = ["cellstar-preprocessor", *preprocess_args(inputs, tmp_path)]
+    # this checkout's code (not whatever `cellstar-preprocessor` is installed on PATH)
+    args = [sys.executable, "-m", "cli", *preprocess_args(inputs, tmp_path)]
     text = _run_in_terminal(args)
     # a redrawn bar (carriage returns) for each stage, ending at 100 %
     for stage in ("levels", "segmentations"):

@@ -150,6 +150,16 @@ def test_local_cluster_of_worker_processes(inputs, tmp_path):
     assert (tmp_path / "db_threads" / entry).read_bytes() == (
         tmp_path / "db_local" / entry
     ).read_bytes()
+    # an input error raised in a worker process: one line, no worker log or traceback
+    bad = np.full((140, 260, 300), 0.5, np.float32)
+    soft = write_mrc(tmp_path / "in" / "soft.mrc", bad, voxel_size=4.0)
+    failed = _cli(
+        *_args([inputs[0], (soft, "mask")], tmp_path, db="db_bad", extra=("--workers", "2"))
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines() == [
+        f"error: {soft}: not a label volume: values are not whole numbers"
+    ], failed.stderr
 
 
 def test_unreachable_scheduler_is_one_line(inputs, tmp_path):

@@ -287,3 +287,45 @@ def test_management_commands_keep_entries_valid(run_cli, tmp_path, inputs):
     assert not (db / "emdb" / "emd-1832").exists()
     gone = run_cli("delete", *common)
     assert gone.exit_code == 2 and "does not exist" in gone.stderr
+
+
+def test_sigterm_unwinds_like_ctrl_c(tmp_path):
+    """A batch system's time limit sends SIGTERM: the run stops with one line, exit 143, and
+    leaves neither the entry, nor staging, nor its working folder; a killed run's (SIGKILL)
+    working folder is removed by the next run."""
+    rng = np.random.default_rng(8)
+    (tmp_path / "in").mkdir()
+    big = write_mrc(
+        tmp_path / "in" / "big.mrc", rng.normal(size=(320, 320, 320)).astype(np.float32)
+    )
+    args = [str(a) for a in preprocess_args([(big, "map")], tmp_path)]
+    lock = tmp_path / "db" / "_locks" / "emdb@emd-1832.lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args[0:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and lock.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["error: terminated (SIGTERM); the database is as it was"]
+    assert not (tmp_path / "db" / "emdb").exists()
+    assert not any((tmp_path / "db" / "_staging").glob("*"))
+    assert not any((tmp_path / "work").glob(".cellstar-*"))
+    # a SIGKILLed run leaves its working folder; the next run on this host removes it
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=subprocess.DEVNULL)
+    while not any((tmp_path / "work").glob(".cellstar-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert any((tmp_path / "work").glob(".cellstar-*"))
+    small = write_mrc(tmp_path / "in" / "small.mrc", np.ones((4, 4, 4), np.float32))
+    again = [str(a) for a in preprocess_args([(small, "map")], tmp_path, entry="other")]
+    done = subprocess.run([sys.executable, "-m", "cli", *again], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not any((tmp_path / "work").glob(".cellstar-*"))
