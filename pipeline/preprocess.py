@@ -47,6 +47,7 @@ from pipeline.db.writer import DataWriter
 from pipeline.errors import (
     EntryExistsError,
     EntryNotFoundError,
+    GridMismatchError,
     InputFormatError,
     InputNotFoundError,
     OptionError,
@@ -253,11 +254,17 @@ def _check_lattices(
     voxel: tuple[float, float, float],
     origin: tuple[float, float, float],
     volume_path: Path,
+    frames: int,
 ) -> None:
-    """Every lattice on the volume's grid; lattice ids unique."""
+    """Every lattice on the volume's grid and within its time frames; lattice ids unique."""
     seen: dict[str, Path] = {}
     for lattice in lattices:
         check_lattice_grid(lattice, shape, voxel, volume_path, origin)
+        if len(lattice.frames) > frames:
+            raise GridMismatchError(
+                f"{len(lattice.frames)} time frames, but the volume of {volume_path} has {frames}",
+                lattice.path,
+            )
         if lattice.lattice_id in seen:
             raise OptionError(
                 f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
@@ -475,14 +482,22 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
         metadata, _ = location.read_documents()
         plan, shape, voxel, origin = _existing_grid(metadata, location)
         contents = _read_inputs(options, extra, None)
-        _check_lattices(contents.lattices, shape, voxel, origin, location.folder)
+        frames = _existing_frames(metadata)
+        _check_lattices(contents.lattices, shape, voxel, origin, location.folder, frames)
         check_geometric_ids(contents.geometric, metadata, _entry_key(options))
         check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
         return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     contents = _read_inputs(options, extra, None)
     volume = contents.volume
     assert volume is not None  # checked in _check_inputs
-    _check_lattices(contents.lattices, volume.shape, volume.voxel_size, volume.origin, volume.path)
+    _check_lattices(
+        contents.lattices,
+        volume.shape,
+        volume.voxel_size,
+        volume.origin,
+        volume.path,
+        len(volume.frames),
+    )
     check_geometric_ids(contents.geometric, None, _entry_key(options))
     check_mesh_sets(contents.meshes)
     plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
@@ -554,6 +569,15 @@ def _entry_key(options: PreprocessOptions) -> str:
     return f"{options.source_db}/{options.entry_id}"
 
 
+def _existing_frames(metadata: dict[str, Any]) -> int:
+    """Time frames of the entry's volume (one when its metadata does not say)."""
+    info = (metadata.get("volumes") or {}).get("time_info") or {}
+    try:
+        return int(info["end"]) - int(info.get("start", 0)) + 1
+    except (KeyError, TypeError, ValueError):
+        return 1
+
+
 def _existing_grid(
     metadata: dict[str, Any], location: EntryLocation
 ) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float], tuple[float, float, float]]:
@@ -583,7 +607,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         lattices = contents.lattices
-        _check_lattices(lattices, shape, voxel, origin, location.folder)
+        _check_lattices(lattices, shape, voxel, origin, location.folder, _existing_frames(metadata))
         taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
         clash = sorted(lattice.lattice_id for lattice in lattices if lattice.lattice_id in taken)
         if clash:
@@ -677,7 +701,14 @@ def _add(
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, lattices = contents.volume, contents.lattices
         assert volume is not None  # checked in _check_inputs
-        _check_lattices(lattices, volume.shape, volume.voxel_size, volume.origin, volume.path)
+        _check_lattices(
+            lattices,
+            volume.shape,
+            volume.voxel_size,
+            volume.origin,
+            volume.path,
+            len(volume.frames),
+        )
         check_geometric_ids(contents.geometric, None, _entry_key(options))
         check_mesh_sets(contents.meshes)
         plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)

@@ -239,7 +239,7 @@ def test_segmentation_with_volume(run_cli, tmp_path):
 
 
 def test_segmentation_lattice_id_is_the_stem_and_4d_gives_frames(run_cli, tmp_path):
-    density = np.ones((9, 8, 7), np.float32)
+    density = np.ones((9, 8, 7, 2), np.float32)  # two time points, like the segmentation
     labels = np.zeros((9, 8, 7, 2), np.uint8)
     labels[1:4, 2:6, 0:3, 0] = 1
     labels[5:9, 0:3, 3:7, 1] = 2
@@ -559,3 +559,13 @@ def test_time_units_of_a_4d_segmentation(run_cli, tmp_path):
             "kind": "range", "start": 0, "end": 2, "units": "second",
         }  # fmt: skip
         assert entry.metadata["volumes"]["time_info"]["units"] == "second"
+
+
+def test_segmentation_with_more_frames_than_the_volume_is_refused(run_cli, tmp_path):
+    affine = affine_of([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], [0, 0, 0])
+    vol = write_nifti(tmp_path / "vol.nii", np.zeros((6, 5, 4), np.float32), affine)
+    seg = write_nifti(tmp_path / "seg.nii", np.zeros((6, 5, 4, 3), np.uint8), affine)
+    expect_error(
+        run_cli, tmp_path, [(vol, "nii_volume"), (seg, "nii_segmentation")], seg,
+        "3 time frames, but the volume of", "has 1",
+    )  # fmt: skip
