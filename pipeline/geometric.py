@@ -209,6 +209,8 @@ def star_to_geometric(star: Path, output: Path, options: StarOptions) -> Geometr
     segmentation = read_star(star, options)
     if not output.parent.is_dir():
         raise OptionError(f"{output}: the output folder does not exist")
+    if output.is_dir():
+        raise OptionError(f"{output}: is a folder; give the path of the JSON file to write")
     temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         write_json(temporary, geometric_input_document(segmentation))
