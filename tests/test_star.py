@@ -592,3 +592,11 @@ def test_bad_standalone_options(run_cli, tmp_path):
         "the output folder does not exist",
     )
     assert not output.exists()
+
+
+def test_output_path_that_is_a_folder_is_one_line(run_cli, tmp_path):
+    star = tmp_path / "p.star"
+    _relion31(star)
+    (tmp_path / "out").mkdir()
+    result = _convert(run_cli, star, tmp_path / "out", "--tomo-name", "TS_01")
+    assert_one_line_error(result, f"{tmp_path / 'out'}: is a folder")
