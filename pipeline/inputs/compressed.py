@@ -11,10 +11,11 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.errors import InputFormatError, InputNotFoundError
 
-__all__ = ["OpenedInput", "detect_compression", "open_input"]
+__all__ = ["OpenedInput", "detect_compression", "open_input", "open_stream"]
 
 
 def detect_compression(path: Path) -> str | None:
@@ -28,13 +29,21 @@ def detect_compression(path: Path) -> str | None:
     return None
 
 
+def open_stream(path: Path, compression: str | None) -> BinaryIO:
+    """The file's (decompressed) bytes as a stream, read-only."""
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "bzip2":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
 def _spool(path: Path, kind: str, scratch: Path) -> Path:
     """Stream-decompress ``path`` into ``scratch`` (bounded memory) and return the copy."""
     scratch.mkdir(parents=True, exist_ok=True)
     target = scratch / f"{uuid.uuid4().hex}-{path.name}.raw"
-    opener = gzip.open if kind == "gzip" else bz2.open
     try:
-        with opener(path, "rb") as src, open(target, "wb") as dst:
+        with open_stream(path, kind) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, length=16 * 2**20)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         target.unlink(missing_ok=True)

@@ -7,8 +7,6 @@ gzip/bzip2 files are first decompressed, streaming, into a scratch folder.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from mrcfile.dtypes import HEADER_DTYPE
 
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError
-from pipeline.inputs.compressed import open_input
+from pipeline.inputs.compressed import open_input, open_stream
 from pipeline.model import Vec3, VolumeSource
 
 __all__ = ["MrcLayout", "memory_order", "mrc_array", "mrc_data", "read_map", "read_mrc_layout"]
@@ -105,9 +103,8 @@ def _exact(value: np.floating) -> float:
 
 def _stream_head(path: Path, kind: str) -> tuple[bytes, int | None]:
     """The first header bytes of a compressed map (its data size is unknown: None)."""
-    opener = gzip.open if kind == "gzip" else bz2.open
     try:
-        with opener(path, "rb") as f:
+        with open_stream(path, kind) as f:
             return f.read(_HEADER_BYTES), None
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc

@@ -14,8 +14,6 @@ converted to Angstrom with the spatial unit of ``xyzt_units`` (unknown is read a
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import math
 import os
 import struct
@@ -34,7 +32,7 @@ from nibabel.wrapstruct import WrapStructError
 
 from pipeline.arrays import LazyArray, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, UnsupportedInputError
-from pipeline.inputs.compressed import detect_compression, open_input
+from pipeline.inputs.compressed import detect_compression, open_input, open_stream
 from pipeline.inputs.mask import mask_lattice_id, named_segments
 from pipeline.model import ExtraData, LabelSource, Vec3, VolumeSource
 
@@ -171,18 +169,10 @@ class NiftiFrame:
         return data[flipped].astype(self.dtype, copy=False)
 
 
-def _open_stream(path: Path, compression: str | None) -> Any:
-    if compression == "gzip":
-        return gzip.open(path, "rb")
-    if compression == "bzip2":
-        return bz2.open(path, "rb")
-    return open(path, "rb")
-
-
 def _read_header(path: Path, source: Path, compression: str | None) -> Nifti1Header:
     """The NIfTI-1 or -2 header of ``path`` (``source`` is the file to name in errors)."""
     try:
-        with _open_stream(path, compression) as f:
+        with open_stream(path, compression) as f:
             head = f.read(4)
             if len(head) < 4:
                 raise InputFormatError(f"truncated: {len(head)} bytes, no NIfTI header", source)
