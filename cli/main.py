@@ -100,6 +100,17 @@ def cli() -> None:
     """Build Mol* Volumes & Segmentations database entries from EM and microscopy data."""
 
 
+_WORKING_FOLDER = click.option(
+    "--working-folder",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for temporary files (removed afterwards).",
+)
+_DB_PATH = click.option(
+    "--db-path", required=True, type=click.Path(path_type=Path), help="Database folder."
+)
+
+
 def _run_options(command: Any) -> Any:
     """Where and in how much memory a run executes (preprocess and batch)."""
     for option in reversed(
@@ -159,13 +170,8 @@ def _progress() -> Progress:
 @click.option("--source-db", required=True, help="Source database folder name, e.g. emdb.")
 @click.option("--source-db-id", required=True, help="Entry id in the source database.")
 @click.option("--source-db-name", required=True, help="Source database name.")
-@click.option(
-    "--working-folder",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder for temporary files (removed afterwards).",
-)
-@click.option("--db-path", required=True, type=click.Path(path_type=Path), help="Database folder.")
+@_WORKING_FOLDER
+@_DB_PATH
 @click.option(
     "--quantize-dtype-str",
     type=click.Choice(["u1", "u2"]),
@@ -235,13 +241,8 @@ def preprocess_command(**kw: Any) -> None:
 
 @cli.command("batch")
 @click.argument("entry_list", type=click.Path(path_type=Path))
-@click.option(
-    "--working-folder",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder for temporary files (removed afterwards).",
-)
-@click.option("--db-path", required=True, type=click.Path(path_type=Path), help="Database folder.")
+@_WORKING_FOLDER
+@_DB_PATH
 @_run_options
 @click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
 def batch_command(entry_list: Path, **kw: Any) -> None:
@@ -371,7 +372,6 @@ def main() -> None:
 
 # --- managing entries ----------------------------------------------------------------------
 
-_DB_PATH = click.option("--db-path", required=True, type=click.Path(path_type=Path))
 _SOURCE_DB = click.option("--source-db", required=True, help="Source database folder name.")
 _ENTRY_ID = click.option("--entry-id", required=True, help="Entry folder name.")
 
