@@ -24,7 +24,7 @@ from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.options import OPTION_DEFAULTS, build_options, input_specs
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, memory_budget, open_runner
+from pipeline.runner import Runner, memory_budget, open_cluster
 
 __all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
 
@@ -232,7 +232,7 @@ def _shared_runner(common: dict[str, Any]) -> Iterator[Runner | None]:
         return
     parts = Path(common["working_folder"]).absolute() / f"batch-parts-{uuid.uuid4().hex[:8]}"
     try:
-        with open_runner(common.get("scheduler"), common.get("workers"), 1, parts) as runner:
+        with open_cluster(common.get("scheduler"), common.get("workers"), parts) as runner:
             yield runner
     finally:
         shutil.rmtree(parts, ignore_errors=True)

@@ -69,7 +69,7 @@ from pipeline.model import (
 )
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, memory_budget, open_runner
+from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
@@ -248,21 +248,35 @@ def _read_inputs(
     )
 
 
-def _check_lattices(
-    lattices: tuple[LabelSource, ...],
-    shape: tuple[int, int, int],
-    voxel: tuple[float, float, float],
-    origin: tuple[float, float, float],
-    volume_path: Path,
-    frames: int,
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """The entry volume's level-1 grid that segmentations must sit on."""
+
+    shape: tuple[int, int, int]
+    voxel: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    frames: int
+    path: Path  # the volume's file (add) or the entry's folder (extend), for messages
+
+    @classmethod
+    def of(cls, volume: VolumeSource) -> _Grid:
+        return cls(volume.shape, volume.voxel_size, volume.origin, len(volume.frames), volume.path)
+
+
+def _check_segmentations(
+    options: PreprocessOptions, contents: Contents, grid: _Grid, metadata: dict[str, Any] | None
 ) -> None:
-    """Every lattice on the volume's grid and within its time frames; lattice ids unique."""
+    """What a run adds, checked before anything is written: every lattice on the volume's grid
+    and within its time frames, ids unique in the run and new to the entry (``metadata`` of an
+    entry being extended), geometric and mesh ids likewise."""
+    taken = set(metadata["segmentation_lattices"]["segmentation_ids"]) if metadata else set()
     seen: dict[str, Path] = {}
-    for lattice in lattices:
-        check_lattice_grid(lattice, shape, voxel, volume_path, origin)
-        if len(lattice.frames) > frames:
+    for lattice in contents.lattices:
+        check_lattice_grid(lattice, grid.shape, grid.voxel, grid.path, grid.origin)
+        if len(lattice.frames) > grid.frames:
             raise GridMismatchError(
-                f"{len(lattice.frames)} time frames, but the volume of {volume_path} has {frames}",
+                f"{len(lattice.frames)} time frames, but the volume of {grid.path} has "
+                f"{grid.frames}",
                 lattice.path,
             )
         if lattice.lattice_id in seen:
@@ -271,6 +285,28 @@ def _check_lattices(
                 f"{lattice.path} (map one with segmentation_ids_mapping in extra_data)"
             )
         seen[lattice.lattice_id] = lattice.path
+    clash = sorted(set(seen) & taken)
+    if clash:
+        raise OptionError(
+            f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
+            f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
+        )
+    check_geometric_ids(contents.geometric, metadata, _entry_key(options))
+    check_mesh_sets(
+        contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"] if metadata else ()
+    )
+
+
+def _plan_new_entry(
+    options: PreprocessOptions, contents: Contents
+) -> tuple[VolumeSource, LevelPlan]:
+    """The volume of a new entry, its inputs checked, and its level plan."""
+    volume = contents.volume
+    assert volume is not None  # checked in _check_inputs
+    _check_segmentations(options, contents, _Grid.of(volume), None)
+    plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
+    _check_quantize_levels(options, plan)
+    return volume, plan
 
 
 def _check_quantize_levels(options: PreprocessOptions, plan: LevelPlan) -> None:
@@ -298,28 +334,27 @@ def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
 def _engine(
     options: PreprocessOptions, progress: Progress, runner: Runner | None
 ) -> Iterator[Engine]:
-    """The run's engine: its runner (threads or a dask.distributed cluster; ``runner`` when
+    """The run's engine: its runner (threads, or a dask.distributed cluster; ``runner`` when
     the caller shares one between runs) and its memory budget."""
     smallest = (2 * options.chunk_size) ** 3 * 8  # one block edge cubed, 8-byte label scratch
     threaded = runner is None and options.scheduler is None and options.workers is None
-    # threads: the budget may run fewer; a cluster: its workers' threads are what they are
+    # threads: the budget may run fewer; checked here too before a cluster is reached
     threads, window, block_bytes = memory_budget(
         options.max_memory, _workers() if threaded else 1, 4, smallest
     )
+    if threaded:
+        yield Engine(ThreadedRunner(threads), options.block_size, block_bytes, window, progress)
+        return
     with contextlib.ExitStack() as stack:
         if runner is None:
-            parts = options.working_folder / "none"
-            if not threaded:  # workers' part files
-                parts = stack.enter_context(
-                    _run_folder(options.working_folder, options.entry_id, "parts-")
-                )
-            runner = stack.enter_context(
-                open_runner(options.scheduler, options.workers, threads, parts)
+            parts = stack.enter_context(
+                _run_folder(options.working_folder, options.entry_id, "parts-")
             )
-        if not threaded:
-            _, window, block_bytes = memory_budget(
-                options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
-            )
+            runner = stack.enter_context(open_cluster(options.scheduler, options.workers, parts))
+        # a cluster's workers run as many tasks as they have threads: only blocks shrink
+        _, window, block_bytes = memory_budget(
+            options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
+        )
         yield Engine(runner, options.block_size, block_bytes, window, progress)
 
 
@@ -480,28 +515,10 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     extra = _read_extra(options)
     if options.mode is Mode.EXTEND:
         metadata, _ = location.read_documents()
-        plan, shape, voxel, origin = _existing_grid(metadata, location)
-        contents = _read_inputs(options, extra, None)
-        frames = _existing_frames(metadata)
-        _check_lattices(contents.lattices, shape, voxel, origin, location.folder, frames)
-        check_geometric_ids(contents.geometric, metadata, _entry_key(options))
-        check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
-        return RunSummary(location, plan, shape, np.dtype(np.uint32), 0, 0.0, committed=False)
-    contents = _read_inputs(options, extra, None)
-    volume = contents.volume
-    assert volume is not None  # checked in _check_inputs
-    _check_lattices(
-        contents.lattices,
-        volume.shape,
-        volume.voxel_size,
-        volume.origin,
-        volume.path,
-        len(volume.frames),
-    )
-    check_geometric_ids(contents.geometric, None, _entry_key(options))
-    check_mesh_sets(contents.meshes)
-    plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
-    _check_quantize_levels(options, plan)
+        plan, grid = _existing_grid(metadata, location)
+        _check_segmentations(options, _read_inputs(options, extra, None), grid, metadata)
+        return RunSummary(location, plan, grid.shape, np.dtype(np.uint32), 0, 0.0, committed=False)
+    volume, plan = _plan_new_entry(options, _read_inputs(options, extra, None))
     return _summary(location, volume, plan, 0.0, done=False)
 
 
@@ -569,19 +586,9 @@ def _entry_key(options: PreprocessOptions) -> str:
     return f"{options.source_db}/{options.entry_id}"
 
 
-def _existing_frames(metadata: dict[str, Any]) -> int:
-    """Time frames of the entry's volume (one when its metadata does not say)."""
-    info = (metadata.get("volumes") or {}).get("time_info") or {}
-    try:
-        return int(info["end"]) - int(info.get("start", 0)) + 1
-    except (KeyError, TypeError, ValueError):
-        return 1
-
-
-def _existing_grid(
-    metadata: dict[str, Any], location: EntryLocation
-) -> tuple[LevelPlan, tuple[int, int, int], tuple[float, float, float], tuple[float, float, float]]:
-    """The entry's level plan, level-1 grid, voxel size and origin, from its metadata.json."""
+def _existing_grid(metadata: dict[str, Any], location: EntryLocation) -> tuple[LevelPlan, _Grid]:
+    """The entry's level plan and level-1 grid (shape, voxel size, origin, time frames), from
+    its metadata.json."""
     try:
         info = metadata["volumes"]["volume_sampling_info"]
         box = info["boxes"]["1"]
@@ -594,7 +601,13 @@ def _existing_grid(
         raise EntryNotFoundError(
             "entry has no volume grid in metadata.json", location.folder
         ) from exc
-    return plan_from_stored(shape, available, 4), shape, voxel, origin  # type: ignore[return-value]
+    time_info = metadata["volumes"].get("time_info") or {}
+    try:  # one frame when the metadata does not say
+        frames = int(time_info["end"]) - int(time_info.get("start", 0)) + 1
+    except (KeyError, TypeError, ValueError):
+        frames = 1
+    grid = _Grid(shape, voxel, origin, frames, location.folder)  # type: ignore[arg-type]
+    return plan_from_stored(shape, available, 4), grid
 
 
 def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine) -> RunSummary:
@@ -602,21 +615,12 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
     ones, merged metadata and annotations, swapped in atomically."""
     started = time.perf_counter()
     metadata, annotations = location.read_documents()
-    plan, shape, voxel, origin = _existing_grid(metadata, location)
+    plan, grid = _existing_grid(metadata, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         lattices = contents.lattices
-        _check_lattices(lattices, shape, voxel, origin, location.folder, _existing_frames(metadata))
-        taken = set(metadata["segmentation_lattices"]["segmentation_ids"])
-        clash = sorted(lattice.lattice_id for lattice in lattices if lattice.lattice_id in taken)
-        if clash:
-            raise OptionError(
-                f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
-                f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
-            )
-        check_geometric_ids(contents.geometric, metadata, _entry_key(options))
-        check_mesh_sets(contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"])
+        _check_segmentations(options, contents, grid, metadata)
         with staged_entry(location) as staged:
             finishing = time.perf_counter()
             if lattices or contents.meshes:
@@ -660,7 +664,7 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
     return RunSummary(
         location=location,
         plan=plan,
-        volume_shape=shape,
+        volume_shape=grid.shape,
         dtype=np.dtype(np.uint32),
         input_bytes=_input_bytes(None, lattices),
         seconds=time.perf_counter() - started,
@@ -699,20 +703,8 @@ def _add(
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
-        volume, lattices = contents.volume, contents.lattices
-        assert volume is not None  # checked in _check_inputs
-        _check_lattices(
-            lattices,
-            volume.shape,
-            volume.voxel_size,
-            volume.origin,
-            volume.path,
-            len(volume.frames),
-        )
-        check_geometric_ids(contents.geometric, None, _entry_key(options))
-        check_mesh_sets(contents.meshes)
-        plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
-        _check_quantize_levels(options, plan)
+        volume, plan = _plan_new_entry(options, contents)
+        lattices = contents.lattices
         with staged_entry(location) as staged:
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)

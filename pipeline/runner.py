@@ -40,7 +40,7 @@ __all__ = [
     "Runner",
     "ThreadedRunner",
     "memory_budget",
-    "open_runner",
+    "open_cluster",
 ]
 
 # (job, start, stop): one block of one job of a pass
@@ -287,14 +287,9 @@ def memory_budget(
 
 
 @contextlib.contextmanager
-def open_runner(
-    scheduler: str | None, workers: int | None, threads: int, parts: Path
-) -> Iterator[Runner]:
-    """The runner of a run: a cluster at ``scheduler``, a local cluster of ``workers``
-    processes, or (neither given) ``threads`` threads of dask's threaded scheduler."""
-    if scheduler is None and workers is None:
-        yield ThreadedRunner(threads)
-        return
+def open_cluster(scheduler: str | None, workers: int | None, parts: Path) -> Iterator[Runner]:
+    """A runner on a dask.distributed cluster: the one at ``scheduler``, or a local cluster of
+    ``workers`` single-threaded processes started for the run; part files go to ``parts``."""
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
