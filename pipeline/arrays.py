@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import dask.array as da
 import numpy as np
 
 from pipeline.errors import InputFormatError
@@ -268,8 +267,10 @@ def remove_scratch(arr: Any) -> None:
         Path(raw.path).unlink(missing_ok=True)
 
 
-def as_dask(arr: LazyArray, chunks: Any = "auto") -> da.Array:
+def as_dask(arr: LazyArray, chunks: Any = "auto") -> Any:
     """A chunked dask array over a lazy array (each task reads its own region)."""
+    import dask.array as da
+
     return da.from_array(
         arr,
         chunks=chunks,
