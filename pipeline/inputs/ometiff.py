@@ -249,9 +249,13 @@ class _TiffPixels:
         return out.transpose(2, 1, 0)
 
 
+# False: every OME-TIFF is read through tifffile's zarr store (benchmarks compare the two)
+SEGMENT_READS = True
+
+
 def _uniform_segments(series: Any, byteorder: str, axes: str) -> SegmentLayout | None:
     """The segment layout shared by every page of ``series``, or None (read through zarr)."""
-    if not axes.endswith("YXS") or any(a not in "TCZ" for a in axes[:-3]):
+    if not SEGMENT_READS or not axes.endswith("YXS") or any(a not in "TCZ" for a in axes[:-3]):
         return None
     keyframe = series.keyframe
     layout = segment_layout(keyframe, byteorder)
