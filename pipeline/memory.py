@@ -11,7 +11,6 @@ threshold, so buffers of a few MiB and more (blocks, decoded chunks) are mapped 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from typing import Any
 
@@ -25,9 +24,9 @@ MAP_THRESHOLD = 4 * 2**20
 def _libc() -> Any:
     try:
         libc = ctypes.CDLL(None)
-        libc.mallopt
-        libc.malloc_trim
-    except (OSError, AttributeError):
+        if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+            return None
+    except OSError:
         return None
     return libc
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from pipeline.db.sinks import KeySink
 from pipeline.errors import ClusterError, OptionError, PreprocessorError
+from pipeline.memory import fix_map_threshold, trim
 from pipeline.progress import NO_PROGRESS, Progress
 
 __all__ = [
@@ -105,6 +106,20 @@ class ThreadedRunner:
         """Block ``n`` starts only once block ``n - window`` is appended, so at most ``window``
         blocks' results wait in memory; the calling thread appends them in block order."""
         window = max(1, window)
+        fix_map_threshold()
+        try:
+            return self._run(task, items, sink, window, progress)
+        finally:
+            trim()  # what the pass freed goes back before the next one allocates
+
+    def _run(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress,
+    ) -> list[Any]:
         if self.workers == 1 or len(items) == 1:  # in this thread: no pool to start
             return [
                 _append(sink, task(*item, n), None, progress, _block_bytes(item))
@@ -145,6 +160,7 @@ def _spill(
     task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int, part: str
 ) -> tuple[Any, list[tuple[str, int, int]]]:
     """Run one block task on a worker; its encoded chunks go to the file ``part``."""
+    fix_map_threshold()
     summary, chunks = task(job, start, stop, n)
     members = []
     if chunks:
