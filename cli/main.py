@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from pipeline import __version__
 from pipeline.errors import OptionError, PreprocessorError
 from pipeline.options import Compressor, InputKind, Mode
 from pipeline.progress import Progress
@@ -76,7 +77,9 @@ class _OneLineErrors(click.Group):
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cellstar-preprocessor")
+# the version the package declares (pipeline.__version__ = pyproject's), without looking the
+# distribution up through importlib.metadata (a tenth of a second at start-up)
+@click.version_option(version=__version__, prog_name="cellstar-preprocessor")
 def cli() -> None:
     """Build Mol* Volumes & Segmentations database entries from EM and microscopy data."""
 

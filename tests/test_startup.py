@@ -118,3 +118,14 @@ def test_a_map_run_imports_no_other_format_and_no_dask(tmp_path: Path) -> None:
     assert (tmp_path / "db" / "s" / "e" / "data.zip").is_file()
     # the map's own reader and the chunk encoder only
     assert imported == ["mrcfile", "numcodecs"]
+
+
+def test_version_is_the_declared_one() -> None:
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "--version"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"cellstar-preprocessor, version {declared}"
