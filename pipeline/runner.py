@@ -120,25 +120,37 @@ class ThreadedRunner:
         window: int,
         progress: Progress,
     ) -> list[Any]:
+        # a sink that can (ZipSink) checksums and frames each block's chunks in the block's own
+        # thread; the calling thread then only writes them, in block order
+        prepare = getattr(sink, "prepare", None)
+
+        def run_one(item: BlockItem, n: int) -> tuple[Any, Any]:
+            summary, chunks = task(*item, n)
+            return summary, (prepare(chunks) if prepare is not None and chunks else chunks)
+
+        def append(result: tuple[Any, Any], item: BlockItem) -> Any:
+            summary, chunks = result
+            if prepare is None or not chunks:
+                return _append(sink, result, None, progress, _block_bytes(item))
+            sink.put_prepared(chunks)  # type: ignore[union-attr]
+            progress.advance(1, _block_bytes(item))
+            return summary
+
         if self.workers == 1 or len(items) == 1:  # in this thread: no pool to start
-            return [
-                _append(sink, task(*item, n), None, progress, _block_bytes(item))
-                for n, item in enumerate(items)
-            ]
+            return [append(run_one(item, n), item) for n, item in enumerate(items)]
         summaries: list[Any] = []
         pending: deque[Future[Any]] = deque()
 
         def consume() -> None:
             result = pending.popleft().result()
-            item = items[len(summaries)]
-            summaries.append(_append(sink, result, None, progress, _block_bytes(item)))
+            summaries.append(append(result, items[len(summaries)]))
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="block")
         try:
             for n, item in enumerate(items):
                 if len(pending) >= window:
                     consume()
-                pending.append(pool.submit(task, *item, n))
+                pending.append(pool.submit(run_one, item, n))
             while pending:
                 consume()
         finally:
