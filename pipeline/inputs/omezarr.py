@@ -148,15 +148,7 @@ def _ome_attrs(node: zarr.Group) -> dict[str, Any]:
     return attrs
 
 
-# chunks one region read fetches and decodes at once (zarr's default is 10): a block of a pass
-# touches a few dozen chunks and two or more blocks are read at once, so the default keeps
-# hundreds of MiB of decoded chunks in flight for no gain in speed on a few cores
-READ_CONCURRENCY = 4
-
-
 def _open_root(path: Path) -> zarr.Group:
-    if zarr.config.get("async.concurrency") > READ_CONCURRENCY:
-        zarr.config.set({"async.concurrency": READ_CONCURRENCY})
     if not path.is_dir():
         raise InputNotFoundError("an omezarr input must be a directory", path)
     try:
