@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.db.layout import lattice_key
 from pipeline.db.writer import DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.level_pass import Engine, LabelJob, run_label_pass, temp_id
@@ -113,7 +114,6 @@ def write_lattice(
     level1: set[int] = set()
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
 
-    base = f"lattice_segmentation_data/{labels.lattice_id}"
     for i, lv in enumerate(plan.levels):
         below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
         jobs = []
@@ -121,7 +121,7 @@ def write_lattice(
             target = None
             if lv.stored:
                 target = writer.array(
-                    f"{base}/{lv.ratio}/{t}/grid",
+                    lattice_key(labels.lattice_id, lv.ratio, t, "grid"),
                     lv.shape,
                     np.dtype(np.uint32),
                     (chunk,) * 3,
@@ -148,7 +148,8 @@ def write_lattice(
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
             if lv.stored:
-                writer.object_array(f"{base}/{lv.ratio}/{t}/set_table", table.table(present))
+                key = lattice_key(labels.lattice_id, lv.ratio, t, "set_table")
+                writer.object_array(key, table.table(present))
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:

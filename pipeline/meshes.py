@@ -10,17 +10,22 @@ left out of that level. One segment's meshes are in memory at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.algorithms.meshes import MAX_DETAIL_LEVEL, decimate, detail_fraction, vertex_normals
+from pipeline.db.layout import mesh_key
 from pipeline.db.metadata import add_lattice_annotations, add_mesh_metadata
 from pipeline.db.writer import DataWriter
 from pipeline.errors import OptionError
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
+
+if TYPE_CHECKING:
+    from pipeline.db.documents import EntryDocuments
 
 __all__ = ["MeshSetResult", "check_mesh_sets", "describe_mesh_sets", "write_mesh_set"]
 
@@ -59,13 +64,13 @@ def _store(writer: DataWriter, path: str, array: np.ndarray) -> None:
     target.write_block(np.ascontiguousarray(array), (0, 0))
 
 
-def _write_mesh(writer: DataWriter, base: str, mesh: MeshArrays) -> dict[str, int]:
+def _write_mesh(writer: DataWriter, key: Callable[[str], str], mesh: MeshArrays) -> dict[str, int]:
     normals = mesh.normals
     if normals is None:
         normals = vertex_normals(mesh.vertices, mesh.triangles)
-    _store(writer, f"{base}/vertices", mesh.vertices)
-    _store(writer, f"{base}/triangles", mesh.triangles)
-    _store(writer, f"{base}/normals", normals)
+    _store(writer, key("vertices"), mesh.vertices)
+    _store(writer, key("triangles"), mesh.triangles)
+    _store(writer, key("normals"), normals)
     return {
         "num_vertices": len(mesh.vertices),
         "num_triangles": len(mesh.triangles),
@@ -74,7 +79,7 @@ def _write_mesh(writer: DataWriter, base: str, mesh: MeshArrays) -> dict[str, in
 
 
 def _write_segment(
-    writer: DataWriter, base: str, meshes: tuple[MeshSource, ...]
+    writer: DataWriter, where: tuple[str, int, int], meshes: tuple[MeshSource, ...]
 ) -> dict[str, dict[str, Any]]:
     """Every detail level of one segment; returns its ``detail_lvls`` document."""
     originals = [(m.id, m.load()) for m in meshes]
@@ -96,7 +101,8 @@ def _write_segment(
                 if len(triangles) > round(fraction * len(mesh.triangles)):
                     stuck[mesh_id] = MeshArrays(vertices, triangles)
                 mesh = MeshArrays(vertices, triangles)
-            stored[str(mesh_id)] = _write_mesh(writer, f"{base}/{level}/{mesh_id}", mesh)
+            key = partial(mesh_key, *where, level, mesh_id)
+            stored[str(mesh_id)] = _write_mesh(writer, key, mesh)
         if not stored:
             break
         levels[str(level)] = {"mesh_ids": stored}
@@ -111,8 +117,8 @@ def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource) -> MeshSetResult
     for t, frame in enumerate(mesh_set.frames):
         segments: dict[str, Any] = {}
         for segment_id in sorted(frame):
-            base = f"mesh_segmentation_data/{mesh_set.set_id}/{t}/{segment_id}"
-            levels = _write_segment(writer, base, frame[segment_id])
+            where = (mesh_set.set_id, t, segment_id)
+            levels = _write_segment(writer, where, frame[segment_id])
             if levels:
                 segments[str(segment_id)] = {"detail_lvls": levels}
                 used.update(int(lv) for lv in levels)
@@ -128,8 +134,7 @@ def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource) -> MeshSetResult
 
 
 def describe_mesh_sets(
-    metadata: dict[str, Any],
-    annotations: dict[str, Any],
+    documents: EntryDocuments,
     entry_key: str,
     mesh_sets: tuple[MeshSetSource, ...],
     written: list[MeshSetResult],
@@ -138,13 +143,12 @@ def describe_mesh_sets(
     segment annotation per segment with meshes); an SFF's name and details describe the entry
     when nothing else did."""
     for mesh_set, result in zip(mesh_sets, written, strict=True):
-        if annotations.get("name") is None and mesh_set.name:
-            annotations["name"], annotations["details"] = mesh_set.name, mesh_set.details
+        documents.name_if_unnamed(mesh_set.name, mesh_set.details)
         add_mesh_metadata(
-            metadata, result.set_id, result.fractions, result.timeframes, result.frames
+            documents, result.set_id, result.fractions, result.timeframes, result.frames
         )
         described = {s.id: s for s in mesh_set.segments}
         segments = tuple(described.get(i, Segment(id=i)) for i in result.segment_ids)
         add_lattice_annotations(
-            annotations, entry_key, result.set_id, segments, (), result.frames, kind="mesh"
+            documents, entry_key, result.set_id, segments, None, result.frames, kind="mesh"
         )
