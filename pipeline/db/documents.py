@@ -571,7 +571,10 @@ def _is_branch(part: str) -> bool:
 def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
     document = _load(data, name)
     if not isinstance(document, dict):
-        raise DocumentError(f"$: not a JSON object (a {type(document).__name__})", name)
+        what = {type(None): "null", list: "a list", str: "a string", bool: "a boolean"}.get(
+            type(document), "a number"
+        )
+        raise DocumentError(f"$: not a JSON object ({what})", name)
     try:
         return cls.model_validate(document, context=_AS_READ)
     except ValidationError as exc:
