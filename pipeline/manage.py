@@ -148,14 +148,8 @@ def _edit(location: EntryLocation, path: Path, key: str) -> None:
     items = _items(path, key)
     with entry_lock(location):
         documents = documents_for_writing(location)
-        if key == "descriptions":
-            documents.merge({key: {d["id"]: d for d in items}}, str(path))
-            new = [d["id"] for d in items]
-            problems = documents.reference_problems(descriptions=new, annotations=())
-        else:
-            documents.merge({key: items}, str(path))
-            new = [d["id"] for d in items]
-            problems = documents.reference_problems(descriptions=(), annotations=new)
+        custom = {key: {d["id"]: d for d in items} if key == "descriptions" else items}
+        problems = documents.reference_problems(*documents.merge(custom, str(path)))
         if problems:
             raise InputFormatError(f"refused: {problems[0]}", path)
         _rewrite(location, documents)

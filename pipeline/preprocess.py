@@ -539,12 +539,8 @@ def _merge_custom_annotations(options: PreprocessOptions, documents: EntryDocume
     """Merge the custom annotations inputs; what they name must exist in the entry."""
     for spec in options.inputs:
         if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
-            custom = read_custom_annotations(spec.path)
-            documents.merge(custom, str(spec.path))
-            problems = documents.reference_problems(
-                descriptions=list(custom["descriptions"]),
-                annotations=[a["id"] for a in custom["segment_annotations"]],
-            )
+            merged = documents.merge(read_custom_annotations(spec.path), str(spec.path))
+            problems = documents.reference_problems(*merged)
             if problems:
                 raise InputFormatError(problems[0], spec.path)
 

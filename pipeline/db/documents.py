@@ -719,11 +719,15 @@ class EntryDocuments:
         a._order = None
         self.annotations.segment_annotations.append(a)
 
-    def merge(self, custom: dict[str, Any], source: str = "custom annotations") -> None:
+    def merge(
+        self, custom: dict[str, Any], source: str = "custom annotations"
+    ) -> tuple[list[str], list[str]]:
         """Merge a custom annotations document: name/details when given, descriptions by id,
         segment annotations by id and channel annotations by channel id (replaced or added);
         items keep their own keys in their own order. A malformed item is a
-        :class:`DocumentError` naming ``source`` and the item's JSON path."""
+        :class:`DocumentError` naming ``source`` and the item's JSON path. Returns the ids of
+        the descriptions and segment annotations merged."""
+        merged: tuple[list[str], list[str]] = ([], [])
         a = self.annotations
         for key in ("name", "details"):
             value = custom.get(key)
@@ -739,6 +743,7 @@ class EntryDocuments:
                     f"$.descriptions[{json.dumps(key)}]: id {d.id!r} differs from its key", source
                 )
             a.descriptions[key] = d
+            merged[0].append(key)
         for attr, cls, ident in (
             ("segment_annotations", SegmentAnnotation, "id"),
             ("volume_channels_annotations", ChannelAnnotation, "channel_id"),
@@ -748,11 +753,14 @@ class EntryDocuments:
             for n, raw in enumerate(custom.get(attr) or []):
                 item = _validate(cls, raw, f"$.{attr}[{n}]", source)
                 key = getattr(item, ident)
+                if attr == "segment_annotations":
+                    merged[1].append(key)
                 if key in where:
                     items[where[key]] = item
                 else:
                     where[key] = len(items)
                     items.append(item)
+        return merged
 
     # removing ----------------------------------------------------------------------------
     def remove_segmentations(self, kind: str, ids: Iterable[str]) -> None:

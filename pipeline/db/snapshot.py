@@ -78,6 +78,17 @@ def _read_small(dir_fd: int, name: str, problems: list[str]) -> bytes | None:
         return f.read(_MAX_JSON + 1)
 
 
+def _replaced(dir_fd: int, location: EntryLocation) -> bool:
+    """Whether the folder read is no longer the entry (a commit swapped it and the old
+    version is being deleted)."""
+    mine = os.fstat(dir_fd)
+    try:
+        now = os.stat(location.folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return mine.st_nlink == 0
+    return (mine.st_ino, mine.st_dev) != (now.st_ino, now.st_dev) or mine.st_nlink == 0
+
+
 def _open_once(location: EntryLocation) -> EntrySnapshot:
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -111,12 +122,17 @@ def _open_once(location: EntryLocation) -> EntrySnapshot:
         # a file listed but not found: this version was deleted while being read
         missing = [
             n
-            for n, v in ((METADATA_JSON, docs[0]), (ANNOTATIONS_JSON, docs[1]))
+            for n, v in (
+                (METADATA_JSON, docs[0]),
+                (ANNOTATIONS_JSON, docs[1]),
+                (GEOMETRIC_JSON, geometric),
+            )
             if v is None and n in files and not any(p.startswith(n) for p in problems)
         ]
-        if missing:
+        incomplete = data_zip is None or docs[0] is None or docs[1] is None
+        if missing or (incomplete and _replaced(dir_fd, location)):
             snapshot.close()
-            raise FileNotFoundError(errno.ENOENT, "replaced while reading", missing[0])
+            raise FileNotFoundError(errno.ENOENT, "replaced while reading", location.folder)
         return snapshot
     finally:
         os.close(dir_fd)
