@@ -15,7 +15,6 @@ from conftest import preprocess_args, tree_digest, write_mrc
 from pipeline.db.documents import Annotations, DocumentError, Metadata, parse_geometric
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import validate_entry
-from pipeline.manage import edit_descriptions
 
 ENTRY = "emdb/emd-1832"
 
@@ -50,7 +49,11 @@ def tiny(tmp_path_factory):
 
 
 def _add(run_cli, tmp_path, tiny, *more):
-    inputs = [(tiny["map"], "map"), (tiny["mask"], "mask"), (tiny["shapes"], "geometric_segmentation")]
+    inputs = [
+        (tiny["map"], "map"),
+        (tiny["mask"], "mask"),
+        (tiny["shapes"], "geometric_segmentation"),
+    ]
     result = run_cli(*preprocess_args([*inputs, *more], tmp_path))
     assert result.exit_code == 0, result.output
     return tmp_path / "db" / "emdb" / "emd-1832"
@@ -80,7 +83,8 @@ def test_documents_round_trip_to_the_same_bytes(run_cli, tmp_path, tiny):
     assert geometric_json(parse_geometric(geometric)) == geometric
     parsed = Metadata.from_json(metadata)
     assert parsed.segmentation_lattices.segmentation_ids == ["labels"]
-    assert parsed.volumes is not None and parsed.volumes.volume_sampling_info.boxes["1"].grid_dimensions == [10, 12, 14]
+    assert parsed.volumes is not None
+    assert parsed.volumes.volume_sampling_info.boxes["1"].grid_dimensions == [10, 12, 14]
 
 
 @pytest.mark.parametrize(
@@ -122,8 +126,8 @@ def test_malformed_values_name_their_json_path(run_cli, tmp_path, tiny):
         d["segmentation_lattices"]["segmentation_ids"].append("ghost")
 
     assert "$.volumes.time_info: 1000000001 time frames" in problem(huge_end)
-    assert "$.volumes.volume_sampling_info.boxes[\"1\"].grid_dimensions[0]" in problem(big_int)
-    assert "$.volumes.volume_sampling_info.boxes[\"2\"].voxel_size[1]" in problem(string_voxel)
+    assert '$.volumes.volume_sampling_info.boxes["1"].grid_dimensions[0]' in problem(big_int)
+    assert '$.volumes.volume_sampling_info.boxes["2"].voxel_size[1]' in problem(string_voxel)
     assert "segmentation_sampling_info: ids" in problem(lattice_without_info)
     with pytest.raises(DocumentError, match=r"not a number"):
         Metadata.from_json((folder / "metadata.json").read_text().replace("2.0", "NaN", 1))
@@ -138,11 +142,22 @@ def test_no_module_outside_db_spells_zip_or_document_keys():
 
     root = Path(__file__).resolve().parents[1]
     spelled = (
-        '"volume_data/', '"lattice_segmentation_data/', '"mesh_segmentation_data/',
-        'f"volume_data', 'f"lattice_segmentation_data', 'f"mesh_segmentation_data',
-        '["segmentation_lattices"]', '["segmentation_meshes"]', '["geometric_segmentation"]',
-        '["segment_annotations"]', '["descriptions"]', '["volumes"]', '["segmentation_ids"]',
-        '["volume_sampling_info"]', '"metadata.json"', '"annotations.json"',
+        '"volume_data/',
+        '"lattice_segmentation_data/',
+        '"mesh_segmentation_data/',
+        'f"volume_data',
+        'f"lattice_segmentation_data',
+        'f"mesh_segmentation_data',
+        '["segmentation_lattices"]',
+        '["segmentation_meshes"]',
+        '["geometric_segmentation"]',
+        '["segment_annotations"]',
+        '["descriptions"]',
+        '["volumes"]',
+        '["segmentation_ids"]',
+        '["volume_sampling_info"]',
+        '"metadata.json"',
+        '"annotations.json"',
     )
     offenders = [
         f"{path.relative_to(root)}: {word}"
@@ -175,9 +190,18 @@ def _description(ident, kind, segmentation, segment, time=0):
     "item, message",
     [
         (_description("d1", "lattice", "nope", 1), "description d1 names lattice 'nope'"),
-        (_description("d2", "lattice", "labels", 4242), "description d2: segment 4242 is not in lattice 'labels'"),
-        (_description("d3", "lattice", "labels", 1, [0, 3]), "description d3: time [3] outside lattice 'labels'"),
-        (_description("d4", "primitive", "shapes", 9), "description d4: primitive 9 is not in geometric segmentation 'shapes'"),
+        (
+            _description("d2", "lattice", "labels", 4242),
+            "description d2: segment 4242 is not in lattice 'labels'",
+        ),
+        (
+            _description("d3", "lattice", "labels", 1, [0, 3]),
+            "description d3: time [3] outside lattice 'labels'",
+        ),
+        (
+            _description("d4", "primitive", "shapes", 9),
+            "description d4: primitive 9 is not in geometric segmentation 'shapes'",
+        ),
         (_description("d5", "mesh", "labels", 1), "description d5 names mesh set 'labels'"),
     ],
 )
@@ -185,8 +209,17 @@ def test_edits_naming_what_is_not_there_are_refused(run_cli, tmp_path, tiny, ite
     folder = _add(run_cli, tmp_path, tiny)
     before = tree_digest(tmp_path / "db")
     path = _write_json(tmp_path / "edit.json", [item])
-    result = run_cli("edit-descriptions", "--db-path", tmp_path / "db", "--source-db", "emdb",
-                     "--entry-id", "emd-1832", "--data-json-path", path)
+    result = run_cli(
+        "edit-descriptions",
+        "--db-path",
+        tmp_path / "db",
+        "--source-db",
+        "emdb",
+        "--entry-id",
+        "emd-1832",
+        "--data-json-path",
+        path,
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr
@@ -197,25 +230,56 @@ def test_edits_naming_what_is_not_there_are_refused(run_cli, tmp_path, tiny, ite
 def test_segment_annotation_for_a_missing_segment_is_refused(run_cli, tmp_path, tiny):
     _add(run_cli, tmp_path, tiny)
     before = tree_digest(tmp_path / "db")
-    item = {"id": "a1", "segment_kind": "lattice", "segment_id": 4242,
-            "segmentation_id": "labels", "color": [1, 0, 0, 1], "time": 0}
+    item = {
+        "id": "a1",
+        "segment_kind": "lattice",
+        "segment_id": 4242,
+        "segmentation_id": "labels",
+        "color": [1, 0, 0, 1],
+        "time": 0,
+    }
     path = _write_json(tmp_path / "sa.json", [item])
-    result = run_cli("edit-segment-annotations", "--db-path", tmp_path / "db", "--source-db",
-                     "emdb", "--entry-id", "emd-1832", "--data-json-path", path)
+    result = run_cli(
+        "edit-segment-annotations",
+        "--db-path",
+        tmp_path / "db",
+        "--source-db",
+        "emdb",
+        "--entry-id",
+        "emd-1832",
+        "--data-json-path",
+        path,
+    )
     assert result.exit_code == 2 and "segment annotation a1: segment 4242" in result.stderr
     assert tree_digest(tmp_path / "db") == before
     item["segment_id"] = 5  # an existing segment: accepted, and the entry stays valid
     _write_json(path, [item])
-    result = run_cli("edit-segment-annotations", "--db-path", tmp_path / "db", "--source-db",
-                     "emdb", "--entry-id", "emd-1832", "--data-json-path", path)
+    result = run_cli(
+        "edit-segment-annotations",
+        "--db-path",
+        tmp_path / "db",
+        "--source-db",
+        "emdb",
+        "--entry-id",
+        "emd-1832",
+        "--data-json-path",
+        path,
+    )
     assert result.exit_code == 0, result.output
     assert run_cli("validate", "--db-path", tmp_path / "db").exit_code == 0
 
 
 def test_extra_data_names_for_absent_labels_are_a_warning(run_cli, tmp_path, tiny):
-    extra = _write_json(tmp_path / "extra.json", {"segmentation": {
-        "segment_ids_to_segment_names_mapping": {"labels": {"1": "one", "3": "three", "7": "seven"}}
-    }})
+    extra = _write_json(
+        tmp_path / "extra.json",
+        {
+            "segmentation": {
+                "segment_ids_to_segment_names_mapping": {
+                    "labels": {"1": "one", "3": "three", "7": "seven"}
+                }
+            }
+        },
+    )
     folder = _add(run_cli, tmp_path, tiny, (extra, "extra_data"))
     # the run's warning names the absent ones
     annotations = _annotations(folder)
@@ -229,9 +293,14 @@ def test_extra_data_names_for_absent_labels_are_a_warning(run_cli, tmp_path, tin
 
 
 def test_extra_data_warning_text(run_cli, tmp_path, tiny):
-    extra = _write_json(tmp_path / "extra.json", {"segmentation": {
-        "segment_ids_to_segment_names_mapping": {"labels": {"3": "three", "7": "seven"}}
-    }})
+    extra = _write_json(
+        tmp_path / "extra.json",
+        {
+            "segmentation": {
+                "segment_ids_to_segment_names_mapping": {"labels": {"3": "three", "7": "seven"}}
+            }
+        },
+    )
     inputs = [(tiny["map"], "map"), (tiny["mask"], "mask"), (extra, "extra_data")]
     result = run_cli(*preprocess_args(inputs, tmp_path))
     assert result.exit_code == 0
@@ -335,7 +404,8 @@ def test_validate_during_commits_sees_one_version(run_cli, tmp_path, tiny):
     versions = [tmp_path / "with", tmp_path / "without"]
     shutil.copytree(folder, versions[0])
     db = ("--db-path", tmp_path / "db", "--source-db", "emdb", "--entry-id", "emd-1832")
-    assert run_cli("remove-segmentation", *db, "--kind", "geometric", "--id", "shapes").exit_code == 0
+    removed = run_cli("remove-segmentation", *db, "--kind", "geometric", "--id", "shapes")
+    assert removed.exit_code == 0
     shutil.copytree(folder, versions[1])
     location = EntryLocation(tmp_path / "db", "emdb", "emd-1832")
     stop = threading.Event()

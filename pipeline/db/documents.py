@@ -109,11 +109,7 @@ class _Doc(BaseModel):
                 for k in keys
                 if k in data and not (data[k] is None and k in self.omit_none)
             }
-        return {
-            k: v
-            for k, v in data.items()
-            if not (v is None and k in self.omit_none)
-        }
+        return {k: v for k, v in data.items() if not (v is None and k in self.omit_none)}
 
     def dump(self) -> Any:
         return self.model_dump(mode="python")
@@ -160,9 +156,9 @@ class Level(_Doc):
 class Box(_Doc):
     origin: Vec3
     voxel_size: Vec3
-    grid_dimensions: Annotated[list[Annotated[StrictInt, Field(ge=1, le=2**40)]], Field(
-        min_length=3, max_length=3
-    )]
+    grid_dimensions: Annotated[
+        list[Annotated[StrictInt, Field(ge=1, le=2**40)]], Field(min_length=3, max_length=3)
+    ]
 
 
 class Stats(_Doc):
@@ -172,9 +168,9 @@ class Stats(_Doc):
     max: Number
 
 
-AxisOrder = Annotated[list[Annotated[StrictInt, Field(ge=0, le=2)]], Field(
-    min_length=3, max_length=3
-)]
+AxisOrder = Annotated[
+    list[Annotated[StrictInt, Field(ge=0, le=2)]], Field(min_length=3, max_length=3)
+]
 
 
 class _Levels:
@@ -291,8 +287,10 @@ class Metadata(_Doc):
                 "segmentation_lattices",
                 self.segmentation_lattices.segmentation_ids,
                 (
-                    ("segmentation_sampling_info",
-                     self.segmentation_lattices.segmentation_sampling_info),
+                    (
+                        "segmentation_sampling_info",
+                        self.segmentation_lattices.segmentation_sampling_info,
+                    ),
                     ("time_info", self.segmentation_lattices.time_info),
                 ),
             ),
@@ -322,8 +320,9 @@ class Metadata(_Doc):
 
     @classmethod
     def empty(cls, source_db_name: str, source_db_id: str) -> Metadata:
-        return cls(entry_id=EntryId(source_db_name=source_db_name, source_db_id=source_db_id),
-                   volumes=None)
+        return cls(
+            entry_id=EntryId(source_db_name=source_db_name, source_db_id=source_db_id), volumes=None
+        )
 
     @classmethod
     def from_json(cls, data: bytes | str, name: str = METADATA_JSON) -> Metadata:
@@ -547,7 +546,7 @@ def _first_error(exc: ValidationError, skip: int = 0) -> str:
     loc = [p for p in error["loc"][skip:] if not (isinstance(p, str) and _is_branch(p))]
     message = error["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     value = error.get("input")
     shown = ""
     if error["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict | list):
@@ -562,9 +561,7 @@ def _is_branch(part: str) -> bool:
         part in _BRANCHES
         or part.startswith(("function-", "constrained-", "list[", "nullable["))
         or part in {c.__name__ for c in _Doc.__subclasses__()}
-        or (part[:1].isupper()
-        and "[" not in part
-        and part.isidentifier())
+        or (part[:1].isupper() and "[" not in part and part.isidentifier())
     )
 
 
@@ -614,9 +611,7 @@ class EntryDocuments:
         )
 
     @classmethod
-    def parse(
-        cls, metadata: bytes, annotations: bytes, geometric: bytes | None
-    ) -> EntryDocuments:
+    def parse(cls, metadata: bytes, annotations: bytes, geometric: bytes | None) -> EntryDocuments:
         return cls(
             Metadata.from_json(metadata),
             Annotations.from_json(annotations),
@@ -903,8 +898,9 @@ class EntryDocuments:
                 "is missing"
             )
         elif sorted(held) != sorted(listed):
-            problems.append(f"{GEOMETRIC_JSON} holds {sorted(held)} but {METADATA_JSON} lists "
-                            f"{sorted(listed)}")
+            problems.append(
+                f"{GEOMETRIC_JSON} holds {sorted(held)} but {METADATA_JSON} lists {sorted(listed)}"
+            )
         if self.metadata.volumes is None and self.lattice_ids:
             problems.append(
                 f"{METADATA_JSON}: lattices but no volume (lattices sit on the volume's grid)"

@@ -12,6 +12,7 @@ pydantic (through documents) and numcodecs are imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -113,10 +114,8 @@ def staging_leftovers(db_path: Path) -> list[tuple[str, int]]:
         size = 0
         for parent, _, files in os.walk(folder):
             for name in files:
-                try:
+                with contextlib.suppress(OSError):
                     size += os.lstat(os.path.join(parent, name)).st_size
-                except OSError:
-                    pass
         out.append((folder.name, size))
     return out
 
@@ -174,8 +173,14 @@ class _Checker:
                 if math.prod(chunks) * itemsize > MAX_CHUNK_BYTES:
                     raise ValueError(f"chunks {chunks} too large")
             return meta
-        except (ValueError, KeyError, TypeError, zipfile.BadZipFile, OSError,
-                RecursionError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            zipfile.BadZipFile,
+            OSError,
+            RecursionError,
+        ) as exc:
             self.problem(f"{DATA_ZIP}: {key}: unreadable ({_short(exc)})")
             return None
 
@@ -190,9 +195,9 @@ class _Checker:
         grid = [-(-n // k) for n, k in zip(shape, chunks, strict=True)]
         dtype = None if meta["dtype"] == "|O" else np.dtype(meta["dtype"])
         for name in self.infos:
-            if not name.startswith(prefix) or "/" in name[len(prefix):]:
+            if not name.startswith(prefix) or "/" in name[len(prefix) :]:
                 continue
-            last = name[len(prefix):]
+            last = name[len(prefix) :]
             if last.startswith("."):
                 continue
             try:
@@ -200,7 +205,9 @@ class _Checker:
             except ValueError:
                 self.problem(f"{DATA_ZIP}: {name}: not a chunk key of {path}")
                 continue
-            if len(index) != len(grid) or not all(0 <= i < g for i, g in zip(index, grid)):
+            if len(index) != len(grid) or not all(
+                0 <= i < g for i, g in zip(index, grid, strict=True)
+            ):
                 self.problem(f"{DATA_ZIP}: {name}: chunk outside the array {shape}")
                 continue
             self.read_chunks.add(name)
@@ -426,8 +433,10 @@ def _check_mesh_set(c: _Checker, docs: EntryDocuments, set_id: str) -> None:
         for level in segment.detail_lvls.values()
     )
     if 3 * meshes > len(c.infos):
-        c.problem(f"{METADATA_JSON}: mesh set {set_id} lists {meshes} meshes, {DATA_ZIP} holds "
-                  f"only {len(c.infos)} members")
+        c.problem(
+            f"{METADATA_JSON}: mesh set {set_id} lists {meshes} meshes, {DATA_ZIP} holds "
+            f"only {len(c.infos)} members"
+        )
         return
     for t, frame in info.mesh_timeframes.items():
         if not t.isdigit() or int(t) not in span.frames:
@@ -472,8 +481,10 @@ def check_entry(location: EntryLocation, quick: bool = False) -> EntryCheck:
         return EntryCheck(None, [str(exc)])
     with snapshot:
         problems = list(snapshot.problems)
-        for name, data in ((METADATA_JSON, snapshot.metadata),
-                           (ANNOTATIONS_JSON, snapshot.annotations)):
+        for name, data in (
+            (METADATA_JSON, snapshot.metadata),
+            (ANNOTATIONS_JSON, snapshot.annotations),
+        ):
             if data is None and not any(p.startswith(name) for p in problems):
                 problems.append(f"{name}: missing")
         if snapshot.data_zip is None and not any(p.startswith(DATA_ZIP) for p in problems):
@@ -482,9 +493,7 @@ def check_entry(location: EntryLocation, quick: bool = False) -> EntryCheck:
             return EntryCheck(None, problems)
         assert snapshot.metadata is not None and snapshot.annotations is not None
         try:
-            docs = EntryDocuments.parse(
-                snapshot.metadata, snapshot.annotations, snapshot.geometric
-            )
+            docs = EntryDocuments.parse(snapshot.metadata, snapshot.annotations, snapshot.geometric)
         except DocumentError as exc:
             return EntryCheck(None, [str(exc)])
         problems.extend(docs.structure_problems())
