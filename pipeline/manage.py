@@ -12,7 +12,7 @@ from pipeline.db.commit import staged_entry
 from pipeline.db.layout import DATA_ZIP, VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
 from pipeline.db.sinks import new_archive
-from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
+from pipeline.errors import DamagedEntryError, EntryNotFoundError, InputFormatError, OptionError
 from pipeline.inputs.annotations import check_annotations_document
 from pipeline.inputs.extra_data import load_json
 
@@ -56,13 +56,18 @@ def _rewrite(
         # removals: metadata stops naming what goes before data.zip loses it
         names = []
         if drop:
-            with (
-                new_archive(staged.data_zip) as sink,
-                zipfile.ZipFile(location.folder / DATA_ZIP) as zf,
-            ):
-                for info in zf.infolist():
-                    if not info.filename.startswith(drop):
-                        sink.put(info.filename, zf.read(info))
+            try:
+                with (
+                    new_archive(staged.data_zip) as sink,
+                    zipfile.ZipFile(location.folder / DATA_ZIP) as zf,
+                ):
+                    for info in zf.infolist():
+                        if not info.filename.startswith(drop):
+                            sink.put(info.filename, zf.read(info))
+            except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+                raise DamagedEntryError(
+                    f"{_entry(location)}: damaged: {DATA_ZIP}: {exc}; run validate"
+                ) from exc
             names.append(DATA_ZIP)
         else:  # only the JSON documents change: keep the archive as it is
             os.link(location.folder / DATA_ZIP, staged.data_zip)

@@ -10,8 +10,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import preprocess_args, tree_digest, write_mrc
 
+from cli.main import cli
 from pipeline.db.documents import Annotations, DocumentError, Metadata, parse_geometric
 from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import validate_entry
@@ -495,3 +497,63 @@ def test_list_shows_every_segmentation_kind(run_cli, tmp_path, tiny):
     assert result.stdout.splitlines() == [
         f"{ENTRY}\tlevels 1,2\tlattices labels\tmeshes -\tgeometric shapes"
     ]
+
+
+# --- no traceback for any state of an entry (a little fuzzing) -----------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_flipped_bytes_never_end_in_a_traceback(run_cli, tmp_path, tiny, seed):
+    folder = _add(run_cli, tmp_path, tiny)
+    rng = np.random.default_rng(seed)
+    for name in ("metadata.json", "annotations.json", "geometric_segmentation.json", "data.zip"):
+        data = bytearray((folder / name).read_bytes())
+        for _ in range(int(rng.integers(1, 4))):
+            where = int(rng.integers(0, len(data)))
+            data[where] ^= 1 << int(rng.integers(0, 8))
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(0, len(data)))]
+        (folder / name).write_bytes(bytes(data))
+    desc = _write_json(tmp_path / "d.json", [_description("d1", "lattice", "labels", 1)])
+    db = ("--db-path", tmp_path / "db", "--source-db", "emdb", "--entry-id", "emd-1832")
+    commands = [
+        ["validate", "--db-path", tmp_path / "db"],
+        ["validate", "--quick", "--db-path", tmp_path / "db"],
+        ["list", "--db-path", tmp_path / "db"],
+        preprocess_args([(tiny["shapes"], "geometric_segmentation")], tmp_path, mode="extend"),
+        ["remove-segmentation", *db, "--kind", "lattice", "--id", "labels"],
+        ["edit-descriptions", *db, "--data-json-path", desc],
+        ["remove-descriptions", *db, "--id", "x"],
+        ["remove-volume", *db],
+        ["delete", *db],
+    ]
+    for args in commands:
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert isinstance(result.exception, SystemExit | None), (args, result.exception)
+        assert result.exit_code in (0, 1, 2), (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_validate_is_bounded_whatever_the_metadata_claims(run_cli, tmp_path, tiny):
+    folder = _add(run_cli, tmp_path, tiny)
+    good = (folder / "metadata.json").read_text()
+    metadata = json.loads(good)
+    metadata["volumes"]["time_info"]["end"] = 999_999  # a million frames, within the bound
+    metadata["volumes"]["channel_ids"] = [str(c) for c in range(1000)]
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    started = time.perf_counter()
+    problems = validate_entry(EntryLocation(tmp_path / "db", "emdb", "emd-1832"))
+    assert time.perf_counter() - started < 10
+    assert any("claims 2000000000 volume arrays" in p for p in problems)
+    # an array claiming chunks of a terabyte is a problem, not an allocation
+    with zipfile.ZipFile(folder / "data.zip") as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    meta = json.loads(members["volume_data/2/0/0/.zarray"])
+    meta["chunks"] = [100000, 100000, 100000]
+    members["volume_data/2/0/0/.zarray"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(folder / "data.zip", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    (folder / "metadata.json").write_text(good)
+    problems = validate_entry(EntryLocation(tmp_path / "db", "emdb", "emd-1832"))
+    assert any("volume_data/2/0/0/.zarray: unreadable (chunks" in p for p in problems), problems

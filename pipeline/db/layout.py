@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pipeline.errors import EntryNotFoundError, InputFormatError
 from pipeline.options import validate_name
 
 __all__ = [
@@ -102,20 +99,3 @@ class EntryLocation:
 
     def exists(self) -> bool:
         return self.folder.is_dir()
-
-    def read_documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The entry's metadata.json and annotations.json (a missing or damaged entry is a
-        user error naming its folder)."""
-        if not self.exists():
-            raise EntryNotFoundError(
-                f"entry {self.source_db}/{self.entry_id} does not exist", self.folder
-            )
-        try:
-            return (
-                json.loads((self.folder / METADATA_JSON).read_text()),
-                json.loads((self.folder / ANNOTATIONS_JSON).read_text()),
-            )
-        except (OSError, ValueError) as exc:
-            raise InputFormatError(
-                f"entry is damaged ({exc}); delete it or add it again", self.folder
-            ) from exc
