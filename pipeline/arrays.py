@@ -2,7 +2,7 @@
 
 A ``LazyArray`` has ``shape``, ``dtype`` and ``ndim`` and returns exactly the region asked for
 (``arr[z0:z1, y0:y1, x0:x1]``) by positioned reads; nothing is memory-mapped, so resident memory
-is bounded by the regions in flight. ``as_dask`` wraps one as a chunked dask array.
+is bounded by the regions in flight.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import dask.array as da
 import numpy as np
 
 from pipeline.errors import InputFormatError
@@ -23,7 +22,6 @@ __all__ = [
     "RawArrayFile",
     "ShapeOnlyArray",
     "TransposedArray",
-    "as_dask",
     "create_scratch",
     "remove_scratch",
 ]
@@ -267,14 +265,3 @@ def remove_scratch(arr: Any) -> None:
     if isinstance(raw, RawArrayFile) and raw.writable:
         Path(raw.path).unlink(missing_ok=True)
 
-
-def as_dask(arr: LazyArray, chunks: Any = "auto") -> da.Array:
-    """A chunked dask array over a lazy array (each task reads its own region)."""
-    return da.from_array(
-        arr,
-        chunks=chunks,
-        asarray=False,
-        lock=False,
-        fancy=False,
-        meta=np.empty((0,) * arr.ndim, arr.dtype),
-    )
