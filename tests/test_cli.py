@@ -100,6 +100,21 @@ def test_bad_input_file_leaves_no_trace(run_cli, tmp_path):
     assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
 
 
+def test_verbose_option_adds_the_traceback_to_the_one_line_error(run_cli, tmp_path):
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"\0" * 100)
+    quiet = run_cli("inspect", bad, "--input-kind", "map")
+    assert_one_line_error(quiet, str(bad), "truncated")
+    for args in (
+        ("inspect", bad, "--input-kind", "map", "--verbose"),
+        tuple(preprocess_args([(bad, "map")], tmp_path, extra=("--verbose",))),
+    ):
+        result = run_cli(*args)
+        assert result.exit_code == 2
+        assert "Traceback" in result.stderr
+        assert result.stderr.splitlines()[-1].startswith(f"error: {bad}")
+
+
 def test_nan_map_is_rejected(run_cli, tmp_path):
     data = np.full((6, 6, 6), np.nan, np.float32)
     with warnings.catch_warnings():
