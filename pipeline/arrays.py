@@ -23,6 +23,7 @@ __all__ = [
     "ShapeOnlyArray",
     "TransposedArray",
     "create_scratch",
+    "region_bounds",
     "remove_scratch",
 ]
 
@@ -38,7 +39,12 @@ class LazyArray(Protocol):
     def __getitem__(self, key: Region) -> np.ndarray: ...
 
 
-def _bounds(key: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+def region_bounds(key: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(start, stop)`` per axis of a region of contiguous slices (missing axes: whole).
+
+    >>> region_bounds((slice(2, 5),), (10, 4))
+    [(2, 5), (0, 4)]
+    """
     if not isinstance(key, tuple):
         key = (key,)
     key = key + (slice(None),) * (len(shape) - len(key))
@@ -111,7 +117,7 @@ class RawArrayFile:
     _FIELDS = ("path", "shape", "ndim", "file_dtype", "dtype", "offset", "writable", "_token")
 
     def __getitem__(self, key: Region) -> np.ndarray:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         out = np.empty([b - a for a, b in bounds], self.file_dtype)
         if out.size:
             fd = os.open(self.path, os.O_RDONLY)
@@ -196,7 +202,7 @@ class TransposedArray:
         return ("transposed", tokenize(self.base), self.perm)
 
     def _base_key(self, key: Region) -> Region:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         base = [slice(None)] * self.ndim
         for out_axis, base_axis in enumerate(self.perm):
             base[base_axis] = slice(*bounds[out_axis])
