@@ -146,7 +146,7 @@ def _run_options(command: Any) -> Any:
             click.option(
                 "--max-memory",
                 metavar="SIZE",
-                help="Bound the block data in flight, e.g. 2GiB or 800MB (see README).",
+                help="Bound the block data in flight, e.g. 2GiB or 800MB (see docs/clusters.md).",
             ),
         ]
     ):
@@ -265,7 +265,7 @@ def preprocess_command(**kw: Any) -> None:
 def batch_command(entry_list: Path, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
 
-    Exit status 0 when every entry succeeded, 1 when some failed (see README for the list
+    Exit status 0 when every entry succeeded, 1 when some failed (see docs/clusters.md for the list
     format).
     """
     entries = read_batch(entry_list)
