@@ -125,6 +125,7 @@ def test_nan_map_is_rejected(run_cli, tmp_path):
     assert tree_digest(tmp_path / "db") == {}
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points(tmp_path, small_map):
     for argv in (["cellstar-preprocessor"], [sys.executable, "-m", "cli"]):
         proc = subprocess.run(
@@ -190,6 +191,7 @@ def _run_in_terminal(args: list[str]) -> str:
     return output.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_progress_bars_per_stage_on_a_terminal_quiet_lines_in_logs(tmp_path, small_map):
     labels = (np.arange(10 * 12 * 14).reshape(10, 12, 14) % 5).astype(np.uint8)
     mask = write_mrc(tmp_path / "in" / "small_mask.mrc", labels, voxel_size=3.0)
