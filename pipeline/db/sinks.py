@@ -1,4 +1,4 @@
-"""Where encoded zarr keys go: straight into data.zip (threads) or into a folder (processes).
+"""Where encoded zarr keys go: straight into data.zip, in the order they are put.
 
 :class:`ZipSink` writes a stored (uncompressed) ZIP64 archive itself: the CRC-32 of a member is
 computed by the calling thread, outside the lock, and only the append of the local header and
