@@ -13,6 +13,7 @@ __all__ = [
     "ClusterError",
     "DamagedEntryError",
     "EntryExistsError",
+    "EntryLockedError",
     "EntryNotFoundError",
     "GridMismatchError",
     "InputFormatError",
@@ -77,3 +78,7 @@ class EntryNotFoundError(PreprocessorError, FileNotFoundError):
 
 class DamagedEntryError(PreprocessorError):
     """A writer met an entry that does not pass its checks (``validate`` lists them)."""
+
+
+class EntryLockedError(PreprocessorError, BlockingIOError):
+    """Another process is writing the entry (``pipeline.db.lock``)."""
