@@ -484,7 +484,7 @@ def parse_geometric(data: bytes | str, name: str = GEOMETRIC_JSON) -> list[Geome
     try:
         items = _GeometricList.model_validate({"items": document}, context=_AS_READ).items
     except ValidationError as exc:
-        raise DocumentError(_first_error(exc, skip=1), name) from None
+        raise DocumentError(_first_error(exc, document, skip=1), name) from None
     ids = [i.segmentation_id for i in items]
     if len(set(ids)) != len(ids):
         raise DocumentError("$: a segmentation_id listed twice", name)
@@ -528,22 +528,22 @@ def _path(loc: Iterable[Any]) -> str:
     return out
 
 
-_BRANCHES = {
-    "int",
-    "float",
-    "str",
-    "bool",
-    "list[constrained-int]",
-    "list[int]",
-    "constrained-int",
-    "constrained-float",
-    "function-after[_range(), TimeInfo]",
-}
-
-
-def _first_error(exc: ValidationError, skip: int = 0) -> str:
+def _first_error(exc: ValidationError, document: Any, skip: int = 0) -> str:
+    """``$.json.path: message (got value)`` of the first error. The path follows the input
+    document, which leaves out the union branch labels pydantic adds to error locations."""
     error = exc.errors(include_url=False)[0]
-    loc = [p for p in error["loc"][skip:] if not (isinstance(p, str) and _is_branch(p))]
+    loc: list[Any] = []
+    node = document
+    for part in error["loc"][skip:]:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            node = node[part]
+        elif error["type"] in ("missing", "extra_forbidden") and part == error["loc"][-1]:
+            pass  # the key that is missing (or not allowed) is named
+        else:
+            continue
+        loc.append(part)
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -553,16 +553,6 @@ def _first_error(exc: ValidationError, skip: int = 0) -> str:
         text = repr(value)
         shown = f" (got {text[:40]}{'...' if len(text) > 40 else ''})"
     return f"{_path(loc)}: {message}{shown}"
-
-
-def _is_branch(part: str) -> bool:
-    """Union branch labels pydantic puts into error locations."""
-    return (
-        part in _BRANCHES
-        or part.startswith(("function-", "constrained-", "list[", "nullable["))
-        or part in {c.__name__ for c in _Doc.__subclasses__()}
-        or (part[:1].isupper() and "[" not in part and part.isidentifier())
-    )
 
 
 def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
@@ -575,7 +565,7 @@ def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
     try:
         return cls.model_validate(document, context=_AS_READ)
     except ValidationError as exc:
-        raise DocumentError(_first_error(exc), name) from None
+        raise DocumentError(_first_error(exc, document), name) from None
     except RecursionError:
         raise DocumentError("nested too deeply", name) from None
 
@@ -584,7 +574,7 @@ def _validate(cls: type[Any], raw: Any, where: str, source: str) -> Any:
     try:
         return cls.model_validate(raw, context=_AS_READ)
     except ValidationError as exc:
-        detail = _first_error(exc)
+        detail = _first_error(exc, raw)
         raise DocumentError(f"{where}{detail[1:]}", source) from None
 
 
