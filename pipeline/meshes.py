@@ -32,12 +32,18 @@ __all__ = ["MeshSetResult", "check_mesh_sets", "describe_mesh_sets", "write_mesh
 _CHUNK_ROWS = 2**18  # rows per zarr chunk: 3 MB of float32 vertices
 
 
+# what is stored per mesh: (vertices, triangles, normals) counts, by frame, segment, detail
+# level and mesh id (metadata.json's ``mesh_timeframes`` is built from it in pipeline.db)
+MeshCounts = tuple[int, int, int]
+StoredMeshes = dict[int, dict[int, dict[int, dict[str, MeshCounts]]]]
+
+
 @dataclass(frozen=True, slots=True)
 class MeshSetResult:
     set_id: str
     frames: int
     fractions: dict[int, float]  # every detail level stored for at least one segment
-    timeframes: dict[str, Any]  # the ``mesh_timeframes`` document of metadata.json
+    timeframes: StoredMeshes  # frame -> segment -> detail level -> mesh id -> counts
     segment_ids: tuple[int, ...]  # segments with at least one stored mesh
 
 
@@ -64,33 +70,29 @@ def _store(writer: DataWriter, path: str, array: np.ndarray) -> None:
     target.write_block(np.ascontiguousarray(array), (0, 0))
 
 
-def _write_mesh(writer: DataWriter, key: Callable[[str], str], mesh: MeshArrays) -> dict[str, int]:
+def _write_mesh(writer: DataWriter, key: Callable[[str], str], mesh: MeshArrays) -> MeshCounts:
     normals = mesh.normals
     if normals is None:
         normals = vertex_normals(mesh.vertices, mesh.triangles)
     _store(writer, key("vertices"), mesh.vertices)
     _store(writer, key("triangles"), mesh.triangles)
     _store(writer, key("normals"), normals)
-    return {
-        "num_vertices": len(mesh.vertices),
-        "num_triangles": len(mesh.triangles),
-        "num_normals": len(normals),
-    }
+    return (len(mesh.vertices), len(mesh.triangles), len(normals))
 
 
 def _write_segment(
     writer: DataWriter, where: tuple[str, int, int], meshes: tuple[MeshSource, ...]
-) -> dict[str, dict[str, Any]]:
-    """Every detail level of one segment; returns its ``detail_lvls`` document."""
+) -> dict[int, dict[str, MeshCounts]]:
+    """Every detail level of one segment; returns level -> mesh id -> counts."""
     originals = [(m.id, m.load()) for m in meshes]
     originals = [(i, m) for i, m in originals if len(m.triangles)]
-    levels: dict[str, dict[str, Any]] = {}
+    levels: dict[int, dict[str, MeshCounts]] = {}
     # a decimation that stopped above its target (no collapse allowed any more) gives the same
     # mesh for every smaller target: the deeper levels reuse it instead of recomputing it
     stuck: dict[int, MeshArrays] = {}
     for level in range(1, MAX_DETAIL_LEVEL + 1):
         fraction = detail_fraction(level)
-        stored: dict[str, Any] = {}
+        stored: dict[str, MeshCounts] = {}
         for mesh_id, mesh in originals:
             if mesh_id in stuck:
                 mesh = stuck[mesh_id]
@@ -105,25 +107,25 @@ def _write_segment(
             stored[str(mesh_id)] = _write_mesh(writer, key, mesh)
         if not stored:
             break
-        levels[str(level)] = {"mesh_ids": stored}
+        levels[level] = stored
     return levels
 
 
 def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource) -> MeshSetResult:
     """Store every detail level of every mesh of a mesh set."""
-    timeframes: dict[str, Any] = {}
+    timeframes: StoredMeshes = {}
     used: set[int] = set()
     present: set[int] = set()
     for t, frame in enumerate(mesh_set.frames):
-        segments: dict[str, Any] = {}
+        segments: dict[int, dict[int, dict[str, MeshCounts]]] = {}
         for segment_id in sorted(frame):
             where = (mesh_set.set_id, t, segment_id)
             levels = _write_segment(writer, where, frame[segment_id])
             if levels:
-                segments[str(segment_id)] = {"detail_lvls": levels}
-                used.update(int(lv) for lv in levels)
+                segments[segment_id] = levels
+                used.update(levels)
                 present.add(segment_id)
-        timeframes[str(t)] = {"segment_ids": segments}
+        timeframes[t] = segments
     return MeshSetResult(
         set_id=mesh_set.set_id,
         frames=len(mesh_set.frames),

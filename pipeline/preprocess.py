@@ -24,7 +24,13 @@ from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
-from pipeline.db.layout import DATA_ZIP, ENTRY_FILES, EntryLocation, volume_key
+from pipeline.db.layout import (
+    DATA_ZIP,
+    ENTRY_FILES,
+    QUANTIZATION_ATTRIBUTE,
+    EntryLocation,
+    volume_key,
+)
 from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import (
     add_lattice_annotations,
@@ -431,7 +437,7 @@ def _write_volume(
                     out_dtype = options.quantize_dtype
                     st = stats[key(lv.ratio, t, c)]
                     params = QuantizationParams.from_range(st.min, st.max, dtype, out_dtype)
-                    attrs = {"quantization_data_dict": params.to_json()}
+                    attrs = {QUANTIZATION_ATTRIBUTE: params.to_json()}
                 target = writer.array(
                     volume_key(lv.ratio, t, volume.channel_ids[c]),
                     lv.shape,

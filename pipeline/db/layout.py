@@ -30,6 +30,9 @@ ANNOTATIONS_JSON = "annotations.json"
 GEOMETRIC_JSON = "geometric_segmentation.json"
 ENTRY_FILES = (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON, GEOMETRIC_JSON)
 
+# the attribute of a quantized volume array (DESIGN 7.3)
+QUANTIZATION_ATTRIBUTE = "quantization_data_dict"
+
 # data.zip groups (DESIGN 3.2): the only place the archive's key layout is spelled
 VOLUME_GROUP = "volume_data"
 LATTICE_GROUP = "lattice_segmentation_data"

@@ -20,6 +20,7 @@ __all__ = [
     "add_mesh_metadata",
     "apply_entry_metadata",
     "deterministic_id",
+    "levels_document",
     "volume_boxes",
     "volume_channel_annotations",
     "volume_metadata",
@@ -72,9 +73,9 @@ def volume_metadata(
         stats.setdefault(str(ratio), {}).setdefault(str(time), {})[channel] = st.to_json()
     return {
         "channel_ids": list(volume.channel_ids),
-        "time_info": volume.time_info.to_json(),
+        "time_info": _time_info(volume.time_info),
         "volume_sampling_info": {
-            "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
+            "spatial_downsampling_levels": levels_document(plan),
             "boxes": boxes,
             "descriptive_statistics": stats,
             "time_transformations": [],
@@ -116,13 +117,13 @@ def add_lattice_metadata(
     assert documents.metadata.volumes is not None
     boxes = documents.metadata.volumes.volume_sampling_info.dump()["boxes"]
     sampling = {
-        "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
+        "spatial_downsampling_levels": levels_document(plan),
         "boxes": boxes,
         "time_transformations": [],
         "source_axes_units": {},
         "original_axis_order": [0, 1, 2],
     }
-    time_info = TimeInfo(start=0, end=frames - 1, units=time_units).to_json()
+    time_info = _time_info(TimeInfo(start=0, end=frames - 1, units=time_units))
     documents.add_lattice(lattice_id, sampling, time_info)
 
 
@@ -196,15 +197,70 @@ def add_mesh_metadata(
     documents: EntryDocuments,
     set_id: str,
     fractions: dict[int, float],
-    timeframes: dict[str, Any],
+    stored: dict[int, dict[int, dict[int, dict[str, tuple[int, int, int]]]]],
     frames: int,
 ) -> None:
-    """Append a mesh set to ``segmentation_meshes`` (DESIGN 4)."""
+    """Append a mesh set to ``segmentation_meshes`` (DESIGN 4); ``stored``: frame -> segment
+    -> detail level -> mesh id -> (vertices, triangles, normals) counts."""
+    timeframes = {
+        str(t): {
+            "segment_ids": {
+                str(segment): {
+                    "detail_lvls": {
+                        str(level): {
+                            "mesh_ids": {
+                                mesh_id: {
+                                    "num_vertices": v,
+                                    "num_triangles": f,
+                                    "num_normals": n,
+                                }
+                                for mesh_id, (v, f, n) in meshes.items()
+                            }
+                        }
+                        for level, meshes in levels.items()
+                    }
+                }
+                for segment, levels in segments.items()
+            }
+        }
+        for t, segments in stored.items()
+    }
     info = {
         "detail_lvl_to_fraction": {str(lv): f for lv, f in sorted(fractions.items())},
         "mesh_timeframes": timeframes,
     }
-    documents.add_mesh_set(set_id, info, TimeInfo(start=0, end=frames - 1).to_json())
+    documents.add_mesh_set(set_id, info, _time_info(TimeInfo(start=0, end=frames - 1)))
+
+
+def _time_info(time_info: TimeInfo) -> dict[str, Any]:
+    """A ``time_info`` object of metadata.json."""
+    return {
+        "kind": time_info.kind,
+        "start": time_info.start,
+        "end": time_info.end,
+        "units": time_info.units,
+    }
+
+
+def levels_document(plan: LevelPlan) -> list[dict[str, object]]:
+    """``spatial_downsampling_levels``: stored levels, and level 1 (``available: false``) when
+    the original resolution is removed."""
+    return [
+        {"level": lv.ratio, "available": lv.stored}
+        for lv in plan.levels
+        if lv.stored or lv.ratio == 1
+    ]
+
+
+def _geometric_item(seg: GeometricSegmentation) -> dict[str, Any]:
+    """The segmentation's item of geometric_segmentation.json."""
+    return {
+        "segmentation_id": seg.segmentation_id,
+        "primitives": {
+            str(t): {"shape_primitive_list": [dict(p) for p in seg.frames[t]]}
+            for t in sorted(seg.frames)
+        },
+    }
 
 
 def add_geometric(
@@ -212,7 +268,7 @@ def add_geometric(
 ) -> None:
     """A placed geometric segmentation: its item of geometric_segmentation.json, its
     metadata, and one description and one segment annotation per primitive id (DESIGN 5)."""
-    position = documents.add_geometric(seg.to_json(), seg.time_info.to_json())
+    position = documents.add_geometric(_geometric_item(seg), _time_info(seg.time_info))
     frames: dict[int, list[int]] = {}
     kinds: dict[int, str] = {}
     for t in sorted(seg.frames):
