@@ -160,6 +160,14 @@ def test_no_module_outside_db_spells_zip_or_document_keys():
         '["volume_sampling_info"]',
         '"metadata.json"',
         '"annotations.json"',
+        '"geometric_segmentation.json"',
+        '"detail_lvls"',
+        '"mesh_timeframes"',
+        '"shape_primitive_list"',
+        '"quantization_data_dict"',
+        '"spatial_downsampling_levels"',
+        '"segment_kind"',
+        '"target_kind"',
     )
     offenders = [
         f"{path.relative_to(root)}: {word}"
@@ -554,6 +562,17 @@ def test_validate_is_bounded_whatever_the_metadata_claims(run_cli, tmp_path, tin
     with zipfile.ZipFile(folder / "data.zip", "w") as zf:
         for name, data in members.items():
             zf.writestr(name, data)
+    # a Blosc chunk whose header states 2 GB is a problem before anything is allocated
+    chunk = bytearray(members["volume_data/1/0/0/0.0.0"])
+    chunk[4:8] = (2_000_000_000).to_bytes(4, "little")
+    members["volume_data/1/0/0/0.0.0"] = bytes(chunk)
+    with zipfile.ZipFile(folder / "data.zip", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
     (folder / "metadata.json").write_text(good)
     problems = validate_entry(EntryLocation(tmp_path / "db", "emdb", "emd-1832"))
     assert any("volume_data/2/0/0/.zarray: unreadable (chunks" in p for p in problems), problems
+    assert any(
+        "volume_data/1/0/0: unreadable chunk (chunk header states 2000000000 bytes" in p
+        for p in problems
+    ), problems

@@ -46,8 +46,8 @@ __all__ = [
     "validate_entry",
 ]
 
-MAX_CHUNK_BYTES = 1 << 30  # a decoded chunk larger than this is a problem, not an allocation
-MAX_MEMBER_BYTES = 4 << 30
+MAX_CHUNK_BYTES = 256 << 20  # a decoded chunk larger than this is a problem, not an allocation
+MAX_MEMBER_BYTES = 512 << 20
 
 
 # --- the database ----------------------------------------------------------------------------
@@ -212,6 +212,7 @@ class _Checker:
                 continue
             self.read_chunks.add(name)
             raw = self.read(name)
+            _check_blosc_size(meta, raw, dtype)
             data: Any = codec.decode(raw) if codec else raw
             if dtype is None:
                 for config in reversed(meta.get("filters") or []):
@@ -223,6 +224,19 @@ class _Checker:
             if flat.size != expected:
                 raise ValueError(f"chunk {last} decodes to {flat.size} bytes, not {expected}")
             yield index, flat.view(dtype)
+
+
+def _check_blosc_size(meta: dict[str, Any], raw: bytes, dtype: Any) -> None:
+    """A Blosc chunk states its decoded size in its header: refuse one larger than the array's
+    chunk (or than the bound) before the codec allocates it."""
+    if (meta.get("compressor") or {}).get("id") != "blosc" or len(raw) < 16:
+        return
+    stated = int.from_bytes(raw[4:8], "little")
+    limit = MAX_CHUNK_BYTES
+    if dtype is not None:
+        limit = min(limit, math.prod(meta["chunks"]) * dtype.itemsize)
+    if stated > limit:
+        raise ValueError(f"chunk header states {stated} bytes, more than its {limit}")
 
 
 def _short(exc: BaseException) -> str:
