@@ -17,7 +17,6 @@ pydantic is imported with this module: command modules import it inside their fu
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -275,9 +274,9 @@ class Metadata(_Doc):
     omit_none: ClassVar[tuple[str, ...]] = ("entry_metadata",)
     entry_id: EntryId
     volumes: Volumes | None
-    segmentation_lattices: Lattices = Field(default_factory=_empty_lattices)
-    segmentation_meshes: Meshes = Field(default_factory=_empty_meshes)
-    geometric_segmentation: GeometricSection = Field(default_factory=_empty_geometric)
+    segmentation_lattices: Lattices
+    segmentation_meshes: Meshes
+    geometric_segmentation: GeometricSection
     entry_metadata: EntryMetadata | None = None
 
     @model_validator(mode="after")
@@ -321,7 +320,11 @@ class Metadata(_Doc):
     @classmethod
     def empty(cls, source_db_name: str, source_db_id: str) -> Metadata:
         return cls(
-            entry_id=EntryId(source_db_name=source_db_name, source_db_id=source_db_id), volumes=None
+            entry_id=EntryId(source_db_name=source_db_name, source_db_id=source_db_id),
+            volumes=None,
+            segmentation_lattices=_empty_lattices(),
+            segmentation_meshes=_empty_meshes(),
+            geometric_segmentation=_empty_geometric(),
         )
 
     @classmethod
@@ -905,7 +908,3 @@ class EntryDocuments:
                         f"time_info {span.start}..{span.end}"
                     )
         return problems
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)
