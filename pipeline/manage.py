@@ -154,7 +154,10 @@ def _edit(location: EntryLocation, path: Path, key: str) -> None:
     with entry_lock(location):
         documents = documents_for_writing(location)
         custom = {key: {d["id"]: d for d in items} if key == "descriptions" else items}
-        problems = documents.reference_problems(*documents.merge(custom, str(path)))
+        merged = documents.merge(custom, str(path))
+        # what a user adds names only frames where the segment occurs (the viewer draws it
+        # at every frame its time names)
+        problems = documents.reference_problems(*merged, where_present=True)
         if problems:
             raise InputFormatError(f"refused: {problems[0]}", path)
         _rewrite(location, documents)

@@ -546,7 +546,7 @@ def _merge_custom_annotations(options: PreprocessOptions, documents: EntryDocume
     for spec in options.inputs:
         if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
             merged = documents.merge(read_custom_annotations(spec.path), str(spec.path))
-            problems = documents.reference_problems(*merged)
+            problems = documents.reference_problems(*merged, where_present=True)
             if problems:
                 raise InputFormatError(problems[0], spec.path)
 

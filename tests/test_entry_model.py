@@ -237,6 +237,36 @@ def test_edits_naming_what_is_not_there_are_refused(run_cli, tmp_path, tiny, ite
     assert folder.is_dir()
 
 
+def test_edits_name_only_frames_where_the_segment_occurs(run_cli, tmp_path, tiny):
+    """Primitive 1 at frames 0 and 1, primitive 2 only at frame 1: an edit naming primitive 2
+    at frame 0 is refused (the viewer would draw it there), at frame 1 accepted."""
+    shapes = {
+        "segmentation_id": "moving",
+        "shape_primitives_input": {
+            "0": [{"kind": "sphere", "parameters": {"id": 1, "center": [1, 2, 3], "radius": 2}}],
+            "1": [
+                {"kind": "sphere", "parameters": {"id": 1, "center": [2, 2, 3], "radius": 2}},
+                {"kind": "sphere", "parameters": {"id": 2, "center": [5, 2, 3], "radius": 1}},
+            ],
+        },
+    }
+    path = _write_json(tmp_path / "moving.json", shapes)
+    inputs = [(tiny["map"], "map"), (path, "geometric_segmentation")]
+    assert run_cli(*preprocess_args(inputs, tmp_path)).exit_code == 0
+    before = tree_digest(tmp_path / "db")
+    db = ("--db-path", tmp_path / "db", "--source-db", "emdb", "--entry-id", "emd-1832")
+    edit = _write_json(tmp_path / "e.json", [_description("d", "primitive", "moving", 2, [0, 1])])
+    result = run_cli("edit-descriptions", *db, "--data-json-path", edit)
+    assert result.exit_code == 2
+    assert "primitive 2 of geometric segmentation 'moving' does not occur at time [0]" in (
+        result.stderr
+    )
+    assert tree_digest(tmp_path / "db") == before
+    _write_json(edit, [_description("d", "primitive", "moving", 2, 1)])
+    assert run_cli("edit-descriptions", *db, "--data-json-path", edit).exit_code == 0
+    assert run_cli("validate", "--db-path", tmp_path / "db").exit_code == 0
+
+
 def test_segment_annotation_for_a_missing_segment_is_refused(run_cli, tmp_path, tiny):
     _add(run_cli, tmp_path, tiny)
     before = tree_digest(tmp_path / "db")

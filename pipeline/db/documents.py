@@ -820,9 +820,11 @@ class EntryDocuments:
         target: TargetId | None,
         time: Time,
         cache: dict[str, Any] | None = None,
+        where_present: bool = False,
     ) -> str | None:
         """What is wrong with one reference (None: it names an existing segment at existing
-        times)."""
+        times). With ``where_present``, only frames where the segment occurs are existing
+        times (the viewer draws an annotated segment at every frame its ``time`` names)."""
         if kind == "entry":
             return None
         cache = {} if cache is None else cache
@@ -850,13 +852,25 @@ class EntryDocuments:
                     f"{where}: time {outside[:5]} outside {noun} {sid!r} "
                     f"(frames {span.start}..{span.end})"
                 )
+        if where_present and segments is not None:
+            absent = sorted({t for t in times if t not in segments[segment]})
+            if absent:
+                what = "primitive" if kind == "primitive" else "segment"
+                return (
+                    f"{where}: {what} {segment} of {noun} {sid!r} does not occur at time "
+                    f"{absent[:5]}"
+                )
         return None
 
     def reference_problems(
-        self, descriptions: Iterable[str] | None = None, annotations: Iterable[str] | None = None
+        self,
+        descriptions: Iterable[str] | None = None,
+        annotations: Iterable[str] | None = None,
+        where_present: bool = False,
     ) -> list[str]:
         """Descriptions and segment annotations that name a missing segmentation, segment or
-        primitive, or a time the segmentation does not have (only the given ids, when given)."""
+        primitive, or a time the segmentation does not have (only the given ids, when given;
+        ``where_present``: see :meth:`reference_problem`)."""
         problems: list[str] = []
         wanted_d = None if descriptions is None else set(descriptions)
         wanted_a = None if annotations is None else set(annotations)
@@ -865,7 +879,7 @@ class EntryDocuments:
             if wanted_d is not None and key not in wanted_d:
                 continue
             p = self.reference_problem(
-                f"description {key}", d.target_kind, d.target_id, d.time, cache
+                f"description {key}", d.target_kind, d.target_id, d.time, cache, where_present
             )
             if p:
                 problems.append(p)
@@ -874,7 +888,12 @@ class EntryDocuments:
                 continue
             target = TargetId(segmentation_id=a.segmentation_id, segment_id=a.segment_id)
             p = self.reference_problem(
-                f"segment annotation {a.id}", a.segment_kind, target, a.time, cache
+                f"segment annotation {a.id}",
+                a.segment_kind,
+                target,
+                a.time,
+                cache,
+                where_present,
             )
             if p:
                 problems.append(p)
