@@ -1,0 +1,375 @@
+"""``export --format ome-zarr``: an entry as an OME-NGFF 0.5 image (zarr v3, sharded).
+
+One multiscale dataset per stored volume level, every lattice as a label image under
+``labels/<lattice id>`` (label rule: :mod:`pipeline.export.labels`), mesh sets and geometric
+segmentations as sidecar files (:mod:`pipeline.export.sidecars`). The entry is read and the
+image written shard by shard on the runners of ``preprocess`` (threads or dask.distributed,
+memory bounded by ``--max-memory`` through :func:`pipeline.runner.memory_budget`), into a
+temporary folder beside the output that is renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.db.entry import Entry
+from pipeline.db.layout import EntryLocation
+from pipeline.errors import InputFormatError, OptionError
+from pipeline.export.blocks import ArraySpec, ExportJob, close_entries, export_block, shard_grid
+from pipeline.export.entry_view import Box, EntryView, LatticeView, entry_view
+from pipeline.export.labels import label_dtype, label_lut
+from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
+from pipeline.export.sidecars import write_geometric, write_meshes
+from pipeline.level_pass import Engine
+from pipeline.options import validate_name
+from pipeline.progress import NO_PROGRESS, Progress
+from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
+
+__all__ = ["ExportOptions", "ExportSummary", "export_omezarr"]
+
+# bytes per voxel a task holds per block element at most (dequantization works in float64)
+_TASK_ITEMSIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOptions:
+    """What ``export`` needs, validated on construction (paths made absolute: cluster workers
+    have their own working directory)."""
+
+    db_path: Path
+    source_db: str
+    entry_id: str
+    output: Path
+    overwrite: bool = False
+    max_memory: int | None = None
+    scheduler: str | None = None
+    workers: int | None = None
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        validate_name(self.source_db, "--source-db")
+        validate_name(self.entry_id, "--entry-id")
+        object.__setattr__(self, "db_path", Path(self.db_path).absolute())
+        object.__setattr__(self, "output", Path(self.output).absolute())
+        if self.scheduler is not None and self.workers is not None:
+            raise OptionError("--scheduler and --workers exclude each other")
+        if self.workers is not None and self.workers < 1:
+            raise OptionError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise OptionError(f"--max-memory must be positive, got {self.max_memory}")
+        if self.chunk_size < 1:
+            raise OptionError(f"chunk size must be positive, got {self.chunk_size}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    output: Path
+    levels: tuple[int, ...]
+    lattices: tuple[str, ...]
+    mesh_files: int
+    geometric_files: int
+    seconds: float
+    shard_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _engine(options: ExportOptions, progress: Progress, parts: Path) -> Iterator[Engine]:
+    """Threads, or a dask.distributed cluster, with the memory budget of ``preprocess``."""
+    smallest = options.chunk_size**3 * _TASK_ITEMSIZE
+    threaded = options.scheduler is None and options.workers is None
+    threads, window, block_bytes = memory_budget(
+        options.max_memory, _cpus() if threaded else 1, 4, smallest
+    )
+    if threaded:
+        yield Engine(ThreadedRunner(threads), 2 * options.chunk_size, block_bytes, window, progress)
+        return
+    with open_cluster(options.scheduler, options.workers, parts) as runner:
+        _, window, block_bytes = memory_budget(
+            options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
+        )
+        yield Engine(runner, 2 * options.chunk_size, block_bytes, window, progress)
+
+
+def shard_edge(chunk: int, block_bytes: int) -> int:
+    """The largest ``chunk * 2**k`` whose cube of 8-byte voxels fits in ``block_bytes``.
+
+    >>> shard_edge(64, 32 * 2**20), shard_edge(64, 2**20)
+    (128, 64)
+    """
+    edge = chunk
+    while (2 * edge) ** 3 * _TASK_ITEMSIZE <= block_bytes:
+        edge *= 2
+    return edge
+
+
+def _chunks_and_shards(
+    grid: Sequence[int], chunk: int, edge: int
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Chunk and shard shapes ``z, y, x`` of a grid ``[nx, ny, nz]``."""
+    chunks, shards = [], []
+    for n in reversed(tuple(grid)):
+        c = min(chunk, n)
+        chunks.append(c)
+        shards.append(min(edge, -(-n // c) * c))
+    return tuple(chunks), tuple(shards)  # type: ignore[return-value]
+
+
+def _check_output(options: ExportOptions, location: EntryLocation) -> None:
+    out = options.output.resolve()
+    entry = location.folder.resolve()
+    db = options.db_path.resolve()
+    if out in (entry, db) or entry in out.parents or out in db.parents:
+        raise OptionError("--output must lie outside the entry and the database folder", out)
+    if (options.output.exists() or options.output.is_symlink()) and not options.overwrite:
+        raise OptionError("output already exists (give --overwrite to replace it)", out)
+
+
+@contextlib.contextmanager
+def _staging(output: Path) -> Iterator[Path]:
+    """A new folder beside ``output``, removed again if the export fails."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
+    """Rename the finished folder to ``output`` (the old output, if replaced, removed after)."""
+    if not (output.exists() or output.is_symlink()):
+        os.rename(tmp, output)
+        return
+    if not overwrite:
+        raise OptionError("output already exists (give --overwrite to replace it)", output)
+    old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
+    os.rename(output, old)
+    os.rename(tmp, output)
+    _remove(old)
+
+
+def _run(engine: Engine, jobs: Sequence[ExportJob], shards: tuple[int, ...], detail: str) -> None:
+    """Every shard of every job through the engine's runner, with a progress step."""
+    spatial = tuple(reversed(shards[-3:]))  # [x, y, z]
+    items = [(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
+    engine.progress.start("export", detail, len(items))
+    try:
+        engine.runner.run_blocks(export_block, items, None, engine.window, engine.progress)
+    except BaseException:
+        engine.progress.abandon()
+        raise
+    engine.progress.finish()
+
+
+def _create_array(
+    group: Any,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    names: tuple[str, ...],
+    grid: Sequence[int],
+    chunk: int,
+    edge: int,
+) -> tuple[str, tuple[int, ...]]:
+    """An empty sharded array ``group/name``: (its folder, its shard shape)."""
+    import zarr
+
+    lead = len(names) - 3
+    chunks, shards = _chunks_and_shards(grid, chunk, edge)
+    group.create_array(
+        name=name,
+        shape=shape,
+        dtype=dtype,
+        chunks=(1,) * lead + chunks,
+        shards=(1,) * lead + shards,
+        compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
+        fill_value=0,
+        dimension_names=names,
+    )
+    folder = Path(group.store.root) / group.path / name
+    return str(folder), (1,) * lead + shards
+
+
+def _volume_jobs(
+    entry: Entry, location: EntryLocation, view: EntryView, box: Box, layout: Layout, target: str
+) -> tuple[list[ExportJob], np.dtype]:
+    jobs = []
+    out_dtype: np.dtype | None = None
+    for ti, t in enumerate(view.frames):
+        for ci, channel in enumerate(view.channel_ids):
+            stored = entry.volume_array(box.level, t, channel)
+            quantization = dict(stored.attrs).get("quantization_data_dict")
+            dtype = np.dtype(quantization["src_type"] if quantization else stored.dtype)
+            out_dtype = out_dtype or dtype
+            jobs.append(
+                ExportJob(
+                    source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
+                    location=location,
+                    level=box.level,
+                    time=t,
+                    channel=channel,
+                    lattice=None,
+                    lut=None,
+                    target=target,
+                    index=layout.index(ti, ci),
+                    dtype=str(out_dtype),
+                )
+            )
+    assert out_dtype is not None
+    return jobs, out_dtype
+
+
+def _export_volume(
+    entry: Entry, view: EntryView, root: Any, options: ExportOptions, engine: Engine, edge: int
+) -> dict[str, tuple[int, ...]]:
+    layout = Layout(time=len(view.frames) > 1, channel=len(view.channel_ids) > 1)
+    root.attrs.update(image_attributes(view, layout))
+    shards: dict[str, tuple[int, ...]] = {}
+    for i, box in enumerate(view.levels):
+        first = entry.volume_array(box.level, view.frames[0], view.channel_ids[0])
+        attrs = dict(first.attrs).get("quantization_data_dict")
+        dtype = np.dtype(attrs["src_type"] if attrs else first.dtype)
+        shape = layout.shape(len(view.frames), len(view.channel_ids), box.grid)
+        target, shard = _create_array(
+            root, str(i), shape, dtype, layout.names, box.grid, options.chunk_size, edge
+        )
+        jobs, _ = _volume_jobs(entry, entry.location, view, box, layout, target)
+        _run(engine, jobs, shard, f"volume level {box.level}")
+        shards[str(i)] = shard
+    return shards
+
+
+def _export_lattice(
+    entry: Entry,
+    view: EntryView,
+    lattice: LatticeView,
+    labels: Any,
+    options: ExportOptions,
+    engine: Engine,
+    edge: int,
+) -> dict[str, tuple[int, ...]]:
+    layout = Layout(time=len(lattice.frames) > 1, channel=False)
+    luts = {
+        (box.level, t): label_lut(entry.set_table(lattice.lattice_id, box.level, t))
+        for box in lattice.levels
+        for t in lattice.frames
+    }
+    dtype = label_dtype(luts.values())
+    group = labels.create_group(
+        lattice.lattice_id,
+        attributes=label_attributes(
+            lattice.lattice_id,
+            layout,
+            lattice.levels,
+            lattice.time_units,
+            lattice.frames[0],
+            lattice.segments,
+        ),
+    )
+    shards: dict[str, tuple[int, ...]] = {}
+    for i, box in enumerate(lattice.levels):
+        shape = layout.shape(len(lattice.frames), 1, box.grid)
+        target, shard = _create_array(
+            group, str(i), shape, dtype, layout.names, box.grid, options.chunk_size, edge
+        )
+        jobs = []
+        for ti, t in enumerate(lattice.frames):
+            grid = entry.lattice_grid(lattice.lattice_id, box.level, t)
+            jobs.append(
+                ExportJob(
+                    source=ArraySpec(tuple(grid.shape), np.dtype(grid.dtype)),  # type: ignore[arg-type]
+                    location=entry.location,
+                    level=box.level,
+                    time=t,
+                    channel=None,
+                    lattice=lattice.lattice_id,
+                    lut=luts[(box.level, t)],
+                    target=target,
+                    index=layout.index(ti, 0),
+                    dtype=str(dtype),
+                )
+            )
+        _run(engine, jobs, shard, f"labels {lattice.lattice_id} level {box.level}")
+        shards[f"labels/{lattice.lattice_id}/{i}"] = shard
+    return shards
+
+
+def _write_image(
+    entry: Entry, view: EntryView, tmp: Path, options: ExportOptions, engine: Engine
+) -> tuple[dict[str, tuple[int, ...]], int, int]:
+    import zarr
+
+    edge = shard_edge(options.chunk_size, engine.max_block_bytes)
+    root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w", zarr_format=3)
+    shards = _export_volume(entry, view, root, options, engine, edge)
+    if view.lattices:
+        labels = root.create_group(
+            "labels", attributes=labels_group_attributes([lt.lattice_id for lt in view.lattices])
+        )
+        for lattice in view.lattices:
+            shards |= _export_lattice(entry, view, lattice, labels, options, engine, edge)
+    meshes = write_meshes(entry, view, tmp)
+    geometric = write_geometric(entry, view, tmp)
+    return shards, meshes, geometric
+
+
+def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> ExportSummary:
+    """Export an entry as an OME-NGFF 0.5 image at ``options.output`` (see the module doc).
+
+    A missing entry, an existing output (without ``overwrite``) or an entry without a volume
+    is a :class:`PreprocessorError`; nothing is left at the output's place on failure.
+    """
+    since = time.perf_counter()
+    location = EntryLocation(options.db_path, options.source_db, options.entry_id)
+    metadata, annotations = location.read_documents()
+    view = entry_view(metadata, annotations, str(location.folder))
+    if not view.levels or not view.frames or not view.channel_ids:
+        raise InputFormatError(
+            "the entry has no stored volume level: nothing to export as an image", location.folder
+        )
+    _check_output(options, location)
+    with _staging(options.output) as tmp:
+        parts = tmp / ".parts"
+        try:
+            with Entry(location) as entry, _engine(options, progress, parts) as engine:
+                shards, meshes, geometric = _write_image(entry, view, tmp, options, engine)
+        finally:
+            close_entries()
+        shutil.rmtree(parts, ignore_errors=True)
+        _publish(tmp, options.output, options.overwrite)
+    progress.note("commit", f"{options.output}")
+    return ExportSummary(
+        output=options.output,
+        levels=tuple(b.level for b in view.levels),
+        lattices=tuple(lt.lattice_id for lt in view.lattices),
+        mesh_files=meshes,
+        geometric_files=geometric,
+        seconds=time.perf_counter() - since,
+        shard_shapes=shards,
+    )
