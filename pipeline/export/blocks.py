@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, EntryLocation
-from pipeline.errors import InputFormatError
+from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.export.labels import LabelLut, apply_lut
 
 __all__ = ["ArraySpec", "ExportJob", "export_block", "shard_grid"]
@@ -121,7 +121,17 @@ def export_block(
     import zarr
 
     box = tuple(zip(start, stop, strict=True))
-    data = _read(job, box)
+    try:
+        data = _read(job, box)
+    except (PreprocessorError, MemoryError):
+        raise
+    except Exception as exc:  # zip, codec or zarr errors of a damaged data.zip
+        what = f"lattice {job.lattice}" if job.lattice is not None else f"channel {job.channel}"
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputFormatError(
+            f"cannot read {what} level {job.level} frame {job.time} ({text})",
+            job.location.folder / DATA_ZIP,
+        ) from exc
     out = np.ascontiguousarray(data.transpose(2, 1, 0)).astype(job.dtype, copy=False)
     target = zarr.open_array(Path(job.target), mode="r+", zarr_format=3)
     region = (*job.index, *(slice(a, b) for a, b in reversed(box)))

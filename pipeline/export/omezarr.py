@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.db.entry import Entry
-from pipeline.db.layout import EntryLocation
-from pipeline.errors import InputFormatError, OptionError
+from pipeline.db.layout import DATA_ZIP, EntryLocation
+from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import ArraySpec, ExportJob, close_entries, export_block, shard_grid
 from pipeline.export.entry_view import Box, EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
@@ -339,6 +340,18 @@ def _write_image(
     return shards, meshes, geometric
 
 
+def _open(location: EntryLocation) -> Entry:
+    """The entry for reading (a data.zip that is no zip archive is the entry's error)."""
+    try:
+        return Entry(location)
+    except PreprocessorError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputFormatError(
+            f"the entry's data cannot be opened ({exc})", location.folder / DATA_ZIP
+        ) from exc
+
+
 def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> ExportSummary:
     """Export an entry as an OME-NGFF 0.5 image at ``options.output`` (see the module doc).
 
@@ -357,8 +370,16 @@ def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> 
     with _staging(options.output) as tmp:
         parts = tmp / ".parts"
         try:
-            with Entry(location) as entry, _engine(options, progress, parts) as engine:
+            with _open(location) as entry, _engine(options, progress, parts) as engine:
                 shards, meshes, geometric = _write_image(entry, view, tmp, options, engine)
+        except PreprocessorError:
+            raise
+        except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
+            # reading the entry's arrays, tables or meshes in this process
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise InputFormatError(
+                f"the entry's data is damaged or incomplete ({text})", location.folder / DATA_ZIP
+            ) from exc
         finally:
             close_entries()
         shutil.rmtree(parts, ignore_errors=True)
