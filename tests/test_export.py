@@ -264,6 +264,20 @@ def test_map_mask_quantized_levels_many_shards(run_cli, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["mm.ome.zarr"]  # no temporary folder left
 
 
+def test_entry_without_level_1_starts_at_level_2(run_cli, tmp_path):
+    inputs, _, _ = _map_and_mask(tmp_path / "in")
+    db = _add(run_cli, tmp_path, inputs, "r", extra=(*SMALL_LEVELS, "--remove-original-resolution"))
+    out = tmp_path / "r.ome.zarr"
+    assert _export(run_cli, db, "r", out).exit_code == 0
+    with open_entry(db, "emdb", "r") as entry:
+        levels = entry.volume_levels
+        check_export(out, entry)
+    assert levels[0] == 2
+    multiscale = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    assert multiscale["metadata"]["downsampling_ratios"] == levels
+    assert zarr.open_group(out, mode="r")["0"].shape == (35, 65, 50)
+
+
 def test_time_and_channels_from_omezarr(run_cli, tmp_path):
     (tmp_path / "in").mkdir()
     data, cells = _tczyx_omezarr(tmp_path / "in" / "img.ome.zarr")

@@ -27,7 +27,7 @@ from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, EntryLocation
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import ArraySpec, ExportJob, close_entries, export_block, shard_grid
-from pipeline.export.entry_view import Box, EntryView, LatticeView, entry_view
+from pipeline.export.entry_view import EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
@@ -217,33 +217,10 @@ def _create_array(
     return str(folder), (1,) * lead + shards
 
 
-def _volume_jobs(
-    entry: Entry, location: EntryLocation, view: EntryView, box: Box, layout: Layout, target: str
-) -> tuple[list[ExportJob], np.dtype]:
-    jobs = []
-    out_dtype: np.dtype | None = None
-    for ti, t in enumerate(view.frames):
-        for ci, channel in enumerate(view.channel_ids):
-            stored = entry.volume_array(box.level, t, channel)
-            quantization = dict(stored.attrs).get("quantization_data_dict")
-            dtype = np.dtype(quantization["src_type"] if quantization else stored.dtype)
-            out_dtype = out_dtype or dtype
-            jobs.append(
-                ExportJob(
-                    source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
-                    location=location,
-                    level=box.level,
-                    time=t,
-                    channel=channel,
-                    lattice=None,
-                    lut=None,
-                    target=target,
-                    index=layout.index(ti, ci),
-                    dtype=str(out_dtype),
-                )
-            )
-    assert out_dtype is not None
-    return jobs, out_dtype
+def _value_dtype(stored: Any) -> np.dtype:
+    """The dtype of a stored volume array's values: its source dtype when quantized."""
+    quantization = dict(stored.attrs).get("quantization_data_dict")
+    return np.dtype(quantization["src_type"] if quantization else stored.dtype)
 
 
 def _export_volume(
@@ -253,14 +230,35 @@ def _export_volume(
     root.attrs.update(image_attributes(view, layout))
     shards: dict[str, tuple[int, ...]] = {}
     for i, box in enumerate(view.levels):
-        first = entry.volume_array(box.level, view.frames[0], view.channel_ids[0])
-        attrs = dict(first.attrs).get("quantization_data_dict")
-        dtype = np.dtype(attrs["src_type"] if attrs else first.dtype)
+        dtype = _value_dtype(entry.volume_array(box.level, view.frames[0], view.channel_ids[0]))
         shape = layout.shape(len(view.frames), len(view.channel_ids), box.grid)
         target, shard = _create_array(
             root, str(i), shape, dtype, layout.names, box.grid, options.chunk_size, edge
         )
-        jobs, _ = _volume_jobs(entry, entry.location, view, box, layout, target)
+        jobs = []
+        for ti, t in enumerate(view.frames):
+            for ci, channel in enumerate(view.channel_ids):
+                stored = entry.volume_array(box.level, t, channel)
+                if _value_dtype(stored) != dtype:
+                    raise InputFormatError(
+                        f"volume level {box.level}: channel {channel} frame {t} holds "
+                        f"{_value_dtype(stored)}, the first channel {dtype}",
+                        entry.location.folder / DATA_ZIP,
+                    )
+                jobs.append(
+                    ExportJob(
+                        source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
+                        location=entry.location,
+                        level=box.level,
+                        time=t,
+                        channel=channel,
+                        lattice=None,
+                        lut=None,
+                        target=target,
+                        index=layout.index(ti, ci),
+                        dtype=str(dtype),
+                    )
+                )
         _run(engine, jobs, shard, f"volume level {box.level}")
         shards[str(i)] = shard
     return shards
