@@ -525,6 +525,13 @@ _ids_command(
     help="Folder to write, e.g. emd-1832.ome.zarr (see docs/export.md for its layout).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--compressor",
+    type=click.Choice([c.value for c in Compressor]),
+    default="lz4",
+    show_default=True,
+    help="Blosc codec of the output's chunks.",
+)
 @_run_options
 @click.option("--verbose", is_flag=True, help="Tracebacks on errors.")
 def export_command(
@@ -534,6 +541,7 @@ def export_command(
     fmt: str,
     output: Path,
     overwrite: bool,
+    compressor: str,
     scheduler: str | None,
     workers: int | None,
     max_memory: str | None,
@@ -550,6 +558,7 @@ def export_command(
         entry_id=entry_id,
         output=output,
         overwrite=overwrite,
+        compressor=Compressor(compressor),
         max_memory=parse_size(max_memory, "--max-memory") if max_memory else None,
         scheduler=scheduler,
         workers=workers,

@@ -283,11 +283,17 @@ def test_time_and_channels_from_omezarr(run_cli, tmp_path):
     data, cells = _tczyx_omezarr(tmp_path / "in" / "img.ome.zarr")
     db = _add(run_cli, tmp_path, [(tmp_path / "in" / "img.ome.zarr", "omezarr")], "tc")
     out = tmp_path / "tc.ome.zarr"
-    result = _export(run_cli, db, "tc", out)
+    result = _export(run_cli, db, "tc", out, "--compressor", "zstd")
     assert result.exit_code == 0, result.output
     with open_entry(db, "emdb", "tc") as entry:
         check_export(out, entry)
     root = zarr.open_group(out, mode="r")
+    assert root["0"].metadata.to_dict()["codecs"][0]["configuration"]["codecs"][1] == {
+        "name": "blosc",
+        "configuration": {
+            "typesize": 2, "cname": "zstd", "clevel": 5, "shuffle": "shuffle", "blocksize": 0
+        },
+    }  # fmt: skip
     assert [c["label"] for c in root.attrs["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
     assert [c["color"] for c in root.attrs["ome"]["omero"]["channels"]] == ["0000FF", "00FF00"]
     # micrometres became Angstrom in the entry, and stay Angstrom in the export

@@ -32,7 +32,7 @@ from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
 from pipeline.level_pass import Engine
-from pipeline.options import validate_name
+from pipeline.options import Compressor, validate_name
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
 
@@ -55,6 +55,7 @@ class ExportOptions:
     max_memory: int | None = None
     scheduler: str | None = None
     workers: int | None = None
+    compressor: Compressor = Compressor.LZ4
     chunk_size: int = 64
 
     def __post_init__(self) -> None:
@@ -197,6 +198,7 @@ def _create_array(
     grid: Sequence[int],
     chunk: int,
     edge: int,
+    compressor: Compressor,
 ) -> tuple[str, tuple[int, ...]]:
     """An empty sharded array ``group/name``: (its folder, its shard shape)."""
     import zarr
@@ -209,7 +211,7 @@ def _create_array(
         dtype=dtype,
         chunks=(1,) * lead + chunks,
         shards=(1,) * lead + shards,
-        compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
+        compressors=zarr.codecs.BloscCodec(cname=compressor.value, clevel=5, shuffle="shuffle"),
         fill_value=0,
         dimension_names=names,
     )
@@ -233,7 +235,15 @@ def _export_volume(
         dtype = _value_dtype(entry.volume_array(box.level, view.frames[0], view.channel_ids[0]))
         shape = layout.shape(len(view.frames), len(view.channel_ids), box.grid)
         target, shard = _create_array(
-            root, str(i), shape, dtype, layout.names, box.grid, options.chunk_size, edge
+            root,
+            str(i),
+            shape,
+            dtype,
+            layout.names,
+            box.grid,
+            options.chunk_size,
+            edge,
+            options.compressor,
         )
         jobs = []
         for ti, t in enumerate(view.frames):
@@ -295,7 +305,15 @@ def _export_lattice(
     for i, box in enumerate(lattice.levels):
         shape = layout.shape(len(lattice.frames), 1, box.grid)
         target, shard = _create_array(
-            group, str(i), shape, dtype, layout.names, box.grid, options.chunk_size, edge
+            group,
+            str(i),
+            shape,
+            dtype,
+            layout.names,
+            box.grid,
+            options.chunk_size,
+            edge,
+            options.compressor,
         )
         jobs = []
         for ti, t in enumerate(lattice.frames):
