@@ -22,6 +22,7 @@ from ome_zarr_models.v05.image_label import ImageLabel
 from ome_zarr_models.v05.labels import Labels
 
 from pipeline.db import open_entry
+from pipeline.db.layout import EntryLocation
 from pipeline.export.labels import label_of_set
 from tests.conftest import ROOT, assert_one_line_error, preprocess_args, tree_digest, write_mrc
 from tests.test_distributed import scheduler  # noqa: F401  (the real cluster, for one test)
@@ -556,3 +557,20 @@ def test_the_command_line_does_not_import_the_export_or_trimesh():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_an_entry_replaced_during_the_export_is_an_error(tmp_path, small_entry):
+    """A block task that finds another data.zip than the one the export started with (an
+    ``extend`` committed meanwhile) fails instead of mixing two versions of the entry."""
+    from pipeline.errors import InputFormatError
+    from pipeline.export.blocks import ArraySpec, ExportJob, data_stamp, export_block
+
+    location = EntryLocation(small_entry, "emdb", "s")
+    ino, mtime = data_stamp(location)
+    job = ExportJob(
+        source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1, time=0,
+        channel="0", lattice=None, lut=None, target=str(tmp_path / "nowhere"), index=(),
+        dtype="float32", stamp=(ino, mtime - 1),
+    )  # fmt: skip
+    with pytest.raises(InputFormatError, match="the entry changed during the export"):
+        export_block(job, (0, 0, 0), (14, 12, 10), 0)

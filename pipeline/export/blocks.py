@@ -22,7 +22,7 @@ from pipeline.db.layout import DATA_ZIP, EntryLocation
 from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.export.labels import LabelLut, apply_lut
 
-__all__ = ["ArraySpec", "ExportJob", "export_block", "shard_grid"]
+__all__ = ["ArraySpec", "ExportJob", "close_entries", "data_stamp", "export_block", "shard_grid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,7 @@ class ExportJob:
     target: str  # the output array's folder
     index: tuple[int, ...]  # leading (t, c) indices in the output array
     dtype: str  # output dtype
+    stamp: tuple[int, int]  # data.zip's (inode, mtime) when the export started
 
 
 def shard_grid(
@@ -71,15 +72,25 @@ _LOCK = threading.Lock()
 _OPEN: dict[tuple[str, str, str], tuple[tuple[int, int], Entry]] = {}
 
 
-def _entry(location: EntryLocation) -> Entry:
-    """The entry, opened once per process (reopened when its data.zip was replaced)."""
-    key = (str(location.db_path), location.source_db, location.entry_id)
+def data_stamp(location: EntryLocation) -> tuple[int, int]:
+    """(inode, mtime) of the entry's data.zip: a commit replaces the file, changing both."""
     st = (location.folder / DATA_ZIP).stat()
-    stamp = (st.st_mtime_ns, st.st_ino)
+    return st.st_ino, st.st_mtime_ns
+
+
+def _entry(location: EntryLocation, stamp: tuple[int, int]) -> Entry:
+    """The entry, opened once per process; an entry whose data.zip is no longer the one the
+    export started with (an ``extend`` or edit committed meanwhile) is an error."""
+    key = (str(location.db_path), location.source_db, location.entry_id)
     with _LOCK:
         cached = _OPEN.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
+        if data_stamp(location) != stamp:
+            raise InputFormatError(
+                "the entry changed during the export; run the export again",
+                location.folder / DATA_ZIP,
+            )
         if cached is not None:
             cached[1].close()
         entry = Entry(location)
@@ -96,7 +107,7 @@ def close_entries() -> None:
 
 
 def _read(job: ExportJob, box: Any) -> np.ndarray:
-    entry = _entry(job.location)
+    entry = _entry(job.location, job.stamp)
     if job.lattice is None:
         assert job.channel is not None
         return entry.read_volume(job.level, job.time, job.channel, box)

@@ -26,7 +26,14 @@ import numpy as np
 from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, EntryLocation
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
-from pipeline.export.blocks import ArraySpec, ExportJob, close_entries, export_block, shard_grid
+from pipeline.export.blocks import (
+    ArraySpec,
+    ExportJob,
+    close_entries,
+    data_stamp,
+    export_block,
+    shard_grid,
+)
 from pipeline.export.entry_view import EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
@@ -189,34 +196,49 @@ def _run(engine: Engine, jobs: Sequence[ExportJob], shards: tuple[int, ...], det
     engine.progress.finish()
 
 
-def _create_array(
-    group: Any,
-    name: str,
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-    names: tuple[str, ...],
-    grid: Sequence[int],
-    chunk: int,
-    edge: int,
-    compressor: Compressor,
-) -> tuple[str, tuple[int, ...]]:
-    """An empty sharded array ``group/name``: (its folder, its shard shape)."""
-    import zarr
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """What every array of one export shares: the entry, its data.zip stamp, the engine, the
+    options and the shard edge."""
 
-    lead = len(names) - 3
-    chunks, shards = _chunks_and_shards(grid, chunk, edge)
-    group.create_array(
-        name=name,
-        shape=shape,
-        dtype=dtype,
-        chunks=(1,) * lead + chunks,
-        shards=(1,) * lead + shards,
-        compressors=zarr.codecs.BloscCodec(cname=compressor.value, clevel=5, shuffle="shuffle"),
-        fill_value=0,
-        dimension_names=names,
-    )
-    folder = Path(group.store.root) / group.path / name
-    return str(folder), (1,) * lead + shards
+    entry: Entry
+    stamp: tuple[int, int]
+    options: ExportOptions
+    engine: Engine
+    edge: int
+
+    def create_array(
+        self, group: Any, name: str, layout: Layout, shape: tuple[int, ...], dtype: np.dtype
+    ) -> tuple[str, tuple[int, ...]]:
+        """An empty sharded array ``group/name``: (its folder, its shard shape)."""
+        import zarr
+
+        lead = len(layout.names) - 3
+        chunks, shards = _chunks_and_shards(shape[lead:][::-1], self.options.chunk_size, self.edge)
+        group.create_array(
+            name=name,
+            shape=shape,
+            dtype=dtype,
+            chunks=(1,) * lead + chunks,
+            shards=(1,) * lead + shards,
+            compressors=zarr.codecs.BloscCodec(
+                cname=self.options.compressor.value, clevel=5, shuffle="shuffle"
+            ),
+            fill_value=0,
+            dimension_names=layout.names,
+        )
+        return str(Path(group.store.root) / group.path / name), (1,) * lead + shards
+
+    def job(self, stored: Any, level: int, time: int, target: str, **kw: Any) -> ExportJob:
+        return ExportJob(
+            source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
+            location=self.entry.location,
+            level=level,
+            time=time,
+            target=target,
+            stamp=self.stamp,
+            **kw,
+        )
 
 
 def _value_dtype(stored: Any) -> np.dtype:
@@ -225,134 +247,98 @@ def _value_dtype(stored: Any) -> np.dtype:
     return np.dtype(quantization["src_type"] if quantization else stored.dtype)
 
 
-def _export_volume(
-    entry: Entry, view: EntryView, root: Any, options: ExportOptions, engine: Engine, edge: int
-) -> dict[str, tuple[int, ...]]:
+def _export_volume(w: _Writer, view: EntryView, root: Any) -> dict[str, tuple[int, ...]]:
     layout = Layout(time=len(view.frames) > 1, channel=len(view.channel_ids) > 1)
     root.attrs.update(image_attributes(view, layout))
     shards: dict[str, tuple[int, ...]] = {}
     for i, box in enumerate(view.levels):
-        dtype = _value_dtype(entry.volume_array(box.level, view.frames[0], view.channel_ids[0]))
+        dtype = _value_dtype(w.entry.volume_array(box.level, view.frames[0], view.channel_ids[0]))
         shape = layout.shape(len(view.frames), len(view.channel_ids), box.grid)
-        target, shard = _create_array(
-            root,
-            str(i),
-            shape,
-            dtype,
-            layout.names,
-            box.grid,
-            options.chunk_size,
-            edge,
-            options.compressor,
-        )
+        target, shard = w.create_array(root, str(i), layout, shape, dtype)
         jobs = []
         for ti, t in enumerate(view.frames):
             for ci, channel in enumerate(view.channel_ids):
-                stored = entry.volume_array(box.level, t, channel)
+                stored = w.entry.volume_array(box.level, t, channel)
                 if _value_dtype(stored) != dtype:
                     raise InputFormatError(
                         f"volume level {box.level}: channel {channel} frame {t} holds "
                         f"{_value_dtype(stored)}, the first channel {dtype}",
-                        entry.location.folder / DATA_ZIP,
+                        w.entry.location.folder / DATA_ZIP,
                     )
                 jobs.append(
-                    ExportJob(
-                        source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
-                        location=entry.location,
-                        level=box.level,
-                        time=t,
+                    w.job(
+                        stored,
+                        box.level,
+                        t,
+                        target,
                         channel=channel,
                         lattice=None,
                         lut=None,
-                        target=target,
                         index=layout.index(ti, ci),
                         dtype=str(dtype),
                     )
                 )
-        _run(engine, jobs, shard, f"volume level {box.level}")
+        _run(w.engine, jobs, shard, f"volume level {box.level}")
         shards[str(i)] = shard
     return shards
 
 
-def _export_lattice(
-    entry: Entry,
-    view: EntryView,
-    lattice: LatticeView,
-    labels: Any,
-    options: ExportOptions,
-    engine: Engine,
-    edge: int,
-) -> dict[str, tuple[int, ...]]:
+def _export_lattice(w: _Writer, lattice: LatticeView, labels: Any) -> dict[str, tuple[int, ...]]:
     layout = Layout(time=len(lattice.frames) > 1, channel=False)
+    lid = lattice.lattice_id
     luts = {
-        (box.level, t): label_lut(entry.set_table(lattice.lattice_id, box.level, t))
+        (box.level, t): label_lut(w.entry.set_table(lid, box.level, t))
         for box in lattice.levels
         for t in lattice.frames
     }
     dtype = label_dtype(luts.values())
-    group = labels.create_group(
-        lattice.lattice_id,
-        attributes=label_attributes(
-            lattice.lattice_id,
-            layout,
-            lattice.levels,
-            lattice.time_units,
-            lattice.frames[0],
-            lattice.segments,
-        ),
+    attributes = label_attributes(
+        lid, layout, lattice.levels, lattice.time_units, lattice.frames[0], lattice.segments
     )
+    group = labels.create_group(lid, attributes=attributes)
     shards: dict[str, tuple[int, ...]] = {}
     for i, box in enumerate(lattice.levels):
         shape = layout.shape(len(lattice.frames), 1, box.grid)
-        target, shard = _create_array(
-            group,
-            str(i),
-            shape,
-            dtype,
-            layout.names,
-            box.grid,
-            options.chunk_size,
-            edge,
-            options.compressor,
-        )
-        jobs = []
-        for ti, t in enumerate(lattice.frames):
-            grid = entry.lattice_grid(lattice.lattice_id, box.level, t)
-            jobs.append(
-                ExportJob(
-                    source=ArraySpec(tuple(grid.shape), np.dtype(grid.dtype)),  # type: ignore[arg-type]
-                    location=entry.location,
-                    level=box.level,
-                    time=t,
-                    channel=None,
-                    lattice=lattice.lattice_id,
-                    lut=luts[(box.level, t)],
-                    target=target,
-                    index=layout.index(ti, 0),
-                    dtype=str(dtype),
-                )
+        target, shard = w.create_array(group, str(i), layout, shape, dtype)
+        jobs = [
+            w.job(
+                w.entry.lattice_grid(lid, box.level, t),
+                box.level,
+                t,
+                target,
+                channel=None,
+                lattice=lid,
+                lut=luts[(box.level, t)],
+                index=layout.index(ti, 0),
+                dtype=str(dtype),
             )
-        _run(engine, jobs, shard, f"labels {lattice.lattice_id} level {box.level}")
-        shards[f"labels/{lattice.lattice_id}/{i}"] = shard
+            for ti, t in enumerate(lattice.frames)
+        ]
+        _run(w.engine, jobs, shard, f"labels {lid} level {box.level}")
+        shards[f"labels/{lid}/{i}"] = shard
     return shards
 
 
 def _write_image(
-    entry: Entry, view: EntryView, tmp: Path, options: ExportOptions, engine: Engine
+    w: _Writer, view: EntryView, tmp: Path
 ) -> tuple[dict[str, tuple[int, ...]], int, int]:
     import zarr
 
-    edge = shard_edge(options.chunk_size, engine.max_block_bytes)
     root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w", zarr_format=3)
-    shards = _export_volume(entry, view, root, options, engine, edge)
+    shards = _export_volume(w, view, root)
     if view.lattices:
         labels = root.create_group(
             "labels", attributes=labels_group_attributes([lt.lattice_id for lt in view.lattices])
         )
         for lattice in view.lattices:
-            shards |= _export_lattice(entry, view, lattice, labels, options, engine, edge)
-    meshes = write_meshes(entry, view, tmp)
-    geometric = write_geometric(entry, view, tmp)
+            shards |= _export_lattice(w, lattice, labels)
+    meshes = write_meshes(w.entry, view, tmp)
+    geometric = write_geometric(w.entry, view, tmp)
+    if data_stamp(w.entry.location) != w.stamp:
+        raise InputFormatError(
+            "the entry changed during the export; run the export again",
+            w.entry.location.folder / DATA_ZIP,
+        )
     return shards, meshes, geometric
 
 
@@ -383,11 +369,14 @@ def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> 
             "the entry has no stored volume level: nothing to export as an image", location.folder
         )
     _check_output(options, location)
+    stamp = data_stamp(location)
     with _staging(options.output) as tmp:
         parts = tmp / ".parts"
         try:
             with _open(location) as entry, _engine(options, progress, parts) as engine:
-                shards, meshes, geometric = _write_image(entry, view, tmp, options, engine)
+                edge = shard_edge(options.chunk_size, engine.max_block_bytes)
+                writer = _Writer(entry, stamp, options, engine, edge)
+                shards, meshes, geometric = _write_image(writer, view, tmp)
         except PreprocessorError:
             raise
         except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
