@@ -460,7 +460,15 @@ def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
         "--format", "tiff", "--output", tmp_path / "x",
     )  # fmt: skip
     assert_one_line_error(result, "--format")
+    result = _export(run_cli, small_entry, "s", tmp_path / "x.ome.zarr", "--max-memory", "1MiB")
+    assert_one_line_error(result, "--max-memory 1 MiB is below the least")
     assert not (tmp_path / "x.ome.zarr").exists() and not (tmp_path / "x").exists()
+    # an entry whose volume was removed has no image to export
+    args = ("--db-path", small_entry, "--source-db", "emdb", "--entry-id", "s")
+    assert run_cli("remove-volume", *args).exit_code == 0
+    result = _export(run_cli, small_entry, "s", tmp_path / "x.ome.zarr")
+    assert_one_line_error(result, "emdb/s", "no stored volume level")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db", "in"]
 
 
 def test_damaged_entry_fails_without_leaving_a_temporary_folder(run_cli, tmp_path, small_entry):
