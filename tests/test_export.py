@@ -263,6 +263,7 @@ def test_map_mask_quantized_levels_many_shards(run_cli, tmp_path):
     # level 2 holds voxels whose window meets two segments: the smaller id wins
     assert 3 in np.unique(root["labels/cells/1"][...])
     assert [p.name for p in out.parent.iterdir()] == ["mm.ome.zarr"]  # no temporary folder left
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nor scratch files inside
 
 
 def test_entry_without_level_1_starts_at_level_2(run_cli, tmp_path):

@@ -9,6 +9,7 @@ tables only, and each process opens the entry once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from dataclasses import dataclass
@@ -22,7 +23,15 @@ from pipeline.db.layout import DATA_ZIP, EntryLocation
 from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.export.labels import LabelLut, apply_lut
 
-__all__ = ["ArraySpec", "ExportJob", "close_entries", "data_stamp", "export_block", "shard_grid"]
+__all__ = [
+    "ArraySpec",
+    "ExportJob",
+    "close_entries",
+    "data_stamp",
+    "export_block",
+    "save_lut",
+    "shard_grid",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +53,7 @@ class ExportJob:
     time: int
     channel: str | None  # volume channel, or None for a lattice
     lattice: str | None
-    lut: LabelLut | None  # category id -> label value (lattices)
+    lut: str | None  # lattices: .npy file of the category id -> label value table
     target: str  # the output array's folder
     index: tuple[int, ...]  # leading (t, c) indices in the output array
     dtype: str  # output dtype
@@ -98,6 +107,20 @@ def _entry(location: EntryLocation, stamp: tuple[int, int]) -> Entry:
         return entry
 
 
+def save_lut(lut: LabelLut, path: Path) -> str:
+    """Store a label table for the block tasks (on the file system every worker sees, so a
+    table of millions of categories is not shipped with every task)."""
+    np.save(path, np.stack(lut))
+    return str(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _lut(path: str) -> LabelLut:
+    """A label table, loaded once per process."""
+    keys, values = np.load(path)
+    return keys, values
+
+
 def close_entries() -> None:
     """Close the entries this process opened (the end of an export in the client)."""
     with _LOCK:
@@ -112,10 +135,11 @@ def _read(job: ExportJob, box: Any) -> np.ndarray:
         assert job.channel is not None
         return entry.read_volume(job.level, job.time, job.channel, box)
     assert job.lut is not None
+    lut = _lut(job.lut)
     region = tuple(slice(a, b) for a, b in box)
     grid = np.asarray(entry.lattice_grid(job.lattice, job.level, job.time)[region])
     try:
-        return apply_lut(grid, job.lut, np.dtype(job.dtype))
+        return apply_lut(grid, lut, np.dtype(job.dtype))
     except KeyError as exc:
         raise InputFormatError(
             f"lattice {job.lattice} level {job.level} frame {job.time}: category {exc} is not "

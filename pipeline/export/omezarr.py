@@ -32,6 +32,7 @@ from pipeline.export.blocks import (
     close_entries,
     data_stamp,
     export_block,
+    save_lut,
     shard_grid,
 )
 from pipeline.export.entry_view import EntryView, LatticeView, entry_view
@@ -206,6 +207,7 @@ class _Writer:
     options: ExportOptions
     engine: Engine
     edge: int
+    scratch: Path  # label tables for the block tasks (inside the temporary output folder)
 
     def create_array(
         self, group: Any, name: str, layout: Layout, shape: tuple[int, ...], dtype: np.dtype
@@ -283,15 +285,18 @@ def _export_volume(w: _Writer, view: EntryView, root: Any) -> dict[str, tuple[in
     return shards
 
 
-def _export_lattice(w: _Writer, lattice: LatticeView, labels: Any) -> dict[str, tuple[int, ...]]:
+def _export_lattice(
+    w: _Writer, number: int, lattice: LatticeView, labels: Any
+) -> dict[str, tuple[int, ...]]:
     layout = Layout(time=len(lattice.frames) > 1, channel=False)
     lid = lattice.lattice_id
-    luts = {
-        (box.level, t): label_lut(w.entry.set_table(lid, box.level, t))
-        for box in lattice.levels
-        for t in lattice.frames
-    }
-    dtype = label_dtype(luts.values())
+    luts: dict[tuple[int, int], str] = {}
+    dtype = np.dtype(np.uint32)
+    for box in lattice.levels:
+        for t in lattice.frames:
+            lut = label_lut(w.entry.set_table(lid, box.level, t))
+            dtype = np.promote_types(dtype, label_dtype([lut]))
+            luts[(box.level, t)] = save_lut(lut, w.scratch / f"{number}-{box.level}-{t}.npy")
     attributes = label_attributes(
         lid, layout, lattice.levels, lattice.time_units, lattice.frames[0], lattice.segments
     )
@@ -324,14 +329,14 @@ def _write_image(
 ) -> tuple[dict[str, tuple[int, ...]], int, int]:
     import zarr
 
-    root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w", zarr_format=3)
+    root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w-", zarr_format=3)
     shards = _export_volume(w, view, root)
     if view.lattices:
         labels = root.create_group(
             "labels", attributes=labels_group_attributes([lt.lattice_id for lt in view.lattices])
         )
-        for lattice in view.lattices:
-            shards |= _export_lattice(w, lattice, labels)
+        for number, lattice in enumerate(view.lattices):
+            shards |= _export_lattice(w, number, lattice, labels)
     meshes = write_meshes(w.entry, view, tmp)
     geometric = write_geometric(w.entry, view, tmp)
     if data_stamp(w.entry.location) != w.stamp:
@@ -371,11 +376,12 @@ def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> 
     _check_output(options, location)
     stamp = data_stamp(location)
     with _staging(options.output) as tmp:
-        parts = tmp / ".parts"
+        parts, scratch = tmp / ".parts", tmp / ".luts"
         try:
             with _open(location) as entry, _engine(options, progress, parts) as engine:
                 edge = shard_edge(options.chunk_size, engine.max_block_bytes)
-                writer = _Writer(entry, stamp, options, engine, edge)
+                scratch.mkdir()
+                writer = _Writer(entry, stamp, options, engine, edge, scratch)
                 shards, meshes, geometric = _write_image(writer, view, tmp)
         except PreprocessorError:
             raise
@@ -388,6 +394,7 @@ def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> 
         finally:
             close_entries()
         shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
         _publish(tmp, options.output, options.overwrite)
     progress.note("commit", f"{options.output}")
     return ExportSummary(
