@@ -487,6 +487,13 @@ def test_damaged_entry_fails_without_leaving_a_temporary_folder(run_cli, tmp_pat
     assert not out.exists()
     assert list((tmp_path / "out").iterdir()) == []  # the temporary folder was removed
     assert tree_digest(small_entry) == before
+    # a failed --overwrite leaves the previous output as it was
+    out.mkdir()
+    (out / "previous.txt").write_text("old")
+    result = _export(run_cli, small_entry, "s", out, "--overwrite")
+    assert_one_line_error(result, "data.zip")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.ome.zarr"]
+    assert (out / "previous.txt").read_text() == "old"
 
 
 # --- dask.distributed and memory -------------------------------------------------------------
