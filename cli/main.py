@@ -550,7 +550,7 @@ _ids_command(
     help="Blosc codec of the output's chunks.",
 )
 @_run_options
-@click.option("--verbose", is_flag=True, help="Tracebacks on errors.")
+@_verbose_option("Tracebacks on errors.")
 def export_command(
     db_path: Path,
     source_db: str,
