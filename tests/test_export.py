@@ -305,6 +305,26 @@ def test_time_and_channels_from_omezarr(run_cli, tmp_path):
     np.testing.assert_array_equal(root["labels/cells/0"][...], cells)
 
 
+def test_nifti_time_series(run_cli, tmp_path):
+    """nibabel's real 4-D example (int16, 2 frames, mm voxels): a t axis in the entry's unit."""
+    from nibabel.testing import data_path
+
+    path = Path(data_path) / "example4d.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    db = _add(run_cli, tmp_path, [(path, "nii_volume")], "n4")
+    out = tmp_path / "n4.ome.zarr"
+    assert _export(run_cli, db, "n4", out).exit_code == 0
+    with open_entry(db, "emdb", "n4") as entry:
+        check_export(out, entry)
+        units = entry.metadata["volumes"]["time_info"]["units"]
+    root = zarr.open_group(out, mode="r")
+    assert root["0"].shape == (2, 24, 96, 128) and root["0"].dtype == np.int16
+    assert root.attrs["ome"]["multiscales"][0]["axes"][0] == {
+        "name": "t", "type": "time", "unit": units
+    }  # fmt: skip
+
+
 def test_round_trip_through_preprocess_omezarr(run_cli, tmp_path):
     """export -> preprocess --input-kind omezarr: the same volume and lattice at every level."""
     inputs, _, _ = _map_and_mask(tmp_path / "in")
