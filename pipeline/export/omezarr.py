@@ -338,7 +338,11 @@ def _write_image(
         for number, lattice in enumerate(view.lattices):
             shards |= _export_lattice(w, number, lattice, labels)
     meshes = write_meshes(w.entry, view, tmp)
+    if meshes:
+        w.engine.progress.note("export", f"meshes: {meshes} PLY files and meshes/index.json")
     geometric = write_geometric(w.entry, view, tmp)
+    if geometric:
+        w.engine.progress.note("export", f"geometric segmentations: {geometric} JSON files")
     if data_stamp(w.entry.location) != w.stamp:
         raise InputFormatError(
             "the entry changed during the export; run the export again",
