@@ -474,8 +474,12 @@ def test_existing_output_is_an_error_unless_overwrite(run_cli, tmp_path, small_e
 def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
     result = _export(run_cli, small_entry, "nope", tmp_path / "x.ome.zarr")
     assert_one_line_error(result, "nope", "does not exist")
-    result = _export(run_cli, small_entry, "s", small_entry / "emdb" / "s" / "x.ome.zarr")
-    assert_one_line_error(result, "--output must lie outside")
+    for inside in (small_entry / "emdb" / "s" / "x.ome.zarr", small_entry / "emdb" / "x.ome.zarr"):
+        result = _export(run_cli, small_entry, "s", inside)
+        assert_one_line_error(result, "--output must lie outside the database folder")
+        assert not inside.exists()
+    result = _export(run_cli, small_entry, "s", tmp_path, "--overwrite")
+    assert_one_line_error(result, "--output must lie outside the database folder")
     result = run_cli(
         "export", "--db-path", small_entry, "--source-db", "emdb", "--entry-id", "s",
         "--format", "tiff", "--output", tmp_path / "x",

@@ -143,10 +143,11 @@ def _chunks_and_shards(
 
 def _check_output(options: ExportOptions, location: EntryLocation) -> None:
     out = options.output.resolve()
-    entry = location.folder.resolve()
     db = options.db_path.resolve()
-    if out in (entry, db) or entry in out.parents or out in db.parents:
-        raise OptionError("--output must lie outside the entry and the database folder", out)
+    if out == db or db in out.parents or out in db.parents:
+        # inside, the server and `list` would take it for an entry; above, --overwrite would
+        # remove the database
+        raise OptionError("--output must lie outside the database folder", out)
     if (options.output.exists() or options.output.is_symlink()) and not options.overwrite:
         raise OptionError("output already exists (give --overwrite to replace it)", out)
 
@@ -180,7 +181,11 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
         raise OptionError("output already exists (give --overwrite to replace it)", output)
     old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
     os.rename(output, old)
-    os.rename(tmp, output)
+    try:
+        os.rename(tmp, output)
+    except BaseException:
+        os.rename(old, output)
+        raise
     _remove(old)
 
 
