@@ -561,3 +561,76 @@ _ids_command("remove-descriptions", remove_descriptions, "Remove descriptions by
 _ids_command(
     "remove-segment-annotations", remove_segment_annotations, "Remove segment annotations by id."
 )
+
+
+# --- exporting entries ---------------------------------------------------------------------
+
+
+@cli.command("export")
+@_DB_PATH
+@_SOURCE_DB
+@_ENTRY_ID
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ome-zarr"]),
+    default="ome-zarr",
+    show_default=True,
+    help="Output format: an OME-NGFF 0.5 image (zarr v3).",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder to write, e.g. emd-1832.ome.zarr (see docs/export.md for its layout).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--compressor",
+    type=click.Choice([c.value for c in Compressor]),
+    default="lz4",
+    show_default=True,
+    help="Blosc codec of the output's chunks.",
+)
+@_run_options
+@_verbose_option("Tracebacks on errors.")
+def export_command(
+    db_path: Path,
+    source_db: str,
+    entry_id: str,
+    fmt: str,
+    output: Path,
+    overwrite: bool,
+    compressor: str,
+    scheduler: str | None,
+    workers: int | None,
+    max_memory: str | None,
+    verbose: bool,
+) -> None:
+    """Export an entry for other tools: its volume levels, lattices as label images, meshes and
+    geometric segmentations as sidecar files."""
+    from pipeline.export import ExportOptions, export_omezarr
+    from pipeline.options import parse_size
+
+    options = ExportOptions(
+        db_path=db_path,
+        source_db=source_db,
+        entry_id=entry_id,
+        output=output,
+        overwrite=overwrite,
+        compressor=Compressor(compressor),
+        max_memory=parse_size(max_memory, "--max-memory") if max_memory else None,
+        scheduler=scheduler,
+        workers=workers,
+    )
+    summary = export_omezarr(options, progress=_progress())
+    extras = [f"lattices {', '.join(summary.lattices)}"] if summary.lattices else []
+    if summary.mesh_files:
+        extras.append(f"{summary.mesh_files} mesh files")
+    if summary.geometric_files:
+        extras.append(f"{summary.geometric_files} geometric segmentation files")
+    click.echo(
+        f"export: {source_db}/{entry_id} -> {summary.output} (levels "
+        f"{', '.join(map(str, summary.levels))}{'; ' if extras else ''}{'; '.join(extras)}; "
+        f"{summary.seconds:.1f} s)"
+    )

@@ -19,7 +19,8 @@ from pipeline.db.layout import (
     METADATA_JSON,
     QUANTIZATION_ATTRIBUTE,
     EntryLocation,
-    lattice_key,
+    lattice_grid_key,
+    set_table_key,
     volume_key,
 )
 from pipeline.errors import EntryNotFoundError
@@ -78,7 +79,7 @@ class Entry:
 
     def lattice_grid(self, lattice_id: str, level: int, time: int = 0) -> zarr.Array:
         """The stored category grid of a lattice level (uint32, ``[x, y, z]``)."""
-        return self.root[lattice_key(lattice_id, level, time, "grid")]  # type: ignore[return-value]
+        return self.root[lattice_grid_key(lattice_id, level, time)]  # type: ignore[return-value]
 
     def set_table(self, lattice_id: str, level: int, time: int = 0) -> dict[int, list[int]]:
         """A level's set table: category id -> segment ids.
@@ -86,7 +87,7 @@ class Entry:
         The table is a zarr 2 object array (JSON codec) that zarr-python 3 cannot open; it is
         decoded the way zarr 2 does: the chunk through the compressor, then the filters.
         """
-        path = lattice_key(lattice_id, level, time, "set_table")
+        path = set_table_key(lattice_id, level, time)
         meta = json.loads(self._store_bytes(f"{path}/.zarray"))
         data: Any = self._store_bytes(f"{path}/0")
         if meta.get("compressor"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.options import validate_name
 
@@ -16,11 +17,13 @@ __all__ = [
     "METADATA_JSON",
     "VOLUME_GROUP",
     "EntryLocation",
+    "lattice_grid_key",
     "lattice_group",
     "lattice_key",
     "mesh_group",
     "mesh_key",
     "mesh_segment_key",
+    "set_table_key",
     "volume_key",
 ]
 
@@ -40,7 +43,11 @@ MESH_GROUP = "mesh_segmentation_data"
 
 
 def volume_key(level: int, time: int, channel: str) -> str:
-    """``volume_data/<level>/<time>/<channel>``: one volume array."""
+    """``volume_data/<level>/<time>/<channel>``: one volume array.
+
+    >>> volume_key(2, 0, "0")
+    'volume_data/2/0/0'
+    """
     return f"{VOLUME_GROUP}/{level}/{time}/{channel}"
 
 
@@ -53,6 +60,16 @@ def lattice_key(lattice_id: str, level: int, time: int, part: str) -> str:
     """``lattice_segmentation_data/<id>/<level>/<time>/<part>``; part ``grid`` or
     ``set_table``."""
     return f"{LATTICE_GROUP}/{lattice_id}/{level}/{time}/{part}"
+
+
+def lattice_grid_key(lattice_id: str, level: int, time: int) -> str:
+    """``lattice_segmentation_data/<lattice>/<level>/<time>/grid``"""
+    return lattice_key(lattice_id, level, time, "grid")
+
+
+def set_table_key(lattice_id: str, level: int, time: int) -> str:
+    """``lattice_segmentation_data/<lattice>/<level>/<time>/set_table``"""
+    return lattice_key(lattice_id, level, time, "set_table")
 
 
 def mesh_group(set_id: str) -> str:
@@ -102,3 +119,12 @@ class EntryLocation:
 
     def exists(self) -> bool:
         return self.folder.is_dir()
+
+    def read_documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The entry's metadata.json and annotations.json (as plain JSON values), read through
+        the entry model: a missing entry, or one that does not pass ``validate --quick``, is a
+        user error naming it."""
+        from pipeline.db.validate import documents_for_writing
+
+        documents = documents_for_writing(self)
+        return documents.metadata.dump(), documents.annotations.dump()
