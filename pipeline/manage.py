@@ -89,7 +89,7 @@ def _entry(location: EntryLocation) -> str:
 def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
     """Remove lattice, mesh or geometric segmentations (with their annotations and data)
     from an entry."""
-    from pipeline.db.validate import documents_for_writing
+    from pipeline.db.validate import checked_documents
 
     if kind == "geometric_segmentation":
         kind = "geometric"
@@ -97,7 +97,7 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
         raise OptionError(f"--kind {kind}: this database holds no {kind} segmentations yet")
     ids = list(dict.fromkeys(ids))
     with entry_lock(location):
-        documents = documents_for_writing(location)
+        documents = checked_documents(location)
         model_kind = "primitive" if kind == "geometric" else kind
         present = documents.ids_of(model_kind)
         unknown = [i for i in ids if i not in present]
@@ -115,10 +115,10 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
 
 def remove_volume(location: EntryLocation) -> None:
     """Remove the volume; refused while lattices (placed on its grid) remain."""
-    from pipeline.db.validate import documents_for_writing
+    from pipeline.db.validate import checked_documents
 
     with entry_lock(location):
-        documents = documents_for_writing(location)
+        documents = checked_documents(location)
         if documents.lattice_ids:
             raise OptionError(
                 "lattices are placed on the volume's grid: remove them first "
@@ -148,11 +148,11 @@ def _items(path: Path, key: str) -> list[dict[str, Any]]:
 
 
 def _edit(location: EntryLocation, path: Path, key: str) -> None:
-    from pipeline.db.validate import documents_for_writing
+    from pipeline.db.validate import checked_documents
 
     items = _items(path, key)
     with entry_lock(location):
-        documents = documents_for_writing(location)
+        documents = checked_documents(location)
         custom = {key: {d["id"]: d for d in items} if key == "descriptions" else items}
         merged = documents.merge(custom, str(path))
         # what a user adds names only frames where the segment occurs (the viewer draws it
@@ -174,12 +174,12 @@ def edit_segment_annotations(location: EntryLocation, path: Path) -> None:
 
 
 def _remove(location: EntryLocation, ids: list[str], key: str) -> None:
-    from pipeline.db.validate import documents_for_writing
+    from pipeline.db.validate import checked_documents
 
     ids = list(dict.fromkeys(ids))
     with entry_lock(location):
         # removing annotations is how an entry whose annotations name what is gone is repaired
-        documents = documents_for_writing(location, allow_reference_problems=True)
+        documents = checked_documents(location, allow_reference_problems=True)
         annotations = documents.annotations
         present = (
             set(annotations.descriptions)

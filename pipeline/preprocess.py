@@ -517,9 +517,9 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     # headers only: nothing is written, compressed maps are not decompressed
     extra = _read_extra(options)
     if options.mode is Mode.EXTEND:
-        from pipeline.db.validate import documents_for_writing
+        from pipeline.db.validate import checked_documents
 
-        documents = documents_for_writing(location)
+        documents = checked_documents(location)
         plan, grid = _existing_grid(documents, location)
         _check_segmentations(options, _read_inputs(options, extra, None), grid, documents)
         return RunSummary(location, plan, grid.shape, np.dtype(np.uint32), 0, 0.0, committed=False)
@@ -629,10 +629,10 @@ def _extend(
 ) -> RunSummary:
     """Add lattices to an existing entry: a new data.zip holding the old members and the new
     ones, merged metadata and annotations, swapped in atomically. A damaged entry is refused."""
-    from pipeline.db.validate import documents_for_writing
+    from pipeline.db.validate import checked_documents
 
     started = time.perf_counter()
-    documents = documents_for_writing(location)
+    documents = checked_documents(location)
     plan, grid = _existing_grid(documents, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.options import validate_name
 
@@ -119,12 +118,3 @@ class EntryLocation:
 
     def exists(self) -> bool:
         return self.folder.is_dir()
-
-    def read_documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The entry's metadata.json and annotations.json (as plain JSON values), read through
-        the entry model: a missing entry, or one that does not pass ``validate --quick``, is a
-        user error naming it."""
-        from pipeline.db.validate import documents_for_writing
-
-        documents = documents_for_writing(self)
-        return documents.metadata.dump(), documents.annotations.dump()

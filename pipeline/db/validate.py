@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EntryCheck",
     "check_entry",
-    "documents_for_writing",
+    "checked_documents",
     "list_entries",
     "scan_database",
     "staging_leftovers",
@@ -529,11 +529,11 @@ def check_entry(location: EntryLocation, quick: bool = False) -> EntryCheck:
         return EntryCheck(docs, problems, references)
 
 
-def documents_for_writing(
+def checked_documents(
     location: EntryLocation, allow_reference_problems: bool = False
 ) -> EntryDocuments:
-    """The documents of an entry a command is about to change (the caller holds its lock):
-    a missing entry or one that does not pass the quick checks is refused. With
+    """The documents of an entry a command is about to change (the caller holds its lock) or
+    export: a missing entry or one that does not pass the quick checks is refused. With
     ``allow_reference_problems`` annotations naming what is not there are let through (the
     commands that remove annotations are how such an entry is repaired)."""
     from pipeline.errors import DamagedEntryError, EntryNotFoundError
