@@ -312,9 +312,9 @@ def _check_frames(what: str, frames: int, grid: _Grid, path: Path) -> None:
     of the volume: the viewer asks for every segmentation at every frame it shows)."""
     if frames not in (1, grid.frames):
         raise GridMismatchError(
-            f"{what} has {frames} time frames but the volume of {grid.path} has "
-            f"{grid.frames}: a segmentation needs the volume's frames, or one frame (then "
-            "stored at every frame)",
+            f"{frames} time frames, but the volume of {grid.path} has {grid.frames} ({what}: "
+            "a segmentation needs the volume's frames, or one frame, then stored at every "
+            "frame)",
             path,
         )
 

@@ -18,6 +18,7 @@ from mrcfile.dtypes import HEADER_DTYPE
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError
 from pipeline.inputs.compressed import open_input, open_stream
+from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import Vec3, VolumeSource
 
 __all__ = ["MrcLayout", "memory_order", "mrc_array", "mrc_data", "read_map", "read_mrc_layout"]
@@ -52,7 +53,9 @@ class MrcLayout:
         """Position (Angstrom) of sample [0, 0, 0]: N*START x voxel, or ORIGIN if starts are 0."""
         if not any(self.origin_start) and any(self.header_origin):
             return self.header_origin
-        return tuple(float(s) * v for s, v in zip(self.origin_start, voxel_size, strict=True))  # type: ignore[return-value]
+        return tuple(  # type: ignore[return-value]
+            scaled_decimal(s, v) for s, v in zip(self.origin_start, voxel_size, strict=True)
+        )
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[np.ndarray, str]:
@@ -213,15 +216,23 @@ def mrc_data(layout: MrcLayout) -> LazyArray:
     return mrc_array(layout)
 
 
-def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None) -> VolumeSource:
+def read_map(
+    path: Path,
+    scratch: Path | None,
+    *,
+    voxel_size: Vec3 | None = None,
+    extra_path: Path | None = None,
+) -> VolumeSource:
     """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
 
-    ``voxel_size`` (from extra data) overrides the header; the file is never modified.
+    ``voxel_size`` (from extra data, the file ``extra_path``) overrides the header, with a
+    warning when the header declares another one; the file is never modified.
     ``scratch`` is where a compressed map is decompressed; without it only the header of a
     compressed map is read (its data then cannot be accessed).
     """
     layout = read_mrc_layout(path, scratch)
-    voxel = voxel_size if voxel_size is not None else layout.voxel_size
+    declared = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
+    voxel = override_voxel_size(declared, voxel_size, path, extra_path) or layout.voxel_size
     if not all(v > 0 for v in voxel):
         raise InputFormatError(
             f"voxel size {tuple(round(v, 6) for v in voxel)} A from the header is not positive "
