@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,11 @@ def _exact(value: np.floating) -> float:
     return float(str(np.float32(value)))
 
 
+def _quotient(cell: float, samples: int) -> float:
+    """``cell / samples`` computed on the decimal of ``cell``."""
+    return float(Decimal(repr(cell)) / Decimal(samples))
+
+
 def _stream_head(path: Path, kind: str) -> tuple[bytes, int | None]:
     """The first header bytes of a compressed map (its data size is unknown: None)."""
     try:
@@ -170,8 +176,8 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
         start_xyz[axis] = start
     sampling = [int(header[k]) for k in ("mx", "my", "mz")]
     cella = [_exact(v) for v in header["cella"]]
-    voxel = tuple(
-        (c / m if m > 0 else c / n) if np.isfinite(c) else 0.0
+    voxel = tuple(  # a decimal quotient: 19.6 / 7 is 2.8, not 2.8000000000000003
+        _quotient(c, m if m > 0 else n) if np.isfinite(c) else 0.0
         for c, m, n in zip(cella, sampling, n_xyz, strict=True)
     )
     origin_field = tuple(_exact(v) if np.isfinite(v) else 0.0 for v in header["origin"])

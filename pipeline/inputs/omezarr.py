@@ -39,6 +39,7 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.inputs.voxels import override_voxel_size
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.options import validate_name
 
@@ -650,6 +651,8 @@ def read_omezarr(
     image = _open_image(group, where)
     override = extra.volume_voxel_size if extra is not None else None
     voxel, origin = _geometry(image)
+    if override is not None and _states_units(image):  # a size the file declares in a unit
+        override_voxel_size(voxel, override, where, extra.path if extra else None)
     ids, labels, colours = _channels(image, extra)
     units = {a.name: a.unit for a in image.axes if a.unit is not None}
     volume = VolumeSource(
