@@ -20,11 +20,17 @@ import trimesh
 from conftest import assert_one_line_error, preprocess_args, tree_digest
 
 from pipeline.db import open_entry
+from pipeline.db.layout import EntryLocation
+from pipeline.db.validate import validate_entry
 from pipeline.errors import GridMismatchError
 from pipeline.model import MeshSetSource
 from pipeline.preprocess import _check_frames, _Grid
 
 ENTRY = ("emdb", "emd-1832")
+
+
+def _valid(tmp_path: Path) -> None:
+    assert validate_entry(EntryLocation(tmp_path / "db", *ENTRY)) == []
 
 
 def write_nifti(path: Path, data: np.ndarray, units: tuple[str, str] = ("mm", "sec")) -> Path:
@@ -88,6 +94,7 @@ def test_one_frame_lattice_is_stored_at_every_frame_add_and_extend(run_cli, tmp_
             ("later", 5): [0, 1, 2],
         }
         assert _description_times(entry) == times
+    _valid(tmp_path)
 
 
 def test_other_frame_counts_are_refused_naming_both(run_cli, tmp_path):
@@ -129,6 +136,7 @@ def test_one_frame_mesh_set_is_stored_at_every_frame(run_cli, tmp_path):
         members = {n[len(prefix) :]: zf.read(n) for n in zf.namelist() if n.startswith(prefix)}
     at = {t: {k[2:]: v for k, v in members.items() if k.startswith(f"{t}/")} for t in "01"}
     assert at["0"] and at["0"] == at["1"]  # the same members and bytes at both frames
+    _valid(tmp_path)
 
 
 def test_segment_time_lists_the_frames_where_it_occurs(run_cli, tmp_path):
@@ -151,6 +159,7 @@ def test_segment_time_lists_the_frames_where_it_occurs(run_cli, tmp_path):
                 grid, table = entry.read_lattice("cells", 1, t)
                 present = {s for c in np.unique(grid).tolist() for s in table[c]}
                 assert segment in present
+    _valid(tmp_path)
 
 
 def test_one_time_unit_per_entry(run_cli, tmp_path):
