@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.level_pass import Engine, LabelJob, run_label_pass, temp_id
@@ -50,6 +51,13 @@ class RepeatedTarget:
     stored under every array's keys."""
 
     targets: tuple[ArrayTarget, ...]
+    # the archive every copy is written to; None once detached for a cluster worker (which
+    # only encodes: the client stores), like ``ArrayTarget.sink``
+    sink: KeySink | None = None
+
+    def __post_init__(self) -> None:
+        copies = tuple(replace(t, sink=self.sink) for t in self.targets)
+        object.__setattr__(self, "targets", copies)
 
     @property
     def path(self) -> str:
@@ -65,7 +73,9 @@ class RepeatedTarget:
         ]
 
     def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
-        self.targets[0].sink.put_many(self.encode(block, origin))
+        if self.sink is None:
+            raise ValueError(f"{self.path}: detached target cannot store chunks")
+        self.sink.put_many(self.encode(block, origin))
 
 
 def check_lattice_grid(
@@ -203,7 +213,9 @@ def write_lattice(
                     )
                     for u in ([t] if repeat == 1 else range(repeat))
                 ]
-                target = copies[0] if len(copies) == 1 else RepeatedTarget(tuple(copies))
+                target = copies[0]
+                if len(copies) > 1:
+                    target = RepeatedTarget(tuple(copies), writer.sink)
             next_level = None
             if below is not None:
                 name = f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw"

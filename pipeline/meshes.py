@@ -53,7 +53,8 @@ class _Repeating:
             tuple(
                 self.writer.array(f"{self.prefix}{t}/{rest}", shape, dtype, chunks)
                 for t in self.times
-            )
+            ),
+            self.writer.sink,
         )
 
 

@@ -192,3 +192,31 @@ def test_entry_id_without_a_dash_warns(run_cli, tmp_path):
     dry = preprocess_args([(volume, "nii_volume")], tmp_path, entry="dry", extra=("--dry-run",))
     result = run_cli(*dry)
     assert result.exit_code == 0 and "'emdb-dry'" in result.stderr
+
+
+def test_repeated_lattice_on_a_local_cluster_is_the_threaded_entry(tmp_path):
+    """The repeated-frame target travels to worker processes detached from the archive, like
+    every target: the cluster's data.zip is the threaded run's, byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    volume = _volume(tmp_path, 2)
+    labels = (np.indices((8, 9, 10)).sum(axis=0) // 5 % 3).astype(np.uint8)
+    seg = write_nifti(tmp_path / "seg.nii", labels)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    zips = []
+    for db, extra in (("db_threads", ()), ("db_cluster", ("--workers", "1"))):
+        args = preprocess_args([(volume, "nii_volume"), (seg, "nii_segmentation")], tmp_path,
+                               extra=extra)  # fmt: skip
+        args[args.index("--db-path") + 1] = str(tmp_path / db)
+        done = subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        zips.append((tmp_path / db / "emdb" / "emd-1832" / "data.zip").read_bytes())
+    assert zips[0] == zips[1]
+    with open_entry(tmp_path / "db_cluster", *ENTRY) as entry:
+        for t in range(2):
+            np.testing.assert_array_equal(entry.read_lattice("seg", 1, t)[0], labels)
