@@ -215,3 +215,21 @@ def test_integers_beyond_int64_are_one_line_errors(run_cli, tmp_path):
     result = run_cli(*preprocess_args([(volume, "map"), (hff, "sff")], tmp_path))
     assert_one_line_error(result, str(hff), "18446744073709551615", "64-bit")
     assert not (tmp_path / "db").exists()
+
+
+def test_checked_int_bounds_and_texts():
+    from pipeline.errors import InputFormatError
+    from pipeline.inputs.limits import INT64_MAX, INT64_MIN, checked_int
+
+    assert checked_int(INT64_MAX, "id", "f") == INT64_MAX
+    assert checked_int(str(INT64_MIN), "id", "f") == INT64_MIN
+    assert checked_int("007", "id", "f") == 7
+    for value, shown in (
+        (INT64_MAX + 1, "9223372036854775808"),
+        (str(INT64_MIN - 1), "-9223372036854775809"),
+        ("1" + "0" * 6000, "100000000000000000000000…(6001 characters)"),
+        (10**9000, "(about 10^9000)"),
+    ):
+        with pytest.raises(InputFormatError) as info:
+            checked_int(value, "segment id", "f.json")
+        assert str(info.value) == f"f.json: segment id {shown} is beyond the 64-bit integer range"

@@ -39,11 +39,11 @@ def checked_int(value: int | str, what: str, path: str | Path | None) -> int:
     if isinstance(value, int):
         if INT64_MIN <= value <= INT64_MAX:
             return value
-        raise InputFormatError(
-            f"{what} {shortened(str(value)) if value.bit_length() < 20000 else '(huge)'} is "
-            "beyond the 64-bit integer range",
-            path,
-        )
+        try:
+            text = shortened(str(value))
+        except ValueError:  # more digits than Python converts to text
+            text = f"(about 10^{int(value.bit_length() * 0.30103)})"
+        raise InputFormatError(f"{what} {text} is beyond the 64-bit integer range", path)
     assert text is not None
     if _too_big(text):
         raise InputFormatError(f"{what} {shortened(text)} is beyond the 64-bit integer range", path)

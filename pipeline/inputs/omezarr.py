@@ -39,6 +39,7 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.inputs.limits import checked_int
 from pipeline.inputs.voxels import override_voxel_size
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.options import validate_name
@@ -568,6 +569,7 @@ def _segments(image: _Image, names: dict[str, str]) -> tuple[Segment, ...]:
             value = item.get("label-value") if isinstance(item, dict) else None
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _error(f"image-label {key}: invalid entry {item!r}", image.path)
+            checked_int(value, f"image-label {key}: label-value", image.path)
             if key == "colors":
                 rgba = item.get("rgba")
                 if (
