@@ -237,3 +237,20 @@ def test_real_czi_file_with_a_second_loop_keeps_its_6_particles(run_cli, tmp_pat
     np.testing.assert_allclose(centres, [[21, 18, 15], [-9, 12, -3], [24, 3, 6]])
     result = run_cli(*args[:-2])  # every tomogram: 6 particles, a clear error about tomograms
     assert_one_line_error(result, "particles of 3 tomograms")
+
+
+def test_star_sections_of_a_block_are_split():
+    from pipeline.inputs.star import split_sections
+
+    lines = [
+        "data_job\n", "_rlnImagePixelSize 1.5\n", "\n", "loop_\n", "_rlnCoordinateX #1\n",
+        "1\n", ";\n", "loop_\n", ";\n", "2\n", "_rlnTrailing 3\n", "data_other\n", "loop_\n",
+        "_a #1\n", "4\n",
+    ]  # fmt: skip
+    out = split_sections(lines)
+    assert out is not None
+    headers = [line.strip() for line in out if line.startswith("data_")]
+    # pairs, then a table (the "loop_" inside the ; text field is data), then pairs again
+    assert headers == ["data_job", "data_job__2", "data_job__3", "data_other"]
+    assert out.index("data_job__2\n") == out.index("loop_\n") - 1
+    assert split_sections(["data_a\n", "loop_\n", "_x #1\n", "1\n", "data_b\n", "_y 2\n"]) is None
