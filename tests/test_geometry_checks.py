@@ -135,6 +135,13 @@ def test_real_emd_1832_sff_transform(run_cli, tmp_path, shared_data, emd1832_map
     for n, sff in enumerate(sffs):
         result = run_cli(*preprocess_args([(one, "map"), (sff, "sff")], tmp_path, entry=f"o-{n}"))
         assert_one_line_error(result, str(sff), "(5.7, 5.7, 5.7)", "(-182.4, -182.4, -182.4)")
+        # inspect shows the transform the check uses
+        shown = run_cli("inspect", sff, "--input-kind", "sff", "--json")
+        transform = json.loads(shown.stdout)["lattices"][0]["transform"]
+        assert transform["name"] == "transform 1 (the file's only transform)"
+        matrix = np.array(transform["matrix_3x4"])
+        np.testing.assert_allclose(matrix[:, :3], np.eye(3) * 5.7, rtol=1e-7)
+        np.testing.assert_allclose(matrix[:, 3], [-182.4] * 3, rtol=1e-7)
 
 
 def test_extra_data_overriding_a_declared_voxel_size_warns(run_cli, tmp_path):
