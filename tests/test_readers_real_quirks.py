@@ -254,3 +254,20 @@ def test_star_sections_of_a_block_are_split():
     assert headers == ["data_job", "data_job__2", "data_job__3", "data_other"]
     assert out.index("data_job__2\n") == out.index("loop_\n") - 1
     assert split_sections(["data_a\n", "loop_\n", "_x #1\n", "1\n", "data_b\n", "_y 2\n"]) is None
+
+
+def test_ome_tiff_pixel_unit_with_extra_data_voxel_size(tmp_path, capsys):
+    """PhysicalSizeXUnit="pixel" cannot be converted: extra data's voxel size is used, without
+    an override warning (the file declares no length)."""
+    from pipeline.model import ExtraData
+
+    path = tmp_path / "pixels.ome.tif"
+    tifffile.imwrite(path, np.zeros((2, 4, 5), np.uint8), ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 1, "PhysicalSizeXUnit": "pixel",
+        "PhysicalSizeY": 1, "PhysicalSizeYUnit": "pixel",
+    })  # fmt: skip
+    with pytest.raises(Exception, match="PhysicalSizeXUnit 'pixel' cannot be converted"):
+        read_ometiff_image(path)
+    volume = read_ometiff_image(path, ExtraData(volume_voxel_size=(2.0, 2.0, 3.0)))
+    assert volume.voxel_size == (2.0, 2.0, 3.0)
+    assert capsys.readouterr().err == ""

@@ -615,7 +615,10 @@ def _voxel(
     """Extra data's voxel size (with a warning when the file declares another), else the
     file's, else its documented default (with a warning)."""
     if given is not None:
-        declared = layout.voxel_size()
+        try:
+            declared = layout.voxel_size()
+        except InputFormatError:  # a unit that is not a length (``pixel``): nothing declared
+            declared = None
         where = extra.path if extra is not None else None
         override_voxel_size(declared, given, layout.path, where, f"{section}.voxel_size")
         return given
