@@ -126,6 +126,15 @@ def test_decimal_voxel_sizes_are_stored_as_meant(run_cli, tmp_path):
     layout = read_nifti_layout(nifti, None)
     assert layout.voxel_size == (4230.0, 4230.0, 28000.0)
     assert layout.origin == (-226800.0, 1000.0, 7000.0)
+    # NIfTI-2 holds float64 fields: their digits are kept (not rounded to float32)
+    affine = np.diag([0.123456789012, 0.1, 0.3, 1.0])
+    affine[:3, 3] = [-1.23456789012, 0.7, 0.1]
+    img = nib.Nifti2Image(np.ones((3, 4, 5), np.float32), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, tmp_path / "v2.nii")
+    layout = read_nifti_layout(tmp_path / "v2.nii", None)
+    assert layout.voxel_size == (1234567.89012, 1000000.0, 3000000.0)
+    assert layout.origin == (-12345678.9012, 7000000.0, 1000000.0)
 
 
 def test_ignored_ome_tiff_images_warn(tmp_path, capsys):

@@ -255,6 +255,12 @@ def _affine(header: Nifti1Header) -> np.ndarray:
     return np.diag([*(abs(z) for z in zooms), 1.0])
 
 
+def _float64_decimal(value: float) -> float:
+    """A value computed from float64 header fields (NIfTI-2) without the noise of the
+    arithmetic (15 significant digits)."""
+    return float(f"{float(value):.15g}")
+
+
 def _float32_decimal(value: float) -> float:
     """A value computed from float32 header fields as the decimal its writer meant."""
     return float(str(np.float32(value)))
@@ -284,9 +290,11 @@ def _geometry(
     _warn_oblique(linear / lengths, path)
     voxel = [0.0, 0.0, 0.0]
     origin = [0.0, 0.0, 0.0]
-    for a, w in enumerate(axis_order):  # as the float32 header meant them, in Angstrom
-        voxel[w] = scaled_decimal(_float32_decimal(lengths[a]), factor)
-        origin[w] = scaled_decimal(_float32_decimal(world[w]), factor) + 0.0  # no -0.0
+    # as the header meant them (float32 fields in NIfTI-1, float64 in NIfTI-2), in Angstrom
+    meant = _float64_decimal if isinstance(header, Nifti2Header) else _float32_decimal
+    for a, w in enumerate(axis_order):
+        voxel[w] = scaled_decimal(meant(lengths[a]), factor)
+        origin[w] = scaled_decimal(meant(world[w]), factor) + 0.0  # no -0.0
     return axis_order, flips, tuple(voxel), tuple(origin), spatial_unit, time_unit  # type: ignore[return-value]
 
 
