@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.algorithms.meshes import MAX_DETAIL_LEVEL, decimate, detail_fraction, vertex_normals
-from pipeline.db.layout import mesh_key
+from pipeline.db.layout import mesh_group, mesh_key
 from pipeline.db.metadata import add_lattice_annotations, add_mesh_metadata
 from pipeline.db.writer import DataWriter
 from pipeline.errors import OptionError
+from pipeline.lattices import RepeatedTarget
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
 
 if TYPE_CHECKING:
@@ -45,6 +46,27 @@ class MeshSetResult:
     fractions: dict[int, float]  # every detail level stored for at least one segment
     timeframes: StoredMeshes  # frame -> segment -> detail level -> mesh id -> counts
     segment_ids: tuple[int, ...]  # segments with at least one stored mesh
+    # segment id -> the frames where it has a stored mesh
+    segment_frames: dict[int, tuple[int, ...]] | None = None
+
+
+class _Repeating:
+    """A writer whose arrays under ``mesh_segmentation_data/<set>/<t>/`` are also stored at
+    the other frames ``times`` (a one-frame mesh set over a volume with several frames)."""
+
+    def __init__(self, writer: DataWriter, set_id: str, times: range) -> None:
+        self.writer, self.times = writer, times
+        self.prefix = mesh_group(set_id)
+
+    def array(self, path: str, shape: Any, dtype: Any, chunks: Any) -> RepeatedTarget:
+        rest = path[len(self.prefix) :].split("/", 1)[1]
+        return RepeatedTarget(
+            tuple(
+                self.writer.array(f"{self.prefix}{t}/{rest}", shape, dtype, chunks)
+                for t in self.times
+            ),
+            self.writer.sink,
+        )
 
 
 def check_mesh_sets(mesh_sets: Iterable[MeshSetSource], taken: Iterable[str] = ()) -> None:
@@ -81,7 +103,7 @@ def _write_mesh(writer: DataWriter, key: Callable[[str], str], mesh: MeshArrays)
 
 
 def _write_segment(
-    writer: DataWriter, where: tuple[str, int, int], meshes: tuple[MeshSource, ...]
+    writer: Any, where: tuple[str, int, int], meshes: tuple[MeshSource, ...]
 ) -> dict[int, dict[str, MeshCounts]]:
     """Every detail level of one segment; returns level -> mesh id -> counts."""
     originals = [(m.id, m.load()) for m in meshes]
@@ -111,27 +133,37 @@ def _write_segment(
     return levels
 
 
-def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource) -> MeshSetResult:
-    """Store every detail level of every mesh of a mesh set."""
+def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource, repeat: int = 1) -> MeshSetResult:
+    """Store every detail level of every mesh of a mesh set; ``repeat``: a one-frame set is
+    stored at frames ``0 .. repeat - 1`` (decimated once)."""
+    if repeat > 1 and len(mesh_set.frames) != 1:
+        raise ValueError("only a one-frame mesh set can be repeated over frames")
     timeframes: StoredMeshes = {}
     used: set[int] = set()
     present: set[int] = set()
+    occurs: dict[int, list[int]] = {}
+    target: Any = writer if repeat == 1 else _Repeating(writer, mesh_set.set_id, range(repeat))
     for t, frame in enumerate(mesh_set.frames):
         segments: dict[int, dict[int, dict[str, MeshCounts]]] = {}
         for segment_id in sorted(frame):
             where = (mesh_set.set_id, t, segment_id)
-            levels = _write_segment(writer, where, frame[segment_id])
+            levels = _write_segment(target, where, frame[segment_id])
             if levels:
                 segments[segment_id] = levels
                 used.update(levels)
                 present.add(segment_id)
+                occurs.setdefault(segment_id, []).append(t)
         timeframes[t] = segments
+    if repeat > 1:
+        timeframes = {t: timeframes[0] for t in range(repeat)}
+        occurs = {segment: list(range(repeat)) for segment in occurs}
     return MeshSetResult(
         set_id=mesh_set.set_id,
-        frames=len(mesh_set.frames),
+        frames=len(mesh_set.frames) * repeat,
         fractions={lv: detail_fraction(lv) for lv in sorted(used)},
         timeframes=timeframes,
         segment_ids=tuple(sorted(present)),
+        segment_frames={segment: tuple(ts) for segment, ts in occurs.items()},
     )
 
 
@@ -152,5 +184,12 @@ def describe_mesh_sets(
         described = {s.id: s for s in mesh_set.segments}
         segments = tuple(described.get(i, Segment(id=i)) for i in result.segment_ids)
         add_lattice_annotations(
-            documents, entry_key, result.set_id, segments, None, result.frames, kind="mesh"
+            documents,
+            entry_key,
+            result.set_id,
+            segments,
+            None,
+            result.frames,
+            kind="mesh",
+            times=result.segment_frames,
         )

@@ -135,6 +135,7 @@ def add_lattice_annotations(
     present: tuple[int, ...] | None,
     frames: int,
     kind: str = "lattice",
+    times: dict[int, tuple[int, ...]] | None = None,
 ) -> list[int]:
     """One description and one segment annotation per segment of a lattice (DESIGN 5); with
     ``kind="mesh"`` the same for the segments of a mesh set.
@@ -144,6 +145,10 @@ def add_lattice_annotations(
     None: every described segment). Returns the described segments that are not present (not
     annotated). Ids are uuid5 of entry, kind, segmentation and segment; colours come from the
     source or the fixed palette.
+
+    ``times`` (segment id -> the frames it occurs in) makes each annotation's ``time`` list
+    only those frames (the viewer draws an annotated segment at every frame its ``time``
+    names); segments that occur in no frame are then not annotated.
     """
     ref_key = () if kind == "lattice" else (kind,)  # lattice reference ids predate ``kind``
     described = {s.id: s for s in segments}
@@ -152,8 +157,14 @@ def add_lattice_annotations(
     else:
         ids = sorted((set(described) & set(present)) | {v for v in present if v != 0})
         absent = sorted(set(described) - set(present))
-    time: int | list[int] = 0 if frames == 1 else list(range(frames))
+    every: int | list[int] = 0 if frames == 1 else list(range(frames))
     for n, segment_id in enumerate(ids):
+        time = every
+        if times is not None:
+            occurs = sorted(times.get(segment_id, ()))
+            if not occurs:
+                continue
+            time = 0 if frames == 1 else occurs
         segment = described.get(segment_id, Segment(id=segment_id))
         description_id = deterministic_id(entry_key, kind, lattice_id, segment_id, "d")
         documents.add_description({
@@ -229,7 +240,11 @@ def add_mesh_metadata(
         "detail_lvl_to_fraction": {str(lv): f for lv, f in sorted(fractions.items())},
         "mesh_timeframes": timeframes,
     }
-    documents.add_mesh_set(set_id, info, _time_info(TimeInfo(start=0, end=frames - 1)))
+    volumes = documents.metadata.volumes
+    units = "millisecond" if volumes is None else volumes.time_info.units  # one unit per entry
+    documents.add_mesh_set(
+        set_id, info, _time_info(TimeInfo(start=0, end=frames - 1, units=units))
+    )
 
 
 def _time_info(time_info: TimeInfo) -> dict[str, Any]:
