@@ -265,6 +265,16 @@ def test_edits_name_only_frames_where_the_segment_occurs(run_cli, tmp_path, tiny
     _write_json(edit, [_description("d", "primitive", "moving", 2, 1)])
     assert run_cli("edit-descriptions", *db, "--data-json-path", edit).exit_code == 0
     assert run_cli("validate", "--db-path", tmp_path / "db").exit_code == 0
+    # validate holds stored annotations to the same rule
+    folder = tmp_path / "db" / "emdb" / "emd-1832"
+    annotations = _annotations(folder)
+    annotations["descriptions"]["d"]["time"] = [0, 1]
+    (folder / "annotations.json").write_text(json.dumps(annotations, indent=4) + "\n")
+    result = run_cli("validate", "--db-path", tmp_path / "db")
+    assert result.exit_code == 1
+    assert "description d: primitive 2 of geometric segmentation 'moving' does not occur at " in (
+        result.stdout
+    )
 
 
 def test_segment_annotation_for_a_missing_segment_is_refused(run_cli, tmp_path, tiny):

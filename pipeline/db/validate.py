@@ -524,7 +524,7 @@ def check_entry(location: EntryLocation, quick: bool = False) -> EntryCheck:
             except _ZIP_ERRORS as exc:
                 c.problem(f"{DATA_ZIP}: unreadable ({_short(exc)})")
             problems.extend(c.problems)
-        references = docs.reference_problems()
+        references = docs.reference_problems(where_present=True)
         problems.extend(references)
         return EntryCheck(docs, problems, references)
 
