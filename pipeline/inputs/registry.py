@@ -54,7 +54,8 @@ def _map(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     from pipeline.inputs.mrc import read_map
 
     voxel = extra.volume_voxel_size if extra is not None else None
-    return Contents(volume=read_map(path, scratch, voxel_size=voxel))
+    where = extra.path if extra is not None else None
+    return Contents(volume=read_map(path, scratch, voxel_size=voxel, extra_path=where))
 
 
 def _mask(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
