@@ -463,12 +463,36 @@ def test_existing_output_is_an_error_unless_overwrite(run_cli, tmp_path, small_e
     result = _export(run_cli, small_entry, "s", out)
     assert_one_line_error(result, str(out), "already exists", "--overwrite")
     assert (out / "keep.txt").read_text() == "mine"
+    # --overwrite replaces only an earlier export or an empty folder, never other things
     result = _export(run_cli, small_entry, "s", out, "--overwrite")
-    assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists()
-    with open_entry(small_entry, "emdb", "s") as entry:
-        check_export(out, entry)
+    assert_one_line_error(result, str(out), "replaces only an earlier export")
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    for _ in range(2):  # into the empty folder, then over the earlier export
+        result = _export(run_cli, small_entry, "s", out, "--overwrite")
+        assert result.exit_code == 0, result.output
+        with open_entry(small_entry, "emdb", "s") as entry:
+            check_export(out, entry)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # a file is not replaced, nor the working directory given as `--output .`
+    afile = tmp_path / "f.ome.zarr"
+    afile.write_text("mine")
+    result = _export(run_cli, small_entry, "s", afile, "--overwrite")
+    assert_one_line_error(result, str(afile), "replaces only an earlier export")
+    assert afile.read_text() == "mine"
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "export", "--db-path", str(small_entry), "--source-db",
+         "emdb", "--entry-id", "s", "--output", ".", "--overwrite"],
+        cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "replaces only an earlier export" in result.stderr
+    assert [p.name for p in work.iterdir()] == ["sub"]
+    # a file where a parent folder should be
+    result = _export(run_cli, small_entry, "s", afile / "x.ome.zarr")
+    assert_one_line_error(result, str(afile), "a part of its path is a file")
 
 
 def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
@@ -512,7 +536,7 @@ def test_damaged_entry_fails_without_leaving_a_temporary_folder(run_cli, tmp_pat
     assert list((tmp_path / "out").iterdir()) == []  # the temporary folder was removed
     assert tree_digest(small_entry) == before
     # a failed --overwrite leaves the previous output as it was
-    out.mkdir()
+    zarr.open_group(out, mode="w", zarr_format=3)  # an earlier export, as far as it matters
     (out / "previous.txt").write_text("old")
     result = _export(run_cli, small_entry, "s", out, "--overwrite")
     assert_one_line_error(result, "data.zip")

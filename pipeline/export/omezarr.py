@@ -148,14 +148,38 @@ def _check_output(options: ExportOptions, location: EntryLocation) -> None:
         # inside, the server and `list` would take it for an entry; above, --overwrite would
         # remove the database
         raise OptionError("--output must lie outside the database folder", out)
-    if (options.output.exists() or options.output.is_symlink()) and not options.overwrite:
+    if not (options.output.exists() or options.output.is_symlink()):
+        return
+    if not options.overwrite:
         raise OptionError("output already exists (give --overwrite to replace it)", out)
+    if not _replaceable(options.output):
+        raise OptionError(
+            "--overwrite replaces only an earlier export (a folder with zarr.json) or an empty "
+            "folder; remove this one yourself if it is meant to go",
+            out,
+        )
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether ``--overwrite`` may remove ``path``: a zarr v3 group folder (an earlier export),
+    an empty folder or a dangling symbolic link; never a file or a folder of other things (a
+    mistyped ``--output .`` must not remove the working directory)."""
+    if path.is_symlink() and not path.exists():
+        return True
+    if not path.is_dir():
+        return False
+    return (path / "zarr.json").is_file() or not any(path.iterdir())
 
 
 @contextlib.contextmanager
 def _staging(output: Path) -> Iterator[Path]:
     """A new folder beside ``output``, removed again if the export fails."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OptionError(
+            "cannot create the output's folder: a part of its path is a file", output.parent
+        ) from None
     tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
@@ -179,6 +203,8 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise OptionError("output already exists (give --overwrite to replace it)", output)
+    if not _replaceable(output):  # created during the export
+        raise OptionError("output appeared during the export and is no earlier export", output)
     old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
     os.rename(output, old)
     try:
