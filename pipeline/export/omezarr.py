@@ -40,7 +40,7 @@ from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
 from pipeline.level_pass import Engine
-from pipeline.options import Compressor, validate_name
+from pipeline.options import Compressor, validate_name, validate_run_options
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
 
@@ -71,12 +71,7 @@ class ExportOptions:
         validate_name(self.entry_id, "--entry-id")
         object.__setattr__(self, "db_path", Path(self.db_path).absolute())
         object.__setattr__(self, "output", Path(self.output).absolute())
-        if self.scheduler is not None and self.workers is not None:
-            raise OptionError("--scheduler and --workers exclude each other")
-        if self.workers is not None and self.workers < 1:
-            raise OptionError(f"--workers must be at least 1, got {self.workers}")
-        if self.max_memory is not None and self.max_memory <= 0:
-            raise OptionError(f"--max-memory must be positive, got {self.max_memory}")
+        validate_run_options(self.scheduler, self.workers, self.max_memory)
         if self.chunk_size < 1:
             raise OptionError(f"chunk size must be positive, got {self.chunk_size}")
 
