@@ -197,7 +197,12 @@ def check_export(out: Path, entry) -> None:
         node = next(n for n in label_nodes if n.load(Label) is not None)
         assert len(node.data) == len(lattice_levels)
         assert [a.get("unit") for a in node.metadata["axes"][-3:]] == ["angstrom"] * 3
+        label_datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
         for i, level in enumerate(lattice_levels):
+            box = info["boxes"][str(level)]  # on the volume's grid (DESIGN 7.2)
+            scale, shift = _transforms(label_datasets, i)
+            assert scale[-3:] == box["voxel_size"][::-1]
+            assert shift[-3:] == box["origin"][::-1]
             array = np.asarray(node.data[i])
             assert array.dtype.kind == "u"
             for ti, t in enumerate(lattice_frames):
@@ -212,11 +217,12 @@ def check_export(out: Path, entry) -> None:
             a for a in annotations["segment_annotations"]
             if a["segment_kind"] == "lattice" and a["segmentation_id"] == lattice
         ]  # fmt: skip
-        names = {
-            d["target_id"]["segment_id"]: d["name"]
+        described = {
+            d["target_id"]["segment_id"]: d
             for d in annotations["descriptions"].values()
             if d["target_kind"] == "lattice" and d["target_id"]["segmentation_id"] == lattice
         }
+        names = {sid: d["name"] for sid, d in described.items()}
         image_label = group.attrs["ome"]["image-label"]
         colors = {c["label-value"]: c["rgba"] for c in image_label["colors"]}
         props = {p["label-value"]: p for p in image_label["properties"]}
@@ -225,6 +231,10 @@ def check_export(out: Path, entry) -> None:
             assert colors[sid] == [round(v * 255) for v in segment["color"]]
             assert props[sid]["color"] == segment["color"]
             assert props[sid].get("name") == names.get(sid)
+            references = (described.get(sid) or {}).get("external_references") or []
+            assert [(r["resource"], r["accession"]) for r in props[sid].get("references", [])] == [
+                (r["resource"], r["accession"]) for r in references
+            ]
 
 
 # --- the label rule -------------------------------------------------------------------------
@@ -278,6 +288,34 @@ def test_entry_without_level_1_starts_at_level_2(run_cli, tmp_path):
     multiscale = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
     assert multiscale["metadata"]["downsampling_ratios"] == levels
     assert zarr.open_group(out, mode="r")["0"].shape == (35, 65, 50)
+
+
+def test_coarse_levels_sit_where_the_entry_puts_them(run_cli, tmp_path):
+    """No half-voxel shift: a point at level-1 voxel (z, y, x) = (8, 16, 24) is, at every
+    level, where NGFF's scale and translation place it (the pyramid keeps sample 0, DESIGN
+    7.1). Block-averaging writers shift level r by (r - 1) / 2 voxels; that would fail here."""
+    data = np.zeros((40, 40, 40), np.float32)
+    data[8, 16, 24] = 100.0
+    header = {"voxel_size": 2.5, "nxstart": -3, "nystart": 5, "nzstart": 2}
+    (tmp_path / "in").mkdir()
+    path = write_mrc(tmp_path / "in" / "point.mrc", data, **header)
+    db = _add(run_cli, tmp_path, [(path, "map")], "p")
+    out = tmp_path / "p.ome.zarr"
+    assert _export(run_cli, db, "p", out).exit_code == 0
+    root = zarr.open_group(out, mode="r")
+    datasets = root.attrs["ome"]["multiscales"][0]["datasets"]
+    ratios = root.attrs["ome"]["multiscales"][0]["metadata"]["downsampling_ratios"]
+    assert ratios[:3] == [1, 2, 4]
+    # the point in Å, z, y, x: origin = start * voxel, centre of voxel (8, 16, 24)
+    expected = np.array([(2 + 8) * 2.5, (5 + 16) * 2.5, (-3 + 24) * 2.5])
+    for i, ratio in enumerate(ratios):
+        if 8 % ratio:
+            break
+        array = root[str(i)][...]
+        index = np.array(np.unravel_index(np.argmax(array), array.shape))
+        scale, shift = _transforms(datasets, i)
+        np.testing.assert_allclose(index * np.array(scale) + np.array(shift), expected)
+        assert scale == [2.5 * ratio] * 3
 
 
 def test_time_and_channels_from_omezarr(run_cli, tmp_path):
