@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -533,6 +534,13 @@ def test_existing_output_is_an_error_unless_overwrite(run_cli, tmp_path, small_e
     assert_one_line_error(result, str(afile), "a part of its path is a file")
 
 
+def _remove_path(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
 def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
     result = _export(run_cli, small_entry, "nope", tmp_path / "x.ome.zarr")
     assert_one_line_error(result, "nope", "does not exist")
@@ -542,6 +550,17 @@ def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
         assert not inside.exists()
     result = _export(run_cli, small_entry, "s", tmp_path, "--overwrite")
     assert_one_line_error(result, "--output must lie outside the database folder")
+    # a symbolic link does not smuggle the output into the database; one elsewhere is fine
+    (tmp_path / "into-db").symlink_to(small_entry / "emdb")
+    result = _export(run_cli, small_entry, "s", tmp_path / "into-db" / "x.ome.zarr")
+    assert_one_line_error(result, "--output must lie outside the database folder")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "to-elsewhere").symlink_to(tmp_path / "elsewhere")
+    result = _export(run_cli, small_entry, "s", tmp_path / "to-elsewhere" / "x.ome.zarr")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "elsewhere").iterdir()] == ["x.ome.zarr"]
+    for name in ("into-db", "to-elsewhere", "elsewhere"):
+        _remove_path(tmp_path / name)
     result = run_cli(
         "export", "--db-path", small_entry, "--source-db", "emdb", "--entry-id", "s",
         "--format", "tiff", "--output", tmp_path / "x",
