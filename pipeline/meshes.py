@@ -20,6 +20,7 @@ from pipeline.algorithms.meshes import MAX_DETAIL_LEVEL, decimate, detail_fracti
 from pipeline.db.metadata import add_lattice_annotations, add_mesh_metadata
 from pipeline.db.writer import DataWriter
 from pipeline.errors import OptionError
+from pipeline.lattices import RepeatedTarget
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
 
 __all__ = ["MeshSetResult", "check_mesh_sets", "describe_mesh_sets", "write_mesh_set"]
@@ -34,6 +35,27 @@ class MeshSetResult:
     fractions: dict[int, float]  # every detail level stored for at least one segment
     timeframes: dict[str, Any]  # the ``mesh_timeframes`` document of metadata.json
     segment_ids: tuple[int, ...]  # segments with at least one stored mesh
+    # segment id -> the frames where it has a stored mesh
+    segment_frames: dict[int, tuple[int, ...]] | None = None
+
+
+class _Repeating:
+    """A writer whose arrays under ``mesh_segmentation_data/<set>/<t>/`` are also stored at
+    the other frames ``times`` (a one-frame mesh set over a volume with several frames)."""
+
+    def __init__(self, writer: DataWriter, set_id: str, times: range) -> None:
+        self.writer, self.times = writer, times
+        self.prefix = f"mesh_segmentation_data/{set_id}/"
+
+    def array(self, path: str, shape: Any, dtype: Any, chunks: Any) -> RepeatedTarget:
+        rest = path[len(self.prefix) :].split("/", 1)[1]
+        return RepeatedTarget(
+            tuple(
+                self.writer.array(f"{self.prefix}{t}/{rest}", shape, dtype, chunks)
+                for t in self.times
+            ),
+            self.writer.sink,
+        )
 
 
 def check_mesh_sets(mesh_sets: Iterable[MeshSetSource], taken: Iterable[str] = ()) -> None:
@@ -103,27 +125,37 @@ def _write_segment(
     return levels
 
 
-def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource) -> MeshSetResult:
-    """Store every detail level of every mesh of a mesh set."""
+def write_mesh_set(writer: DataWriter, mesh_set: MeshSetSource, repeat: int = 1) -> MeshSetResult:
+    """Store every detail level of every mesh of a mesh set; ``repeat``: a one-frame set is
+    stored at frames ``0 .. repeat - 1`` (decimated once)."""
+    if repeat > 1 and len(mesh_set.frames) != 1:
+        raise ValueError("only a one-frame mesh set can be repeated over frames")
     timeframes: dict[str, Any] = {}
     used: set[int] = set()
     present: set[int] = set()
+    occurs: dict[int, list[int]] = {}
+    target: Any = writer if repeat == 1 else _Repeating(writer, mesh_set.set_id, range(repeat))
     for t, frame in enumerate(mesh_set.frames):
         segments: dict[str, Any] = {}
         for segment_id in sorted(frame):
             base = f"mesh_segmentation_data/{mesh_set.set_id}/{t}/{segment_id}"
-            levels = _write_segment(writer, base, frame[segment_id])
+            levels = _write_segment(target, base, frame[segment_id])
             if levels:
                 segments[str(segment_id)] = {"detail_lvls": levels}
                 used.update(int(lv) for lv in levels)
                 present.add(segment_id)
+                occurs.setdefault(segment_id, []).append(t)
         timeframes[str(t)] = {"segment_ids": segments}
+    if repeat > 1:
+        timeframes = {str(t): timeframes["0"] for t in range(repeat)}
+        occurs = {segment: list(range(repeat)) for segment in occurs}
     return MeshSetResult(
         set_id=mesh_set.set_id,
-        frames=len(mesh_set.frames),
+        frames=len(mesh_set.frames) * repeat,
         fractions={lv: detail_fraction(lv) for lv in sorted(used)},
         timeframes=timeframes,
         segment_ids=tuple(sorted(present)),
+        segment_frames={segment: tuple(ts) for segment, ts in occurs.items()},
     )
 
 
@@ -143,8 +175,18 @@ def describe_mesh_sets(
         add_mesh_metadata(
             metadata, result.set_id, result.fractions, result.timeframes, result.frames
         )
+        volume_time = ((metadata.get("volumes") or {}).get("time_info") or {}).get("units")
+        if isinstance(volume_time, str):  # one time unit per entry: the volume's
+            metadata["segmentation_meshes"]["time_info"][result.set_id]["units"] = volume_time
         described = {s.id: s for s in mesh_set.segments}
         segments = tuple(described.get(i, Segment(id=i)) for i in result.segment_ids)
         add_lattice_annotations(
-            annotations, entry_key, result.set_id, segments, (), result.frames, kind="mesh"
+            annotations,
+            entry_key,
+            result.set_id,
+            segments,
+            (),
+            result.frames,
+            kind="mesh",
+            times=result.segment_frames,
         )

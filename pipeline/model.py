@@ -171,6 +171,10 @@ class LabelSource:
     # formats that place data in world coordinates (NIfTI affine, NGFF translation): the
     # lattice must then start where the volume starts; MRC masks are matched by grid index
     placed_by_origin: bool = False
+    # the format's index -> Angstrom transform (3x4, index order x, y, z; an SFF lattice's
+    # transform): the lattice must then lie on the volume's samples within half a voxel
+    transform: tuple[tuple[float, float, float, float], ...] | None = None
+    transform_name: str | None = None  # how the file names it, for messages
 
     def __post_init__(self) -> None:
         if not self.frames:

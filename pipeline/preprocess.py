@@ -59,7 +59,7 @@ from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
-from pipeline.meshes import check_mesh_sets, describe_mesh_sets, write_mesh_set
+from pipeline.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
 from pipeline.model import (
     ExtraData,
     GeometricSegmentation,
@@ -67,6 +67,8 @@ from pipeline.model import (
     MeshSetSource,
     VolumeSource,
 )
+from pipeline.notices import reporting_to
+from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
@@ -134,6 +136,17 @@ def _check_inputs(options: PreprocessOptions) -> None:
     if options.mode is Mode.EXTEND and volumes:
         raise OptionError(
             f"--mode extend adds segmentations; {volumes[0].path}: the entry already has a volume"
+        )
+
+
+def _warn_viewer_id(options: PreprocessOptions) -> None:
+    """The Mol* viewer opens an entry id without ``-`` as ``<source>-<id>``: say so."""
+    if options.mode is Mode.ADD and "-" not in options.entry_id:
+        notice(
+            f"entry id {options.entry_id!r} has no '-': the Mol* viewer opens it as "
+            f"'{options.source_db}-{options.entry_id}', which is not this entry (use an id "
+            f"like '{options.source_db}-{options.entry_id}' to open it in the viewer)",
+            f"{options.source_db}/{options.entry_id}",
         )
 
 
@@ -273,12 +286,7 @@ def _check_segmentations(
     seen: dict[str, Path] = {}
     for lattice in contents.lattices:
         check_lattice_grid(lattice, grid.shape, grid.voxel, grid.path, grid.origin)
-        if len(lattice.frames) > grid.frames:
-            raise GridMismatchError(
-                f"{len(lattice.frames)} time frames, but the volume of {grid.path} has "
-                f"{grid.frames}",
-                lattice.path,
-            )
+        _check_frames(f"lattice {lattice.lattice_id}", len(lattice.frames), grid, lattice.path)
         if lattice.lattice_id in seen:
             raise OptionError(
                 f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
@@ -295,6 +303,26 @@ def _check_segmentations(
     check_mesh_sets(
         contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"] if metadata else ()
     )
+    for mesh_set in contents.meshes:
+        _check_frames(f"mesh set {mesh_set.set_id}", len(mesh_set.frames), grid, mesh_set.path)
+
+
+def _check_frames(what: str, frames: int, grid: _Grid, path: Path) -> None:
+    """A segmentation has the volume's time frames, or one frame (then stored at every frame
+    of the volume: the viewer asks for every segmentation at every frame it shows)."""
+    if frames not in (1, grid.frames):
+        raise GridMismatchError(
+            f"{frames} time frames, but the volume of {grid.path} has {grid.frames} ({what}: "
+            "a segmentation needs the volume's frames, or one frame, then stored at every "
+            "frame)",
+            path,
+        )
+
+
+def _repeat(frames: int, grid: _Grid) -> int:
+    """How often a segmentation's frames are stored: a one-frame segmentation at every frame
+    of the volume."""
+    return grid.frames if frames == 1 else 1
 
 
 def _plan_new_entry(
@@ -519,6 +547,7 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
         _check_segmentations(options, _read_inputs(options, extra, None), grid, metadata)
         return RunSummary(location, plan, grid.shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     volume, plan = _plan_new_entry(options, _read_inputs(options, extra, None))
+    _warn_viewer_id(options)
     return _summary(location, volume, plan, 0.0, done=False)
 
 
@@ -529,11 +558,26 @@ def _write_lattices(
     work: Path,
     options: PreprocessOptions,
     engine: Engine,
+    grid: _Grid,
 ) -> list[LatticeResult]:
     return [
-        write_lattice(writer, lattice, plan, work, options.chunk_size, engine)
+        write_lattice(
+            writer,
+            lattice,
+            plan,
+            work,
+            options.chunk_size,
+            engine,
+            _repeat(len(lattice.frames), grid),
+        )
         for lattice in lattices
     ]
+
+
+def _write_mesh_sets(
+    writer: DataWriter, mesh_sets: tuple[MeshSetSource, ...], grid: _Grid
+) -> list[MeshSetResult]:
+    return [write_mesh_set(writer, m, _repeat(len(m.frames), grid)) for m in mesh_sets]
 
 
 def _merge_custom_annotations(options: PreprocessOptions, annotations: dict[str, Any]) -> None:
@@ -560,9 +604,10 @@ def _describe_lattices(
     for lattice in lattices:  # an SFF's name and details describe the entry
         if annotations.get("name") is None and lattice.name:
             annotations["name"], annotations["details"] = lattice.name, lattice.details
+    units = _volume_time_units(metadata)
     for lattice, result in zip(lattices, written, strict=True):
         add_lattice_metadata(
-            metadata, result.lattice_id, plan, boxes, result.frames, lattice.time_units
+            metadata, result.lattice_id, plan, boxes, result.frames, units or lattice.time_units
         )
         add_lattice_annotations(
             annotations,
@@ -571,7 +616,16 @@ def _describe_lattices(
             lattice.segments,
             result.segment_ids,
             result.frames,
+            times=result.segment_frames,
         )
+
+
+def _volume_time_units(metadata: dict[str, Any]) -> str | None:
+    """The time unit of the entry's volume: its segmentations are stored on its frames, so
+    they share it (one time unit per entry)."""
+    volumes = metadata.get("volumes") or {}
+    units = (volumes.get("time_info") or {}).get("units")
+    return units if isinstance(units, str) else None
 
 
 def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
@@ -623,8 +677,8 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
                 with new_archive(staged.data_zip) as sink:
                     sink.adopt(location.folder / DATA_ZIP)
                     writer = DataWriter(sink, options.compressor, existing=sink.keys)
-                    written = _write_lattices(writer, lattices, plan, work, options, engine)
-                    meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
+                    written = _write_lattices(writer, lattices, plan, work, options, engine, grid)
+                    meshes = _write_mesh_sets(writer, contents.meshes, grid)
                     finishing = time.perf_counter()
                     writer.finish()
             else:  # the archive does not change (it is never modified in place)
@@ -683,12 +737,18 @@ def preprocess(
     """
     _check_inputs(options)
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
-    with _tidy(options.working_folder, options.db_path), entry_lock(location):
+    with (
+        reporting_to(warn),
+        _tidy(options.working_folder, options.db_path),
+        entry_lock(location),
+    ):
         _check_location(options)
         with _engine(options, progress, runner) as engine:
             if options.mode is Mode.EXTEND:
                 return _extend(options, location, engine)
-            return _add(options, location, engine, warn)
+            summary = _add(options, location, engine, warn)
+            _warn_viewer_id(options)  # once the entry is there
+            return summary
 
 
 def _add(
@@ -707,8 +767,9 @@ def _add(
                 stats = _write_volume(
                     writer, volume, plan, options, work, engine, warn or (lambda _: None)
                 )
-                written = _write_lattices(writer, lattices, plan, work, options, engine)
-                meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
+                grid = _Grid.of(volume)
+                written = _write_lattices(writer, lattices, plan, work, options, engine, grid)
+                meshes = _write_mesh_sets(writer, contents.meshes, grid)
                 finishing = time.perf_counter()
                 writer.finish()
             metadata = empty_metadata(options.source_db_name, options.source_db_id)

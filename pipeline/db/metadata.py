@@ -171,6 +171,7 @@ def add_lattice_annotations(
     present: tuple[int, ...],
     frames: int,
     kind: str = "lattice",
+    times: dict[int, tuple[int, ...]] | None = None,
 ) -> None:
     """One description and one segment annotation per segment of a lattice (DESIGN 5); with
     ``kind="mesh"`` the same for the segments of a mesh set.
@@ -178,12 +179,22 @@ def add_lattice_annotations(
     The segments are those the source describes plus every label value present in the grid
     except 0 (background, still a category in the set tables). Ids are uuid5 of entry, kind,
     segmentation and segment; colours come from the source or the fixed palette.
+
+    ``times`` (segment id -> the frames it occurs in) makes each annotation's ``time`` list
+    only those frames (the viewer draws an annotated segment at every frame its ``time``
+    names); segments that occur in no frame are then not annotated.
     """
     ref_key = () if kind == "lattice" else (kind,)  # lattice reference ids predate ``kind``
     described = {s.id: s for s in segments}
     ids = sorted(set(described) | {v for v in present if v != 0})
-    time: int | list[int] = 0 if frames == 1 else list(range(frames))
+    every: int | list[int] = 0 if frames == 1 else list(range(frames))
     for n, segment_id in enumerate(ids):
+        time = every
+        if times is not None:
+            occurs = sorted(times.get(segment_id, ()))
+            if not occurs:
+                continue
+            time = 0 if frames == 1 else occurs
         segment = described.get(segment_id, Segment(id=segment_id))
         description_id = deterministic_id(entry_key, kind, lattice_id, segment_id, "d")
         annotations["descriptions"][description_id] = {
