@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -666,6 +668,41 @@ def test_peak_memory_does_not_grow_with_the_entry(run_cli, tmp_path):
     assert big_peak - small_peak < 96, (small_peak, big_peak)
     out = zarr.open_group(tmp_path / "big.ome.zarr", mode="r")
     assert out["0"].shape == (256, 512, 512)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_export_leaves_nothing(run_cli, tmp_path, sig, status):
+    """Ctrl-C or SIGTERM once shards are being written: a one-line error, no output, no
+    temporary folder, and an earlier export at the output's place kept as it was."""
+    (tmp_path / "in").mkdir()
+    data = np.random.default_rng(3).normal(size=(128, 256, 512)).astype(np.float32)
+    db = _add(run_cli, tmp_path, [(write_mrc(tmp_path / "in" / "m.mrc", data), "map")], "m",
+              extra=())  # fmt: skip
+    del data
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "m.ome.zarr"
+    zarr.open_group(out, mode="w", zarr_format=3).attrs["mine"] = 1  # an earlier export
+    args = [sys.executable, "-m", "cli", "export", "--db-path", str(db), "--source-db", "emdb",
+            "--entry-id", "m", "--output", str(out), "--overwrite",
+            "--max-memory", "16MiB"]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(folder.glob(".m.ome.zarr.partial-*/0/c/*")):  # shards being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert [p.name for p in folder.iterdir()] == ["m.ome.zarr"]
+    assert zarr.open_group(out, mode="r").attrs["mine"] == 1
 
 
 def test_the_command_line_does_not_import_the_export_or_trimesh():

@@ -34,6 +34,7 @@ from pipeline.export.blocks import (
     export_block,
     save_lut,
     shard_grid,
+    stop_writing,
 )
 from pipeline.export.entry_view import EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
@@ -180,6 +181,7 @@ def _staging(output: Path) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException:
+        stop_writing(tmp)  # block tasks still running (an interrupt) must not recreate it
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
