@@ -725,10 +725,48 @@ def test_an_entry_replaced_during_the_export_is_an_error(tmp_path, small_entry):
 
     location = EntryLocation(small_entry, "emdb", "s")
     ino, mtime = data_stamp(location)
+    target = tmp_path / "out" / "0"
+    zarr.create_array(target, shape=(10, 12, 14), dtype="float32", zarr_format=3)
     job = ExportJob(
         source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1, time=0,
-        channel="0", lattice=None, lut=None, target=str(tmp_path / "nowhere"), index=(),
+        channel="0", lattice=None, lut=None, target=str(target), index=(),
         dtype="float32", stamp=(ino, mtime - 1),
     )  # fmt: skip
     with pytest.raises(InputFormatError, match="the entry changed during the export"):
         export_block(job, (0, 0, 0), (14, 12, 10), 0)
+
+
+def test_no_block_is_written_once_an_export_is_stopped(tmp_path, small_entry):
+    """After a failure or an interrupt the client stops its export's tasks before removing the
+    temporary folder: a task that starts then writes nothing (nor recreates a removed one)."""
+    from pipeline.export.blocks import (
+        ArraySpec,
+        ExportJob,
+        close_entries,
+        data_stamp,
+        export_block,
+        stop_writing,
+    )  # fmt: skip
+
+    location = EntryLocation(small_entry, "emdb", "s")
+    jobs = {}
+    for name in ("kept", "stopped", "removed"):
+        target = tmp_path / name / "0"
+        zarr.create_array(target, shape=(10, 12, 14), dtype="float32", zarr_format=3)
+        jobs[name] = ExportJob(
+            source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1,
+            time=0, channel="0", lattice=None, lut=None, target=str(target), index=(),
+            dtype="float32", stamp=data_stamp(location),
+        )  # fmt: skip
+    stop_writing(tmp_path / "stopped")
+    shutil.rmtree(tmp_path / "removed")
+    try:
+        for job in jobs.values():
+            export_block(job, (0, 0, 0), (14, 12, 10), 0)
+    finally:
+        close_entries()
+    with open_entry(small_entry, "emdb", "s") as entry:
+        expected = entry.read_volume(1, 0, "0").transpose(2, 1, 0)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "kept" / "0")[...], expected)
+    assert not list((tmp_path / "stopped" / "0").rglob("c/*"))  # no chunk written
+    assert not (tmp_path / "removed").exists()
