@@ -79,6 +79,8 @@ class ExportOptions:
 
 @dataclass(frozen=True, slots=True)
 class ExportSummary:
+    """What an export wrote (for the command's last line and the tests)."""
+
     output: Path
     levels: tuple[int, ...]
     lattices: tuple[str, ...]
@@ -260,6 +262,7 @@ class _Writer:
         return str(Path(group.store.root) / group.path / name), (1,) * lead + shards
 
     def job(self, stored: Any, level: int, time: int, target: str, **kw: Any) -> ExportJob:
+        """The job copying stored array ``stored`` (level, frame) into ``target``."""
         return ExportJob(
             source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
             location=self.entry.location,
