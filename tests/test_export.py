@@ -717,21 +717,28 @@ def test_the_command_line_does_not_import_the_export_or_trimesh():
     assert proc.stdout.strip() == "[]"
 
 
+def _volume_job(location: EntryLocation, target: Path, stamp: tuple[int, int]):
+    """The job copying level 1 of ``small_entry``'s channel 0 (14 x 12 x 10) into ``target``."""
+    from pipeline.export.blocks import ArraySpec, ExportJob
+
+    return ExportJob(
+        source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1, time=0,
+        channel="0", lattice=None, lut=None, target=str(target), index=(), dtype="float32",
+        stamp=stamp,
+    )  # fmt: skip
+
+
 def test_an_entry_replaced_during_the_export_is_an_error(tmp_path, small_entry):
     """A block task that finds another data.zip than the one the export started with (an
     ``extend`` committed meanwhile) fails instead of mixing two versions of the entry."""
     from pipeline.errors import InputFormatError
-    from pipeline.export.blocks import ArraySpec, ExportJob, data_stamp, export_block
+    from pipeline.export.blocks import data_stamp, export_block
 
     location = EntryLocation(small_entry, "emdb", "s")
     ino, mtime = data_stamp(location)
     target = tmp_path / "out" / "0"
     zarr.create_array(target, shape=(10, 12, 14), dtype="float32", zarr_format=3)
-    job = ExportJob(
-        source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1, time=0,
-        channel="0", lattice=None, lut=None, target=str(target), index=(),
-        dtype="float32", stamp=(ino, mtime - 1),
-    )  # fmt: skip
+    job = _volume_job(location, target, (ino, mtime - 1))
     with pytest.raises(InputFormatError, match="the entry changed during the export"):
         export_block(job, (0, 0, 0), (14, 12, 10), 0)
 
@@ -740,8 +747,6 @@ def test_no_block_is_written_once_an_export_is_stopped(tmp_path, small_entry):
     """After a failure or an interrupt the client stops its export's tasks before removing the
     temporary folder: a task that starts then writes nothing (nor recreates a removed one)."""
     from pipeline.export.blocks import (
-        ArraySpec,
-        ExportJob,
         close_entries,
         data_stamp,
         export_block,
@@ -753,11 +758,7 @@ def test_no_block_is_written_once_an_export_is_stopped(tmp_path, small_entry):
     for name in ("kept", "stopped", "removed"):
         target = tmp_path / name / "0"
         zarr.create_array(target, shape=(10, 12, 14), dtype="float32", zarr_format=3)
-        jobs[name] = ExportJob(
-            source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1,
-            time=0, channel="0", lattice=None, lut=None, target=str(target), index=(),
-            dtype="float32", stamp=data_stamp(location),
-        )  # fmt: skip
+        jobs[name] = _volume_job(location, target, data_stamp(location))
     stop_writing(tmp_path / "stopped")
     shutil.rmtree(tmp_path / "removed")
     try:
