@@ -588,7 +588,12 @@ def test_damaged_entry_fails_without_leaving_a_temporary_folder(run_cli, tmp_pat
     raw[offset : offset + 16] = b"\xff" * 16  # the chunk's blosc header
     archive.write_bytes(bytes(raw))
     before = tree_digest(small_entry)
+    # the folders the export creates for its output go again too
+    result = _export(run_cli, small_entry, "s", tmp_path / "new" / "deeper" / "s.ome.zarr")
+    assert_one_line_error(result, "data.zip", "cannot read channel 0 level 1")
+    assert not (tmp_path / "new").exists()
     out = tmp_path / "out" / "s.ome.zarr"
+    (tmp_path / "out").mkdir()
     result = _export(run_cli, small_entry, "s", out)
     assert_one_line_error(result, "data.zip", "cannot read channel 0 level 1")
     assert not out.exists()

@@ -171,7 +171,9 @@ def _replaceable(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _staging(output: Path) -> Iterator[Path]:
-    """A new folder beside ``output``, removed again if the export fails."""
+    """A new folder beside ``output``, removed again if the export fails (with the parent
+    folders the export created for it)."""
+    created = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -179,12 +181,15 @@ def _staging(output: Path) -> Iterator[Path]:
             "cannot create the output's folder: a part of its path is a file", output.parent
         ) from None
     tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
     except BaseException:
         stop_writing(tmp)  # block tasks still running (an interrupt) must not recreate it
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first; only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 
