@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.db.layout import lattice_key
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
@@ -196,7 +197,6 @@ def write_lattice(
     occurs: dict[int, list[int]] = {}
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
 
-    base = f"lattice_segmentation_data/{labels.lattice_id}"
     for i, lv in enumerate(plan.levels):
         below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
         jobs = []
@@ -205,7 +205,7 @@ def write_lattice(
             if lv.stored:
                 copies = [
                     writer.array(
-                        f"{base}/{lv.ratio}/{u}/grid",
+                        lattice_key(labels.lattice_id, lv.ratio, u, "grid"),
                         lv.shape,
                         np.dtype(np.uint32),
                         (chunk,) * 3,
@@ -242,7 +242,8 @@ def write_lattice(
             present = presents[t]
             if lv.stored:
                 for u in [t] if repeat == 1 else range(repeat):
-                    writer.object_array(f"{base}/{lv.ratio}/{u}/set_table", table.table(present))
+                    key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
+                    writer.object_array(key, table.table(present))
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:
