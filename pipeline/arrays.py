@@ -270,3 +270,4 @@ def remove_scratch(arr: Any) -> None:
     raw = arr.base if isinstance(arr, TransposedArray) else arr
     if isinstance(raw, RawArrayFile) and raw.writable:
         Path(raw.path).unlink(missing_ok=True)
+
