@@ -1,12 +1,12 @@
-"""Where block tasks run: dask's threaded scheduler (default) or a dask.distributed cluster.
+"""Where block tasks run: threads of this process (default) or a dask.distributed cluster.
 
 A pass of the pyramid is a list of independent block tasks whose encoded chunks must reach the
 archive in block order (so the same inputs give the same data.zip). The two runners differ only
 in how chunks travel:
 
-- :class:`ThreadedRunner`: the tasks and an ordered chain of append tasks form one dask graph run
-  by the threaded scheduler; a block may start only when the append ``window`` blocks before it
-  is done, which bounds the encoded data waiting in memory.
+- :class:`ThreadedRunner`: a pool of threads runs the block tasks; a block may start only when
+  the block ``window`` blocks before it is appended (by the calling thread, in block order),
+  which bounds the encoded data waiting in memory.
 - :class:`DistributedRunner`: workers run the block tasks and write each block's encoded chunks
   to a part file in the run's working folder (a file system every worker sees); the client
   submits a sliding window of tasks and appends finished parts to the archive in block order.
@@ -25,13 +25,13 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-import dask
-
 from pipeline.db.sinks import KeySink
 from pipeline.errors import ClusterError, OptionError, PreprocessorError
+from pipeline.memory import fix_map_threshold, trim
 from pipeline.progress import NO_PROGRESS, Progress
 
 __all__ = [
@@ -88,7 +88,8 @@ def _append(
 
 
 class ThreadedRunner:
-    """Block tasks on dask's threaded scheduler, ``workers`` threads."""
+    """Block tasks on ``workers`` threads of this process (no dask graph: a pass is a plain
+    sliding window over its blocks, so small inputs pay no scheduler start-up)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
@@ -102,28 +103,61 @@ class ThreadedRunner:
         window: int,
         progress: Progress = NO_PROGRESS,
     ) -> list[Any]:
-        appends: list[Any] = []
-        token = uuid.uuid4().hex[:8]
-        for n, item in enumerate(items):
-            job, start, stop = item
-            gate = appends[n - window] if n >= window else None
-            result = dask.delayed(task, pure=False)(
-                job, start, stop, n, gate, dask_key_name=f"block-{token}-{n:09d}"
-            )
-            previous = appends[-1] if appends else None
-            appends.append(
-                dask.delayed(_append, pure=False)(
-                    sink,
-                    result,
-                    previous,
-                    progress,
-                    _block_bytes(item),
-                    dask_key_name=f"append-{token}-{n:09d}",
-                )
-            )
-        if not appends:
-            return []
-        return list(dask.compute(*appends, scheduler="threads", num_workers=self.workers))
+        """Block ``n`` starts only once block ``n - window`` is appended, so at most ``window``
+        blocks' results wait in memory; the calling thread appends them in block order."""
+        window = max(1, window)
+        fix_map_threshold()
+        try:
+            return self._run(task, items, sink, window, progress)
+        finally:
+            trim()  # what the pass freed goes back before the next one allocates
+
+    def _run(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress,
+    ) -> list[Any]:
+        # a sink that can (ZipSink) checksums and frames each block's chunks in the block's own
+        # thread; the calling thread then only writes them, in block order
+        prepare = getattr(sink, "prepare", None)
+
+        def run_one(item: BlockItem, n: int) -> tuple[Any, Any]:
+            summary, chunks = task(*item, n)
+            return summary, (prepare(chunks) if prepare is not None and chunks else chunks)
+
+        def append(result: tuple[Any, Any], item: BlockItem) -> Any:
+            summary, chunks = result
+            if prepare is None or not chunks:
+                return _append(sink, result, None, progress, _block_bytes(item))
+            sink.put_prepared(chunks)  # type: ignore[union-attr]
+            progress.advance(1, _block_bytes(item))
+            return summary
+
+        if self.workers == 1 or len(items) == 1:  # in this thread: no pool to start
+            return [append(run_one(item, n), item) for n, item in enumerate(items)]
+        summaries: list[Any] = []
+        pending: deque[Future[Any]] = deque()
+
+        def consume() -> None:
+            result = pending.popleft().result()
+            summaries.append(append(result, items[len(summaries)]))
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="block")
+        try:
+            for n, item in enumerate(items):
+                if len(pending) >= window:
+                    consume()
+                pending.append(pool.submit(run_one, item, n))
+            while pending:
+                consume()
+        finally:
+            # on an error or an interrupt no block task outlives the pass (the caller then
+            # removes the scratch files the tasks write)
+            pool.shutdown(wait=True, cancel_futures=True)
+        return summaries
 
 
 def _detached(job: Any) -> Any:
@@ -138,6 +172,7 @@ def _spill(
     task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int, part: str
 ) -> tuple[Any, list[tuple[str, int, int]]]:
     """Run one block task on a worker; its encoded chunks go to the file ``part``."""
+    fix_map_threshold()
     summary, chunks = task(job, start, stop, n)
     members = []
     if chunks:
