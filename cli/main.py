@@ -34,6 +34,7 @@ from pipeline.options import (
     Mode,
     build_options,
     input_specs,
+    parse_storage_options,
 )
 from pipeline.preprocess import plan_run, preprocess
 from pipeline.progress import Progress
@@ -111,6 +112,14 @@ _DB_PATH = click.option(
 )
 
 
+_STORAGE_OPTIONS = click.option(
+    "--storage-options",
+    metavar="JSON",
+    help='fsspec options for URL inputs (s3://, gs://, https://), e.g. \'{"anon": true}\'; '
+    "credentials and endpoints otherwise come from the environment (AWS_*, AWS_ENDPOINT_URL).",
+)
+
+
 def _run_options(command: Any) -> Any:
     """Where and in how much memory a run executes (preprocess and batch)."""
     for option in reversed(
@@ -126,6 +135,14 @@ def _run_options(command: Any) -> Any:
                 type=int,
                 help="Run on a local dask.distributed cluster of this many worker processes.",
             ),
+            click.option(
+                "--transfer",
+                type=click.Choice(["shared", "comms"]),
+                help="How cluster workers return chunks: shared (part files in the working "
+                "folder, which they must see) or comms (through dask, for clusters without a "
+                "shared file system; inputs must then be URLs). Default: probed.",
+            ),
+            _STORAGE_OPTIONS,
             click.option(
                 "--max-memory",
                 metavar="SIZE",
@@ -156,8 +173,8 @@ def _progress() -> Progress:
     "--input-path",
     "input_paths",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="An input file (or folder); repeat, paired by position with --input-kind.",
+    help="An input file (or folder), or a URL (s3://, gs://, https://); repeat, paired by "
+    "position with --input-kind.",
 )
 @click.option(
     "--input-kind",
@@ -252,7 +269,8 @@ def batch_command(entry_list: Path, **kw: Any) -> None:
     format).
     """
     entries = read_batch(entry_list)
-    common = {k: kw[k] for k in ("working_folder", "db_path", "scheduler", "workers")}
+    names = ("working_folder", "db_path", "scheduler", "workers", "transfer", "storage_options")
+    common = {k: kw[k] for k in names}
     common["max_memory"] = kw["max_memory"]
 
     def report(result: BatchResult) -> None:
@@ -339,7 +357,7 @@ def star_to_geometric_command(**kw: Any) -> None:
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option(
     "--input-kind",
     type=click.Choice(_KINDS),
@@ -351,13 +369,25 @@ def star_to_geometric_command(**kw: Any) -> None:
     help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@_STORAGE_OPTIONS
 @click.option("--verbose", is_flag=True, help="Tracebacks on errors.")
 def inspect_command(
-    path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
+    path: str,
+    input_kind: str | None,
+    extra_data: Path | None,
+    as_json: bool,
+    storage_options: str | None,
+    verbose: bool,
 ) -> None:
-    """Print what a reader sees in an input: shape, dtype, axis order, voxel size, origin,
-    channels, time points, lattices and segments (headers only; no voxel is read)."""
-    info = describe(path, InputKind(input_kind) if input_kind else None, extra_data)
+    """Print what a reader sees in an input (a file, folder or URL): shape, dtype, axis order,
+    voxel size, origin, channels, time points, lattices and segments (headers only; no voxel
+    is read)."""
+    from pipeline.inputs.source import as_input_path, using_storage_options
+
+    with using_storage_options(parse_storage_options(storage_options)):
+        info = describe(
+            as_input_path(path), InputKind(input_kind) if input_kind else None, extra_data
+        )
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

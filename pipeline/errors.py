@@ -14,6 +14,7 @@ __all__ = [
     "EntryExistsError",
     "EntryNotFoundError",
     "GridMismatchError",
+    "InputAccessError",
     "InputFormatError",
     "InputNotFoundError",
     "OptionError",
@@ -50,6 +51,10 @@ class InputNotFoundError(PreprocessorError, FileNotFoundError):
 
 class InputFormatError(PreprocessorError, ValueError):
     """An input file cannot be read: truncated, corrupt, unsupported variant or invalid content."""
+
+
+class InputAccessError(PreprocessorError, PermissionError):
+    """A remote input (URL) cannot be read: access denied, no credentials, server errors."""
 
 
 class UnsupportedInputError(PreprocessorError, NotImplementedError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.inputs.mrc import memory_order, mrc_data, read_mrc_layout
+from pipeline.inputs.source import as_input_path
 from pipeline.model import ExtraData, LabelSource, Segment
 
 __all__ = ["mask_lattice_id", "named_segments", "read_mask"]
@@ -39,7 +40,7 @@ def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) 
     segments = named_segments(lattice_id, extra)
     voxel = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
     return LabelSource(
-        path=Path(path),
+        path=as_input_path(path),
         lattice_id=lattice_id,
         frames=(mrc_data(layout),),
         segments=segments,
