@@ -214,16 +214,16 @@ def _remote_layout(url: Url, scratch: Path | None) -> MrcLayout:
     or its server answers no ranged requests, from a copy in ``scratch`` (headers only, from
     the stream, when there is no scratch)."""
     options = storage_options()
-    head = read_ranges(url, [(0, min(3, object_size(url, options)))], options)[0]
-    kind = "gzip" if head[:2] == b"\x1f\x8b" else "bzip2" if head == b"BZh" else None
-    if kind is None and supports_ranges(url, options):
+    if supports_ranges(url, options):
         size = object_size(url, options)
         raw = read_ranges(url, [(0, min(_HEADER_BYTES, size))], options)[0]
-        return _layout(raw, size, url, url)  # type: ignore[arg-type]
-    if scratch is None and kind is not None:
-        with open_url(url, options) as f, open_stream(f, kind) as g:  # type: ignore[arg-type]
-            raw = g.read(_HEADER_BYTES)
-        return _layout(raw, None, url, None)  # type: ignore[arg-type]
+        kind = "gzip" if raw[:2] == b"\x1f\x8b" else "bzip2" if raw[:3] == b"BZh" else None
+        if kind is None:
+            return _layout(raw, size, url, url)  # type: ignore[arg-type]
+        if scratch is None:
+            with open_url(url, options) as f, open_stream(f, kind) as g:  # type: ignore[arg-type]
+                raw = g.read(_HEADER_BYTES)
+            return _layout(raw, None, url, None)  # type: ignore[arg-type]
     local = spool(url, local_copy_folder(scratch), options)
     with renamed_errors(local, url):
         layout = read_mrc_layout(local, scratch)

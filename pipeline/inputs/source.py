@@ -163,9 +163,23 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def _cause_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an error (fsspec's HTTP file system turns a failed size request
+    of any status into FileNotFoundError, the answer kept as its cause)."""
+    while exc is not None:
+        status = _status(exc)
+        if status is not None:
+            return status
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
 def _transient(exc: BaseException) -> bool:
     """Worth another attempt: a lost connection, a timeout, a 5xx or 429 answer."""
-    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+    if isinstance(exc, FileNotFoundError):
+        status = _cause_status(exc)
+        return status is not None and (status >= 500 or status in (408, 429))
+    if isinstance(exc, PermissionError | IsADirectoryError):
         return False
     status = _status(exc)
     if status is not None:
@@ -190,9 +204,9 @@ def _transient(exc: BaseException) -> bool:
 
 def _user_error(exc: BaseException, url: str) -> Exception | None:
     """The one-line error a failed request means for the user, or None (not the user's)."""
-    if isinstance(exc, FileNotFoundError):
-        return InputNotFoundError("no such object (or not readable with these credentials)", url)
-    status = _status(exc)
+    status = _cause_status(exc) if isinstance(exc, FileNotFoundError) else _status(exc)
+    if isinstance(exc, FileNotFoundError) and status not in (401, 403):
+        return InputNotFoundError("no such object", url)
     if isinstance(exc, PermissionError) or status in (401, 403):
         return InputAccessError("access denied (check credentials or --storage-options)", url)
     if status == 404:
@@ -254,7 +268,9 @@ def exists(url: str, options: dict[str, Any] | None = None) -> str | None:
     def kind() -> str | None:
         try:
             return "directory" if fs.info(key).get("type") == "directory" else "file"
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if _cause_status(exc) not in (None, 404, 410):  # denied, or a server error
+                raise
             return None
 
     return _call(url, "look the object up", kind)
@@ -296,13 +312,15 @@ def supports_ranges(url: str, options: dict[str, Any] | None = None) -> bool:
         return True
     if object_size(url, options) < 2:
         return False
-    try:
-        read_ranges(url, [(1, 2)], options)
-    except InputAccessError as exc:
-        if isinstance(exc.__cause__, ValueError):  # fsspec: "doesn't appear to support range"
-            return False
-        raise
-    return True
+    fs, key = _filesystem(url, options)
+
+    def partial() -> bool:
+        # a streamed request: a server without ranges starts sending the whole object, of
+        # which nothing is read
+        with fs.open(key, "rb", block_size=0, headers={"Range": "bytes=1-1"}) as f:
+            return getattr(f, "r", None) is not None and f.r.status == 206
+
+    return _call(url, "read", partial)
 
 
 def spool(
@@ -415,14 +433,19 @@ def open_input(
 
 
 def zarr_store(url: str, options: dict[str, Any] | None = None) -> Any:
-    """A read-only zarr store over the URL (zarr's FsspecStore), for OME-Zarr inputs."""
+    """A read-only zarr store over the URL (zarr's FsspecStore, on an asynchronous file system
+    of its own: zarr drives it from its own event loop), for OME-Zarr inputs."""
     from zarr.storage import FsspecStore
 
     options = storage_options() if options is None else options
-    fs, key = _filesystem(url, options)
-    if not fs.async_impl:
-        raise InputAccessError(f"{Url(url).scheme}:// is not an asynchronous file system", url)
-    return FsspecStore(fs, read_only=True, path=key.rstrip("/"))
+    opts = dict(options or {})
+    if Url(url).scheme in ("http", "https"):
+        opts.pop("anon", None)
+    return _call(
+        url,
+        "open",
+        lambda: FsspecStore.from_url(str(url).rstrip("/"), storage_options=opts, read_only=True),
+    )
 
 
 class RemoteRawArray(RawArrayFile):
