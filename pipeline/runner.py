@@ -318,6 +318,7 @@ class CommsRunner(DistributedRunner):
     def __init__(self, client: Any, max_memory: int | None = None, wait: float = 60.0) -> None:
         super().__init__(client, Path("."), wait)
         self.max_memory = max_memory
+        self.peak_in_flight = 0  # most bytes the client held for tasks in flight (estimate)
 
     def _worker_job(self, job: Any, start: tuple[int, ...], stop: tuple[int, ...]) -> Any:
         """The job as a worker gets it."""
@@ -397,6 +398,7 @@ class CommsRunner(DistributedRunner):
                 del worker_job
                 pending.append((future, job, nbytes, cost))
                 in_flight += cost
+                self.peak_in_flight = max(self.peak_in_flight, in_flight)
             while pending:
                 consume()
         finally:

@@ -469,3 +469,214 @@ def test_http_url_with_a_directory_kind_or_unreachable_server(run_cli, tmp_path)
     url = f"http://127.0.0.1:{port}/emd_1.map"  # nobody listens there
     result = run_cli(*preprocess_args([(url, "map")], tmp_path))
     assert_one_line_error(result, url)
+
+
+# --- a cluster without a shared file system ----------------------------------------------
+
+
+def _unshare_works(folder: Path) -> str | None:
+    """None when this process may run a command in its own mount namespace with a tmpfs
+    mounted over ``folder``; else why not."""
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return "no unshare command"
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs tmpfs "$0" && test ! -e "$0/seen"', str(folder)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return f"unshare -m with a tmpfs mount not permitted: {probe.stderr.strip()[:200]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def isolated_cluster(tmp_path_factory, s3) -> Iterator[tuple[str, Path]]:
+    """A ``dask scheduler`` and one ``dask worker`` that runs in its own mount namespace with
+    tmpfs mounted over the client's working folder and database (``base/work``, ``base/db``):
+    it truly cannot see them. Yields (scheduler address, base)."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    base = tmp_path_factory.mktemp("isolated")
+    for name in ("work", "db"):
+        (base / name).mkdir()
+    (base / "work" / "seen").write_text("the client's")
+    why = _unshare_works(base / "work")
+    if why:
+        pytest.skip(why)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    spec = base / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    with contextlib.ExitStack() as logs:
+
+        def start(name: str, command: list[str]) -> None:
+            log = logs.enter_context(open(base / f"{name}.log", "wb"))
+            procs.append(subprocess.Popen(command, stdout=log, stderr=log, env=env))
+
+        try:
+            start("scheduler", [sys.executable, "-m", "dask", "scheduler", "--no-dashboard",
+                                "--host", "127.0.0.1", "--port", "0",
+                                "--scheduler-file", str(spec)])  # fmt: skip
+            deadline = time.monotonic() + 60
+            while not spec.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert spec.exists(), (base / "scheduler.log").read_text()
+            worker = [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(spec),
+                      "--nthreads", "2", "--nworkers", "1", "--memory-limit", "1GiB",
+                      "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60",
+                      "--local-directory", str(base / "worker")]  # fmt: skip
+            mounts = 'mount -t tmpfs tmpfs "$0" && mount -t tmpfs tmpfs "$1" && shift && exec "$@"'
+            start("worker", ["unshare", "-m", "--propagation", "private", "sh", "-c", mounts,
+                             str(base / "work"), str(base / "db"), *worker])  # fmt: skip
+            address = json.loads(spec.read_text())["address"]
+            from distributed import Client
+
+            with Client(address, timeout="30s") as client:
+                client.wait_for_workers(1, timeout=60)
+                seen = client.run(os.path.exists, str(base / "work" / "seen"))
+                assert list(seen.values()) == [False], seen  # the worker cannot see it
+            yield address, base
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=15)
+
+
+def _cluster_args(inputs, base: Path, entry: str, *extra: str) -> list[str]:
+    args = preprocess_args(inputs, base, entry=entry, extra=(*SMALL_LEVELS, *extra))
+    return args
+
+
+def test_worker_without_the_working_folder_sends_chunks_through_dask(
+    run_cli, tmp_path, s3, isolated_cluster
+):
+    address, base = isolated_cluster
+    volume, _ = _volume(tmp_path, "isolated.mrc", shape=(60, 150, 170))
+    mask = write_mrc(
+        tmp_path / "in" / "isolated_mask.mrc",
+        (np.indices((60, 150, 170)).sum(axis=0) // 37 % 4).astype(np.uint16),
+        voxel_size=3.5,
+    )
+    local = [(volume, "map"), (mask, "mask")]
+    threaded = _build(run_cli, tmp_path, local, "db_threads", "iso")
+    remote = [(put(s3, p, f"iso/{p.name}"), kind) for p, kind in local]
+    # the mode is probed: the worker does not see the working folder, so chunks travel by dask
+    result = run_cli(*_cluster_args(remote, base, "iso", "--scheduler", address))
+    assert result.exit_code == 0, result.output
+    assert _entry_files(base / "db", "iso") == threaded
+    # bounded client memory: a budget of a few blocks still gives the same bytes
+    result = run_cli(
+        *_cluster_args(
+            remote, base, "iso2", "--scheduler", address, "--transfer", "comms",
+            "--max-memory", "256MiB",
+        )
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _entry_files(base / "db", "iso2")["data.zip"] == threaded["data.zip"]
+    assert not any((base / "work").glob(".cellstar-*"))
+
+
+def test_worker_without_the_working_folder_reads_copies_through_the_client(
+    run_cli, tmp_path, s3, isolated_cluster
+):
+    """Inputs the client copies (a .nii.gz here) or decodes are shipped block by block."""
+    nib = pytest.importorskip("nibabel")
+    address, base = isolated_cluster
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    nib.save(
+        nib.Nifti1Image(rng.normal(size=(50, 44, 38)).astype(np.float32), np.eye(4)),
+        folder / "head.nii.gz",
+    )
+    local = [(folder / "head.nii.gz", "nii_volume")]
+    threaded = _build(run_cli, tmp_path, local, "db_threads", "nii")
+    remote = [(put(s3, folder / "head.nii.gz", "nii/head.nii.gz"), "nii_volume")]
+    result = run_cli(*_cluster_args(remote, base, "nii", "--scheduler", address))
+    assert result.exit_code == 0, result.output
+    assert _entry_files(base / "db", "nii") == threaded
+
+
+def test_local_input_for_workers_without_the_file_system_is_one_line(
+    run_cli, tmp_path, isolated_cluster
+):
+    address, base = isolated_cluster
+    volume, _ = _volume(tmp_path, "here.mrc", shape=(10, 10, 10))
+    result = run_cli(*_cluster_args([(volume, "map")], base, "local", "--scheduler", address))
+    assert_one_line_error(result, str(volume), "--transfer comms", "URL")
+    assert not (base / "db" / "emdb" / "local").exists()
+
+
+def test_comms_runner_bounds_the_blocks_in_flight_and_orders_chunks():
+    """CommsRunner on an in-process cluster: the block data the client holds for the tasks in
+    flight stays under its budget, chunks reach the sink in block order, next-level blocks
+    written on the workers are written by the client."""
+    from dataclasses import dataclass
+
+    from distributed import Client, LocalCluster
+
+    from pipeline.runner import CommsRunner
+
+    @dataclass(frozen=True)
+    class Job:
+        source: Any
+        next_level: Any
+
+    class Target:
+        def __init__(self) -> None:
+            self.writes: dict[tuple[int, ...], np.ndarray] = {}
+
+        def write(self, origin, block) -> None:
+            self.writes[tuple(origin)] = block
+
+    class Sink:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def put_many(self, chunks) -> None:
+            self.keys += [k for k, _ in chunks]
+
+    def task(job, start, stop, n):
+        block = job.source[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+        job.next_level.write(start, block[::2, ::2, ::2] * 2)
+        return float(block.sum()), [(f"chunk/{n:03d}", block.tobytes()[:8])]
+
+    data = np.arange(64 * 64 * 64, dtype=np.float64).reshape(64, 64, 64)
+    target = Target()
+    job = Job(data, target)
+    items = [
+        (job, (x, y, z), (x + 16, y + 16, z + 16))
+        for x in range(0, 64, 16)
+        for y in range(0, 64, 16)
+        for z in range(0, 64, 16)
+    ]
+    block_bytes = 16**3 * 8
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0")
+        as cluster,
+        Client(cluster) as client,
+    ):
+        runner = CommsRunner(client, max_memory=4 * 3 * block_bytes)
+        sink = Sink()
+        sums = runner.run_blocks(task, items, sink, window=8)
+    assert runner.peak_in_flight <= 4 * 3 * block_bytes
+    assert runner.peak_in_flight >= 3 * block_bytes
+    assert sink.keys == [f"chunk/{n:03d}" for n in range(len(items))]
+    expected = [
+        float(data[x0:x1, y0:y1, z0:z1].sum()) for _, (x0, y0, z0), (x1, y1, z1) in items
+    ]
+    assert sums == expected
+    for _, start, stop in items:
+        block = data[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+        assert np.array_equal(target.writes[start], block[::2, ::2, ::2] * 2)
