@@ -1,19 +1,26 @@
-"""Remote-input benchmark (issue 15): ``preprocess`` of a map read from a local S3 server
-(moto's server mode on 127.0.0.1, ranged requests) against the same map read from disk.
+"""Remote-input benchmark (issue 15): ``preprocess`` of a map read by URL from a server on
+127.0.0.1 against the same map read from disk.
 
-Both runs happen in one invocation, one after the other, on the same machine; the ratio is
-taken within that run. The two entries must be the same bytes (checked).
+Servers (``--server``): ``s3``, moto's S3 server mode (a functional S3, but it reads and copies
+the whole object for every ranged GET, so its cost grows with the object size times the number
+of requests: keep ``--mib`` small with it); ``http``, a threaded HTTP server answering ranged
+GETs by reading only the requested bytes (how object stores behave). The runs happen in one
+invocation, one after the other; ratios are taken within that invocation. Every entry must be
+the same bytes as the one from disk (checked). The HTTP server also counts the bytes served.
 
-Usage: ``python benchmarks/bench_remote.py [--mib 2048] [--folder /tmp/bench-remote]``.
+Usage: ``python benchmarks/bench_remote.py [--mib 2048] [--server s3 --server http]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,9 +42,9 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=2048, help="map size in MiB")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench-remote"))
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
+    parser.add_argument("--server", action="append", choices=["s3", "http"])
     args = parser.parse_args()
-
-    from moto.server import ThreadedMotoServer
+    servers = args.server or ["s3", "http"]
 
     folder = args.folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -48,44 +55,100 @@ def main() -> None:
     size = path.stat().st_size
     print(f"map {shape[2]}x{shape[1]}x{shape[0]} float32, {size / 2**20:.0f} MiB")
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-        )
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.upload_file(str(path), BUCKET, "bench.map")
-        url = f"s3://{BUCKET}/bench.map"
-
-        results = []
-        for label, source in (("disk", path), ("s3 (moto, 127.0.0.1)", url)):
-            out = folder / label.split()[0]
-            argv = preprocess_argv([(source, "map")], out, "bench")
-            results.append((measure(label, argv), out))
-        a = (results[0][1] / "db/bench/bench/data.zip").read_bytes()
-        b = (results[1][1] / "db/bench/bench/data.zip").read_bytes()
-        assert a == b, "the entry from S3 differs from the entry from disk"
-    finally:
-        server.stop()
-    print(f"{'input':<24} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
+    results = [(measure("disk", preprocess_argv([(path, "map")], folder / "disk", "bench")),
+                folder / "disk")]  # fmt: skip
+    served = 0
+    for kind in servers:
+        with _serve(kind, path) as (url, counter):
+            out = folder / kind
+            label = "s3 (moto, 127.0.0.1)" if kind == "s3" else "http ranges (127.0.0.1)"
+            results.append((measure(label, preprocess_argv([(url, "map")], out, "bench")), out))
+            served = counter() if kind == "http" else served
+    reference = (folder / "disk/db/bench/bench/data.zip").read_bytes()
+    for m, out in results[1:]:
+        same = (out / "db/bench/bench/data.zip").read_bytes() == reference
+        assert same, f"{m.label}: the entry differs from the entry from disk"
+    print(f"{'input':<26} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'time / disk':>12}")
     for m, _ in results:
         rate = size / 1e6 / m.seconds
-        print(f"{m.label:<24} {m.seconds:8.1f} {rate:8.0f} {m.peak_rss_mib:13.0f}")
-    ratio = results[1][0].seconds / results[0][0].seconds
-    print(f"s3 / disk time ratio {ratio:.2f} (same data.zip: yes)")
+        ratio = m.seconds / results[0][0].seconds
+        print(f"{m.label:<26} {m.seconds:8.1f} {rate:8.0f} {m.peak_rss_mib:13.0f} {ratio:12.2f}")
+    if served:
+        print(f"http: {served / size:.3f} x the object's bytes served (same data.zip: yes)")
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
-    assert math.isfinite(ratio)
+
+
+@contextlib.contextmanager
+def _serve(kind: str, path: Path) -> Iterator[tuple[str, Callable[[], int]]]:
+    """(URL of ``path`` on a server of ``kind`` on 127.0.0.1, bytes served so far)."""
+    if kind == "s3":
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            os.environ.update(
+                {
+                    "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                    "AWS_ACCESS_KEY_ID": "bench",
+                    "AWS_SECRET_ACCESS_KEY": "bench",
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                }
+            )
+            import boto3
+
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket=BUCKET)
+            s3.upload_file(str(path), BUCKET, path.name)
+            yield f"s3://{BUCKET}/{path.name}", lambda: 0
+        finally:
+            server.stop()
+        return
+    served = [0]
+    size = path.stat().st_size
+
+    class Ranged(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            first, _, last = (self.headers.get("Range") or f"bytes=0-{size - 1}")[6:].partition(
+                "-"
+            )
+            start, stop = int(first), min(int(last or size - 1) + 1, size)
+            self.send_response(206)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+            self.send_header("Content-Length", str(stop - start))
+            self.end_headers()
+            with open(path, "rb") as f:
+                f.seek(start)
+                left = stop - start
+                while left:
+                    block = f.read(min(left, 4 * 2**20))
+                    self.wfile.write(block)
+                    left -= len(block)
+            served[0] += stop - start
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ranged)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{path.name}", lambda: served[0]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ SCHEMES = ("s3", "gs", "gcs", "http", "https")
 RETRIES = 5  # attempts of one request
 BACKOFF = 0.25  # seconds before the second attempt, doubled after every failure
 SPOOL_RESERVE = 2**30  # bytes a spool leaves free in the working folder
-MERGE_GAP = 256 * 1024  # runs of a region closer than this are fetched as one range
+MERGE_GAP = 64 * 1024  # runs of a region closer than this are fetched as one range
 
 
 def is_url(path: Any) -> bool:
@@ -450,7 +450,7 @@ def zarr_store(url: str, options: dict[str, Any] | None = None) -> Any:
 
 class RemoteRawArray(RawArrayFile):
     """A raw C-order array at ``offset`` in a URL's object (an MRC data block), read by ranged
-    requests: the contiguous runs of a region, runs closer than 256 KiB fetched as one."""
+    requests: the contiguous runs of a region, runs closer than 64 KiB fetched as one."""
 
     def __init__(
         self,
