@@ -337,6 +337,13 @@ def test_omezarr_from_s3(run_cli, tmp_path, s3, version):
     metadata = json.loads(files["metadata.json"])
     assert metadata["volumes"]["channel_ids"] == ["0", "1"]
     assert metadata["segmentation_lattices"]["segmentation_ids"] == ["cells"]
+    shown = run_cli("inspect", url, "--json")
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.stdout)
+    assert info["kind"] == "omezarr" and info["volume"]["shape_xyz"] == [24, 28, 20]
+    assert info["file"]["labels"] == ["cells"]
+    missing = run_cli("inspect", f"s3://{BUCKET}/portal/none.zarr")
+    assert_one_line_error(missing, f"s3://{BUCKET}/portal/none.zarr")
 
 
 def test_anonymous_access_with_storage_options(run_cli, tmp_path, s3, monkeypatch):
@@ -680,3 +687,43 @@ def test_comms_runner_bounds_the_blocks_in_flight_and_orders_chunks():
     for _, start, stop in items:
         block = data[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
         assert np.array_equal(target.writes[start], block[::2, ::2, ::2] * 2)
+
+
+def test_dry_run_and_inspect_of_urls_read_headers_only(run_cli, tmp_path, s3, http):
+    server = http(ranges=True)
+    volume, _ = _volume(tmp_path, "dry.mrc", shape=(30, 40, 50))
+    import gzip
+
+    gz = tmp_path / "www" / "dry.mrc.gz"
+    gz.write_bytes(gzip.compress(volume.read_bytes()))
+    url = put(s3, volume, "dry/dry.mrc")
+    for source in (url, f"{server.url}/dry.mrc.gz"):
+        result = run_cli(*preprocess_args([(source, "map")], tmp_path, extra=("--dry-run",)))
+        assert result.exit_code == 0, result.output
+        assert "volume 50x40x30 float32" in result.stdout
+        assert "dry run: nothing written" in result.stdout
+    # the compressed object was not copied: a few ranged reads from its start (the range
+    # probe, the magic bytes, the read-ahead of the decompressing stream), nothing else
+    gets = [r for r in server.requests if r[0] == "GET" and r[1] == "/dry.mrc.gz"]
+    assert gets and all(r[2] is not None for r in gets) and len(gets) <= 4
+    assert not (tmp_path / "db").exists()
+
+
+def test_copies_are_capped(tmp_path, s3):
+    from pipeline.errors import InputFormatError
+    from pipeline.inputs.source import spool
+
+    volume, _ = _volume(tmp_path, "big.mrc", shape=(10, 10, 10))
+    url = put(s3, volume, "cap/big.mrc")
+    with pytest.raises(InputFormatError) as caught:
+        spool(url, tmp_path / "copies", cap=1000)
+    assert str(caught.value).startswith(f"{url}: larger than")
+    assert not any((tmp_path / "copies").iterdir())
+    copy = spool(url, tmp_path / "copies")
+    assert copy.name == "big.mrc" and copy.read_bytes() == volume.read_bytes()
+
+
+def test_transfer_needs_a_cluster(run_cli, tmp_path):
+    volume, _ = _volume(tmp_path, shape=(8, 8, 8))
+    result = run_cli(*preprocess_args([(volume, "map")], tmp_path, extra=("--transfer", "comms")))
+    assert_one_line_error(result, "--transfer")
