@@ -46,7 +46,7 @@ _MAP_SUFFIXES = (".map", ".mrc", ".ccp4", ".rec", ".st", ".ali", ".mrcs")
 def guess_kind(path: Path) -> InputKind:
     """The kind a file name suggests (maps for MRC names; masks must be named with
     ``--input-kind mask``)."""
-    name = Path(path).name.lower()
+    name = as_input_path(path).name.lower()
     for suffix in (".gz", ".bz2"):
         if name.endswith(suffix) and not name.endswith(".nii.gz"):
             name = name.removesuffix(suffix)

@@ -372,6 +372,8 @@ class CommsRunner(DistributedRunner):
             summaries.append(summary)
             progress.advance(1, nbytes)
 
+        # shipped blocks (up to --max-memory's block size) travel in the task: not a mistake
+        quiet = dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"})
         try:
             for n, item in enumerate(items):
                 job, start, stop = item
@@ -402,6 +404,7 @@ class CommsRunner(DistributedRunner):
             while pending:
                 consume()
         finally:
+            quiet.__exit__(None, None, None)
             for future, *_ in pending:
                 future.cancel()
         return summaries

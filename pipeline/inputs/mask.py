@@ -14,7 +14,7 @@ __all__ = ["mask_lattice_id", "named_segments", "read_mask"]
 def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
     """The file's stem (``emd_1273_msk_1.map`` -> ``emd_1273_msk_1``, ``a.labels.mrc`` ->
     ``a.labels``), or its ``segmentation_ids_mapping`` entry."""
-    name = Path(path).name
+    name = as_input_path(path).name  # of a URL: without its query (?X-Amz-Signature=...)
     for suffix in (".gz", ".bz2"):
         name = name.removesuffix(suffix)
     stem = Path(name).stem
