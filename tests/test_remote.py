@@ -727,3 +727,19 @@ def test_transfer_needs_a_cluster(run_cli, tmp_path):
     volume, _ = _volume(tmp_path, shape=(8, 8, 8))
     result = run_cli(*preprocess_args([(volume, "map")], tmp_path, extra=("--transfer", "comms")))
     assert_one_line_error(result, "--transfer")
+
+
+def test_ometiff_inputs_from_s3(run_cli, tmp_path, s3):
+    pytest.importorskip("tifffile")
+    from test_ometiff import _hipsc_extra, _hipsc_files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image, seg, _, _ = _hipsc_files(folder)
+    extra = _hipsc_extra(folder / "hipsc_extra.json")
+    local = [(image, "ometiff_image"), (seg, "ometiff_segmentation"), (extra, "extra_data")]
+    remote = [(put(s3, p, f"hipsc/{p.name}"), kind) for p, kind in local]
+    files = _same_entry(run_cli, tmp_path, local, remote)
+    metadata = json.loads(files["metadata.json"])
+    assert metadata["volumes"]["channel_ids"] == ["dna", "membrane", "structure"]
+    assert "dna_segmentation" in metadata["segmentation_lattices"]["segmentation_ids"]
