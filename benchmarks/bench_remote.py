@@ -8,7 +8,8 @@ GETs by reading only the requested bytes (how object stores behave). The runs ha
 invocation, one after the other; ratios are taken within that invocation. Every entry must be
 the same bytes as the one from disk (checked). The HTTP server also counts the bytes served.
 
-Usage: ``python benchmarks/bench_remote.py [--mib 2048] [--server s3 --server http]``.
+Usage: ``python benchmarks/bench_remote.py [--mib 2048] [--server s3 --server http]
+[--cluster 2]``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench-remote"))
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     parser.add_argument("--server", action="append", choices=["s3", "http"])
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        metavar="N",
+        help="also build the entry from the HTTP server on a local cluster of N worker "
+        "processes, once per --transfer mode (shared, comms)",
+    )
     args = parser.parse_args()
     servers = args.server or ["s3", "http"]
 
@@ -64,17 +72,25 @@ def main() -> None:
             label = "s3 (moto, 127.0.0.1)" if kind == "s3" else "http ranges (127.0.0.1)"
             results.append((measure(label, preprocess_argv([(url, "map")], out, "bench")), out))
             served = counter() if kind == "http" else served
+            if kind == "http" and args.cluster:
+                for mode in ("shared", "comms"):
+                    out = folder / f"cluster-{mode}"
+                    argv = preprocess_argv([(url, "map")], out, "bench")
+                    argv += ["--workers", str(args.cluster), "--transfer", mode]
+                    label = f"http, {args.cluster} workers, {mode}"
+                    results.append((measure(label, argv), out))
     reference = (folder / "disk/db/bench/bench/data.zip").read_bytes()
     for m, out in results[1:]:
         same = (out / "db/bench/bench/data.zip").read_bytes() == reference
         assert same, f"{m.label}: the entry differs from the entry from disk"
-    print(f"{'input':<26} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'time / disk':>12}")
+    print(f"{'input':<30} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'time / disk':>12}")
     for m, _ in results:
         rate = size / 1e6 / m.seconds
         ratio = m.seconds / results[0][0].seconds
-        print(f"{m.label:<26} {m.seconds:8.1f} {rate:8.0f} {m.peak_rss_mib:13.0f} {ratio:12.2f}")
+        print(f"{m.label:<30} {m.seconds:8.1f} {rate:8.0f} {m.peak_rss_mib:13.0f} {ratio:12.2f}")
     if served:
-        print(f"http: {served / size:.3f} x the object's bytes served (same data.zip: yes)")
+        print(f"http: {served / size:.3f} x the object's bytes served by the first HTTP run")
+    print("every data.zip is the one from disk: yes")
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
 
