@@ -269,9 +269,9 @@ class _Prefetched:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> Any:
-        from pipeline.arrays import _bounds
+        from pipeline.arrays import region_bounds
 
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         region = []
         for (a, b), lo, n in zip(bounds, self.lo, self.data.shape, strict=True):
             if a < lo or b > lo + n:

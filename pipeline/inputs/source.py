@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from pipeline.arrays import RawArrayFile, _bounds, _runs
+from pipeline.arrays import RawArrayFile, _runs, region_bounds
 from pipeline.errors import InputAccessError, InputFormatError, InputNotFoundError
 
 __all__ = [
@@ -477,7 +477,7 @@ class RemoteRawArray(RawArrayFile):
         return ("remote-raw-array", *self._token, self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         out = np.empty([b - a for a, b in bounds], self.file_dtype)
         if out.size:
             self._fetch(bounds, out)
