@@ -137,6 +137,18 @@ _STORAGE_OPTIONS = click.option(
 )
 
 
+def _remote_options(command: Any) -> Any:
+    """URL inputs and clusters without a shared file system (preprocess and batch)."""
+    command = _STORAGE_OPTIONS(command)
+    return click.option(
+        "--transfer",
+        type=click.Choice(["shared", "comms"]),
+        help="How cluster workers return chunks: shared (part files in the working "
+        "folder, which they must see) or comms (through dask, for clusters without a "
+        "shared file system; inputs must then be URLs). Default: probed.",
+    )(command)
+
+
 def _run_options(command: Any) -> Any:
     """Where and in how much memory a run executes (preprocess and batch)."""
     for option in reversed(
@@ -152,14 +164,6 @@ def _run_options(command: Any) -> Any:
                 type=int,
                 help="Run on a local dask.distributed cluster of this many worker processes.",
             ),
-            click.option(
-                "--transfer",
-                type=click.Choice(["shared", "comms"]),
-                help="How cluster workers return chunks: shared (part files in the working "
-                "folder, which they must see) or comms (through dask, for clusters without a "
-                "shared file system; inputs must then be URLs). Default: probed.",
-            ),
-            _STORAGE_OPTIONS,
             click.option(
                 "--max-memory",
                 metavar="SIZE",
@@ -250,6 +254,7 @@ def _progress() -> Progress:
 )
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
@@ -278,6 +283,7 @@ def preprocess_command(**kw: Any) -> None:
 @_WORKING_FOLDER
 @_DB_PATH
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def batch_command(entry_list: Path, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.

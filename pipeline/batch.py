@@ -245,7 +245,7 @@ def _shared_runner(common: dict[str, Any]) -> Iterator[Runner | None]:
             common.get("scheduler"),
             common.get("workers"),
             parts,
-            transfer=common.get("transfer"),
+            transfer=common.get("transfer") or "auto",
             max_memory=parse_size(common["max_memory"], "--max-memory")
             if isinstance(common.get("max_memory"), str)
             else common.get("max_memory"),

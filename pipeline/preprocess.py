@@ -393,7 +393,7 @@ def _engine(
                     options.scheduler,
                     options.workers,
                     parts,
-                    transfer=options.transfer,
+                    transfer=options.transfer or "auto",
                     max_memory=options.max_memory,
                 )
             )

@@ -470,14 +470,14 @@ def open_cluster(
     scheduler: str | None,
     workers: int | None,
     parts: Path,
-    transfer: str | None = None,
+    transfer: str = "shared",
     max_memory: int | None = None,
 ) -> Iterator[Runner]:
     """A runner on a dask.distributed cluster: the one at ``scheduler``, or a local cluster of
     ``workers`` single-threaded processes started for the run. Chunks come back through part
     files in ``parts`` (``transfer="shared"``) or through dask's communication (``"comms"``,
-    the client's share of the block data bounded by ``max_memory``); None: "shared" when every
-    worker sees ``parts``, else "comms"."""
+    the client's share of the block data bounded by ``max_memory``); ``"auto"``: "shared" when
+    every worker sees ``parts``, else "comms"."""
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
@@ -501,7 +501,7 @@ def open_cluster(
             )
             client = stack.enter_context(Client(cluster))
         shared = DistributedRunner(client, parts)
-        if transfer is None:
+        if transfer == "auto":
             transfer = probe_transfer(client, parts)
         if transfer == "comms":
             yield CommsRunner(client, max_memory, shared.wait)
