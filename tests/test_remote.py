@@ -544,7 +544,7 @@ def isolated_cluster(tmp_path_factory, s3) -> Iterator[tuple[str, Path]]:
             from distributed import Client
 
             with Client(address, timeout="30s") as client:
-                client.wait_for_workers(1, timeout=60)
+                client.wait_for_workers(1, timeout=180)  # slow starts on a loaded machine
                 seen = client.run(os.path.exists, str(base / "work" / "seen"))
                 assert list(seen.values()) == [False], seen  # the worker cannot see it
             yield address, base
