@@ -14,7 +14,7 @@ import click
 
 from pipeline import __version__
 from pipeline.errors import OptionError, PreprocessorError
-from pipeline.options import Compressor, InputKind, Mode
+from pipeline.options import Compressor, InputKind, Mode, parse_storage_options
 from pipeline.progress import Progress
 
 # Everything else is imported inside the command that uses it: ``--version``, ``--help`` and
@@ -112,6 +112,26 @@ _DB_PATH = click.option(
 )
 
 
+_STORAGE_OPTIONS = click.option(
+    "--storage-options",
+    metavar="JSON",
+    help='fsspec options for URL inputs (s3://, gs://, https://), e.g. \'{"anon": true}\'; '
+    "credentials and endpoints otherwise come from the environment (AWS_*, AWS_ENDPOINT_URL).",
+)
+
+
+def _remote_options(command: Any) -> Any:
+    """URL inputs and clusters without a shared file system (preprocess and batch)."""
+    command = _STORAGE_OPTIONS(command)
+    return click.option(
+        "--transfer",
+        type=click.Choice(["shared", "comms"]),
+        help="How cluster workers return chunks: shared (part files in the working "
+        "folder, which they must see) or comms (through dask, for clusters without a "
+        "shared file system; inputs must then be URLs). Default: probed.",
+    )(command)
+
+
 def _compressor_option(what: str) -> Any:
     """``--compressor lz4|zstd`` (the Blosc codec of ``what``)."""
     return click.option(
@@ -168,8 +188,8 @@ def _progress() -> Progress:
     "--input-path",
     "input_paths",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="An input file (or folder); repeat, paired by position with --input-kind.",
+    help="An input file (or folder), or a URL (s3://, gs://, https://); repeat, paired by "
+    "position with --input-kind.",
 )
 @click.option(
     "--input-kind",
@@ -222,6 +242,7 @@ def _progress() -> Progress:
 @_compressor_option("the stored arrays")
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
@@ -253,6 +274,7 @@ def preprocess_command(**kw: Any) -> None:
 @_WORKING_FOLDER
 @_DB_PATH
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def batch_command(entry_list: Path, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
@@ -263,7 +285,8 @@ def batch_command(entry_list: Path, **kw: Any) -> None:
     from pipeline.batch import BatchResult, read_batch, run_batch
 
     entries = read_batch(entry_list)
-    common = {k: kw[k] for k in ("working_folder", "db_path", "scheduler", "workers")}
+    names = ("working_folder", "db_path", "scheduler", "workers", "transfer", "storage_options")
+    common = {k: kw[k] for k in names}
     common["max_memory"] = kw["max_memory"]
 
     def report(result: BatchResult) -> None:
@@ -353,7 +376,7 @@ def star_to_geometric_command(**kw: Any) -> None:
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option(
     "--input-kind",
     type=click.Choice(_KINDS),
@@ -365,15 +388,26 @@ def star_to_geometric_command(**kw: Any) -> None:
     help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@_STORAGE_OPTIONS
 @_verbose_option("Tracebacks on errors.")
 def inspect_command(
-    path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
+    path: str,
+    input_kind: str | None,
+    extra_data: Path | None,
+    as_json: bool,
+    storage_options: str | None,
+    verbose: bool,
 ) -> None:
-    """Print what a reader sees in an input: shape, dtype, axis order, voxel size, origin,
-    channels, time points, lattices and segments (headers only; no voxel is read)."""
+    """Print what a reader sees in an input (a file, folder or URL): shape, dtype, axis order,
+    voxel size, origin, channels, time points, lattices and segments (headers only; no voxel
+    is read)."""
     from pipeline.describe import describe, describe_lines
+    from pipeline.inputs.source import as_input_path, using_storage_options
 
-    info = describe(path, InputKind(input_kind) if input_kind else None, extra_data)
+    with using_storage_options(parse_storage_options(storage_options)):
+        info = describe(
+            as_input_path(path), InputKind(input_kind) if input_kind else None, extra_data
+        )
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
