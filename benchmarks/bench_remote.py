@@ -95,7 +95,7 @@ def main() -> None:
             argv = preprocess_argv([(url, "map")], out, "bench")
             results.append((measure(labels[kind], argv), out))
             after = counter()
-            counts[labels[kind]] = (after[0] - before[0], after[1] - before[1])
+            counts[labels[kind]] = _delta(before, after)
             if kind == "http" and args.cluster:
                 for mode in ("shared", "comms"):
                     out = folder / f"cluster-{mode}"
@@ -105,7 +105,7 @@ def main() -> None:
                     before = counter()
                     results.append((measure(label, argv), out))
                     after = counter()
-                    counts[label] = (after[0] - before[0], after[1] - before[1])
+                    counts[label] = _delta(before, after)
     reference = (folder / "disk/db/bench/bench/data.zip").read_bytes()
     for m, out in results[1:]:
         same = (out / "db/bench/bench/data.zip").read_bytes() == reference
@@ -127,6 +127,11 @@ def main() -> None:
     print("every data.zip is the one from disk: yes")
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _delta(before: tuple[int, int], after: tuple[int, int]) -> tuple[int, int]:
+    """(GETs, bytes) between two counts; bytes -1 where the server does not count them."""
+    return after[0] - before[0], after[1] - before[1] if after[1] >= 0 else -1
 
 
 def _ranged_bytes(header: str | None, size: int) -> int:
@@ -181,7 +186,7 @@ def _serve(
     counted = [0, 0]
     if kind == "s3":
         from moto.server import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
         app = DomainDispatcherApplication(create_backend_app)
 
@@ -191,7 +196,11 @@ def _serve(
                 counted[1] += _ranged_bytes(environ.get("HTTP_RANGE"), size)
             return app(environ, start_response)
 
-        server = make_server("127.0.0.1", 0, counting, threaded=True)
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, *args: object, **kwargs: object) -> None:
+                pass
+
+        server = make_server("127.0.0.1", 0, counting, threaded=True, request_handler=Quiet)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -220,11 +229,11 @@ def _serve(
             url = _upload(path)
 
             def gets() -> tuple[int, int]:
-                # koa's request log: one "<-- GET /bucket/key" line per request
+                # s3rver's request log: one "<key> 206 <ms> <size>" line per ranged GET (the
+                # reader's only GETs of an object store), sizes rounded: bytes not counted
                 log.flush()
                 text = (folder / "s3rver.log").read_text(errors="replace")
-                n = sum(1 for line in text.splitlines() if f"<-- GET /{BUCKET}/{path.name}" in line)
-                return n, -1
+                return sum(1 for line in text.splitlines() if f"{path.name} 206 " in line), -1
 
             yield url, gets
         finally:
