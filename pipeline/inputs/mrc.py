@@ -221,9 +221,11 @@ def _layout(raw: bytes, size: int | None, path: Path, data_path: Path | None) ->
 
 
 def _remote_layout(url: Url, scratch: Path | None) -> MrcLayout:
-    """The layout of a map at a URL: its data read by ranged requests, or, when compressed
-    or its server answers no ranged requests, from a copy in ``scratch`` (headers only, from
-    the stream, when there is no scratch)."""
+    """The layout of a map at a URL: its data read from a copy in ``scratch`` made by large
+    ranged requests (when runs copy objects, see ``copying_objects``, and the folder can hold
+    it), else in place by ranged requests block by block, or, when compressed or its server
+    answers no ranged requests, from a streamed copy in ``scratch`` (headers only, from the
+    stream, when there is no scratch)."""
     options = storage_options()
     if supports_ranges(url, options):
         size = object_size(url, options)
