@@ -67,6 +67,7 @@ from pipeline.model import (
 from pipeline.notices import reporting_to
 from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
+from pipeline.prefetch import import_in_background
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 
@@ -742,6 +743,8 @@ def preprocess(
     :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
     """
     _check_inputs(options)
+    # the entry documents (pydantic) are written last: import them while the passes run
+    import_in_background("pipeline.db.documents")
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
     with (
         reporting_to(warn),
