@@ -23,7 +23,7 @@ from pipeline.algorithms.levels import LevelPlan, plan_from_stored, plan_levels
 from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
-from pipeline.db.commit import staged_entry
+from pipeline.db.commit import entry_files_to_carry, staged_entry
 from pipeline.db.layout import (
     ANNOTATIONS_JSON,
     DATA_ZIP,
@@ -42,6 +42,7 @@ from pipeline.db.metadata import (
     volume_channel_annotations,
     volume_metadata,
 )
+from pipeline.db.safefs import stamp_is_dead, writer_stamp
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
 from pipeline.errors import (
@@ -157,17 +158,18 @@ def _check_location(options: PreprocessOptions) -> EntryLocation:
 def _run_folder(working_folder: Path, entry_id: str, kind: str = "") -> Iterator[Path]:
     """A private folder under --working-folder, removed on success and on failure.
 
-    It holds an ``.owner`` stamp (pid and host); folders left by runs that were killed
-    (SIGKILL, a lost node) on this host are removed when the next run starts here.
+    Its name carries its writer (host, pid, process start); folders left by runs that were
+    killed (SIGKILL, a lost node) on this host are removed when the next run starts here.
     """
     try:
         working_folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OptionError(f"cannot create the working folder: {exc.strerror}") from exc
+        raise OptionError(
+            f"--working-folder: cannot create the working folder: {exc.strerror}", working_folder
+        ) from exc
     _remove_stale(working_folder)
-    folder = working_folder / f".cellstar-{kind}{entry_id}-{uuid.uuid4().hex[:12]}"
+    folder = working_folder / f".cellstar-{kind}{entry_id}@{writer_stamp()}@{uuid.uuid4().hex[:12]}"
     folder.mkdir()
-    (folder / ".owner").write_text(f"{os.getpid()} {socket.gethostname()}\n")
     try:
         yield folder
     finally:
@@ -175,9 +177,15 @@ def _run_folder(working_folder: Path, entry_id: str, kind: str = "") -> Iterator
 
 
 def _remove_stale(working_folder: Path) -> None:
-    """Run folders of this host whose owning process is gone."""
+    """Run folders of this host whose owning process is gone (also those of older versions,
+    stamped by an ``.owner`` file)."""
     host = socket.gethostname()
     for folder in working_folder.glob(".cellstar-*"):
+        parts = folder.name.split("@")
+        if len(parts) == 5:
+            if stamp_is_dead(*parts[1:4]):
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
         try:
             pid, owner_host = (folder / ".owner").read_text().split()
             os.kill(int(pid), 0)
@@ -201,11 +209,11 @@ def _tidy(*paths: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        # only the folders this run found missing, each only when empty: a concurrent run's
+        # folders inside them (a new source folder, its staging) are never removed
         for q in sorted(new, key=lambda p: len(p.parts), reverse=True):
-            if q.is_dir():
-                for folder, _, _ in sorted(os.walk(q), key=lambda w: -len(w[0])):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(q)
 
 
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
@@ -288,8 +296,9 @@ def _check_segmentations(
     clash = sorted(set(seen) & taken)
     if clash:
         raise OptionError(
-            f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
-            f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
+            f"lattice id(s) {', '.join(clash)} of {', '.join(str(seen[i]) for i in clash)} "
+            f"already in entry {options.source_db}/{options.entry_id} (give new ids with "
+            "segmentation_ids_mapping in extra_data)"
         )
     check_geometric_ids(contents.geometric, metadata, _entry_key(options))
     check_mesh_sets(
@@ -646,15 +655,15 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
             )
             _merge_custom_annotations(options, annotations)
             apply_entry_metadata(metadata, extra)
-            others = sorted(
-                p.name
-                for p in location.folder.iterdir()
-                if p.is_file()
-                and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON)
-                and not (staged.folder / p.name).exists()
-            )
-            for name in others:  # e.g. geometric_segmentation.json when it does not change
-                shutil.copy2(location.folder / name, staged.folder / name)
+            # the entry's own files only (e.g. geometric_segmentation.json when it does not
+            # change); stray files are reported by validate, never carried
+            others = [
+                name
+                for name in entry_files_to_carry(location)
+                if not (staged.folder / name).exists()
+            ]
+            for name in others:
+                shutil.copy2(location.folder / name, staged.folder / name, follow_symlinks=False)
             staged.write_json(ANNOTATIONS_JSON, annotations)
             staged.write_json(METADATA_JSON, metadata)
             staged.replace_existing(

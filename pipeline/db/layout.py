@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.db.safefs import refuse_symlinks
 from pipeline.errors import EntryNotFoundError, InputFormatError
 from pipeline.options import validate_name
 
@@ -16,6 +17,7 @@ DATA_ZIP = "data.zip"
 METADATA_JSON = "metadata.json"
 ANNOTATIONS_JSON = "annotations.json"
 GEOMETRIC_JSON = "geometric_segmentation.json"
+_FILES = (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON, GEOMETRIC_JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class EntryLocation:
     def read_documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The entry's metadata.json and annotations.json (a missing or damaged entry is a
         user error naming its folder)."""
+        refuse_symlinks(self.db_path, self.source_db, self.entry_id, _FILES)
         if not self.exists():
             raise EntryNotFoundError(
                 f"entry {self.source_db}/{self.entry_id} does not exist", self.folder
