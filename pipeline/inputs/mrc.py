@@ -110,6 +110,18 @@ def _stream_head(path: Path, kind: str) -> tuple[bytes, int | None]:
         raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc
 
 
+def _declared_size(raw: bytes, path: Path) -> int | None:
+    """The whole file's size as its header declares it (header, extended header, data); None
+    when there is no complete header (an unreadable one is refused, naming the file)."""
+    if len(raw) < _HEADER_BYTES:
+        return None
+    header, _ = _parse_header(raw[:_HEADER_BYTES], path)
+    mode = int(header["mode"])
+    itemsize = 1 if mode == 0 else np.dtype(_MODES[mode]).itemsize
+    count = int(header["nx"]) * int(header["ny"]) * int(header["nz"])
+    return _HEADER_BYTES + max(int(header["nsymbt"]), 0) + max(count, 0) * itemsize
+
+
 def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     """Read and check an MRC/CCP4 header; decompress .gz/.bz2 into ``scratch`` first.
 
@@ -117,7 +129,7 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     dry run) and its data cannot be accessed. Raises :class:`InputFormatError` for anything that
     makes the data unreadable.
     """
-    opened = open_input(path, scratch)
+    opened = open_input(path, scratch, lambda head: _declared_size(head, path))
     path, compression, data_path = opened.path, opened.compression, opened.data_path
     if data_path is None:
         assert compression is not None
