@@ -56,6 +56,7 @@ from pipeline.errors import (
 )
 from pipeline.geometric import check_geometric_ids, stage_geometric
 from pipeline.inputs.annotations import read_custom_annotations
+from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
@@ -220,13 +221,23 @@ def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
+# segmentation kinds whose data is decoded or decompressed into scratch when read
+_DECODED_KINDS = frozenset({InputKind.SFF, InputKind.MASK, InputKind.NII_SEGMENTATION})
+
+
 def _read_inputs(
     options: PreprocessOptions,
     extra: ExtraData | None,
     scratch: Path | None,
     progress: Progress = NO_PROGRESS,
+    grid: _Grid | None = None,
 ) -> Contents:
-    """Every input through its reader (the volume first), merged into one :class:`Contents`."""
+    """Every input through its reader (the volume first), merged into one :class:`Contents`.
+
+    Segmentations that are decoded or decompressed into scratch are first read header-only
+    and their grids checked against ``grid`` (extend) or this run's volume, so a lattice that
+    cannot fit is refused before any of its bytes are decoded.
+    """
     started = time.perf_counter()
     specs = sorted(
         (s for s in options.inputs if s.kind in READERS), key=lambda s: s.kind not in VOLUME_KINDS
@@ -236,6 +247,10 @@ def _read_inputs(
     geometric: list[GeometricSegmentation] = []
     meshes: list[MeshSetSource] = []
     for spec in specs:
+        target = grid or (_Grid.of(volume) if volume is not None else None)
+        if scratch is not None and target is not None and spec.kind in _DECODED_KINDS:
+            for lattice in read_input(spec.kind, spec.path, None, extra).lattices:
+                check_lattice_grid(lattice, target.shape, target.voxel, target.path, target.origin)
         contents = read_input(spec.kind, spec.path, scratch, extra)
         volume = volume or contents.volume
         lattices.extend(contents.lattices)
@@ -480,6 +495,28 @@ def _write_volume(
     return stats
 
 
+def _scratch_peak(plan: LevelPlan, itemsize: int, arrays: int) -> int:
+    """Most scratch bytes a pyramid pass holds at once: while level r is read from scratch the
+    level below it is written, for each of ``arrays`` (frames x channels) arrays."""
+    sizes = [math.prod(lv.shape) for lv in plan.levels[1:]]
+    pairs = [a + b for a, b in zip(sizes, [*sizes[1:], 0], strict=True)]
+    return max(pairs, default=0) * itemsize * arrays
+
+
+def _check_scratch_space(
+    work: Path, plan: LevelPlan, volume: VolumeSource | None, lattices: tuple[LabelSource, ...]
+) -> None:
+    """The declared sizes against the working folder's free space, before any level is
+    written there (the volume pass and then each lattice's pass)."""
+    needed = 0
+    if volume is not None:
+        arrays = len(volume.frames) * len(volume.channel_ids)
+        needed = _scratch_peak(plan, volume.dtype.itemsize, arrays)
+    for lattice in lattices:  # label levels are kept as uint64 scratch
+        needed = max(needed, _scratch_peak(plan, 8, len(lattice.frames)))
+    check_free_space(work.parent, needed)
+
+
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:
     spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
     return read_extra_data(spec.path) if spec is not None else None
@@ -627,9 +664,10 @@ def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine)
     plan, grid = _existing_grid(metadata, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
-        contents = _read_inputs(options, extra, work / "scratch", engine.progress)
+        contents = _read_inputs(options, extra, work / "scratch", engine.progress, grid)
         lattices = contents.lattices
         _check_segmentations(options, contents, grid, metadata)
+        _check_scratch_space(work, plan, None, lattices)
         with staged_entry(location) as staged:
             finishing = time.perf_counter()
             if lattices or contents.meshes:
@@ -714,6 +752,7 @@ def _add(
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, plan = _plan_new_entry(options, contents)
         lattices = contents.lattices
+        _check_scratch_space(work, plan, volume, lattices)
         with staged_entry(location) as staged:
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)

@@ -68,9 +68,15 @@ def _is_link(dir_fd: int | None, name: str) -> bool:
 
 def open_root(db_path: Path, create: bool = False) -> int:
     """A descriptor of the database root (which may be a symlink itself)."""
-    if create:
-        db_path.mkdir(parents=True, exist_ok=True)
-    return os.open(db_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        return os.open(db_path, flags)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):
+        db_path.mkdir(parents=True)
+    return os.open(db_path, flags)
 
 
 def open_dir(dir_fd: int, name: str, shown: Path, create: bool = False) -> int:
