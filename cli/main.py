@@ -20,7 +20,12 @@ import click
 
 from pipeline.batch import BatchResult, read_batch, run_batch
 from pipeline.db.layout import EntryLocation
-from pipeline.db.validate import list_entries, validate_entry
+from pipeline.db.validate import (
+    database_leftovers,
+    list_entries,
+    stray_files,
+    validate_entry,
+)
 from pipeline.describe import describe, describe_lines
 from pipeline.errors import OptionError, PreprocessorError
 from pipeline.geometric import star_to_geometric
@@ -546,13 +551,19 @@ def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
     bad = 0
     for location in locations:
         name = f"{location.source_db}/{location.entry_id}"
-        problems = validate_entry(location) if location.exists() else ["entry does not exist"]
+        if location.exists():
+            problems = validate_entry(location) + stray_files(location)
+        else:
+            problems = ["entry does not exist"]
         for problem in problems:
-            click.echo(f"{name}: {problem}")
+            click.echo(_one_line(f"{name}: {problem}"))
         if problems:
             bad += 1
         else:
             click.echo(f"{name}: ok")
+    for problem in database_leftovers(db_path):
+        click.echo(_one_line(problem))
+        bad += 1
     if bad:
         sys.exit(1)
 

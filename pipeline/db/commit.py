@@ -80,14 +80,12 @@ COMMITTED: list[str] = []
 
 
 def _after_commit_hook() -> None:
-    """Test hook: ``CELLSTAR_TEST_DELAY_AFTER_COMMIT=<seconds>`` sleeps right after the rename
-    (a signal test delivers its signal then)."""
+    """Test hook: ``CELLSTAR_TEST_DELAY_AFTER_COMMIT=<seconds>`` sleeps right after the commit's
+    rename (a signal test delivers its signal then)."""
     delay = os.environ.get("CELLSTAR_TEST_DELAY_AFTER_COMMIT")
     if delay:
-        import sys
         import time
 
-        print("committed: waiting", file=sys.stderr, flush=True)
         time.sleep(float(delay))
 
 

@@ -7,6 +7,7 @@ returns the problems found, each one line; an empty list means the entry is vali
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from pipeline.db.layout import (
 )
 from pipeline.model import normalise_primitive
 
-__all__ = ["list_entries", "validate_entry"]
+__all__ = ["database_leftovers", "list_entries", "stray_files", "validate_entry"]
 
 
 def list_entries(db_path: Path) -> list[EntryLocation]:
@@ -390,3 +391,41 @@ def _check_geometric(c: _Checker, metadata: dict[str, Any], annotations: dict[st
             c.problem(f"annotations.json: {where} names unknown geometric segmentation {sid}")
         elif ident not in primitives[sid]:
             c.problem(f"annotations.json: {where}: primitive {ident} is not in {sid}")
+
+
+# --- the database outside its entries (issue 11) ------------------------------------------------
+
+
+def database_leftovers(db_path: Path) -> list[str]:
+    """Staging folders left by writers that are gone (killed runs, deletions), and symlinks
+    where the database expects folders: one problem line each."""
+    from pipeline.db.safefs import SymlinkRefusedError, dead_staging
+
+    try:
+        dead = dead_staging(Path(db_path))
+    except SymlinkRefusedError as exc:
+        return [f"{exc.path}: {exc.message}"]
+    return [
+        f"_staging/{name}: left by a writer that is gone (the next writer of the database "
+        "removes it)"
+        for name in dead
+    ]
+
+
+def stray_files(location: EntryLocation) -> list[str]:
+    """Files in an entry folder that are not the entry's own (a rewrite never carries them),
+    and symlinks (refused by every writer)."""
+    from pipeline.db.commit import ENTRY_FILES
+
+    problems = []
+    try:
+        with os.scandir(location.folder) as it:
+            found = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+    for item in found:
+        if item.is_symlink():
+            problems.append(f"{item.name}: a symlink (writers refuse the entry until removed)")
+        elif item.name not in ENTRY_FILES:
+            problems.append(f"{item.name}: not a file of the entry (rewrites do not carry it)")
+    return problems
