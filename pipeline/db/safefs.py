@@ -291,7 +291,33 @@ def dead_staging(db_path: Path) -> list[str]:
 
 
 def remove_dead_staging(staging_fd: int) -> None:
-    """Remove the staging folders of dead writers (of any entry and command)."""
+    """Remove the staging folders of dead writers (of any entry and command), and the lock
+    files they left."""
     for name in os.listdir(staging_fd):
         if is_dead_writer(name, staging_fd):
             remove_tree(staging_fd, name)
+    try:
+        locks = os.open(f"../{LOCKS}", _DIR_FLAGS, dir_fd=staging_fd)
+    except OSError:
+        return
+    try:
+        for name in os.listdir(locks):
+            _remove_free_lock(locks, name)
+    finally:
+        os.close(locks)
+
+
+def _remove_free_lock(locks: int, name: str) -> None:
+    """Unlink a lock file nobody holds (taken for an instant, as its last holder would)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=locks)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino == os.stat(name, dir_fd=locks, follow_symlinks=False).st_ino:
+            os.unlink(name, dir_fd=locks)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
