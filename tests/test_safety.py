@@ -537,16 +537,17 @@ def test_control_characters_in_file_names_cannot_split_the_line(tmp_path):
 
 def test_nan_map_gives_one_line_without_numpy_warnings(tmp_path):
     data = np.ones((8, 8, 8), np.float32)
-    data[1, 2, 3] = np.nan
-    data[2, 2, 2] = np.inf
+    data[2, 2, 2] = np.inf  # numpy warns "invalid value encountered in subtract"
     (tmp_path / "in").mkdir()
     with warnings.catch_warnings():  # mrcfile warns about the NaN it writes
         warnings.simplefilter("ignore")
         path = write_mrc(tmp_path / "in" / "nan.mrc", data)
     proc = _cli(*preprocess_args([(path, "map")], tmp_path))
     assert proc.returncode == 2
-    _one_line(proc, str(path), "NaN")
+    _one_line(proc, str(path), "NaN or infinite")
     assert "Warning" not in proc.stderr
+    verbose = _cli(*preprocess_args([(path, "map")], tmp_path), "--verbose")
+    assert "RuntimeWarning" in verbose.stderr  # shown with --verbose
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.6, 1.2])
@@ -631,3 +632,62 @@ def test_batch_skip_existing_completes_a_killed_batch(tmp_path):
     assert "batch: 2 of 3 entries done, 1 skipped, 0 failed" in done.stdout
     assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
     assert _empty(tmp_path / "work")
+
+
+def test_library_warnings_and_log_records_stay_off_stderr():
+    """What nibabel (its own stream handler), other loggers (logging's last resort) and the
+    warnings module print is kept off stderr unless --verbose."""
+    import io
+    import logging
+
+    from cli.main import _quiet_libraries
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("nibabel.global")
+    logger.addHandler(handler)
+    try:
+        with _quiet_libraries(verbose=False), warnings.catch_warnings(record=True) as caught:
+            logger.warning("pixdim[0] (qfac) should be 1 (default) or -1")
+            warnings.warn("numpy says something", RuntimeWarning, stacklevel=1)
+        assert stream.getvalue() == ""
+        assert caught == []
+        with _quiet_libraries(verbose=True):
+            logger.warning("shown with --verbose")
+        assert "shown with --verbose" in stream.getvalue()
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_errors_say_what_is_really_wrong(tmp_path):
+    import mrcfile
+    import nibabel as nib
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    negative = write_mrc(tmp_path / "in" / "neg.mrc", np.ones((8, 8, 8), np.float32))
+    with mrcfile.open(negative, "r+") as m:
+        m.header.cella.x = -8.0
+    proc = _cli(*preprocess_args([(negative, "map")], tmp_path))
+    _one_line(proc, str(negative), "CELLA X is negative")
+    mmcif = tmp_path / "in" / "model.star"
+    mmcif.write_text("data_1ABC\n_entry.id 1ABC\nloop_\n_atom_site.id\n_atom_site.Cartn_x\n1 2.0\n")
+    proc = _cli("star-to-geometric", "--star-file-path", mmcif,
+                "--geometric-segmentation-input-file-path", tmp_path / "out.json")
+    _one_line(proc, str(mmcif), "an mmCIF file")
+    cifti = tmp_path / "in" / "data.dscalar.nii"
+    image = nib.Nifti2Image(np.ones((1, 1, 1, 1, 1, 10), np.float32), np.eye(4))
+    image.header["intent_code"] = 3006
+    nib.save(image, cifti)
+    proc = _cli(*preprocess_args([(cifti, "nii_volume")], tmp_path))
+    _one_line(proc, str(cifti), "CIFTI-2")
+    binary_only = tmp_path / "in" / "part.ome.tif"
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/'
+        'Schemas/OME/2016-06" UUID="urn:uuid:1"><BinaryOnly MetadataFile="set.companion.ome" '
+        'UUID="urn:uuid:2"/></OME>'
+    )
+    tifffile.imwrite(binary_only, np.zeros((4, 4), np.uint8), description=xml, metadata=None)
+    proc = _cli(*preprocess_args([(binary_only, "ometiff_image")], tmp_path))
+    _one_line(proc, str(binary_only), "companion file 'set.companion.ome'")
+    assert not (tmp_path / "db").exists()

@@ -225,6 +225,17 @@ def mrc_data(layout: MrcLayout) -> LazyArray:
     return mrc_array(layout)
 
 
+def _voxel_cause(voxel: Vec3) -> str:
+    """What makes a header voxel size unusable, per axis."""
+    causes = []
+    for axis, v in zip("XYZ", voxel, strict=True):
+        if v < 0:
+            causes.append(f"CELLA {axis} is negative")
+        elif not v > 0:
+            causes.append(f"CELLA {axis} or M{axis} is 0 or not a number")
+    return ", ".join(causes)
+
+
 def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None) -> VolumeSource:
     """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
 
@@ -237,7 +248,7 @@ def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None
     if not all(v > 0 for v in voxel):
         raise InputFormatError(
             f"voxel size {tuple(round(v, 6) for v in voxel)} A from the header is not positive "
-            "(CELLA or MX/MY/MZ is 0); give volume.voxel_size in an extra_data file",
+            f"({_voxel_cause(voxel)}); give volume.voxel_size in an extra_data file",
             path,
         )
     return VolumeSource(

@@ -228,6 +228,13 @@ def _read_header(path: Path, source: Path, compression: str | None) -> Nifti1Hea
 
 def _shape(header: Nifti1Header, path: Path) -> tuple[tuple[int, ...], tuple[int, int, int], int]:
     """The file's shape, the spatial shape (i, j, k) and the number of time frames."""
+    intent = int(header["intent_code"])
+    if 3000 <= intent < 3100:  # NIFTI_INTENT_CONNECTIVITY_* : a CIFTI-2 file
+        raise UnsupportedInputError(
+            f"a CIFTI-2 file (intent code {intent}: grayordinate data, not a voxel image); "
+            "not supported",
+            path,
+        )
     shape = tuple(int(n) for n in header.get_data_shape())
     if not shape or min(shape) <= 0:
         raise InputFormatError(f"invalid image dimensions {shape} in the header", path)
