@@ -311,9 +311,9 @@ def _check_segmentations(
     clash = sorted(set(seen) & taken)
     if clash:
         raise OptionError(
-            f"lattice id(s) {', '.join(clash)} of {', '.join(str(seen[i]) for i in clash)} "
-            f"already in entry {options.source_db}/{options.entry_id} (give new ids with "
-            "segmentation_ids_mapping in extra_data)"
+            f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
+            f"{options.entry_id} (from {', '.join(str(seen[i]) for i in clash)}; give new ids "
+            "with segmentation_ids_mapping in extra_data)"
         )
     check_geometric_ids(contents.geometric, metadata, _entry_key(options))
     check_mesh_sets(
