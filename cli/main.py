@@ -186,13 +186,9 @@ class _OneLineErrors(click.Group):
                 _error(f"interrupted ({name}); the database is as it was")
             sys.exit(128 + exc.signum)
         except PreprocessorError as exc:
-            if verbose:
-                traceback.print_exc()
             _error(f"{_committed_prefix()}{exc}")
             sys.exit(exc.exit_status)
         except OSError as exc:
-            if verbose:
-                traceback.print_exc()
             _error(f"{_committed_prefix()}{_os_error(exc)}")
             sys.exit(2)
         except Exception as exc:  # a bug: still one line
@@ -206,6 +202,28 @@ class _OneLineErrors(click.Group):
             )
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (PreprocessorError, OSError):
+            if ctx.meta.get(_VERBOSE):  # set by a command's --verbose (shared by subcontexts)
+                traceback.print_exc()
+            raise
+
+
+_VERBOSE = "cellstar_preprocessor.verbose"
+
+
+def _remember_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[_VERBOSE] = True
+    return value
+
+
+def _verbose_option(help_text: str) -> Any:
+    """``--verbose``: tracebacks with errors (and whatever the command adds)."""
+    return click.option("--verbose", is_flag=True, callback=_remember_verbose, help=help_text)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,7 +261,7 @@ def _run_options(command: Any) -> Any:
             click.option(
                 "--max-memory",
                 metavar="SIZE",
-                help="Bound the block data in flight, e.g. 2GiB or 800MB (see README).",
+                help="Bound the block data in flight, e.g. 2GiB or 800MB (see docs/clusters.md).",
             ),
         ]
     ):
@@ -330,7 +348,7 @@ def _progress() -> Progress:
 )
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
-@click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
+@_verbose_option("Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
     _FOLDERS[:] = [kw["working_folder"], kw["db_path"]]
@@ -365,12 +383,12 @@ def preprocess_command(**kw: Any) -> None:
     help="Report entries already in the database as skipped instead of failed (re-run a "
     "batch that was stopped).",
 )
-@click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
+@_verbose_option("Details and tracebacks on errors.")
 def batch_command(entry_list: Path, skip_existing: bool, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
 
     Exit status 0 when no entry failed (skipped ones included), 1 when some failed (see
-    README for the list format).
+    docs/clusters.md for the list format).
     """
     _FOLDERS[:] = [kw["working_folder"], kw["db_path"]]
     entries = read_batch(entry_list)
@@ -483,7 +501,7 @@ def star_to_geometric_command(**kw: Any) -> None:
     help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-@click.option("--verbose", is_flag=True, help="Tracebacks on errors.")
+@_verbose_option("Tracebacks on errors.")
 def inspect_command(
     path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
 ) -> None:
@@ -640,3 +658,76 @@ _ids_command("remove-descriptions", remove_descriptions, "Remove descriptions by
 _ids_command(
     "remove-segment-annotations", remove_segment_annotations, "Remove segment annotations by id."
 )
+
+
+# --- exporting entries ---------------------------------------------------------------------
+
+
+@cli.command("export")
+@_DB_PATH
+@_SOURCE_DB
+@_ENTRY_ID
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ome-zarr"]),
+    default="ome-zarr",
+    show_default=True,
+    help="Output format: an OME-NGFF 0.5 image (zarr v3).",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder to write, e.g. emd-1832.ome.zarr (see docs/export.md for its layout).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--compressor",
+    type=click.Choice([c.value for c in Compressor]),
+    default="lz4",
+    show_default=True,
+    help="Blosc codec of the output's chunks.",
+)
+@_run_options
+@_verbose_option("Tracebacks on errors.")
+def export_command(
+    db_path: Path,
+    source_db: str,
+    entry_id: str,
+    fmt: str,
+    output: Path,
+    overwrite: bool,
+    compressor: str,
+    scheduler: str | None,
+    workers: int | None,
+    max_memory: str | None,
+    verbose: bool,
+) -> None:
+    """Export an entry for other tools: its volume levels, lattices as label images, meshes and
+    geometric segmentations as sidecar files."""
+    from pipeline.export import ExportOptions, export_omezarr
+    from pipeline.options import parse_size
+
+    options = ExportOptions(
+        db_path=db_path,
+        source_db=source_db,
+        entry_id=entry_id,
+        output=output,
+        overwrite=overwrite,
+        compressor=Compressor(compressor),
+        max_memory=parse_size(max_memory, "--max-memory") if max_memory else None,
+        scheduler=scheduler,
+        workers=workers,
+    )
+    summary = export_omezarr(options, progress=_progress())
+    extras = [f"lattices {', '.join(summary.lattices)}"] if summary.lattices else []
+    if summary.mesh_files:
+        extras.append(f"{summary.mesh_files} mesh files")
+    if summary.geometric_files:
+        extras.append(f"{summary.geometric_files} geometric segmentation files")
+    click.echo(
+        f"export: {source_db}/{entry_id} -> {summary.output} (levels "
+        f"{', '.join(map(str, summary.levels))}{'; ' if extras else ''}{'; '.join(extras)}; "
+        f"{summary.seconds:.1f} s)"
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "ClusterError",
     "EntryExistsError",
+    "EntryLockedError",
     "EntryNotFoundError",
     "GridMismatchError",
     "InputFormatError",
@@ -72,3 +73,7 @@ class EntryExistsError(PreprocessorError, FileExistsError):
 
 class EntryNotFoundError(PreprocessorError, FileNotFoundError):
     """``extend`` (or a read) of an entry that is not in the database."""
+
+
+class EntryLockedError(PreprocessorError, BlockingIOError):
+    """Another process is writing the entry (``pipeline.db.lock``)."""

@@ -58,7 +58,7 @@ class VolumeSource:
     """A volume: one lazy 3-D array ``[x, y, z]`` per time frame and channel.
 
     ``frames[t][c]`` is the :class:`pipeline.arrays.LazyArray` of frame ``t`` and channel
-    ``channel_ids[c]`` (``as_dask`` wraps it as a dask array).
+    ``channel_ids[c]``.
     """
 
     path: Path

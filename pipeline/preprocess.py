@@ -628,10 +628,6 @@ def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
     )
 
 
-def _entry_key(options: PreprocessOptions) -> str:
-    return f"{options.source_db}/{options.entry_id}"
-
-
 def _existing_grid(metadata: dict[str, Any], location: EntryLocation) -> tuple[LevelPlan, _Grid]:
     """The entry's level plan and level-1 grid (shape, voxel size, origin, time frames), from
     its metadata.json."""

@@ -61,6 +61,7 @@ def test_a_second_writer_fails_fast_with_a_clear_message(run_cli, tmp_path, inpu
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_two_concurrent_adds_one_wins(tmp_path, inputs):
     map_path, mask_path = inputs
     args = [str(a) for a in preprocess_args([(map_path, "map"), (mask_path, "mask")], tmp_path)]
@@ -184,6 +185,7 @@ def test_sigkill_at_random_moments_leaves_the_database_consistent(tmp_path, inpu
     assert "absent" in outcomes or "before" in outcomes
 
 
+@pytest.mark.slow
 def test_validate_reports_problems(tmp_path, inputs):
     map_path, mask_path = inputs
     args = preprocess_args([(map_path, "map"), (mask_path, "mask")], tmp_path)
@@ -235,6 +237,7 @@ def test_validate_reports_problems(tmp_path, inputs):
     assert any("unreadable chunk" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_management_commands_keep_entries_valid(run_cli, tmp_path, inputs):
     map_path, mask_path = inputs
     db = tmp_path / "db"
@@ -289,6 +292,7 @@ def test_management_commands_keep_entries_valid(run_cli, tmp_path, inputs):
     assert gone.exit_code == 2 and "does not exist" in gone.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_unwinds_like_ctrl_c(tmp_path):
     """A batch system's time limit sends SIGTERM: the run stops with one line, exit 143, and
     leaves neither the entry, nor staging, nor its working folder; a killed run's (SIGKILL)

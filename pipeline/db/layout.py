@@ -11,13 +11,51 @@ from pipeline.db.safefs import refuse_symlinks
 from pipeline.errors import EntryNotFoundError, InputFormatError
 from pipeline.options import validate_name
 
-__all__ = ["ANNOTATIONS_JSON", "DATA_ZIP", "GEOMETRIC_JSON", "METADATA_JSON", "EntryLocation"]
+__all__ = [
+    "ANNOTATIONS_JSON",
+    "DATA_ZIP",
+    "GEOMETRIC_JSON",
+    "METADATA_JSON",
+    "EntryLocation",
+    "lattice_grid_key",
+    "mesh_key",
+    "set_table_key",
+    "volume_key",
+]
 
 DATA_ZIP = "data.zip"
 METADATA_JSON = "metadata.json"
 ANNOTATIONS_JSON = "annotations.json"
 GEOMETRIC_JSON = "geometric_segmentation.json"
 _FILES = (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON, GEOMETRIC_JSON)
+
+
+# --- keys of data.zip (DESIGN section 3.2) --------------------------------------------------
+
+
+def volume_key(level: int, time: int, channel: str) -> str:
+    """``volume_data/<level>/<time>/<channel>``
+
+    >>> volume_key(2, 0, "0")
+    'volume_data/2/0/0'
+    """
+    return f"volume_data/{level}/{time}/{channel}"
+
+
+def lattice_grid_key(lattice_id: str, level: int, time: int) -> str:
+    """``lattice_segmentation_data/<lattice>/<level>/<time>/grid``"""
+    return f"lattice_segmentation_data/{lattice_id}/{level}/{time}/grid"
+
+
+def set_table_key(lattice_id: str, level: int, time: int) -> str:
+    """``lattice_segmentation_data/<lattice>/<level>/<time>/set_table``"""
+    return f"lattice_segmentation_data/{lattice_id}/{level}/{time}/set_table"
+
+
+def mesh_key(set_id: str, time: int, segment_id: int, detail: int, mesh_id: int) -> str:
+    """``mesh_segmentation_data/<set>/<time>/<segment>/<detail>/<mesh>`` (the group of the
+    mesh's ``vertices``, ``triangles`` and ``normals``)."""
+    return f"mesh_segmentation_data/{set_id}/{time}/{segment_id}/{detail}/{mesh_id}"
 
 
 @dataclass(frozen=True, slots=True)

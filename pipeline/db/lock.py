@@ -17,13 +17,9 @@ from pathlib import Path
 
 from pipeline.db.layout import EntryLocation
 from pipeline.db.safefs import LOCKS, ensure_dir, open_file, opened_root
-from pipeline.errors import PreprocessorError
+from pipeline.errors import EntryLockedError
 
 __all__ = ["EntryLockedError", "entry_lock"]
-
-
-class EntryLockedError(PreprocessorError, BlockingIOError):
-    """Another process is writing the entry."""
 
 
 def _lock_name(location: EntryLocation) -> str:

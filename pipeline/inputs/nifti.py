@@ -5,7 +5,7 @@ Voxels are read through nibabel's :class:`~nibabel.arrayproxy.ArrayProxy` region
 decompressed, streaming, into the scratch folder, because slicing a gzip stream decompresses it
 from the start for every region; without scratch (dry run, ``inspect``) only its header is read.
 
-Geometry (README, "NIfTI"): the affine (sform, else qform, else pixdim alone) gives the voxel
+Geometry (docs/inputs.md): the affine (sform, else qform, else pixdim alone) gives the voxel
 size, the origin and the orientation. Array axes i, j, k are reordered and flipped, lazily, to
 the nearest world axes x, y, z (RAS+, as ``nibabel.as_closest_canonical`` does), so that index
 order follows the world axes; the rotation of an oblique affine is dropped. Lengths are

@@ -32,7 +32,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from pipeline.arrays import _bounds
+from pipeline.arrays import region_bounds
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.options import validate_name
@@ -233,7 +233,7 @@ class OmeTiffArray:
         return ("ometiff", *self.pixels.token, self.t, self.c)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         array = self.pixels.array()
         selection = self.pixels.index(self.t, self.c, bounds)
         try:
