@@ -706,3 +706,9 @@ def test_errors_say_what_is_really_wrong(tmp_path):
     proc = _cli(*preprocess_args([(binary_only, "ometiff_image")], tmp_path))
     _one_line(proc, str(binary_only), "companion file 'set.companion.ome'")
     assert not (tmp_path / "db").exists()
+
+
+def test_refused_management_command_on_a_new_database_leaves_nothing(run_cli, tmp_path):
+    result = run_cli(*_manage(tmp_path, "delete"))
+    assert_one_line_error(result, "entry emdb/emd-1832 does not exist")
+    assert not (tmp_path / "db").exists()

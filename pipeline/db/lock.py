@@ -52,6 +52,7 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
     """
     path = _lock_path(location)
     name = _lock_name(location)
+    new_database = not os.path.lexists(location.db_path)
     while True:
         locks = ensure_dir(location.db_path, LOCKS)
         try:
@@ -93,3 +94,6 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
         # leave no trace in the database; a writer racing with this rmdir retries its open
         with contextlib.suppress(OSError), opened_root(location.db_path) as root:
             os.rmdir(LOCKS, dir_fd=root)
+        if new_database:  # a refused or failed first writer leaves no empty database behind
+            with contextlib.suppress(OSError):
+                os.rmdir(location.db_path)

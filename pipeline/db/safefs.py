@@ -163,17 +163,17 @@ def remove_tree(dir_fd: int, name: str) -> None:
 
 def refuse_symlinks(db_path: Path, source_db: str, entry_id: str, files: tuple[str, ...]) -> None:
     """Refuse an entry whose source folder, entry folder or one of ``files`` is a symlink."""
-    with opened_root(db_path) as root:
-        try:
-            with (
-                opened_dir(root, source_db, db_path / source_db) as src,
-                opened_dir(src, entry_id, db_path / source_db / entry_id) as entry,
-            ):
-                for name in files:
-                    if _is_link(entry, name):
-                        raise _refuse(db_path / source_db / entry_id / name, "file")
-        except FileNotFoundError:
-            return
+    try:
+        with (
+            opened_root(db_path) as root,
+            opened_dir(root, source_db, db_path / source_db) as src,
+            opened_dir(src, entry_id, db_path / source_db / entry_id) as entry,
+        ):
+            for name in files:
+                if _is_link(entry, name):
+                    raise _refuse(db_path / source_db / entry_id / name, "file")
+    except (FileNotFoundError, NotADirectoryError):
+        return  # no such entry: the caller says so
 
 
 def entry_has_symlinks(folder: Path) -> list[str]:
