@@ -20,12 +20,6 @@ import click
 
 from pipeline.batch import BatchResult, read_batch, run_batch
 from pipeline.db.layout import EntryLocation
-from pipeline.db.validate import (
-    database_leftovers,
-    list_entries,
-    stray_files,
-    validate_entry,
-)
 from pipeline.describe import describe, describe_lines
 from pipeline.errors import OptionError, PreprocessorError
 from pipeline.geometric import star_to_geometric
@@ -531,32 +525,68 @@ def _location(db_path: Path, source_db: str, entry_id: str) -> EntryLocation:
     return EntryLocation(db_path, source_db, entry_id)
 
 
+def _database(db_path: Path) -> Any:
+    """The entries and foreign folders of a database; a path that is not one is a user error."""
+    from pipeline.db.validate import scan_database
+
+    if not db_path.is_dir():
+        what = "does not exist" if not db_path.exists() else "is not a folder"
+        raise OptionError(f"{db_path}: {what}; not a database")
+    try:
+        scan = scan_database(db_path)
+    except OSError as exc:
+        raise OptionError(f"{db_path}: unreadable ({exc.strerror}); not a database") from exc
+    if not scan.entries and scan.foreign:
+        raise OptionError(
+            f"{db_path}: not a database (no <source-db>/<entry-id> folders; found "
+            f"{scan.foreign[0]})"
+        )
+    return scan
+
+
+def _ids(ids: list[str]) -> str:
+    return ",".join(ids) or "-"
+
+
 @cli.command("list")
 @_DB_PATH
 def list_command(db_path: Path) -> None:
-    """List the entries with their levels and segmentations."""
-    for location in list_entries(db_path):
-        try:
-            metadata = json.loads((location.folder / "metadata.json").read_text())
-            info = (metadata.get("volumes") or {}).get("volume_sampling_info", {})
-            levels = [
-                lv["level"] for lv in info.get("spatial_downsampling_levels", []) if lv["available"]
-            ]
-            lattices = metadata["segmentation_lattices"]["segmentation_ids"]
-        except (OSError, ValueError, KeyError) as exc:
-            click.echo(f"{location.source_db}/{location.entry_id}\tunreadable: {exc}")
+    """List the entries with their levels and segmentations (lattices, mesh sets, geometric)."""
+    from pipeline.db.validate import check_entry
+
+    scan = _database(db_path)
+    for location in scan.entries:
+        name = f"{location.source_db}/{location.entry_id}"
+        check = check_entry(location, quick=True)
+        docs = check.documents
+        if docs is None:
+            click.echo(f"{name}\tdamaged: {check.problems[0]}")
             continue
-        click.echo(
-            f"{location.source_db}/{location.entry_id}\tlevels {','.join(map(str, levels)) or '-'}"
-            f"\tlattices {','.join(lattices) or '-'}"
+        line = (
+            f"{name}\tlevels {_ids([str(v) for v in docs.volume_levels()])}"
+            f"\tlattices {_ids(docs.lattice_ids)}\tmeshes {_ids(docs.mesh_set_ids)}"
+            f"\tgeometric {_ids(docs.geometric_ids)}"
         )
+        if check.problems:
+            line += f"\tdamaged: {check.problems[0]}"
+        click.echo(line)
+    for item in scan.foreign:
+        click.echo(f"{item}\tforeign: not written by this tool")
 
 
 @cli.command("validate")
 @_DB_PATH
 @click.argument("entries", nargs=-1, metavar="[SOURCE_DB/ENTRY_ID]...")
-def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
-    """Check entries against the specification; exit status 1 with the problems found."""
+@click.option("--quick", is_flag=True, help="Check documents and array metadata; read no chunk.")
+def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> None:
+    """Check entries against the specification (every chunk read and decoded unless --quick).
+
+    Exit status 0 when all are valid, 1 with the problems found, 2 when the path is not a
+    database."""
+    from pipeline.db.validate import database_leftovers, stray_files, validate_entry
+
+    scan = _database(db_path)
+    foreign = scan.foreign
     if entries:
         locations = []
         for text in entries:
@@ -564,13 +594,14 @@ def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
             if not entry:
                 raise OptionError(f"entry {text!r}: give it as SOURCE_DB/ENTRY_ID")
             locations.append(_location(db_path, source, entry))
+        foreign = []
     else:
-        locations = list_entries(db_path)
+        locations = scan.entries
     bad = 0
     for location in locations:
         name = f"{location.source_db}/{location.entry_id}"
         if location.exists():
-            problems = validate_entry(location) + stray_files(location)
+            problems = validate_entry(location, quick) + stray_files(location)
         else:
             problems = ["entry does not exist"]
         for problem in problems:
@@ -579,10 +610,12 @@ def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
             bad += 1
         else:
             click.echo(f"{name}: ok")
-    # housekeeping, not entry damage: listed, without changing the exit status
+    for item in foreign:
+        click.echo(_one_line(f"{item} (not written by this tool)"))
+    # staging folders: housekeeping, not entry damage (listed without changing the status)
     for problem in database_leftovers(db_path):
         click.echo(_one_line(problem))
-    if bad:
+    if bad or foreign:
         sys.exit(1)
 
 

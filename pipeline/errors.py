@@ -11,6 +11,7 @@ from pathlib import Path
 
 __all__ = [
     "ClusterError",
+    "DamagedEntryError",
     "EntryExistsError",
     "EntryLockedError",
     "EntryNotFoundError",
@@ -73,6 +74,10 @@ class EntryExistsError(PreprocessorError, FileExistsError):
 
 class EntryNotFoundError(PreprocessorError, FileNotFoundError):
     """``extend`` (or a read) of an entry that is not in the database."""
+
+
+class DamagedEntryError(PreprocessorError):
+    """A writer met an entry that does not pass its checks (``validate`` lists them)."""
 
 
 class EntryLockedError(PreprocessorError, BlockingIOError):

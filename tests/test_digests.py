@@ -69,11 +69,29 @@ def _case_emd_1832_sff_u1(work: Path) -> list[tuple[str, Inputs, list[str]]]:
     return [("add", inputs, ["--quantize-dtype-str", "u1"])]
 
 
+def _annotations_for(work: Path, segment: int | None) -> Path:
+    """The sample annotations with their references moved to what the entry has (issue 10:
+    the sample names lattice "0" segment 2371559 at frames 0..17, which these entries do not
+    have, and is refused): segment ``segment`` of lattice "0" at frame 0, or (None) no
+    descriptions and segment annotations. Keys stay in the sample's order."""
+    document = json.loads(ANNOTATIONS.read_text())
+    if segment is None:
+        document["descriptions"], document["segment_annotations"] = {}, []
+    for item in [*document["descriptions"].values(), *document["segment_annotations"]]:
+        item["time"] = 0
+        (item.get("target_id") or item)["segment_id"] = segment
+    path = work / f"annotations-{segment}.json"
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=4))
+    return path
+
+
 def _case_emd_1832_extend(work: Path) -> list[tuple[str, Inputs, list[str]]]:
     _require(EMD_1832_MAP, EMD_1832_SFF, ANNOTATIONS)
+    annotations = _annotations_for(work, 85)
     return [
         ("add", [(EMD_1832_MAP, "map")], []),
-        ("extend", [(EMD_1832_SFF, "sff"), (ANNOTATIONS, "custom_annotations")], []),
+        ("extend", [(EMD_1832_SFF, "sff"), (annotations, "custom_annotations")], []),
     ]
 
 
@@ -94,7 +112,7 @@ def _case_emd_1832_extra_data(work: Path) -> list[tuple[str, Inputs, list[str]]]
     inputs = [
         (EXTRA_10070, "extra_data"),
         (EMD_1832_MAP, "map"),
-        (ANNOTATIONS, "custom_annotations"),
+        (_annotations_for(work, None), "custom_annotations"),
     ]
     return [("add", inputs, ["--min-downsampling-level", "4", "--remove-original-resolution"])]
 
@@ -172,7 +190,7 @@ DIGESTS: dict[str, dict[str, str]] = {
         "metadata.json": "38c0244606ad5fced899c9ad555b74df74d5e55010c4b3ab51bd1ba5fd125d8c"
     },
     "emd-1832-extend": {
-        "annotations.json": "489a94c96465144ae906a386035cdd907c9c6b04e91ffcffb4c4459b2e8761d2",
+        "annotations.json": "50562b33ff731527f8f3b1b5d3f3e7919a5dbf49cad2ef2396f8ecf3ca94f148",
         "data.zip": "1ba6b528f69b97c352dbb68ce02521b8d7f624d27f22f6bdd5525d7a9d9344c7",
         "data.zip:volume_data/1/0/0/.zarray": "d8c467db465b5f22603decb31e51da660a2c1d13af30780345c3e7e7fbe45bc1",
         "data.zip:volume_data/1/0/0/0.0.0": "661c8c09c49d8d0bb1971892228d1827ab1cd80d283fdc1d33ee796a00b45a2f",
@@ -217,7 +235,7 @@ DIGESTS: dict[str, dict[str, str]] = {
         "metadata.json": "384efa4888be775cea793bc30ca25fea9eae1a46a921e2c77f97f6d66a7d9981"
     },
     "emd-1832-extra-data": {
-        "annotations.json": "ae83a282a83c35e293a2b8eebc746e72d436218abf77061a19f9abc812f1709c",
+        "annotations.json": "4bf816af2d03532f6bc5e37bfe189a92b936ecfc622ee6f1b37b630ae493401b",
         "data.zip": "a3ec6d5684493a758f7ac5029822f02a07883b18281954553bfb02525da9bae4",
         "data.zip:volume_data/4/0/0/.zarray": "862c2e3530bdd3a647b6e583395550d308e48af5933ae96b5760abe64452285e",
         "data.zip:volume_data/4/0/0/0.0.0": "3dfc4beeb0cb7e3c070bbc58f266e6b4a677e628b62162561026311129c0a719",

@@ -206,7 +206,7 @@ def test_validate_reports_problems(tmp_path, inputs):
     problems = validate_entry(location)
     assert any("shape" in p and "[1, 2, 3]" in p for p in problems)
     assert any("no statistics for level 1" in p for p in problems)
-    assert any("segment 4242 is not in lattice mask" in p for p in problems)
+    assert any("segment 4242 is not in lattice 'mask'" in p for p in problems)
     bad = _validate(db)
     assert bad.returncode == 1 and "emdb/emd-1832:" in bad.stdout
     # a set table that misses a grid value, and a corrupted chunk
@@ -226,7 +226,7 @@ def test_validate_reports_problems(tmp_path, inputs):
         sink.close()
     os.replace(broken, location.folder / "data.zip")
     problems = validate_entry(location)
-    assert any("set_table: grid values" in p and "not in the table" in p for p in problems)
+    assert any("grid: values" in p and "not in the set table" in p for p in problems)
     raw = bytearray((location.folder / "data.zip").read_bytes())
     with zipfile.ZipFile(location.folder / "data.zip") as zf:
         info = zf.getinfo("lattice_segmentation_data/mask/1/0/grid/0.0.0")

@@ -13,15 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.db.layout import (
-    ANNOTATIONS_JSON,
     DATA_ZIP,
-    GEOMETRIC_JSON,
-    METADATA_JSON,
     EntryLocation,
 )
 from pipeline.db.safefs import (
     STAGING,
-    SymlinkRefusedError,
     ensure_dir,
     open_dir,
     opened_dir,
@@ -34,9 +30,7 @@ from pipeline.errors import EntryExistsError, EntryNotFoundError
 
 __all__ = [
     "COMMITTED",
-    "ENTRY_FILES",
     "StagedEntry",
-    "entry_files_to_carry",
     "staged_entry",
     "write_json",
 ]
@@ -49,30 +43,6 @@ def write_json(path: Path, document: Any) -> None:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-# the files an entry may hold: a rewrite carries these and nothing else (validate reports others)
-ENTRY_FILES = (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON, GEOMETRIC_JSON)
-
-
-def entry_files_to_carry(location: EntryLocation, replaced: Any = ()) -> list[str]:
-    """The entry's own files, other than data.zip, metadata.json, annotations.json and
-    ``replaced``, that a rewrite copies unchanged (regular files only: links are refused)."""
-    skip = {DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON, *replaced}
-    names = []
-    for name in ENTRY_FILES:
-        if name in skip:
-            continue
-        try:
-            mode = os.lstat(location.folder / name).st_mode
-        except FileNotFoundError:
-            continue
-        if stat.S_ISLNK(mode):
-            raise SymlinkRefusedError(
-                "a symlink where the database expects a file; refused", location.folder / name
-            )
-        names.append(name)
-    return names
 
 
 # what this process has committed (``<source>/<entry>``), for honest messages on a signal

@@ -17,6 +17,7 @@ from pipeline.db.layout import (
     ANNOTATIONS_JSON,
     DATA_ZIP,
     METADATA_JSON,
+    QUANTIZATION_ATTRIBUTE,
     EntryLocation,
     lattice_grid_key,
     set_table_key,
@@ -72,8 +73,8 @@ class Entry:
         region = tuple(slice(a, b) for a, b in box) if box is not None else ...
         data = np.asarray(arr[region])
         attrs = dict(arr.attrs)
-        if "quantization_data_dict" in attrs:
-            return dequantize(data, QuantizationParams.from_json(attrs["quantization_data_dict"]))
+        if QUANTIZATION_ATTRIBUTE in attrs:
+            return dequantize(data, QuantizationParams.from_json(attrs[QUANTIZATION_ATTRIBUTE]))
         return data
 
     def lattice_grid(self, lattice_id: str, level: int, time: int = 0) -> zarr.Array:

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.db.layout import EntryLocation
-from pipeline.db.safefs import LOCKS, ensure_dir, open_file, opened_root
+from pipeline.db.layout import ENTRY_FILES, EntryLocation
+from pipeline.db.safefs import LOCKS, ensure_dir, open_file, opened_root, refuse_symlinks
 from pipeline.errors import EntryLockedError
 
 __all__ = ["EntryLockedError", "entry_lock"]
@@ -85,6 +85,9 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
         stamp = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, stamp.encode(), 0)
+        # every writer holds this lock: a symlinked source or entry folder or entry file is
+        # refused before anything is read or written through it
+        refuse_symlinks(location.db_path, location.source_db, location.entry_id, ENTRY_FILES)
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.db.entry import Entry
-from pipeline.db.layout import DATA_ZIP, EntryLocation
+from pipeline.db.layout import DATA_ZIP, QUANTIZATION_ATTRIBUTE, EntryLocation
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import (
     ArraySpec,
@@ -250,7 +250,7 @@ class _Writer:
 
 def _value_dtype(stored: Any) -> np.dtype:
     """The dtype of a stored volume array's values: its source dtype when quantized."""
-    quantization = dict(stored.attrs).get("quantization_data_dict")
+    quantization = dict(stored.attrs).get(QUANTIZATION_ATTRIBUTE)
     return np.dtype(quantization["src_type"] if quantization else stored.dtype)
 
 
@@ -376,8 +376,10 @@ def export_omezarr(options: ExportOptions, progress: Progress = NO_PROGRESS) -> 
     """
     since = time.perf_counter()
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
-    metadata, annotations = location.read_documents()
-    view = entry_view(metadata, annotations, str(location.folder))
+    from pipeline.db.validate import checked_documents
+
+    # a missing entry, or one that does not pass validate --quick, is refused (one line)
+    view = entry_view(checked_documents(location))
     if not view.levels or not view.frames or not view.channel_ids:
         raise InputFormatError(
             "the entry has no stored volume level: nothing to export as an image", location.folder

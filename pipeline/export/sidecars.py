@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.db.entry import Entry
-from pipeline.db.layout import GEOMETRIC_JSON, mesh_key
-from pipeline.errors import InputFormatError
+from pipeline.db.layout import mesh_key
 from pipeline.export.entry_view import EntryView, MeshSetView, SegmentInfo
 
 __all__ = ["write_geometric", "write_meshes"]
@@ -113,23 +112,13 @@ def write_geometric(entry: Entry, view: EntryView, out: Path) -> int:
     """Every geometric segmentation as ``geometric/<id>.json``; returns the number of files."""
     if not view.geometric_ids:
         return 0
-    path = entry.location.folder / GEOMETRIC_JSON
-    try:
-        documents = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputFormatError(f"cannot read the geometric segmentations ({exc})", path) from exc
     root = out / "geometric"
     root.mkdir()
     count = 0
-    for document in documents:
-        sid = document["segmentation_id"]
+    for sid in view.geometric_ids:
         segments = {s.segment_id: s for s in view.geometric_segments.get(sid, ())}
-        primitives = document.get("primitives", {})
-        ids = {
-            int(p["id"])
-            for frame in primitives.values()
-            for p in frame.get("shape_primitive_list", [])
-        }
+        primitives = view.geometric_primitives.get(sid, {})
+        ids = view.geometric_primitive_ids.get(sid, ())
         annotated = [{"segment_id": i, **_segment_doc(segments.get(i))} for i in sorted(ids)]
         (root / f"{sid}.json").write_text(
             json.dumps(
