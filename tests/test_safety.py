@@ -462,7 +462,8 @@ def test_killed_delete_is_listed_by_validate_and_removed_by_the_next_writer(run_
     assert len(left) == 1 and left[0].name.startswith("emdb@emd-1832@")
     assert (left[0] / "data.zip").is_file()
     validate = run_cli("validate", "--db-path", tmp_path / "db")
-    assert f"_staging/{left[0].name}: left by a writer that is gone" in validate.stdout
+    assert f"_staging/{left[0].name}: staging folder" in validate.stdout
+    assert "(left by a writer that is gone" in validate.stdout
     assert validate.exit_code == 0  # listed; the entries themselves are fine
     # the next writer of the database (another entry) removes it
     _add(run_cli, tmp_path, entry="other")

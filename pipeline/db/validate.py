@@ -571,10 +571,10 @@ def database_leftovers(db_path: Path) -> list[str]:
     except SymlinkRefusedError as exc:
         return [f"{exc.path}: {exc.message}"]
     return [
-        f"_staging/{name}: left by a writer that is gone, {size} bytes (the next writer of the "
-        "database removes it)"
+        f"_staging/{name}: staging folder, {size} bytes (left by a writer that is gone: the "
+        "next writer of the database removes it)"
         if name in dead
-        else f"_staging/{name}: staging folder of a running writer, {size} bytes"
+        else f"_staging/{name}: staging folder, {size} bytes (of a running writer)"
         for name, size in staging_leftovers(db_path)
     ]
 
