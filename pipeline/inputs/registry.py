@@ -12,10 +12,18 @@ Readers are imported when first called, never here: a run pays only for the form
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.inputs.source import (
+    Url,
+    is_url,
+    local_copy_folder,
+    renamed_errors,
+    spool,
+    storage_options,
+)
 from pipeline.model import (
     ExtraData,
     GeometricSegmentation,
@@ -184,4 +192,30 @@ def read_input(
     kind: InputKind, path: Path, scratch: Path | None, extra: ExtraData | None
 ) -> Contents:
     """Read one input with its kind's reader (the kind must be in :data:`READERS`)."""
+    if is_url(path):
+        return _read_url(kind, Url(path), scratch, extra)
     return READERS[kind](Path(path), scratch, extra)
+
+
+# kinds read from a URL in place, by ranged requests; the others are read from a copy of the
+# object in ``scratch`` (SFF, NIfTI, STAR, JSON, OME-TIFF: formats read once, whole, or
+# through libraries that want a local file)
+IN_PLACE_KINDS = frozenset({InputKind.MAP, InputKind.MASK, InputKind.OMEZARR})
+
+
+def _read_url(kind: InputKind, url: Url, scratch: Path | None, extra: ExtraData | None) -> Contents:
+    if kind in IN_PLACE_KINDS:
+        return READERS[kind](url, scratch, extra)  # type: ignore[arg-type]
+    local = spool(url, local_copy_folder(scratch), storage_options())
+    with renamed_errors(local, url):
+        contents = READERS[kind](local, scratch, extra)
+
+    def named(item: Any) -> Any:
+        return replace(item, path=url) if str(getattr(item, "path", "")) == str(local) else item
+
+    return Contents(
+        volume=named(contents.volume) if contents.volume is not None else None,
+        lattices=tuple(map(named, contents.lattices)),
+        geometric=tuple(map(named, contents.geometric)),
+        meshes=tuple(map(named, contents.meshes)),
+    )
