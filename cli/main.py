@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import os
+import shutil
 import signal
 import sys
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pipeline.batch import BatchResult, read_batch, run_batch
-from pipeline.db.layout import EntryLocation
-from pipeline.describe import describe, describe_lines
+from pipeline import __version__
 from pipeline.errors import OptionError, PreprocessorError
-from pipeline.geometric import star_to_geometric
-from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
-from pipeline.manage import (
-    delete_entry,
-    edit_descriptions,
-    edit_segment_annotations,
-    remove_descriptions,
-    remove_segment_annotations,
-    remove_segmentation,
-    remove_volume,
-)
-from pipeline.options import (
-    Compressor,
-    InputKind,
-    Mode,
-    build_options,
-    input_specs,
-)
-from pipeline.preprocess import plan_run, preprocess
+from pipeline.options import Compressor, InputKind, Mode, parse_storage_options
 from pipeline.progress import Progress
+
+# Everything else is imported inside the command that uses it: ``--version``, ``--help`` and
+# each command pay only for what they run (tests/test_startup.py holds this).
 
 __all__ = ["cli", "main"]
 
@@ -43,12 +32,89 @@ _KINDS = [k.value for k in InputKind]
 
 
 class _Terminated(BaseException):
-    """SIGTERM (a batch system's time limit, ``timeout``, ``kill``): unwinds like Ctrl-C, so
-    staging folders, part files and the run's working folder are removed on the way out."""
+    """SIGTERM (a batch system's time limit, ``timeout``, ``kill``) or SIGINT (Ctrl-C): unwinds
+    the run, so staging folders, part files and the run's working folder are removed on the
+    way out (click's own Ctrl-C handling would print an extra line)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated
+def _on_signal(signum: int, frame: Any) -> None:
+    raise _Terminated(signum)
+
+
+def _on_signal_after_run(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)
+
+
+# folders a command writes to, for messages about a full disk (set by the commands)
+_FOLDERS: list[Path] = []
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character that could split or hide a line (newlines, other control
+    and format characters, undecodable bytes of file names) written as an escape."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _error(text: str) -> None:
+    click.echo(f"error: {_one_line(text)}", err=True)
+
+
+def _free(folder: Path) -> str:
+    """Free space of the file system holding ``folder`` (or its nearest existing parent)."""
+    q = Path(folder).absolute()
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    try:
+        return f"{shutil.disk_usage(q).free / 1e9:.1f} GB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one message naming its file; a full disk or too large a file names the
+    folder(s) concerned and their free space."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = {
+            errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large for the file system (or the file-size limit, ulimit -f)",
+        }[exc.errno]
+        folders = [Path(exc.filename).parent] if exc.filename else list(_FOLDERS)
+        if not folders:
+            return what
+        return f"{what} in " + "; ".join(f"{f} ({_free(f)})" for f in folders)
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _committed_prefix() -> str:
+    from pipeline.db.commit import COMMITTED
+
+    return f"committed {', '.join(COMMITTED)}, then: " if COMMITTED else ""
+
+
+def _quiet_libraries(verbose: bool) -> contextlib.AbstractContextManager[Any]:
+    """Library warnings and log records stay off stderr (shown with --verbose): the error, if
+    any, is the one line there."""
+    stack = contextlib.ExitStack()
+    if verbose:
+        return stack
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    last_resort = logging.lastResort
+    logging.lastResort = logging.NullHandler()
+    stack.callback(setattr, logging, "lastResort", last_resort)
+    # libraries that print their records through a handler of their own
+    for name in ("nibabel", "distributed", "py.warnings"):
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.CRITICAL + 1)
+        stack.callback(logger.setLevel, level)
+    return stack
 
 
 class _OneLineErrors(click.Group):
@@ -57,34 +123,61 @@ class _OneLineErrors(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return self._main(*args, **kwargs)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = [signal.signal(s, _on_signal) for s in signals]
         try:
             return self._main(*args, **kwargs)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in zip(signals, previous, strict=True):
+                if getattr(handler, "__name__", "") == "_interrupted_while_starting":
+                    handler = _on_signal_after_run
+                signal.signal(signum, handler)
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
+        verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
+        from pipeline.db.commit import COMMITTED
+
+        COMMITTED.clear()  # what this invocation commits (in-process callers run several)
+        _FOLDERS.clear()
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            with _quiet_libraries(verbose):
+                rv = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
             sys.exit(2)
         except click.UsageError as exc:
-            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            _error(" ".join(exc.format_message().split()))
             sys.exit(2)
         except click.Abort:
-            click.echo("error: aborted", err=True)
+            _error("aborted")
             sys.exit(130)
-        except _Terminated:
-            click.echo("error: terminated (SIGTERM); the database is as it was", err=True)
-            sys.exit(143)
+        except _Terminated as exc:
+            from pipeline.db.commit import COMMITTED
+
+            name = signal.Signals(exc.signum).name
+            if COMMITTED:  # the commit's rename returned: that is the outcome
+                _error(f"committed {', '.join(COMMITTED)} before {name}")
+            elif exc.signum == signal.SIGTERM:
+                _error("terminated (SIGTERM); the database is as it was")
+            else:
+                _error(f"interrupted ({name}); the database is as it was")
+            sys.exit(128 + exc.signum)
         except PreprocessorError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _error(f"{_committed_prefix()}{exc}")
             sys.exit(exc.exit_status)
         except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            _error(f"{_committed_prefix()}{_os_error(exc)}")
             sys.exit(2)
+        except Exception as exc:  # a bug: still one line
+            if verbose:
+                traceback.print_exc()
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+            _error(
+                f"{_committed_prefix()}internal error {type(exc).__name__}: {exc}{where} "
+                "(--verbose shows the traceback)"
+            )
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -111,7 +204,9 @@ def _verbose_option(help_text: str) -> Any:
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cellstar-preprocessor")
+# the version the package declares (pipeline.__version__ = pyproject's), without looking the
+# distribution up through importlib.metadata (a tenth of a second at start-up)
+@click.version_option(version=__version__, prog_name="cellstar-preprocessor")
 def cli() -> None:
     """Build Mol* Volumes & Segmentations database entries from EM and microscopy data."""
 
@@ -127,8 +222,39 @@ _DB_PATH = click.option(
 )
 
 
+_STORAGE_OPTIONS = click.option(
+    "--storage-options",
+    metavar="JSON",
+    help='fsspec options for URL inputs (s3://, gs://, https://), e.g. \'{"anon": true}\'; '
+    "credentials and endpoints otherwise come from the environment (AWS_*, AWS_ENDPOINT_URL).",
+)
+
+
+def _remote_options(command: Any) -> Any:
+    """URL inputs and clusters without a shared file system (preprocess and batch)."""
+    command = _STORAGE_OPTIONS(command)
+    return click.option(
+        "--transfer",
+        type=click.Choice(["shared", "comms"]),
+        help="How cluster workers return chunks: shared (part files in the working "
+        "folder, which they must see) or comms (through dask, for clusters without a "
+        "shared file system; inputs must then be URLs). Default: probed.",
+    )(command)
+
+
+def _compressor_option(what: str) -> Any:
+    """``--compressor lz4|zstd`` (the Blosc codec of ``what``)."""
+    return click.option(
+        "--compressor",
+        type=click.Choice([c.value for c in Compressor]),
+        default="lz4",
+        show_default=True,
+        help=f"Blosc codec of {what}.",
+    )
+
+
 def _run_options(command: Any) -> Any:
-    """Where and in how much memory a run executes (preprocess and batch)."""
+    """Where and in how much memory a run executes (preprocess, batch and export)."""
     for option in reversed(
         [
             click.option(
@@ -172,8 +298,8 @@ def _progress() -> Progress:
     "--input-path",
     "input_paths",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="An input file (or folder); repeat, paired by position with --input-kind.",
+    help="An input file (or folder), or a URL (s3://, gs://, https://); repeat, paired by "
+    "position with --input-kind.",
 )
 @click.option(
     "--input-kind",
@@ -223,18 +349,17 @@ def _progress() -> Progress:
     is_flag=True,
     help="Do not store level 1 (listed as unavailable).",
 )
-@click.option(
-    "--compressor",
-    type=click.Choice([c.value for c in Compressor]),
-    default="lz4",
-    show_default=True,
-    help="Blosc codec of the stored arrays.",
-)
+@_compressor_option("the stored arrays")
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
+    from pipeline.options import build_options, input_specs
+    from pipeline.preprocess import plan_run, preprocess
+
+    _FOLDERS[:] = [kw["working_folder"], kw["db_path"]]
     kw["inputs"] = input_specs(kw.pop("input_paths"), kw.pop("input_kinds"))
     options = build_options(kw)
     if options.dry_run:
@@ -260,33 +385,54 @@ def preprocess_command(**kw: Any) -> None:
 @_WORKING_FOLDER
 @_DB_PATH
 @_run_options
+@_remote_options
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Report entries already in the database as skipped instead of failed (re-run a "
+    "batch that was stopped).",
+)
 @_verbose_option("Details and tracebacks on errors.")
-def batch_command(entry_list: Path, **kw: Any) -> None:
+def batch_command(entry_list: Path, skip_existing: bool, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
 
-    Exit status 0 when every entry succeeded, 1 when some failed (see docs/clusters.md for the list
-    format).
+    Exit status 0 when no entry failed (skipped ones included), 1 when some failed (see
+    docs/clusters.md for the list format).
     """
+    from pipeline.batch import BatchResult, read_batch, run_batch
+
+    _FOLDERS[:] = [kw["working_folder"], kw["db_path"]]
     entries = read_batch(entry_list)
-    common = {k: kw[k] for k in ("working_folder", "db_path", "scheduler", "workers")}
+    names = ("working_folder", "db_path", "scheduler", "workers", "transfer", "storage_options")
+    common = {k: kw[k] for k in names}
     common["max_memory"] = kw["max_memory"]
 
     def report(result: BatchResult) -> None:
-        if result.ok and result.summary is not None:
+        name = _one_line(result.entry.name)
+        if result.skipped:
+            click.echo(f"skip    {name} (already in the database)")
+        elif result.ok and result.summary is not None:
             s = result.summary
             rate = s.input_bytes / 1e6 / s.seconds if s.seconds > 0 else 0.0
-            click.echo(f"ok      {result.entry.name} ({result.seconds:.1f} s, {rate:.0f} MB/s)")
+            click.echo(f"ok      {name} ({result.seconds:.1f} s, {rate:.0f} MB/s)")
         else:
-            click.echo(f"failed  {result.entry.name} ({result.entry.where}): {result.error}")
+            click.echo(f"failed  {name} ({result.entry.where}): {_one_line(result.error or '')}")
 
     results = run_batch(
-        entries, common, progress=_progress(), report=report, warn=lambda m: click.echo(m, err=True)
+        entries,
+        common,
+        progress=_progress(),
+        report=report,
+        warn=lambda m: click.echo(m, err=True),
+        skip_existing=skip_existing,
     )
     failed = [r for r in results if not r.ok]
+    skipped = [r for r in results if r.skipped]
     seconds = sum(r.seconds for r in results)
     click.echo(
-        f"batch: {len(results) - len(failed)} of {len(results)} entries done, "
-        f"{len(failed)} failed ({seconds:.1f} s)"
+        f"batch: {len(results) - len(failed) - len(skipped)} of {len(results)} entries done, "
+        + (f"{len(skipped)} skipped, " if skip_existing else "")
+        + f"{len(failed)} failed ({seconds:.1f} s)"
     )
     if failed:
         sys.exit(1)
@@ -342,6 +488,9 @@ def batch_command(entry_list: Path, **kw: Any) -> None:
 )
 def star_to_geometric_command(**kw: Any) -> None:
     """Convert a RELION particle STAR file into spheres (geometric segmentation input JSON)."""
+    from pipeline.geometric import star_to_geometric
+    from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
+
     values = {k: kw[k] for k in STAR_OPTION_KEYS}
     options = parse_star_options(
         values, lambda key: f"--{key.replace('_', '-')}", lambda message: OptionError(message)
@@ -355,7 +504,7 @@ def star_to_geometric_command(**kw: Any) -> None:
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option(
     "--input-kind",
     type=click.Choice(_KINDS),
@@ -367,13 +516,26 @@ def star_to_geometric_command(**kw: Any) -> None:
     help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@_STORAGE_OPTIONS
 @_verbose_option("Tracebacks on errors.")
 def inspect_command(
-    path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
+    path: str,
+    input_kind: str | None,
+    extra_data: Path | None,
+    as_json: bool,
+    storage_options: str | None,
+    verbose: bool,
 ) -> None:
-    """Print what a reader sees in an input: shape, dtype, axis order, voxel size, origin,
-    channels, time points, lattices and segments (headers only; no voxel is read)."""
-    info = describe(path, InputKind(input_kind) if input_kind else None, extra_data)
+    """Print what a reader sees in an input (a file, folder or URL): shape, dtype, axis order,
+    voxel size, origin, channels, time points, lattices and segments (headers only; no voxel
+    is read)."""
+    from pipeline.describe import describe, describe_lines
+    from pipeline.inputs.source import as_input_path, using_storage_options
+
+    with using_storage_options(parse_storage_options(storage_options)):
+        info = describe(
+            as_input_path(path), InputKind(input_kind) if input_kind else None, extra_data
+        )
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -392,8 +554,22 @@ _SOURCE_DB = click.option("--source-db", required=True, help="Source database fo
 _ENTRY_ID = click.option("--entry-id", required=True, help="Entry folder name.")
 
 
-def _location(db_path: Path, source_db: str, entry_id: str) -> EntryLocation:
+def _location(db_path: Path, source_db: str, entry_id: str) -> Any:
+    from pipeline.db.layout import EntryLocation
+
+    _FOLDERS[:] = [db_path]
     return EntryLocation(db_path, source_db, entry_id)
+
+
+def _manage(name: str) -> Any:
+    """The function ``name`` of ``pipeline.manage``, imported when its command runs."""
+
+    def action(*args: Any) -> Any:
+        from pipeline import manage
+
+        return getattr(manage, name)(*args)
+
+    return action
 
 
 def _database(db_path: Path) -> Any:
@@ -460,7 +636,7 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
 
     Exit status 0 when all are valid, 1 with the problems found, 2 when the path is not a
     database."""
-    from pipeline.db.validate import staging_leftovers, validate_entry
+    from pipeline.db.validate import database_leftovers, stray_files, validate_entry
 
     scan = _database(db_path)
     foreign = scan.foreign
@@ -477,20 +653,21 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
     bad = 0
     for location in locations:
         name = f"{location.source_db}/{location.entry_id}"
-        problems = validate_entry(location, quick) if location.exists() else [
-            "entry does not exist"
-        ]
+        if location.exists():
+            problems = validate_entry(location, quick) + stray_files(location)
+        else:
+            problems = ["entry does not exist"]
         for problem in problems:
-            click.echo(f"{name}: {problem}")
+            click.echo(_one_line(f"{name}: {problem}"))
         if problems:
             bad += 1
         else:
             click.echo(f"{name}: ok")
     for item in foreign:
-        click.echo(f"{item} (not written by this tool)")
-    for folder, size in staging_leftovers(db_path):
-        click.echo(f"_staging/{folder}: staging folder, {size} bytes (a writer's, or left by a "
-                   "killed one: remove it when no writer runs)")
+        click.echo(_one_line(f"{item} (not written by this tool)"))
+    # staging folders: housekeeping, not entry damage (listed without changing the status)
+    for problem in database_leftovers(db_path):
+        click.echo(_one_line(problem))
     if bad or foreign:
         sys.exit(1)
 
@@ -501,7 +678,7 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
 @_ENTRY_ID
 def delete_command(db_path: Path, source_db: str, entry_id: str) -> None:
     """Delete an entry."""
-    delete_entry(_location(db_path, source_db, entry_id))
+    _manage("delete_entry")(_location(db_path, source_db, entry_id))
     click.echo(f"deleted {source_db}/{entry_id}")
 
 
@@ -511,7 +688,7 @@ def delete_command(db_path: Path, source_db: str, entry_id: str) -> None:
 @_ENTRY_ID
 def remove_volume_command(db_path: Path, source_db: str, entry_id: str) -> None:
     """Remove the volume of an entry (refused while lattices remain)."""
-    remove_volume(_location(db_path, source_db, entry_id))
+    _manage("remove_volume")(_location(db_path, source_db, entry_id))
 
 
 @cli.command("remove-segmentation")
@@ -529,7 +706,7 @@ def remove_segmentation_command(
     db_path: Path, source_db: str, entry_id: str, ids: tuple[str, ...], kind: str
 ) -> None:
     """Remove segmentations (and their annotations) from an entry."""
-    remove_segmentation(_location(db_path, source_db, entry_id), list(ids), kind)
+    _manage("remove_segmentation")(_location(db_path, source_db, entry_id), list(ids), kind)
 
 
 def _json_file_command(name: str, action: Any, doc: str) -> None:
@@ -557,15 +734,21 @@ def _ids_command(name: str, action: Any, doc: str) -> None:
         action(_location(db_path, source_db, entry_id), list(ids))
 
 
-_json_file_command("edit-descriptions", edit_descriptions, "Add or replace descriptions by id.")
+_json_file_command(
+    "edit-descriptions", _manage("edit_descriptions"), "Add or replace descriptions by id."
+)
 _json_file_command(
     "edit-segment-annotations",
-    edit_segment_annotations,
+    _manage("edit_segment_annotations"),
     "Add or replace segment annotations by id.",
 )
-_ids_command("remove-descriptions", remove_descriptions, "Remove descriptions by id.")
 _ids_command(
-    "remove-segment-annotations", remove_segment_annotations, "Remove segment annotations by id."
+    "remove-descriptions", _manage("remove_descriptions"), "Remove descriptions by id."
+)
+_ids_command(
+    "remove-segment-annotations",
+    _manage("remove_segment_annotations"),
+    "Remove segment annotations by id."
 )
 
 
@@ -590,14 +773,10 @@ _ids_command(
     type=click.Path(path_type=Path),
     help="Folder to write, e.g. emd-1832.ome.zarr (see docs/export.md for its layout).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option(
-    "--compressor",
-    type=click.Choice([c.value for c in Compressor]),
-    default="lz4",
-    show_default=True,
-    help="Blosc codec of the output's chunks.",
+    "--overwrite", is_flag=True, help="Replace an existing output (an earlier export)."
 )
+@_compressor_option("the output's chunks")
 @_run_options
 @_verbose_option("Tracebacks on errors.")
 def export_command(

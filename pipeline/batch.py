@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.db.layout import EntryLocation
 from pipeline.errors import InputFormatError, PreprocessorError
-from pipeline.options import OPTION_DEFAULTS, build_options, input_specs
+from pipeline.inputs.source import is_url
+from pipeline.options import OPTION_DEFAULTS, build_options, input_specs, parse_size
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, memory_budget, open_cluster
@@ -29,7 +31,14 @@ from pipeline.runner import Runner, memory_budget, open_cluster
 __all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
 
 _REQUIRED = ("entry_id", "source_db", "inputs")
-_PER_ENTRY = frozenset(OPTION_DEFAULTS) - {"scheduler", "workers", "max_memory", "dry_run"}
+_PER_ENTRY = frozenset(OPTION_DEFAULTS) - {
+    "scheduler",
+    "workers",
+    "max_memory",
+    "dry_run",
+    "transfer",
+    "storage_options",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,7 @@ class BatchResult:
     summary: RunSummary | None
     error: str | None
     seconds: float
+    skipped: bool = False  # --skip-existing: the entry was already in the database
 
     @property
     def ok(self) -> bool:
@@ -80,7 +90,8 @@ def _inputs_field(value: Any, base: Path, where: str, path: Path) -> list[tuple[
     if not pairs:
         raise InputFormatError(f"{where}: no inputs", path)
     return [
-        (str(base / file) if not Path(file).is_absolute() else file, kind) for file, kind in pairs
+        (str(base / file) if not (is_url(file) or Path(file).is_absolute()) else file, kind)
+        for file, kind in pairs
     ]
 
 
@@ -176,15 +187,22 @@ def run_batch(
     progress: Progress = NO_PROGRESS,
     report: Callable[[BatchResult], None] = lambda _: None,
     warn: Callable[[str], None] | None = None,
+    skip_existing: bool = False,
 ) -> list[BatchResult]:
     """Run every entry with the ``common`` fields (working folder, database, scheduler, ...)
-    on one runner; never stops at a failed entry."""
+    on one runner; never stops at a failed entry. ``skip_existing``: entries already in the
+    database are reported as skipped (a killed batch re-run completes the rest)."""
     _check_common(common)
     results = []
     with _shared_runner(common) as runner:
         for entry in entries:
             started = time.perf_counter()
             summary, error = None, None
+            if skip_existing and _exists(entry, common):
+                result = BatchResult(entry, None, None, 0.0, skipped=True)
+                report(result)
+                results.append(result)
+                continue
             try:
                 kinds = [kind for _, kind in entry.fields["inputs"]]
                 files = [file for file, _ in entry.fields["inputs"]]
@@ -205,6 +223,17 @@ def run_batch(
             report(result)
             results.append(result)
     return results
+
+
+def _exists(entry: BatchEntry, common: dict[str, Any]) -> bool:
+    """Whether the entry is in the database (a bad name is left for the run to report)."""
+    try:
+        location = EntryLocation(
+            Path(common["db_path"]), entry.fields["source_db"], entry.fields["entry_id"]
+        )
+    except PreprocessorError:
+        return False
+    return location.exists()
 
 
 def _check_common(common: dict[str, Any]) -> None:
@@ -232,7 +261,15 @@ def _shared_runner(common: dict[str, Any]) -> Iterator[Runner | None]:
         return
     parts = Path(common["working_folder"]).absolute() / f"batch-parts-{uuid.uuid4().hex[:8]}"
     try:
-        with open_cluster(common.get("scheduler"), common.get("workers"), parts) as runner:
+        with open_cluster(
+            common.get("scheduler"),
+            common.get("workers"),
+            parts,
+            transfer=common.get("transfer") or "auto",
+            max_memory=parse_size(common["max_memory"], "--max-memory")
+            if isinstance(common.get("max_memory"), str)
+            else common.get("max_memory"),
+        ) as runner:
             yield runner
     finally:
         shutil.rmtree(parts, ignore_errors=True)

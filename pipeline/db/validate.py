@@ -41,10 +41,12 @@ __all__ = [
     "EntryCheck",
     "check_entry",
     "checked_documents",
+    "database_leftovers",
     "has_entry_file",
     "list_entries",
     "scan_database",
     "staging_leftovers",
+    "stray_files",
     "validate_entry",
 ]
 
@@ -579,3 +581,43 @@ def checked_documents(
 def validate_entry(location: EntryLocation, quick: bool = False) -> list[str]:
     """Problems of one entry (empty: valid)."""
     return check_entry(location, quick).problems
+
+
+# --- the database outside its entries (issue 11) ------------------------------------------------
+
+
+def database_leftovers(db_path: Path) -> list[str]:
+    """Every folder in ``<db>/_staging``, said whether its writer is gone (the next writer of
+    the database removes it) or still running; a symlinked ``_staging`` is named as such."""
+    from pipeline.db.safefs import SymlinkRefusedError, dead_staging
+
+    try:
+        dead = set(dead_staging(Path(db_path)))
+    except SymlinkRefusedError as exc:
+        return [f"{exc.path}: {exc.message}"]
+    return [
+        f"_staging/{name}: staging folder, {size} bytes (left by a writer that is gone: the "
+        "next writer of the database removes it)"
+        if name in dead
+        else f"_staging/{name}: staging folder, {size} bytes (of a running writer)"
+        for name, size in staging_leftovers(db_path)
+    ]
+
+
+def stray_files(location: EntryLocation) -> list[str]:
+    """Files in an entry folder that are not the entry's own (a rewrite never carries them),
+    and symlinks (refused by every writer)."""
+    from pipeline.db.layout import ENTRY_FILES
+
+    problems = []
+    try:
+        with os.scandir(location.folder) as it:
+            found = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+    for item in found:
+        if item.is_symlink():
+            problems.append(f"{item.name}: a symlink (writers refuse the entry until removed)")
+        elif item.name not in ENTRY_FILES:
+            problems.append(f"{item.name}: not a file of the entry (rewrites do not carry it)")
+    return problems
