@@ -54,20 +54,25 @@ def delete_entry(location: EntryLocation) -> None:
             )
         source = entry_folder_fds
         try:
-            staging = ensure_dir(location.db_path, STAGING)
+            created: set[str] = set()
+            staging = ensure_dir(location.db_path, STAGING, created=created)
+            # removed at the end when empty, unless it was there and empty before
+            tidy = STAGING in created or bool(os.listdir(staging))
             try:
                 remove_dead_staging(staging)
                 trash = staging_name(location.source_db, location.entry_id)
                 os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
                 COMMITTED.append(f"{location.source_db}/{location.entry_id}")
+                tidy = True  # the deletion is the outcome: tidy up an empty _staging found
                 _after_commit_hook()
                 remove_tree(staging, trash)
             finally:
                 os.close(staging)
         finally:
             os.close(source)
-        with contextlib.suppress(OSError), opened_root(location.db_path) as root:
-            os.rmdir(STAGING, dir_fd=root)
+        if tidy:
+            with contextlib.suppress(OSError), opened_root(location.db_path) as root:
+                os.rmdir(STAGING, dir_fd=root)
 
 
 def _entry_fds(location: EntryLocation) -> int | None:

@@ -496,6 +496,38 @@ def test_failed_run_leaves_the_database_exactly_as_it_was(run_cli, tmp_path):
     assert tree_digest(tmp_path / "db") == before
 
 
+def test_existing_empty_locks_and_staging_stay_after_failed_and_refused_runs(run_cli, tmp_path):
+    """Review of issue 11: an empty ``_locks`` / ``_staging`` that was there before a run is
+    part of 'the database as it was' (only what the run created is removed)."""
+    _add(run_cli, tmp_path)
+    (tmp_path / "db" / "_staging").mkdir()
+    (tmp_path / "db" / "_locks").mkdir()
+    before = tree_digest(tmp_path / "db")
+    assert before["_locks"] == "<dir>" and before["_staging"] == "<dir>"
+    bad = tmp_path / "in" / "bad.mrc"
+    bad.write_bytes(b"not a map" * 200)
+    result = run_cli(*preprocess_args([(bad, "mask")], tmp_path, mode="extend"))
+    assert result.exit_code == 2
+    assert tree_digest(tmp_path / "db") == before
+    result = run_cli(*preprocess_args([(_map(tmp_path), "map")], tmp_path))  # exists already
+    assert_one_line_error(result, "already exists")
+    assert tree_digest(tmp_path / "db") == before
+    result = run_cli(*[a.replace("emd-1832", "emd-9") for a in _manage(tmp_path, "delete")])
+    assert_one_line_error(result, "does not exist")
+    assert tree_digest(tmp_path / "db") == before
+    # a run that creates them removes them again
+    shutil.rmtree(tmp_path / "db" / "_locks")
+    shutil.rmtree(tmp_path / "db" / "_staging")
+    result = run_cli(*preprocess_args([(bad, "mask")], tmp_path, mode="extend"))
+    assert result.exit_code == 2
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
+    # a run that commits tidies up empty ones it found (a killed writer's, typically)
+    (tmp_path / "db" / "_staging").mkdir()
+    (tmp_path / "db" / "_locks").mkdir()
+    _add(run_cli, tmp_path, entry="emd-2")
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
+
+
 def test_failed_run_keeps_a_concurrent_runs_new_folders(tmp_path):
     """A run on a new database that fails removes only the folders it found missing, each
     only when empty: a concurrent run's new source folder stays."""

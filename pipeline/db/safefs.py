@@ -79,15 +79,23 @@ def open_root(db_path: Path, create: bool = False) -> int:
     return os.open(db_path, flags)
 
 
-def open_dir(dir_fd: int, name: str, shown: Path, create: bool = False) -> int:
+def open_dir(
+    dir_fd: int, name: str, shown: Path, create: bool = False, created: set[str] | None = None
+) -> int:
     """Open the folder ``name`` in ``dir_fd`` (created when ``create``), never through a link.
 
     Raises :class:`SymlinkRefusedError` naming ``shown`` for a symlink, FileNotFoundError when
-    it does not exist (and ``create`` is false), NotADirectoryError for another file.
+    it does not exist (and ``create`` is false), NotADirectoryError for another file. When this
+    call creates the folder, ``name`` is added to ``created`` (so the caller removes only what
+    it made).
     """
     if create:
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
+            if created is not None:
+                created.add(name)
+        except FileExistsError:
+            pass
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
@@ -126,9 +134,10 @@ def open_file(dir_fd: int, name: str, flags: int, shown: Path, mode: int = 0o644
         raise
 
 
-def ensure_dir(db_path: Path, *names: str) -> int:
+def ensure_dir(db_path: Path, *names: str, created: set[str] | None = None) -> int:
     """Open (creating as needed) ``db_path/names...``, every component below the root without
-    following links; retried when a concurrent writer removes an empty folder meanwhile."""
+    following links; retried when a concurrent writer removes an empty folder meanwhile. The
+    names of the folders this call created are added to ``created``."""
     for _ in range(100):
         try:
             fd = open_root(db_path, create=True)
@@ -138,7 +147,7 @@ def ensure_dir(db_path: Path, *names: str) -> int:
         try:
             for name in names:
                 shown = shown / name
-                child = open_dir(fd, name, shown, create=True)
+                child = open_dir(fd, name, shown, create=True, created=created)
                 os.close(fd)
                 fd = child
             return fd
