@@ -31,9 +31,11 @@ __all__ = [
     "ensure_dir",
     "entry_has_symlinks",
     "is_dead_writer",
+    "link_file",
     "list_staging",
     "open_dir",
     "opened_dir",
+    "opened_entry",
     "refuse_symlinks",
     "remove_dead_staging",
     "remove_tree",
@@ -183,6 +185,34 @@ def refuse_symlinks(db_path: Path, source_db: str, entry_id: str, files: tuple[s
                     raise _refuse(db_path / source_db / entry_id / name, "file")
     except (FileNotFoundError, NotADirectoryError):
         return  # no such entry: the caller says so
+
+
+@contextlib.contextmanager
+def opened_entry(db_path: Path, source_db: str, entry_id: str) -> Iterator[int]:
+    """A descriptor of the entry folder reached without following links below the root (a
+    symlinked source or entry folder is refused, naming it): its files are then opened
+    relative to it with ``O_NOFOLLOW`` (:func:`open_file`) or linked with
+    ``follow_symlinks=False``, so no file outside the database is read through a link."""
+    with (
+        opened_root(db_path) as root,
+        opened_dir(root, source_db, db_path / source_db) as src,
+        opened_dir(src, entry_id, db_path / source_db / entry_id) as entry,
+    ):
+        yield entry
+
+
+def link_file(dir_fd: int, name: str, target: Path, shown: Path) -> None:
+    """Hard-link the file ``name`` of ``dir_fd`` as ``target``; a link there (or one swapped in
+    meanwhile) is refused, naming ``shown``, and nothing is left at ``target``."""
+    fd = open_file(dir_fd, name, os.O_RDONLY, shown)
+    try:
+        os.link(name, target, src_dir_fd=dir_fd, follow_symlinks=False)
+        linked = os.stat(target, follow_symlinks=False)
+        if (linked.st_ino, linked.st_dev) != (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+            os.unlink(target)
+            raise _refuse(shown, "file")
+    finally:
+        os.close(fd)
 
 
 def entry_has_symlinks(folder: Path) -> list[str]:
