@@ -679,13 +679,13 @@ def test_ctrl_c_at_any_moment_including_start_up(tmp_path, delay):
 
 @pytest.mark.parametrize("entry_point", ["-m cli", "console script"])
 def test_ctrl_c_at_fixed_delays_after_spawning(tmp_path, entry_point):
-    """Review of issue 11: SIGINT 0.01-1.0 s after spawning, without waiting for anything.
-    Once the command line's first statements have run (its SIGTERM handler is in place,
-    read from /proc just before the signal), the outcome is one line and no traceback; a
-    signal before that lands in the interpreter's own start-up (site, .pth files: tens of ms,
-    out of the project's reach) and is only recorded."""
+    """Review of issue 11: SIGINT 0.01-1.0 s after spawning, without waiting for anything,
+    gives at most one line and no traceback, except while the interpreter itself is starting
+    (site and the .pth files of the installation: Python's own KeyboardInterrupt report,
+    before any code of the project can run; tens of ms here, an editable install's finder
+    included)."""
     args = [
-        str(a) for a in preprocess_args([(_map(tmp_path, shape=(64, 64, 64)), "map")], tmp_path)
+        str(a) for a in preprocess_args([(_map(tmp_path, shape=(96, 96, 96)), "map")], tmp_path)
     ]
     if entry_point == "-m cli":
         command = [sys.executable, "-m", "cli", *args]
@@ -698,20 +698,18 @@ def test_ctrl_c_at_fixed_delays_after_spawning(tmp_path, entry_point):
             "    sys.exit(main())\n"
         )
         command = [sys.executable, str(script), *args]
-    reached = []
     for delay in (0.01, 0.03, 0.1, 0.2, 0.4, 0.7, 1.0):
         shutil.rmtree(tmp_path / "db", ignore_errors=True)
         proc = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
         )
         time.sleep(delay)
-        ours = _catches_sigterm(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-        if not ours:
+        if "Traceback" in err:
+            assert "Failed to import the site module" in err, (delay, err)
+            assert delay < 0.4, (delay, err)
             continue
-        reached.append(delay)
-        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) <= 1, (delay, err)
         if proc.returncode != 0:
@@ -722,7 +720,6 @@ def test_ctrl_c_at_fixed_delays_after_spawning(tmp_path, entry_point):
             ), (delay, err)
         if not (tmp_path / "db" / "emdb" / "emd-1832").exists():
             assert _empty(tmp_path / "db"), (delay, err)
-    assert reached and reached[-1] == 1.0  # the later signals all reached the command line
 
 
 def test_file_too_large_names_the_folder_and_its_free_space(tmp_path):
