@@ -19,7 +19,7 @@ from pipeline.algorithms.levels import LevelPlan
 from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.writer import DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.level_pass import Engine, LabelJob, run_label_pass, temp_id
+from pipeline.level_pass import Engine, LabelJob, run_label_pass
 from pipeline.model import LabelSource, Vec3
 
 __all__ = ["LatticeResult", "check_lattice_grid", "write_lattice"]
@@ -70,30 +70,55 @@ def check_lattice_grid(
             )
 
 
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``np.unique(rows, axis=0, return_index=True, return_inverse=True)[1:]`` (rows in
+    lexicographic order; the first occurrence of each), with a lexsort of the columns."""
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    new = np.ones(rows.shape[0], bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    group = np.cumsum(new) - 1
+    inverse = np.empty(rows.shape[0], np.int64)
+    inverse[order] = group
+    return order[new], inverse
+
+
 def _lut(
     table: SetTable, blocks: list[tuple[int, np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scratch values of the blocks' combinations -> category ids.
+    """Scratch values of the blocks' combinations -> category ids, as ``(starts, values)``:
+    combination ``index`` of block ``number`` becomes ``values[starts[number] + index]``.
 
     New unions get their ids in the sorted order of the distinct combinations of the whole
-    level, not in block order, so the ids do not depend on how the level was cut into blocks
-    (runs with other block sizes store the same arrays)."""
-    rows: dict[tuple[int, ...], list[int]] = {}
+    level (as tuples of category ids), not in block order, so the ids do not depend on how the
+    level was cut into blocks (runs with other block sizes store the same arrays)."""
+    numbers = [number for number, _, _ in blocks]
+    sizes = np.zeros(max(numbers, default=0) + 1, np.int64)
     for number, _present, combos in blocks:
-        for index, row in enumerate(combos):
-            members = tuple(int(c) for c in row if c != _SENTINEL)
-            rows.setdefault(members, []).append(temp_id(number, index))
-    keys: list[int] = []
-    values: list[int] = []
-    for members in sorted(rows):
-        value = members[0] if len(members) == 1 else table.union_id(members)
-        keys.extend(rows[members])
-        values.extend([value] * len(rows[members]))
-    order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
-    return (
-        np.array(keys, dtype=np.uint64)[order],
-        np.array(values, dtype=np.uint32)[order],
+        sizes[number] = combos.shape[0]
+    starts = np.cumsum(sizes) - sizes
+    parts = [combos for number, _, combos in sorted(blocks, key=lambda b: b[0]) if combos.size]
+    if not parts:
+        return starts, np.zeros(0, np.uint32)
+    width = max(p.shape[1] for p in parts)
+    rows = np.concatenate(
+        [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
+    # tuple order: ids shifted up by one, shorter rows padded with 0 so that they come first
+    keyed = np.where(rows == _SENTINEL, np.uint64(0), rows.astype(np.uint64) + np.uint64(1))
+    if width <= 2:
+        packed = keyed[:, 0] << np.uint64(32)
+        if width == 2:
+            packed |= keyed[:, 1]
+        _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    else:
+        first, inverse = _unique_rows(keyed)
+    distinct = rows[first]
+    single = (distinct != _SENTINEL).sum(axis=1) == 1
+    ids = np.empty(first.size, np.uint32)
+    ids[single] = distinct[single, 0]
+    ids[~single] = table.union_ids(distinct[~single])
+    return starts, ids[inverse.reshape(-1)]
 
 
 def write_lattice(
@@ -148,7 +173,9 @@ def write_lattice(
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
             if lv.stored:
-                writer.object_array(f"{base}/{lv.ratio}/{t}/set_table", table.table(present))
+                writer.encoded_object_array(
+                    f"{base}/{lv.ratio}/{t}/set_table", table.encoded_table(present)
+                )
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:

@@ -240,7 +240,8 @@ class LabelJob:
 
     source: LazyArray  # level r: labels (level 1) or a uint64 scratch file, [x, y, z]
     path: str  # the input file, for error messages
-    lut: tuple[np.ndarray, np.ndarray] | None  # scratch values -> category ids (levels > 1)
+    # scratch values -> category ids (levels > 1): (first index of each block, category ids)
+    lut: tuple[np.ndarray, np.ndarray] | None
     store: ArrayTarget | None  # level r's grid
     next_level: Any | None  # writable uint64 lazy array for level 2r, or None
 
@@ -263,11 +264,14 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
         if kind in "iu" and size <= 4:  # non-negative: the same bits unsigned, no copy
             return data.view(np.dtype(f"u{size}"))
         return data.astype(np.uint32)
-    keys, values = job.lut
+    starts, values = job.lut
     out = data.astype(np.uint32)  # plain categories are below 2**32
     temp = data >= TEMP_BASE
     if temp.any():
-        out[temp] = values[np.searchsorted(keys, data[temp])]
+        scratch = data[temp]
+        number = (scratch & ~TEMP_BASE) >> np.uint64(_LOCAL_BITS)
+        index = scratch & np.uint64((1 << _LOCAL_BITS) - 1)
+        out[temp] = values[starts[number.astype(np.intp)] + index.astype(np.intp)]
     return out
 
 

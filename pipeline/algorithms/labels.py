@@ -9,11 +9,12 @@ indices. The orchestrator merges the combinations of all blocks into the global
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.algorithms.pyramid import axis_slice
+from pipeline.algorithms.set_table import SetTable
 
 __all__ = [
     "LABEL_HALO",
@@ -153,47 +154,3 @@ def present_values(block: np.ndarray) -> np.ndarray:
     return np.unique(block).astype(np.uint32)
 
 
-@dataclass
-class SetTable:
-    """Category id <-> set of segment ids, shared by every level and frame of one lattice.
-
-    Level 1 categories are the label values ({v} -> v); a union equal to a known set reuses its
-    id; a new union gets the next free id (in a deterministic order).
-    """
-
-    sets: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
-    _next: int = 0
-
-    def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
-        """Level-1 categories: label value v is the set {segment of v} (v itself by default)."""
-        for v in values.tolist():
-            if v not in self.sets:
-                members = ((segment_of or {}).get(v, v),)
-                self.sets[v] = members
-                self.ids.setdefault(members, v)
-                self._next = max(self._next, v + 1)
-
-    def _free_id(self) -> int:
-        if self._next < _SENTINEL:
-            self._next += 1
-            return self._next - 1
-        # ids up to the top are taken by labels: the lowest free one (rare, slow path)
-        used = sorted(self.sets)
-        candidate = next((i for i, u in enumerate(used) if i != u), len(used))
-        if candidate >= _SENTINEL:
-            raise OverflowError("more than 2**32 - 1 label categories")
-        return candidate
-
-    def union_id(self, categories: tuple[int, ...]) -> int:
-        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
-        found = self.ids.get(members)
-        if found is None:
-            found = self._free_id()
-            self.sets[found] = members
-            self.ids[members] = found
-        return found
-
-    def table(self, present: np.ndarray) -> dict[str, list[int]]:
-        """The ``set_table`` document of a level: every present category with its segments."""
-        return {str(c): list(self.sets[c]) for c in sorted(present.tolist())}

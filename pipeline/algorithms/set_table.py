@@ -1,0 +1,340 @@
+"""The category set table of a lattice (DESIGN 7.2), held in numpy arrays.
+
+Every category id names a set of segment ids. Level 1 categories are the label values
+(``{segment(v)} -> v``); at coarser levels, a union of categories equal to a known set reuses
+that set's id, and a new union gets the next free id. :meth:`SetTable.union_ids` does that for
+a whole level at once: the unions are formed, sorted and deduplicated row-wise, found in (or
+added to) the table through a 64-bit hash of each set that is always checked against the sets'
+members, so a hash collision can never merge two sets (the rare collision, and running out of
+ids, take the exact scalar path instead).
+
+Sets are stored as one flat array of member ranks (into the sorted segment ids) with a start
+and a length per set, in creation order: memory stays a few bytes per member whatever the
+number of sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+__all__ = ["SetTable", "encode_set_table"]
+
+SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
+_EMPTY_U32 = np.zeros(0, np.uint32)
+_EMPTY_I64 = np.zeros(0, np.int64)
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a well-spread 64-bit hash of each value (wrapping arithmetic)."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _length_hash(lengths: np.ndarray) -> np.ndarray:
+    return _mix(lengths.astype(np.uint64) ^ np.uint64(0x5A5A5A5A5A5A5A5A))
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` of every pair."""
+    total = int(lengths.sum())
+    if total == 0:
+        return _EMPTY_I64
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _compact_rows(mat: np.ndarray) -> np.ndarray:
+    """Rows sorted with their repeats replaced by the sentinel, trimmed to the widest row."""
+    mat.sort(axis=1)
+    if mat.shape[1] > 1:
+        repeated = np.zeros(mat.shape, bool)
+        np.equal(mat[:, 1:], mat[:, :-1], out=repeated[:, 1:])
+        mat[repeated] = SENTINEL
+        mat.sort(axis=1)
+    width = int((mat != SENTINEL).sum(axis=1).max()) if mat.shape[0] else 1
+    return mat[:, : max(width, 1)]
+
+
+class _SetsView(Mapping[int, tuple[int, ...]]):
+    """Read-only ``{category id: segment ids}`` view of a table (tests, slow path)."""
+
+    def __init__(self, table: SetTable) -> None:
+        self._table = table
+
+    def __getitem__(self, category: int) -> tuple[int, ...]:
+        t = self._table
+        pos = t._positions(np.array([category], np.uint32), strict=False)[0]
+        if pos < 0:
+            raise KeyError(category)
+        ranks = t._flat[t._starts[pos] : t._starts[pos] + t._lens[pos]]
+        return tuple(int(s) for s in t._segments[ranks])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._table._cats.tolist())
+
+    def __len__(self) -> int:
+        return int(self._table._cats.size)
+
+
+class SetTable:
+    """Category id <-> set of segment ids, shared by every level and frame of one lattice.
+
+    Level 1 categories are the label values ({segment of v} -> v); a union equal to a known set
+    reuses its id (the first id that set got); a new union gets the next free id, in the order
+    the unions are given.
+    """
+
+    def __init__(self) -> None:
+        self._segments = _EMPTY_I64  # sorted distinct segment ids; members are ranks into it
+        self._cats = _EMPTY_U32  # category id of every set, in creation order
+        self._starts = _EMPTY_I64  # first member of every set in _flat
+        self._lens = _EMPTY_I64
+        self._flat = _EMPTY_U32  # member ranks, set after set, each set sorted
+        self._hash = np.zeros(0, np.uint64)
+        self._by_cat = _EMPTY_I64  # set indices in category order
+        self._by_hash = _EMPTY_I64  # set indices in hash order (creation order within a hash)
+        self._next = 0
+
+    @property
+    def sets(self) -> Mapping[int, tuple[int, ...]]:
+        return _SetsView(self)
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def _positions(self, categories: np.ndarray, strict: bool = True) -> np.ndarray:
+        """Set index of each category (-1 for unknown ones unless ``strict``)."""
+        ordered = self._cats[self._by_cat]
+        loc = np.searchsorted(ordered, categories)
+        loc_c = np.minimum(loc, max(ordered.size - 1, 0))
+        known = (loc < ordered.size) & (ordered[loc_c] == categories) if ordered.size else loc < 0
+        if strict and not known.all():
+            raise KeyError(int(categories[~known][0]))
+        return np.where(known, self._by_cat[loc_c] if ordered.size else -1, -1)
+
+    def _members(self, positions: np.ndarray, width: int) -> np.ndarray:
+        """Member ranks of the given sets as sentinel-padded rows of ``width``."""
+        lens = self._lens[positions]
+        rows = np.full((positions.size, width), SENTINEL, np.uint32)
+        flat = self._flat[_ranges(self._starts[positions], lens)]
+        row_of = np.repeat(np.arange(positions.size), lens)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
+        rows[row_of, col] = flat
+        return rows
+
+    def _row_hash(self, rows: np.ndarray) -> np.ndarray:
+        """Set hash of sentinel-padded rows of member ranks."""
+        valid = rows != SENTINEL
+        ids = self._segments[np.where(valid, rows, 0)]
+        mixed = np.where(valid, _mix(ids), np.uint64(0))
+        return mixed.sum(axis=1, dtype=np.uint64) + _length_hash(valid.sum(axis=1))
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def _append(self, cats: np.ndarray, rows: np.ndarray) -> None:
+        """Add sets (sentinel-padded rows of member ranks) under ``cats``."""
+        if not cats.size:
+            return
+        valid = rows != SENTINEL
+        lens = valid.sum(axis=1).astype(np.int64)
+        start0 = self._flat.size
+        self._flat = np.concatenate([self._flat, rows[valid]])
+        self._starts = np.concatenate([self._starts, start0 + np.cumsum(lens) - lens])
+        self._lens = np.concatenate([self._lens, lens])
+        self._hash = np.concatenate([self._hash, self._row_hash(rows)])
+        first = self._cats.size
+        self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
+        new = np.arange(first, self._cats.size)
+        # merge the new sets into the sorted lookups (stable: creation order within a key)
+        order = np.concatenate([self._by_cat, new[np.argsort(cats, kind="stable")]])
+        self._by_cat = order[np.argsort(self._cats[order], kind="stable")]
+        order = np.concatenate([self._by_hash, new[np.argsort(self._hash[new], kind="stable")]])
+        self._by_hash = order[np.argsort(self._hash[order], kind="stable")]
+        self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
+
+    def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
+        """Level-1 categories: label value v is the set {segment of v} (v itself by default)."""
+        values = np.asarray(values).astype(np.uint32)
+        _, first = np.unique(values, return_index=True)
+        values = values[np.sort(first)]
+        values = values[self._positions(values, strict=False) < 0]
+        if not values.size:
+            return
+        if segment_of:
+            segs = np.array([segment_of.get(v, v) for v in values.tolist()], np.int64)
+        else:
+            segs = values.astype(np.int64)
+        merged = np.union1d(self._segments, segs)
+        if merged.size != self._segments.size:  # new segments: re-rank the stored members
+            self._flat = np.searchsorted(merged, self._segments[self._flat]).astype(np.uint32)
+            self._segments = merged
+        ranks = np.searchsorted(merged, segs).astype(np.uint32)
+        self._append(values, ranks[:, None])
+
+    def union_id(self, categories: tuple[int, ...]) -> int:
+        """The id of the union of the sets of ``categories`` (a new id if the set is new)."""
+        row = np.array([list(categories)], np.uint32)
+        return int(self.union_ids(row)[0])
+
+    def union_ids(self, rows: np.ndarray) -> np.ndarray:
+        """Ids of the unions of sentinel-padded rows of categories, new sets numbered in row
+        order (exactly as calling :meth:`union_id` row after row)."""
+        k = rows.shape[0]
+        if k == 0:
+            return _EMPTY_U32
+        valid = rows != SENTINEL
+        row_of = np.nonzero(valid)[0]
+        pos = self._positions(rows[valid])
+        lens = self._lens[pos]
+        flat = self._flat[_ranges(self._starts[pos], lens)]
+        per_row = np.bincount(row_of, weights=lens, minlength=k).astype(np.int64)
+        mat = np.full((k, int(per_row.max())), SENTINEL, np.uint32)
+        element_row = np.repeat(row_of, lens)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        mat[element_row, col] = flat
+        mat = _compact_rows(mat)
+        hashes = self._row_hash(mat)
+        width = mat.shape[1]
+
+        # sets already in the table
+        ids = np.zeros(k, np.uint32)
+        by_hash = self._hash[self._by_hash]
+        loc = np.searchsorted(by_hash, hashes)
+        loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
+        found = (loc < by_hash.size) & (by_hash[loc_c] == hashes) if by_hash.size else loc < 0
+        if found.any():
+            known = self._by_hash[loc_c[found]]
+            if (self._lens[known] > width).any() or not np.array_equal(
+                self._members(known, width), mat[found]
+            ):
+                return self._union_ids_exact(rows)  # a hash collision: the exact path
+            ids[found] = self._cats[known]
+        fresh = np.nonzero(~found)[0]
+        if fresh.size:
+            _, first, inverse = np.unique(hashes[fresh], return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            if not np.array_equal(mat[fresh], mat[fresh[first[inverse]]]):
+                return self._union_ids_exact(rows)
+            if self._next + first.size > SENTINEL:
+                return self._union_ids_exact(rows)  # ids wrap: the lowest free ones, slowly
+            # new ids in the order of each set's first row
+            rank = np.empty(first.size, np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+            ids[fresh] = self._next + rank[inverse]
+            creators = fresh[np.sort(first)]
+            self._append(ids[creators], mat[creators])
+        return ids
+
+    def _union_ids_exact(self, rows: np.ndarray) -> np.ndarray:
+        """The scalar definition, row after row (hash collisions, ids near the top)."""
+        sets = {int(c): self.sets[int(c)] for c in self._cats.tolist()}
+        known: dict[tuple[int, ...], int] = {}
+        for c in self._cats.tolist():
+            known.setdefault(sets[c], c)
+        out = np.zeros(rows.shape[0], np.uint32)
+        for i, row in enumerate(rows.tolist()):
+            members = tuple(sorted(set().union(*(sets[c] for c in row if c != SENTINEL))))
+            found = known.get(members)
+            if found is None:
+                found = self._free_id(sets)
+                sets[found] = members
+                known[members] = found
+                ranks = np.searchsorted(self._segments, np.array(members, np.int64))
+                padded = np.full((1, len(members)), SENTINEL, np.uint32)
+                padded[0] = ranks
+                self._append(np.array([found], np.uint32), padded)
+            out[i] = found
+        return out
+
+    def _free_id(self, sets: dict[int, tuple[int, ...]]) -> int:
+        if self._next < SENTINEL:
+            return self._next
+        # ids up to the top are taken by labels: the lowest free one (rare, slow path)
+        used = sorted(sets)
+        candidate = next((i for i, u in enumerate(used) if i != u), len(used))
+        if candidate >= SENTINEL:
+            raise OverflowError("more than 2**32 - 1 label categories")
+        return candidate
+
+    # --- output ----------------------------------------------------------------------------
+
+    def table(self, present: np.ndarray) -> dict[str, list[int]]:
+        """The ``set_table`` document of a level: every present category with its segments."""
+        return {str(c): list(self.sets[c]) for c in sorted(np.asarray(present).tolist())}
+
+    def encoded_table(self, present: np.ndarray) -> bytes:
+        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array."""
+        present = np.unique(np.asarray(present).astype(np.uint32))
+        pos = self._positions(present)
+        lens = self._lens[pos]
+        members = self._segments[self._flat[_ranges(self._starts[pos], lens)]]
+        return encode_set_table(present.astype(np.int64), lens, members)
+
+
+def _digits(values: np.ndarray) -> np.ndarray:
+    """Number of decimal digits of non-negative integers."""
+    n = np.ones(values.shape, np.int64)
+    power = 10
+    while power <= (int(values.max()) if values.size else 0):
+        n += values >= power
+        power *= 10
+    return n
+
+
+def _write_numbers(buf: np.ndarray, ends: np.ndarray, values: np.ndarray, ndig: np.ndarray) -> None:
+    """Write each value's decimal digits into ``buf`` ending just before ``ends``."""
+    rest = values.copy()
+    for d in range(int(ndig.max()) if ndig.size else 0):
+        live = ndig > d
+        buf[ends[live] - 1 - d] = 48 + (rest[live] % 10)
+        rest //= 10
+
+
+def encode_set_table(keys: np.ndarray, lens: np.ndarray, members: np.ndarray) -> bytes:
+    """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
+    compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy."""
+    if (keys.size and keys.min() < 0) or (members.size and members.min() < 0):
+        from numcodecs import JSON
+
+        starts = np.cumsum(lens) - lens
+        doc = {
+            str(k): members[s : s + n].tolist()
+            for k, s, n in zip(keys.tolist(), starts.tolist(), lens.tolist(), strict=True)
+        }
+        value = np.empty(1, dtype=object)
+        value[0] = doc
+        return JSON().encode(value)
+    order = np.argsort(keys.astype(np.str_), kind="stable")  # json's sort_keys: string order
+    starts = (np.cumsum(lens) - lens)[order]
+    keys, lens = keys[order], lens[order]
+    members = members[_ranges(starts, lens)]
+    head, tail = b"[{", b'},"|O",[1]]'
+    kd, md = _digits(keys), _digits(members)
+    per_member = md + 1  # digits and "," (or "]" after the last)
+    set_of = np.repeat(np.arange(keys.size), lens)
+    member_bytes = np.bincount(set_of, weights=per_member, minlength=keys.size).astype(np.int64)
+    set_bytes = 4 + kd + member_bytes + 1  # '"' key '":[' members ','
+    set_start = len(head) + np.cumsum(set_bytes) - set_bytes
+    total = len(head) + int(set_bytes.sum()) + len(tail) - (1 if keys.size else 0)
+    buf = np.empty(total, np.uint8)
+    buf[: len(head)] = np.frombuffer(head, np.uint8)
+    buf[total - len(tail) :] = np.frombuffer(tail, np.uint8)
+    if keys.size:
+        buf[set_start] = ord('"')
+        key_end = set_start + 1 + kd
+        _write_numbers(buf, key_end, keys, kd)
+        buf[key_end] = ord('"')
+        buf[key_end + 1] = ord(":")
+        buf[key_end + 2] = ord("[")
+        first_member = key_end + 3
+        within = np.cumsum(per_member) - np.repeat(np.cumsum(member_bytes) - member_bytes, lens)
+        ends = np.repeat(first_member, lens) + within - 1  # each member's "," or "]"
+        _write_numbers(buf, ends, members, md)
+        buf[ends] = ord(",")
+        set_end = set_start + set_bytes - 1
+        buf[set_end - 1] = ord("]")
+        buf[set_end[:-1]] = ord(",")
+    return buf.tobytes()
