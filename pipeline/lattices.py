@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
+from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique, unique_1d
 from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.writer import DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
@@ -70,19 +71,6 @@ def check_lattice_grid(
             )
 
 
-def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Like ``np.unique(rows, axis=0, return_index=True, return_inverse=True)[1:]`` (rows in
-    lexicographic order; the first occurrence of each), with a lexsort of the columns."""
-    order = np.lexsort(rows.T[::-1])
-    ordered = rows[order]
-    new = np.ones(rows.shape[0], bool)
-    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    group = np.cumsum(new) - 1
-    inverse = np.empty(rows.shape[0], np.int64)
-    inverse[order] = group
-    return order[new], inverse
-
-
 def _lut(
     table: SetTable, blocks: list[tuple[int, np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,15 +98,15 @@ def _lut(
         packed = keyed[:, 0] << np.uint64(32)
         if width == 2:
             packed |= keyed[:, 1]
-        _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        first, inverse = unique_1d(packed)
     else:
-        first, inverse = _unique_rows(keyed)
+        first, inverse = lexsort_unique_rows(keyed)
     distinct = rows[first]
     single = (distinct != _SENTINEL).sum(axis=1) == 1
     ids = np.empty(first.size, np.uint32)
     ids[single] = distinct[single, 0]
     ids[~single] = table.union_ids(distinct[~single])
-    return starts, ids[inverse.reshape(-1)]
+    return starts, ids[inverse]
 
 
 def write_lattice(
@@ -165,7 +153,7 @@ def write_lattice(
             "segmentations",
             f"{labels.lattice_id} level {lv.ratio}",
         )
-        presents = [np.unique(np.concatenate([p for _, p, _ in blocks_])) for blocks_ in results]
+        presents = [sorted_unique(np.concatenate([p for _, p, _ in b])) for b in results]
         if lv.ratio == 1:  # every frame's labels first: they own their ids before any union
             for present in presents:
                 table.add_labels(present, segment_of)

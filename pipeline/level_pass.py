@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.algorithms.labels import LABEL_HALO, label_step_block, present_values
 from pipeline.algorithms.pyramid import HALO, downsample_block, output_range
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
+from pipeline.algorithms.set_table import sorted_unique
 from pipeline.algorithms.statistics import block_moments
 from pipeline.arrays import LazyArray
 from pipeline.chunks import align_chunks
@@ -305,7 +306,7 @@ def _label_task(
     seen = present_values(step.single)
     if step.combos.size:
         members = step.combos[step.combos != np.iinfo(np.uint32).max]
-        seen = np.union1d(seen, members).astype(np.uint32)
+        seen = sorted_unique(np.concatenate([seen, members.astype(np.uint32)]))
     return (seen, step.combos), chunks
 
 

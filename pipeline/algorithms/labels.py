@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.algorithms.pyramid import axis_slice
-from pipeline.algorithms.set_table import SetTable
+from pipeline.algorithms.set_table import SetTable, sorted_unique, unique_rows
 
 __all__ = [
     "LABEL_HALO",
@@ -72,25 +72,53 @@ class StepResult:
     index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
 
 
-_BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 256 KiB of uint32)
+_BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki samples)
 
 
-def _window_sets(
-    block: np.ndarray, taps: list[list[np.ndarray]], where: tuple[np.ndarray, ...]
-) -> np.ndarray:
-    """Per voxel of ``where``: the sorted distinct categories of its window, padded with the
-    sentinel to the widest row of this batch."""
-    columns = []
-    for offsets in np.ndindex(*(3,) * block.ndim):
-        index = tuple(taps[a][o][where[a]] for a, o in enumerate(offsets))
-        columns.append(block[index])
-    values = np.sort(np.stack(columns, axis=1).astype(np.uint32, copy=False), axis=1)
-    repeated = np.zeros_like(values, dtype=bool)
-    repeated[:, 1:] = values[:, 1:] == values[:, :-1]
-    values[repeated] = _SENTINEL
+def _window_source(block: np.ndarray, taps: list[list[np.ndarray]]) -> np.ndarray:
+    """The block's samples ``2*o0 - 1 .. 2*(o1 - 1) + 1`` along each axis, clipped samples
+    repeated, so that the window of output j is samples 2j, 2j+1, 2j+2 of every axis; a
+    contiguous array (a view of the block where nothing is clipped)."""
+    source = block
+    for axis, (left, centre, right) in enumerate(taps):
+        m = centre.size
+        index = np.empty(2 * m + 1, np.intp)
+        index[0 : 2 * m : 2] = left
+        index[1 : 2 * m : 2] = centre
+        index[2 * m] = right[-1]
+        if np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+            source = source[axis_slice(axis, slice(int(index[0]), int(index[0]) + index.size))]
+        else:
+            source = np.take(source, index, axis=axis)
+    if not (source.flags.c_contiguous or source.flags.f_contiguous):
+        source = np.ascontiguousarray(source)
+    return source
+
+
+def _distinct_rows(values: np.ndarray) -> np.ndarray:
+    """Per row: the distinct values, ascending, as uint32 padded with the sentinel to the
+    widest row. ``values`` is sorted in place along its rows first."""
     values.sort(axis=1)
-    width = int((values != _SENTINEL).sum(axis=1).max())
-    return values[:, :width]
+    new = values[:, 1:] != values[:, :-1]
+    width = int(new.sum(axis=1).max()) + 1
+    out = np.full((values.shape[0], width), _SENTINEL, np.uint32)
+    out[:, 0] = values[:, 0]
+    if width > 1:
+        rows, cols = np.nonzero(new)
+        out[rows, np.cumsum(new, axis=1)[rows, cols]] = values[rows, cols + 1]
+    return out
+
+
+def _window_sets(source: np.ndarray, where: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per output voxel of ``where``: the sorted distinct categories of its window, padded with
+    the sentinel to the widest row of this batch (one flat gather of the 27 samples)."""
+    strides = np.array(source.strides, np.int64) // source.itemsize
+    base = sum(2 * w.astype(np.int64) * st for w, st in zip(where, strides, strict=True))
+    offsets = np.array(
+        [np.dot(o, strides) for o in np.ndindex(*(3,) * source.ndim)], np.int64
+    )
+    flat = source.reshape(-1, order="F" if not source.flags.c_contiguous else "C")
+    return _distinct_rows(flat[base[:, None] + offsets[None, :]])
 
 
 def label_step_block(
@@ -126,21 +154,17 @@ def label_step_block(
         return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
     # the distinct categories of the full 3x3x3 window of every mixed voxel, gathered in
     # batches so the 27 columns never exist for the whole block at once
+    source = _window_source(block, taps)
     parts = [
-        _window_sets(block, taps, tuple(w[s : s + _BATCH] for w in where))
+        _window_sets(source, tuple(w[s : s + _BATCH] for w in where))
         for s in range(0, where[0].size, _BATCH)
     ]
     width = max(part.shape[1] for part in parts)
     rows = np.concatenate(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
-    if width == 2:  # the common case (a boundary between two categories): 1-D unique
-        packed = (rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1]
-        keys, inverse = np.unique(packed, return_inverse=True)
-        combos = np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)], axis=1)
-        return StepResult(lo_v, mixed, combos.astype(np.uint32), inverse.reshape(-1))
-    combos, inverse = np.unique(rows, axis=0, return_inverse=True)
-    return StepResult(lo_v, mixed, combos, inverse.reshape(-1))
+    first, inverse = unique_rows(rows)
+    return StepResult(lo_v, mixed, rows[first], inverse)
 
 
 def present_values(block: np.ndarray) -> np.ndarray:
@@ -151,6 +175,6 @@ def present_values(block: np.ndarray) -> np.ndarray:
     if top < 1 << 22:
         counts = np.bincount(block.ravel(order="K").astype(np.intp, copy=False), minlength=top + 1)
         return np.nonzero(counts)[0].astype(np.uint32)
-    return np.unique(block).astype(np.uint32)
+    return sorted_unique(block.ravel(order="K")).astype(np.uint32)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["SetTable", "encode_set_table"]
+__all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique_rows"]
 
 SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
 _EMPTY_U32 = np.zeros(0, np.uint32)
@@ -32,6 +32,57 @@ def _mix(values: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D array by sorting (numpy 2.4's hash-based unique is
+    many times slower on millions of scattered 64-bit values)."""
+    out = np.sort(values.reshape(-1))
+    if out.size > 1:
+        keep = np.ones(out.size, bool)
+        np.not_equal(out[1:], out[:-1], out=keep[1:])
+        out = out[keep]
+    return out
+
+
+def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True, return_inverse=True)[1:]`` of a 1-D array: the
+    first index of each distinct key (keys ascending) and every key's group."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new = np.ones(keys.size, bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    inverse = np.empty(keys.size, np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
+
+
+def lexsort_unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unique_1d` of the rows of a 2-D array, rows in lexicographic order."""
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    new = np.ones(rows.shape[0], bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    inverse = np.empty(rows.shape[0], np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-D uint32 array (first index of each, and every row's group),
+    in no particular order: rows of up to two columns packed into one key, wider ones through
+    a 64-bit row hash that is checked (a collision takes the exact lexsort)."""
+    if rows.shape[1] == 1:
+        return unique_1d(rows[:, 0])
+    if rows.shape[1] == 2:
+        return unique_1d((rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1])
+    h = np.zeros(rows.shape[0], np.uint64)
+    for c in range(rows.shape[1]):
+        h = _mix(h ^ rows[:, c])
+    first, inverse = unique_1d(h)
+    if not np.array_equal(rows[first[inverse]], rows):
+        return lexsort_unique_rows(rows)
+    return first, inverse
 
 
 def _length_hash(lengths: np.ndarray) -> np.ndarray:
@@ -158,8 +209,7 @@ class SetTable:
     def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
         """Level-1 categories: label value v is the set {segment of v} (v itself by default)."""
         values = np.asarray(values).astype(np.uint32)
-        _, first = np.unique(values, return_index=True)
-        values = values[np.sort(first)]
+        values = values[np.sort(unique_1d(values)[0])]
         values = values[self._positions(values, strict=False) < 0]
         if not values.size:
             return
@@ -167,7 +217,7 @@ class SetTable:
             segs = np.array([segment_of.get(v, v) for v in values.tolist()], np.int64)
         else:
             segs = values.astype(np.int64)
-        merged = np.union1d(self._segments, segs)
+        merged = sorted_unique(np.concatenate([self._segments, segs]))
         if merged.size != self._segments.size:  # new segments: re-rank the stored members
             self._flat = np.searchsorted(merged, self._segments[self._flat]).astype(np.uint32)
             self._segments = merged
@@ -214,8 +264,7 @@ class SetTable:
             ids[found] = self._cats[known]
         fresh = np.nonzero(~found)[0]
         if fresh.size:
-            _, first, inverse = np.unique(hashes[fresh], return_index=True, return_inverse=True)
-            inverse = inverse.reshape(-1)
+            first, inverse = unique_1d(hashes[fresh])
             if not np.array_equal(mat[fresh], mat[fresh[first[inverse]]]):
                 return self._union_ids_exact(rows)
             if self._next + first.size > SENTINEL:
@@ -267,7 +316,7 @@ class SetTable:
 
     def encoded_table(self, present: np.ndarray) -> bytes:
         """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array."""
-        present = np.unique(np.asarray(present).astype(np.uint32))
+        present = sorted_unique(np.asarray(present).astype(np.uint32))
         pos = self._positions(present)
         lens = self._lens[pos]
         members = self._segments[self._flat[_ranges(self._starts[pos], lens)]]
