@@ -75,26 +75,6 @@ class StepResult:
 _BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki samples)
 
 
-def _window_source(block: np.ndarray, taps: list[list[np.ndarray]]) -> np.ndarray:
-    """The block's samples ``2*o0 - 1 .. 2*(o1 - 1) + 1`` along each axis, clipped samples
-    repeated, so that the window of output j is samples 2j, 2j+1, 2j+2 of every axis; a
-    contiguous array (a view of the block where nothing is clipped)."""
-    source = block
-    for axis, (left, centre, right) in enumerate(taps):
-        m = centre.size
-        index = np.empty(2 * m + 1, np.intp)
-        index[0 : 2 * m : 2] = left
-        index[1 : 2 * m : 2] = centre
-        index[2 * m] = right[-1]
-        if np.array_equal(index, np.arange(index[0], index[0] + index.size)):
-            source = source[axis_slice(axis, slice(int(index[0]), int(index[0]) + index.size))]
-        else:
-            source = np.take(source, index, axis=axis)
-    if not (source.flags.c_contiguous or source.flags.f_contiguous):
-        source = np.ascontiguousarray(source)
-    return source
-
-
 def _distinct_rows(values: np.ndarray) -> np.ndarray:
     """Per row: the distinct values, ascending, as uint32 padded with the sentinel to the
     widest row. ``values`` is sorted in place along its rows first."""
@@ -109,16 +89,16 @@ def _distinct_rows(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _window_sets(source: np.ndarray, where: tuple[np.ndarray, ...]) -> np.ndarray:
+def _window_sets(
+    flat: np.ndarray, taps: list[np.ndarray], where: tuple[np.ndarray, ...]
+) -> np.ndarray:
     """Per output voxel of ``where``: the sorted distinct categories of its window, padded with
-    the sentinel to the widest row of this batch (one flat gather of the 27 samples)."""
-    strides = np.array(source.strides, np.int64) // source.itemsize
-    base = sum(2 * w.astype(np.int64) * st for w, st in zip(where, strides, strict=True))
-    offsets = np.array(
-        [np.dot(o, strides) for o in np.ndindex(*(3,) * source.ndim)], np.int64
-    )
-    flat = source.reshape(-1, order="F" if not source.flags.c_contiguous else "C")
-    return _distinct_rows(flat[base[:, None] + offsets[None, :]])
+    the sentinel to the widest row of this batch. ``flat`` is the block in memory order and
+    ``taps[a]`` the (outputs, 3) flat offsets of the taps along axis ``a``."""
+    index = taps[0][where[0]]
+    for a in range(1, len(taps)):
+        index = (index[:, :, None] + taps[a][where[a]][:, None, :]).reshape(index.shape[0], -1)
+    return _distinct_rows(flat[index])
 
 
 def label_step_block(
@@ -154,9 +134,15 @@ def label_step_block(
         return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
     # the distinct categories of the full 3x3x3 window of every mixed voxel, gathered in
     # batches so the 27 columns never exist for the whole block at once
-    source = _window_source(block, taps)
+    if not (block.flags.c_contiguous or block.flags.f_contiguous):
+        block = np.ascontiguousarray(block)
+    flat = block.reshape(-1, order="C" if block.flags.c_contiguous else "F")
+    strides = [st // block.itemsize for st in block.strides]
+    flat_taps = [
+        np.stack(t, axis=1).astype(np.int64) * st for t, st in zip(taps, strides, strict=True)
+    ]
     parts = [
-        _window_sets(source, tuple(w[s : s + _BATCH] for w in where))
+        _window_sets(flat, flat_taps, tuple(w[s : s + _BATCH] for w in where))
         for s in range(0, where[0].size, _BATCH)
     ]
     width = max(part.shape[1] for part in parts)
