@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
-from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique, unique_1d
+from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
 from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.writer import DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
@@ -93,14 +93,9 @@ def _lut(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
     # tuple order: ids shifted up by one, shorter rows padded with 0 so that they come first
-    keyed = np.where(rows == _SENTINEL, np.uint64(0), rows.astype(np.uint64) + np.uint64(1))
-    if width <= 2:
-        packed = keyed[:, 0] << np.uint64(32)
-        if width == 2:
-            packed |= keyed[:, 1]
-        first, inverse = unique_1d(packed)
-    else:
-        first, inverse = lexsort_unique_rows(keyed)
+    # (the sentinel wraps around to 0)
+    keyed = rows + np.uint32(1)
+    first, inverse = lexsort_unique_rows(keyed)
     distinct = rows[first]
     single = (distinct != _SENTINEL).sum(axis=1) == 1
     ids = np.empty(first.size, np.uint32)

@@ -57,9 +57,29 @@ def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
+def _packed_columns(rows: np.ndarray) -> list[np.ndarray]:
+    """Sort keys of non-negative integer rows, most significant first: as many columns packed
+    into each uint64 word as their bit width allows (same lexicographic order)."""
+    top = int(rows.max()) if rows.size else 0
+    bits = max(top.bit_length(), 1)
+    per_word = max(64 // bits, 1)
+    words = []
+    for c0 in range(0, rows.shape[1], per_word):
+        word = np.zeros(rows.shape[0], np.uint64)
+        for c in range(c0, min(c0 + per_word, rows.shape[1])):
+            word <<= np.uint64(bits)
+            word |= rows[:, c].astype(np.uint64)
+        words.append(word)
+    return words
+
+
 def lexsort_unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`unique_1d` of the rows of a 2-D array, rows in lexicographic order."""
-    order = np.lexsort(rows.T[::-1])
+    """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
+    lexicographic order."""
+    words = _packed_columns(rows)
+    if len(words) == 1:
+        return unique_1d(words[0])
+    order = np.lexsort(words[::-1])
     ordered = rows[order]
     new = np.ones(rows.shape[0], bool)
     new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
@@ -141,6 +161,7 @@ class SetTable:
 
     def __init__(self) -> None:
         self._segments = _EMPTY_I64  # sorted distinct segment ids; members are ranks into it
+        self._segment_hash = np.zeros(0, np.uint64)  # _mix of every segment id
         self._cats = _EMPTY_U32  # category id of every set, in creation order
         self._starts = _EMPTY_I64  # first member of every set in _flat
         self._lens = _EMPTY_I64
@@ -177,11 +198,12 @@ class SetTable:
         return rows
 
     def _row_hash(self, rows: np.ndarray) -> np.ndarray:
-        """Set hash of sentinel-padded rows of member ranks."""
+        """Set hash of sentinel-padded rows of member ranks: the sum of a hash of each
+        member's segment id, and a hash of the length."""
         valid = rows != SENTINEL
-        ids = self._segments[np.where(valid, rows, 0)]
-        mixed = np.where(valid, _mix(ids), np.uint64(0))
-        return mixed.sum(axis=1, dtype=np.uint64) + _length_hash(valid.sum(axis=1))
+        mixed = np.append(self._segment_hash, np.uint64(0))  # the sentinel's slot adds 0
+        ranks = np.where(valid, rows, self._segment_hash.size)
+        return mixed[ranks].sum(axis=1, dtype=np.uint64) + _length_hash(valid.sum(axis=1))
 
     # --- changes ---------------------------------------------------------------------------
 
@@ -221,6 +243,7 @@ class SetTable:
         if merged.size != self._segments.size:  # new segments: re-rank the stored members
             self._flat = np.searchsorted(merged, self._segments[self._flat]).astype(np.uint32)
             self._segments = merged
+            self._segment_hash = _mix(merged)
         ranks = np.searchsorted(merged, segs).astype(np.uint32)
         self._append(values, ranks[:, None])
 
@@ -245,7 +268,9 @@ class SetTable:
         element_row = np.repeat(row_of, lens)
         col = np.arange(flat.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
         mat[element_row, col] = flat
-        mat = _compact_rows(mat)
+        ascending = (mat[:, 1:] > mat[:, :-1]) | (mat[:, 1:] == SENTINEL)
+        if not ascending.all():
+            mat = _compact_rows(mat)  # (rows of single members of ascending segments are set)
         hashes = self._row_hash(mat)
         width = mat.shape[1]
 
