@@ -92,10 +92,8 @@ def _lut(
     rows = np.concatenate(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
-    # tuple order: ids shifted up by one, shorter rows padded with 0 so that they come first
-    # (the sentinel wraps around to 0)
-    keyed = rows + np.uint32(1)
-    first, inverse = lexsort_unique_rows(keyed)
+    # in the order of tuples: a shorter row comes before the longer rows it starts
+    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
     distinct = rows[first]
     single = (distinct != _SENTINEL).sum(axis=1) == 1
     ids = np.empty(first.size, np.uint32)

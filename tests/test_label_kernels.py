@@ -207,3 +207,15 @@ def test_block_step_matches_the_windows(shape, top, dtype, fortran, cut, seed):
         if len(members) == 1:
             assert step.single[local] == members[0]
     assert len(set(combos)) == len(combos)  # each combination once
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 2**32 - 2), min_size=1, max_size=5), min_size=1))
+def test_padded_rows_sort_as_tuples(rows_list):
+    """Category rows padded with the sentinel sort as Python tuples: (1, 2) < (1, 2, 3)."""
+    rows = _rows([tuple(r) for r in rows_list])
+    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
+    as_tuples = [tuple(c for c in r if c != SENTINEL) for r in rows.tolist()]
+    distinct = sorted(set(as_tuples))
+    assert [as_tuples[i] for i in first] == distinct
+    assert [distinct[g] for g in inverse.tolist()] == as_tuples

@@ -57,32 +57,42 @@ def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def _packed_columns(rows: np.ndarray) -> list[np.ndarray]:
-    """Sort keys of non-negative integer rows, most significant first: as many columns packed
-    into each uint64 word as their bit width allows (same lexicographic order)."""
-    top = int(rows.max()) if rows.size else 0
+def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
+    """Sort keys of the rows of a non-negative integer array, most significant first: as many
+    columns packed into each uint64 word as their bit width allows (the same lexicographic
+    order). With ``sentinel_first``, uint32 rows count the sentinel below every other value."""
+    if sentinel_first:
+        top = int(np.max(rows, where=rows != SENTINEL, initial=0)) + 1
+    else:
+        top = int(rows.max()) if rows.size else 0
     bits = max(top.bit_length(), 1)
     per_word = max(64 // bits, 1)
     words = []
     for c0 in range(0, rows.shape[1], per_word):
         word = np.zeros(rows.shape[0], np.uint64)
         for c in range(c0, min(c0 + per_word, rows.shape[1])):
+            column = rows[:, c] + np.uint32(1) if sentinel_first else rows[:, c]  # wraps to 0
             word <<= np.uint64(bits)
-            word |= rows[:, c].astype(np.uint64)
+            word |= column.astype(np.uint64)
         words.append(word)
     return words
 
 
-def lexsort_unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lexsort_unique_rows(
+    rows: np.ndarray, sentinel_first: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
-    lexicographic order."""
-    words = _packed_columns(rows)
+    lexicographic order (with ``sentinel_first``: a uint32 sentinel sorts below 0, so a row
+    padded with sentinels comes before the longer rows it starts, as Python tuples do)."""
+    words = _packed_columns(rows, sentinel_first)
     if len(words) == 1:
         return unique_1d(words[0])
     order = np.lexsort(words[::-1])
-    ordered = rows[order]
-    new = np.ones(rows.shape[0], bool)
-    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    new = np.zeros(rows.shape[0], bool)
+    new[:1] = True
+    for word in words:
+        ordered = word[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
     inverse = np.empty(rows.shape[0], np.int64)
     inverse[order] = np.cumsum(new) - 1
     return order[new], inverse
