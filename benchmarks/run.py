@@ -131,6 +131,7 @@ def main() -> None:
                 mask = files[inputs[1]] if len(inputs) > 1 else files["mask"]
                 argv = CASES[case][0](files["map"], mask, out)
                 m = measure(case, argv)
+                print(f"{case}: {m.seconds:.2f} s, {m.peak_rss_mib:.0f} MiB", file=sys.stderr)
                 seconds[case].append(m.seconds)
                 rss[case] = max(rss[case], m.peak_rss_mib)
         shutil.rmtree(out, ignore_errors=True)

@@ -114,6 +114,19 @@ def test_every_set_hashing_alike_gives_the_same_ids(monkeypatch, seed):
     _check_against_reference(labels, {labels[0]: labels[1]}, levels)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_batches_of_unions_give_the_same_ids(monkeypatch, batch):
+    """Unions are formed in batches of members: any batch size gives the definition's ids."""
+    monkeypatch.setattr(set_table_module, "_BATCH_MEMBERS", batch)
+    rng = np.random.default_rng(batch)
+    labels = rng.choice(30, size=10, replace=False).tolist()
+    levels = [
+        [tuple(rng.choice(10 + 15 * k, size=rng.integers(2, 5), replace=False)) for _ in range(15)]
+        for k in range(3)
+    ]
+    _check_against_reference(labels, {labels[0]: labels[1]}, levels)
+
+
 def test_ids_at_the_top_of_uint32_take_the_lowest_free_ones():
     top = int(SENTINEL) - 1
     table = SetTable()

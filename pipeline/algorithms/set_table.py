@@ -15,6 +15,7 @@ number of sets.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 __all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique_rows"]
 
 SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
+_BATCH_MEMBERS = 1 << 22  # members of the unions formed at once
 _EMPTY_U32 = np.zeros(0, np.uint32)
 _EMPTY_I64 = np.zeros(0, np.int64)
 
@@ -140,6 +142,16 @@ def _compact_rows(mat: np.ndarray) -> np.ndarray:
     return mat[:, : max(width, 1)]
 
 
+def _merge(
+    keys: np.ndarray, index: np.ndarray, new_keys: np.ndarray, new_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
+    old ones and keep their order among themselves."""
+    order = np.argsort(new_keys, kind="stable")
+    at = np.searchsorted(keys, new_keys[order], side="right")
+    return np.insert(keys, at, new_keys[order]), np.insert(index, at, new_index[order])
+
+
 class _SetsView(Mapping[int, tuple[int, ...]]):
     """Read-only ``{category id: segment ids}`` view of a table (tests, slow path)."""
 
@@ -178,7 +190,9 @@ class SetTable:
         self._flat = _EMPTY_U32  # member ranks, set after set, each set sorted
         self._hash = np.zeros(0, np.uint64)
         self._by_cat = _EMPTY_I64  # set indices in category order
+        self._cat_keys = _EMPTY_U32  # their categories
         self._by_hash = _EMPTY_I64  # set indices in hash order (creation order within a hash)
+        self._hash_keys = np.zeros(0, np.uint64)  # their hashes
         self._next = 0
 
     @property
@@ -189,7 +203,7 @@ class SetTable:
 
     def _positions(self, categories: np.ndarray, strict: bool = True) -> np.ndarray:
         """Set index of each category (-1 for unknown ones unless ``strict``)."""
-        ordered = self._cats[self._by_cat]
+        ordered = self._cat_keys
         loc = np.searchsorted(ordered, categories)
         loc_c = np.minimum(loc, max(ordered.size - 1, 0))
         known = (loc < ordered.size) & (ordered[loc_c] == categories) if ordered.size else loc < 0
@@ -231,11 +245,11 @@ class SetTable:
         first = self._cats.size
         self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
         new = np.arange(first, self._cats.size)
-        # merge the new sets into the sorted lookups (stable: creation order within a key)
-        order = np.concatenate([self._by_cat, new[np.argsort(cats, kind="stable")]])
-        self._by_cat = order[np.argsort(self._cats[order], kind="stable")]
-        order = np.concatenate([self._by_hash, new[np.argsort(self._hash[new], kind="stable")]])
-        self._by_hash = order[np.argsort(self._hash[order], kind="stable")]
+        # merge the new sets into the sorted lookups (after equal keys: creation order)
+        self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
+        self._hash_keys, self._by_hash = _merge(
+            self._hash_keys, self._by_hash, self._hash[new], new
+        )
         self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
 
     def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
@@ -264,10 +278,24 @@ class SetTable:
 
     def union_ids(self, rows: np.ndarray) -> np.ndarray:
         """Ids of the unions of sentinel-padded rows of categories, new sets numbered in row
-        order (exactly as calling :meth:`union_id` row after row)."""
-        k = rows.shape[0]
-        if k == 0:
+        order (exactly as calling :meth:`union_id` row after row).
+
+        Rows go in batches of about ``_BATCH_MEMBERS`` members (batch after batch is still
+        row after row), so memory stays bounded whatever the number of rows."""
+        if rows.shape[0] == 0:
             return _EMPTY_U32
+        valid = rows != SENTINEL
+        members = np.zeros(rows.shape[0], np.int64)
+        np.add.at(members, np.nonzero(valid)[0], self._lens[self._positions(rows[valid])])
+        ends = np.cumsum(members)
+        cuts = np.searchsorted(ends, np.arange(_BATCH_MEMBERS, int(ends[-1]), _BATCH_MEMBERS))
+        bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
+        return np.concatenate(
+            [self._union_batch(rows[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+        )
+
+    def _union_batch(self, rows: np.ndarray) -> np.ndarray:
+        k = rows.shape[0]
         valid = rows != SENTINEL
         row_of = np.nonzero(valid)[0]
         pos = self._positions(rows[valid])
@@ -286,7 +314,7 @@ class SetTable:
 
         # sets already in the table
         ids = np.zeros(k, np.uint32)
-        by_hash = self._hash[self._by_hash]
+        by_hash = self._hash_keys
         loc = np.searchsorted(by_hash, hashes)
         loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
         found = (loc < by_hash.size) & (by_hash[loc_c] == hashes) if by_hash.size else loc < 0
