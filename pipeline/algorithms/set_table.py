@@ -89,7 +89,10 @@ def lexsort_unique_rows(
     words = _packed_columns(rows, sentinel_first)
     if len(words) == 1:
         return unique_1d(words[0])
-    order = np.lexsort(words[::-1])
+    # least significant word first, one stable argsort each (np.lexsort is ~2x slower)
+    order = np.argsort(words[-1], kind="stable")
+    for word in words[-2::-1]:
+        order = order[np.argsort(word[order], kind="stable")]
     new = np.zeros(rows.shape[0], bool)
     new[:1] = True
     for word in words:
