@@ -145,6 +145,17 @@ def _compact_rows(mat: np.ndarray) -> np.ndarray:
     return mat[:, : max(width, 1)]
 
 
+def _sorted_search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(keys, queries)``, many times faster for millions of scattered
+    queries: they are looked up in sorted order (each search starts where the last ended)."""
+    if queries.size < 1024:
+        return np.searchsorted(keys, queries)
+    order = np.argsort(queries)
+    out = np.empty(queries.size, np.int64)
+    out[order] = np.searchsorted(keys, queries[order])
+    return out
+
+
 def _merge(
     keys: np.ndarray, index: np.ndarray, new_keys: np.ndarray, new_index: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -196,6 +207,8 @@ class SetTable:
         self._cat_keys = _EMPTY_U32  # their categories
         self._by_hash = _EMPTY_I64  # set indices in hash order (creation order within a hash)
         self._hash_keys = np.zeros(0, np.uint64)  # their hashes
+        # set index by category id (-1: none) while the ids are dense enough, else None
+        self._dense: np.ndarray | None = np.zeros(0, np.int64)
         self._next = 0
 
     @property
@@ -206,8 +219,14 @@ class SetTable:
 
     def _positions(self, categories: np.ndarray, strict: bool = True) -> np.ndarray:
         """Set index of each category (-1 for unknown ones unless ``strict``)."""
+        if self._dense is not None and self._dense.size:  # dense ids: a direct look-up
+            inside = categories < self._dense.size
+            pos = np.where(inside, self._dense[np.where(inside, categories, 0)], -1)
+            if strict and (pos < 0).any():
+                raise KeyError(int(categories[pos < 0][0]))
+            return pos
         ordered = self._cat_keys
-        loc = np.searchsorted(ordered, categories)
+        loc = _sorted_search(ordered, categories)
         loc_c = np.minimum(loc, max(ordered.size - 1, 0))
         known = (loc < ordered.size) & (ordered[loc_c] == categories) if ordered.size else loc < 0
         if strict and not known.all():
@@ -248,6 +267,16 @@ class SetTable:
         first = self._cats.size
         self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
         new = np.arange(first, self._cats.size)
+        if self._dense is not None:
+            top = int(self._cats[new].max()) + 1
+            if top > 4 * self._cats.size + (1 << 20):
+                self._dense = None  # sparse ids (large label values): sorted look-ups only
+            else:
+                if top > self._dense.size:
+                    grown = np.full(max(top, 2 * self._dense.size), -1, np.int64)
+                    grown[: self._dense.size] = self._dense
+                    self._dense = grown
+                self._dense[self._cats[new]] = new
         # merge the new sets into the sorted lookups (after equal keys: creation order)
         self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
         self._hash_keys, self._by_hash = _merge(
@@ -288,9 +317,9 @@ class SetTable:
         if rows.shape[0] == 0:
             return _EMPTY_U32
         valid = rows != SENTINEL
-        members = np.zeros(rows.shape[0], np.int64)
-        np.add.at(members, np.nonzero(valid)[0], self._lens[self._positions(rows[valid])])
-        ends = np.cumsum(members)
+        lens = self._lens[self._positions(rows[valid])]
+        members = np.bincount(np.nonzero(valid)[0], weights=lens, minlength=rows.shape[0])
+        ends = np.cumsum(members.astype(np.int64))
         cuts = np.searchsorted(ends, np.arange(_BATCH_MEMBERS, int(ends[-1]), _BATCH_MEMBERS))
         bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
         return np.concatenate(
@@ -318,7 +347,7 @@ class SetTable:
         # sets already in the table
         ids = np.zeros(k, np.uint32)
         by_hash = self._hash_keys
-        loc = np.searchsorted(by_hash, hashes)
+        loc = _sorted_search(by_hash, hashes)
         loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
         found = (loc < by_hash.size) & (by_hash[loc_c] == hashes) if by_hash.size else loc < 0
         if found.any():
@@ -399,19 +428,32 @@ def _digits(values: np.ndarray) -> np.ndarray:
     return n
 
 
-def _write_numbers(buf: np.ndarray, ends: np.ndarray, values: np.ndarray, ndig: np.ndarray) -> None:
-    """Write each value's decimal digits into ``buf`` ending just before ``ends``."""
-    rest = values.copy()
-    for d in range(int(ndig.max()) if ndig.size else 0):
-        live = ndig > d
-        buf[ends[live] - 1 - d] = 48 + (rest[live] % 10)
-        rest //= 10
+def _write_numbers(buf: np.ndarray, ends: np.ndarray, values: np.ndarray) -> None:
+    """Write each value's decimal digits into ``buf`` ending just before ``ends`` (the numbers
+    still having digits to write shrink at every step)."""
+    pos, rest = ends - 1, values.astype(np.int64)
+    while pos.size:
+        rest, digit = np.divmod(rest, 10)
+        buf[pos] = 48 + digit
+        more = rest > 0
+        pos, rest = pos[more] - 1, rest[more]
+
+
+def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
+    """The order of non-negative integers (below 10**17) as decimal strings: "10" < "9"."""
+    if not keys.size:
+        return np.zeros(0, np.int64)
+    width = int(ndig.max())
+    scaled = keys.astype(np.int64) * (10 ** (width - ndig))  # digits aligned to the left
+    return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
 
 
 def encode_set_table(keys: np.ndarray, lens: np.ndarray, members: np.ndarray) -> bytes:
     """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
     compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy."""
-    if (keys.size and keys.min() < 0) or (members.size and members.min() < 0):
+    if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
+        members.size and members.min() < 0
+    ):
         from numcodecs import JSON
 
         starts = np.cumsum(lens) - lens
@@ -422,12 +464,13 @@ def encode_set_table(keys: np.ndarray, lens: np.ndarray, members: np.ndarray) ->
         value = np.empty(1, dtype=object)
         value[0] = doc
         return JSON().encode(value)
-    order = np.argsort(keys.astype(np.str_), kind="stable")  # json's sort_keys: string order
+    kd = _digits(keys)
+    order = _string_order(keys, kd)  # json's sort_keys: string order
     starts = (np.cumsum(lens) - lens)[order]
-    keys, lens = keys[order], lens[order]
+    keys, lens, kd = keys[order], lens[order], kd[order]
     members = members[_ranges(starts, lens)]
     head, tail = b"[{", b'},"|O",[1]]'
-    kd, md = _digits(keys), _digits(members)
+    md = _digits(members)
     per_member = md + 1  # digits and "," (or "]" after the last)
     set_of = np.repeat(np.arange(keys.size), lens)
     member_bytes = np.bincount(set_of, weights=per_member, minlength=keys.size).astype(np.int64)
@@ -440,14 +483,14 @@ def encode_set_table(keys: np.ndarray, lens: np.ndarray, members: np.ndarray) ->
     if keys.size:
         buf[set_start] = ord('"')
         key_end = set_start + 1 + kd
-        _write_numbers(buf, key_end, keys, kd)
+        _write_numbers(buf, key_end, keys)
         buf[key_end] = ord('"')
         buf[key_end + 1] = ord(":")
         buf[key_end + 2] = ord("[")
         first_member = key_end + 3
         within = np.cumsum(per_member) - np.repeat(np.cumsum(member_bytes) - member_bytes, lens)
         ends = np.repeat(first_member, lens) + within - 1  # each member's "," or "]"
-        _write_numbers(buf, ends, members, md)
+        _write_numbers(buf, ends, members)
         buf[ends] = ord(",")
         set_end = set_start + set_bytes - 1
         buf[set_end - 1] = ord("]")
