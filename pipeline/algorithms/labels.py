@@ -77,28 +77,47 @@ _BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki 
 
 def _distinct_rows(values: np.ndarray) -> np.ndarray:
     """Per row: the distinct values, ascending, as uint32 padded with the sentinel to the
-    widest row. ``values`` is sorted in place along its rows first."""
+    widest row (two row sorts: repeats become the sentinel in between)."""
     values.sort(axis=1)
-    new = values[:, 1:] != values[:, :-1]
-    width = int(new.sum(axis=1).max()) + 1
-    out = np.full((values.shape[0], width), _SENTINEL, np.uint32)
-    out[:, 0] = values[:, 0]
-    if width > 1:
-        rows, cols = np.nonzero(new)
-        out[rows, np.cumsum(new, axis=1)[rows, cols]] = values[rows, cols + 1]
-    return out
+    repeated = np.zeros(values.shape, bool)
+    np.equal(values[:, 1:], values[:, :-1], out=repeated[:, 1:])
+    width = values.shape[1] - int(repeated.sum(axis=1).min())
+    out = values.astype(np.uint32)
+    out[repeated] = _SENTINEL
+    out.sort(axis=1)
+    return out[:, :width]
+
+
+def _window_source(
+    block: np.ndarray, lo: tuple[int, ...], full_shape: tuple[int, ...], out_start, out_stop
+) -> tuple[np.ndarray, list[int]]:
+    """The block, with its edge samples repeated once where a window reaches past the array
+    (what clipping the taps does), and per axis the index of the first window's first tap."""
+    pads, first = [], []
+    for a in range(block.ndim):
+        left = 2 * out_start[a] - 1 - lo[a]
+        right = 2 * (out_stop[a] - 1) + 1 - lo[a]
+        before = int(left < 0)  # only at the array's start (checked by _window_taps)
+        after = int(right >= block.shape[a])  # only at its end
+        pads.append((before, after))
+        first.append(left + before)
+    source = np.pad(block, pads, mode="edge") if any(b or e for b, e in pads) else block
+    if not (source.flags.c_contiguous or source.flags.f_contiguous):
+        source = np.ascontiguousarray(source)
+    return source, first
 
 
 def _window_sets(
-    flat: np.ndarray, taps: list[np.ndarray], where: tuple[np.ndarray, ...]
+    flat: np.ndarray, strides: list[int], first: list[int], where: tuple[np.ndarray, ...]
 ) -> np.ndarray:
     """Per output voxel of ``where``: the sorted distinct categories of its window, padded with
-    the sentinel to the widest row of this batch. ``flat`` is the block in memory order and
-    ``taps[a]`` the (outputs, 3) flat offsets of the taps along axis ``a``."""
-    index = taps[0][where[0]]
-    for a in range(1, len(taps)):
-        index = (index[:, :, None] + taps[a][where[a]][:, None, :]).reshape(index.shape[0], -1)
-    return _distinct_rows(flat[index])
+    the sentinel to the widest row of this batch. ``flat`` is the window source in memory
+    order, ``strides`` its strides in samples, ``first`` the first window's first taps."""
+    base = np.zeros(where[0].size, np.int64)
+    for w, st, f in zip(where, strides, first, strict=True):
+        base += (2 * w.astype(np.int64) + f) * st
+    offsets = np.array([np.dot(d, strides) for d in np.ndindex(*(3,) * len(strides))])
+    return _distinct_rows(flat[base[:, None] + offsets[None, :]])
 
 
 def label_step_block(
@@ -113,10 +132,8 @@ def label_step_block(
 
     The block must cover samples ``2*out_start - 1 .. 2*(out_stop - 1) + 1`` (clipped).
     """
-    taps = [
+    for a in range(block.ndim):  # the block covers the windows (clipped at the array's edges)
         _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
-        for a in range(block.ndim)
-    ]
     # min/max along each axis, in memory order (slowest-varying axis first)
     flip = block.flags.f_contiguous and not block.flags.c_contiguous
     lo_v = hi_v = block.T if flip else block
@@ -134,15 +151,11 @@ def label_step_block(
         return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
     # the distinct categories of the full 3x3x3 window of every mixed voxel, gathered in
     # batches so the 27 columns never exist for the whole block at once
-    if not (block.flags.c_contiguous or block.flags.f_contiguous):
-        block = np.ascontiguousarray(block)
-    flat = block.reshape(-1, order="C" if block.flags.c_contiguous else "F")
-    strides = [st // block.itemsize for st in block.strides]
-    flat_taps = [
-        np.stack(t, axis=1).astype(np.int64) * st for t, st in zip(taps, strides, strict=True)
-    ]
+    source, first = _window_source(block, lo, full_shape, out_start, out_stop)
+    flat = source.reshape(-1, order="C" if source.flags.c_contiguous else "F")
+    strides = [st // source.itemsize for st in source.strides]
     parts = [
-        _window_sets(flat, flat_taps, tuple(w[s : s + _BATCH] for w in where))
+        _window_sets(flat, strides, first, tuple(w[s : s + _BATCH] for w in where))
         for s in range(0, where[0].size, _BATCH)
     ]
     width = max(part.shape[1] for part in parts)

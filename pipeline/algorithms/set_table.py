@@ -107,13 +107,12 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of a 2-D uint32 array (first index of each, and every row's group),
     in no particular order: rows of up to two columns packed into one key, wider ones through
     a 64-bit row hash that is checked (a collision takes the exact lexsort)."""
-    if rows.shape[1] == 1:
-        return unique_1d(rows[:, 0])
-    if rows.shape[1] == 2:
-        return unique_1d((rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1])
+    words = _packed_columns(rows, sentinel_first=True)
+    if len(words) == 1:
+        return unique_1d(words[0])
     h = np.zeros(rows.shape[0], np.uint64)
-    for c in range(rows.shape[1]):
-        h = _mix(h ^ rows[:, c])
+    for word in words:
+        h = _mix(h ^ word)
     first, inverse = unique_1d(h)
     if not np.array_equal(rows[first[inverse]], rows):
         return lexsort_unique_rows(rows)
