@@ -139,9 +139,7 @@ def test_ids_at_the_top_of_uint32_take_the_lowest_free_ones():
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
-        st.tuples(
-            st.integers(0, 10**12), st.lists(st.integers(0, 10**15), min_size=1, max_size=5)
-        ),
+        st.tuples(st.integers(0, 10**12), st.lists(st.integers(0, 10**15), min_size=1, max_size=5)),
         max_size=20,
         unique_by=lambda kv: kv[0],
     )
@@ -156,9 +154,7 @@ def test_set_table_encoding_is_the_json_codec(items):
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.integers(1, 6), st.integers(0, 40), st.integers(0, 2**32 - 1), st.integers(0, 2**16)
-)
+@given(st.integers(1, 6), st.integers(0, 40), st.integers(0, 2**32 - 1), st.integers(0, 2**16))
 def test_unique_rows_match_numpy(width, n, top, seed):
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, min(top, 5) + 1, size=(n, width)).astype(np.uint32)

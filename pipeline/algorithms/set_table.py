@@ -156,11 +156,16 @@ def _sorted_search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def _merge(
-    keys: np.ndarray, index: np.ndarray, new_keys: np.ndarray, new_index: np.ndarray
+    keys: np.ndarray,
+    index: np.ndarray,
+    new_keys: np.ndarray,
+    new_index: np.ndarray,
+    order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
-    old ones and keep their order among themselves."""
-    order = np.argsort(new_keys, kind="stable")
+    old ones and keep their order among themselves (``order`` sorts them, if known)."""
+    if order is None:
+        order = np.argsort(new_keys, kind="stable")
     at = np.searchsorted(keys, new_keys[order], side="right")
     return np.insert(keys, at, new_keys[order]), np.insert(index, at, new_index[order])
 
@@ -252,8 +257,15 @@ class SetTable:
 
     # --- changes ---------------------------------------------------------------------------
 
-    def _append(self, cats: np.ndarray, rows: np.ndarray) -> None:
-        """Add sets (sentinel-padded rows of member ranks) under ``cats``."""
+    def _append(
+        self,
+        cats: np.ndarray,
+        rows: np.ndarray,
+        hashes: np.ndarray | None = None,
+        hash_order: np.ndarray | None = None,
+    ) -> None:
+        """Add sets (sentinel-padded rows of member ranks) under ``cats`` (their hashes and
+        the order that sorts them stably, when known)."""
         if not cats.size:
             return
         valid = rows != SENTINEL
@@ -262,7 +274,9 @@ class SetTable:
         self._flat = np.concatenate([self._flat, rows[valid]])
         self._starts = np.concatenate([self._starts, start0 + np.cumsum(lens) - lens])
         self._lens = np.concatenate([self._lens, lens])
-        self._hash = np.concatenate([self._hash, self._row_hash(rows)])
+        self._hash = np.concatenate(
+            [self._hash, self._row_hash(rows) if hashes is None else hashes]
+        )
         first = self._cats.size
         self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
         new = np.arange(first, self._cats.size)
@@ -279,7 +293,7 @@ class SetTable:
         # merge the new sets into the sorted lookups (after equal keys: creation order)
         self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
         self._hash_keys, self._by_hash = _merge(
-            self._hash_keys, self._by_hash, self._hash[new], new
+            self._hash_keys, self._by_hash, self._hash[new], new, hash_order
         )
         self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
 
@@ -343,32 +357,41 @@ class SetTable:
         hashes = self._row_hash(mat)
         width = mat.shape[1]
 
-        # sets already in the table
-        ids = np.zeros(k, np.uint32)
+        # one stable sort of the hashes: look-ups in sorted order, equal sets side by side
+        # with their first row first
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
         by_hash = self._hash_keys
-        loc = _sorted_search(by_hash, hashes)
+        loc = np.searchsorted(by_hash, ordered)
         loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
-        found = (loc < by_hash.size) & (by_hash[loc_c] == hashes) if by_hash.size else loc < 0
-        if found.any():
+        found = (loc < by_hash.size) & (by_hash[loc_c] == ordered) if by_hash.size else loc < 0
+        ids = np.zeros(k, np.uint32)
+        if found.any():  # sets already in the table
+            rows_found = order[found]
             known = self._by_hash[loc_c[found]]
             if (self._lens[known] > width).any() or not np.array_equal(
-                self._members(known, width), mat[found]
+                self._members(known, width), mat[rows_found]
             ):
                 return self._union_ids_exact(rows)  # a hash collision: the exact path
-            ids[found] = self._cats[known]
-        fresh = np.nonzero(~found)[0]
+            ids[rows_found] = self._cats[known]
+        fresh = order[~found]
         if fresh.size:
-            first, inverse = unique_1d(hashes[fresh])
-            if not np.array_equal(mat[fresh], mat[fresh[first[inverse]]]):
+            fresh_hashes = ordered[~found]
+            new = np.ones(fresh.size, bool)
+            np.not_equal(fresh_hashes[1:], fresh_hashes[:-1], out=new[1:])
+            group = np.cumsum(new) - 1
+            first = fresh[new]  # the first row of each new set, in hash order
+            if not np.array_equal(mat[fresh], mat[first[group]]):
                 return self._union_ids_exact(rows)
             if self._next + first.size > SENTINEL:
                 return self._union_ids_exact(rows)  # ids wrap: the lowest free ones, slowly
             # new ids in the order of each set's first row
+            by_row = np.argsort(first)
             rank = np.empty(first.size, np.int64)
-            rank[np.argsort(first, kind="stable")] = np.arange(first.size)
-            ids[fresh] = self._next + rank[inverse]
-            creators = fresh[np.sort(first)]
-            self._append(ids[creators], mat[creators])
+            rank[by_row] = np.arange(first.size)
+            ids[fresh] = self._next + rank[group]
+            creators = first[by_row]
+            self._append(ids[creators], mat[creators], hashes[creators], rank)
         return ids
 
     def _union_ids_exact(self, rows: np.ndarray) -> np.ndarray:
