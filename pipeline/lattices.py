@@ -8,6 +8,7 @@ lattice's :class:`SetTable`, which decides the final category ids deterministica
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,17 +154,22 @@ def write_lattice(
                 level1.update(segment_of.get(v, v) for v in present.tolist())
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
-            if lv.stored:
-                writer.encoded_object_array(
-                    f"{base}/{lv.ratio}/{t}/set_table", table.encoded_table(present)
-                )
+            # the set table of level r is encoded in a thread while the unions of level 2r
+            # are merged (it reads only sets that exist already); stored in the same order
+            with ThreadPoolExecutor(1) as pool:
+                encoded = pool.submit(table.encoded_table, present) if lv.stored else None
+                if job.next_level is not None:
+                    try:
+                        luts[t] = _lut(table, per_block)
+                    except OverflowError as exc:
+                        raise InputFormatError(str(exc), labels.path) from exc
+                if encoded is not None:
+                    writer.encoded_object_array(
+                        f"{base}/{lv.ratio}/{t}/set_table", encoded.result()
+                    )
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:
-                try:
-                    luts[t] = _lut(table, per_block)
-                except OverflowError as exc:
-                    raise InputFormatError(str(exc), labels.path) from exc
                 sources[t] = job.next_level
     for arr in sources:
         if plan.levels[-1].ratio > 1:

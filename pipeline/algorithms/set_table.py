@@ -16,7 +16,9 @@ number of sets.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -24,6 +26,7 @@ __all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique
 
 SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
 _BATCH_MEMBERS = 1 << 22  # members of the unions formed at once
+_THREADS = 2  # threads forming unions ahead of the id assignment
 _EMPTY_U32 = np.zeros(0, np.uint32)
 _EMPTY_I64 = np.zeros(0, np.int64)
 
@@ -335,11 +338,23 @@ class SetTable:
         ends = np.cumsum(members.astype(np.int64))
         cuts = np.searchsorted(ends, np.arange(_BATCH_MEMBERS, int(ends[-1]), _BATCH_MEMBERS))
         bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
-        return np.concatenate(
-            [self._union_batch(rows[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
-        )
+        batches = [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        if len(batches) == 1:
+            return self._assign(batches[0], *self._unions(batches[0]))
+        # the unions of the next batches are formed in threads (they only read the sets of
+        # known categories) while this one is assigned ids; at most two batches ahead
+        out = []
+        with ThreadPoolExecutor(_THREADS) as pool:
+            pending = deque(pool.submit(self._unions, b) for b in batches[:_THREADS])
+            for i, batch in enumerate(batches):
+                mat, hashes = pending.popleft().result()
+                if i + _THREADS < len(batches):
+                    pending.append(pool.submit(self._unions, batches[i + _THREADS]))
+                out.append(self._assign(batch, mat, hashes))
+        return np.concatenate(out)
 
-    def _union_batch(self, rows: np.ndarray) -> np.ndarray:
+    def _unions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The union of each row's sets (sentinel-padded sorted member ranks) and its hash."""
         k = rows.shape[0]
         valid = rows != SENTINEL
         row_of = np.nonzero(valid)[0]
@@ -354,8 +369,12 @@ class SetTable:
         ascending = (mat[:, 1:] > mat[:, :-1]) | (mat[:, 1:] == SENTINEL)
         if not ascending.all():
             mat = _compact_rows(mat)  # (rows of single members of ascending segments are set)
-        hashes = self._row_hash(mat)
-        width = mat.shape[1]
+        return mat, self._row_hash(mat)
+
+    def _assign(self, rows: np.ndarray, mat: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Ids of the unions ``mat`` (with their ``hashes``) of ``rows``: known sets keep theirs,
+        new ones are added with the next ids in row order."""
+        k, width = mat.shape
 
         # one stable sort of the hashes: look-ups in sorted order, equal sets side by side
         # with their first row first
