@@ -11,11 +11,28 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.db.sinks import DirectorySink
 from pipeline.db.writer import DataWriter
 from pipeline.inputs.mrc import memory_order, mrc_array, read_mrc_layout
 from pipeline.level_pass import LevelJob, run_pass, threaded_engine
 from pipeline.options import Compressor
+
+
+class DirectorySink:
+    """Writes each key as a file below ``root``: a zarr 2 directory store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        for key, data in items:
+            self.put(key, data)
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.partial")
+        partial.write_bytes(data)
+        partial.replace(target)
 
 
 def main(map_path: Path, out: Path, block: int = 128, chunk: int = 64) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -88,10 +87,6 @@ def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
         raise subprocess.CalledProcessError(proc.returncode, argv)
     seconds, rss_kib = out.strip().splitlines()[-1].split()
     return Measurement(label, float(seconds), max(tree_peak / 2**20, int(rss_kib) / 1024))
-
-
-def own_peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def now() -> float:

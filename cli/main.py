@@ -14,7 +14,6 @@ import click
 
 from pipeline.batch import BatchResult, read_batch, run_batch
 from pipeline.db.layout import EntryLocation
-from pipeline.db.validate import list_entries, validate_entry
 from pipeline.describe import describe, describe_lines
 from pipeline.errors import OptionError, PreprocessorError
 from pipeline.geometric import star_to_geometric
@@ -65,7 +64,6 @@ class _OneLineErrors(click.Group):
             signal.signal(signal.SIGTERM, previous)
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
-        verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -81,17 +79,35 @@ class _OneLineErrors(click.Group):
             click.echo("error: terminated (SIGTERM); the database is as it was", err=True)
             sys.exit(143)
         except PreprocessorError as exc:
-            if verbose:
-                traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_status)
         except OSError as exc:
-            if verbose:
-                traceback.print_exc()
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (PreprocessorError, OSError):
+            if ctx.meta.get(_VERBOSE):  # set by a command's --verbose (shared by subcontexts)
+                traceback.print_exc()
+            raise
+
+
+_VERBOSE = "cellstar_preprocessor.verbose"
+
+
+def _remember_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[_VERBOSE] = True
+    return value
+
+
+def _verbose_option(help_text: str) -> Any:
+    """``--verbose``: tracebacks with errors (and whatever the command adds)."""
+    return click.option("--verbose", is_flag=True, callback=_remember_verbose, help=help_text)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,7 +145,7 @@ def _run_options(command: Any) -> Any:
             click.option(
                 "--max-memory",
                 metavar="SIZE",
-                help="Bound the block data in flight, e.g. 2GiB or 800MB (see README).",
+                help="Bound the block data in flight, e.g. 2GiB or 800MB (see docs/clusters.md).",
             ),
         ]
     ):
@@ -216,7 +232,7 @@ def _progress() -> Progress:
 )
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
-@click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
+@_verbose_option("Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
     kw["inputs"] = input_specs(kw.pop("input_paths"), kw.pop("input_kinds"))
@@ -244,11 +260,11 @@ def preprocess_command(**kw: Any) -> None:
 @_WORKING_FOLDER
 @_DB_PATH
 @_run_options
-@click.option("--verbose", is_flag=True, help="Details and tracebacks on errors.")
+@_verbose_option("Details and tracebacks on errors.")
 def batch_command(entry_list: Path, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
 
-    Exit status 0 when every entry succeeded, 1 when some failed (see README for the list
+    Exit status 0 when every entry succeeded, 1 when some failed (see docs/clusters.md for the list
     format).
     """
     entries = read_batch(entry_list)
@@ -351,7 +367,7 @@ def star_to_geometric_command(**kw: Any) -> None:
     help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-@click.option("--verbose", is_flag=True, help="Tracebacks on errors.")
+@_verbose_option("Tracebacks on errors.")
 def inspect_command(
     path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
 ) -> None:
@@ -380,32 +396,68 @@ def _location(db_path: Path, source_db: str, entry_id: str) -> EntryLocation:
     return EntryLocation(db_path, source_db, entry_id)
 
 
+def _database(db_path: Path) -> Any:
+    """The entries and foreign folders of a database; a path that is not one is a user error."""
+    from pipeline.db.validate import scan_database
+
+    if not db_path.is_dir():
+        what = "does not exist" if not db_path.exists() else "is not a folder"
+        raise OptionError(f"{db_path}: {what}; not a database")
+    try:
+        scan = scan_database(db_path)
+    except OSError as exc:
+        raise OptionError(f"{db_path}: unreadable ({exc.strerror}); not a database") from exc
+    if not scan.entries and scan.foreign:
+        raise OptionError(
+            f"{db_path}: not a database (no <source-db>/<entry-id> folders; found "
+            f"{scan.foreign[0]})"
+        )
+    return scan
+
+
+def _ids(ids: list[str]) -> str:
+    return ",".join(ids) or "-"
+
+
 @cli.command("list")
 @_DB_PATH
 def list_command(db_path: Path) -> None:
-    """List the entries with their levels and segmentations."""
-    for location in list_entries(db_path):
-        try:
-            metadata = json.loads((location.folder / "metadata.json").read_text())
-            info = (metadata.get("volumes") or {}).get("volume_sampling_info", {})
-            levels = [
-                lv["level"] for lv in info.get("spatial_downsampling_levels", []) if lv["available"]
-            ]
-            lattices = metadata["segmentation_lattices"]["segmentation_ids"]
-        except (OSError, ValueError, KeyError) as exc:
-            click.echo(f"{location.source_db}/{location.entry_id}\tunreadable: {exc}")
+    """List the entries with their levels and segmentations (lattices, mesh sets, geometric)."""
+    from pipeline.db.validate import check_entry
+
+    scan = _database(db_path)
+    for location in scan.entries:
+        name = f"{location.source_db}/{location.entry_id}"
+        check = check_entry(location, quick=True)
+        docs = check.documents
+        if docs is None:
+            click.echo(f"{name}\tdamaged: {check.problems[0]}")
             continue
-        click.echo(
-            f"{location.source_db}/{location.entry_id}\tlevels {','.join(map(str, levels)) or '-'}"
-            f"\tlattices {','.join(lattices) or '-'}"
+        line = (
+            f"{name}\tlevels {_ids([str(v) for v in docs.volume_levels()])}"
+            f"\tlattices {_ids(docs.lattice_ids)}\tmeshes {_ids(docs.mesh_set_ids)}"
+            f"\tgeometric {_ids(docs.geometric_ids)}"
         )
+        if check.problems:
+            line += f"\tdamaged: {check.problems[0]}"
+        click.echo(line)
+    for item in scan.foreign:
+        click.echo(f"{item}\tforeign: not written by this tool")
 
 
 @cli.command("validate")
 @_DB_PATH
 @click.argument("entries", nargs=-1, metavar="[SOURCE_DB/ENTRY_ID]...")
-def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
-    """Check entries against the specification; exit status 1 with the problems found."""
+@click.option("--quick", is_flag=True, help="Check documents and array metadata; read no chunk.")
+def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> None:
+    """Check entries against the specification (every chunk read and decoded unless --quick).
+
+    Exit status 0 when all are valid, 1 with the problems found, 2 when the path is not a
+    database."""
+    from pipeline.db.validate import staging_leftovers, validate_entry
+
+    scan = _database(db_path)
+    foreign = scan.foreign
     if entries:
         locations = []
         for text in entries:
@@ -413,19 +465,27 @@ def validate_command(db_path: Path, entries: tuple[str, ...]) -> None:
             if not entry:
                 raise OptionError(f"entry {text!r}: give it as SOURCE_DB/ENTRY_ID")
             locations.append(_location(db_path, source, entry))
+        foreign = []
     else:
-        locations = list_entries(db_path)
+        locations = scan.entries
     bad = 0
     for location in locations:
         name = f"{location.source_db}/{location.entry_id}"
-        problems = validate_entry(location) if location.exists() else ["entry does not exist"]
+        problems = validate_entry(location, quick) if location.exists() else [
+            "entry does not exist"
+        ]
         for problem in problems:
             click.echo(f"{name}: {problem}")
         if problems:
             bad += 1
         else:
             click.echo(f"{name}: ok")
-    if bad:
+    for item in foreign:
+        click.echo(f"{item} (not written by this tool)")
+    for folder, size in staging_leftovers(db_path):
+        click.echo(f"_staging/{folder}: staging folder, {size} bytes (a writer's, or left by a "
+                   "killed one: remove it when no writer runs)")
+    if bad or foreign:
         sys.exit(1)
 
 
@@ -501,3 +561,76 @@ _ids_command("remove-descriptions", remove_descriptions, "Remove descriptions by
 _ids_command(
     "remove-segment-annotations", remove_segment_annotations, "Remove segment annotations by id."
 )
+
+
+# --- exporting entries ---------------------------------------------------------------------
+
+
+@cli.command("export")
+@_DB_PATH
+@_SOURCE_DB
+@_ENTRY_ID
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ome-zarr"]),
+    default="ome-zarr",
+    show_default=True,
+    help="Output format: an OME-NGFF 0.5 image (zarr v3).",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder to write, e.g. emd-1832.ome.zarr (see docs/export.md for its layout).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--compressor",
+    type=click.Choice([c.value for c in Compressor]),
+    default="lz4",
+    show_default=True,
+    help="Blosc codec of the output's chunks.",
+)
+@_run_options
+@_verbose_option("Tracebacks on errors.")
+def export_command(
+    db_path: Path,
+    source_db: str,
+    entry_id: str,
+    fmt: str,
+    output: Path,
+    overwrite: bool,
+    compressor: str,
+    scheduler: str | None,
+    workers: int | None,
+    max_memory: str | None,
+    verbose: bool,
+) -> None:
+    """Export an entry for other tools: its volume levels, lattices as label images, meshes and
+    geometric segmentations as sidecar files."""
+    from pipeline.export import ExportOptions, export_omezarr
+    from pipeline.options import parse_size
+
+    options = ExportOptions(
+        db_path=db_path,
+        source_db=source_db,
+        entry_id=entry_id,
+        output=output,
+        overwrite=overwrite,
+        compressor=Compressor(compressor),
+        max_memory=parse_size(max_memory, "--max-memory") if max_memory else None,
+        scheduler=scheduler,
+        workers=workers,
+    )
+    summary = export_omezarr(options, progress=_progress())
+    extras = [f"lattices {', '.join(summary.lattices)}"] if summary.lattices else []
+    if summary.mesh_files:
+        extras.append(f"{summary.mesh_files} mesh files")
+    if summary.geometric_files:
+        extras.append(f"{summary.geometric_files} geometric segmentation files")
+    click.echo(
+        f"export: {source_db}/{entry_id} -> {summary.output} (levels "
+        f"{', '.join(map(str, summary.levels))}{'; ' if extras else ''}{'; '.join(extras)}; "
+        f"{summary.seconds:.1f} s)"
+    )

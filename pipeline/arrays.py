@@ -2,7 +2,7 @@
 
 A ``LazyArray`` has ``shape``, ``dtype`` and ``ndim`` and returns exactly the region asked for
 (``arr[z0:z1, y0:y1, x0:x1]``) by positioned reads; nothing is memory-mapped, so resident memory
-is bounded by the regions in flight. ``as_dask`` wraps one as a chunked dask array.
+is bounded by the regions in flight.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import dask.array as da
 import numpy as np
 
 from pipeline.errors import InputFormatError
@@ -23,8 +22,8 @@ __all__ = [
     "RawArrayFile",
     "ShapeOnlyArray",
     "TransposedArray",
-    "as_dask",
     "create_scratch",
+    "region_bounds",
     "remove_scratch",
 ]
 
@@ -40,7 +39,12 @@ class LazyArray(Protocol):
     def __getitem__(self, key: Region) -> np.ndarray: ...
 
 
-def _bounds(key: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+def region_bounds(key: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(start, stop)`` per axis of a region of contiguous slices (missing axes: whole).
+
+    >>> region_bounds((slice(2, 5),), (10, 4))
+    [(2, 5), (0, 4)]
+    """
     if not isinstance(key, tuple):
         key = (key,)
     key = key + (slice(None),) * (len(shape) - len(key))
@@ -113,7 +117,7 @@ class RawArrayFile:
     _FIELDS = ("path", "shape", "ndim", "file_dtype", "dtype", "offset", "writable", "_token")
 
     def __getitem__(self, key: Region) -> np.ndarray:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         out = np.empty([b - a for a, b in bounds], self.file_dtype)
         if out.size:
             fd = os.open(self.path, os.O_RDONLY)
@@ -198,7 +202,7 @@ class TransposedArray:
         return ("transposed", tokenize(self.base), self.perm)
 
     def _base_key(self, key: Region) -> Region:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         base = [slice(None)] * self.ndim
         for out_axis, base_axis in enumerate(self.perm):
             base[base_axis] = slice(*bounds[out_axis])
@@ -267,14 +271,3 @@ def remove_scratch(arr: Any) -> None:
     if isinstance(raw, RawArrayFile) and raw.writable:
         Path(raw.path).unlink(missing_ok=True)
 
-
-def as_dask(arr: LazyArray, chunks: Any = "auto") -> da.Array:
-    """A chunked dask array over a lazy array (each task reads its own region)."""
-    return da.from_array(
-        arr,
-        chunks=chunks,
-        asarray=False,
-        lock=False,
-        fancy=False,
-        meta=np.empty((0,) * arr.ndim, arr.dtype),
-    )

@@ -94,6 +94,12 @@ def describe(
             "time_points": len(lattice.frames),
             "voxel_size_angstrom": _vec(lattice.voxel_size),
             "origin_angstrom": _vec(lattice.origin),
+            # the format's own index -> Angstrom transform (SFF), checked against the volume
+            "transform": (
+                None
+                if lattice.transform is None
+                else {"name": lattice.transform_name, "matrix_3x4": list(lattice.transform)}
+            ),
             "segments": [
                 {"id": s.id, "name": s.name, "color": None if s.color is None else list(s.color)}
                 for s in lattice.segments
@@ -159,6 +165,14 @@ def describe_lines(info: dict[str, Any]) -> list[str]:
             f"{'  segments':<22}{len(lat['segments'])} described"
             + (f" ({', '.join(named[:8])})" if named else ""),
         ]
+        if lat.get("transform"):
+            rows = lat["transform"]["matrix_3x4"]
+            scale = [sum(rows[r][c] ** 2 for r in range(3)) ** 0.5 for c in range(3)]
+            lines.append(
+                f"{'  transform':<22}{lat['transform']['name']}: voxel size "
+                f"{' x '.join(f'{x:.6g}' for x in scale)}, origin "
+                f"{' x '.join(f'{row[3]:.6g}' for row in rows)} (Å)"
+            )
     for mesh in info["meshes"]:
         lines.append(
             f"{'mesh set':<22}{mesh['id']}: {len(mesh['segments'])} segment(s), "

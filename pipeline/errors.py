@@ -11,7 +11,9 @@ from pathlib import Path
 
 __all__ = [
     "ClusterError",
+    "DamagedEntryError",
     "EntryExistsError",
+    "EntryLockedError",
     "EntryNotFoundError",
     "GridMismatchError",
     "InputFormatError",
@@ -72,3 +74,11 @@ class EntryExistsError(PreprocessorError, FileExistsError):
 
 class EntryNotFoundError(PreprocessorError, FileNotFoundError):
     """``extend`` (or a read) of an entry that is not in the database."""
+
+
+class DamagedEntryError(PreprocessorError):
+    """A writer met an entry that does not pass its checks (``validate`` lists them)."""
+
+
+class EntryLockedError(PreprocessorError, BlockingIOError):
+    """Another process is writing the entry (``pipeline.db.lock``)."""

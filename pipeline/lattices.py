@@ -7,9 +7,10 @@ lattice's :class:`SetTable`, which decides the final category ids deterministica
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,20 @@ from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
 from pipeline.arrays import create_scratch, remove_scratch
-from pipeline.db.writer import DataWriter
+from pipeline.db.layout import lattice_key
+from pipeline.db.sinks import KeySink
+from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.level_pass import Engine, LabelJob, run_label_pass
 from pipeline.model import LabelSource, Vec3
 
-__all__ = ["LatticeResult", "check_lattice_grid", "write_lattice"]
+__all__ = [
+    "LatticeResult",
+    "RepeatedTarget",
+    "check_lattice_grid",
+    "check_lattice_transform",
+    "write_lattice",
+]
 
 _SENTINEL = np.iinfo(np.uint32).max
 
@@ -34,6 +43,42 @@ class LatticeResult:
     lattice_id: str
     frames: int
     segment_ids: tuple[int, ...]  # segments present at level 1, over all frames
+    # segment id -> the frames it is present in (level 1)
+    segment_frames: dict[int, tuple[int, ...]] | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RepeatedTarget:
+    """Several arrays of one shape, chunking and codec that hold the same data (a one-frame
+    lattice stored at every frame of the volume): each block is encoded once and its chunks
+    stored under every array's keys."""
+
+    targets: tuple[ArrayTarget, ...]
+    # the archive every copy is written to; None once detached for a cluster worker (which
+    # only encodes: the client stores), like ``ArrayTarget.sink``
+    sink: KeySink | None = None
+
+    def __post_init__(self) -> None:
+        copies = tuple(replace(t, sink=self.sink) for t in self.targets)
+        object.__setattr__(self, "targets", copies)
+
+    @property
+    def path(self) -> str:
+        return self.targets[0].path
+
+    def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
+        first = self.targets[0]
+        chunks = first.encode(block, origin)
+        return [
+            (target.path + key[len(first.path) :], data)
+            for target in self.targets
+            for key, data in chunks
+        ]
+
+    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
+        if self.sink is None:
+            raise ValueError(f"{self.path}: detached target cannot store chunks")
+        self.sink.put_many(self.encode(block, origin))
 
 
 def check_lattice_grid(
@@ -60,6 +105,8 @@ def check_lattice_grid(
             f"{tuple(voxel_size)} A of {volume_path}",
             labels.path,
         )
+    if labels.transform is not None and origin is not None:
+        check_lattice_transform(labels, voxel_size, origin, volume_path)
     if labels.placed_by_origin and labels.origin is not None and origin is not None:
         off = [abs(a - b) / v for a, b, v in zip(labels.origin, origin, voxel_size, strict=True)]
         if max(off) > 0.5:
@@ -70,6 +117,36 @@ def check_lattice_grid(
                 f"{', '.join(f'{o:.1f}' for o in off)} voxels)",
                 labels.path,
             )
+
+
+def _short(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def check_lattice_transform(
+    labels: LabelSource, voxel_size: Vec3, origin: Vec3, volume_path: Path
+) -> None:
+    """A lattice with its own index -> Angstrom transform (SFF) must put every sample within
+    half a volume voxel of the volume's sample of the same index (checked at the grid's
+    corners, where an affine map strays most), else an error naming both geometries."""
+    assert labels.transform is not None
+    matrix = np.asarray(labels.transform, dtype=np.float64)
+    ends = [(0, n - 1) for n in labels.shape]
+    corners = np.array(list(itertools.product(*ends)), dtype=np.float64)
+    theirs = corners @ matrix[:, :3].T + matrix[:, 3]
+    voxel = np.asarray(voxel_size, dtype=np.float64)
+    ours = corners * voxel + np.asarray(origin, dtype=np.float64)
+    off = float(np.max(np.abs(theirs - ours) / voxel))
+    if off > 0.5:
+        lattice_voxel = np.sqrt((matrix[:, :3] ** 2).sum(axis=0))
+        raise GridMismatchError(
+            f"lattice {labels.lattice_id}: its {labels.transform_name or 'transform'} gives "
+            f"voxel size {_short(lattice_voxel)} A and origin {_short(matrix[:, 3])} A, but the "
+            f"volume of {volume_path} has voxel size {_short(voxel_size)} A and origin "
+            f"{_short(origin)} A (samples up to {off:.1f} voxels apart; the lattice must lie "
+            "on the volume's grid within half a voxel)",
+            labels.path,
+        )
 
 
 def _lut(
@@ -110,30 +187,42 @@ def write_lattice(
     scratch: Path,
     chunk: int,
     engine: Engine,
+    repeat: int = 1,
 ) -> LatticeResult:
-    """Store every planned level of every frame of a lattice with its set tables."""
+    """Store every planned level of every frame of a lattice with its set tables.
+
+    ``repeat``: a one-frame lattice is stored at frames ``0 .. repeat - 1`` (the volume's
+    frames), computed once."""
+    if repeat > 1 and len(labels.frames) != 1:
+        raise ValueError("only a one-frame lattice can be repeated over frames")
     table = SetTable()
     order = labels.memory_order
     frames = len(labels.frames)
     sources: list[Any] = list(labels.frames)
     luts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * frames
     level1: set[int] = set()
+    occurs: dict[int, list[int]] = {}
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
 
-    base = f"lattice_segmentation_data/{labels.lattice_id}"
     for i, lv in enumerate(plan.levels):
         below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
         jobs = []
         for t in range(frames):
             target = None
             if lv.stored:
-                target = writer.array(
-                    f"{base}/{lv.ratio}/{t}/grid",
-                    lv.shape,
-                    np.dtype(np.uint32),
-                    (chunk,) * 3,
-                    order=order,
-                )
+                copies = [
+                    writer.array(
+                        lattice_key(labels.lattice_id, lv.ratio, u, "grid"),
+                        lv.shape,
+                        np.dtype(np.uint32),
+                        (chunk,) * 3,
+                        order=order,
+                    )
+                    for u in ([t] if repeat == 1 else range(repeat))
+                ]
+                target = copies[0]
+                if len(copies) > 1:
+                    target = RepeatedTarget(tuple(copies), writer.sink)
             next_level = None
             if below is not None:
                 name = f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw"
@@ -149,9 +238,13 @@ def write_lattice(
         )
         presents = [sorted_unique(np.concatenate([p for _, p, _ in b])) for b in results]
         if lv.ratio == 1:  # every frame's labels first: they own their ids before any union
-            for present in presents:
+            for t, present in enumerate(presents):
                 table.add_labels(present, segment_of)
-                level1.update(segment_of.get(v, v) for v in present.tolist())
+                ids = {segment_of.get(v, v) for v in present.tolist()}
+                level1.update(ids)
+                for u in [t] if repeat == 1 else range(repeat):
+                    for segment in ids:
+                        occurs.setdefault(segment, []).append(u)
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
             # the set table of level r is encoded in a thread while the unions of level 2r
@@ -164,9 +257,10 @@ def write_lattice(
                     except OverflowError as exc:
                         raise InputFormatError(str(exc), labels.path) from exc
                 if encoded is not None:
-                    writer.encoded_object_array(
-                        f"{base}/{lv.ratio}/{t}/set_table", encoded.result()
-                    )
+                    payload = encoded.result()
+                    for u in [t] if repeat == 1 else range(repeat):
+                        key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
+                        writer.encoded_object_array(key, payload)
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:
@@ -174,4 +268,9 @@ def write_lattice(
     for arr in sources:
         if plan.levels[-1].ratio > 1:
             remove_scratch(arr)
-    return LatticeResult(labels.lattice_id, frames, tuple(sorted(level1)))
+    return LatticeResult(
+        labels.lattice_id,
+        frames * repeat,
+        tuple(sorted(level1)),
+        {segment: tuple(ts) for segment, ts in occurs.items()},
+    )

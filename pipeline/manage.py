@@ -6,23 +6,18 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import staged_entry, write_json
-from pipeline.db.layout import (
-    ANNOTATIONS_JSON,
-    DATA_ZIP,
-    GEOMETRIC_JSON,
-    METADATA_JSON,
-    EntryLocation,
-)
+from pipeline.db.commit import staged_entry
+from pipeline.db.layout import DATA_ZIP, VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
-from pipeline.db.metadata import merge_annotations
 from pipeline.db.sinks import new_archive
-from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
-from pipeline.geometric import drop_geometric, read_entry_geometric
+from pipeline.errors import DamagedEntryError, EntryNotFoundError, InputFormatError, OptionError
 from pipeline.inputs.annotations import check_annotations_document
 from pipeline.inputs.extra_data import load_json
+
+if TYPE_CHECKING:
+    from pipeline.db.documents import EntryDocuments
 
 __all__ = [
     "delete_entry",
@@ -50,118 +45,89 @@ def delete_entry(location: EntryLocation) -> None:
 
 
 def _rewrite(
-    location: EntryLocation,
-    metadata: dict[str, Any],
-    annotations: dict[str, Any],
-    drop: tuple[str, ...] = (),
-    documents: dict[str, Any] | None = None,
+    location: EntryLocation, documents: EntryDocuments, drop: tuple[str, ...] = ()
 ) -> None:
-    """Commit new JSON documents, and a data.zip without the members under ``drop``;
-    ``documents`` replace other files of the entry (None: the file goes)."""
-    documents = documents or {}
+    """Commit the entry's documents (a document that is None goes), and a data.zip without
+    the members under ``drop``."""
+    from pipeline.db.documents import write_document
+
+    files = documents.files()
     with staged_entry(location) as staged:
         # removals: metadata stops naming what goes before data.zip loses it
-        names = [METADATA_JSON, ANNOTATIONS_JSON]
+        names = []
         if drop:
-            with (
-                new_archive(staged.data_zip) as sink,
-                zipfile.ZipFile(location.folder / DATA_ZIP) as zf,
-            ):
-                for info in zf.infolist():
-                    if not info.filename.startswith(drop):
-                        sink.put(info.filename, zf.read(info))
+            try:
+                with (
+                    new_archive(staged.data_zip) as sink,
+                    zipfile.ZipFile(location.folder / DATA_ZIP) as zf,
+                ):
+                    for info in zf.infolist():
+                        if not info.filename.startswith(drop):
+                            sink.put(info.filename, zf.read(info))
+            except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+                raise DamagedEntryError(
+                    f"{_entry(location)}: damaged: {DATA_ZIP}: {exc}; run validate"
+                ) from exc
             names.append(DATA_ZIP)
         else:  # only the JSON documents change: keep the archive as it is
             os.link(location.folder / DATA_ZIP, staged.data_zip)
         for p in location.folder.iterdir():
-            if p.is_file() and p.name not in (
-                DATA_ZIP,
-                METADATA_JSON,
-                ANNOTATIONS_JSON,
-                *documents,
-            ):
+            if p.is_file() and p.name != DATA_ZIP and p.name not in files:
                 shutil.copy2(p, staged.folder / p.name)
                 names.append(p.name)
-        for name, document in documents.items():
-            if document is not None:
-                write_json(staged.folder / name, document)
+        for name, data in files.items():  # metadata.json last (the fallback's order)
+            if data is not None:
+                write_document(staged.folder / name, data)
                 names.append(name)
-        write_json(staged.folder / ANNOTATIONS_JSON, annotations)
-        write_json(staged.folder / METADATA_JSON, metadata)
         staged.replace_existing(names)
 
 
-# --kind -> (metadata.json section, its per-id info key, data.zip group)
-_SEGMENTATION_KINDS = {
-    "lattice": ("segmentation_lattices", "segmentation_sampling_info", "lattice_segmentation_data"),
-    "mesh": ("segmentation_meshes", "segmentation_metadata", "mesh_segmentation_data"),
-}
+def _entry(location: EntryLocation) -> str:
+    return f"{location.source_db}/{location.entry_id}"
 
 
 def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
     """Remove lattice, mesh or geometric segmentations (with their annotations and data)
     from an entry."""
-    if kind in ("geometric", "geometric_segmentation"):
-        _remove_geometric(location, list(dict.fromkeys(ids)))
-        return
-    if kind not in _SEGMENTATION_KINDS:
+    from pipeline.db.validate import checked_documents
+
+    if kind == "geometric_segmentation":
+        kind = "geometric"
+    if kind not in ("lattice", "mesh", "geometric"):
         raise OptionError(f"--kind {kind}: this database holds no {kind} segmentations yet")
-    key, info, group = _SEGMENTATION_KINDS[kind]
+    ids = list(dict.fromkeys(ids))
     with entry_lock(location):
-        metadata, annotations = location.read_documents()
-        section = metadata[key]
-        ids = list(dict.fromkeys(ids))
-        unknown = [i for i in ids if i not in section["segmentation_ids"]]
+        documents = checked_documents(location)
+        model_kind = "primitive" if kind == "geometric" else kind
+        present = documents.ids_of(model_kind)
+        unknown = [i for i in ids if i not in present]
         if unknown:
+            noun = "geometric segmentation" if kind == "geometric" else kind
             raise OptionError(
-                f"no {kind} {', '.join(unknown)} in entry {location.source_db}/"
-                f"{location.entry_id} (it has: {', '.join(section['segmentation_ids']) or 'none'})"
+                f"no {noun} {', '.join(unknown)} in entry {_entry(location)} "
+                f"(it has: {', '.join(present) or 'none'})"
             )
-        for i in ids:
-            section["segmentation_ids"].remove(i)
-            section[info].pop(i, None)
-            section["time_info"].pop(i, None)
-        gone = set(ids)
-        annotations["segment_annotations"] = [
-            a
-            for a in annotations["segment_annotations"]
-            if not (a.get("segment_kind") == kind and a.get("segmentation_id") in gone)
-        ]
-        annotations["descriptions"] = {
-            k: d
-            for k, d in annotations["descriptions"].items()
-            if not (
-                d.get("target_kind") == kind
-                and (d.get("target_id") or {}).get("segmentation_id") in gone
-            )
-        }
-        drop = tuple(f"{group}/{i}/" for i in ids)
-        _rewrite(location, metadata, annotations, drop)
-
-
-def _remove_geometric(location: EntryLocation, ids: list[str]) -> None:
-    with entry_lock(location):
-        metadata, annotations = location.read_documents()
-        entry = f"{location.source_db}/{location.entry_id}"
-        document = read_entry_geometric(location.folder)
-        rest = drop_geometric(metadata, annotations, document, ids, entry)
-        _rewrite(location, metadata, annotations, documents={GEOMETRIC_JSON: rest or None})
+        documents.remove_segmentations(model_kind, ids)
+        group = {"lattice": lattice_group, "mesh": mesh_group}.get(kind)
+        drop = tuple(group(i) for i in ids) if group is not None else ()
+        _rewrite(location, documents, drop)
 
 
 def remove_volume(location: EntryLocation) -> None:
     """Remove the volume; refused while lattices (placed on its grid) remain."""
+    from pipeline.db.validate import checked_documents
+
     with entry_lock(location):
-        metadata, annotations = location.read_documents()
-        if metadata["segmentation_lattices"]["segmentation_ids"]:
+        documents = checked_documents(location)
+        if documents.lattice_ids:
             raise OptionError(
                 "lattices are placed on the volume's grid: remove them first "
-                f"({', '.join(metadata['segmentation_lattices']['segmentation_ids'])})"
+                f"({', '.join(documents.lattice_ids)})"
             )
-        if not metadata.get("volumes"):
+        if documents.metadata.volumes is None:
             raise OptionError("the entry has no volume")
-        metadata["volumes"] = None
-        annotations["volume_channels_annotations"] = []
-        _rewrite(location, metadata, annotations, ("volume_data/",))
+        documents.remove_volume()
+        _rewrite(location, documents, (f"{VOLUME_GROUP}/",))
 
 
 def _items(path: Path, key: str) -> list[dict[str, Any]]:
@@ -181,40 +147,53 @@ def _items(path: Path, key: str) -> list[dict[str, Any]]:
     return doc
 
 
+def _edit(location: EntryLocation, path: Path, key: str) -> None:
+    from pipeline.db.validate import checked_documents
+
+    items = _items(path, key)
+    with entry_lock(location):
+        documents = checked_documents(location)
+        custom = {key: {d["id"]: d for d in items} if key == "descriptions" else items}
+        merged = documents.merge(custom, str(path))
+        # what a user adds names only frames where the segment occurs (the viewer draws it
+        # at every frame its time names)
+        problems = documents.reference_problems(*merged, where_present=True)
+        if problems:
+            raise InputFormatError(f"refused: {problems[0]}", path)
+        _rewrite(location, documents)
+
+
 def edit_descriptions(location: EntryLocation, path: Path) -> None:
     """Add or replace descriptions (by id) from a JSON file."""
-    items = _items(path, "descriptions")
-    with entry_lock(location):
-        metadata, annotations = location.read_documents()
-        merge_annotations(annotations, _custom(descriptions={d["id"]: d for d in items}))
-        _rewrite(location, metadata, annotations)
+    _edit(location, path, "descriptions")
 
 
 def edit_segment_annotations(location: EntryLocation, path: Path) -> None:
     """Add or replace segment annotations (by id) from a JSON file."""
-    items = _items(path, "segment_annotations")
-    with entry_lock(location):
-        metadata, annotations = location.read_documents()
-        merge_annotations(annotations, _custom(segment_annotations=items))
-        _rewrite(location, metadata, annotations)
+    _edit(location, path, "segment_annotations")
 
 
 def _remove(location: EntryLocation, ids: list[str], key: str) -> None:
+    from pipeline.db.validate import checked_documents
+
     ids = list(dict.fromkeys(ids))
     with entry_lock(location):
-        metadata, annotations = location.read_documents()
+        # removing annotations is how an entry whose annotations name what is gone is repaired
+        documents = checked_documents(location, allow_reference_problems=True)
+        annotations = documents.annotations
         present = (
-            set(annotations[key]) if key == "descriptions" else {a["id"] for a in annotations[key]}
+            set(annotations.descriptions)
+            if key == "descriptions"
+            else {a.id for a in annotations.segment_annotations}
         )
         unknown = sorted(set(ids) - present)
         if unknown:
             raise OptionError(f"no {key} with id {', '.join(unknown)}")
         if key == "descriptions":
-            for i in ids:
-                annotations[key].pop(i)
+            documents.remove_descriptions(ids)
         else:
-            annotations[key] = [a for a in annotations[key] if a["id"] not in set(ids)]
-        _rewrite(location, metadata, annotations)
+            documents.remove_segment_annotations(ids)
+        _rewrite(location, documents)
 
 
 def remove_descriptions(location: EntryLocation, ids: list[str]) -> None:
@@ -223,15 +202,3 @@ def remove_descriptions(location: EntryLocation, ids: list[str]) -> None:
 
 def remove_segment_annotations(location: EntryLocation, ids: list[str]) -> None:
     _remove(location, ids, "segment_annotations")
-
-
-def _custom(**parts: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "name": None,
-        "details": None,
-        "descriptions": {},
-        "segment_annotations": [],
-        "volume_channels_annotations": [],
-    }
-    doc.update(parts)
-    return doc

@@ -42,9 +42,6 @@ class TimeInfo:
     units: str = "millisecond"
     kind: str = "range"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "start": self.start, "end": self.end, "units": self.units}
-
 
 def _check_vec3(name: str, value: Vec3, positive: bool) -> None:
     if len(value) != 3 or not all(math.isfinite(v) for v in value):
@@ -58,7 +55,7 @@ class VolumeSource:
     """A volume: one lazy 3-D array ``[x, y, z]`` per time frame and channel.
 
     ``frames[t][c]`` is the :class:`pipeline.arrays.LazyArray` of frame ``t`` and channel
-    ``channel_ids[c]`` (``as_dask`` wraps it as a dask array).
+    ``channel_ids[c]``.
     """
 
     path: Path
@@ -171,6 +168,10 @@ class LabelSource:
     # formats that place data in world coordinates (NIfTI affine, NGFF translation): the
     # lattice must then start where the volume starts; MRC masks are matched by grid index
     placed_by_origin: bool = False
+    # the format's index -> Angstrom transform (3x4, index order x, y, z; an SFF lattice's
+    # transform): the lattice must then lie on the volume's samples within half a voxel
+    transform: tuple[tuple[float, float, float, float], ...] | None = None
+    transform_name: str | None = None  # how the file names it, for messages
 
     def __post_init__(self) -> None:
         if not self.frames:
@@ -347,16 +348,6 @@ class GeometricSegmentation:
             for t, primitives in self.frames.items()
         }
         return replace(self, frames=frames, anchor="absolute")
-
-    def to_json(self) -> dict[str, Any]:
-        """The segmentation's item of geometric_segmentation.json."""
-        return {
-            "segmentation_id": self.segmentation_id,
-            "primitives": {
-                str(t): {"shape_primitive_list": [dict(p) for p in self.frames[t]]}
-                for t in sorted(self.frames)
-            },
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,11 @@ class PreprocessOptions:
                         "--quantize-downsampling-levels: levels are powers of two "
                         f"(1, 2, 4, ...), got {level}"
                     )
+        if self.quantize_levels is not None and self.quantize_dtype is None:
+            raise OptionError(
+                "--quantize-downsampling-levels needs --quantize-dtype-str (u1 or u2): without "
+                "it nothing is quantized"
+            )
         if not _is_power_of_two(self.chunk_size) or self.chunk_size < 8:
             raise OptionError(f"chunk size must be a power of two >= 8, got {self.chunk_size}")
         if self.scheduler is not None or self.workers is not None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,20 +25,17 @@ from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import (
-    ANNOTATIONS_JSON,
     DATA_ZIP,
-    GEOMETRIC_JSON,
-    METADATA_JSON,
+    ENTRY_FILES,
+    QUANTIZATION_ATTRIBUTE,
     EntryLocation,
+    volume_key,
 )
 from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import (
     add_lattice_annotations,
     add_lattice_metadata,
     apply_entry_metadata,
-    empty_annotations,
-    empty_metadata,
-    merge_annotations,
     volume_channel_annotations,
     volume_metadata,
 )
@@ -59,7 +56,7 @@ from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
-from pipeline.meshes import check_mesh_sets, describe_mesh_sets, write_mesh_set
+from pipeline.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
 from pipeline.model import (
     ExtraData,
     GeometricSegmentation,
@@ -67,9 +64,14 @@ from pipeline.model import (
     MeshSetSource,
     VolumeSource,
 )
+from pipeline.notices import reporting_to
+from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
+
+if TYPE_CHECKING:
+    from pipeline.db.documents import EntryDocuments
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
 
@@ -134,6 +136,17 @@ def _check_inputs(options: PreprocessOptions) -> None:
     if options.mode is Mode.EXTEND and volumes:
         raise OptionError(
             f"--mode extend adds segmentations; {volumes[0].path}: the entry already has a volume"
+        )
+
+
+def _warn_viewer_id(options: PreprocessOptions) -> None:
+    """The Mol* viewer opens an entry id without ``-`` as ``<source>-<id>``: say so."""
+    if options.mode is Mode.ADD and "-" not in options.entry_id:
+        notice(
+            f"entry id {options.entry_id!r} has no '-': the Mol* viewer opens it as "
+            f"'{options.source_db}-{options.entry_id}', which is not this entry (use an id "
+            f"like '{options.source_db}-{options.entry_id}' to open it in the viewer)",
+            f"{options.source_db}/{options.entry_id}",
         )
 
 
@@ -264,21 +277,19 @@ class _Grid:
 
 
 def _check_segmentations(
-    options: PreprocessOptions, contents: Contents, grid: _Grid, metadata: dict[str, Any] | None
+    options: PreprocessOptions,
+    contents: Contents,
+    grid: _Grid,
+    documents: EntryDocuments | None,
 ) -> None:
     """What a run adds, checked before anything is written: every lattice on the volume's grid
-    and within its time frames, ids unique in the run and new to the entry (``metadata`` of an
+    and within its time frames, ids unique in the run and new to the entry (``documents`` of an
     entry being extended), geometric and mesh ids likewise."""
-    taken = set(metadata["segmentation_lattices"]["segmentation_ids"]) if metadata else set()
+    taken = set(documents.lattice_ids) if documents else set()
     seen: dict[str, Path] = {}
     for lattice in contents.lattices:
         check_lattice_grid(lattice, grid.shape, grid.voxel, grid.path, grid.origin)
-        if len(lattice.frames) > grid.frames:
-            raise GridMismatchError(
-                f"{len(lattice.frames)} time frames, but the volume of {grid.path} has "
-                f"{grid.frames}",
-                lattice.path,
-            )
+        _check_frames(f"lattice {lattice.lattice_id}", len(lattice.frames), grid, lattice.path)
         if lattice.lattice_id in seen:
             raise OptionError(
                 f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
@@ -291,10 +302,30 @@ def _check_segmentations(
             f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
             f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
         )
-    check_geometric_ids(contents.geometric, metadata, _entry_key(options))
-    check_mesh_sets(
-        contents.meshes, metadata["segmentation_meshes"]["segmentation_ids"] if metadata else ()
+    check_geometric_ids(
+        contents.geometric, documents.geometric_ids if documents else None, _entry_key(options)
     )
+    check_mesh_sets(contents.meshes, documents.mesh_set_ids if documents else ())
+    for mesh_set in contents.meshes:
+        _check_frames(f"mesh set {mesh_set.set_id}", len(mesh_set.frames), grid, mesh_set.path)
+
+
+def _check_frames(what: str, frames: int, grid: _Grid, path: Path) -> None:
+    """A segmentation has the volume's time frames, or one frame (then stored at every frame
+    of the volume: the viewer asks for every segmentation at every frame it shows)."""
+    if frames not in (1, grid.frames):
+        raise GridMismatchError(
+            f"{frames} time frames, but the volume of {grid.path} has {grid.frames} ({what}: "
+            "a segmentation needs the volume's frames, or one frame, then stored at every "
+            "frame)",
+            path,
+        )
+
+
+def _repeat(frames: int, grid: _Grid) -> int:
+    """How often a segmentation's frames are stored: a one-frame segmentation at every frame
+    of the volume."""
+    return grid.frames if frames == 1 else 1
 
 
 def _plan_new_entry(
@@ -434,9 +465,9 @@ def _write_volume(
                     out_dtype = options.quantize_dtype
                     st = stats[key(lv.ratio, t, c)]
                     params = QuantizationParams.from_range(st.min, st.max, dtype, out_dtype)
-                    attrs = {"quantization_data_dict": params.to_json()}
+                    attrs = {QUANTIZATION_ATTRIBUTE: params.to_json()}
                 target = writer.array(
-                    f"volume_data/{lv.ratio}/{t}/{volume.channel_ids[c]}",
+                    volume_key(lv.ratio, t, volume.channel_ids[c]),
                     lv.shape,
                     out_dtype,
                     (options.chunk_size,) * 3,
@@ -514,11 +545,14 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
     # headers only: nothing is written, compressed maps are not decompressed
     extra = _read_extra(options)
     if options.mode is Mode.EXTEND:
-        metadata, _ = location.read_documents()
-        plan, grid = _existing_grid(metadata, location)
-        _check_segmentations(options, _read_inputs(options, extra, None), grid, metadata)
+        from pipeline.db.validate import checked_documents
+
+        documents = checked_documents(location)
+        plan, grid = _existing_grid(documents, location)
+        _check_segmentations(options, _read_inputs(options, extra, None), grid, documents)
         return RunSummary(location, plan, grid.shape, np.dtype(np.uint32), 0, 0.0, committed=False)
     volume, plan = _plan_new_entry(options, _read_inputs(options, extra, None))
+    _warn_viewer_id(options)
     return _summary(location, volume, plan, 0.0, done=False)
 
 
@@ -529,17 +563,36 @@ def _write_lattices(
     work: Path,
     options: PreprocessOptions,
     engine: Engine,
+    grid: _Grid,
 ) -> list[LatticeResult]:
     return [
-        write_lattice(writer, lattice, plan, work, options.chunk_size, engine)
+        write_lattice(
+            writer,
+            lattice,
+            plan,
+            work,
+            options.chunk_size,
+            engine,
+            _repeat(len(lattice.frames), grid),
+        )
         for lattice in lattices
     ]
 
 
-def _merge_custom_annotations(options: PreprocessOptions, annotations: dict[str, Any]) -> None:
+def _write_mesh_sets(
+    writer: DataWriter, mesh_sets: tuple[MeshSetSource, ...], grid: _Grid
+) -> list[MeshSetResult]:
+    return [write_mesh_set(writer, m, _repeat(len(m.frames), grid)) for m in mesh_sets]
+
+
+def _merge_custom_annotations(options: PreprocessOptions, documents: EntryDocuments) -> None:
+    """Merge the custom annotations inputs; what they name must exist in the entry."""
     for spec in options.inputs:
         if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
-            merge_annotations(annotations, read_custom_annotations(spec.path))
+            merged = documents.merge(read_custom_annotations(spec.path), str(spec.path))
+            problems = documents.reference_problems(*merged, where_present=True)
+            if problems:
+                raise InputFormatError(problems[0], spec.path)
 
 
 def _entry_key(options: PreprocessOptions) -> str:
@@ -547,31 +600,42 @@ def _entry_key(options: PreprocessOptions) -> str:
 
 
 def _describe_lattices(
-    metadata: dict[str, Any],
-    annotations: dict[str, Any],
+    documents: EntryDocuments,
     lattices: tuple[LabelSource, ...],
     written: list[LatticeResult],
     plan: LevelPlan,
     options: PreprocessOptions,
+    warn: Reporter,
 ) -> None:
-    """Add the lattices to metadata.json (on the volume's boxes) and to annotations.json."""
-    boxes = metadata["volumes"]["volume_sampling_info"]["boxes"]
-    entry_key = f"{options.source_db}/{options.entry_id}"
+    """Add the lattices to metadata.json (on the volume's boxes) and to annotations.json.
+    Segments named by the inputs (extra data, the SFF) but absent from a lattice are not
+    annotated: a warning lists them."""
     for lattice in lattices:  # an SFF's name and details describe the entry
-        if annotations.get("name") is None and lattice.name:
-            annotations["name"], annotations["details"] = lattice.name, lattice.details
+        documents.name_if_unnamed(lattice.name, lattice.details)
+    volumes = documents.metadata.volumes
+    units = None if volumes is None else volumes.time_info.units  # one time unit per entry
     for lattice, result in zip(lattices, written, strict=True):
         add_lattice_metadata(
-            metadata, result.lattice_id, plan, boxes, result.frames, lattice.time_units
+            documents, result.lattice_id, plan, result.frames, units or lattice.time_units
         )
-        add_lattice_annotations(
-            annotations,
-            entry_key,
+        absent = add_lattice_annotations(
+            documents,
+            _entry_key(options),
             result.lattice_id,
             lattice.segments,
             result.segment_ids,
             result.frames,
+            times=result.segment_frames,
         )
+        frames = set(range(result.frames))
+        occurs = result.segment_frames or {s: frames for s in result.segment_ids}
+        documents.lattice_segments[result.lattice_id] = {s: set(t) for s, t in occurs.items()}
+        if absent:
+            shown = ", ".join(map(str, absent[:20])) + (" ..." if len(absent) > 20 else "")
+            warn(
+                f"warning: {lattice.path}: lattice {result.lattice_id}: no voxels of segment(s) "
+                f"{shown} named in the inputs; they are not annotated"
+            )
 
 
 def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
@@ -582,84 +646,76 @@ def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
     )
 
 
-def _entry_key(options: PreprocessOptions) -> str:
-    return f"{options.source_db}/{options.entry_id}"
-
-
-def _existing_grid(metadata: dict[str, Any], location: EntryLocation) -> tuple[LevelPlan, _Grid]:
-    """The entry's level plan and level-1 grid (shape, voxel size, origin, time frames), from
-    its metadata.json."""
-    try:
-        info = metadata["volumes"]["volume_sampling_info"]
-        box = info["boxes"]["1"]
-        shape = tuple(int(n) for n in box["grid_dimensions"])
-        voxel = tuple(float(v) for v in box["voxel_size"])
-        origin = tuple(float(v) for v in box["origin"])
-        levels = info["spatial_downsampling_levels"]
-        available = {int(lv["level"]) for lv in levels if lv["available"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EntryNotFoundError(
-            "entry has no volume grid in metadata.json", location.folder
-        ) from exc
-    time_info = metadata["volumes"].get("time_info") or {}
-    try:  # one frame when the metadata does not say
-        frames = int(time_info["end"]) - int(time_info.get("start", 0)) + 1
-    except (KeyError, TypeError, ValueError):
-        frames = 1
+def _existing_grid(documents: EntryDocuments, location: EntryLocation) -> tuple[LevelPlan, _Grid]:
+    """The entry's level plan and level-1 grid (shape, voxel size, origin, time frames)."""
+    volumes = documents.metadata.volumes
+    box = None if volumes is None else volumes.volume_sampling_info.boxes.get("1")
+    if volumes is None or box is None:
+        raise EntryNotFoundError("entry has no volume grid in metadata.json", location.folder)
+    shape = tuple(box.grid_dimensions)
+    voxel = tuple(float(v) for v in box.voxel_size)
+    origin = tuple(float(v) for v in box.origin)
+    available = set(volumes.volume_sampling_info.available_levels)
+    frames = len(volumes.time_info.frames)
     grid = _Grid(shape, voxel, origin, frames, location.folder)  # type: ignore[arg-type]
-    return plan_from_stored(shape, available, 4), grid
+    return plan_from_stored(shape, available, 4), grid  # type: ignore[arg-type]
 
 
-def _extend(options: PreprocessOptions, location: EntryLocation, engine: Engine) -> RunSummary:
+def _stage_documents(staged_folder: Path, documents: EntryDocuments) -> list[str]:
+    """Write the entry's documents into the staged folder; returns their names (metadata.json
+    last)."""
+    from pipeline.db.documents import write_document
+
+    names = []
+    for name, data in documents.files().items():
+        if data is not None:
+            write_document(staged_folder / name, data)
+            names.append(name)
+    return names
+
+
+def _extend(
+    options: PreprocessOptions, location: EntryLocation, engine: Engine, warn: Reporter
+) -> RunSummary:
     """Add lattices to an existing entry: a new data.zip holding the old members and the new
-    ones, merged metadata and annotations, swapped in atomically."""
+    ones, merged metadata and annotations, swapped in atomically. A damaged entry is refused."""
+    from pipeline.db.validate import checked_documents
+
     started = time.perf_counter()
-    metadata, annotations = location.read_documents()
-    plan, grid = _existing_grid(metadata, location)
+    documents = checked_documents(location)
+    plan, grid = _existing_grid(documents, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         lattices = contents.lattices
-        _check_segmentations(options, contents, grid, metadata)
+        _check_segmentations(options, contents, grid, documents)
         with staged_entry(location) as staged:
             finishing = time.perf_counter()
             if lattices or contents.meshes:
                 with new_archive(staged.data_zip) as sink:
                     sink.adopt(location.folder / DATA_ZIP)
                     writer = DataWriter(sink, options.compressor, existing=sink.keys)
-                    written = _write_lattices(writer, lattices, plan, work, options, engine)
-                    meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
+                    written = _write_lattices(writer, lattices, plan, work, options, engine, grid)
+                    meshes = _write_mesh_sets(writer, contents.meshes, grid)
                     finishing = time.perf_counter()
                     writer.finish()
             else:  # the archive does not change (it is never modified in place)
                 os.link(location.folder / DATA_ZIP, staged.data_zip)
                 written, meshes = [], []
-            _describe_lattices(metadata, annotations, lattices, written, plan, options)
-            describe_mesh_sets(metadata, annotations, _entry_key(options), contents.meshes, meshes)
-            geometric = stage_geometric(
-                staged.folder,
-                location.folder,
-                metadata,
-                annotations,
-                contents.geometric,
-                _entry_key(options),
-            )
-            _merge_custom_annotations(options, annotations)
-            apply_entry_metadata(metadata, extra)
+            _describe_lattices(documents, lattices, written, plan, options, warn)
+            describe_mesh_sets(documents, _entry_key(options), contents.meshes, meshes)
+            stage_geometric(documents, contents.geometric, _entry_key(options))
+            _merge_custom_annotations(options, documents)
+            apply_entry_metadata(documents, extra)
             others = sorted(
                 p.name
                 for p in location.folder.iterdir()
-                if p.is_file()
-                and p.name not in (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON)
-                and not (staged.folder / p.name).exists()
+                if p.is_file() and p.name not in ENTRY_FILES
             )
-            for name in others:  # e.g. geometric_segmentation.json when it does not change
+            for name in others:  # files this version does not write are kept
                 shutil.copy2(location.folder / name, staged.folder / name)
-            staged.write_json(ANNOTATIONS_JSON, annotations)
-            staged.write_json(METADATA_JSON, metadata)
-            staged.replace_existing(
-                [DATA_ZIP, *others, *[GEOMETRIC_JSON] * geometric, ANNOTATIONS_JSON, METADATA_JSON]
-            )
+            names = _stage_documents(staged.folder, documents)
+            staged.replace_existing([DATA_ZIP, *others, *names])
             _note_commit(engine, location, finishing)
     return RunSummary(
         location=location,
@@ -687,12 +743,18 @@ def preprocess(
     """
     _check_inputs(options)
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
-    with _tidy(options.working_folder, options.db_path), entry_lock(location):
+    with (
+        reporting_to(warn),
+        _tidy(options.working_folder, options.db_path),
+        entry_lock(location),
+    ):
         _check_location(options)
         with _engine(options, progress, runner) as engine:
             if options.mode is Mode.EXTEND:
-                return _extend(options, location, engine)
-            return _add(options, location, engine, warn)
+                return _extend(options, location, engine, warn or (lambda _: None))
+            summary = _add(options, location, engine, warn)
+            _warn_viewer_id(options)  # once the entry is there
+            return summary
 
 
 def _add(
@@ -711,23 +773,24 @@ def _add(
                 stats = _write_volume(
                     writer, volume, plan, options, work, engine, warn or (lambda _: None)
                 )
-                written = _write_lattices(writer, lattices, plan, work, options, engine)
-                meshes = [write_mesh_set(writer, mesh_set) for mesh_set in contents.meshes]
+                grid = _Grid.of(volume)
+                written = _write_lattices(writer, lattices, plan, work, options, engine, grid)
+                meshes = _write_mesh_sets(writer, contents.meshes, grid)
                 finishing = time.perf_counter()
                 writer.finish()
-            metadata = empty_metadata(options.source_db_name, options.source_db_id)
-            metadata["volumes"] = volume_metadata(volume, plan, stats)
-            apply_entry_metadata(metadata, extra)
-            annotations = empty_annotations(options.source_db_name, options.source_db_id)
-            annotations["volume_channels_annotations"] = volume_channel_annotations(volume)
-            _describe_lattices(metadata, annotations, lattices, written, plan, options)
-            describe_mesh_sets(metadata, annotations, _entry_key(options), contents.meshes, meshes)
-            stage_geometric(
-                staged.folder, None, metadata, annotations, contents.geometric, _entry_key(options)
+            from pipeline.db.documents import EntryDocuments
+
+            documents = EntryDocuments.new(options.source_db_name, options.source_db_id)
+            documents.set_volume(
+                volume_metadata(volume, plan, stats), volume_channel_annotations(volume)
             )
-            _merge_custom_annotations(options, annotations)
-            staged.write_json(METADATA_JSON, metadata)
-            staged.write_json(ANNOTATIONS_JSON, annotations)
+            apply_entry_metadata(documents, extra)
+            report = warn or (lambda _: None)
+            _describe_lattices(documents, lattices, written, plan, options, report)
+            describe_mesh_sets(documents, _entry_key(options), contents.meshes, meshes)
+            stage_geometric(documents, contents.geometric, _entry_key(options))
+            _merge_custom_annotations(options, documents)
+            _stage_documents(staged.folder, documents)
             staged.commit()
             _note_commit(engine, location, finishing)
     return _summary(location, volume, plan, time.perf_counter() - started, True, lattices)

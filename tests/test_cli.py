@@ -100,6 +100,21 @@ def test_bad_input_file_leaves_no_trace(run_cli, tmp_path):
     assert not (tmp_path / "db").exists() and not (tmp_path / "work").exists()
 
 
+def test_verbose_option_adds_the_traceback_to_the_one_line_error(run_cli, tmp_path):
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"\0" * 100)
+    quiet = run_cli("inspect", bad, "--input-kind", "map")
+    assert_one_line_error(quiet, str(bad), "truncated")
+    for args in (
+        ("inspect", bad, "--input-kind", "map", "--verbose"),
+        tuple(preprocess_args([(bad, "map")], tmp_path, extra=("--verbose",))),
+    ):
+        result = run_cli(*args)
+        assert result.exit_code == 2
+        assert "Traceback" in result.stderr
+        assert result.stderr.splitlines()[-1].startswith(f"error: {bad}")
+
+
 def test_nan_map_is_rejected(run_cli, tmp_path):
     data = np.full((6, 6, 6), np.nan, np.float32)
     with warnings.catch_warnings():
@@ -110,6 +125,7 @@ def test_nan_map_is_rejected(run_cli, tmp_path):
     assert tree_digest(tmp_path / "db") == {}
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points(tmp_path, small_map):
     for argv in (["cellstar-preprocessor"], [sys.executable, "-m", "cli"]):
         proc = subprocess.run(
@@ -175,6 +191,7 @@ def _run_in_terminal(args: list[str]) -> str:
     return output.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_progress_bars_per_stage_on_a_terminal_quiet_lines_in_logs(tmp_path, small_map):
     labels = (np.arange(10 * 12 * 14).reshape(10, 12, 14) % 5).astype(np.uint8)
     mask = write_mrc(tmp_path / "in" / "small_mask.mrc", labels, voxel_size=3.0)

@@ -21,33 +21,85 @@ def sample_annotations(shared_data):
     return path
 
 
-def test_sample_merged_in_add_and_in_extend(run_cli, tmp_path, sample_annotations):
+def _sample_on_one_frame(sample_annotations, folder):
+    """The sample, its items moved to frame 0 (it names frames 0..17 of lattice "0")."""
     source = json.loads(sample_annotations.read_text())
-    volume = write_mrc(tmp_path / "m.map", np.ones((6, 6, 6), np.float32))
+    for item in [*source["descriptions"].values(), *source["segment_annotations"]]:
+        item["time"] = 0
+    path = folder / "annotations_one_frame.json"
+    path.write_text(json.dumps(source, indent=4))
+    return source, path
+
+
+def _lattice_0(folder):
+    """A volume and a lattice "0" holding segment 2371559, which the sample annotates."""
+    volume = write_mrc(folder / "m.map", np.ones((6, 6, 6), np.float32))
+    labels = np.zeros((6, 6, 6), np.float32)  # integral floats: MRC has no uint32 mode
+    labels[1:3, 2:4, 0:5] = 2371559
+    return volume, write_mrc(folder / "0.mrc", labels)
+
+
+def test_sample_merged_in_add_and_in_extend(run_cli, tmp_path, sample_annotations):
+    source, custom = _sample_on_one_frame(sample_annotations, tmp_path)
+    volume, mask = _lattice_0(tmp_path)
     result = run_cli(
-        *preprocess_args(
-            [(volume, "map"), (sample_annotations, "custom_annotations")], tmp_path / "a"
-        )
+        *preprocess_args([(volume, "map"), (mask, "mask"), (custom, "custom_annotations")],
+                         tmp_path / "a")
     )
     assert result.exit_code == 0, result.output
+    entry_folder = tmp_path / "a" / "db" / "emdb" / "emd-1832"
     with open_entry(tmp_path / "a" / "db", "emdb", "emd-1832") as entry:
         ann = entry.annotations
-        assert ann["descriptions"] == source["descriptions"]
-        assert ann["segment_annotations"] == source["segment_annotations"]
+        for key, item in source["descriptions"].items():
+            assert ann["descriptions"][key] == item
+        sample_ids = {a["id"] for a in source["segment_annotations"]}
+        assert [a for a in ann["segment_annotations"] if a["id"] in sample_ids] == source[
+            "segment_annotations"
+        ]
         # the custom channel annotation replaces the default one of channel "0"
         assert ann["volume_channels_annotations"] == source["volume_channels_annotations"]
         assert ann["entry_id"] == {"source_db_name": "emdb", "source_db_id": "emd-1832"}
+    # merged items keep the file's keys in the file's order (alphabetical in the sample)
+    stored = (entry_folder / "annotations.json").read_text()
+    item = json.dumps(source["segment_annotations"][0], indent=4).replace("\n", "\n        ")
+    assert item in stored
     # the same through extend, on an entry added without it
-    assert run_cli(*preprocess_args([(volume, "map")], tmp_path / "b")).exit_code == 0
+    assert run_cli(
+        *preprocess_args([(volume, "map"), (mask, "mask")], tmp_path / "b")
+    ).exit_code == 0
     result = run_cli(
-        *preprocess_args(
-            [(sample_annotations, "custom_annotations")], tmp_path / "b", mode="extend"
-        )
+        *preprocess_args([(custom, "custom_annotations")], tmp_path / "b", mode="extend")
     )
     assert result.exit_code == 0, result.output
     with open_entry(tmp_path / "b" / "db", "emdb", "emd-1832") as entry:
-        assert entry.annotations["descriptions"] == source["descriptions"]
+        for key, item in source["descriptions"].items():
+            assert entry.annotations["descriptions"][key] == item
         assert entry.annotations["volume_channels_annotations"][0]["label"] == "cy 1"
+    assert run_cli("validate", "--db-path", tmp_path / "b" / "db").exit_code == 0
+
+
+def test_sample_naming_missing_frames_or_lattices_is_refused(
+    run_cli, tmp_path, sample_annotations
+):
+    volume, mask = _lattice_0(tmp_path)
+    # the sample names frames 0..17 of lattice "0": this lattice has one frame
+    args = [(volume, "map"), (mask, "mask"), (sample_annotations, "custom_annotations")]
+    result = run_cli(*preprocess_args(args, tmp_path / "a"))
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and str(sample_annotations) in line
+    assert "41ac3f33-03dd-498a-9bfa-0b27d3885f0f" in line and "time [1, 2, 3, 4, 5]" in line
+    assert not (tmp_path / "a" / "db" / "emdb").exists()
+    # without the lattice: the reference names a lattice the entry does not have (extend)
+    assert run_cli(*preprocess_args([(volume, "map")], tmp_path / "b")).exit_code == 0
+    before = tree_digest(tmp_path / "b" / "db" / "emdb")
+    _, one_frame = _sample_on_one_frame(sample_annotations, tmp_path)
+    result = run_cli(
+        *preprocess_args([(one_frame, "custom_annotations")], tmp_path / "b", mode="extend")
+    )
+    assert result.exit_code == 2
+    assert "names lattice '0', which the entry does not have" in result.stderr
+    assert tree_digest(tmp_path / "b" / "db" / "emdb") == before
 
 
 @pytest.mark.parametrize(

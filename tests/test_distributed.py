@@ -22,6 +22,8 @@ from tests.conftest import ROOT, preprocess_args, tree_digest, write_mrc
 
 _ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
+pytestmark = pytest.mark.slow  # every test starts dask.distributed processes
+
 
 def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:

@@ -581,16 +581,22 @@ def test_validate_reports_geometric_problems(run_cli, tmp_path, small_map):
     doc = json.loads(good)
     frame = doc[0]["primitives"]["0"]["shape_primitive_list"]
     frame[0]["radius"] = -1  # primitive 0 (sphere 1) invalid
+    path.write_text(json.dumps(doc))
+    problems = _valid(tmp_path)
+    assert problems == [
+        'geometric_segmentation.json: $[0].primitives["0"]: shape_primitive_list[0] (sphere): '
+        "radius must be >= 0, got -1"
+    ]
+    frame[0]["radius"] = 1
     frame.pop(1)  # cylinder 2 gone, its annotations remain
     path.write_text(json.dumps(doc))
     problems = _valid(tmp_path)
-    assert any("frame 0, primitive 0 (sphere): radius must be >= 0" in p for p in problems)
-    assert any("primitive 2 is not in shapes" in p for p in problems)
+    assert any("primitive 2 is not in geometric segmentation 'shapes'" in p for p in problems)
     result = run_cli("validate", "--db-path", tmp_path / "db")
     assert result.exit_code == 1
 
     path.write_text("[{")
-    assert any("invalid JSON" in p for p in _valid(tmp_path))
+    assert any("not valid JSON" in p for p in _valid(tmp_path))
     path.unlink()
     assert any("geometric_segmentation.json is missing" in p for p in _valid(tmp_path))
     path.write_text(good.replace('"shapes"', '"other"'))

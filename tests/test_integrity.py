@@ -61,6 +61,7 @@ def test_a_second_writer_fails_fast_with_a_clear_message(run_cli, tmp_path, inpu
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_two_concurrent_adds_one_wins(tmp_path, inputs):
     map_path, mask_path = inputs
     args = [str(a) for a in preprocess_args([(map_path, "map"), (mask_path, "mask")], tmp_path)]
@@ -184,6 +185,7 @@ def test_sigkill_at_random_moments_leaves_the_database_consistent(tmp_path, inpu
     assert "absent" in outcomes or "before" in outcomes
 
 
+@pytest.mark.slow
 def test_validate_reports_problems(tmp_path, inputs):
     map_path, mask_path = inputs
     args = preprocess_args([(map_path, "map"), (mask_path, "mask")], tmp_path)
@@ -204,7 +206,7 @@ def test_validate_reports_problems(tmp_path, inputs):
     problems = validate_entry(location)
     assert any("shape" in p and "[1, 2, 3]" in p for p in problems)
     assert any("no statistics for level 1" in p for p in problems)
-    assert any("segment 4242 is not in lattice mask" in p for p in problems)
+    assert any("segment 4242 is not in lattice 'mask'" in p for p in problems)
     bad = _validate(db)
     assert bad.returncode == 1 and "emdb/emd-1832:" in bad.stdout
     # a set table that misses a grid value, and a corrupted chunk
@@ -224,7 +226,7 @@ def test_validate_reports_problems(tmp_path, inputs):
         sink.close()
     os.replace(broken, location.folder / "data.zip")
     problems = validate_entry(location)
-    assert any("set_table: grid values" in p and "not in the table" in p for p in problems)
+    assert any("grid: values" in p and "not in the set table" in p for p in problems)
     raw = bytearray((location.folder / "data.zip").read_bytes())
     with zipfile.ZipFile(location.folder / "data.zip") as zf:
         info = zf.getinfo("lattice_segmentation_data/mask/1/0/grid/0.0.0")
@@ -235,6 +237,7 @@ def test_validate_reports_problems(tmp_path, inputs):
     assert any("unreadable chunk" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_management_commands_keep_entries_valid(run_cli, tmp_path, inputs):
     map_path, mask_path = inputs
     db = tmp_path / "db"
@@ -289,6 +292,7 @@ def test_management_commands_keep_entries_valid(run_cli, tmp_path, inputs):
     assert gone.exit_code == 2 and "does not exist" in gone.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_unwinds_like_ctrl_c(tmp_path):
     """A batch system's time limit sends SIGTERM: the run stops with one line, exit 143, and
     leaves neither the entry, nor staging, nor its working folder; a killed run's (SIGKILL)

@@ -92,6 +92,7 @@ def _check_invariant(labels: np.ndarray, levels: dict) -> None:
             np.testing.assert_array_equal(_membership(grid2, table2, s), dilated)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

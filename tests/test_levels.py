@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.algorithms.levels import level_shape, plan_levels
+from pipeline.db.metadata import levels_document
 from pipeline.errors import OptionError
 from pipeline.options import LevelOptions
 
@@ -13,7 +14,7 @@ def test_small_map_gets_one_step():
     plan = plan_levels((64, 64, 64), 4, LevelOptions())
     assert plan.stored_ratios == (1, 2)
     assert plan.level(2).shape == (32, 32, 32)
-    assert plan.spatial_downsampling_levels() == [
+    assert levels_document(plan) == [
         {"level": 1, "available": True},
         {"level": 2, "available": True},
     ]
@@ -33,7 +34,7 @@ def test_grid_dimensions_are_ceil_and_axes_of_one_stay_one():
 def test_remove_original_resolution_marks_level_1_unavailable():
     plan = plan_levels((64, 64, 64), 4, LevelOptions(remove_original_resolution=True))
     assert plan.stored_ratios == (2,)
-    assert plan.spatial_downsampling_levels() == [
+    assert levels_document(plan) == [
         {"level": 1, "available": False},
         {"level": 2, "available": True},
     ]
@@ -54,7 +55,7 @@ def test_max_size_skips_large_levels_and_extends_until_one_fits():
     plan = plan_levels((512, 512, 512), 4, LevelOptions(max_size_mb=1.1))
     assert plan.stored_ratios == (8,)
     assert plan.level(8).nbytes <= 1.1e6 < plan.level(4).nbytes
-    assert plan.spatial_downsampling_levels()[0] == {"level": 1, "available": False}
+    assert levels_document(plan)[0] == {"level": 1, "available": False}
 
 
 def test_pyramid_stops_at_one_sample_per_axis():

@@ -39,6 +39,7 @@ def test_budget_below_the_least_is_an_option_error():
         memory_budget(100 * MiB, 2, 4, 16 * MiB)
 
 
+@pytest.mark.slow
 def test_smaller_blocks_give_the_same_entry(run_cli, tmp_path):
     rng = np.random.default_rng(11)
     data = rng.normal(size=(128, 256, 1024)).astype(np.float32)  # z, y, x

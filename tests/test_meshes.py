@@ -443,6 +443,7 @@ def test_bad_mesh_data_is_one_line_error(run_cli, tmp_path, change, message):
     assert not (tmp_path / "db" / "emdb").exists()
 
 
+@pytest.mark.slow
 def test_dry_run_with_meshes_writes_nothing_and_checks_ids(run_cli, tmp_path, shared_data):
     xml = shared_data / "real/sff/emd_3791.sff"
     volume = _map(tmp_path)

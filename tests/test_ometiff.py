@@ -360,15 +360,15 @@ def test_extend_with_a_segmentation_and_lattice_id_by_name(run_cli, tmp_path):
         np.testing.assert_array_equal(grid, seg[:, 3].transpose(2, 1, 0))
 
 
-def test_rgb_samples_are_channels_and_reads_are_regions(tmp_path):
+def test_rgb_samples_are_channels_and_reads_are_regions(tmp_path, capsys):
     """Interleaved RGB samples (SizeC=3, SamplesPerPixel=3) become three channels; a region
     read returns exactly that region, also from a pickled copy (a worker process)."""
     rgb = np.random.default_rng(2).integers(0, 255, size=(5, 16, 24, 3), dtype=np.uint8)
     path = tmp_path / "rgb.ome.tif"
     tifffile.imwrite(path, rgb, ome=True, photometric="rgb", metadata={"axes": "ZYXS"})
-    extra_voxel = None
-    with pytest.raises(Exception, match="PhysicalSizeX"):
-        read_ometiff_image(path, extra_voxel)
+    # no PhysicalSize at all: read at 1 A per pixel, with a warning (issue 10)
+    assert read_ometiff_image(path).voxel_size == (1.0, 1.0, 1.0)
+    assert "no PhysicalSizeX/Y/Z" in capsys.readouterr().err
     tifffile.imwrite(
         path,
         rgb,

@@ -171,11 +171,13 @@ def test_tczyx_channels_frames_and_labels(run_cli, tmp_path, tczyx):
         lattices = entry.metadata["segmentation_lattices"]
         assert lattices["segmentation_ids"] == ["cells", "nuclei"]
         assert lattices["time_info"]["cells"]["end"] == 1
-        assert lattices["time_info"]["nuclei"]["end"] == 0
+        # a one-frame label over a two-frame image is stored at both frames (issue 10)
+        assert lattices["time_info"]["nuclei"]["end"] == 1
         for t in range(2):
             grid, table = entry.read_lattice("cells", 1, t)
             np.testing.assert_array_equal(_labels(grid, table), _xyz(cells[t]))
-        np.testing.assert_array_equal(_labels(*entry.read_lattice("nuclei", 1)), _xyz(nuclei))
+            grid, table = entry.read_lattice("nuclei", 1, t)
+            np.testing.assert_array_equal(_labels(grid, table), _xyz(nuclei))
         colours = {
             (a["segmentation_id"], a["segment_id"]): a["color"]
             for a in entry.annotations["segment_annotations"]
@@ -191,7 +193,21 @@ def test_tczyx_channels_frames_and_labels(run_cli, tmp_path, tczyx):
         assert names[("cells", 1)]["details"]["text"] == "class: nucleus; area: 140"
         assert names[("cells", 2)]["name"] == "vacuole"
         assert names[("cells", 7)]["name"] == "segment 7"
-        assert names[("cells", 1)]["time"] == [0, 1]
+        # time lists the frames where a segment occurs (issue 10: the viewer crashes on a
+        # segment annotated at a frame where it has no voxels)
+        assert names[("cells", 1)]["time"] == [0]
+        assert names[("cells", 2)]["time"] == [1] and names[("cells", 7)]["time"] == [1]
+        assert names[("nuclei", 3)]["time"] == [0, 1]  # one frame, stored at both
+        times = {
+            (a["segmentation_id"], a["segment_id"]): a["time"]
+            for a in entry.annotations["segment_annotations"]
+        }
+        assert times == {
+            ("cells", 1): [0],
+            ("cells", 2): [1],
+            ("cells", 7): [1],
+            ("nuclei", 3): [0, 1],
+        }
     assert tree_digest(path) == before  # read-only
 
 

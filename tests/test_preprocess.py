@@ -280,6 +280,7 @@ def test_same_inputs_give_byte_identical_entries(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_bundled_sample_generator_and_readme_command(tmp_path):
     import subprocess
 

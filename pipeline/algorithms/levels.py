@@ -50,15 +50,6 @@ class LevelPlan:
                 return lv
         raise KeyError(ratio)
 
-    def spatial_downsampling_levels(self) -> list[dict[str, object]]:
-        """``spatial_downsampling_levels`` of metadata.json: stored levels, and level 1
-        (``available: false``) when the original resolution is removed."""
-        out: list[dict[str, object]] = []
-        for lv in self.levels:
-            if lv.stored or lv.ratio == 1:
-                out.append({"level": lv.ratio, "available": lv.stored})
-        return out
-
 
 def plan_from_stored(shape: tuple[int, int, int], available: set[int], itemsize: int) -> LevelPlan:
     """The plan of an existing entry: levels 1 .. its coarsest stored one, ``available`` stored.

@@ -13,7 +13,16 @@ import zarr
 from zarr.storage import ZipStore
 
 from pipeline.algorithms.quantize import QuantizationParams, dequantize
-from pipeline.db.layout import ANNOTATIONS_JSON, DATA_ZIP, METADATA_JSON, EntryLocation
+from pipeline.db.layout import (
+    ANNOTATIONS_JSON,
+    DATA_ZIP,
+    METADATA_JSON,
+    QUANTIZATION_ATTRIBUTE,
+    EntryLocation,
+    lattice_grid_key,
+    set_table_key,
+    volume_key,
+)
 from pipeline.errors import EntryNotFoundError
 
 __all__ = ["Entry", "open_entry"]
@@ -53,7 +62,7 @@ class Entry:
 
     def volume_array(self, level: int, time: int = 0, channel: str = "0") -> zarr.Array:
         """The stored (possibly quantized) array ``volume_data/<level>/<time>/<channel>``."""
-        return self.root[f"volume_data/{level}/{time}/{channel}"]  # type: ignore[return-value]
+        return self.root[volume_key(level, time, channel)]  # type: ignore[return-value]
 
     def read_volume(
         self, level: int, time: int = 0, channel: str = "0", box: Box | None = None
@@ -64,13 +73,13 @@ class Entry:
         region = tuple(slice(a, b) for a, b in box) if box is not None else ...
         data = np.asarray(arr[region])
         attrs = dict(arr.attrs)
-        if "quantization_data_dict" in attrs:
-            return dequantize(data, QuantizationParams.from_json(attrs["quantization_data_dict"]))
+        if QUANTIZATION_ATTRIBUTE in attrs:
+            return dequantize(data, QuantizationParams.from_json(attrs[QUANTIZATION_ATTRIBUTE]))
         return data
 
     def lattice_grid(self, lattice_id: str, level: int, time: int = 0) -> zarr.Array:
         """The stored category grid of a lattice level (uint32, ``[x, y, z]``)."""
-        return self.root[f"lattice_segmentation_data/{lattice_id}/{level}/{time}/grid"]  # type: ignore[return-value]
+        return self.root[lattice_grid_key(lattice_id, level, time)]  # type: ignore[return-value]
 
     def set_table(self, lattice_id: str, level: int, time: int = 0) -> dict[int, list[int]]:
         """A level's set table: category id -> segment ids.
@@ -78,7 +87,7 @@ class Entry:
         The table is a zarr 2 object array (JSON codec) that zarr-python 3 cannot open; it is
         decoded the way zarr 2 does: the chunk through the compressor, then the filters.
         """
-        path = f"lattice_segmentation_data/{lattice_id}/{level}/{time}/set_table"
+        path = set_table_key(lattice_id, level, time)
         meta = json.loads(self._store_bytes(f"{path}/.zarray"))
         data: Any = self._store_bytes(f"{path}/0")
         if meta.get("compressor"):

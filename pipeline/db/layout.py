@@ -2,20 +2,97 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pipeline.errors import EntryNotFoundError, InputFormatError
 from pipeline.options import validate_name
 
-__all__ = ["ANNOTATIONS_JSON", "DATA_ZIP", "GEOMETRIC_JSON", "METADATA_JSON", "EntryLocation"]
+__all__ = [
+    "ANNOTATIONS_JSON",
+    "DATA_ZIP",
+    "GEOMETRIC_JSON",
+    "LATTICE_GROUP",
+    "MESH_GROUP",
+    "METADATA_JSON",
+    "VOLUME_GROUP",
+    "EntryLocation",
+    "lattice_grid_key",
+    "lattice_group",
+    "lattice_key",
+    "mesh_group",
+    "mesh_key",
+    "mesh_segment_key",
+    "set_table_key",
+    "volume_key",
+]
 
 DATA_ZIP = "data.zip"
 METADATA_JSON = "metadata.json"
 ANNOTATIONS_JSON = "annotations.json"
 GEOMETRIC_JSON = "geometric_segmentation.json"
+ENTRY_FILES = (DATA_ZIP, METADATA_JSON, ANNOTATIONS_JSON, GEOMETRIC_JSON)
+
+# the attribute of a quantized volume array (DESIGN 7.3)
+QUANTIZATION_ATTRIBUTE = "quantization_data_dict"
+
+# data.zip groups (DESIGN 3.2): the only place the archive's key layout is spelled
+VOLUME_GROUP = "volume_data"
+LATTICE_GROUP = "lattice_segmentation_data"
+MESH_GROUP = "mesh_segmentation_data"
+
+
+def volume_key(level: int, time: int, channel: str) -> str:
+    """``volume_data/<level>/<time>/<channel>``: one volume array.
+
+    >>> volume_key(2, 0, "0")
+    'volume_data/2/0/0'
+    """
+    return f"{VOLUME_GROUP}/{level}/{time}/{channel}"
+
+
+def lattice_group(lattice_id: str) -> str:
+    """Prefix of every member of a lattice (with the trailing slash)."""
+    return f"{LATTICE_GROUP}/{lattice_id}/"
+
+
+def lattice_key(lattice_id: str, level: int, time: int, part: str) -> str:
+    """``lattice_segmentation_data/<id>/<level>/<time>/<part>``; part ``grid`` or
+    ``set_table``."""
+    return f"{LATTICE_GROUP}/{lattice_id}/{level}/{time}/{part}"
+
+
+def lattice_grid_key(lattice_id: str, level: int, time: int) -> str:
+    """``lattice_segmentation_data/<lattice>/<level>/<time>/grid``"""
+    return lattice_key(lattice_id, level, time, "grid")
+
+
+def set_table_key(lattice_id: str, level: int, time: int) -> str:
+    """``lattice_segmentation_data/<lattice>/<level>/<time>/set_table``"""
+    return lattice_key(lattice_id, level, time, "set_table")
+
+
+def mesh_group(set_id: str) -> str:
+    """Prefix of every member of a mesh set (with the trailing slash)."""
+    return f"{MESH_GROUP}/{set_id}/"
+
+
+def mesh_segment_key(set_id: str, time: int | str, segment_id: int | str) -> str:
+    """``mesh_segmentation_data/<set>/<time>/<segment>``: the folder of a segment's levels."""
+    return f"{MESH_GROUP}/{set_id}/{time}/{segment_id}"
+
+
+def mesh_key(
+    set_id: str,
+    time: int | str,
+    segment_id: int | str,
+    detail: int | str,
+    mesh_id: int | str,
+    part: str | None = None,
+) -> str:
+    """``.../<set>/<time>/<segment>/<detail>/<mesh>[/<part>]``; part ``vertices``,
+    ``triangles`` or ``normals``."""
+    base = f"{mesh_segment_key(set_id, time, segment_id)}/{detail}/{mesh_id}"
+    return base if part is None else f"{base}/{part}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +118,3 @@ class EntryLocation:
 
     def exists(self) -> bool:
         return self.folder.is_dir()
-
-    def read_documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The entry's metadata.json and annotations.json (a missing or damaged entry is a
-        user error naming its folder)."""
-        if not self.exists():
-            raise EntryNotFoundError(
-                f"entry {self.source_db}/{self.entry_id} does not exist", self.folder
-            )
-        try:
-            return (
-                json.loads((self.folder / METADATA_JSON).read_text()),
-                json.loads((self.folder / ANNOTATIONS_JSON).read_text()),
-            )
-        except (OSError, ValueError) as exc:
-            raise InputFormatError(
-                f"entry is damaged ({exc}); delete it or add it again", self.folder
-            ) from exc

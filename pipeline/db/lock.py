@@ -16,13 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.db.layout import EntryLocation
-from pipeline.errors import PreprocessorError
+from pipeline.errors import EntryLockedError
 
 __all__ = ["EntryLockedError", "entry_lock"]
-
-
-class EntryLockedError(PreprocessorError, BlockingIOError):
-    """Another process is writing the entry."""
 
 
 def _lock_path(location: EntryLocation) -> Path:

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.statistics import Statistics
-from pipeline.model import ExtraData, Segment, TimeInfo, VolumeSource
+from pipeline.model import ExtraData, GeometricSegmentation, Segment, TimeInfo, VolumeSource
+
+if TYPE_CHECKING:
+    from pipeline.db.documents import EntryDocuments
 
 __all__ = [
     "PALETTE",
+    "add_geometric",
     "add_lattice_annotations",
     "add_lattice_metadata",
     "add_mesh_metadata",
     "apply_entry_metadata",
     "deterministic_id",
-    "empty_annotations",
-    "empty_metadata",
-    "merge_annotations",
+    "levels_document",
     "volume_boxes",
     "volume_channel_annotations",
     "volume_metadata",
@@ -42,41 +44,6 @@ _NAMESPACE = uuid.UUID("6f1c3d4e-8a52-4c2b-9a57-2d0c6d1b7e11")
 def deterministic_id(*parts: object) -> str:
     """A uuid5 of the parts: the same entry, segmentation and segment give the same id."""
     return str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)))
-
-
-def _entry_id(source_db_name: str, source_db_id: str) -> dict[str, str]:
-    return {"source_db_name": source_db_name, "source_db_id": source_db_id}
-
-
-def empty_metadata(source_db_name: str, source_db_id: str) -> dict[str, Any]:
-    """metadata.json of an entry with nothing in it yet."""
-    return {
-        "entry_id": _entry_id(source_db_name, source_db_id),
-        "volumes": None,
-        "segmentation_lattices": {
-            "segmentation_ids": [],
-            "segmentation_sampling_info": {},
-            "time_info": {},
-        },
-        "segmentation_meshes": {
-            "segmentation_ids": [],
-            "segmentation_metadata": {},
-            "time_info": {},
-        },
-        "geometric_segmentation": {"segmentation_ids": [], "time_info": {}},
-    }
-
-
-def empty_annotations(source_db_name: str, source_db_id: str) -> dict[str, Any]:
-    """annotations.json of an entry with nothing in it yet."""
-    return {
-        "name": None,
-        "details": None,
-        "entry_id": _entry_id(source_db_name, source_db_id),
-        "volume_channels_annotations": [],
-        "descriptions": {},
-        "segment_annotations": [],
-    }
 
 
 def volume_boxes(volume: VolumeSource, plan: LevelPlan) -> dict[str, Any]:
@@ -106,9 +73,9 @@ def volume_metadata(
         stats.setdefault(str(ratio), {}).setdefault(str(time), {})[channel] = st.to_json()
     return {
         "channel_ids": list(volume.channel_ids),
-        "time_info": volume.time_info.to_json(),
+        "time_info": _time_info(volume.time_info),
         "volume_sampling_info": {
-            "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
+            "spatial_downsampling_levels": levels_document(plan),
             "boxes": boxes,
             "descriptive_statistics": stats,
             "time_transformations": [],
@@ -131,62 +98,76 @@ def volume_channel_annotations(volume: VolumeSource) -> list[dict[str, Any]]:
     return out
 
 
-def apply_entry_metadata(metadata: dict[str, Any], extra: ExtraData | None) -> None:
+def apply_entry_metadata(documents: EntryDocuments, extra: ExtraData | None) -> None:
     """Copy ``entry_metadata`` of extra data into metadata.json (only when given)."""
     if extra is not None and extra.entry_metadata is not None:
-        metadata["entry_metadata"] = {
-            "description": extra.entry_metadata.get("description"),
-            "url": extra.entry_metadata.get("url"),
-        }
+        documents.set_entry_metadata(
+            extra.entry_metadata.get("description"), extra.entry_metadata.get("url")
+        )
 
 
 def add_lattice_metadata(
-    metadata: dict[str, Any],
+    documents: EntryDocuments,
     lattice_id: str,
     plan: LevelPlan,
-    boxes: dict[str, Any],
     frames: int,
     time_units: str = "millisecond",
 ) -> None:
     """Append a lattice to ``segmentation_lattices``: it sits on the volume's boxes (DESIGN 7.2)."""
-    section = metadata["segmentation_lattices"]
-    if lattice_id in section["segmentation_ids"]:
-        raise ValueError(f"lattice {lattice_id} already in the entry")
-    section["segmentation_ids"].append(lattice_id)
-    section["segmentation_sampling_info"][lattice_id] = {
-        "spatial_downsampling_levels": plan.spatial_downsampling_levels(),
+    assert documents.metadata.volumes is not None
+    boxes = documents.metadata.volumes.volume_sampling_info.dump()["boxes"]
+    sampling = {
+        "spatial_downsampling_levels": levels_document(plan),
         "boxes": boxes,
         "time_transformations": [],
         "source_axes_units": {},
         "original_axis_order": [0, 1, 2],
     }
-    section["time_info"][lattice_id] = TimeInfo(start=0, end=frames - 1, units=time_units).to_json()
+    time_info = _time_info(TimeInfo(start=0, end=frames - 1, units=time_units))
+    documents.add_lattice(lattice_id, sampling, time_info)
 
 
 def add_lattice_annotations(
-    annotations: dict[str, Any],
+    documents: EntryDocuments,
     entry_key: str,
     lattice_id: str,
     segments: tuple[Segment, ...],
-    present: tuple[int, ...],
+    present: tuple[int, ...] | None,
     frames: int,
     kind: str = "lattice",
-) -> None:
+    times: dict[int, tuple[int, ...]] | None = None,
+) -> list[int]:
     """One description and one segment annotation per segment of a lattice (DESIGN 5); with
     ``kind="mesh"`` the same for the segments of a mesh set.
 
-    The segments are those the source describes plus every label value present in the grid
-    except 0 (background, still a category in the set tables). Ids are uuid5 of entry, kind,
-    segmentation and segment; colours come from the source or the fixed palette.
+    The segments are every label value present in the grid except 0 (background, still a
+    category in the set tables) and those the source describes that are present (``present``
+    None: every described segment). Returns the described segments that are not present (not
+    annotated). Ids are uuid5 of entry, kind, segmentation and segment; colours come from the
+    source or the fixed palette.
+
+    ``times`` (segment id -> the frames it occurs in) makes each annotation's ``time`` list
+    only those frames (the viewer draws an annotated segment at every frame its ``time``
+    names); segments that occur in no frame are then not annotated.
     """
     ref_key = () if kind == "lattice" else (kind,)  # lattice reference ids predate ``kind``
     described = {s.id: s for s in segments}
-    ids = sorted(set(described) | {v for v in present if v != 0})
-    time: int | list[int] = 0 if frames == 1 else list(range(frames))
+    if present is None:
+        ids, absent = sorted(described), []
+    else:
+        ids = sorted((set(described) & set(present)) | {v for v in present if v != 0})
+        absent = sorted(set(described) - set(present))
+    every: int | list[int] = 0 if frames == 1 else list(range(frames))
     for n, segment_id in enumerate(ids):
+        time = every
+        if times is not None:
+            occurs = sorted(times.get(segment_id, ()))
+            if not occurs:
+                continue
+            time = 0 if frames == 1 else occurs
         segment = described.get(segment_id, Segment(id=segment_id))
         description_id = deterministic_id(entry_key, kind, lattice_id, segment_id, "d")
-        annotations["descriptions"][description_id] = {
+        documents.add_description({
             "id": description_id,
             "target_kind": kind,
             "target_id": {"segmentation_id": lattice_id, "segment_id": segment_id},
@@ -208,9 +189,9 @@ def add_lattice_annotations(
                 {"format": "text", "text": segment.description} if segment.description else None
             ),
             "metadata": None,
-        }
+        })
         color = segment.color if segment.color is not None else PALETTE[n % len(PALETTE)]
-        annotations["segment_annotations"].append(
+        documents.add_segment_annotation(
             {
                 "id": deterministic_id(entry_key, kind, lattice_id, segment_id, "a"),
                 "segment_kind": kind,
@@ -220,43 +201,123 @@ def add_lattice_annotations(
                 "time": time,
             }
         )
+    return absent
 
 
 def add_mesh_metadata(
-    metadata: dict[str, Any],
+    documents: EntryDocuments,
     set_id: str,
     fractions: dict[int, float],
-    timeframes: dict[str, Any],
+    stored: dict[int, dict[int, dict[int, dict[str, tuple[int, int, int]]]]],
     frames: int,
 ) -> None:
-    """Append a mesh set to ``segmentation_meshes`` (DESIGN 4)."""
-    section = metadata["segmentation_meshes"]
-    if set_id in section["segmentation_ids"]:
-        raise ValueError(f"mesh set {set_id} already in the entry")
-    section["segmentation_ids"].append(set_id)
-    section["segmentation_metadata"][set_id] = {
+    """Append a mesh set to ``segmentation_meshes`` (DESIGN 4); ``stored``: frame -> segment
+    -> detail level -> mesh id -> (vertices, triangles, normals) counts."""
+    timeframes = {
+        str(t): {
+            "segment_ids": {
+                str(segment): {
+                    "detail_lvls": {
+                        str(level): {
+                            "mesh_ids": {
+                                mesh_id: {
+                                    "num_vertices": v,
+                                    "num_triangles": f,
+                                    "num_normals": n,
+                                }
+                                for mesh_id, (v, f, n) in meshes.items()
+                            }
+                        }
+                        for level, meshes in levels.items()
+                    }
+                }
+                for segment, levels in segments.items()
+            }
+        }
+        for t, segments in stored.items()
+    }
+    info = {
         "detail_lvl_to_fraction": {str(lv): f for lv, f in sorted(fractions.items())},
         "mesh_timeframes": timeframes,
     }
-    section["time_info"][set_id] = TimeInfo(start=0, end=frames - 1).to_json()
+    volumes = documents.metadata.volumes
+    units = "millisecond" if volumes is None else volumes.time_info.units  # one unit per entry
+    documents.add_mesh_set(
+        set_id, info, _time_info(TimeInfo(start=0, end=frames - 1, units=units))
+    )
 
 
-def merge_annotations(annotations: dict[str, Any], custom: dict[str, Any]) -> None:
-    """Merge a custom annotations document: name/details when given, descriptions by id,
-    segment annotations by id and channel annotations by channel id (replaced or added)."""
-    for key in ("name", "details"):
-        if custom.get(key) is not None:
-            annotations[key] = custom[key]
-    annotations["descriptions"].update(custom["descriptions"])
-    for key, ident in (
-        ("segment_annotations", "id"),
-        ("volume_channels_annotations", "channel_id"),
-    ):
-        items = annotations[key]
-        where = {item[ident]: n for n, item in enumerate(items)}
-        for item in custom[key]:
-            if item[ident] in where:
-                items[where[item[ident]]] = item
-            else:
-                where[item[ident]] = len(items)
-                items.append(item)
+def _time_info(time_info: TimeInfo) -> dict[str, Any]:
+    """A ``time_info`` object of metadata.json."""
+    return {
+        "kind": time_info.kind,
+        "start": time_info.start,
+        "end": time_info.end,
+        "units": time_info.units,
+    }
+
+
+def levels_document(plan: LevelPlan) -> list[dict[str, object]]:
+    """``spatial_downsampling_levels``: stored levels, and level 1 (``available: false``) when
+    the original resolution is removed."""
+    return [
+        {"level": lv.ratio, "available": lv.stored}
+        for lv in plan.levels
+        if lv.stored or lv.ratio == 1
+    ]
+
+
+def _geometric_item(seg: GeometricSegmentation) -> dict[str, Any]:
+    """The segmentation's item of geometric_segmentation.json."""
+    return {
+        "segmentation_id": seg.segmentation_id,
+        "primitives": {
+            str(t): {"shape_primitive_list": [dict(p) for p in seg.frames[t]]}
+            for t in sorted(seg.frames)
+        },
+    }
+
+
+def add_geometric(
+    documents: EntryDocuments, entry_key: str, seg: GeometricSegmentation
+) -> None:
+    """A placed geometric segmentation: its item of geometric_segmentation.json, its
+    metadata, and one description and one segment annotation per primitive id (DESIGN 5)."""
+    position = documents.add_geometric(_geometric_item(seg), _time_info(seg.time_info))
+    frames: dict[int, list[int]] = {}
+    kinds: dict[int, str] = {}
+    for t in sorted(seg.frames):
+        for p in seg.frames[t]:
+            frames.setdefault(p["id"], []).append(t)
+            kinds.setdefault(p["id"], p["kind"])
+    default = list(PALETTE[position % len(PALETTE)])
+    sid = seg.segmentation_id
+    for ident in seg.primitive_ids:
+        ts = frames[ident]
+        time: int | list[int] = ts[0] if len(ts) == 1 else ts
+        label = seg.labels.get(ident)
+        description_id = deterministic_id(entry_key, "primitive", sid, ident, "d")
+        documents.add_description(
+            {
+                "id": description_id,
+                "target_kind": "primitive",
+                "target_id": {"segmentation_id": sid, "segment_id": ident},
+                "name": label if label is not None else f"{kinds[ident]} {ident}",
+                "external_references": [],
+                "is_hidden": None,
+                "time": time,
+                "details": None,
+                "metadata": None,
+            }
+        )
+        color = seg.colors.get(ident)
+        documents.add_segment_annotation(
+            {
+                "id": deterministic_id(entry_key, "primitive", sid, ident, "a"),
+                "segment_kind": "primitive",
+                "segment_id": ident,
+                "segmentation_id": sid,
+                "color": list(color) if color is not None else default,
+                "time": time,
+            }
+        )

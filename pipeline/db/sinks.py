@@ -1,4 +1,4 @@
-"""Where encoded zarr keys go: straight into data.zip (threads) or into a folder (processes).
+"""Where encoded zarr keys go: straight into data.zip, in the order they are put.
 
 :class:`ZipSink` writes a stored (uncompressed) ZIP64 archive itself: the CRC-32 of a member is
 computed by the calling thread, outside the lock, and only the append of the local header and
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["DirectorySink", "KeySink", "ZipSink", "new_archive"]
+__all__ = ["KeySink", "ZipSink", "new_archive"]
 
 # DOS date/time of 1980-01-01 00:00:00: fixed so that the same inputs give the same bytes
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
@@ -235,21 +235,3 @@ def new_archive(path: Path) -> Iterator[ZipSink]:
         raise
     sink.close()
 
-
-class DirectorySink:
-    """Writes each key as a file below ``root`` (picklable: for multi-process schedulers)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = str(root)
-
-    def put_many(self, items: list[tuple[str, bytes]]) -> None:
-        for key, data in items:
-            self.put(key, data)
-
-    def put(self, key: str, data: bytes) -> None:
-        target = os.path.join(self.root, key)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.partial"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)

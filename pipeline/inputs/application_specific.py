@@ -4,7 +4,7 @@ DESIGN 8: "formats that can be converted to SFF by a maintained library; otherwi
 'not supported: <format>' error". The library that converts IMOD, Amira, Segger, ilastik … to
 EMDB-SFF is sfftk, and it cannot be a dependency: its ``ahds`` requirement is published only as
 a source package whose build imports numpy without declaring it, so a plain ``pip install`` of
-this project would fail (see README). So a file that already is EMDB-SFF (HDF5 or XML,
+this project would fail (see docs/inputs.md). So a file that already is EMDB-SFF (HDF5 or XML,
 recognised by content whatever its name) is read as ``sff``; triangle mesh files (STL, OBJ, PLY,
 OFF, glTF), which sfftk turns into SFF mesh lists, are read with trimesh into the same mesh model
 (``mesh_files.py``); every other format is refused naming the format and the conversion command.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFormatError, InputNotFoundError
+from pipeline.inputs.limits import checked_int, json_int
 from pipeline.inputs.star import parse_star_options
 from pipeline.model import ExtraData, Vec3
 
@@ -49,7 +50,7 @@ def load_json(path: Path) -> Any:
         raise InputNotFoundError("not a file", path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, parse_int=json_int(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputFormatError(f"invalid JSON: {exc}", path) from exc
     except RecursionError:
@@ -110,9 +111,12 @@ def read_extra_data(path: Path) -> ExtraData:
     names: dict[str, dict[str, str]] = {}
     for key in ("custom_segment_ids_mapping", "segment_ids_to_segment_names_mapping"):
         for lattice, mapping in _object(seg.get(key, {}), f"segmentation.{key}", path).items():
-            names.setdefault(lattice, {}).update(
-                _string_map(mapping, f"segmentation.{key}[{lattice!r}]", path)
-            )
+            where = f"segmentation.{key}[{lattice!r}]"
+            named = _string_map(mapping, where, path)
+            for segment in named:
+                if segment.lstrip("-").isdigit():
+                    checked_int(segment, f"{where}: segment id", path)
+            names.setdefault(lattice, {}).update(named)
     entry_metadata = top.get("entry_metadata")
     if entry_metadata is not None:
         entry_metadata = _object(entry_metadata, "entry_metadata", path, {"description", "url"})

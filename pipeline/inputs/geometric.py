@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.errors import InputFormatError
 from pipeline.inputs.extra_data import load_json
+from pipeline.inputs.limits import checked_int, shortened
 from pipeline.model import RGBA, ExtraData, GeometricSegmentation, normalise_primitive
 
 __all__ = ["geometric_input_document", "parse_color", "read_geometric"]
@@ -60,9 +61,10 @@ def _segmentation_id(doc: dict[str, Any], path: Path, extra: ExtraData | None) -
 def _frame(key: str, path: Path) -> int:
     if not (isinstance(key, str) and key.isdigit()):
         raise InputFormatError(
-            f"shape_primitives_input: frame {key!r} is not a time index (0, 1, ...)", path
+            f"shape_primitives_input: frame {shortened(key)!r} is not a time index (0, 1, ...)",
+            path,
         )
-    return int(key)
+    return checked_int(key, "shape_primitives_input: frame", path)
 
 
 def _primitive(item: Any, where: str, path: Path) -> tuple[dict[str, Any], RGBA | None, str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mrcfile.dtypes import HEADER_DTYPE
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError
 from pipeline.inputs.compressed import open_input, open_stream
+from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import Vec3, VolumeSource
 
 __all__ = ["MrcLayout", "memory_order", "mrc_array", "mrc_data", "read_map", "read_mrc_layout"]
@@ -52,7 +54,9 @@ class MrcLayout:
         """Position (Angstrom) of sample [0, 0, 0]: N*START x voxel, or ORIGIN if starts are 0."""
         if not any(self.origin_start) and any(self.header_origin):
             return self.header_origin
-        return tuple(float(s) * v for s, v in zip(self.origin_start, voxel_size, strict=True))  # type: ignore[return-value]
+        return tuple(  # type: ignore[return-value]
+            scaled_decimal(s, v) for s, v in zip(self.origin_start, voxel_size, strict=True)
+        )
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[np.ndarray, str]:
@@ -99,6 +103,11 @@ def _mode0_dtype(raw: bytes, header: np.ndarray, order: str) -> str:
 def _exact(value: np.floating) -> float:
     """A float32 header field as the decimal its writer meant (364.8, not 364.79998779...)."""
     return float(str(np.float32(value)))
+
+
+def _quotient(cell: float, samples: int) -> float:
+    """``cell / samples`` computed on the decimal of ``cell``."""
+    return float(Decimal(repr(cell)) / Decimal(samples))
 
 
 def _stream_head(path: Path, kind: str) -> tuple[bytes, int | None]:
@@ -167,8 +176,8 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
         start_xyz[axis] = start
     sampling = [int(header[k]) for k in ("mx", "my", "mz")]
     cella = [_exact(v) for v in header["cella"]]
-    voxel = tuple(
-        (c / m if m > 0 else c / n) if np.isfinite(c) else 0.0
+    voxel = tuple(  # a decimal quotient: 19.6 / 7 is 2.8, not 2.8000000000000003
+        _quotient(c, m if m > 0 else n) if np.isfinite(c) else 0.0
         for c, m, n in zip(cella, sampling, n_xyz, strict=True)
     )
     origin_field = tuple(_exact(v) if np.isfinite(v) else 0.0 for v in header["origin"])
@@ -213,15 +222,23 @@ def mrc_data(layout: MrcLayout) -> LazyArray:
     return mrc_array(layout)
 
 
-def read_map(path: Path, scratch: Path | None, *, voxel_size: Vec3 | None = None) -> VolumeSource:
+def read_map(
+    path: Path,
+    scratch: Path | None,
+    *,
+    voxel_size: Vec3 | None = None,
+    extra_path: Path | None = None,
+) -> VolumeSource:
     """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
 
-    ``voxel_size`` (from extra data) overrides the header; the file is never modified.
+    ``voxel_size`` (from extra data, the file ``extra_path``) overrides the header, with a
+    warning when the header declares another one; the file is never modified.
     ``scratch`` is where a compressed map is decompressed; without it only the header of a
     compressed map is read (its data then cannot be accessed).
     """
     layout = read_mrc_layout(path, scratch)
-    voxel = voxel_size if voxel_size is not None else layout.voxel_size
+    declared = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
+    voxel = override_voxel_size(declared, voxel_size, path, extra_path) or layout.voxel_size
     if not all(v > 0 for v in voxel):
         raise InputFormatError(
             f"voxel size {tuple(round(v, 6) for v in voxel)} A from the header is not positive "

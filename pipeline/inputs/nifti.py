@@ -5,7 +5,7 @@ Voxels are read through nibabel's :class:`~nibabel.arrayproxy.ArrayProxy` region
 decompressed, streaming, into the scratch folder, because slicing a gzip stream decompresses it
 from the start for every region; without scratch (dry run, ``inspect``) only its header is read.
 
-Geometry (README, "NIfTI"): the affine (sform, else qform, else pixdim alone) gives the voxel
+Geometry (docs/inputs.md): the affine (sform, else qform, else pixdim alone) gives the voxel
 size, the origin and the orientation. Array axes i, j, k are reordered and flipped, lazily, to
 the nearest world axes x, y, z (RAS+, as ``nibabel.as_closest_canonical`` does), so that index
 order follows the world axes; the rotation of an oblique affine is dropped. Lengths are
@@ -19,6 +19,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ from pipeline.arrays import LazyArray, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, UnsupportedInputError
 from pipeline.inputs.compressed import detect_compression, open_input, open_stream
 from pipeline.inputs.mask import mask_lattice_id, named_segments
+from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import ExtraData, LabelSource, Vec3, VolumeSource
+from pipeline.notices import warn
 
 __all__ = [
     "NiftiFrame",
@@ -252,6 +255,12 @@ def _affine(header: Nifti1Header) -> np.ndarray:
     return np.diag([*(abs(z) for z in zooms), 1.0])
 
 
+def _float64_decimal(value: float) -> float:
+    """A value computed from float64 header fields (NIfTI-2) without the noise of the
+    arithmetic (15 significant digits)."""
+    return float(f"{float(value):.15g}")
+
+
 def _float32_decimal(value: float) -> float:
     """A value computed from float32 header fields as the decimal its writer meant."""
     return float(str(np.float32(value)))
@@ -278,12 +287,39 @@ def _geometry(
     # the world position of the sample that becomes [0, 0, 0] after the flips
     corner = np.array([n - 1 if f else 0 for n, f in zip(spatial, flips, strict=True)], float)
     world = linear @ corner + affine[:3, 3]
+    _warn_oblique(linear / lengths, path)
     voxel = [0.0, 0.0, 0.0]
     origin = [0.0, 0.0, 0.0]
+    # as the header meant them (float32 fields in NIfTI-1, float64 in NIfTI-2), in Angstrom
+    meant = _float64_decimal if isinstance(header, Nifti2Header) else _float32_decimal
     for a, w in enumerate(axis_order):
-        voxel[w] = _float32_decimal(lengths[a]) * factor
-        origin[w] = float(world[w]) * factor
+        voxel[w] = scaled_decimal(meant(lengths[a]), factor)
+        origin[w] = scaled_decimal(meant(world[w]), factor) + 0.0  # no -0.0
     return axis_order, flips, tuple(voxel), tuple(origin), spatial_unit, time_unit  # type: ignore[return-value]
+
+
+def _warn_oblique(directions: np.ndarray, path: Path) -> None:
+    """A warning for affines whose voxel axes are not the world axes: sheared (axes not at
+    right angles) or oblique (rotated); the stored grid is axis-aligned, so other voxels than
+    sample [0, 0, 0] end up off their place."""
+    cosines = np.abs(directions.T @ directions)[np.triu_indices(3, 1)]
+    if np.max(cosines) > 1e-4:
+        angle = 90.0 - math.degrees(math.acos(min(1.0, float(np.max(cosines)))))
+        warn(
+            f"sheared affine: voxel axes are {angle:.2f} degrees off right angles; the grid "
+            "is stored axis-aligned (shear dropped), so voxels are placed approximately",
+            path,
+        )
+        return
+    largest = float(np.min(np.max(np.abs(directions), axis=0)))
+    if largest < 1 - 1e-6:
+        angle = math.degrees(math.acos(min(1.0, largest)))
+        warn(
+            f"oblique affine: voxel axes are rotated up to {angle:.2f} degrees from the world "
+            "axes; the rotation is dropped (the grid is stored axis-aligned from the position "
+            "of sample [0, 0, 0])",
+            path,
+        )
 
 
 def read_nifti_layout(path: Path, scratch: Path | None) -> NiftiLayout:
@@ -351,13 +387,20 @@ def nifti_frames(layout: NiftiLayout) -> tuple[LazyArray, ...]:
     return tuple(frames)
 
 
-def _overridden(layout: NiftiLayout, voxel: Vec3 | None) -> tuple[Vec3, Vec3]:
+def _overridden(
+    layout: NiftiLayout, voxel: Vec3 | None, extra: ExtraData | None = None, key: str = ""
+) -> tuple[Vec3, Vec3]:
     """Voxel size and origin, with the voxel size of extra data (the origin keeps its place in
-    voxels: it is scaled like the voxel size)."""
+    voxels: it is scaled like the voxel size). Overriding a size the header states in a known
+    unit prints a warning when the two differ."""
     if voxel is None:
         return layout.voxel_size, layout.origin
-    origin = tuple(
-        o / v * w for o, v, w in zip(layout.origin, layout.voxel_size, voxel, strict=True)
+    if layout.spatial_unit != "unknown":
+        where = extra.path if extra is not None else None
+        override_voxel_size(layout.voxel_size, voxel, layout.source, where, key)
+    origin = tuple(  # on decimals: -10 voxels of 1.5 A stay -15.0, without binary noise
+        float(Decimal(repr(o)) / Decimal(repr(v)) * Decimal(repr(float(w))))
+        for o, v, w in zip(layout.origin, layout.voxel_size, voxel, strict=True)
     )
     return tuple(float(v) for v in voxel), origin  # type: ignore[return-value]
 
@@ -368,7 +411,12 @@ def read_nifti_volume(
     """Open a NIfTI image lazily as a one-channel :class:`VolumeSource`, one frame per time
     point; extra data's ``volume.voxel_size`` (Angstrom, [x, y, z]) overrides the header's."""
     layout = read_nifti_layout(path, scratch)
-    voxel, origin = _overridden(layout, extra.volume_voxel_size if extra is not None else None)
+    voxel, origin = _overridden(
+        layout,
+        extra.volume_voxel_size if extra is not None else None,
+        extra,
+        "volume.voxel_size",
+    )
     return VolumeSource(
         path=Path(path),
         frames=tuple((frame,) for frame in nifti_frames(layout)),
@@ -394,7 +442,10 @@ def read_nifti_segmentation(
     override = None
     if extra is not None:
         override = extra.segmentation_voxel_size or extra.volume_voxel_size
-    voxel, origin = _overridden(layout, override)
+    key = "segmentation.voxel_size"
+    if extra is not None and extra.segmentation_voxel_size is None:
+        key = "volume.voxel_size"
+    voxel, origin = _overridden(layout, override, extra, key)
     lattice_id = mask_lattice_id(path, extra)
     return LabelSource(
         path=Path(path),

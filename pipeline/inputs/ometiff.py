@@ -32,9 +32,11 @@ import numpy as np
 import tifffile
 import zarr
 
-from pipeline.arrays import _bounds
+from pipeline.arrays import region_bounds
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
+from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
+from pipeline.notices import warn
 from pipeline.options import validate_name
 
 __all__ = [
@@ -85,6 +87,8 @@ TIME_UNITS: dict[str, str] = {
     "h": "hour",
     "d": "day",
 }
+# the voxel size (Angstrom) of an OME-TIFF that gives no PhysicalSize and no extra data
+DEFAULT_VOXEL_SIZE = 1.0
 _DIMENSION_ORDERS = {"XYZCT", "XYZTC", "XYCTZ", "XYCZT", "XYTCZ", "XYTZC"}
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.tf2", ".ome.tf8", ".ome.btf", ".tiff", ".tif")
 
@@ -136,14 +140,68 @@ class OmeTiffLayout:
                 )
             if not (math.isfinite(value) and value > 0):
                 raise InputFormatError(f"PhysicalSize{axis} {value} is not positive", self.path)
-            values.append(value * LENGTH_UNITS[unit])
+            values.append(scaled_decimal(value, LENGTH_UNITS[unit]))
         return (values[0], values[1], values[2])
 
+    def voxel_size_or_default(self) -> Vec3:
+        """The voxel size in Angstrom, with a warning for every axis the OME-XML gives no
+        PhysicalSize for: it takes the in-plane size the file gives (X, else Y), else
+        :data:`DEFAULT_VOXEL_SIZE` (1 A per pixel)."""
+        known = self.voxel_size()
+        if known is not None:
+            return known
+        sizes: dict[str, float] = {}
+        for axis in "XYZ":
+            value, unit = self.physical[axis]
+            if value is not None:
+                single = LayoutAxis(self.path, value, unit)
+                sizes[axis] = single.angstrom(axis)
+        plane = sizes.get("X", sizes.get("Y"))
+        missing = [a for a in "XYZ" if a not in sizes and not (a == "Z" and self.sizes["Z"] == 1)]
+        fill = plane if plane is not None else DEFAULT_VOXEL_SIZE
+        how = (
+            f"taken as {fill:.6g} A, the in-plane size"
+            if plane is not None
+            else f"taken as {DEFAULT_VOXEL_SIZE:g} A per pixel"
+        )
+        warn(
+            f"the OME-XML gives no PhysicalSize{'/'.join(missing)}: {how} (give the voxel "
+            "size in Angstrom as voxel_size in extra data)",
+            self.path,
+        )
+        return (sizes.get("X", fill), sizes.get("Y", fill), sizes.get("Z", fill))
+
     def source_axes_units(self) -> dict[str, str]:
-        units = {axis.lower(): self.physical[axis][1] for axis in "XYZ"}
+        """The unit of each axis as the file states it; ``unknown`` for an axis without a
+        PhysicalSize (its size is assumed, see :meth:`voxel_size_or_default`)."""
+        units = {}
+        for axis in "XYZ":
+            value, unit = self.physical[axis]
+            units[axis.lower()] = unit if value is not None else "unknown"
         if self.frames > 1 and self.time_unit is not None:
             units["t"] = self.time_unit
         return units
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutAxis:
+    """One PhysicalSize with its unit."""
+
+    path: Path
+    value: float
+    unit: str
+
+    def angstrom(self, axis: str) -> float:
+        if self.unit not in LENGTH_UNITS:
+            raise InputFormatError(
+                f"PhysicalSize{axis}Unit {self.unit!r} cannot be converted to Angstrom "
+                f"(known: {', '.join(sorted(set(LENGTH_UNITS)))}); give the voxel size in "
+                "extra data",
+                self.path,
+            )
+        if not (math.isfinite(self.value) and self.value > 0):
+            raise InputFormatError(f"PhysicalSize{axis} {self.value} is not positive", self.path)
+        return scaled_decimal(self.value, LENGTH_UNITS[self.unit])
 
 
 class _TiffPixels:
@@ -233,7 +291,7 @@ class OmeTiffArray:
         return ("ometiff", *self.pixels.token, self.t, self.c)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        bounds = _bounds(key, self.shape)
+        bounds = region_bounds(key, self.shape)
         array = self.pixels.array()
         selection = self.pixels.index(self.t, self.c, bounds)
         try:
@@ -304,7 +362,27 @@ def _pixels_element(xml: str, path: Path) -> ET.Element:
     pixels = _child(image, "Pixels") if image is not None else None
     if pixels is None:
         raise InputFormatError("OME-XML has no Image/Pixels element", path)
+    images = _children(root, "Image")
+    if len(images) > 1:
+        names = ", ".join(repr(i.get("Name") or i.get("ID")) for i in images[1:4])
+        more = ", ..." if len(images) > 4 else ""
+        warn(
+            f"{len(images)} images in the OME-XML: only the first "
+            f"({image.get('Name') or image.get('ID')!r}) is read; {len(images) - 1} ignored "
+            f"({names}{more})",
+            path,
+        )
     return pixels
+
+
+def _own_uuid(xml: str) -> str | None:
+    """The ``UUID`` attribute of the OME root (``urn:uuid:...``), None without one."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    value = root.get("UUID")
+    return value.strip() if value else None
 
 
 def missing_dimensions(extra: ExtraData | None, section: str) -> tuple[str, ...]:
@@ -409,10 +487,14 @@ def _layout(
             f"OME-XML: SizeC={sizes['C']} is not a multiple of SamplesPerPixel={samples}", path
         )
     planes = sizes["Z"] * sizes["C"] // samples * sizes["T"]
+    own = _own_uuid(xml)
     for block in _children(pixels, "TiffData"):
         uuid = _child(block, "UUID")
         name = uuid.get("FileName") if uuid is not None else None
-        if name and Path(name).name != path.name:
+        # a renamed file still names itself by its UUID: planes with the file's own UUID
+        # are in this file whatever FileName says
+        same = uuid is not None and own is not None and (uuid.text or "").strip() == own
+        if name and Path(name).name != path.name and not same:
             raise InputFormatError(f"multi-file OME-TIFF (planes in {name}) is not supported", path)
     tiff_data = _child(pixels, "TiffData")
     first = (_number(tiff_data, "IFD", path, int) or 0) if tiff_data is not None else 0
@@ -527,6 +609,22 @@ def _time_units(layout: Any) -> str:
     return TIME_UNITS.get(layout.time_unit, layout.time_unit)
 
 
+def _voxel(
+    layout: OmeTiffLayout, given: Vec3 | None, extra: ExtraData | None, section: str
+) -> Vec3:
+    """Extra data's voxel size (with a warning when the file declares another), else the
+    file's, else its documented default (with a warning)."""
+    if given is not None:
+        try:
+            declared = layout.voxel_size()
+        except InputFormatError:  # a unit that is not a length (``pixel``): nothing declared
+            declared = None
+        where = extra.path if extra is not None else None
+        override_voxel_size(declared, given, layout.path, where, f"{section}.voxel_size")
+        return given
+    return layout.voxel_size_or_default()
+
+
 def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSource:
     """An OME-TIFF as a volume: ``frames[t][c]`` lazy ``[x, y, z]`` arrays.
 
@@ -545,15 +643,7 @@ def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSour
             f"channel ids {list(ids)} are not unique (volume.channel_ids_mapping)",
             extra.path if extra else path,
         )
-    voxel = extra.volume_voxel_size if extra is not None else None
-    if voxel is None:
-        voxel = layout.voxel_size()
-    if voxel is None:
-        raise InputFormatError(
-            "the OME-XML gives no PhysicalSizeX/Y; give volume.voxel_size (Angstrom) in an "
-            "extra_data file",
-            path,
-        )
+    voxel = _voxel(layout, extra.volume_voxel_size if extra is not None else None, extra, "volume")
     return VolumeSource(
         path=Path(path),
         frames=tuple(tuple(frame) for frame in _arrays(layout)),
@@ -579,8 +669,8 @@ def read_ometiff_segmentation(path: Path, extra: ExtraData | None = None) -> lis
     mapping = extra.segmentation_ids_mapping if extra is not None else {}
     stem = _stem(Path(path))
     voxel = extra.segmentation_voxel_size if extra is not None else None
-    if voxel is None:
-        voxel = layout.voxel_size()
+    if voxel is not None or layout.voxel_size() is not None:
+        voxel = _voxel(layout, voxel, extra, "segmentation")
     arrays = _arrays(layout)
     lattices = []
     for c, name in enumerate(layout.channel_names):

@@ -39,6 +39,8 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.inputs.limits import checked_int
+from pipeline.inputs.voxels import override_voxel_size
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.options import validate_name
 
@@ -567,6 +569,7 @@ def _segments(image: _Image, names: dict[str, str]) -> tuple[Segment, ...]:
             value = item.get("label-value") if isinstance(item, dict) else None
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _error(f"image-label {key}: invalid entry {item!r}", image.path)
+            checked_int(value, f"image-label {key}: label-value", image.path)
             if key == "colors":
                 rgba = item.get("rgba")
                 if (
@@ -650,6 +653,8 @@ def read_omezarr(
     image = _open_image(group, where)
     override = extra.volume_voxel_size if extra is not None else None
     voxel, origin = _geometry(image)
+    if override is not None and _states_units(image):  # a size the file declares in a unit
+        override_voxel_size(voxel, override, where, extra.path if extra else None)
     ids, labels, colours = _channels(image, extra)
     units = {a.name: a.unit for a in image.axes if a.unit is not None}
     volume = VolumeSource(

@@ -62,7 +62,8 @@ Facts = Callable[[Path, ExtraData | None], dict[str, Any]]
 
 def _map(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     voxel = extra.volume_voxel_size if extra is not None else None
-    return Contents(volume=read_map(path, scratch, voxel_size=voxel))
+    where = extra.path if extra is not None else None
+    return Contents(volume=read_map(path, scratch, voxel_size=voxel, extra_path=where))
 
 
 def _mask(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:

@@ -31,14 +31,70 @@ import numpy as np
 
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
-from pipeline.inputs.sff_meshes import Hdf5Meshes, MeshLoaders, XmlMeshes, mesh_set
+from pipeline.inputs.sff_meshes import Hdf5Meshes, MeshLoaders, XmlMeshes, _transforms, mesh_set
 from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
 from pipeline.model import ExtraData, LabelSource, MeshSetSource, Segment
+from pipeline.notices import warn
 
 __all__ = ["SffContents", "is_sff", "read_sff", "read_sff_contents"]
 
 _MODES = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32"}
 _STEP = 8 * 2**20
+
+
+def _transform_ids(root: SffNode, path: Path) -> dict[int, int]:
+    """The ``three_d_volume/transform_id`` of each lattice (the first segment that gives one)."""
+    out: dict[int, int] = {}
+    segment_list = root.child("segment_list")
+    for node in segment_list.items() if segment_list is not None else []:
+        volume = node.child("three_d_volume")
+        if volume is None:
+            continue
+        lattice = number(volume, "lattice_id", path)
+        transform = number(volume, "transform_id", path)
+        if lattice is not None and transform is not None:
+            out.setdefault(lattice, transform)
+    return out
+
+
+def _lattice_transform(
+    root: SffNode, node: SffNode, lattice_id: int, path: Path, chosen: int | None
+) -> tuple[tuple[tuple[float, float, float, float], ...] | None, str | None]:
+    """The lattice's index -> Angstrom transform (3x4 over (col, row, section) = x, y, z, with
+    the lattice's ``start`` applied) and how to name it: its segments' ``transform_id``, else
+    the file's only transform that is not the identity; None when the file gives none (or
+    several, with a warning: its placement cannot be checked)."""
+    transforms = _transforms(root, path)
+    if chosen is not None:
+        if chosen not in transforms:
+            raise InputFormatError(
+                f"lattice {lattice_id}: transform_id {chosen} is not in transform_list", path
+            )
+        matrix, name = transforms[chosen], f"transform {chosen}"
+    else:
+        identity = np.hstack([np.eye(3), np.zeros((3, 1))])
+        candidates = {k: m for k, m in transforms.items() if not np.allclose(m, identity)}
+        if not candidates:
+            return None, None
+        if len(candidates) > 1:
+            warn(
+                f"lattice {lattice_id}: {len(candidates)} transforms and no transform_id; its "
+                "placement on the volume is not checked",
+                path,
+            )
+            return None, None
+        key = next(iter(candidates))
+        matrix, name = candidates[key], f"transform {key} (the file's only transform)"
+    start = node.child("start")
+    offset = np.zeros(3)
+    if start is not None:
+        offset = np.array(
+            [number(start, k, path) or 0 for k in ("cols", "rows", "sections")], dtype=np.float64
+        )
+    moved = matrix.copy()
+    moved[:, 3] = matrix[:, :3] @ offset + matrix[:, 3]
+    rows = tuple(tuple(float(v) for v in row) for row in moved)
+    return rows, name  # type: ignore[return-value]
 
 
 def _segments(root: SffNode, path: Path) -> dict[int, list[Segment]]:
@@ -192,11 +248,15 @@ def _contents(
     name, details = text(root.value("name")), text(root.value("details"))
     mapping = extra.segmentation_ids_mapping if extra is not None else {}
     segments = _segments(root, path)
+    transform_ids = _transform_ids(root, path)
     lattices = []
     lattice_list = root.child("lattice_list")
     for node in lattice_list.items() if lattice_list is not None else []:
         lattice_id, data = _lattice(node, path, scratch, decoded.get(node.key))
         lid = mapping.get(str(lattice_id), str(lattice_id))
+        transform, transform_name = _lattice_transform(
+            root, node, lattice_id, path, transform_ids.get(lattice_id)
+        )
         lattices.append(
             LabelSource(
                 path=path,
@@ -206,6 +266,8 @@ def _contents(
                 memory_order="F",
                 name=name,
                 details=details,
+                transform=transform,
+                transform_name=transform_name,
             )
         )
     set_id = mapping.get(path.stem, path.stem)

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputFormatError
+from pipeline.inputs.limits import checked_int, shortened
 from pipeline.model import ExternalReference, Segment
 
 __all__ = ["H5Node", "SffNode", "XmlNode", "number", "segment_of", "text"]
@@ -100,10 +101,13 @@ def number(node: SffNode, name: str, path: Path) -> int | None:
     value = text(node.value(name))
     if value is None:
         return None
+    if value.lstrip("+-").isdigit():
+        return checked_int(value, name, path)
     try:
-        return int(float(value))
+        whole = int(float(value))
     except (ValueError, OverflowError) as exc:
-        raise InputFormatError(f"{name} {value!r} is not a number", path) from exc
+        raise InputFormatError(f"{name} {shortened(value)!r} is not a number", path) from exc
+    return checked_int(whole, name, path)
 
 
 def _colour(value: Any) -> tuple[float, float, float, float] | None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
 from pipeline.model import RGBA, ExtraData, GeometricSegmentation
+from pipeline.notices import warn
 from pipeline.options import validate_name
 
 __all__ = [
@@ -160,14 +161,65 @@ def star_file_key(path: Path) -> str:
     return Path(path).stem
 
 
+def split_sections(lines: list[str]) -> list[str] | None:
+    """The lines of a STAR file with every section after the first of a data block (a second
+    ``loop_`` table, or name-value pairs after a table) given a block of its own,
+    ``data_<block>__<n>``; None when every block has one section.
+
+    ``starfile`` reads a block as one section: the rows of a second ``loop_`` would be read as
+    more rows of the first table (12 particles for 6), pairs after a table are dropped.
+
+    >>> split_sections(["data_a", "loop_", "_x #1", "1", "loop_", "_y #1", "2"])[4]
+    'data_a__2'
+    """
+    out: list[str] = []
+    name, count, state, text_field, changed = "", 0, "none", False, False
+    for line in lines:
+        stripped = line.strip()
+        if line.startswith(";"):  # a multi-line text value: its lines are data
+            text_field = not text_field
+        elif text_field or not stripped or stripped.startswith("#"):
+            pass
+        elif stripped.startswith("data_"):
+            name, count, state = stripped[5:], 0, "none"
+        elif stripped.startswith("loop_"):
+            if count:
+                out.append(f"data_{name}__{count + 1}\n")
+                changed = True
+            count, state = count + 1, "header"
+        elif stripped.startswith("_"):
+            if state in ("none", "rows"):
+                if count:
+                    out.append(f"data_{name}__{count + 1}\n")
+                    changed = True
+                count, state = count + 1, "pairs"
+        elif state == "header":
+            state = "rows"
+        out.append(line)
+    return out if changed else None
+
+
 def _read_blocks(path: Path) -> dict[str, Any]:
+    import tempfile
+
     import pandas as pd
     import starfile
 
     if not path.is_file():
         raise InputNotFoundError("no such file", path)
     try:
-        blocks = starfile.read(path, always_dict=True)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            split = split_sections(f.readlines())
+    except OSError as exc:
+        raise InputFormatError(f"cannot read the STAR file: {exc.strerror}", path) from None
+    try:
+        if split is None:
+            blocks = starfile.read(path, always_dict=True)
+        else:  # one section per block, in a private copy (the input is never changed)
+            with tempfile.TemporaryDirectory(prefix="cellstar-star-") as folder:
+                copy = Path(folder) / path.name
+                copy.write_text("".join(split), encoding="utf-8")
+                blocks = starfile.read(copy, always_dict=True)
     except (ValueError, KeyError, IndexError, TypeError, pd.errors.ParserError) as exc:
         detail = " ".join(str(exc).split())  # pandas' messages span lines
         raise InputFormatError(f"not a readable STAR file ({detail})", path) from None
@@ -176,29 +228,58 @@ def _read_blocks(path: Path) -> dict[str, Any]:
     return blocks
 
 
-def _tables(path: Path) -> tuple[Any, Any]:
-    """The particles table and the optics table (None when absent)."""
+_COORDINATES = {"rlnCoordinateX", "rlnCenteredCoordinateXAngst"}
+# columns only an optics table has (RELION 3.1+); with rlnOpticsGroup they identify one
+_OPTICS_COLUMNS = {
+    *PIXEL_SIZE_COLUMNS,
+    "rlnOpticsGroupName",
+    "rlnVoltage",
+    "rlnSphericalAberration",
+    "rlnAmplitudeContrast",
+}
+
+
+def _is_optics(key: str, table: Any) -> bool:
+    columns = set(table.columns)
+    if columns & _COORDINATES:
+        return False
+    return key == "optics" or ("rlnOpticsGroup" in columns and bool(columns & _OPTICS_COLUMNS))
+
+
+def _as_table(block: Any) -> Any:
+    """A block of name-value pairs as a one-row table (None for anything else)."""
     import pandas as pd
 
+    if isinstance(block, pd.DataFrame):
+        return block
+    if isinstance(block, dict) and block:
+        return pd.DataFrame([block])
+    return None
+
+
+def _tables(path: Path) -> tuple[Any, Any]:
+    """The particles table and the optics table (None when absent), found by their columns:
+    the particles have coordinates (the block ``particles`` first), the optics table has
+    ``rlnOpticsGroup`` and optics columns (the block ``optics`` first), whatever the names."""
     blocks = _read_blocks(path)
-    tables = {k: b for k, b in blocks.items() if isinstance(b, pd.DataFrame)}
-    optics = tables.get("optics")
-    particles = tables.get("particles")
-    if particles is None:
-        candidates = [
-            b
-            for k, b in tables.items()
-            if k != "optics"
-            and ({"rlnCoordinateX", "rlnCenteredCoordinateXAngst"} & set(b.columns))
-        ]
-        if not candidates:
-            raise InputFormatError(
-                "no particle table with rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst "
-                f"(data blocks: {', '.join(repr(k) for k in blocks)})",
-                path,
-            )
-        particles = candidates[0]
-    return particles, optics
+    tables = {k: t for k, b in blocks.items() if (t := _as_table(b)) is not None}
+    with_coordinates = [k for k, t in tables.items() if _COORDINATES & set(t.columns)]
+    if not with_coordinates:
+        raise InputFormatError(
+            "no particle table with rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst "
+            f"(data blocks: {', '.join(repr(k) for k in blocks)})",
+            path,
+        )
+    key = "particles" if "particles" in with_coordinates else with_coordinates[0]
+    if len(with_coordinates) > 1:
+        warn(
+            f"{len(with_coordinates)} tables with particle coordinates "
+            f"({', '.join(repr(k) for k in with_coordinates)}): only {key!r} is read",
+            path,
+        )
+    optics_keys = [k for k, t in tables.items() if _is_optics(k, t)]
+    optics_key = "optics" if "optics" in optics_keys else next(iter(optics_keys), None)
+    return tables[key], tables[optics_key] if optics_key is not None else None
 
 
 def _column(table: Any, name: str, path: Path) -> np.ndarray:

@@ -1,0 +1,929 @@
+"""Typed entry documents: metadata.json, annotations.json and geometric_segmentation.json.
+
+The only reader and writer of an entry's JSON documents (DESIGN 4-6). ``*.from_json`` parses
+strictly: any malformed document becomes a :class:`DocumentError` naming the file and the JSON
+path of the first problem (numbers beyond int64, NaN/Infinity, time ranges beyond
+:data:`MAX_FRAMES` and nesting are bounded). ``to_json`` writes the bytes this project has
+always written for the same entry: keys in their historical order, numbers as given, items
+merged from a ``custom_annotations`` file with their own keys in their own order.
+
+:class:`EntryDocuments` holds the three documents of one entry with the operations commands
+perform on them (adding segmentations, merging and editing annotations, removals) and
+:meth:`EntryDocuments.reference_problems`, the referential integrity rules (DESIGN 5).
+
+pydantic is imported with this module: command modules import it inside their functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
+
+from pipeline.db.layout import ANNOTATIONS_JSON, GEOMETRIC_JSON, METADATA_JSON
+from pipeline.errors import PreprocessorError
+
+__all__ = [
+    "MAX_FRAMES",
+    "Annotations",
+    "DocumentError",
+    "EntryDocuments",
+    "GeometricItem",
+    "Metadata",
+    "dump_json",
+    "parse_geometric",
+    "write_document",
+]
+
+MAX_FRAMES = 1_000_000  # time frames per segmentation or volume (a bound for every loop over them)
+MAX_DOCUMENT_BYTES = 1 << 30
+
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+Count = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+Number = Int64 | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Vec3 = Annotated[list[Number], Field(min_length=3, max_length=3)]
+Time = Int64 | list[Int64] | None
+
+
+class DocumentError(PreprocessorError, ValueError):
+    """A document of an entry is not what this version writes (file and JSON path named)."""
+
+
+def dump_json(document: Any) -> bytes:
+    """The bytes of a document as entries store it (4-space indent, a final newline)."""
+    return (json.dumps(document, indent=4) + "\n").encode()
+
+
+def write_document(path: Path, data: bytes) -> None:
+    """Write a document's bytes into a staged entry and fsync them."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _Doc(BaseModel):
+    """Strict, no unknown keys; serialised with the keys it was read with, in their order
+    (documents built in code: every field in definition order, except those in ``_omit_none``
+    when None)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=False)
+    _order: tuple[str, ...] | None = PrivateAttr(default=None)
+    omit_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_order(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and info.context and info.context.get("as_read"):
+            model._order = tuple(data)
+        return model
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self._order is not None:  # as read, and what was set since
+            later = [k for k in self.model_fields_set if k not in self._order]
+            keys = [*self._order, *sorted(later, key=list(data).index)]
+            return {
+                k: data[k]
+                for k in keys
+                if k in data and not (data[k] is None and k in self.omit_none)
+            }
+        return {k: v for k, v in data.items() if not (v is None and k in self.omit_none)}
+
+    def dump(self) -> Any:
+        return self.model_dump(mode="python")
+
+
+class _Item(_Doc):
+    """Annotation items: unknown keys (e.g. from a custom annotations file) are kept."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+# --- metadata.json ---------------------------------------------------------------------------
+
+
+class EntryId(_Doc):
+    source_db_name: StrictStr
+    source_db_id: StrictStr
+
+
+class TimeInfo(_Doc):
+    kind: Literal["range"]
+    start: Count
+    end: Count
+    units: StrictStr
+
+    @model_validator(mode="after")
+    def _range(self) -> TimeInfo:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} before start {self.start}")
+        if self.end - self.start + 1 > MAX_FRAMES:
+            raise ValueError(f"{self.end - self.start + 1} time frames (at most {MAX_FRAMES})")
+        return self
+
+    @property
+    def frames(self) -> range:
+        return range(self.start, self.end + 1)
+
+
+class Level(_Doc):
+    level: Annotated[StrictInt, Field(ge=1, le=2**40)]
+    available: StrictBool
+
+
+class Box(_Doc):
+    origin: Vec3
+    voxel_size: Vec3
+    grid_dimensions: Annotated[
+        list[Annotated[StrictInt, Field(ge=1, le=2**40)]], Field(min_length=3, max_length=3)
+    ]
+
+
+class Stats(_Doc):
+    mean: Number
+    std: Number
+    min: Number
+    max: Number
+
+
+AxisOrder = Annotated[
+    list[Annotated[StrictInt, Field(ge=0, le=2)]], Field(min_length=3, max_length=3)
+]
+
+
+class _Levels:
+    spatial_downsampling_levels: list[Level]
+
+    @property
+    def available_levels(self) -> list[int]:
+        return [lv.level for lv in self.spatial_downsampling_levels if lv.available]
+
+
+class VolumeSampling(_Doc, _Levels):
+    spatial_downsampling_levels: list[Level]
+    boxes: dict[str, Box]
+    descriptive_statistics: dict[str, dict[str, dict[str, Stats]]]
+    time_transformations: list[dict[str, Any]]
+    source_axes_units: dict[str, StrictStr]
+    original_axis_order: AxisOrder
+
+
+class Volumes(_Doc):
+    channel_ids: Annotated[list[StrictStr], Field(min_length=1)]
+    time_info: TimeInfo
+    volume_sampling_info: VolumeSampling
+
+
+class LatticeSampling(_Doc, _Levels):
+    spatial_downsampling_levels: list[Level]
+    boxes: dict[str, Box]
+    time_transformations: list[dict[str, Any]]
+    source_axes_units: dict[str, StrictStr]
+    original_axis_order: AxisOrder
+
+
+class Lattices(_Doc):
+    segmentation_ids: list[StrictStr]
+    segmentation_sampling_info: dict[str, LatticeSampling]
+    time_info: dict[str, TimeInfo]
+
+
+class MeshCounts(_Doc):
+    num_vertices: Count
+    num_triangles: Count
+    num_normals: Count
+
+
+class MeshLevel(_Doc):
+    mesh_ids: dict[str, MeshCounts]
+
+
+class MeshSegment(_Doc):
+    detail_lvls: dict[str, MeshLevel]
+
+
+class MeshFrame(_Doc):
+    segment_ids: dict[str, MeshSegment]
+
+
+class MeshSetMetadata(_Doc):
+    detail_lvl_to_fraction: dict[str, Number]
+    mesh_timeframes: dict[str, MeshFrame]
+
+    def segments(self) -> dict[int, set[int]]:
+        """Segment id -> the frames where it has meshes."""
+        out: dict[int, set[int]] = {}
+        for t, frame in self.mesh_timeframes.items():
+            for s in frame.segment_ids:
+                out.setdefault(int(s), set()).add(int(t))
+        return out
+
+
+class Meshes(_Doc):
+    segmentation_ids: list[StrictStr]
+    segmentation_metadata: dict[str, MeshSetMetadata]
+    time_info: dict[str, TimeInfo]
+
+
+class GeometricSection(_Doc):
+    segmentation_ids: list[StrictStr]
+    time_info: dict[str, TimeInfo]
+
+
+class EntryMetadata(_Doc):
+    description: StrictStr | None
+    url: StrictStr | None
+
+
+def _empty_lattices() -> Lattices:
+    return Lattices(segmentation_ids=[], segmentation_sampling_info={}, time_info={})
+
+
+def _empty_meshes() -> Meshes:
+    return Meshes(segmentation_ids=[], segmentation_metadata={}, time_info={})
+
+
+def _empty_geometric() -> GeometricSection:
+    return GeometricSection(segmentation_ids=[], time_info={})
+
+
+class Metadata(_Doc):
+    """metadata.json (DESIGN 4)."""
+
+    omit_none: ClassVar[tuple[str, ...]] = ("entry_metadata",)
+    entry_id: EntryId
+    volumes: Volumes | None
+    segmentation_lattices: Lattices
+    segmentation_meshes: Meshes
+    geometric_segmentation: GeometricSection
+    entry_metadata: EntryMetadata | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Metadata:
+        for name, ids, infos in (
+            (
+                "segmentation_lattices",
+                self.segmentation_lattices.segmentation_ids,
+                (
+                    (
+                        "segmentation_sampling_info",
+                        self.segmentation_lattices.segmentation_sampling_info,
+                    ),
+                    ("time_info", self.segmentation_lattices.time_info),
+                ),
+            ),
+            (
+                "segmentation_meshes",
+                self.segmentation_meshes.segmentation_ids,
+                (
+                    ("segmentation_metadata", self.segmentation_meshes.segmentation_metadata),
+                    ("time_info", self.segmentation_meshes.time_info),
+                ),
+            ),
+            (
+                "geometric_segmentation",
+                self.geometric_segmentation.segmentation_ids,
+                (("time_info", self.geometric_segmentation.time_info),),
+            ),
+        ):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{name}.segmentation_ids: an id listed twice")
+            for key, info in infos:
+                if set(info) != set(ids):
+                    raise ValueError(
+                        f"{name}.{key}: ids {sorted(info)} differ from segmentation_ids "
+                        f"{sorted(ids)}"
+                    )
+        return self
+
+    @classmethod
+    def empty(cls, source_db_name: str, source_db_id: str) -> Metadata:
+        return cls(
+            entry_id=EntryId(source_db_name=source_db_name, source_db_id=source_db_id),
+            volumes=None,
+            segmentation_lattices=_empty_lattices(),
+            segmentation_meshes=_empty_meshes(),
+            geometric_segmentation=_empty_geometric(),
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str, name: str = METADATA_JSON) -> Metadata:
+        return _parse(cls, data, name)
+
+    def to_json(self) -> bytes:
+        return dump_json(self.dump())
+
+
+# --- annotations.json ------------------------------------------------------------------------
+
+Color = Annotated[list[Number], Field(min_length=4, max_length=4)]
+Kind = Literal["lattice", "mesh", "primitive"]
+
+
+class ChannelAnnotation(_Item):
+    channel_id: StrictStr
+    color: Color
+    label: StrictStr | None = None
+
+
+class TargetId(_Item):
+    segmentation_id: StrictStr
+    segment_id: Int64
+
+
+class ExternalReference(_Item):
+    id: StrictStr | Int64 | None = None
+    resource: StrictStr | None = None
+    accession: StrictStr | None = None
+    label: StrictStr | None = None
+    description: StrictStr | None = None
+    url: StrictStr | None = None
+
+
+class Details(_Item):
+    format: Literal["text", "markdown"]
+    text: StrictStr
+
+
+class Description(_Item):
+    id: StrictStr
+    target_kind: Literal["lattice", "mesh", "primitive", "entry"]
+    target_id: TargetId | None = None
+    name: StrictStr | None = None
+    external_references: list[ExternalReference] | None = None
+    is_hidden: StrictBool | None = None
+    time: Time = None
+    details: Details | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SegmentAnnotation(_Item):
+    id: StrictStr
+    segment_kind: Kind
+    segment_id: Int64
+    segmentation_id: StrictStr
+    color: Color
+    time: Time = None
+
+
+class Annotations(_Doc):
+    """annotations.json (DESIGN 5)."""
+
+    name: StrictStr | None
+    details: StrictStr | None
+    entry_id: EntryId
+    volume_channels_annotations: list[ChannelAnnotation]
+    descriptions: dict[str, Description]
+    segment_annotations: list[SegmentAnnotation]
+
+    @model_validator(mode="after")
+    def _ids(self) -> Annotations:
+        for key, item in self.descriptions.items():
+            if item.id != key:
+                raise ValueError(f"descriptions[{key!r}]: id {item.id!r} differs from its key")
+        seen: set[str] = set()
+        for n, a in enumerate(self.segment_annotations):
+            if a.id in seen:
+                raise ValueError(f"segment_annotations[{n}]: id {a.id} used twice")
+            seen.add(a.id)
+        return self
+
+    @classmethod
+    def empty(cls, source_db_name: str, source_db_id: str) -> Annotations:
+        return cls(
+            name=None,
+            details=None,
+            entry_id=EntryId(source_db_name=source_db_name, source_db_id=source_db_id),
+            volume_channels_annotations=[],
+            descriptions={},
+            segment_annotations=[],
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str, name: str = ANNOTATIONS_JSON) -> Annotations:
+        return _parse(cls, data, name)
+
+    def to_json(self) -> bytes:
+        return dump_json(self.dump())
+
+
+# --- geometric_segmentation.json -------------------------------------------------------------
+
+
+class ShapeFrame(_Doc):
+    shape_primitive_list: list[dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _primitives(self) -> ShapeFrame:
+        from pipeline.model import normalise_primitive
+
+        seen: set[int] = set()
+        for n, p in enumerate(self.shape_primitive_list):
+            ident = p.get("id")
+            if type(ident) is not int or not -(2**63) <= ident < 2**63:
+                raise ValueError(f"shape_primitive_list[{n}]: id must be an integer")
+            if ident in seen:
+                raise ValueError(f"shape_primitive_list[{n}]: id {ident} used twice")
+            seen.add(ident)
+            params = {k: v for k, v in p.items() if k not in ("id", "kind")}
+            try:
+                normalise_primitive(p.get("kind"), params)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"shape_primitive_list[{n}] ({p.get('kind')}): {exc}") from None
+        return self
+
+
+class GeometricItem(_Doc):
+    segmentation_id: StrictStr
+    primitives: dict[str, ShapeFrame]
+
+    @model_validator(mode="after")
+    def _frames(self) -> GeometricItem:
+        for t in self.primitives:
+            if not (t.isdigit() and len(t) < 8):
+                raise ValueError(f"primitives: frame {t!r} is not a frame index")
+        return self
+
+    def primitive_frames(self) -> dict[int, set[int]]:
+        """Primitive id -> the frames where it is."""
+        out: dict[int, set[int]] = {}
+        for t, frame in self.primitives.items():
+            for p in frame.shape_primitive_list:
+                out.setdefault(p["id"], set()).add(int(t))
+        return out
+
+
+class _GeometricList(BaseModel):
+    model_config = ConfigDict(strict=True)
+    items: list[GeometricItem]
+
+
+def parse_geometric(data: bytes | str, name: str = GEOMETRIC_JSON) -> list[GeometricItem]:
+    """geometric_segmentation.json (DESIGN 6)."""
+    document = _load(data, name)
+    if not isinstance(document, list):
+        raise DocumentError("$: not a list", name)
+    try:
+        items = _GeometricList.model_validate({"items": document}, context=_AS_READ).items
+    except ValidationError as exc:
+        raise DocumentError(_first_error(exc, document, skip=1), name) from None
+    ids = [i.segmentation_id for i in items]
+    if len(set(ids)) != len(ids):
+        raise DocumentError("$: a segmentation_id listed twice", name)
+    return items
+
+
+def geometric_json(items: list[GeometricItem]) -> bytes:
+    return dump_json([i.dump() for i in items])
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+_AS_READ = {"as_read": True}  # documents read keep their keys' order
+
+
+def _load(data: bytes | str, name: str) -> Any:
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(f"larger than {MAX_DOCUMENT_BYTES >> 20} MiB", name)
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise DocumentError("nested too deeply", name) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"not valid JSON ({' '.join(str(exc).split())})", name) from None
+
+
+def _no_constant(word: str) -> Any:
+    raise ValueError(f"{word} is not a number")
+
+
+def _path(loc: Iterable[Any]) -> str:
+    out = "$"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            out += f".{part}"
+        else:
+            out += f"[{json.dumps(str(part))}]"
+    return out
+
+
+def _first_error(exc: ValidationError, document: Any, skip: int = 0) -> str:
+    """``$.json.path: message (got value)`` of the first error. The path follows the input
+    document, which leaves out the union branch labels pydantic adds to error locations."""
+    error = exc.errors(include_url=False)[0]
+    loc: list[Any] = []
+    node = document
+    for part in error["loc"][skip:]:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            node = node[part]
+        elif error["type"] in ("missing", "extra_forbidden") and part == error["loc"][-1]:
+            pass  # the key that is missing (or not allowed) is named
+        else:
+            continue
+        loc.append(part)
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    value = error.get("input")
+    shown = ""
+    if error["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict | list):
+        text = repr(value)
+        shown = f" (got {text[:40]}{'...' if len(text) > 40 else ''})"
+    return f"{_path(loc)}: {message}{shown}"
+
+
+def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
+    document = _load(data, name)
+    if not isinstance(document, dict):
+        what = {type(None): "null", list: "a list", str: "a string", bool: "a boolean"}.get(
+            type(document), "a number"
+        )
+        raise DocumentError(f"$: not a JSON object ({what})", name)
+    try:
+        return cls.model_validate(document, context=_AS_READ)
+    except ValidationError as exc:
+        raise DocumentError(_first_error(exc, document), name) from None
+    except RecursionError:
+        raise DocumentError("nested too deeply", name) from None
+
+
+def _validate(cls: type[Any], raw: Any, where: str, source: str) -> Any:
+    try:
+        return cls.model_validate(raw, context=_AS_READ)
+    except ValidationError as exc:
+        detail = _first_error(exc, raw)
+        raise DocumentError(f"{where}{detail[1:]}", source) from None
+
+
+# --- one entry's documents -------------------------------------------------------------------
+
+
+@dataclass
+class EntryDocuments:
+    """metadata.json, annotations.json and geometric_segmentation.json of one entry (None: the
+    entry has no such file) with the operations commands perform on them."""
+
+    metadata: Metadata
+    annotations: Annotations
+    geometric: list[GeometricItem] | None = None
+    # lattice id -> segment id -> frames where it occurs (read from the set tables; only
+    # needed for reference checks of lattice annotations)
+    lattice_segments: dict[str, dict[int, set[int]]] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, source_db_name: str, source_db_id: str) -> EntryDocuments:
+        return cls(
+            Metadata.empty(source_db_name, source_db_id),
+            Annotations.empty(source_db_name, source_db_id),
+        )
+
+    @classmethod
+    def parse(cls, metadata: bytes, annotations: bytes, geometric: bytes | None) -> EntryDocuments:
+        return cls(
+            Metadata.from_json(metadata),
+            Annotations.from_json(annotations),
+            None if geometric is None else parse_geometric(geometric),
+        )
+
+    def files(self) -> dict[str, bytes | None]:
+        """File name -> bytes (None: the entry has no such file)."""
+        return {
+            METADATA_JSON: self.metadata.to_json(),
+            ANNOTATIONS_JSON: self.annotations.to_json(),
+            GEOMETRIC_JSON: None if self.geometric is None else geometric_json(self.geometric),
+        }
+
+    # ids ---------------------------------------------------------------------------------
+    @property
+    def lattice_ids(self) -> list[str]:
+        return list(self.metadata.segmentation_lattices.segmentation_ids)
+
+    @property
+    def mesh_set_ids(self) -> list[str]:
+        return list(self.metadata.segmentation_meshes.segmentation_ids)
+
+    @property
+    def geometric_ids(self) -> list[str]:
+        return list(self.metadata.geometric_segmentation.segmentation_ids)
+
+    def ids_of(self, kind: str) -> list[str]:
+        return {
+            "lattice": self.lattice_ids,
+            "mesh": self.mesh_set_ids,
+            "primitive": self.geometric_ids,
+        }[kind]
+
+    def volume_levels(self) -> list[int]:
+        volumes = self.metadata.volumes
+        return [] if volumes is None else volumes.volume_sampling_info.available_levels
+
+    def segments(self, kind: str) -> dict[str, dict[int, set[int]]]:
+        """Segmentation id -> segment id -> frames, for one kind."""
+        if kind == "lattice":
+            return self.lattice_segments
+        if kind == "mesh":
+            meta = self.metadata.segmentation_meshes.segmentation_metadata
+            return {sid: meta[sid].segments() for sid in self.mesh_set_ids if sid in meta}
+        return {g.segmentation_id: g.primitive_frames() for g in self.geometric or []}
+
+    # building ----------------------------------------------------------------------------
+    def set_volume(self, volumes: dict[str, Any], channels: list[dict[str, Any]]) -> None:
+        self.metadata.volumes = Volumes.model_validate(volumes)
+        self.annotations.volume_channels_annotations = [
+            ChannelAnnotation.model_validate(c) for c in channels
+        ]
+        for c in self.annotations.volume_channels_annotations:
+            c._order = None
+
+    def set_entry_metadata(self, description: str | None, url: str | None) -> None:
+        self.metadata.entry_metadata = EntryMetadata(description=description, url=url)
+
+    def name_if_unnamed(self, name: str | None, details: str | None) -> None:
+        """An SFF's name and details describe the entry when nothing else did."""
+        if self.annotations.name is None and name:
+            self.annotations.name, self.annotations.details = name, details
+
+    def add_lattice(
+        self, lattice_id: str, sampling: dict[str, Any], time_info: dict[str, Any]
+    ) -> None:
+        section = self.metadata.segmentation_lattices
+        if lattice_id in section.segmentation_ids:
+            raise ValueError(f"lattice {lattice_id} already in the entry")
+        section.segmentation_ids.append(lattice_id)
+        section.segmentation_sampling_info[lattice_id] = LatticeSampling.model_validate(sampling)
+        section.time_info[lattice_id] = TimeInfo.model_validate(time_info)
+
+    def add_mesh_set(self, set_id: str, info: dict[str, Any], time_info: dict[str, Any]) -> None:
+        section = self.metadata.segmentation_meshes
+        if set_id in section.segmentation_ids:
+            raise ValueError(f"mesh set {set_id} already in the entry")
+        section.segmentation_ids.append(set_id)
+        section.segmentation_metadata[set_id] = MeshSetMetadata.model_validate(info)
+        section.time_info[set_id] = TimeInfo.model_validate(time_info)
+
+    def add_geometric(self, item: dict[str, Any], time_info: dict[str, Any]) -> int:
+        """Append a geometric segmentation; returns its position (for its default colour)."""
+        parsed = GeometricItem.model_validate(item)
+        parsed._order = None
+        section = self.metadata.geometric_segmentation
+        section.segmentation_ids.append(parsed.segmentation_id)
+        section.time_info[parsed.segmentation_id] = TimeInfo.model_validate(time_info)
+        self.geometric = [*(self.geometric or []), parsed]
+        return len(section.segmentation_ids) - 1
+
+    def add_description(self, item: dict[str, Any]) -> None:
+        d = Description.model_validate(item)
+        d._order = None
+        self.annotations.descriptions[d.id] = d
+
+    def add_segment_annotation(self, item: dict[str, Any]) -> None:
+        a = SegmentAnnotation.model_validate(item)
+        a._order = None
+        self.annotations.segment_annotations.append(a)
+
+    def merge(
+        self, custom: dict[str, Any], source: str = "custom annotations"
+    ) -> tuple[list[str], list[str]]:
+        """Merge a custom annotations document: name/details when given, descriptions by id,
+        segment annotations by id and channel annotations by channel id (replaced or added);
+        items keep their own keys in their own order. A malformed item is a
+        :class:`DocumentError` naming ``source`` and the item's JSON path. Returns the ids of
+        the descriptions and segment annotations merged."""
+        merged: tuple[list[str], list[str]] = ([], [])
+        a = self.annotations
+        for key in ("name", "details"):
+            value = custom.get(key)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise DocumentError(f"$.{key}: must be a string or null", source)
+                setattr(a, key, value)
+        descriptions = custom.get("descriptions") or {}
+        for key, item in descriptions.items():
+            d = _validate(Description, item, f"$.descriptions[{json.dumps(key)}]", source)
+            if d.id != key:
+                raise DocumentError(
+                    f"$.descriptions[{json.dumps(key)}]: id {d.id!r} differs from its key", source
+                )
+            a.descriptions[key] = d
+            merged[0].append(key)
+        for attr, cls, ident in (
+            ("segment_annotations", SegmentAnnotation, "id"),
+            ("volume_channels_annotations", ChannelAnnotation, "channel_id"),
+        ):
+            items = getattr(a, attr)
+            where = {getattr(item, ident): n for n, item in enumerate(items)}
+            for n, raw in enumerate(custom.get(attr) or []):
+                item = _validate(cls, raw, f"$.{attr}[{n}]", source)
+                key = getattr(item, ident)
+                if attr == "segment_annotations":
+                    merged[1].append(key)
+                if key in where:
+                    items[where[key]] = item
+                else:
+                    where[key] = len(items)
+                    items.append(item)
+        return merged
+
+    # removing ----------------------------------------------------------------------------
+    def remove_segmentations(self, kind: str, ids: Iterable[str]) -> None:
+        """Remove lattices, mesh sets or geometric segmentations with their annotations."""
+        gone = set(ids)
+        if kind == "lattice":
+            s = self.metadata.segmentation_lattices
+            s.segmentation_ids = [i for i in s.segmentation_ids if i not in gone]
+            for i in gone:
+                s.segmentation_sampling_info.pop(i, None)
+                s.time_info.pop(i, None)
+                self.lattice_segments.pop(i, None)
+        elif kind == "mesh":
+            m = self.metadata.segmentation_meshes
+            m.segmentation_ids = [i for i in m.segmentation_ids if i not in gone]
+            for i in gone:
+                m.segmentation_metadata.pop(i, None)
+                m.time_info.pop(i, None)
+        else:
+            g = self.metadata.geometric_segmentation
+            g.segmentation_ids = [i for i in g.segmentation_ids if i not in gone]
+            for i in gone:
+                g.time_info.pop(i, None)
+            rest = [i for i in self.geometric or [] if i.segmentation_id not in gone]
+            self.geometric = rest or None
+        a = self.annotations
+        a.segment_annotations = [
+            s
+            for s in a.segment_annotations
+            if not (s.segment_kind == kind and s.segmentation_id in gone)
+        ]
+        a.descriptions = {
+            k: d
+            for k, d in a.descriptions.items()
+            if not (
+                d.target_kind == kind
+                and d.target_id is not None
+                and d.target_id.segmentation_id in gone
+            )
+        }
+
+    def remove_volume(self) -> None:
+        self.metadata.volumes = None
+        self.annotations.volume_channels_annotations = []
+
+    def remove_descriptions(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            self.annotations.descriptions.pop(i)
+
+    def remove_segment_annotations(self, ids: Iterable[str]) -> None:
+        gone = set(ids)
+        self.annotations.segment_annotations = [
+            a for a in self.annotations.segment_annotations if a.id not in gone
+        ]
+
+    # referential integrity ---------------------------------------------------------------
+    def _time_range(self, kind: str, sid: str) -> TimeInfo | None:
+        section = {
+            "lattice": self.metadata.segmentation_lattices.time_info,
+            "mesh": self.metadata.segmentation_meshes.time_info,
+            "primitive": self.metadata.geometric_segmentation.time_info,
+        }[kind]
+        return section.get(sid)
+
+    def reference_problem(
+        self,
+        where: str,
+        kind: str,
+        target: TargetId | None,
+        time: Time,
+        cache: dict[str, Any] | None = None,
+        where_present: bool = False,
+    ) -> str | None:
+        """What is wrong with one reference (None: it names an existing segment at existing
+        times). With ``where_present``, only frames where the segment occurs are existing
+        times (the viewer draws an annotated segment at every frame its ``time`` names)."""
+        if kind == "entry":
+            return None
+        cache = {} if cache is None else cache
+        if kind not in cache:
+            cache[kind] = (set(self.ids_of(kind)), self.segments(kind))
+        noun = {"lattice": "lattice", "mesh": "mesh set", "primitive": "geometric segmentation"}[
+            kind
+        ]
+        if target is None:
+            return f"{where}: a {kind} reference without target_id"
+        sid, segment = target.segmentation_id, target.segment_id
+        ids, segment_map = cache[kind]
+        if sid not in ids:
+            return f"{where} names {noun} {sid!r}, which the entry does not have"
+        segments = segment_map.get(sid)
+        if segments is not None and segment not in segments:
+            what = "primitive" if kind == "primitive" else "segment"
+            return f"{where}: {what} {segment} is not in {noun} {sid!r}"
+        times = [time] if isinstance(time, int) else list(time or [])
+        span = self._time_range(kind, sid)
+        if span is not None:
+            outside = sorted({t for t in times if t not in span.frames})
+            if outside:
+                return (
+                    f"{where}: time {outside[:5]} outside {noun} {sid!r} "
+                    f"(frames {span.start}..{span.end})"
+                )
+        if where_present and segments is not None:
+            absent = sorted({t for t in times if t not in segments[segment]})
+            if absent:
+                what = "primitive" if kind == "primitive" else "segment"
+                return (
+                    f"{where}: {what} {segment} of {noun} {sid!r} does not occur at time "
+                    f"{absent[:5]}"
+                )
+        return None
+
+    def reference_problems(
+        self,
+        descriptions: Iterable[str] | None = None,
+        annotations: Iterable[str] | None = None,
+        where_present: bool = False,
+    ) -> list[str]:
+        """Descriptions and segment annotations that name a missing segmentation, segment or
+        primitive, or a time the segmentation does not have (only the given ids, when given;
+        ``where_present``: see :meth:`reference_problem`)."""
+        problems: list[str] = []
+        wanted_d = None if descriptions is None else set(descriptions)
+        wanted_a = None if annotations is None else set(annotations)
+        cache: dict[str, Any] = {}
+        for key, d in self.annotations.descriptions.items():
+            if wanted_d is not None and key not in wanted_d:
+                continue
+            p = self.reference_problem(
+                f"description {key}", d.target_kind, d.target_id, d.time, cache, where_present
+            )
+            if p:
+                problems.append(p)
+        for a in self.annotations.segment_annotations:
+            if wanted_a is not None and a.id not in wanted_a:
+                continue
+            target = TargetId(segmentation_id=a.segmentation_id, segment_id=a.segment_id)
+            p = self.reference_problem(
+                f"segment annotation {a.id}",
+                a.segment_kind,
+                target,
+                a.time,
+                cache,
+                where_present,
+            )
+            if p:
+                problems.append(p)
+        return problems
+
+    def structure_problems(self) -> list[str]:
+        """Rules across metadata.json and geometric_segmentation.json."""
+        problems = []
+        listed = self.geometric_ids
+        held = [g.segmentation_id for g in self.geometric or []]
+        if self.geometric is None and listed:
+            problems.append(
+                f"{METADATA_JSON} lists geometric segmentations {listed} but {GEOMETRIC_JSON} "
+                "is missing"
+            )
+        elif sorted(held) != sorted(listed):
+            problems.append(
+                f"{GEOMETRIC_JSON} holds {sorted(held)} but {METADATA_JSON} lists {sorted(listed)}"
+            )
+        if self.metadata.volumes is None and self.lattice_ids:
+            problems.append(
+                f"{METADATA_JSON}: lattices but no volume (lattices sit on the volume's grid)"
+            )
+        for g in self.geometric or []:
+            span = self.metadata.geometric_segmentation.time_info.get(g.segmentation_id)
+            if span is not None:
+                bad = sorted(int(t) for t in g.primitives if int(t) not in span.frames)
+                if bad:
+                    problems.append(
+                        f"{GEOMETRIC_JSON}: {g.segmentation_id}: frames {bad[:5]} outside its "
+                        f"time_info {span.start}..{span.end}"
+                    )
+        return problems

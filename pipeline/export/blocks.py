@@ -1,0 +1,174 @@
+"""Block tasks of an export: read a block of a stored level, write it to the output array.
+
+A task reads one output shard's region ``[x, y, z]`` from the entry's data.zip (dequantized
+volume voxels, or category ids mapped to label values), turns it to ``z, y, x`` and writes that
+whole shard of the output, so no two tasks touch one shard. Tasks run on the runners of
+:mod:`pipeline.runner` (threads or dask.distributed workers): a job holds paths and small
+tables only, and each process opens the entry once.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.db.entry import Entry
+from pipeline.db.layout import DATA_ZIP, EntryLocation
+from pipeline.errors import InputFormatError, PreprocessorError
+from pipeline.export.labels import LabelLut, apply_lut
+
+__all__ = [
+    "ArraySpec",
+    "ExportJob",
+    "close_entries",
+    "data_stamp",
+    "export_block",
+    "save_lut",
+    "shard_grid",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    """Shape ``[x, y, z]`` and dtype of the stored array a job reads (what the runner sizes
+    blocks by)."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ExportJob:
+    """One stored array (level, frame, channel or lattice) to one output array region."""
+
+    source: ArraySpec
+    location: EntryLocation
+    level: int
+    time: int
+    channel: str | None  # volume channel, or None for a lattice
+    lattice: str | None
+    lut: str | None  # lattices: .npy file of the category id -> label value table
+    target: str  # the output array's folder
+    index: tuple[int, ...]  # leading (t, c) indices in the output array
+    dtype: str  # output dtype
+    stamp: tuple[int, int]  # data.zip's (inode, mtime) when the export started
+
+
+def shard_grid(
+    shape: tuple[int, ...], shards: tuple[int, ...]
+) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(start, stop)`` of every shard of an array, in C order.
+
+    >>> shard_grid((5, 3), (4, 4))
+    [((0, 0), (4, 3)), ((4, 0), (5, 3))]
+    """
+    axes = [
+        [(a, min(a + s, n)) for a in range(0, n, s)] for n, s in zip(shape, shards, strict=True)
+    ]
+    return [
+        (tuple(a for a, _ in combo), tuple(b for _, b in combo))
+        for combo in itertools.product(*axes)
+    ]
+
+
+_LOCK = threading.Lock()
+_OPEN: dict[tuple[str, str, str], tuple[tuple[int, int], Entry]] = {}
+
+
+def data_stamp(location: EntryLocation) -> tuple[int, int]:
+    """(inode, mtime) of the entry's data.zip: a commit replaces the file, changing both."""
+    st = (location.folder / DATA_ZIP).stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def _entry(location: EntryLocation, stamp: tuple[int, int]) -> Entry:
+    """The entry, opened once per process; an entry whose data.zip is no longer the one the
+    export started with (an ``extend`` or edit committed meanwhile) is an error."""
+    key = (str(location.db_path), location.source_db, location.entry_id)
+    with _LOCK:
+        cached = _OPEN.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        if data_stamp(location) != stamp:
+            raise InputFormatError(
+                "the entry changed during the export; run the export again",
+                location.folder / DATA_ZIP,
+            )
+        if cached is not None:
+            cached[1].close()
+        entry = Entry(location)
+        _OPEN[key] = (stamp, entry)
+        return entry
+
+
+def save_lut(lut: LabelLut, path: Path) -> str:
+    """Store a label table for the block tasks (on the file system every worker sees, so a
+    table of millions of categories is not shipped with every task)."""
+    np.save(path, np.stack(lut))
+    return str(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _lut(path: str) -> LabelLut:
+    """A label table, loaded once per process."""
+    keys, values = np.load(path)
+    return keys, values
+
+
+def close_entries() -> None:
+    """Close the entries this process opened (the end of an export in the client)."""
+    with _LOCK:
+        for _, entry in _OPEN.values():
+            entry.close()
+        _OPEN.clear()
+
+
+def _read(job: ExportJob, box: Any) -> np.ndarray:
+    entry = _entry(job.location, job.stamp)
+    if job.lattice is None:
+        assert job.channel is not None
+        return entry.read_volume(job.level, job.time, job.channel, box)
+    assert job.lut is not None
+    lut = _lut(job.lut)
+    region = tuple(slice(a, b) for a, b in box)
+    grid = np.asarray(entry.lattice_grid(job.lattice, job.level, job.time)[region])
+    try:
+        return apply_lut(grid, lut, np.dtype(job.dtype))
+    except KeyError as exc:
+        raise InputFormatError(
+            f"lattice {job.lattice} level {job.level} frame {job.time}: category {exc} is not "
+            "in the set table (the entry is damaged)",
+            job.location.folder / DATA_ZIP,
+        ) from None
+
+
+def export_block(
+    job: ExportJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
+) -> tuple[None, list[tuple[str, bytes]]]:
+    """Copy block ``[start, stop)`` (``[x, y, z]``) of a stored array into its output array.
+    Returns no chunks: the task writes the output shard itself. ``gate`` only orders tasks."""
+    import zarr
+
+    box = tuple(zip(start, stop, strict=True))
+    try:
+        data = _read(job, box)
+    except (PreprocessorError, MemoryError):
+        raise
+    except Exception as exc:  # zip, codec or zarr errors of a damaged data.zip
+        what = f"lattice {job.lattice}" if job.lattice is not None else f"channel {job.channel}"
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputFormatError(
+            f"cannot read {what} level {job.level} frame {job.time} ({text})",
+            job.location.folder / DATA_ZIP,
+        ) from exc
+    out = np.ascontiguousarray(data.transpose(2, 1, 0)).astype(job.dtype, copy=False)
+    target = zarr.open_array(Path(job.target), mode="r+", zarr_format=3)
+    region = (*job.index, *(slice(a, b) for a, b in reversed(box)))
+    target[region] = out
+    return None, []
