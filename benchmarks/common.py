@@ -48,6 +48,7 @@ class Measurement:
     label: str
     seconds: float
     peak_rss_mib: float
+    cpu_seconds: float = float("nan")  # user + system time of the command (and its children)
 
 
 def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
@@ -65,8 +66,8 @@ def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
         "t = time.perf_counter()\n"
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
         "dt = time.perf_counter() - t\n"
-        "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-        "print(f'{dt} {r}')\n"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(f'{dt} {u.ru_maxrss} {u.ru_utime + u.ru_stime}')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
@@ -85,8 +86,10 @@ def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, argv)
-    seconds, rss_kib = out.strip().splitlines()[-1].split()
-    return Measurement(label, float(seconds), max(tree_peak / 2**20, int(rss_kib) / 1024))
+    seconds, rss_kib, cpu = out.strip().splitlines()[-1].split()
+    return Measurement(
+        label, float(seconds), max(tree_peak / 2**20, int(rss_kib) / 1024), float(cpu)
+    )
 
 
 def now() -> float:

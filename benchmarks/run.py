@@ -123,6 +123,7 @@ def main() -> None:
         nbytes = {"map": voxels * 4, "mask": voxels * 2, "cells": voxels * 2, "sparse": voxels * 2}
         out = args.work / "out"
         seconds: dict[str, list[float]] = {c: [] for c in cases}
+        cpu: dict[str, list[float]] = {c: [] for c in cases}
         rss: dict[str, float] = dict.fromkeys(cases, 0.0)
         for _ in range(args.repeat):
             for case in cases:
@@ -131,8 +132,13 @@ def main() -> None:
                 mask = files[inputs[1]] if len(inputs) > 1 else files["mask"]
                 argv = CASES[case][0](files["map"], mask, out)
                 m = measure(case, argv)
-                print(f"{case}: {m.seconds:.2f} s, {m.peak_rss_mib:.0f} MiB", file=sys.stderr)
+                print(
+                    f"{case}: {m.seconds:.2f} s, cpu {m.cpu_seconds:.2f} s, "
+                    f"{m.peak_rss_mib:.0f} MiB",
+                    file=sys.stderr,
+                )
                 seconds[case].append(m.seconds)
+                cpu[case].append(m.cpu_seconds)
                 rss[case] = max(rss[case], m.peak_rss_mib)
         shutil.rmtree(out, ignore_errors=True)
     finally:
@@ -144,19 +150,24 @@ def main() -> None:
         f"{args.small_labels} labels in cells / on 10% of the voxels); "
         f"median of {args.repeat} alternating run(s), peak RSS = highest\n"
     )
-    print(f"| {'case':<16} | input GiB | wall s  |  MB/s | peak RSS MiB |")
-    print(f"|{'-' * 18}|-----------|---------|-------|--------------|")
+    print(f"| {'case':<16} | input GiB | wall s  |  MB/s | cpu s   | peak RSS MiB |")
+    print(f"|{'-' * 18}|-----------|---------|-------|---------|--------------|")
     wall = {c: statistics.median(v) for c, v in seconds.items()}
     for case in cases:
         size = sum(nbytes[i] for i in CASES[case][1])
         print(
             f"| {case:<16} | {size / 2**30:9.2f} | {wall[case]:7.2f} | "
-            f"{size / 1e6 / wall[case]:5.0f} | {rss[case]:12.0f} |"
+            f"{size / 1e6 / wall[case]:5.0f} | {statistics.median(cpu[case]):7.2f} | "
+            f"{rss[case]:12.0f} |"
         )
     print()
     for top, bottom, target in RATIOS:
         if top in wall and bottom in wall:
-            print(f"ratio {top} / {bottom}: {wall[top] / wall[bottom]:.2f} (target {target})")
+            cpu_ratio = statistics.median(cpu[top]) / statistics.median(cpu[bottom])
+            print(
+                f"ratio {top} / {bottom}: {wall[top] / wall[bottom]:.2f} (target {target}; "
+                f"cpu time {cpu_ratio:.2f})"
+            )
 
 
 if __name__ == "__main__":
