@@ -9,6 +9,7 @@ data, so memory is bounded by the blocks in flight whatever the volume's size.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,13 +195,15 @@ def _run_chain(
     sink: KeySink | None,
     stage: str,
     detail: str,
+    blocks: Callable[[Any], tuple[int, ...]] | None = None,
 ) -> list[list[tuple[int, Any]]]:
     """Every block of every job through the engine's runner; per job, per block (block
     number, summary). Chunks reach ``sink`` in block order whatever runs the tasks."""
     items: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = []
     owners: list[int] = []
     for i, job in enumerate(jobs):
-        for start, stop in block_grid(job.source.shape, engine.blocks(job.source, order), order):
+        shape = blocks(job.source) if blocks is not None else engine.blocks(job.source, order)
+        for start, stop in block_grid(job.source.shape, shape, order):
             items.append((job, start, stop))
             owners.append(i)
     engine.progress.start(stage, detail, len(items))
@@ -325,5 +328,41 @@ def run_label_pass(
 ) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
     """One pass of the label pyramid; per job, per block: (block number, categories seen,
     combinations)."""
-    per_job = _run_chain(jobs, _label_task, engine, order, sink, stage, detail)
+    def blocks(source: LazyArray) -> tuple[int, ...]:
+        return plane_block_shape(
+            source.shape,
+            np.dtype(source.dtype).itemsize,
+            order,
+            engine.block,
+            engine.max_block_bytes,
+        )
+
+    per_job = _run_chain(jobs, _label_task, engine, order, sink, stage, detail, blocks)
     return [[(n, seen, combos) for n, (seen, combos) in blocks_] for blocks_ in per_job]
+
+
+def plane_block_shape(
+    shape: tuple[int, ...],
+    itemsize: int,
+    order: str,
+    block: int,
+    max_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> tuple[int, ...]:
+    """The blocks of a label pass: whole planes of the two fastest-varying axes, ``block``
+    (or ``block // 2``) deep, where they fit in ``max_bytes``; else :func:`block_shape`.
+
+    A block of whole planes is one contiguous run of the file (a few large reads instead of one
+    read per row), which is most of a label pass's cost when its windows are uniform. The
+    stored bytes do not depend on the blocks.
+
+    >>> plane_block_shape((512, 512, 512), 2, "F", 128)
+    (512, 512, 64)
+    >>> plane_block_shape((2048, 2048, 1024), 2, "F", 128)
+    (2048, 64, 64)
+    """
+    slow = len(shape) - 1 if order == "F" else 0
+    plane = math.prod(n for a, n in enumerate(shape) if a != slow) * itemsize
+    for edge in (block, block // 2):
+        if plane * edge <= max_bytes:
+            return tuple(min(n, edge) if a == slow else n for a, n in enumerate(shape))
+    return block_shape(shape, itemsize, order, block, max_bytes)
