@@ -127,8 +127,19 @@ _DB_PATH = click.option(
 )
 
 
+def _compressor_option(what: str) -> Any:
+    """``--compressor lz4|zstd`` (the Blosc codec of ``what``)."""
+    return click.option(
+        "--compressor",
+        type=click.Choice([c.value for c in Compressor]),
+        default="lz4",
+        show_default=True,
+        help=f"Blosc codec of {what}.",
+    )
+
+
 def _run_options(command: Any) -> Any:
-    """Where and in how much memory a run executes (preprocess and batch)."""
+    """Where and in how much memory a run executes (preprocess, batch and export)."""
     for option in reversed(
         [
             click.option(
@@ -223,13 +234,7 @@ def _progress() -> Progress:
     is_flag=True,
     help="Do not store level 1 (listed as unavailable).",
 )
-@click.option(
-    "--compressor",
-    type=click.Choice([c.value for c in Compressor]),
-    default="lz4",
-    show_default=True,
-    help="Blosc codec of the stored arrays.",
-)
+@_compressor_option("the stored arrays")
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
 @_verbose_option("Details and tracebacks on errors.")
@@ -584,14 +589,10 @@ _ids_command(
     type=click.Path(path_type=Path),
     help="Folder to write, e.g. emd-1832.ome.zarr (see docs/export.md for its layout).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option(
-    "--compressor",
-    type=click.Choice([c.value for c in Compressor]),
-    default="lz4",
-    show_default=True,
-    help="Blosc codec of the output's chunks.",
+    "--overwrite", is_flag=True, help="Replace an existing output (an earlier export)."
 )
+@_compressor_option("the output's chunks")
 @_run_options
 @_verbose_option("Tracebacks on errors.")
 def export_command(

@@ -27,6 +27,7 @@ __all__ = [
     "parse_dtype",
     "parse_size",
     "validate_name",
+    "validate_run_options",
 ]
 
 
@@ -158,6 +159,18 @@ def validate_name(value: str, option: str) -> str:
     return value
 
 
+def validate_run_options(
+    scheduler: str | None, workers: int | None, max_memory: int | None
+) -> None:
+    """``--scheduler``, ``--workers`` and ``--max-memory`` of a command that runs blocks."""
+    if scheduler is not None and workers is not None:
+        raise OptionError("--scheduler and --workers exclude each other")
+    if workers is not None and workers < 1:
+        raise OptionError(f"--workers must be at least 1, got {workers}")
+    if max_memory is not None and max_memory <= 0:
+        raise OptionError(f"--max-memory must be positive, got {max_memory}")
+
+
 @dataclass(frozen=True, slots=True)
 class PreprocessOptions:
     """Everything a ``preprocess`` run needs, validated on construction."""
@@ -212,12 +225,7 @@ class PreprocessOptions:
             object.__setattr__(self, "db_path", Path(self.db_path).absolute())
             absolute = tuple(InputSpec(Path(s.path).absolute(), s.kind) for s in self.inputs)
             object.__setattr__(self, "inputs", absolute)
-        if self.scheduler is not None and self.workers is not None:
-            raise OptionError("--scheduler and --workers exclude each other")
-        if self.workers is not None and self.workers < 1:
-            raise OptionError(f"--workers must be at least 1, got {self.workers}")
-        if self.max_memory is not None and self.max_memory <= 0:
-            raise OptionError(f"--max-memory must be positive, got {self.max_memory}")
+        validate_run_options(self.scheduler, self.workers, self.max_memory)
         if self.block_size % (2 * self.chunk_size):
             raise OptionError(
                 f"block size {self.block_size} must be a multiple of twice the chunk size"

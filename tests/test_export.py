@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -197,7 +200,12 @@ def check_export(out: Path, entry) -> None:
         node = next(n for n in label_nodes if n.load(Label) is not None)
         assert len(node.data) == len(lattice_levels)
         assert [a.get("unit") for a in node.metadata["axes"][-3:]] == ["angstrom"] * 3
+        label_datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
         for i, level in enumerate(lattice_levels):
+            box = info["boxes"][str(level)]  # on the volume's grid (DESIGN 7.2)
+            scale, shift = _transforms(label_datasets, i)
+            assert scale[-3:] == box["voxel_size"][::-1]
+            assert shift[-3:] == box["origin"][::-1]
             array = np.asarray(node.data[i])
             assert array.dtype.kind == "u"
             for ti, t in enumerate(lattice_frames):
@@ -212,11 +220,12 @@ def check_export(out: Path, entry) -> None:
             a for a in annotations["segment_annotations"]
             if a["segment_kind"] == "lattice" and a["segmentation_id"] == lattice
         ]  # fmt: skip
-        names = {
-            d["target_id"]["segment_id"]: d["name"]
+        described = {
+            d["target_id"]["segment_id"]: d
             for d in annotations["descriptions"].values()
             if d["target_kind"] == "lattice" and d["target_id"]["segmentation_id"] == lattice
         }
+        names = {sid: d["name"] for sid, d in described.items()}
         image_label = group.attrs["ome"]["image-label"]
         colors = {c["label-value"]: c["rgba"] for c in image_label["colors"]}
         props = {p["label-value"]: p for p in image_label["properties"]}
@@ -225,6 +234,10 @@ def check_export(out: Path, entry) -> None:
             assert colors[sid] == [round(v * 255) for v in segment["color"]]
             assert props[sid]["color"] == segment["color"]
             assert props[sid].get("name") == names.get(sid)
+            references = (described.get(sid) or {}).get("external_references") or []
+            assert [(r["resource"], r["accession"]) for r in props[sid].get("references", [])] == [
+                (r["resource"], r["accession"]) for r in references
+            ]
 
 
 # --- the label rule -------------------------------------------------------------------------
@@ -278,6 +291,34 @@ def test_entry_without_level_1_starts_at_level_2(run_cli, tmp_path):
     multiscale = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
     assert multiscale["metadata"]["downsampling_ratios"] == levels
     assert zarr.open_group(out, mode="r")["0"].shape == (35, 65, 50)
+
+
+def test_coarse_levels_sit_where_the_entry_puts_them(run_cli, tmp_path):
+    """No half-voxel shift: a point at level-1 voxel (z, y, x) = (8, 16, 24) is, at every
+    level, where NGFF's scale and translation place it (the pyramid keeps sample 0, DESIGN
+    7.1). Block-averaging writers shift level r by (r - 1) / 2 voxels; that would fail here."""
+    data = np.zeros((40, 40, 40), np.float32)
+    data[8, 16, 24] = 100.0
+    header = {"voxel_size": 2.5, "nxstart": -3, "nystart": 5, "nzstart": 2}
+    (tmp_path / "in").mkdir()
+    path = write_mrc(tmp_path / "in" / "point.mrc", data, **header)
+    db = _add(run_cli, tmp_path, [(path, "map")], "p")
+    out = tmp_path / "p.ome.zarr"
+    assert _export(run_cli, db, "p", out).exit_code == 0
+    root = zarr.open_group(out, mode="r")
+    datasets = root.attrs["ome"]["multiscales"][0]["datasets"]
+    ratios = root.attrs["ome"]["multiscales"][0]["metadata"]["downsampling_ratios"]
+    assert ratios[:3] == [1, 2, 4]
+    # the point in Å, z, y, x: origin = start * voxel, centre of voxel (8, 16, 24)
+    expected = np.array([(2 + 8) * 2.5, (5 + 16) * 2.5, (-3 + 24) * 2.5])
+    for i, ratio in enumerate(ratios):
+        if 8 % ratio:
+            break
+        array = root[str(i)][...]
+        index = np.array(np.unravel_index(np.argmax(array), array.shape))
+        scale, shift = _transforms(datasets, i)
+        np.testing.assert_allclose(index * np.array(scale) + np.array(shift), expected)
+        assert scale == [2.5 * ratio] * 3
 
 
 def test_time_and_channels_from_omezarr(run_cli, tmp_path):
@@ -463,12 +504,43 @@ def test_existing_output_is_an_error_unless_overwrite(run_cli, tmp_path, small_e
     result = _export(run_cli, small_entry, "s", out)
     assert_one_line_error(result, str(out), "already exists", "--overwrite")
     assert (out / "keep.txt").read_text() == "mine"
+    # --overwrite replaces only an earlier export or an empty folder, never other things
     result = _export(run_cli, small_entry, "s", out, "--overwrite")
-    assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists()
-    with open_entry(small_entry, "emdb", "s") as entry:
-        check_export(out, entry)
+    assert_one_line_error(result, str(out), "replaces only an earlier export")
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    for _ in range(2):  # into the empty folder, then over the earlier export
+        result = _export(run_cli, small_entry, "s", out, "--overwrite")
+        assert result.exit_code == 0, result.output
+        with open_entry(small_entry, "emdb", "s") as entry:
+            check_export(out, entry)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # a file is not replaced, nor the working directory given as `--output .`
+    afile = tmp_path / "f.ome.zarr"
+    afile.write_text("mine")
+    result = _export(run_cli, small_entry, "s", afile, "--overwrite")
+    assert_one_line_error(result, str(afile), "replaces only an earlier export")
+    assert afile.read_text() == "mine"
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "export", "--db-path", str(small_entry), "--source-db",
+         "emdb", "--entry-id", "s", "--output", ".", "--overwrite"],
+        cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "replaces only an earlier export" in result.stderr
+    assert [p.name for p in work.iterdir()] == ["sub"]
+    # a file where a parent folder should be
+    result = _export(run_cli, small_entry, "s", afile / "x.ome.zarr")
+    assert_one_line_error(result, str(afile), "a part of its path is a file")
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
@@ -480,6 +552,17 @@ def test_bad_states_are_one_line_errors(run_cli, tmp_path, small_entry):
         assert not inside.exists()
     result = _export(run_cli, small_entry, "s", tmp_path, "--overwrite")
     assert_one_line_error(result, "--output must lie outside the database folder")
+    # a symbolic link does not smuggle the output into the database; one elsewhere is fine
+    (tmp_path / "into-db").symlink_to(small_entry / "emdb")
+    result = _export(run_cli, small_entry, "s", tmp_path / "into-db" / "x.ome.zarr")
+    assert_one_line_error(result, "--output must lie outside the database folder")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "to-elsewhere").symlink_to(tmp_path / "elsewhere")
+    result = _export(run_cli, small_entry, "s", tmp_path / "to-elsewhere" / "x.ome.zarr")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "elsewhere").iterdir()] == ["x.ome.zarr"]
+    for name in ("into-db", "to-elsewhere", "elsewhere"):
+        _remove_path(tmp_path / name)
     result = run_cli(
         "export", "--db-path", small_entry, "--source-db", "emdb", "--entry-id", "s",
         "--format", "tiff", "--output", tmp_path / "x",
@@ -505,14 +588,19 @@ def test_damaged_entry_fails_without_leaving_a_temporary_folder(run_cli, tmp_pat
     raw[offset : offset + 16] = b"\xff" * 16  # the chunk's blosc header
     archive.write_bytes(bytes(raw))
     before = tree_digest(small_entry)
+    # the folders the export creates for its output go again too
+    result = _export(run_cli, small_entry, "s", tmp_path / "new" / "deeper" / "s.ome.zarr")
+    assert_one_line_error(result, "data.zip", "cannot read channel 0 level 1")
+    assert not (tmp_path / "new").exists()
     out = tmp_path / "out" / "s.ome.zarr"
+    (tmp_path / "out").mkdir()
     result = _export(run_cli, small_entry, "s", out)
     assert_one_line_error(result, "data.zip", "cannot read channel 0 level 1")
     assert not out.exists()
     assert list((tmp_path / "out").iterdir()) == []  # the temporary folder was removed
     assert tree_digest(small_entry) == before
     # a failed --overwrite leaves the previous output as it was
-    out.mkdir()
+    zarr.open_group(out, mode="w", zarr_format=3)  # an earlier export, as far as it matters
     (out / "previous.txt").write_text("old")
     result = _export(run_cli, small_entry, "s", out, "--overwrite")
     assert_one_line_error(result, "data.zip")
@@ -587,6 +675,41 @@ def test_peak_memory_does_not_grow_with_the_entry(run_cli, tmp_path):
     assert out["0"].shape == (256, 512, 512)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_export_leaves_nothing(run_cli, tmp_path, sig, status):
+    """Ctrl-C or SIGTERM once shards are being written: a one-line error, no output, no
+    temporary folder, and an earlier export at the output's place kept as it was."""
+    (tmp_path / "in").mkdir()
+    data = np.random.default_rng(3).normal(size=(128, 256, 512)).astype(np.float32)
+    db = _add(run_cli, tmp_path, [(write_mrc(tmp_path / "in" / "m.mrc", data), "map")], "m",
+              extra=())  # fmt: skip
+    del data
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "m.ome.zarr"
+    zarr.open_group(out, mode="w", zarr_format=3).attrs["mine"] = 1  # an earlier export
+    args = [sys.executable, "-m", "cli", "export", "--db-path", str(db), "--source-db", "emdb",
+            "--entry-id", "m", "--output", str(out), "--overwrite",
+            "--max-memory", "16MiB"]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(folder.glob(".m.ome.zarr.partial-*/0/c/*")):  # shards being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert [p.name for p in folder.iterdir()] == ["m.ome.zarr"]
+    assert zarr.open_group(out, mode="r").attrs["mine"] == 1
+
+
 def test_the_command_line_does_not_import_the_export_or_trimesh():
     code = (
         "import sys, cli.main\n"
@@ -599,18 +722,57 @@ def test_the_command_line_does_not_import_the_export_or_trimesh():
     assert proc.stdout.strip() == "[]"
 
 
+def _volume_job(location: EntryLocation, target: Path, stamp: tuple[int, int]):
+    """The job copying level 1 of ``small_entry``'s channel 0 (14 x 12 x 10) into ``target``."""
+    from pipeline.export.blocks import ArraySpec, ExportJob
+
+    return ExportJob(
+        source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1, time=0,
+        channel="0", lattice=None, lut=None, target=str(target), index=(), dtype="float32",
+        stamp=stamp,
+    )  # fmt: skip
+
+
 def test_an_entry_replaced_during_the_export_is_an_error(tmp_path, small_entry):
     """A block task that finds another data.zip than the one the export started with (an
     ``extend`` committed meanwhile) fails instead of mixing two versions of the entry."""
     from pipeline.errors import InputFormatError
-    from pipeline.export.blocks import ArraySpec, ExportJob, data_stamp, export_block
+    from pipeline.export.blocks import data_stamp, export_block
 
     location = EntryLocation(small_entry, "emdb", "s")
     ino, mtime = data_stamp(location)
-    job = ExportJob(
-        source=ArraySpec((14, 12, 10), np.dtype(np.float32)), location=location, level=1, time=0,
-        channel="0", lattice=None, lut=None, target=str(tmp_path / "nowhere"), index=(),
-        dtype="float32", stamp=(ino, mtime - 1),
-    )  # fmt: skip
+    target = tmp_path / "out" / "0"
+    zarr.create_array(target, shape=(10, 12, 14), dtype="float32", zarr_format=3)
+    job = _volume_job(location, target, (ino, mtime - 1))
     with pytest.raises(InputFormatError, match="the entry changed during the export"):
         export_block(job, (0, 0, 0), (14, 12, 10), 0)
+
+
+def test_no_block_is_written_once_an_export_is_stopped(tmp_path, small_entry):
+    """After a failure or an interrupt the client stops its export's tasks before removing the
+    temporary folder: a task that starts then writes nothing (nor recreates a removed one)."""
+    from pipeline.export.blocks import (
+        close_entries,
+        data_stamp,
+        export_block,
+        stop_writing,
+    )  # fmt: skip
+
+    location = EntryLocation(small_entry, "emdb", "s")
+    jobs = {}
+    for name in ("kept", "stopped", "removed"):
+        target = tmp_path / name / "0"
+        zarr.create_array(target, shape=(10, 12, 14), dtype="float32", zarr_format=3)
+        jobs[name] = _volume_job(location, target, data_stamp(location))
+    stop_writing(tmp_path / "stopped")
+    shutil.rmtree(tmp_path / "removed")
+    try:
+        for job in jobs.values():
+            export_block(job, (0, 0, 0), (14, 12, 10), 0)
+    finally:
+        close_entries()
+    with open_entry(small_entry, "emdb", "s") as entry:
+        expected = entry.read_volume(1, 0, "0").transpose(2, 1, 0)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "kept" / "0")[...], expected)
+    assert not list((tmp_path / "stopped" / "0").rglob("c/*"))  # no chunk written
+    assert not (tmp_path / "removed").exists()

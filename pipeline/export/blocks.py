@@ -31,6 +31,7 @@ __all__ = [
     "export_block",
     "save_lut",
     "shard_grid",
+    "stop_writing",
 ]
 
 
@@ -129,6 +130,27 @@ def close_entries() -> None:
         _OPEN.clear()
 
 
+_RUNNING = 0  # export_block calls running in this process
+_CHANGED = threading.Condition()
+_STOPPED: set[str] = set()  # temporary output folders no task may write into any more
+
+
+def stop_writing(root: Path, timeout: float = 120.0) -> None:
+    """After a failed or interrupted export: no task of this process writes under ``root``
+    any more (tasks not yet started skip their shard), and this waits for the running ones,
+    so removing ``root`` afterwards removes it for good (a late write would recreate it)."""
+    with _CHANGED:
+        _STOPPED.add(str(root))
+        _CHANGED.wait_for(lambda: _RUNNING == 0, timeout)
+
+
+def _stopped(target: str) -> bool:
+    """Whether ``target`` (an output array's folder) is under a stopped export, or gone (a
+    worker of a cluster, which the client cannot reach, finds the folder removed)."""
+    path = Path(target)
+    return any(str(p) in _STOPPED for p in path.parents) or not (path / "zarr.json").exists()
+
+
 def _read(job: ExportJob, box: Any) -> np.ndarray:
     entry = _entry(job.location, job.stamp)
     if job.lattice is None:
@@ -153,9 +175,23 @@ def export_block(
 ) -> tuple[None, list[tuple[str, bytes]]]:
     """Copy block ``[start, stop)`` (``[x, y, z]``) of a stored array into its output array.
     Returns no chunks: the task writes the output shard itself. ``gate`` only orders tasks."""
+    global _RUNNING
+    with _CHANGED:
+        if _stopped(job.target):
+            return None, []
+        _RUNNING += 1
+    try:
+        _copy_block(job, tuple(zip(start, stop, strict=True)))
+    finally:
+        with _CHANGED:
+            _RUNNING -= 1
+            _CHANGED.notify_all()
+    return None, []
+
+
+def _copy_block(job: ExportJob, box: tuple[tuple[int, int], ...]) -> None:
     import zarr
 
-    box = tuple(zip(start, stop, strict=True))
     try:
         data = _read(job, box)
     except (PreprocessorError, MemoryError):
@@ -168,7 +204,8 @@ def export_block(
             job.location.folder / DATA_ZIP,
         ) from exc
     out = np.ascontiguousarray(data.transpose(2, 1, 0)).astype(job.dtype, copy=False)
+    if _stopped(job.target):
+        return
     target = zarr.open_array(Path(job.target), mode="r+", zarr_format=3)
     region = (*job.index, *(slice(a, b) for a, b in reversed(box)))
     target[region] = out
-    return None, []

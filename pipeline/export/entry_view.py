@@ -37,6 +37,8 @@ class SegmentInfo:
 
 @dataclass(frozen=True, slots=True)
 class LatticeView:
+    """A lattice: its stored levels (on the volume's grid), frames and annotated segments."""
+
     lattice_id: str
     levels: tuple[Box, ...]  # stored levels, ascending
     frames: tuple[int, ...]
@@ -46,6 +48,8 @@ class LatticeView:
 
 @dataclass(frozen=True, slots=True)
 class MeshSetView:
+    """A mesh set: the mesh ids of every frame, segment and detail level, and its segments."""
+
     set_id: str
     # time -> segment id -> detail level -> mesh ids
     timeframes: dict[int, dict[int, dict[int, tuple[int, ...]]]]

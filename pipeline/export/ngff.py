@@ -34,9 +34,11 @@ class Layout:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The axis names, e.g. ``("t", "z", "y", "x")`` (also the arrays' dimension names)."""
         return (("t",) if self.time else ()) + (("c",) if self.channel else ()) + ("z", "y", "x")
 
     def axes(self, time_units: str) -> list[dict[str, Any]]:
+        """NGFF ``axes``: space axes in angstrom, the time axis in the entry's time unit."""
         out: list[dict[str, Any]] = []
         if self.time:
             out.append({"name": "t", "type": "time", "unit": time_units})
@@ -55,6 +57,8 @@ class Layout:
         return ((frame,) if self.time else ()) + ((channel,) if self.channel else ())
 
     def transforms(self, box: Box, time_start: int) -> list[dict[str, Any]]:
+        """NGFF ``scale`` and ``translation`` of one level: its voxel size and origin (the same
+        origin at every level, no half-voxel shift: see docs/export.md)."""
         lead = len(self.names) - 3
         scale = [1.0] * lead + [float(v) for v in reversed(box.voxel_size)]
         shift = ([float(time_start)] if self.time else []) + [0.0] * (lead - self.time)

@@ -34,13 +34,14 @@ from pipeline.export.blocks import (
     export_block,
     save_lut,
     shard_grid,
+    stop_writing,
 )
 from pipeline.export.entry_view import EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
 from pipeline.level_pass import Engine
-from pipeline.options import Compressor, validate_name
+from pipeline.options import Compressor, validate_name, validate_run_options
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
 
@@ -71,18 +72,15 @@ class ExportOptions:
         validate_name(self.entry_id, "--entry-id")
         object.__setattr__(self, "db_path", Path(self.db_path).absolute())
         object.__setattr__(self, "output", Path(self.output).absolute())
-        if self.scheduler is not None and self.workers is not None:
-            raise OptionError("--scheduler and --workers exclude each other")
-        if self.workers is not None and self.workers < 1:
-            raise OptionError(f"--workers must be at least 1, got {self.workers}")
-        if self.max_memory is not None and self.max_memory <= 0:
-            raise OptionError(f"--max-memory must be positive, got {self.max_memory}")
+        validate_run_options(self.scheduler, self.workers, self.max_memory)
         if self.chunk_size < 1:
             raise OptionError(f"chunk size must be positive, got {self.chunk_size}")
 
 
 @dataclass(frozen=True, slots=True)
 class ExportSummary:
+    """What an export wrote (for the command's last line and the tests)."""
+
     output: Path
     levels: tuple[int, ...]
     lattices: tuple[str, ...]
@@ -148,20 +146,50 @@ def _check_output(options: ExportOptions, location: EntryLocation) -> None:
         # inside, the server and `list` would take it for an entry; above, --overwrite would
         # remove the database
         raise OptionError("--output must lie outside the database folder", out)
-    if (options.output.exists() or options.output.is_symlink()) and not options.overwrite:
+    if not (options.output.exists() or options.output.is_symlink()):
+        return
+    if not options.overwrite:
         raise OptionError("output already exists (give --overwrite to replace it)", out)
+    if not _replaceable(options.output):
+        raise OptionError(
+            "--overwrite replaces only an earlier export (a folder with zarr.json) or an empty "
+            "folder; remove this one yourself if it is meant to go",
+            out,
+        )
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether ``--overwrite`` may remove ``path``: a zarr v3 group folder (an earlier export),
+    an empty folder or a dangling symbolic link; never a file or a folder of other things (a
+    mistyped ``--output .`` must not remove the working directory)."""
+    if path.is_symlink() and not path.exists():
+        return True
+    if not path.is_dir():
+        return False
+    return (path / "zarr.json").is_file() or not any(path.iterdir())
 
 
 @contextlib.contextmanager
 def _staging(output: Path) -> Iterator[Path]:
-    """A new folder beside ``output``, removed again if the export fails."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    """A new folder beside ``output``, removed again if the export fails (with the parent
+    folders the export created for it)."""
+    created = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OptionError(
+            "cannot create the output's folder: a part of its path is a file", output.parent
+        ) from None
+    tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        tmp.mkdir()
         yield tmp
     except BaseException:
+        stop_writing(tmp)  # block tasks still running (an interrupt) must not recreate it
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first; only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 
@@ -179,6 +207,8 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise OptionError("output already exists (give --overwrite to replace it)", output)
+    if not _replaceable(output):  # created during the export
+        raise OptionError("output appeared during the export and is no earlier export", output)
     old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
     os.rename(output, old)
     try:
@@ -237,6 +267,7 @@ class _Writer:
         return str(Path(group.store.root) / group.path / name), (1,) * lead + shards
 
     def job(self, stored: Any, level: int, time: int, target: str, **kw: Any) -> ExportJob:
+        """The job copying stored array ``stored`` (level, frame) into ``target``."""
         return ExportJob(
             source=ArraySpec(tuple(stored.shape), np.dtype(stored.dtype)),  # type: ignore[arg-type]
             location=self.entry.location,
