@@ -48,7 +48,7 @@ class Measurement:
     label: str
     seconds: float
     peak_rss_mib: float
-    cpu_seconds: float = float("nan")  # user + system time of the command (and its children)
+    cpu_seconds: float = float("nan")  # user + system time of the command and its children
 
 
 def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
@@ -87,9 +87,8 @@ def measure(label: str, argv: list[str], sample: float = 0.05) -> Measurement:
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, argv)
     seconds, rss_kib, cpu = out.strip().splitlines()[-1].split()
-    return Measurement(
-        label, float(seconds), max(tree_peak / 2**20, int(rss_kib) / 1024), float(cpu)
-    )
+    peak = max(tree_peak / 2**20, int(rss_kib) / 1024)
+    return Measurement(label, float(seconds), peak, float(cpu))
 
 
 def now() -> float:

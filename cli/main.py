@@ -12,30 +12,13 @@ from typing import Any
 
 import click
 
-from pipeline.batch import BatchResult, read_batch, run_batch
-from pipeline.db.layout import EntryLocation
-from pipeline.describe import describe, describe_lines
+from pipeline import __version__
 from pipeline.errors import OptionError, PreprocessorError
-from pipeline.geometric import star_to_geometric
-from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
-from pipeline.manage import (
-    delete_entry,
-    edit_descriptions,
-    edit_segment_annotations,
-    remove_descriptions,
-    remove_segment_annotations,
-    remove_segmentation,
-    remove_volume,
-)
-from pipeline.options import (
-    Compressor,
-    InputKind,
-    Mode,
-    build_options,
-    input_specs,
-)
-from pipeline.preprocess import plan_run, preprocess
+from pipeline.options import Compressor, InputKind, Mode, parse_storage_options
 from pipeline.progress import Progress
+
+# Everything else is imported inside the command that uses it: ``--version``, ``--help`` and
+# each command pay only for what they run (tests/test_startup.py holds this).
 
 __all__ = ["cli", "main"]
 
@@ -111,7 +94,9 @@ def _verbose_option(help_text: str) -> Any:
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cellstar-preprocessor")
+# the version the package declares (pipeline.__version__ = pyproject's), without looking the
+# distribution up through importlib.metadata (a tenth of a second at start-up)
+@click.version_option(version=__version__, prog_name="cellstar-preprocessor")
 def cli() -> None:
     """Build Mol* Volumes & Segmentations database entries from EM and microscopy data."""
 
@@ -125,6 +110,26 @@ _WORKING_FOLDER = click.option(
 _DB_PATH = click.option(
     "--db-path", required=True, type=click.Path(path_type=Path), help="Database folder."
 )
+
+
+_STORAGE_OPTIONS = click.option(
+    "--storage-options",
+    metavar="JSON",
+    help='fsspec options for URL inputs (s3://, gs://, https://), e.g. \'{"anon": true}\'; '
+    "credentials and endpoints otherwise come from the environment (AWS_*, AWS_ENDPOINT_URL).",
+)
+
+
+def _remote_options(command: Any) -> Any:
+    """URL inputs and clusters without a shared file system (preprocess and batch)."""
+    command = _STORAGE_OPTIONS(command)
+    return click.option(
+        "--transfer",
+        type=click.Choice(["shared", "comms"]),
+        help="How cluster workers return chunks: shared (part files in the working "
+        "folder, which they must see) or comms (through dask, for clusters without a "
+        "shared file system; inputs must then be URLs). Default: probed.",
+    )(command)
 
 
 def _compressor_option(what: str) -> Any:
@@ -183,8 +188,8 @@ def _progress() -> Progress:
     "--input-path",
     "input_paths",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="An input file (or folder); repeat, paired by position with --input-kind.",
+    help="An input file (or folder), or a URL (s3://, gs://, https://); repeat, paired by "
+    "position with --input-kind.",
 )
 @click.option(
     "--input-kind",
@@ -237,9 +242,13 @@ def _progress() -> Progress:
 @_compressor_option("the stored arrays")
 @click.option("--dry-run", is_flag=True, help="Print the level plan and write nothing.")
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def preprocess_command(**kw: Any) -> None:
     """Add an entry to the database, or extend one."""
+    from pipeline.options import build_options, input_specs
+    from pipeline.preprocess import plan_run, preprocess
+
     kw["inputs"] = input_specs(kw.pop("input_paths"), kw.pop("input_kinds"))
     options = build_options(kw)
     if options.dry_run:
@@ -265,6 +274,7 @@ def preprocess_command(**kw: Any) -> None:
 @_WORKING_FOLDER
 @_DB_PATH
 @_run_options
+@_remote_options
 @_verbose_option("Details and tracebacks on errors.")
 def batch_command(entry_list: Path, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
@@ -272,8 +282,11 @@ def batch_command(entry_list: Path, **kw: Any) -> None:
     Exit status 0 when every entry succeeded, 1 when some failed (see docs/clusters.md for the list
     format).
     """
+    from pipeline.batch import BatchResult, read_batch, run_batch
+
     entries = read_batch(entry_list)
-    common = {k: kw[k] for k in ("working_folder", "db_path", "scheduler", "workers")}
+    names = ("working_folder", "db_path", "scheduler", "workers", "transfer", "storage_options")
+    common = {k: kw[k] for k in names}
     common["max_memory"] = kw["max_memory"]
 
     def report(result: BatchResult) -> None:
@@ -347,6 +360,9 @@ def batch_command(entry_list: Path, **kw: Any) -> None:
 )
 def star_to_geometric_command(**kw: Any) -> None:
     """Convert a RELION particle STAR file into spheres (geometric segmentation input JSON)."""
+    from pipeline.geometric import star_to_geometric
+    from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
+
     values = {k: kw[k] for k in STAR_OPTION_KEYS}
     options = parse_star_options(
         values, lambda key: f"--{key.replace('_', '-')}", lambda message: OptionError(message)
@@ -360,7 +376,7 @@ def star_to_geometric_command(**kw: Any) -> None:
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option(
     "--input-kind",
     type=click.Choice(_KINDS),
@@ -372,13 +388,26 @@ def star_to_geometric_command(**kw: Any) -> None:
     help="An extra_data JSON to apply (voxel size, channel and segmentation ids, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@_STORAGE_OPTIONS
 @_verbose_option("Tracebacks on errors.")
 def inspect_command(
-    path: Path, input_kind: str | None, extra_data: Path | None, as_json: bool, verbose: bool
+    path: str,
+    input_kind: str | None,
+    extra_data: Path | None,
+    as_json: bool,
+    storage_options: str | None,
+    verbose: bool,
 ) -> None:
-    """Print what a reader sees in an input: shape, dtype, axis order, voxel size, origin,
-    channels, time points, lattices and segments (headers only; no voxel is read)."""
-    info = describe(path, InputKind(input_kind) if input_kind else None, extra_data)
+    """Print what a reader sees in an input (a file, folder or URL): shape, dtype, axis order,
+    voxel size, origin, channels, time points, lattices and segments (headers only; no voxel
+    is read)."""
+    from pipeline.describe import describe, describe_lines
+    from pipeline.inputs.source import as_input_path, using_storage_options
+
+    with using_storage_options(parse_storage_options(storage_options)):
+        info = describe(
+            as_input_path(path), InputKind(input_kind) if input_kind else None, extra_data
+        )
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -397,8 +426,21 @@ _SOURCE_DB = click.option("--source-db", required=True, help="Source database fo
 _ENTRY_ID = click.option("--entry-id", required=True, help="Entry folder name.")
 
 
-def _location(db_path: Path, source_db: str, entry_id: str) -> EntryLocation:
+def _location(db_path: Path, source_db: str, entry_id: str) -> Any:
+    from pipeline.db.layout import EntryLocation
+
     return EntryLocation(db_path, source_db, entry_id)
+
+
+def _manage(name: str) -> Any:
+    """The function ``name`` of ``pipeline.manage``, imported when its command runs."""
+
+    def action(*args: Any) -> Any:
+        from pipeline import manage
+
+        return getattr(manage, name)(*args)
+
+    return action
 
 
 def _database(db_path: Path) -> Any:
@@ -500,7 +542,7 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
 @_ENTRY_ID
 def delete_command(db_path: Path, source_db: str, entry_id: str) -> None:
     """Delete an entry."""
-    delete_entry(_location(db_path, source_db, entry_id))
+    _manage("delete_entry")(_location(db_path, source_db, entry_id))
     click.echo(f"deleted {source_db}/{entry_id}")
 
 
@@ -510,7 +552,7 @@ def delete_command(db_path: Path, source_db: str, entry_id: str) -> None:
 @_ENTRY_ID
 def remove_volume_command(db_path: Path, source_db: str, entry_id: str) -> None:
     """Remove the volume of an entry (refused while lattices remain)."""
-    remove_volume(_location(db_path, source_db, entry_id))
+    _manage("remove_volume")(_location(db_path, source_db, entry_id))
 
 
 @cli.command("remove-segmentation")
@@ -528,7 +570,7 @@ def remove_segmentation_command(
     db_path: Path, source_db: str, entry_id: str, ids: tuple[str, ...], kind: str
 ) -> None:
     """Remove segmentations (and their annotations) from an entry."""
-    remove_segmentation(_location(db_path, source_db, entry_id), list(ids), kind)
+    _manage("remove_segmentation")(_location(db_path, source_db, entry_id), list(ids), kind)
 
 
 def _json_file_command(name: str, action: Any, doc: str) -> None:
@@ -556,15 +598,21 @@ def _ids_command(name: str, action: Any, doc: str) -> None:
         action(_location(db_path, source_db, entry_id), list(ids))
 
 
-_json_file_command("edit-descriptions", edit_descriptions, "Add or replace descriptions by id.")
+_json_file_command(
+    "edit-descriptions", _manage("edit_descriptions"), "Add or replace descriptions by id."
+)
 _json_file_command(
     "edit-segment-annotations",
-    edit_segment_annotations,
+    _manage("edit_segment_annotations"),
     "Add or replace segment annotations by id.",
 )
-_ids_command("remove-descriptions", remove_descriptions, "Remove descriptions by id.")
 _ids_command(
-    "remove-segment-annotations", remove_segment_annotations, "Remove segment annotations by id."
+    "remove-descriptions", _manage("remove_descriptions"), "Remove descriptions by id."
+)
+_ids_command(
+    "remove-segment-annotations",
+    _manage("remove_segment_annotations"),
+    "Remove segment annotations by id."
 )
 
 

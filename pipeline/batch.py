@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFormatError, PreprocessorError
-from pipeline.options import OPTION_DEFAULTS, build_options, input_specs
+from pipeline.inputs.source import is_url
+from pipeline.options import OPTION_DEFAULTS, build_options, input_specs, parse_size
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, memory_budget, open_cluster
@@ -29,7 +30,14 @@ from pipeline.runner import Runner, memory_budget, open_cluster
 __all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
 
 _REQUIRED = ("entry_id", "source_db", "inputs")
-_PER_ENTRY = frozenset(OPTION_DEFAULTS) - {"scheduler", "workers", "max_memory", "dry_run"}
+_PER_ENTRY = frozenset(OPTION_DEFAULTS) - {
+    "scheduler",
+    "workers",
+    "max_memory",
+    "dry_run",
+    "transfer",
+    "storage_options",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +88,8 @@ def _inputs_field(value: Any, base: Path, where: str, path: Path) -> list[tuple[
     if not pairs:
         raise InputFormatError(f"{where}: no inputs", path)
     return [
-        (str(base / file) if not Path(file).is_absolute() else file, kind) for file, kind in pairs
+        (str(base / file) if not (is_url(file) or Path(file).is_absolute()) else file, kind)
+        for file, kind in pairs
     ]
 
 
@@ -232,7 +241,15 @@ def _shared_runner(common: dict[str, Any]) -> Iterator[Runner | None]:
         return
     parts = Path(common["working_folder"]).absolute() / f"batch-parts-{uuid.uuid4().hex[:8]}"
     try:
-        with open_cluster(common.get("scheduler"), common.get("workers"), parts) as runner:
+        with open_cluster(
+            common.get("scheduler"),
+            common.get("workers"),
+            parts,
+            transfer=common.get("transfer") or "auto",
+            max_memory=parse_size(common["max_memory"], "--max-memory")
+            if isinstance(common.get("max_memory"), str)
+            else common.get("max_memory"),
+        ) as runner:
             yield runner
     finally:
         shutil.rmtree(parts, ignore_errors=True)

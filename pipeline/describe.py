@@ -8,13 +8,24 @@ voxel size, origin, channels, time points, lattices and their segments, mesh set
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputNotFoundError, OptionError, UnsupportedInputError
 from pipeline.inputs.extra_data import read_extra_data
-from pipeline.inputs.registry import DIRECTORY_KINDS, FORMAT_FACTS, READERS, Contents, read_input
+from pipeline.inputs.registry import (
+    DIRECTORY_KINDS,
+    FORMAT_FACTS,
+    IN_PLACE_KINDS,
+    READERS,
+    Contents,
+    read_input,
+)
+from pipeline.inputs.source import as_input_path, fetched, is_url, storage_options
+from pipeline.inputs.source import exists as url_exists
 from pipeline.options import InputKind
 
 __all__ = ["describe", "describe_lines", "guess_kind"]
@@ -35,7 +46,7 @@ _MAP_SUFFIXES = (".map", ".mrc", ".ccp4", ".rec", ".st", ".ali", ".mrcs")
 def guess_kind(path: Path) -> InputKind:
     """The kind a file name suggests (maps for MRC names; masks must be named with
     ``--input-kind mask``)."""
-    name = Path(path).name.lower()
+    name = as_input_path(path).name.lower()
     for suffix in (".gz", ".bz2"):
         if name.endswith(suffix) and not name.endswith(".nii.gz"):
             name = name.removesuffix(suffix)
@@ -44,9 +55,17 @@ def guess_kind(path: Path) -> InputKind:
             return kind
     if name.endswith(_MAP_SUFFIXES):
         return InputKind.MAP
-    if (Path(path) / ".zattrs").exists() or (Path(path) / "zarr.json").exists():
+    if is_url(path) and name.rstrip("/").endswith(".zarr"):
+        return InputKind.OMEZARR
+    local = not is_url(path)
+    if local and ((Path(path) / ".zattrs").exists() or (Path(path) / "zarr.json").exists()):
         return InputKind.OMEZARR
     raise OptionError(f"{path}: cannot tell the input kind from the name; give --input-kind")
+
+
+@contextlib.contextmanager
+def _as_is(path: Any) -> Iterator[Any]:
+    yield path
 
 
 def _vec(values: Any) -> list[float] | None:
@@ -57,20 +76,25 @@ def describe(
     path: Path, kind: InputKind | None = None, extra_path: Path | None = None
 ) -> dict[str, Any]:
     """What the reader of ``kind`` (guessed from the name when None) sees in ``path``."""
-    path = Path(path)
-    if not path.exists():
+    path = as_input_path(path)
+    if is_url(path):
+        found = url_exists(str(path), storage_options())
+        if found is None and not str(path).rstrip("/").endswith(".zarr"):
+            raise InputNotFoundError("no such object", path)
+    elif not path.exists():
         raise InputNotFoundError("no such file or directory", path)
     kind = kind or guess_kind(path)
     if kind not in READERS:
         raise UnsupportedInputError(f"inspect reads inputs that hold data, not {kind.value}", path)
-    if (kind in DIRECTORY_KINDS) != path.is_dir():
+    if not is_url(path) and (kind in DIRECTORY_KINDS) != path.is_dir():
         what = "a directory" if kind in DIRECTORY_KINDS else "a file"
         raise InputNotFoundError(f"a {kind.value} input must be {what}", path)
     extra = read_extra_data(extra_path) if extra_path is not None else None
     contents: Contents = read_input(kind, path, None, extra)
     out: dict[str, Any] = {"path": str(path), "kind": kind.value}
     if kind in FORMAT_FACTS:
-        out["file"] = FORMAT_FACTS[kind](path, extra)
+        with fetched(path) if is_url(path) and kind not in IN_PLACE_KINDS else _as_is(path) as f:
+            out["file"] = FORMAT_FACTS[kind](f, extra)
     volume = contents.volume
     if volume is not None:
         out["volume"] = {

@@ -16,6 +16,7 @@ __all__ = [
     "EntryLockedError",
     "EntryNotFoundError",
     "GridMismatchError",
+    "InputAccessError",
     "InputFormatError",
     "InputNotFoundError",
     "OptionError",
@@ -52,6 +53,10 @@ class InputNotFoundError(PreprocessorError, FileNotFoundError):
 
 class InputFormatError(PreprocessorError, ValueError):
     """An input file cannot be read: truncated, corrupt, unsupported variant or invalid content."""
+
+
+class InputAccessError(PreprocessorError, PermissionError):
+    """A remote input (URL) cannot be read: access denied, no credentials, server errors."""
 
 
 class UnsupportedInputError(PreprocessorError, NotImplementedError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ __all__ = [
     "input_specs",
     "parse_dtype",
     "parse_size",
+    "parse_storage_options",
     "validate_name",
     "validate_run_options",
 ]
@@ -194,6 +196,11 @@ class PreprocessOptions:
     max_memory: int | None = None  # bytes of block data in flight (--max-memory)
     scheduler: str | None = None  # address of a dask.distributed scheduler (--scheduler)
     workers: int | None = None  # processes of a local dask.distributed cluster (--workers)
+    # fsspec options of URL inputs (--storage-options), e.g. {"anon": True}
+    storage_options: dict[str, Any] | None = None
+    # how a cluster's workers hand chunks back (--transfer): "shared" (part files in the
+    # working folder), "comms" (dask's communication) or None (probed)
+    transfer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -223,8 +230,15 @@ class PreprocessOptions:
             # worker processes have their own working directory: give them absolute paths
             object.__setattr__(self, "working_folder", Path(self.working_folder).absolute())
             object.__setattr__(self, "db_path", Path(self.db_path).absolute())
-            absolute = tuple(InputSpec(Path(s.path).absolute(), s.kind) for s in self.inputs)
+            absolute = tuple(
+                s if _is_url(s.path) else InputSpec(Path(s.path).absolute(), s.kind)
+                for s in self.inputs
+            )
             object.__setattr__(self, "inputs", absolute)
+        if self.transfer not in (None, "shared", "comms"):
+            raise OptionError(f"--transfer must be shared or comms, got {self.transfer!r}")
+        if self.transfer is not None and self.scheduler is None and self.workers is None:
+            raise OptionError("--transfer applies to runs on a cluster (--scheduler, --workers)")
         validate_run_options(self.scheduler, self.workers, self.max_memory)
         if self.block_size % (2 * self.chunk_size):
             raise OptionError(
@@ -267,8 +281,35 @@ def input_specs(paths: Sequence[Path | str], kinds: Sequence[str]) -> tuple[Inpu
     for path, kind in zip(paths, kinds, strict=True):
         if kind not in _KINDS:
             raise OptionError(f"unknown --input-kind {kind!r} (one of: {', '.join(_KINDS)})")
-        specs.append(InputSpec(path=Path(path), kind=InputKind(kind)))
+        specs.append(InputSpec(path=_input_path(path), kind=InputKind(kind)))
     return tuple(specs)
+
+
+def _is_url(path: Any) -> bool:
+    from pipeline.inputs.source import is_url
+
+    return is_url(path)
+
+
+def _input_path(path: Path | str) -> Path:
+    """A local path, or a URL kept as given (``s3://``, ``gs://``, ``http(s)://``)."""
+    from pipeline.inputs.source import as_input_path
+
+    return as_input_path(path)  # type: ignore[return-value]
+
+
+def parse_storage_options(value: Any) -> dict[str, Any] | None:
+    """``--storage-options``: a JSON object (text, or already parsed from a batch list)."""
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise OptionError(f"--storage-options: not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OptionError('--storage-options must be a JSON object, e.g. \'{"anon": true}\'')
+    return value
 
 
 # the fields of ``preprocess`` that have defaults (the batch list may set them per entry)
@@ -287,6 +328,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "scheduler": None,
     "workers": None,
     "max_memory": None,
+    "storage_options": None,
+    "transfer": None,
 }
 
 
@@ -334,4 +377,6 @@ def build_options(fields: dict[str, Any]) -> PreprocessOptions:
         max_memory=max_memory,
         scheduler=f["scheduler"],
         workers=f["workers"],
+        storage_options=parse_storage_options(f["storage_options"]),
+        transfer=f["transfer"],
     )

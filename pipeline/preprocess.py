@@ -54,6 +54,8 @@ from pipeline.geometric import check_geometric_ids, stage_geometric
 from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
+from pipeline.inputs.source import exists as url_exists
+from pipeline.inputs.source import fetched, is_url, using_storage_options
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
 from pipeline.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
@@ -112,6 +114,9 @@ def _check_inputs(options: PreprocessOptions) -> None:
     for spec in options.inputs:
         if spec.kind not in SUPPORTED_KINDS:
             raise UnsupportedInputError(f"not supported yet: {spec.kind.value}", spec.path)
+        if is_url(spec.path):
+            _check_url(spec, options)
+            continue
         if not spec.path.exists():
             raise InputNotFoundError("no such file or directory", spec.path)
         if spec.kind in DIRECTORY_KINDS:
@@ -137,6 +142,39 @@ def _check_inputs(options: PreprocessOptions) -> None:
         raise OptionError(
             f"--mode extend adds segmentations; {volumes[0].path}: the entry already has a volume"
         )
+
+
+def _check_url(spec: InputSpec, options: PreprocessOptions) -> None:
+    """A URL input names an object (an OME-Zarr URL, a prefix: its reader checks it)."""
+    if spec.kind in DIRECTORY_KINDS:
+        return
+    found = url_exists(str(spec.path), options.storage_options)
+    if found is None:
+        raise InputNotFoundError("no such object", spec.path)
+    if found != "file":
+        raise InputNotFoundError(
+            f"a {spec.kind.value} input must be an object, not a prefix", spec.path
+        )
+
+
+# kinds whose voxels workers read themselves (the others are read by the client)
+_WORKER_READ_KINDS = frozenset(
+    {*VOLUME_KINDS, InputKind.MASK, InputKind.NII_SEGMENTATION, InputKind.OMETIFF_SEGMENTATION}
+)
+
+
+def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
+    """Workers that cannot see the working folder (``--transfer comms``) cannot see local
+    inputs either: those must be URLs."""
+    if getattr(runner, "transfer", "shared") != "comms":
+        return
+    for spec in options.inputs:
+        if spec.kind in _WORKER_READ_KINDS and not is_url(spec.path):
+            raise OptionError(
+                f"{spec.path}: a local file, but the cluster's workers do not share this "
+                "machine's file system (--transfer comms): give the input as a URL (s3://, "
+                "gs://, https://) or run on workers that see the working folder"
+            )
 
 
 def _warn_viewer_id(options: PreprocessOptions) -> None:
@@ -381,7 +419,16 @@ def _engine(
             parts = stack.enter_context(
                 _run_folder(options.working_folder, options.entry_id, "parts-")
             )
-            runner = stack.enter_context(open_cluster(options.scheduler, options.workers, parts))
+            runner = stack.enter_context(
+                open_cluster(
+                    options.scheduler,
+                    options.workers,
+                    parts,
+                    transfer=options.transfer or "auto",
+                    max_memory=options.max_memory,
+                )
+            )
+        _check_transfer(options, runner)
         # a cluster's workers run as many tasks as they have threads: only blocks shrink
         _, window, block_bytes = memory_budget(
             options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
@@ -504,7 +551,11 @@ def _write_volume(
 
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:
     spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
-    return read_extra_data(spec.path) if spec is not None else None
+    if spec is None:
+        return None
+    with fetched(spec.path) as local:
+        extra = read_extra_data(local)
+    return replace(extra, path=spec.path) if is_url(spec.path) else extra
 
 
 def _input_bytes(volume: VolumeSource | None, lattices: tuple[LabelSource, ...]) -> int:
@@ -540,6 +591,11 @@ def _summary(
 
 def plan_run(options: PreprocessOptions) -> RunSummary:
     """Check the inputs and compute the level plan without writing anything (``--dry-run``)."""
+    with using_storage_options(options.storage_options):
+        return _plan_run(options)
+
+
+def _plan_run(options: PreprocessOptions) -> RunSummary:
     _check_inputs(options)
     location = _check_location(options)
     # headers only: nothing is written, compressed maps are not decompressed
@@ -589,7 +645,9 @@ def _merge_custom_annotations(options: PreprocessOptions, documents: EntryDocume
     """Merge the custom annotations inputs; what they name must exist in the entry."""
     for spec in options.inputs:
         if spec.kind is InputKind.CUSTOM_ANNOTATIONS:
-            merged = documents.merge(read_custom_annotations(spec.path), str(spec.path))
+            with fetched(spec.path) as local:
+                custom = read_custom_annotations(local)
+            merged = documents.merge(custom, str(spec.path))
             problems = documents.reference_problems(*merged, where_present=True)
             if problems:
                 raise InputFormatError(problems[0], spec.path)
@@ -744,6 +802,7 @@ def preprocess(
     _check_inputs(options)
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
     with (
+        using_storage_options(options.storage_options),
         reporting_to(warn),
         _tidy(options.working_folder, options.db_path),
         entry_lock(location),

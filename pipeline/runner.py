@@ -1,12 +1,12 @@
-"""Where block tasks run: dask's threaded scheduler (default) or a dask.distributed cluster.
+"""Where block tasks run: threads of this process (default) or a dask.distributed cluster.
 
 A pass of the pyramid is a list of independent block tasks whose encoded chunks must reach the
 archive in block order (so the same inputs give the same data.zip). The two runners differ only
 in how chunks travel:
 
-- :class:`ThreadedRunner`: the tasks and an ordered chain of append tasks form one dask graph run
-  by the threaded scheduler; a block may start only when the append ``window`` blocks before it
-  is done, which bounds the encoded data waiting in memory.
+- :class:`ThreadedRunner`: a pool of threads runs the block tasks; a block may start only when
+  the block ``window`` blocks before it is appended (by the calling thread, in block order),
+  which bounds the encoded data waiting in memory.
 - :class:`DistributedRunner`: workers run the block tasks and write each block's encoded chunks
   to a part file in the run's working folder (a file system every worker sees); the client
   submits a sliding window of tasks and appends finished parts to the archive in block order.
@@ -25,17 +25,18 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-import dask
-
 from pipeline.db.sinks import KeySink
 from pipeline.errors import ClusterError, OptionError, PreprocessorError
+from pipeline.memory import fix_map_threshold, trim
 from pipeline.progress import NO_PROGRESS, Progress
 
 __all__ = [
     "BlockItem",
+    "CommsRunner",
     "DistributedRunner",
     "Runner",
     "ThreadedRunner",
@@ -88,7 +89,8 @@ def _append(
 
 
 class ThreadedRunner:
-    """Block tasks on dask's threaded scheduler, ``workers`` threads."""
+    """Block tasks on ``workers`` threads of this process (no dask graph: a pass is a plain
+    sliding window over its blocks, so small inputs pay no scheduler start-up)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
@@ -102,28 +104,61 @@ class ThreadedRunner:
         window: int,
         progress: Progress = NO_PROGRESS,
     ) -> list[Any]:
-        appends: list[Any] = []
-        token = uuid.uuid4().hex[:8]
-        for n, item in enumerate(items):
-            job, start, stop = item
-            gate = appends[n - window] if n >= window else None
-            result = dask.delayed(task, pure=False)(
-                job, start, stop, n, gate, dask_key_name=f"block-{token}-{n:09d}"
-            )
-            previous = appends[-1] if appends else None
-            appends.append(
-                dask.delayed(_append, pure=False)(
-                    sink,
-                    result,
-                    previous,
-                    progress,
-                    _block_bytes(item),
-                    dask_key_name=f"append-{token}-{n:09d}",
-                )
-            )
-        if not appends:
-            return []
-        return list(dask.compute(*appends, scheduler="threads", num_workers=self.workers))
+        """Block ``n`` starts only once block ``n - window`` is appended, so at most ``window``
+        blocks' results wait in memory; the calling thread appends them in block order."""
+        window = max(1, window)
+        fix_map_threshold()
+        try:
+            return self._run(task, items, sink, window, progress)
+        finally:
+            trim()  # what the pass freed goes back before the next one allocates
+
+    def _run(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress,
+    ) -> list[Any]:
+        # a sink that can (ZipSink) checksums and frames each block's chunks in the block's own
+        # thread; the calling thread then only writes them, in block order
+        prepare = getattr(sink, "prepare", None)
+
+        def run_one(item: BlockItem, n: int) -> tuple[Any, Any]:
+            summary, chunks = task(*item, n)
+            return summary, (prepare(chunks) if prepare is not None and chunks else chunks)
+
+        def append(result: tuple[Any, Any], item: BlockItem) -> Any:
+            summary, chunks = result
+            if prepare is None or not chunks:
+                return _append(sink, result, None, progress, _block_bytes(item))
+            sink.put_prepared(chunks)  # type: ignore[union-attr]
+            progress.advance(1, _block_bytes(item))
+            return summary
+
+        if self.workers == 1 or len(items) == 1:  # in this thread: no pool to start
+            return [append(run_one(item, n), item) for n, item in enumerate(items)]
+        summaries: list[Any] = []
+        pending: deque[Future[Any]] = deque()
+
+        def consume() -> None:
+            result = pending.popleft().result()
+            summaries.append(append(result, items[len(summaries)]))
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="block")
+        try:
+            for n, item in enumerate(items):
+                if len(pending) >= window:
+                    consume()
+                pending.append(pool.submit(run_one, item, n))
+            while pending:
+                consume()
+        finally:
+            # on an error or an interrupt no block task outlives the pass (the caller then
+            # removes the scratch files the tasks write)
+            pool.shutdown(wait=True, cancel_futures=True)
+        return summaries
 
 
 def _detached(job: Any) -> Any:
@@ -138,6 +173,7 @@ def _spill(
     task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int, part: str
 ) -> tuple[Any, list[tuple[str, int, int]]]:
     """Run one block task on a worker; its encoded chunks go to the file ``part``."""
+    fix_map_threshold()
     summary, chunks = task(job, start, stop, n)
     members = []
     if chunks:
@@ -164,6 +200,8 @@ def _unspill(part: str, members: list[tuple[str, int, int]]) -> list[tuple[str, 
 class DistributedRunner:
     """Block tasks on a dask.distributed cluster; chunks travel through part files in
     ``parts`` (a folder every worker can write and the client can read)."""
+
+    transfer = "shared"
 
     def __init__(self, client: Any, parts: Path, wait: float = 60.0) -> None:
         self.client = client
@@ -254,6 +292,184 @@ class DistributedRunner:
                     ) from None
 
 
+class _Prefetched:
+    """A block of a client-side array (with its halo), read by the client and shipped with
+    the task to a worker that cannot see the file: reads inside it are views of it."""
+
+    def __init__(self, lo: tuple[int, ...], data: Any, shape: tuple[int, ...]) -> None:
+        self.lo = lo
+        self.data = data
+        self.shape = tuple(shape)
+        self.dtype = data.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> Any:
+        from pipeline.arrays import region_bounds
+
+        bounds = region_bounds(key, self.shape)
+        region = []
+        for (a, b), lo, n in zip(bounds, self.lo, self.data.shape, strict=True):
+            if a < lo or b > lo + n:
+                raise ValueError(f"region {bounds} outside the block shipped to the worker")
+            region.append(slice(a - lo, b - lo))
+        return self.data[tuple(region)]
+
+
+class _Captured:
+    """Stands in for a next-level scratch array on a worker: keeps the blocks written, which
+    travel back with the task's result and are written by the client."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[tuple[int, ...], Any]] = []
+
+    def write(self, origin: tuple[int, ...], block: Any) -> None:
+        import numpy as np
+
+        self.writes.append((tuple(origin), np.ascontiguousarray(block)))
+
+
+def _comms_task(
+    task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int
+) -> tuple[Any, list[tuple[str, bytes]], list[tuple[tuple[int, ...], Any]]]:
+    """One block task on a worker without the client's file system: its summary, its encoded
+    chunks and the next level's blocks all go back as the task's result."""
+    summary, chunks = task(job, start, stop, n)
+    captured = getattr(job, "next_level", None)
+    return summary, chunks, captured.writes if isinstance(captured, _Captured) else []
+
+
+PREFETCH_MARGIN = 2  # samples around a shipped block: the widest halo a pass reads
+
+
+class CommsRunner(DistributedRunner):
+    """Block tasks on a dask.distributed cluster whose workers do not see the client's working
+    folder: encoded chunks (and blocks of the next level) come back as the tasks' results
+    through dask's communication; arrays the workers cannot read (scratch levels, copies of
+    inputs) are read by the client and shipped with the task. The blocks in flight are
+    bounded so that the client's share stays under ``max_memory``."""
+
+    transfer = "comms"
+
+    def __init__(self, client: Any, max_memory: int | None = None, wait: float = 60.0) -> None:
+        super().__init__(client, Path("."), wait)
+        self.max_memory = max_memory
+        self.peak_in_flight = 0  # most bytes the client held for tasks in flight (estimate)
+
+    def _worker_job(self, job: Any, start: tuple[int, ...], stop: tuple[int, ...]) -> Any:
+        """The job as a worker gets it."""
+        from pipeline.inputs.source import worker_readable
+
+        changes: dict[str, Any] = {}
+        source = job.source
+        if not worker_readable(source):
+            lo = tuple(max(s - PREFETCH_MARGIN, 0) for s in start)
+            hi = tuple(min(e + PREFETCH_MARGIN, n) for e, n in zip(stop, source.shape, strict=True))
+            data = source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+            changes["source"] = _Prefetched(lo, data, source.shape)
+        if getattr(job, "next_level", None) is not None:
+            changes["next_level"] = _Captured()
+        return dataclasses.replace(_detached(job), **changes)
+
+    def run_blocks(
+        self,
+        task: BlockTask,
+        items: Sequence[BlockItem],
+        sink: KeySink | None,
+        window: int,
+        progress: Progress = NO_PROGRESS,
+    ) -> list[Any]:
+        from pipeline.inputs.source import worker_readable
+
+        token = uuid.uuid4().hex[:8]
+        ahead = self.workers + max(window, 2)
+        pending: deque[tuple[Any, Any, int, int]] = deque()
+        in_flight = 0
+        summaries: list[Any] = []
+
+        def consume() -> None:
+            nonlocal in_flight
+            future, job, nbytes, cost = pending.popleft()
+            try:
+                summary, chunks, writes = self._result(future)
+            except (PreprocessorError, OSError):
+                raise
+            except Exception as exc:  # the cluster's own failures, not the input's
+                text = " ".join(str(exc).split())
+                raise ClusterError(f"a block task failed on the cluster: {text}") from exc
+            future.release()
+            for origin, block in writes:
+                job.next_level.write(origin, block)
+            if chunks:
+                if sink is None:
+                    raise ValueError("a pass that stores chunks needs a sink")
+                sink.put_many(chunks)
+            in_flight -= cost
+            summaries.append(summary)
+            progress.advance(1, nbytes)
+
+        import dask
+
+        # shipped blocks (up to --max-memory's block size) travel in the task: not a mistake
+        quiet = dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"})
+        try:
+            for n, item in enumerate(items):
+                job, start, stop = item
+                nbytes = _block_bytes(item)
+                # the client holds the block it ships (if any), then the chunks and the next
+                # level's block coming back
+                cost = (2 if worker_readable(job.source) else 3) * nbytes
+                while pending and (
+                    len(pending) >= ahead
+                    or (self.max_memory is not None and in_flight + cost > self.max_memory)
+                ):
+                    consume()
+                worker_job = self._worker_job(job, start, stop)
+                future = self.client.submit(
+                    _comms_task,
+                    task,
+                    worker_job,
+                    start,
+                    stop,
+                    n,
+                    key=f"block-{token}-{n:09d}",
+                    pure=False,
+                )
+                del worker_job
+                pending.append((future, job, nbytes, cost))
+                in_flight += cost
+                self.peak_in_flight = max(self.peak_in_flight, in_flight)
+            while pending:
+                consume()
+        finally:
+            quiet.__exit__(None, None, None)
+            for future, *_ in pending:
+                future.cancel()
+        return summaries
+
+
+def _sees(marker: str, token: str) -> bool:
+    """On a worker: whether it sees the client's marker file (a shared file system)."""
+    try:
+        with open(marker) as f:
+            return f.read() == token
+    except OSError:
+        return False
+
+
+def probe_transfer(client: Any, folder: Path) -> str:
+    """``"shared"`` when every worker sees ``folder`` (a marker file the client writes there),
+    else ``"comms"``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    marker = folder / f".probe-{token[:12]}"
+    marker.write_text(token)
+    try:
+        seen = client.run(_sees, str(marker), token)
+    finally:
+        marker.unlink(missing_ok=True)
+    return "shared" if seen and all(seen.values()) else "comms"
+
+
 # block data one task holds at once, in blocks: the haloed read, the float copy the filters
 # work on, the level-2r output and the encoded chunks
 TASK_BLOCKS = 6
@@ -287,9 +503,18 @@ def memory_budget(
 
 
 @contextlib.contextmanager
-def open_cluster(scheduler: str | None, workers: int | None, parts: Path) -> Iterator[Runner]:
+def open_cluster(
+    scheduler: str | None,
+    workers: int | None,
+    parts: Path,
+    transfer: str = "shared",
+    max_memory: int | None = None,
+) -> Iterator[Runner]:
     """A runner on a dask.distributed cluster: the one at ``scheduler``, or a local cluster of
-    ``workers`` single-threaded processes started for the run; part files go to ``parts``."""
+    ``workers`` single-threaded processes started for the run. Chunks come back through part
+    files in ``parts`` (``transfer="shared"``) or through dask's communication (``"comms"``,
+    the client's share of the block data bounded by ``max_memory``); ``"auto"``: "shared" when
+    every worker sees ``parts``, else "comms"."""
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
@@ -312,4 +537,10 @@ def open_cluster(scheduler: str | None, workers: int | None, parts: Path) -> Ite
                 )
             )
             client = stack.enter_context(Client(cluster))
-        yield DistributedRunner(client, parts)
+        shared = DistributedRunner(client, parts)
+        if transfer == "auto":
+            transfer = probe_transfer(client, parts)
+        if transfer == "comms":
+            yield CommsRunner(client, max_memory, shared.wait)
+        else:
+            yield shared

@@ -122,6 +122,12 @@ class ZipSink:
 
     def put_many(self, items: list[tuple[str, bytes]]) -> None:
         """Append members in the given order (their CRCs computed before taking the lock)."""
+        self.put_prepared(self.prepare(items))
+
+    @staticmethod
+    def prepare(items: list[tuple[str, bytes]]) -> list[tuple[str, int, int, bytes, bytes]]:
+        """The members' CRCs and local headers: the part of an append that needs no lock (a
+        block task's thread does it, so appends in block order are only writes)."""
         prepared = []
         for key, data in items:
             name = key.encode()
@@ -135,6 +141,10 @@ class ZipSink:
                 + _zip64_extra(size, size)
             )
             prepared.append((key, crc, size, header, data))
+        return prepared
+
+    def put_prepared(self, prepared: list[tuple[str, int, int, bytes, bytes]]) -> None:
+        """Append members made by :meth:`prepare`, in order."""
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self.path}: archive already closed")

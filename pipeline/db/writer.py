@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numcodecs import JSON, Blosc
+from numcodecs import JSON, Blosc, blosc
 from numcodecs.abc import Codec
 
 from pipeline.db.sinks import KeySink
@@ -14,6 +14,12 @@ from pipeline.db.zarr2 import array_metadata, chunk_key, encode_block, group_met
 from pipeline.options import Compressor
 
 __all__ = ["ArrayTarget", "DataWriter", "compressor_codec"]
+
+# Blosc's own threads (numcodecs uses them for calls from the main thread only) give other
+# bytes than one thread does: every chunk is compressed by one thread, whichever thread runs
+# its block (a one-block pass runs in the calling thread), so the same input gives the same
+# data.zip
+blosc.use_threads = False
 
 
 def compressor_codec(kind: Compressor) -> Blosc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.inputs.mrc import memory_order, mrc_data, read_mrc_layout
+from pipeline.inputs.source import as_input_path
 from pipeline.model import ExtraData, LabelSource, Segment
 
 __all__ = ["mask_lattice_id", "named_segments", "read_mask"]
@@ -13,7 +14,7 @@ __all__ = ["mask_lattice_id", "named_segments", "read_mask"]
 def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
     """The file's stem (``emd_1273_msk_1.map`` -> ``emd_1273_msk_1``, ``a.labels.mrc`` ->
     ``a.labels``), or its ``segmentation_ids_mapping`` entry."""
-    name = Path(path).name
+    name = as_input_path(path).name  # of a URL: without its query (?X-Amz-Signature=...)
     for suffix in (".gz", ".bz2"):
         name = name.removesuffix(suffix)
     stem = Path(name).stem
@@ -39,7 +40,7 @@ def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) 
     segments = named_segments(lattice_id, extra)
     voxel = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
     return LabelSource(
-        path=Path(path),
+        path=as_input_path(path),
         lattice_id=lattice_id,
         frames=(mrc_data(layout),),
         segments=segments,

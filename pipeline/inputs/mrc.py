@@ -8,7 +8,7 @@ gzip/bzip2 files are first decompressed, streaming, into a scratch folder.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,22 @@ from mrcfile.dtypes import HEADER_DTYPE
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError
 from pipeline.inputs.compressed import open_input, open_stream
+from pipeline.inputs.source import (
+    RemoteRawArray,
+    Url,
+    as_input_path,
+    is_url,
+    local_copy_folder,
+    object_size,
+    read_ranges,
+    renamed_errors,
+    spool,
+    storage_options,
+    supports_ranges,
+)
+from pipeline.inputs.source import (
+    open_input as open_url,
+)
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import Vec3, VolumeSource
 
@@ -126,6 +142,8 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     dry run) and its data cannot be accessed. Raises :class:`InputFormatError` for anything that
     makes the data unreadable.
     """
+    if is_url(path):
+        return _remote_layout(Url(path), scratch)
     opened = open_input(path, scratch)
     path, compression, data_path = opened.path, opened.compression, opened.data_path
     if data_path is None:
@@ -135,6 +153,11 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
         size = data_path.stat().st_size
         with open(data_path, "rb") as f:
             raw = f.read(_HEADER_BYTES)
+    return _layout(raw, size, path, data_path)
+
+
+def _layout(raw: bytes, size: int | None, path: Path, data_path: Path | None) -> MrcLayout:
+    """The layout from the header bytes ``raw`` of a file of ``size`` bytes (None: unknown)."""
     if len(raw) < _HEADER_BYTES:
         raise InputFormatError(
             f"truncated: {len(raw)} bytes, shorter than the 1024-byte MRC header", path
@@ -195,6 +218,27 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     )
 
 
+def _remote_layout(url: Url, scratch: Path | None) -> MrcLayout:
+    """The layout of a map at a URL: its data read by ranged requests, or, when compressed
+    or its server answers no ranged requests, from a copy in ``scratch`` (headers only, from
+    the stream, when there is no scratch)."""
+    options = storage_options()
+    if supports_ranges(url, options):
+        size = object_size(url, options)
+        raw = read_ranges(url, [(0, min(_HEADER_BYTES, size))], options)[0]
+        kind = "gzip" if raw[:2] == b"\x1f\x8b" else "bzip2" if raw[:3] == b"BZh" else None
+        if kind is None:
+            return _layout(raw, size, url, url)  # type: ignore[arg-type]
+        if scratch is None:
+            with open_url(url, options) as f, open_stream(f, kind) as g:  # type: ignore[arg-type]
+                raw = g.read(_HEADER_BYTES)
+            return _layout(raw, None, url, None)  # type: ignore[arg-type]
+    local = spool(url, local_copy_folder(scratch), options)
+    with renamed_errors(local, url):
+        layout = read_mrc_layout(local, scratch)
+    return replace(layout, source=url)  # type: ignore[arg-type]
+
+
 def _xyz_permutation(layout: MrcLayout) -> tuple[int, int, int]:
     # file axes (s, r, c) are physical axes (maps, mapr, mapc); pick the file axis of x, y, z
     phys = (layout.axis_order[2], layout.axis_order[1], layout.axis_order[0])
@@ -210,6 +254,17 @@ def mrc_array(layout: MrcLayout) -> TransposedArray:
     """The data as a lazy ``[x, y, z]`` array (native byte order) read by positioned reads."""
     if layout.data_path is None:
         raise ValueError(f"{layout.source}: compressed map opened without scratch space")
+    if is_url(layout.data_path):
+        options = storage_options()
+        raw: RawArrayFile = RemoteRawArray(
+            layout.data_path,
+            layout.file_shape,
+            layout.file_dtype,
+            layout.data_offset,
+            options,
+            object_size(layout.data_path, options),
+        )
+        return TransposedArray(raw, _xyz_permutation(layout))
     raw = RawArrayFile(layout.data_path, layout.file_shape, layout.file_dtype, layout.data_offset)
     return TransposedArray(raw, _xyz_permutation(layout))
 
@@ -246,7 +301,7 @@ def read_map(
             path,
         )
     return VolumeSource(
-        path=Path(path),
+        path=as_input_path(path),
         frames=((mrc_data(layout),),),
         channel_ids=("0",),
         voxel_size=tuple(float(v) for v in voxel),  # type: ignore[arg-type]

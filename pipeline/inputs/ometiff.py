@@ -2,10 +2,11 @@
 
 The OME-XML of the first image (``Image``/``Pixels``) gives the dimension order, the sizes, the
 physical sizes with their units, the channel names and the time increment. Pixels are read
-lazily through tifffile's zarr store (strips or tiles as chunks) opened read-only by zarr:
-each region read decodes only the strips or tiles it touches. Frame ``t`` and channel ``c``
-become one lazy ``[x, y, z]`` array; x varies fastest in a TIFF page, so blocks are laid out
-in 'F' order.
+lazily, strip by strip or tile by tile (``tiff_segments``: positioned reads of the segments a
+region touches, decoded by tifffile; uncompressed rows are read without decoding), or, for
+layouts that need more (JPEG tables, chroma subsampling), through tifffile's zarr store.
+Frame ``t`` and channel ``c`` become one lazy ``[x, y, z]`` array; x varies fastest in a TIFF
+page, so blocks are laid out in 'F' order.
 
 ``missing_dimensions`` (extra data ``<volume|segmentation>.dataset_specific_data.ometiff``)
 names dimensions the OME-XML declares but the planes of the file do not have: they are read as
@@ -30,10 +31,15 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import zarr
 
 from pipeline.arrays import region_bounds
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
+from pipeline.inputs.tiff_segments import (
+    PlaneSegments,
+    SegmentLayout,
+    read_plane_region,
+    segment_layout,
+)
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.notices import warn
@@ -205,7 +211,7 @@ class LayoutAxis:
 
 
 class _TiffPixels:
-    """The pixel data of one OME-TIFF as a read-only zarr array over tifffile's store.
+    """The pixel data of one OME-TIFF: its planes' segments (or tifffile's zarr store).
 
     Opened once per process, on first use (pickling keeps only what reopens it). ``axes`` are
     tifffile's letters of the array (T, C, Z, Y, X, S for samples, ...).
@@ -219,9 +225,14 @@ class _TiffPixels:
         stat = os.stat(path)
         self.token = (path, stat.st_size, stat.st_mtime_ns, custom)
         self._lock = threading.Lock()
-        self._array: Any = None
+        self._opened = False
+        self._array: Any = None  # the zarr store's array, when segments are not read here
+        self.segments: SegmentLayout | None = None
+        self.planes: list[PlaneSegments] = []
+        self.fd = -1
         self.axes = ""
         self.shape: tuple[int, ...] = ()
+        self.dtype = np.dtype("u1")
         self.channels = 1
 
     def __reduce__(self) -> Any:
@@ -234,20 +245,37 @@ class _TiffPixels:
 
     def _open(self, tif: tifffile.TiffFile) -> None:
         series = _series(tif, self.custom)
-        store = series.aszarr(level=0, squeeze=False)
-        array = zarr.open_array(store, mode="r")
         self.axes = series.get_axes(False)
-        self.shape = tuple(array.shape)
+        self.shape = tuple(series.get_shape(False))
+        self.dtype = np.dtype(series.dtype)
         sizes = dict(zip(self.axes, self.shape, strict=True))
         self.channels = sizes.get("C", 1) * sizes.get("S", 1)
-        weakref.finalize(self, tif.close)
-        self._array = array
+        layout = _uniform_segments(series, tif.byteorder, self.axes)
+        if layout is not None:
+            self.planes = [
+                PlaneSegments(tuple(page.dataoffsets), tuple(page.databytecounts))
+                for page in series.pages
+            ]
+            self.fd = os.open(self.path, os.O_RDONLY)
+            weakref.finalize(self, os.close, self.fd)
+            tif.close()
+            self.segments = layout
+        else:
+            import zarr
+
+            store = series.aszarr(level=0, squeeze=False)
+            self._array = zarr.open_array(store, mode="r")
+            weakref.finalize(self, tif.close)
+        self._opened = True
+
+    def ensure_open(self) -> None:
+        with self._lock:
+            if not self._opened:
+                self._open(tifffile.TiffFile(self.path))
 
     def array(self) -> Any:
-        with self._lock:
-            if self._array is None:
-                self._open(tifffile.TiffFile(self.path))
-            return self._array
+        self.ensure_open()
+        return self._array
 
     def index(self, t: int, c: int, bounds: list[tuple[int, int]]) -> tuple[Any, ...]:
         """The zarr selection of frame ``t``, channel ``c`` and x/y/z ``bounds``."""
@@ -255,6 +283,55 @@ class _TiffPixels:
         fixed = {"T": t, "C": c // samples, "S": c % samples}
         ranges = {"X": bounds[0], "Y": bounds[1], "Z": bounds[2]}
         return tuple(slice(*ranges[a]) if a in ranges else fixed.get(a, 0) for a in self.axes)
+
+    def read_segments(self, t: int, c: int, bounds: list[tuple[int, int]]) -> np.ndarray:
+        """Frame ``t``, channel ``c``, x/y/z ``bounds`` as a ``[x, y, z]`` array (a view of a
+        z, y, x array) read segment by segment."""
+        layout = self.segments
+        assert layout is not None
+        (x0, x1), (y0, y1), (z0, z1) = bounds
+        sizes = dict(zip(self.axes, self.shape, strict=True))
+        samples = sizes.get("S", 1)
+        fixed = {"T": t, "C": c // samples}
+        leading = self.axes[: self.axes.index("Y")]
+        strides = [math.prod(self.shape[i + 1 : len(leading)]) for i in range(len(leading))]
+        base = sum(fixed.get(a, 0) * n for a, n in zip(leading, strides, strict=True))
+        z_stride = strides[leading.index("Z")] if "Z" in leading else 0
+        out = np.empty((z1 - z0, y1 - y0, x1 - x0), layout.file_dtype)
+        if out.size:
+            for k, z in enumerate(range(z0, z1)):
+                plane = self.planes[base + z * z_stride]
+                read_plane_region(
+                    self.fd, layout, plane, c % samples, (y0, y1), (x0, x1), out[k]
+                )
+        return out.transpose(2, 1, 0)
+
+
+# False: every OME-TIFF is read through tifffile's zarr store (benchmarks compare the two)
+SEGMENT_READS = True
+
+
+def _uniform_segments(series: Any, byteorder: str, axes: str) -> SegmentLayout | None:
+    """The segment layout shared by every page of ``series``, or None (read through zarr)."""
+    if not SEGMENT_READS or not axes.endswith("YXS") or any(a not in "TCZ" for a in axes[:-3]):
+        return None
+    keyframe = series.keyframe
+    layout = segment_layout(keyframe, byteorder)
+    if layout is None:
+        return None
+    shape = (keyframe.shaped, keyframe.compression, keyframe.dtype, keyframe.is_tiled)
+    for page in series.pages:
+        if page is None:
+            return None
+        frame = page.keyframe
+        if frame is not keyframe and (
+            frame.shaped,
+            frame.compression,
+            frame.dtype,
+            frame.is_tiled,
+        ) != shape:
+            return None
+    return layout
 
 
 def _series(tif: tifffile.TiffFile, custom: tuple[int, tuple[int, ...], str] | None) -> Any:
@@ -292,6 +369,16 @@ class OmeTiffArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         bounds = region_bounds(key, self.shape)
+        self.pixels.ensure_open()
+        if self.pixels.segments is not None:
+            try:
+                data = self.pixels.read_segments(self.t, self.c, bounds)
+            except (ValueError, OSError, NotImplementedError, tifffile.TiffFileError) as exc:
+                raise InputFormatError(
+                    f"cannot read the pixels of frame {self.t}, channel {self.c}: {exc}",
+                    self.pixels.path,
+                ) from exc
+            return data.astype(self.dtype, copy=False)
         array = self.pixels.array()
         selection = self.pixels.index(self.t, self.c, bounds)
         try:
@@ -520,8 +607,8 @@ def _layout(
         custom = (first, tuple(per_plane[a] for a in lead), lead)
     handle = _TiffPixels(str(path), custom)
     try:
-        handle.adopt(tif)
         _check_data_in_file(_series(tif, custom), path)
+        handle.adopt(tif)  # closes ``tif`` unless its zarr store reads the pixels
     except InputFormatError:
         raise
     except Exception as exc:  # tifffile refusing the layout
@@ -545,7 +632,7 @@ def _layout(
                 f"Size{axis}={sizes[axis]}",
                 path,
             )
-    dtype = np.dtype(handle.array().dtype).newbyteorder("=")
+    dtype = np.dtype(handle.dtype).newbyteorder("=")
     if dtype.kind not in "iuf":
         raise InputFormatError(f"pixel type {dtype} is not supported (integers or floats)", path)
     names = [e.get("Name") for e in channel_elements]

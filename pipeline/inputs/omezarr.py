@@ -40,6 +40,14 @@ from pipeline.errors import (
     UnsupportedInputError,
 )
 from pipeline.inputs.limits import checked_int
+from pipeline.inputs.source import (
+    Url,
+    as_input_path,
+    exists,
+    is_url,
+    storage_options,
+    zarr_store,
+)
 from pipeline.inputs.voxels import override_voxel_size
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.options import validate_name
@@ -151,6 +159,8 @@ def _ome_attrs(node: zarr.Group) -> dict[str, Any]:
 
 
 def _open_root(path: Path) -> zarr.Group:
+    if is_url(path):
+        return _open_url_root(Url(path))
     if not path.is_dir():
         raise InputNotFoundError("an omezarr input must be a directory", path)
     try:
@@ -161,6 +171,20 @@ def _open_root(path: Path) -> zarr.Group:
         raise _error("not a zarr group (no .zgroup or zarr.json): not an OME-Zarr", path) from None
     except _READ_ERRORS as exc:
         raise _error(f"cannot open as zarr: {exc}", path) from exc
+
+
+def _open_url_root(url: Url) -> zarr.Group:
+    store = zarr_store(url)
+    try:
+        return zarr.open_group(store=store, mode="r")
+    except ContainsArrayError:
+        raise _error("a zarr array, not an OME-Zarr image group (give its parent)", url) from None
+    except FileNotFoundError:
+        if exists(url, storage_options()) is None:
+            raise InputNotFoundError("no such object or prefix", url) from None
+        raise _error("not a zarr group (no .zgroup or zarr.json): not an OME-Zarr", url) from None
+    except _READ_ERRORS as exc:
+        raise _error(f"cannot open as zarr: {exc}", url) from exc
 
 
 def _child_groups(group: zarr.Group) -> list[str]:
@@ -647,7 +671,7 @@ def read_omezarr(
     Nothing is decoded here: the views read the chunks of the regions the pipeline asks for.
     ``scratch`` is not needed (zarr chunks are read in place).
     """
-    path = Path(path)
+    path = as_input_path(path)
     root = _open_root(path)
     group, where = _image_group(root, path)
     image = _open_image(group, where)
@@ -675,8 +699,8 @@ def read_omezarr(
 
 def omezarr_facts(path: Path) -> dict[str, Any]:
     """What the NGFF metadata says, as stored (for ``inspect``); no chunk is read."""
-    root = _open_root(Path(path))
-    group, where = _image_group(root, Path(path))
+    root = _open_root(as_input_path(path))
+    group, where = _image_group(root, as_input_path(path))
     attrs = _ome_attrs(group)
     ms = attrs["multiscales"][0]
     image = _open_image(group, where)
