@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import os
+import shutil
 import signal
 import sys
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,89 @@ _KINDS = [k.value for k in InputKind]
 
 
 class _Terminated(BaseException):
-    """SIGTERM (a batch system's time limit, ``timeout``, ``kill``): unwinds like Ctrl-C, so
-    staging folders, part files and the run's working folder are removed on the way out."""
+    """SIGTERM (a batch system's time limit, ``timeout``, ``kill``) or SIGINT (Ctrl-C): unwinds
+    the run, so staging folders, part files and the run's working folder are removed on the
+    way out (click's own Ctrl-C handling would print an extra line)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated
+def _on_signal(signum: int, frame: Any) -> None:
+    raise _Terminated(signum)
+
+
+def _on_signal_after_run(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)
+
+
+# folders a command writes to, for messages about a full disk (set by the commands)
+_FOLDERS: list[Path] = []
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character that could split or hide a line (newlines, other control
+    and format characters, undecodable bytes of file names) written as an escape."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _error(text: str) -> None:
+    click.echo(f"error: {_one_line(text)}", err=True)
+
+
+def _free(folder: Path) -> str:
+    """Free space of the file system holding ``folder`` (or its nearest existing parent)."""
+    q = Path(folder).absolute()
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    try:
+        return f"{shutil.disk_usage(q).free / 1e9:.1f} GB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one message naming its file; a full disk or too large a file names the
+    folder(s) concerned and their free space."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = {
+            errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large for the file system (or the file-size limit, ulimit -f)",
+        }[exc.errno]
+        folders = [Path(exc.filename).parent] if exc.filename else list(_FOLDERS)
+        if not folders:
+            return what
+        return f"{what} in " + "; ".join(f"{f} ({_free(f)})" for f in folders)
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _committed_prefix() -> str:
+    from pipeline.db.commit import COMMITTED
+
+    return f"committed {', '.join(COMMITTED)}, then: " if COMMITTED else ""
+
+
+def _quiet_libraries(verbose: bool) -> contextlib.AbstractContextManager[Any]:
+    """Library warnings and log records stay off stderr (shown with --verbose): the error, if
+    any, is the one line there."""
+    stack = contextlib.ExitStack()
+    if verbose:
+        return stack
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    last_resort = logging.lastResort
+    logging.lastResort = logging.NullHandler()
+    stack.callback(setattr, logging, "lastResort", last_resort)
+    # libraries that print their records through a handler of their own
+    for name in ("nibabel", "distributed", "py.warnings"):
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.CRITICAL + 1)
+        stack.callback(logger.setLevel, level)
+    return stack
 
 
 class _OneLineErrors(click.Group):
@@ -40,34 +123,61 @@ class _OneLineErrors(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return self._main(*args, **kwargs)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = [signal.signal(s, _on_signal) for s in signals]
         try:
             return self._main(*args, **kwargs)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in zip(signals, previous, strict=True):
+                if getattr(handler, "__name__", "") == "_interrupted_while_starting":
+                    handler = _on_signal_after_run
+                signal.signal(signum, handler)
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
+        verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
+        from pipeline.db.commit import COMMITTED
+
+        COMMITTED.clear()  # what this invocation commits (in-process callers run several)
+        _FOLDERS.clear()
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            with _quiet_libraries(verbose):
+                rv = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
             sys.exit(2)
         except click.UsageError as exc:
-            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            _error(" ".join(exc.format_message().split()))
             sys.exit(2)
         except click.Abort:
-            click.echo("error: aborted", err=True)
+            _error("aborted")
             sys.exit(130)
-        except _Terminated:
-            click.echo("error: terminated (SIGTERM); the database is as it was", err=True)
-            sys.exit(143)
+        except _Terminated as exc:
+            from pipeline.db.commit import COMMITTED
+
+            name = signal.Signals(exc.signum).name
+            if COMMITTED:  # the commit's rename returned: that is the outcome
+                _error(f"committed {', '.join(COMMITTED)} before {name}")
+            elif exc.signum == signal.SIGTERM:
+                _error("terminated (SIGTERM); the database is as it was")
+            else:
+                _error(f"interrupted ({name}); the database is as it was")
+            sys.exit(128 + exc.signum)
         except PreprocessorError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _error(f"{_committed_prefix()}{exc}")
             sys.exit(exc.exit_status)
         except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            _error(f"{_committed_prefix()}{_os_error(exc)}")
             sys.exit(2)
+        except Exception as exc:  # a bug: still one line
+            if verbose:
+                traceback.print_exc()
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+            _error(
+                f"{_committed_prefix()}internal error {type(exc).__name__}: {exc}{where} "
+                "(--verbose shows the traceback)"
+            )
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -249,6 +359,7 @@ def preprocess_command(**kw: Any) -> None:
     from pipeline.options import build_options, input_specs
     from pipeline.preprocess import plan_run, preprocess
 
+    _FOLDERS[:] = [kw["working_folder"], kw["db_path"]]
     kw["inputs"] = input_specs(kw.pop("input_paths"), kw.pop("input_kinds"))
     options = build_options(kw)
     if options.dry_run:
@@ -275,36 +386,53 @@ def preprocess_command(**kw: Any) -> None:
 @_DB_PATH
 @_run_options
 @_remote_options
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Report entries already in the database as skipped instead of failed (re-run a "
+    "batch that was stopped).",
+)
 @_verbose_option("Details and tracebacks on errors.")
-def batch_command(entry_list: Path, **kw: Any) -> None:
+def batch_command(entry_list: Path, skip_existing: bool, **kw: Any) -> None:
     """Add many entries from a CSV or JSON list, on one cluster; reports each entry.
 
-    Exit status 0 when every entry succeeded, 1 when some failed (see docs/clusters.md for the list
-    format).
+    Exit status 0 when no entry failed (skipped ones included), 1 when some failed (see
+    docs/clusters.md for the list format).
     """
     from pipeline.batch import BatchResult, read_batch, run_batch
 
+    _FOLDERS[:] = [kw["working_folder"], kw["db_path"]]
     entries = read_batch(entry_list)
     names = ("working_folder", "db_path", "scheduler", "workers", "transfer", "storage_options")
     common = {k: kw[k] for k in names}
     common["max_memory"] = kw["max_memory"]
 
     def report(result: BatchResult) -> None:
-        if result.ok and result.summary is not None:
+        name = _one_line(result.entry.name)
+        if result.skipped:
+            click.echo(f"skip    {name} (already in the database)")
+        elif result.ok and result.summary is not None:
             s = result.summary
             rate = s.input_bytes / 1e6 / s.seconds if s.seconds > 0 else 0.0
-            click.echo(f"ok      {result.entry.name} ({result.seconds:.1f} s, {rate:.0f} MB/s)")
+            click.echo(f"ok      {name} ({result.seconds:.1f} s, {rate:.0f} MB/s)")
         else:
-            click.echo(f"failed  {result.entry.name} ({result.entry.where}): {result.error}")
+            click.echo(f"failed  {name} ({result.entry.where}): {_one_line(result.error or '')}")
 
     results = run_batch(
-        entries, common, progress=_progress(), report=report, warn=lambda m: click.echo(m, err=True)
+        entries,
+        common,
+        progress=_progress(),
+        report=report,
+        warn=lambda m: click.echo(m, err=True),
+        skip_existing=skip_existing,
     )
     failed = [r for r in results if not r.ok]
+    skipped = [r for r in results if r.skipped]
     seconds = sum(r.seconds for r in results)
     click.echo(
-        f"batch: {len(results) - len(failed)} of {len(results)} entries done, "
-        f"{len(failed)} failed ({seconds:.1f} s)"
+        f"batch: {len(results) - len(failed) - len(skipped)} of {len(results)} entries done, "
+        + (f"{len(skipped)} skipped, " if skip_existing else "")
+        + f"{len(failed)} failed ({seconds:.1f} s)"
     )
     if failed:
         sys.exit(1)
@@ -429,6 +557,7 @@ _ENTRY_ID = click.option("--entry-id", required=True, help="Entry folder name.")
 def _location(db_path: Path, source_db: str, entry_id: str) -> Any:
     from pipeline.db.layout import EntryLocation
 
+    _FOLDERS[:] = [db_path]
     return EntryLocation(db_path, source_db, entry_id)
 
 
@@ -445,7 +574,7 @@ def _manage(name: str) -> Any:
 
 def _database(db_path: Path) -> Any:
     """The entries and foreign folders of a database; a path that is not one is a user error."""
-    from pipeline.db.validate import scan_database
+    from pipeline.db.validate import has_entry_file, scan_database
 
     if not db_path.is_dir():
         what = "does not exist" if not db_path.exists() else "is not a folder"
@@ -458,6 +587,12 @@ def _database(db_path: Path) -> Any:
         raise OptionError(
             f"{db_path}: not a database (no <source-db>/<entry-id> folders; found "
             f"{scan.foreign[0]})"
+        )
+    if scan.entries and not any(has_entry_file(e) for e in scan.entries):
+        first = scan.entries[0]
+        raise OptionError(
+            f"{db_path}: not a database (no <source-db>/<entry-id> folder holds an entry's "
+            f"files; e.g. {first.source_db}/{first.entry_id})"
         )
     return scan
 
@@ -501,7 +636,7 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
 
     Exit status 0 when all are valid, 1 with the problems found, 2 when the path is not a
     database."""
-    from pipeline.db.validate import staging_leftovers, validate_entry
+    from pipeline.db.validate import database_leftovers, stray_files, validate_entry
 
     scan = _database(db_path)
     foreign = scan.foreign
@@ -518,20 +653,21 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
     bad = 0
     for location in locations:
         name = f"{location.source_db}/{location.entry_id}"
-        problems = validate_entry(location, quick) if location.exists() else [
-            "entry does not exist"
-        ]
+        if location.exists():
+            problems = validate_entry(location, quick) + stray_files(location)
+        else:
+            problems = ["entry does not exist"]
         for problem in problems:
-            click.echo(f"{name}: {problem}")
+            click.echo(_one_line(f"{name}: {problem}"))
         if problems:
             bad += 1
         else:
             click.echo(f"{name}: ok")
     for item in foreign:
-        click.echo(f"{item} (not written by this tool)")
-    for folder, size in staging_leftovers(db_path):
-        click.echo(f"_staging/{folder}: staging folder, {size} bytes (a writer's, or left by a "
-                   "killed one: remove it when no writer runs)")
+        click.echo(_one_line(f"{item} (not written by this tool)"))
+    # staging folders: housekeeping, not entry damage (listed without changing the status)
+    for problem in database_leftovers(db_path):
+        click.echo(_one_line(problem))
     if bad or foreign:
         sys.exit(1)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.db.layout import EntryLocation
 from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.inputs.source import is_url
 from pipeline.options import OPTION_DEFAULTS, build_options, input_specs, parse_size
@@ -58,6 +59,7 @@ class BatchResult:
     summary: RunSummary | None
     error: str | None
     seconds: float
+    skipped: bool = False  # --skip-existing: the entry was already in the database
 
     @property
     def ok(self) -> bool:
@@ -185,15 +187,22 @@ def run_batch(
     progress: Progress = NO_PROGRESS,
     report: Callable[[BatchResult], None] = lambda _: None,
     warn: Callable[[str], None] | None = None,
+    skip_existing: bool = False,
 ) -> list[BatchResult]:
     """Run every entry with the ``common`` fields (working folder, database, scheduler, ...)
-    on one runner; never stops at a failed entry."""
+    on one runner; never stops at a failed entry. ``skip_existing``: entries already in the
+    database are reported as skipped (a killed batch re-run completes the rest)."""
     _check_common(common)
     results = []
     with _shared_runner(common) as runner:
         for entry in entries:
             started = time.perf_counter()
             summary, error = None, None
+            if skip_existing and _exists(entry, common):
+                result = BatchResult(entry, None, None, 0.0, skipped=True)
+                report(result)
+                results.append(result)
+                continue
             try:
                 kinds = [kind for _, kind in entry.fields["inputs"]]
                 files = [file for file, _ in entry.fields["inputs"]]
@@ -214,6 +223,17 @@ def run_batch(
             report(result)
             results.append(result)
     return results
+
+
+def _exists(entry: BatchEntry, common: dict[str, Any]) -> bool:
+    """Whether the entry is in the database (a bad name is left for the run to report)."""
+    try:
+        location = EntryLocation(
+            Path(common["db_path"]), entry.fields["source_db"], entry.fields["entry_id"]
+        )
+    except PreprocessorError:
+        return False
+    return location.exists()
 
 
 def _check_common(common: dict[str, Any]) -> None:

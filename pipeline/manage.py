@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import staged_entry
+from pipeline.db.commit import COMMITTED, _after_commit_hook, staged_entry
 from pipeline.db.layout import DATA_ZIP, VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
+from pipeline.db.safefs import (
+    STAGING,
+    ensure_dir,
+    open_dir,
+    opened_dir,
+    opened_root,
+    remove_dead_staging,
+    remove_tree,
+    staging_name,
+)
 from pipeline.db.sinks import new_archive
 from pipeline.errors import DamagedEntryError, EntryNotFoundError, InputFormatError, OptionError
 from pipeline.inputs.annotations import check_annotations_document
@@ -31,17 +41,52 @@ __all__ = [
 
 
 def delete_entry(location: EntryLocation) -> None:
-    """Remove an entry (even a damaged one): one rename out of sight, then deletion."""
+    """Remove an entry (even a damaged one): one rename out of sight, then deletion.
+
+    The entry goes into a staging folder named after this process, so if the deletion is
+    killed half-way the next writer of the database removes what is left.
+    """
     with entry_lock(location):
-        if not location.exists():
+        entry_folder_fds = _entry_fds(location)
+        if entry_folder_fds is None:
             raise EntryNotFoundError(
                 f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
             )
-        location.staging_root.mkdir(parents=True, exist_ok=True)
-        trash = location.staging_root / f"{location.source_db}@{location.entry_id}@deleted"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.rename(location.folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        source = entry_folder_fds
+        try:
+            staging = ensure_dir(location.db_path, STAGING)
+            try:
+                remove_dead_staging(staging)
+                trash = staging_name(location.source_db, location.entry_id)
+                os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
+                COMMITTED.append(f"{location.source_db}/{location.entry_id}")
+                _after_commit_hook()
+                remove_tree(staging, trash)
+            finally:
+                os.close(staging)
+        finally:
+            os.close(source)
+        with contextlib.suppress(OSError), opened_root(location.db_path) as root:
+            os.rmdir(STAGING, dir_fd=root)
+
+
+def _entry_fds(location: EntryLocation) -> int | None:
+    """The source folder's descriptor when the entry folder is in it (neither a symlink:
+    refused, naming it); None when there is no such entry."""
+    with opened_root(location.db_path) as root:
+        try:
+            source = open_dir(root, location.source_db, location.db_path / location.source_db)
+        except FileNotFoundError:
+            return None
+    try:
+        with opened_dir(source, location.entry_id, location.folder):
+            return source
+    except FileNotFoundError:
+        os.close(source)
+        return None
+    except BaseException:
+        os.close(source)
+        raise
 
 
 def _rewrite(
@@ -71,10 +116,7 @@ def _rewrite(
             names.append(DATA_ZIP)
         else:  # only the JSON documents change: keep the archive as it is
             os.link(location.folder / DATA_ZIP, staged.data_zip)
-        for p in location.folder.iterdir():
-            if p.is_file() and p.name != DATA_ZIP and p.name not in files:
-                shutil.copy2(p, staged.folder / p.name)
-                names.append(p.name)
+        # only the entry's own files: stray files are reported by validate, never carried
         for name, data in files.items():  # metadata.json last (the fallback's order)
             if data is not None:
                 write_document(staged.folder / name, data)

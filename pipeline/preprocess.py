@@ -26,7 +26,6 @@ from pipeline.arrays import CastArray, create_scratch, remove_scratch
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import (
     DATA_ZIP,
-    ENTRY_FILES,
     QUANTIZATION_ATTRIBUTE,
     EntryLocation,
     volume_key,
@@ -39,6 +38,7 @@ from pipeline.db.metadata import (
     volume_channel_annotations,
     volume_metadata,
 )
+from pipeline.db.safefs import stamp_is_dead, writer_stamp
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
 from pipeline.errors import (
@@ -52,6 +52,7 @@ from pipeline.errors import (
 )
 from pipeline.geometric import check_geometric_ids, stage_geometric
 from pipeline.inputs.annotations import read_custom_annotations
+from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.inputs.source import exists as url_exists
@@ -208,17 +209,18 @@ def _check_location(options: PreprocessOptions) -> EntryLocation:
 def _run_folder(working_folder: Path, entry_id: str, kind: str = "") -> Iterator[Path]:
     """A private folder under --working-folder, removed on success and on failure.
 
-    It holds an ``.owner`` stamp (pid and host); folders left by runs that were killed
-    (SIGKILL, a lost node) on this host are removed when the next run starts here.
+    Its name carries its writer (host, pid, process start); folders left by runs that were
+    killed (SIGKILL, a lost node) on this host are removed when the next run starts here.
     """
     try:
         working_folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OptionError(f"cannot create the working folder: {exc.strerror}") from exc
+        raise OptionError(
+            f"--working-folder: cannot create the working folder: {exc.strerror}", working_folder
+        ) from exc
     _remove_stale(working_folder)
-    folder = working_folder / f".cellstar-{kind}{entry_id}-{uuid.uuid4().hex[:12]}"
+    folder = working_folder / f".cellstar-{kind}{entry_id}@{writer_stamp()}@{uuid.uuid4().hex[:12]}"
     folder.mkdir()
-    (folder / ".owner").write_text(f"{os.getpid()} {socket.gethostname()}\n")
     try:
         yield folder
     finally:
@@ -226,9 +228,15 @@ def _run_folder(working_folder: Path, entry_id: str, kind: str = "") -> Iterator
 
 
 def _remove_stale(working_folder: Path) -> None:
-    """Run folders of this host whose owning process is gone."""
+    """Run folders of this host whose owning process is gone (also those of older versions,
+    stamped by an ``.owner`` file)."""
     host = socket.gethostname()
     for folder in working_folder.glob(".cellstar-*"):
+        parts = folder.name.split("@")
+        if len(parts) == 5:
+            if stamp_is_dead(*parts[1:4]):
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
         try:
             pid, owner_host = (folder / ".owner").read_text().split()
             os.kill(int(pid), 0)
@@ -252,15 +260,19 @@ def _tidy(*paths: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        # only the folders this run found missing, each only when empty: a concurrent run's
+        # folders inside them (a new source folder, its staging) are never removed
         for q in sorted(new, key=lambda p: len(p.parts), reverse=True):
-            if q.is_dir():
-                for folder, _, _ in sorted(os.walk(q), key=lambda w: -len(w[0])):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(q)
 
 
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
     return next((s for s in options.inputs if s.kind in kinds), None)
+
+
+# segmentation kinds whose data is decoded or decompressed into scratch when read
+_DECODED_KINDS = frozenset({InputKind.SFF, InputKind.MASK, InputKind.NII_SEGMENTATION})
 
 
 def _read_inputs(
@@ -268,8 +280,14 @@ def _read_inputs(
     extra: ExtraData | None,
     scratch: Path | None,
     progress: Progress = NO_PROGRESS,
+    grid: _Grid | None = None,
 ) -> Contents:
-    """Every input through its reader (the volume first), merged into one :class:`Contents`."""
+    """Every input through its reader (the volume first), merged into one :class:`Contents`.
+
+    Segmentations that are decoded or decompressed into scratch are first read header-only
+    and their grids checked against ``grid`` (extend) or this run's volume, so a lattice that
+    cannot fit is refused before any of its bytes are decoded.
+    """
     started = time.perf_counter()
     specs = sorted(
         (s for s in options.inputs if s.kind in READERS), key=lambda s: s.kind not in VOLUME_KINDS
@@ -279,6 +297,10 @@ def _read_inputs(
     geometric: list[GeometricSegmentation] = []
     meshes: list[MeshSetSource] = []
     for spec in specs:
+        target = grid or (_Grid.of(volume) if volume is not None else None)
+        if scratch is not None and target is not None and spec.kind in _DECODED_KINDS:
+            for lattice in read_input(spec.kind, spec.path, None, extra).lattices:
+                check_lattice_grid(lattice, target.shape, target.voxel, target.path, target.origin)
         contents = read_input(spec.kind, spec.path, scratch, extra)
         volume = volume or contents.volume
         lattices.extend(contents.lattices)
@@ -338,7 +360,8 @@ def _check_segmentations(
     if clash:
         raise OptionError(
             f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
-            f"{options.entry_id} (give new ids with segmentation_ids_mapping in extra_data)"
+            f"{options.entry_id} (from {', '.join(str(seen[i]) for i in clash)}; give new ids "
+            "with segmentation_ids_mapping in extra_data)"
         )
     check_geometric_ids(
         contents.geometric, documents.geometric_ids if documents else None, _entry_key(options)
@@ -549,6 +572,28 @@ def _write_volume(
     return stats
 
 
+def _scratch_peak(plan: LevelPlan, itemsize: int, arrays: int) -> int:
+    """Most scratch bytes a pyramid pass holds at once: while level r is read from scratch the
+    level below it is written, for each of ``arrays`` (frames x channels) arrays."""
+    sizes = [math.prod(lv.shape) for lv in plan.levels[1:]]
+    pairs = [a + b for a, b in zip(sizes, [*sizes[1:], 0], strict=True)]
+    return max(pairs, default=0) * itemsize * arrays
+
+
+def _check_scratch_space(
+    work: Path, plan: LevelPlan, volume: VolumeSource | None, lattices: tuple[LabelSource, ...]
+) -> None:
+    """The declared sizes against the working folder's free space, before any level is
+    written there (the volume pass and then each lattice's pass)."""
+    needed = 0
+    if volume is not None:
+        arrays = len(volume.frames) * len(volume.channel_ids)
+        needed = _scratch_peak(plan, volume.dtype.itemsize, arrays)
+    for lattice in lattices:  # label levels are kept as uint64 scratch
+        needed = max(needed, _scratch_peak(plan, 8, len(lattice.frames)))
+    check_free_space(work.parent, needed)
+
+
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:
     spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
     if spec is None:
@@ -744,9 +789,10 @@ def _extend(
     plan, grid = _existing_grid(documents, location)
     with _run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
-        contents = _read_inputs(options, extra, work / "scratch", engine.progress)
+        contents = _read_inputs(options, extra, work / "scratch", engine.progress, grid)
         lattices = contents.lattices
         _check_segmentations(options, contents, grid, documents)
+        _check_scratch_space(work, plan, None, lattices)
         with staged_entry(location) as staged:
             finishing = time.perf_counter()
             if lattices or contents.meshes:
@@ -765,15 +811,10 @@ def _extend(
             stage_geometric(documents, contents.geometric, _entry_key(options))
             _merge_custom_annotations(options, documents)
             apply_entry_metadata(documents, extra)
-            others = sorted(
-                p.name
-                for p in location.folder.iterdir()
-                if p.is_file() and p.name not in ENTRY_FILES
-            )
-            for name in others:  # files this version does not write are kept
-                shutil.copy2(location.folder / name, staged.folder / name)
+            # only the entry's own documents are staged: stray files are reported by
+            # validate, never carried (issue 11)
             names = _stage_documents(staged.folder, documents)
-            staged.replace_existing([DATA_ZIP, *others, *names])
+            staged.replace_existing([DATA_ZIP, *names])
             _note_commit(engine, location, finishing)
     return RunSummary(
         location=location,
@@ -826,6 +867,7 @@ def _add(
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, plan = _plan_new_entry(options, contents)
         lattices = contents.lattices
+        _check_scratch_space(work, plan, volume, lattices)
         with staged_entry(location) as staged:
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)

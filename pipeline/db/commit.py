@@ -7,16 +7,33 @@ import ctypes
 import errno
 import json
 import os
-import shutil
-import uuid
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.db.layout import DATA_ZIP, EntryLocation
+from pipeline.db.layout import (
+    DATA_ZIP,
+    EntryLocation,
+)
+from pipeline.db.safefs import (
+    STAGING,
+    ensure_dir,
+    open_dir,
+    opened_dir,
+    opened_root,
+    remove_dead_staging,
+    remove_tree,
+    staging_name,
+)
 from pipeline.errors import EntryExistsError, EntryNotFoundError
 
-__all__ = ["StagedEntry", "staged_entry", "write_json"]
+__all__ = [
+    "COMMITTED",
+    "StagedEntry",
+    "staged_entry",
+    "write_json",
+]
 
 
 def write_json(path: Path, document: Any) -> None:
@@ -28,32 +45,43 @@ def write_json(path: Path, document: Any) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# what this process has committed (``<source>/<entry>``), for honest messages on a signal
+COMMITTED: list[str] = []
+
+
+def _after_commit_hook() -> None:
+    """Test hook: ``CELLSTAR_TEST_DELAY_AFTER_COMMIT=<seconds>`` sleeps right after the commit's
+    rename (a signal test delivers its signal then)."""
+    delay = os.environ.get("CELLSTAR_TEST_DELAY_AFTER_COMMIT")
+    if delay:
+        import time
+
+        time.sleep(float(delay))
 
 
 class StagedEntry:
-    """A new entry folder under ``<db>/_staging`` that becomes the entry by one rename."""
+    """A new entry folder under ``<db>/_staging`` that becomes the entry by one rename.
+
+    Every folder below the database root is reached through directory descriptors without
+    following links (:mod:`pipeline.db.safefs`); the staging folder's name carries its writer,
+    so the next writer of the database removes it should this process die.
+    """
 
     def __init__(self, location: EntryLocation) -> None:
         self.location = location
-        prefix = f"{location.source_db}@{location.entry_id}@"  # names hold no "@"
-        # folders of earlier runs of this entry that were killed (the caller holds the lock)
-        if location.staging_root.is_dir():
-            for stale in location.staging_root.glob(f"{prefix}*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        self.folder = location.staging_root / f"{prefix}{uuid.uuid4().hex}"
         while True:
-            location.staging_root.mkdir(parents=True, exist_ok=True)
+            self._staging_fd = ensure_dir(location.db_path, STAGING)
+            # folders of earlier writers (any entry, any command) that were killed
+            remove_dead_staging(self._staging_fd)
+            self.name = staging_name(location.source_db, location.entry_id)
             try:
-                self.folder.mkdir()
+                os.mkdir(self.name, 0o755, dir_fd=self._staging_fd)
                 break
             except FileNotFoundError:  # _staging removed by another writer just now: again
+                os.close(self._staging_fd)
                 continue
+        self.folder = location.staging_root / self.name
+        self._fd = open_dir(self._staging_fd, self.name, self.folder)
 
     @property
     def data_zip(self) -> Path:
@@ -62,24 +90,47 @@ class StagedEntry:
     def write_json(self, name: str, document: Any) -> None:
         write_json(self.folder / name, document)
 
+    def _source_fd(self, create: bool) -> int:
+        with opened_root(self.location.db_path) as root:
+            return open_dir(
+                root,
+                self.location.source_db,
+                self.location.db_path / self.location.source_db,
+                create=create,
+            )
+
+    def _committed(self) -> None:
+        COMMITTED.append(f"{self.location.source_db}/{self.location.entry_id}")
+        _after_commit_hook()
+
     def commit(self) -> None:
         """Rename the staged folder to the entry folder; fails if the entry appeared meanwhile."""
-        _fsync_path(self.folder)
+        os.fsync(self._fd)
         target = self.location.folder
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            raise EntryExistsError(
-                f"entry {self.location.source_db}/{self.location.entry_id} already exists", target
-            )
+        entry = self.location.entry_id
+        source = self._source_fd(create=True)
         try:
-            os.rename(self.folder, target)
-        except OSError as exc:
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            raise EntryExistsError(  # created in between (by a writer that ignored the lock)
-                f"entry {self.location.source_db}/{self.location.entry_id} already exists", target
-            ) from exc
-        _fsync_path(target.parent)
+            try:
+                os.stat(entry, dir_fd=source, follow_symlinks=False)
+                exists = True
+            except FileNotFoundError:
+                exists = False
+            if exists:
+                raise EntryExistsError(
+                    f"entry {self.location.source_db}/{entry} already exists", target
+                )
+            try:
+                os.rename(self.name, entry, src_dir_fd=self._staging_fd, dst_dir_fd=source)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                raise EntryExistsError(  # created in between (by a writer that ignored the lock)
+                    f"entry {self.location.source_db}/{entry} already exists", target
+                ) from exc
+            self._committed()
+            os.fsync(source)
+        finally:
+            os.close(source)
 
     def replace_existing(self, order: list[str]) -> None:
         """Make the staged folder the entry in place of the existing one.
@@ -88,32 +139,52 @@ class StagedEntry:
         is then discarded with the staging folder). Elsewhere the staged files replace the
         entry's one by one in ``order`` (data first, metadata.json last), each atomically.
         """
-        _fsync_path(self.folder)
+        os.fsync(self._fd)
         target = self.location.folder
-        if not target.is_dir():
-            raise EntryNotFoundError(
-                f"entry {self.location.source_db}/{self.location.entry_id} disappeared", target
-            )
-        if not _exchange(self.folder, target):
-            for name in order:
-                os.replace(self.folder / name, target / name)
-        _fsync_path(target.parent)
+        entry = self.location.entry_id
+        try:
+            source = self._source_fd(create=False)
+        except FileNotFoundError:
+            source = None
+        try:
+            if source is None or not _is_dir_at(source, entry):
+                raise EntryNotFoundError(
+                    f"entry {self.location.source_db}/{entry} disappeared", target
+                )
+            if not _exchange(self._staging_fd, self.name, source, entry):
+                with opened_dir(source, entry, target) as entry_fd:
+                    for name in order:
+                        os.replace(name, name, src_dir_fd=self._fd, dst_dir_fd=entry_fd)
+            self._committed()
+            os.fsync(source)
+        finally:
+            if source is not None:
+                os.close(source)
 
     def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        os.close(self._fd)
+        remove_tree(self._staging_fd, self.name)
+        os.close(self._staging_fd)
         # shared by every entry's writers: removed only when empty (they retry their mkdir)
-        with contextlib.suppress(OSError):
-            self.location.staging_root.rmdir()
+        with contextlib.suppress(OSError), opened_root(self.location.db_path) as root:
+            os.rmdir(STAGING, dir_fd=root)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+def _is_dir_at(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _exchange(a_fd: int, a: str, b_fd: int, b: str) -> bool:
+    """Atomically swap two names with renameat2(RENAME_EXCHANGE); False where unsupported."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    at_fdcwd, rename_exchange = -100, 2
+    rename_exchange = 2
     renameat2.argtypes = [
         ctypes.c_int,
         ctypes.c_char_p,
@@ -121,12 +192,12 @@ def _exchange(a: Path, b: Path) -> bool:
         ctypes.c_char_p,
         ctypes.c_uint,
     ]
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    if renameat2(a_fd, os.fsencode(a), b_fd, os.fsencode(b), rename_exchange) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
-    raise OSError(err, os.strerror(err), str(b))
+    raise OSError(err, os.strerror(err), b)
 
 
 @contextlib.contextmanager

@@ -15,32 +15,58 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.db.layout import EntryLocation
+from pipeline.db.layout import ENTRY_FILES, EntryLocation
+from pipeline.db.safefs import LOCKS, ensure_dir, open_file, opened_root, refuse_symlinks
 from pipeline.errors import EntryLockedError
 
 __all__ = ["EntryLockedError", "entry_lock"]
 
 
-def _lock_path(location: EntryLocation) -> Path:
+def _lock_name(location: EntryLocation) -> str:
     # names hold no "@", so "<source-db>@<entry-id>" is unambiguous
-    return location.db_path / "_locks" / f"{location.source_db}@{location.entry_id}.lock"
+    return f"{location.source_db}@{location.entry_id}.lock"
+
+
+def _lock_path(location: EntryLocation) -> Path:
+    return location.db_path / LOCKS / _lock_name(location)
+
+
+def _take(fd: int) -> bool:
+    """An exclusive lock, retried briefly: a writer cleaning up dead staging folders probes
+    locks with a shared lock for an instant."""
+    for attempt in range(10):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < 9:
+                time.sleep(0.02)
+    return False
 
 
 @contextlib.contextmanager
 def entry_lock(location: EntryLocation) -> Iterator[None]:
-    """Hold the entry's writer lock for the duration of the block; fail fast if taken."""
+    """Hold the entry's writer lock for the duration of the block; fail fast if taken.
+
+    ``_locks`` and the lock file are opened without following symlinks (refused, naming them).
+    """
     path = _lock_path(location)
+    name = _lock_name(location)
+    new_database = not os.path.lexists(location.db_path)
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        locks = ensure_dir(location.db_path, LOCKS)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_file(locks, name, os.O_RDWR | os.O_CREAT, path)
         except FileNotFoundError:  # _locks was removed by another writer just now: again
+            os.close(locks)
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BaseException:
+            os.close(locks)
+            raise
+        if not _take(fd):
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
+            os.close(locks)
             raise EntryLockedError(
                 f"entry {location.source_db}/{location.entry_id} is being written by {holder}; "
                 "try again when it has finished",
@@ -48,21 +74,29 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
             ) from None
         # the file may have been removed by its last holder between our open and flock
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = os.fstat(fd).st_ino == os.stat(name, dir_fd=locks, follow_symlinks=False).st_ino
         except FileNotFoundError:
             same = False
         if same:
             break
         os.close(fd)
+        os.close(locks)
     try:
         stamp = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, stamp.encode(), 0)
+        # every writer holds this lock: a symlinked source or entry folder or entry file is
+        # refused before anything is read or written through it
+        refuse_symlinks(location.db_path, location.source_db, location.entry_id, ENTRY_FILES)
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            os.unlink(name, dir_fd=locks)
         os.close(fd)
+        os.close(locks)
         # leave no trace in the database; a writer racing with this rmdir retries its open
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
+        with contextlib.suppress(OSError), opened_root(location.db_path) as root:
+            os.rmdir(LOCKS, dir_fd=root)
+        if new_database:  # a refused or failed first writer leaves no empty database behind
+            with contextlib.suppress(OSError):
+                os.rmdir(location.db_path)

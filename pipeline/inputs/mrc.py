@@ -135,6 +135,18 @@ def _stream_head(path: Path, kind: str) -> tuple[bytes, int | None]:
         raise InputFormatError(f"cannot decompress {kind} data: {exc}", path) from exc
 
 
+def _declared_size(raw: bytes, path: Path) -> int | None:
+    """The whole file's size as its header declares it (header, extended header, data); None
+    when there is no complete header (an unreadable one is refused, naming the file)."""
+    if len(raw) < _HEADER_BYTES:
+        return None
+    header, _ = _parse_header(raw[:_HEADER_BYTES], path)
+    mode = int(header["mode"])
+    itemsize = 1 if mode == 0 else np.dtype(_MODES[mode]).itemsize
+    count = int(header["nx"]) * int(header["ny"]) * int(header["nz"])
+    return _HEADER_BYTES + max(int(header["nsymbt"]), 0) + max(count, 0) * itemsize
+
+
 def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     """Read and check an MRC/CCP4 header; decompress .gz/.bz2 into ``scratch`` first.
 
@@ -144,7 +156,7 @@ def read_mrc_layout(path: Path, scratch: Path | None) -> MrcLayout:
     """
     if is_url(path):
         return _remote_layout(Url(path), scratch)
-    opened = open_input(path, scratch)
+    opened = open_input(path, scratch, lambda head: _declared_size(head, path))
     path, compression, data_path = opened.path, opened.compression, opened.data_path
     if data_path is None:
         assert compression is not None
@@ -277,6 +289,17 @@ def mrc_data(layout: MrcLayout) -> LazyArray:
     return mrc_array(layout)
 
 
+def _voxel_cause(voxel: Vec3) -> str:
+    """What makes a header voxel size unusable, per axis."""
+    causes = []
+    for axis, v in zip("XYZ", voxel, strict=True):
+        if v < 0:
+            causes.append(f"CELLA {axis} is negative")
+        elif not v > 0:
+            causes.append(f"CELLA {axis} or M{axis} is 0 or not a number")
+    return ", ".join(causes)
+
+
 def read_map(
     path: Path,
     scratch: Path | None,
@@ -297,7 +320,7 @@ def read_map(
     if not all(v > 0 for v in voxel):
         raise InputFormatError(
             f"voxel size {tuple(round(v, 6) for v in voxel)} A from the header is not positive "
-            "(CELLA or MX/MY/MZ is 0); give volume.voxel_size in an extra_data file",
+            f"({_voxel_cause(voxel)}); give volume.voxel_size in an extra_data file",
             path,
         )
     return VolumeSource(

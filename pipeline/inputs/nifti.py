@@ -14,6 +14,7 @@ converted to Angstrom with the spatial unit of ``xyzt_units`` (unknown is read a
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
@@ -172,6 +173,23 @@ class NiftiFrame:
         return data[flipped].astype(self.dtype, copy=False)
 
 
+def _declared_size(head: bytes) -> int | None:
+    """The whole file's size as a NIfTI header declares it (offset + voxels), None when the
+    header cannot be read from ``head`` (the reader then says what is wrong with it)."""
+    if len(head) < 4:
+        return None
+    sizes = struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]
+    klass = next((_HEADER_CLASSES[n] for n in sizes if n in _HEADER_CLASSES), None)
+    if klass is None or len(head) < klass.template_dtype.itemsize:
+        return None
+    try:
+        header = klass.from_fileobj(io.BytesIO(head[: klass.template_dtype.itemsize]))
+        count = math.prod(int(n) for n in header.get_data_shape())
+        return int(header.get_data_offset()) + count * header.get_data_dtype().itemsize
+    except Exception:  # any damage: the reader reports it from the copied header
+        return None
+
+
 def _read_header(path: Path, source: Path, compression: str | None) -> Nifti1Header:
     """The NIfTI-1 or -2 header of ``path`` (``source`` is the file to name in errors)."""
     try:
@@ -213,6 +231,13 @@ def _read_header(path: Path, source: Path, compression: str | None) -> Nifti1Hea
 
 def _shape(header: Nifti1Header, path: Path) -> tuple[tuple[int, ...], tuple[int, int, int], int]:
     """The file's shape, the spatial shape (i, j, k) and the number of time frames."""
+    intent = int(header["intent_code"])
+    if 3000 <= intent < 3100:  # NIFTI_INTENT_CONNECTIVITY_* : a CIFTI-2 file
+        raise UnsupportedInputError(
+            f"a CIFTI-2 file (intent code {intent}: grayordinate data, not a voxel image); "
+            "not supported",
+            path,
+        )
     shape = tuple(int(n) for n in header.get_data_shape())
     if not shape or min(shape) <= 0:
         raise InputFormatError(f"invalid image dimensions {shape} in the header", path)
@@ -334,7 +359,7 @@ def read_nifti_layout(path: Path, scratch: Path | None) -> NiftiLayout:
     ...
     pipeline.errors.InputNotFoundError: missing.nii: no such file
     """
-    opened = open_input(path, scratch)
+    opened = open_input(path, scratch, _declared_size)
     path, compression, data_path = opened.path, opened.compression, opened.data_path
     if data_path is None:
         header = _read_header(path, path, compression)

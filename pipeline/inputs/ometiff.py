@@ -448,6 +448,14 @@ def _pixels_element(xml: str, path: Path) -> ET.Element:
     image = _child(root, "Image")
     pixels = _child(image, "Pixels") if image is not None else None
     if pixels is None:
+        binary_only = _child(root, "BinaryOnly")
+        if binary_only is not None:  # a multi-file set: the metadata is in a companion file
+            companion = binary_only.get("MetadataFile") or "(not named)"
+            raise InputFormatError(
+                f"a BinaryOnly OME-TIFF: its metadata is in the companion file {companion!r}; "
+                "give the OME-TIFF that holds the full OME-XML",
+                path,
+            )
         raise InputFormatError("OME-XML has no Image/Pixels element", path)
     images = _children(root, "Image")
     if len(images) > 1:

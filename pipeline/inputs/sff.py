@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
+from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.sff_meshes import Hdf5Meshes, MeshLoaders, XmlMeshes, _transforms, mesh_set
 from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
 from pipeline.model import ExtraData, LabelSource, MeshSetSource, Segment
@@ -117,7 +118,8 @@ def _segments(root: SffNode, path: Path) -> dict[int, list[Segment]]:
 
 
 def _decode_lattice(data: Any, target: Path, nbytes: int, path: Path) -> None:
-    """base64 -> (zlib-compressed or raw) bytes -> ``target``, in bounded steps."""
+    """base64 -> (zlib-compressed or raw) bytes -> ``target``, in bounded steps, stopping as
+    soon as the output exceeds the ``nbytes`` the lattice's size and mode declare."""
     try:
         raw = base64.b64decode(data, validate=False)
     except (binascii.Error, ValueError, TypeError) as exc:
@@ -129,10 +131,22 @@ def _decode_lattice(data: Any, target: Path, nbytes: int, path: Path) -> None:
             inflater = zlib.decompressobj()
             try:
                 for start in range(0, len(raw), _STEP):
-                    piece = inflater.decompress(raw[start : start + _STEP])
-                    out.write(piece)
-                    written += len(piece)
-                tail = inflater.flush()
+                    pending = raw[start : start + _STEP]
+                    while pending:
+                        # never more than one step of output, nor past the declared size
+                        piece = inflater.decompress(pending, min(_STEP, nbytes - written + 1))
+                        pending = inflater.unconsumed_tail
+                        out.write(piece)
+                        written += len(piece)
+                        if written > nbytes:
+                            raise InputFormatError(
+                                f"lattice data decompresses to more than the {nbytes} bytes its "
+                                "size and mode declare",
+                                path,
+                            )
+                        if not piece and pending:  # pragma: no cover - zlib always progresses
+                            break
+                tail = inflater.flush(nbytes - written + 1)
             except zlib.error as exc:
                 raise InputFormatError(f"corrupt zlib lattice data: {exc}", path) from exc
             out.write(tail)
@@ -144,6 +158,12 @@ def _decode_lattice(data: Any, target: Path, nbytes: int, path: Path) -> None:
         raise InputFormatError(
             f"lattice data holds {written} bytes, its size and mode need {nbytes}", path
         )
+
+
+def _data_limit(nbytes: int) -> int:
+    """Most bytes the base64 text of a lattice of ``nbytes`` may take (zlib's worst-case
+    expansion of incompressible data included)."""
+    return (nbytes + nbytes // 100 + 1024) * 4 // 3 + 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +192,13 @@ def _lattice_header(node: SffNode, path: Path) -> _LatticeHeader:
 def _decode_lattice_node(node: SffNode, path: Path, scratch: Path) -> Path:
     """Decode a lattice's data into a raw scratch file; returns the file."""
     header = _lattice_header(node, path)
-    data = node.value("data")
+    nbytes = int(np.prod(header.shape, dtype=np.float64)) * header.dtype.itemsize
+    data = node.value("data", _data_limit(nbytes))
     if data is None:
         raise InputFormatError(f"lattice {header.id}: no data", path)
     scratch.mkdir(parents=True, exist_ok=True)
+    check_free_space(scratch, nbytes, path)
     target = scratch / f"{uuid.uuid4().hex}-sff-lattice-{header.id}.raw"
-    nbytes = int(np.prod(header.shape)) * header.dtype.itemsize
     _decode_lattice(data, target, nbytes, path)
     return target
 

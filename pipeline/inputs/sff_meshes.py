@@ -60,15 +60,17 @@ class MeshLoaders(Protocol):
 
 def decode_sequence(node: SffNode, kind: str, path: Path, where: str) -> np.ndarray:
     """One encoded sequence as an (n, 3) array of the file's dtype."""
-    data = node.value("data")
-    if data is None:
-        raise InputFormatError(f"{where}: {kind} without data", path)
     mode = text(node.value("mode")) or ("uint32" if kind == "triangles" else "float32")
     endianness = text(node.value("endianness")) or "little"
     if mode not in _MODES or endianness not in ("little", "big"):
         raise InputFormatError(f"{where}: {kind} mode {mode!r} / {endianness!r} unsupported", path)
     dtype = np.dtype(mode).newbyteorder("<" if endianness == "little" else ">")
     count = number(node, f"num_{kind}", path)
+    # base64 of the declared rows (with zlib's worst case), or 1 GiB when no count is given
+    limit = 2**30 if count is None else (count * 3 * dtype.itemsize * 101 // 100 + 1024) * 4 // 3
+    data = node.value("data", limit + 4096)
+    if data is None:
+        raise InputFormatError(f"{where}: {kind} without data", path)
     compression = (text(node.value("compression")) or "").lower() or None
     try:
         raw = base64.b64decode(data, validate=False)

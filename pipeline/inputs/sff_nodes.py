@@ -19,7 +19,16 @@ from pipeline.errors import InputFormatError
 from pipeline.inputs.limits import checked_int, shortened
 from pipeline.model import ExternalReference, Segment
 
-__all__ = ["H5Node", "SffNode", "XmlNode", "number", "segment_of", "text"]
+__all__ = [
+    "FIELD_LIMIT",
+    "H5Node",
+    "SffNode",
+    "XmlNode",
+    "check_declared_size",
+    "number",
+    "segment_of",
+    "text",
+]
 
 
 class SffNode(Protocol):
@@ -27,8 +36,9 @@ class SffNode(Protocol):
 
     key: str
 
-    def value(self, name: str) -> Any:
-        """A field's raw value (dataset value, attribute or child text), None when absent."""
+    def value(self, name: str, limit: int | None = None) -> Any:
+        """A field's raw value (dataset value, attribute or child text), None when absent;
+        an HDF5 dataset declaring more than ``limit`` bytes is refused."""
         ...
 
     def child(self, name: str) -> SffNode | None: ...
@@ -42,13 +52,33 @@ def _order(key: str) -> tuple[int, int | str]:
     return (0, int(key)) if key.lstrip("-").isdigit() else (1, key)
 
 
+# a name, details, mode or other text field of an SFF; lattice and mesh data pass their own
+FIELD_LIMIT = 16 * 2**20
+
+
+def check_declared_size(item: h5py.Dataset, limit: int) -> None:
+    """Refuse a dataset whose declared size (elements x element size) exceeds ``limit``."""
+    declared = int(np.prod(item.shape, dtype=np.float64)) * item.dtype.itemsize
+    if declared > limit:
+        raise InputFormatError(
+            f"dataset {item.name} declares {declared} bytes, more than the {limit} bytes such "
+            "a field may hold",
+            item.file.filename,
+        )
+
+
 class H5Node:
     def __init__(self, group: h5py.Group, key: str = "") -> None:
         self.group, self.key = group, key
 
-    def value(self, name: str) -> Any:
+    def value(self, name: str, limit: int | None = None) -> Any:
+        """A dataset's value, refused (naming it) when it declares more than ``limit`` bytes
+        (default: :data:`FIELD_LIMIT`; a compressed dataset could expand to any size)."""
         item = self.group.get(name)
-        return item[()] if isinstance(item, h5py.Dataset) else None
+        if not isinstance(item, h5py.Dataset):
+            return None
+        check_declared_size(item, FIELD_LIMIT if limit is None else limit)
+        return item[()]
 
     def child(self, name: str) -> H5Node | None:
         item = self.group.get(name)
@@ -63,7 +93,7 @@ class XmlNode:
     def __init__(self, element: ET.Element) -> None:
         self.element, self.key = element, element.get("id", "")
 
-    def value(self, name: str) -> Any:
+    def value(self, name: str, limit: int | None = None) -> Any:  # text already in memory
         if name in self.element.attrib:
             return self.element.attrib[name]
         child = self.element.find(name)

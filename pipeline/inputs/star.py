@@ -161,6 +161,20 @@ def star_file_key(path: Path) -> str:
     return Path(path).stem
 
 
+def _refuse_mmcif(path: Path) -> None:
+    """An mmCIF file (PDB model: ``_atom_site.`` / ``_entry.`` items) shares STAR's syntax
+    but holds no particles: said as such."""
+    with open(path, "rb") as f:
+        head = f.read(65536).decode("utf-8", errors="replace")
+    tags = [line.split()[0] for line in head.splitlines() if line.startswith("_")]
+    if any(t.startswith(("_atom_site.", "_entry.", "_cell.", "_struct.")) for t in tags):
+        raise InputFormatError(
+            "an mmCIF file (a structure model: _atom_site/_entry items), not a RELION particle "
+            "STAR file",
+            path,
+        )
+
+
 def split_sections(lines: list[str]) -> list[str] | None:
     """The lines of a STAR file with every section after the first of a data block (a second
     ``loop_`` table, or name-value pairs after a table) given a block of its own,
@@ -207,6 +221,7 @@ def _read_blocks(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise InputNotFoundError("no such file", path)
+    _refuse_mmcif(path)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             split = split_sections(f.readlines())
