@@ -596,7 +596,7 @@ def _manage(name: str) -> Any:
 
 def _database(db_path: Path) -> Any:
     """The entries and foreign folders of a database; a path that is not one is a user error."""
-    from pipeline.db.validate import scan_database
+    from pipeline.db.validate import has_entry_file, scan_database
 
     if not db_path.is_dir():
         what = "does not exist" if not db_path.exists() else "is not a folder"
@@ -609,6 +609,12 @@ def _database(db_path: Path) -> Any:
         raise OptionError(
             f"{db_path}: not a database (no <source-db>/<entry-id> folders; found "
             f"{scan.foreign[0]})"
+        )
+    if scan.entries and not any(has_entry_file(e) for e in scan.entries):
+        first = scan.entries[0]
+        raise OptionError(
+            f"{db_path}: not a database (no <source-db>/<entry-id> folder holds an entry's "
+            f"files; e.g. {first.source_db}/{first.entry_id})"
         )
     return scan
 

@@ -431,6 +431,71 @@ def test_validate_and_list_of_a_path_that_is_not_a_database(run_cli, tmp_path):
     assert run_cli("validate", "--db-path", tmp_path / "other").exit_code == 2
 
 
+def test_a_folder_tree_without_entry_files_is_not_a_database(run_cli, tmp_path, tiny):
+    """/etc or a source checkout have <folder>/<folder> pairs but no entry's files: one line,
+    exit 2 (not thousands of 'metadata.json: missing' lines)."""
+    (tmp_path / "tree" / "X11" / "xkb").mkdir(parents=True)
+    (tmp_path / "tree" / "docs" / "a.md").parent.mkdir()
+    (tmp_path / "tree" / "docs" / "a.md").write_text("x")
+    for command in ("validate", "list"):
+        result = run_cli(command, "--db-path", tmp_path / "tree")
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            f"error: {tmp_path / 'tree'}: not a database (no <source-db>/<entry-id> folder "
+            "holds an entry's files; e.g. X11/xkb)"
+        ]
+    # a database with one entry whose files are all gone is still a database
+    folder = _add(run_cli, tmp_path, tiny)
+    (folder.parent / "gutted").mkdir()
+    result = run_cli("validate", "--quick", "--db-path", tmp_path / "db")
+    assert result.exit_code == 1
+    assert "emdb/gutted: metadata.json: missing" in result.stdout
+    assert f"{ENTRY}: ok" in result.stdout
+
+
+def test_a_document_or_archive_that_is_a_folder_is_a_problem_of_that_entry(
+    run_cli, tmp_path, tiny
+):
+    folder = _add(run_cli, tmp_path, tiny)
+    other = folder.parent / "other"
+    shutil.copytree(folder, other)
+    (folder / "metadata.json").unlink()
+    (folder / "metadata.json").mkdir()
+    (other / "data.zip").unlink()
+    (other / "data.zip").mkdir()
+    for command in (("validate",), ("validate", "--quick"), ("list",)):
+        result = run_cli(*command, "--db-path", tmp_path / "db")
+        assert "Traceback" not in result.output and result.stderr == "", result.output
+        assert result.exit_code == (0 if command == ("list",) else 1)
+        assert "emdb/emd-1832" in result.stdout and "metadata.json: not a file" in result.stdout
+        assert "emdb/other" in result.stdout and "data.zip: not a file" in result.stdout
+
+
+def _rewrite_member(zip_path, member, change):
+    with zipfile.ZipFile(zip_path) as zf:
+        items = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name, data in items:
+            zf.writestr(name, change(data) if name == member else data)
+
+
+@pytest.mark.parametrize(
+    "member", ["volume_data/1/0/0/.zarray", "lattice_segmentation_data/labels/1/0/grid/.zarray"]
+)
+def test_an_array_of_objects_where_numbers_belong_is_a_problem(run_cli, tmp_path, tiny, member):
+    folder = _add(run_cli, tmp_path, tiny)
+    meta = json.loads(zipfile.ZipFile(folder / "data.zip").read(member))
+    stored = meta["dtype"]
+    old = f'"{stored}"'.encode()
+    _rewrite_member(folder / "data.zip", member, lambda b: b.replace(old, b'"|O"'))
+    for quick in ((), ("--quick",)):
+        result = run_cli("validate", *quick, "--db-path", tmp_path / "db")
+        assert result.exit_code == 1, result.output
+        path = member[: -len("/.zarray")]
+        assert f"{ENTRY}: {path}: dtype |O is not a" in result.stdout
+
+
 def test_staging_leftovers_are_listed_with_their_size(run_cli, tmp_path, tiny):
     _add(run_cli, tmp_path, tiny)
     left = tmp_path / "db" / "_staging" / "emdb@emd-1832@dead"

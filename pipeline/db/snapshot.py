@@ -67,10 +67,11 @@ def _read_small(dir_fd: int, name: str, problems: list[str]) -> bytes | None:
         else:
             problems.append(f"{name}: unreadable ({exc.strerror})")
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # fdopen refuses a folder with an exception
+        os.close(fd)
+        problems.append(f"{name}: not a file")
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            problems.append(f"{name}: not a file")
-            return None
         size = os.fstat(f.fileno()).st_size
         if size > _MAX_JSON:
             problems.append(f"{name}: {size} bytes, too large for an entry document")
@@ -101,10 +102,10 @@ def _open_once(location: EntryLocation) -> EntrySnapshot:
         data_zip: IO[bytes] | None = None
         try:
             fd = os.open(DATA_ZIP, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=dir_fd)
-            data_zip = os.fdopen(fd, "rb")
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                data_zip.close()
-                data_zip = None
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                data_zip = os.fdopen(fd, "rb")
+            else:
+                os.close(fd)
                 problems.append(f"{DATA_ZIP}: not a file")
         except FileNotFoundError:
             if DATA_ZIP in files:  # listed, then gone: the version was replaced meanwhile

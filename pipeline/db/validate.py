@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.db.layout import (
     ANNOTATIONS_JSON,
     DATA_ZIP,
+    GEOMETRIC_JSON,
     METADATA_JSON,
     EntryLocation,
     lattice_key,
@@ -41,6 +42,7 @@ __all__ = [
     "check_entry",
     "checked_documents",
     "database_leftovers",
+    "has_entry_file",
     "list_entries",
     "scan_database",
     "staging_leftovers",
@@ -96,6 +98,15 @@ def scan_database(db_path: Path) -> DatabaseScan:
             except PreprocessorError:
                 scan.foreign.append(f"{where}: not a valid entry id (a folder not written here)")
     return scan
+
+
+def has_entry_file(location: EntryLocation) -> bool:
+    """Whether an entry folder holds any of an entry's files (a database has at least one such
+    folder; a tree of other folders, such as /etc or a source checkout, is not a database)."""
+    return any(
+        os.path.lexists(location.folder / name)
+        for name in (METADATA_JSON, ANNOTATIONS_JSON, DATA_ZIP, GEOMETRIC_JSON)
+    )
 
 
 def list_entries(db_path: Path) -> list[EntryLocation]:
@@ -268,6 +279,9 @@ def _check_array(c: _Checker, path: str, box: list[int]) -> dict[str, Any] | Non
     if meta["shape"] != box:
         c.problem(f"{path}: shape {meta['shape']} != box {box}")
         return None
+    if meta["dtype"] == "|O" or _numeric_kind(meta["dtype"]) is None:
+        c.problem(f"{path}: dtype {meta['dtype']} is not a number type")
+        return None
     if c.deep:
         try:
             for _ in c.chunks(path, meta):
@@ -276,6 +290,14 @@ def _check_array(c: _Checker, path: str, box: list[int]) -> dict[str, Any] | Non
             c.problem(f"{path}: unreadable chunk ({_short(exc)})")
             return None
     return meta
+
+
+def _numeric_kind(dtype: str) -> str | None:
+    """The numpy kind (b, i, u, f) of a stored array's dtype; None for any other type."""
+    import numpy as np
+
+    kind = np.dtype(dtype).kind  # array_meta has already parsed it
+    return kind if kind in "biuf" else None
 
 
 def _check_volume(c: _Checker, docs: EntryDocuments) -> None:
@@ -389,6 +411,9 @@ def _check_lattice(c: _Checker, docs: EntryDocuments, lattice: str) -> dict[int,
                 continue
             if meta["shape"] != box.grid_dimensions:
                 c.problem(f"{grid_path}: shape {meta['shape']} != box {box.grid_dimensions}")
+                continue
+            if meta["dtype"] == "|O" or _numeric_kind(meta["dtype"]) not in ("i", "u"):
+                c.problem(f"{grid_path}: dtype {meta['dtype']} is not an integer type")
                 continue
             if not c.deep or table is None:
                 continue
