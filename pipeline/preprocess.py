@@ -35,6 +35,7 @@ from pipeline.db.metadata import (
     add_lattice_annotations,
     add_lattice_metadata,
     apply_entry_metadata,
+    quantization_record,
     volume_channel_annotations,
     volume_metadata,
 )
@@ -541,7 +542,7 @@ def _write_volume(
                     out_dtype = options.quantize_dtype
                     st = stats[key(lv.ratio, t, c)]
                     params = QuantizationParams.from_range(st.min, st.max, dtype, out_dtype)
-                    attrs = {QUANTIZATION_ATTRIBUTE: params.to_json()}
+                    attrs = {QUANTIZATION_ATTRIBUTE: quantization_record(params)}
                 target = writer.array(
                     volume_key(lv.ratio, t, volume.channel_ids[c]),
                     lv.shape,
