@@ -106,11 +106,17 @@ def _os_error(exc: OSError) -> str:
             errno.EDQUOT: "disk quota exceeded",
             errno.EFBIG: "file too large for the file system (or the file-size limit, ulimit -f)",
         }[exc.errno]
-        folders = [Path(exc.filename).parent] if exc.filename else list(_FOLDERS)
+        from pipeline.db.safefs import shown_path
+
+        folders = [shown_path(exc.filename).parent] if exc.filename else list(_FOLDERS)
         if not folders:
             return what
         return f"{what} in " + "; ".join(f"{f} ({_free(f)})" for f in folders)
-    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.filename:
+        from pipeline.db.safefs import shown_path
+
+        return f"{shown_path(exc.filename)}: {exc.strerror or exc}"
+    where = ""
     return f"{where}{exc.strerror or exc}"
 
 

@@ -848,3 +848,30 @@ def test_refused_management_command_on_a_new_database_leaves_nothing(run_cli, tm
     result = run_cli(*_manage(tmp_path, "delete"))
     assert_one_line_error(result, "entry emdb/emd-1832 does not exist")
     assert not (tmp_path / "db").exists()
+
+
+def test_staged_files_go_to_the_opened_folder_when_staging_is_swapped_for_a_symlink(tmp_path):
+    """Files written into a staged entry by path reach the folder that was opened, even when
+    ``_staging`` is replaced by a symlink to a user's folder after it was opened."""
+    from pipeline.db.commit import staged_entry
+    from pipeline.db.layout import EntryLocation
+    from pipeline.db.safefs import shown_path
+
+    db = tmp_path / "db"
+    db.mkdir()
+    user = tmp_path / "user"
+    user.mkdir()
+    location = EntryLocation(db, "emdb", "e-1")
+    with staged_entry(location) as staged:
+        os.rename(db / "_staging", db / "moved")
+        (db / "_staging").symlink_to(user)
+        staged.write_json("metadata.json", {"a": 1})
+        (staged.folder / "data.zip").write_bytes(b"zip")
+        assert os.listdir(user) == []
+        [name] = os.listdir(db / "moved")
+        assert json.loads((db / "moved" / name / "metadata.json").read_text()) == {"a": 1}
+        assert (db / "moved" / name / "data.zip").read_bytes() == b"zip"
+        # messages name the folder as the user knows it
+        assert shown_path(staged.folder / "data.zip") == db / "_staging" / name / "data.zip"
+    assert os.listdir(user) == []
+    assert os.listdir(db / "moved") == []

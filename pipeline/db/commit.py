@@ -18,6 +18,7 @@ from pipeline.db.layout import (
 )
 from pipeline.db.safefs import (
     STAGING,
+    descriptor_path,
     ensure_dir,
     open_dir,
     opened_dir,
@@ -84,8 +85,11 @@ class StagedEntry:
             except FileNotFoundError:  # _staging removed by another writer just now: again
                 os.close(self._staging_fd)
                 continue
-        self.folder = location.staging_root / self.name
-        self._fd = open_dir(self._staging_fd, self.name, self.folder)
+        self.shown = location.staging_root / self.name
+        self._fd = open_dir(self._staging_fd, self.name, self.shown)
+        # files are written by path (zip and JSON writers), so the path goes through the
+        # folder's own descriptor: a _staging swapped for a symlink meanwhile is never followed
+        self.folder = descriptor_path(self._fd, self.shown)
 
     @property
     def data_zip(self) -> Path:

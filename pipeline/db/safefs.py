@@ -28,6 +28,7 @@ from pipeline.errors import PreprocessorError
 __all__ = [
     "SymlinkRefusedError",
     "dead_staging",
+    "descriptor_path",
     "ensure_dir",
     "entry_has_symlinks",
     "is_dead_writer",
@@ -39,6 +40,7 @@ __all__ = [
     "refuse_symlinks",
     "remove_dead_staging",
     "remove_tree",
+    "shown_path",
     "staging_name",
     "stamp_is_dead",
     "writer_stamp",
@@ -199,6 +201,34 @@ def opened_entry(db_path: Path, source_db: str, entry_id: str) -> Iterator[int]:
         opened_dir(src, entry_id, db_path / source_db / entry_id) as entry,
     ):
         yield entry
+
+
+# /proc/self/fd/<n> paths handed out by descriptor_path, and the path each stands for in messages
+_DESCRIPTOR_PATHS: dict[str, Path] = {}
+
+
+def descriptor_path(dir_fd: int, shown: Path) -> Path:
+    """A path that reaches the folder open as ``dir_fd`` through that descriptor, not through
+    the names above it (Linux's ``/proc/self/fd``), for writers that only take paths; ``shown``
+    where /proc is not mounted. :func:`shown_path` turns it back into ``shown`` for messages."""
+    proc = Path(f"/proc/self/fd/{dir_fd}")
+    try:
+        same = os.path.samestat(os.stat(proc), os.fstat(dir_fd))
+    except OSError:
+        same = False
+    if not same:
+        return shown
+    _DESCRIPTOR_PATHS[str(proc)] = shown
+    return proc
+
+
+def shown_path(path: str | Path) -> Path:
+    """``path`` as the user knows it: a :func:`descriptor_path` prefix replaced by its folder."""
+    text = str(path)
+    for proc, shown in _DESCRIPTOR_PATHS.items():
+        if text == proc or text.startswith(proc + "/"):
+            return shown / text[len(proc) + 1 :] if text != proc else shown
+    return Path(text)
 
 
 def link_file(dir_fd: int, name: str, target: Path, shown: Path) -> None:
