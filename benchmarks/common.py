@@ -17,6 +17,8 @@ __all__ = [
     "Measurement",
     "measure",
     "preprocess_argv",
+    "write_cells_mask",
+    "write_sparse_mask",
     "write_synthetic_map",
     "write_synthetic_mask",
 ]
@@ -115,6 +117,35 @@ def write_synthetic_mask(
                 inside = (y - cy) ** 2 + (x - cx) ** 2 + dz2 <= r * r
                 plane[inside] = value
             mrc.data[z] = plane
+
+
+def write_cells_mask(
+    path: Path, shape: tuple[int, int, int], labels: int, cell: int = 8, seed: int = 2
+) -> None:
+    """A uint16 label map of cubic ``cell``-voxel cells, each holding one of ``labels`` random
+    labels (1..labels): boundaries everywhere, like instance segmentations of cells."""
+    nz, ny, nx = shape
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(1, labels + 1, size=tuple(-(-n // cell) for n in shape), dtype=np.uint16)
+    with mrcfile.new_mmap(path, shape=shape, mrc_mode=6, overwrite=True) as mrc:
+        mrc.voxel_size = 2.0
+        for z in range(nz):
+            plane = np.repeat(np.repeat(cells[z // cell], cell, axis=0), cell, axis=1)
+            mrc.data[z] = plane[:ny, :nx]
+
+
+def write_sparse_mask(
+    path: Path, shape: tuple[int, int, int], labels: int, fraction: float = 0.1, seed: int = 3
+) -> None:
+    """A uint16 label map with random labels (1..labels) on a random ``fraction`` of the
+    voxels and background 0 elsewhere (the worst case: almost every window is mixed)."""
+    nz, ny, nx = shape
+    rng = np.random.default_rng(seed)
+    with mrcfile.new_mmap(path, shape=shape, mrc_mode=6, overwrite=True) as mrc:
+        mrc.voxel_size = 2.0
+        for z in range(nz):
+            values = rng.integers(1, labels + 1, size=(ny, nx), dtype=np.uint16)
+            mrc.data[z] = np.where(rng.random((ny, nx)) < fraction, values, 0)
 
 
 def preprocess_argv(inputs: list[tuple[Path, str]], out: Path, entry: str) -> list[str]:

@@ -41,8 +41,30 @@ class _Terminated(BaseException):
         self.signum = signum
 
 
+# whether a signal may still unwind the run (once: a second signal, or one that arrives while
+# the outcome is being reported, ends the process at once) and whether a line was written
+_SIGNALS = {"unwind": False, "wrote": False}
+
+
+def _signal_message(signum: int) -> str:
+    name = signal.Signals(signum).name
+    commit = sys.modules.get("pipeline.db.commit")  # no import inside a signal handler
+    committed = list(getattr(commit, "COMMITTED", []))
+    if committed:  # the commit's rename returned: that is the outcome
+        return f"committed {', '.join(committed)} before {name}"
+    if signum == signal.SIGTERM:
+        return "terminated (SIGTERM); the database is as it was"
+    return f"interrupted ({name}); the database is as it was"
+
+
 def _on_signal(signum: int, frame: Any) -> None:
-    raise _Terminated(signum)
+    if _SIGNALS["unwind"]:
+        _SIGNALS["unwind"] = False
+        raise _Terminated(signum)
+    if not _SIGNALS["wrote"]:
+        _SIGNALS["wrote"] = True
+        os.write(2, f"error: {_one_line(_signal_message(signum))}\n".encode())
+    os._exit(128 + signum)
 
 
 def _on_signal_after_run(signum: int, frame: Any) -> None:
@@ -60,6 +82,7 @@ def _one_line(text: str) -> str:
 
 
 def _error(text: str) -> None:
+    _SIGNALS["wrote"] = True
     click.echo(f"error: {_one_line(text)}", err=True)
 
 
@@ -83,11 +106,17 @@ def _os_error(exc: OSError) -> str:
             errno.EDQUOT: "disk quota exceeded",
             errno.EFBIG: "file too large for the file system (or the file-size limit, ulimit -f)",
         }[exc.errno]
-        folders = [Path(exc.filename).parent] if exc.filename else list(_FOLDERS)
+        from pipeline.db.safefs import shown_path
+
+        folders = [shown_path(exc.filename).parent] if exc.filename else list(_FOLDERS)
         if not folders:
             return what
         return f"{what} in " + "; ".join(f"{f} ({_free(f)})" for f in folders)
-    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.filename:
+        from pipeline.db.safefs import shown_path
+
+        return f"{shown_path(exc.filename)}: {exc.strerror or exc}"
+    where = ""
     return f"{where}{exc.strerror or exc}"
 
 
@@ -124,10 +153,17 @@ class _OneLineErrors(click.Group):
         if threading.current_thread() is not threading.main_thread():
             return self._main(*args, **kwargs)
         signals = (signal.SIGTERM, signal.SIGINT)
+        _SIGNALS.update(unwind=True, wrote=False)
         previous = [signal.signal(s, _on_signal) for s in signals]
         try:
             return self._main(*args, **kwargs)
+        except _Terminated as exc:  # arrived outside the handling in _main (its first lines)
+            _SIGNALS["unwind"] = False
+            if not _SIGNALS["wrote"]:
+                _error(_signal_message(exc.signum))
+            sys.exit(128 + exc.signum)
         finally:
+            _SIGNALS["unwind"] = False
             for signum, handler in zip(signals, previous, strict=True):
                 if getattr(handler, "__name__", "") == "_interrupted_while_starting":
                     handler = _on_signal_after_run
@@ -152,15 +188,7 @@ class _OneLineErrors(click.Group):
             _error("aborted")
             sys.exit(130)
         except _Terminated as exc:
-            from pipeline.db.commit import COMMITTED
-
-            name = signal.Signals(exc.signum).name
-            if COMMITTED:  # the commit's rename returned: that is the outcome
-                _error(f"committed {', '.join(COMMITTED)} before {name}")
-            elif exc.signum == signal.SIGTERM:
-                _error("terminated (SIGTERM); the database is as it was")
-            else:
-                _error(f"interrupted ({name}); the database is as it was")
+            _error(_signal_message(exc.signum))
             sys.exit(128 + exc.signum)
         except PreprocessorError as exc:
             _error(f"{_committed_prefix()}{exc}")

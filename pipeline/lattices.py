@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ import numpy as np
 
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
+from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
 from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.layout import lattice_key
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.level_pass import Engine, LabelJob, run_label_pass, temp_id
+from pipeline.level_pass import Engine, LabelJob, run_label_pass
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -150,27 +152,32 @@ def check_lattice_transform(
 def _lut(
     table: SetTable, blocks: list[tuple[int, np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scratch values of the blocks' combinations -> category ids.
+    """Scratch values of the blocks' combinations -> category ids, as ``(starts, values)``:
+    combination ``index`` of block ``number`` becomes ``values[starts[number] + index]``.
 
     New unions get their ids in the sorted order of the distinct combinations of the whole
-    level, not in block order, so the ids do not depend on how the level was cut into blocks
-    (runs with other block sizes store the same arrays)."""
-    rows: dict[tuple[int, ...], list[int]] = {}
+    level (as tuples of category ids), not in block order, so the ids do not depend on how the
+    level was cut into blocks (runs with other block sizes store the same arrays)."""
+    numbers = [number for number, _, _ in blocks]
+    sizes = np.zeros(max(numbers, default=0) + 1, np.int64)
     for number, _present, combos in blocks:
-        for index, row in enumerate(combos):
-            members = tuple(int(c) for c in row if c != _SENTINEL)
-            rows.setdefault(members, []).append(temp_id(number, index))
-    keys: list[int] = []
-    values: list[int] = []
-    for members in sorted(rows):
-        value = members[0] if len(members) == 1 else table.union_id(members)
-        keys.extend(rows[members])
-        values.extend([value] * len(rows[members]))
-    order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
-    return (
-        np.array(keys, dtype=np.uint64)[order],
-        np.array(values, dtype=np.uint32)[order],
+        sizes[number] = combos.shape[0]
+    starts = np.cumsum(sizes) - sizes
+    parts = [combos for number, _, combos in sorted(blocks, key=lambda b: b[0]) if combos.size]
+    if not parts:
+        return starts, np.zeros(0, np.uint32)
+    width = max(p.shape[1] for p in parts)
+    rows = np.concatenate(
+        [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
+    # in the order of tuples: a shorter row comes before the longer rows it starts
+    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
+    distinct = rows[first]
+    single = (distinct != _SENTINEL).sum(axis=1) == 1
+    ids = np.empty(first.size, np.uint32)
+    ids[single] = distinct[single, 0]
+    ids[~single] = table.union_ids(distinct[~single])
+    return starts, ids[inverse]
 
 
 def write_lattice(
@@ -229,7 +236,7 @@ def write_lattice(
             "segmentations",
             f"{labels.lattice_id} level {lv.ratio}",
         )
-        presents = [np.unique(np.concatenate([p for _, p, _ in blocks_])) for blocks_ in results]
+        presents = [sorted_unique(np.concatenate([p for _, p, _ in b])) for b in results]
         if lv.ratio == 1:  # every frame's labels first: they own their ids before any union
             for t, present in enumerate(presents):
                 table.add_labels(present, segment_of)
@@ -240,17 +247,23 @@ def write_lattice(
                         occurs.setdefault(segment, []).append(u)
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
-            if lv.stored:
-                for u in [t] if repeat == 1 else range(repeat):
-                    key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
-                    writer.object_array(key, table.table(present))
+            # the set table of level r is encoded in a thread while the unions of level 2r
+            # are merged (it reads only sets that exist already); stored in the same order
+            with ThreadPoolExecutor(1) as pool:
+                encoded = pool.submit(table.encoded_table, present) if lv.stored else None
+                if job.next_level is not None:
+                    try:
+                        luts[t] = _lut(table, per_block)
+                    except OverflowError as exc:
+                        raise InputFormatError(str(exc), labels.path) from exc
+                if encoded is not None:
+                    payload = encoded.result()
+                    for u in [t] if repeat == 1 else range(repeat):
+                        key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
+                        writer.encoded_object_array(key, payload)
             if lv.ratio > 1:
                 remove_scratch(sources[t])
             if job.next_level is not None:
-                try:
-                    luts[t] = _lut(table, per_block)
-                except OverflowError as exc:
-                    raise InputFormatError(str(exc), labels.path) from exc
                 sources[t] = job.next_level
     for arr in sources:
         if plan.levels[-1].ratio > 1:

@@ -9,6 +9,7 @@ data, so memory is bounded by the blocks in flight whatever the volume's size.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from pipeline.algorithms.labels import LABEL_HALO, label_step_block, present_values
 from pipeline.algorithms.pyramid import HALO, downsample_block, output_range
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
+from pipeline.algorithms.set_table import sorted_unique
 from pipeline.algorithms.statistics import block_moments
 from pipeline.arrays import LazyArray
 from pipeline.chunks import align_chunks
@@ -193,13 +195,15 @@ def _run_chain(
     sink: KeySink | None,
     stage: str,
     detail: str,
+    blocks: Callable[[Any], tuple[int, ...]] | None = None,
 ) -> list[list[tuple[int, Any]]]:
     """Every block of every job through the engine's runner; per job, per block (block
     number, summary). Chunks reach ``sink`` in block order whatever runs the tasks."""
     items: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = []
     owners: list[int] = []
     for i, job in enumerate(jobs):
-        for start, stop in block_grid(job.source.shape, engine.blocks(job.source, order), order):
+        shape = blocks(job.source) if blocks is not None else engine.blocks(job.source, order)
+        for start, stop in block_grid(job.source.shape, shape, order):
             items.append((job, start, stop))
             owners.append(i)
     engine.progress.start(stage, detail, len(items))
@@ -240,7 +244,8 @@ class LabelJob:
 
     source: LazyArray  # level r: labels (level 1) or a uint64 scratch file, [x, y, z]
     path: str  # the input file, for error messages
-    lut: tuple[np.ndarray, np.ndarray] | None  # scratch values -> category ids (levels > 1)
+    # scratch values -> category ids (levels > 1): (first index of each block, category ids)
+    lut: tuple[np.ndarray, np.ndarray] | None
     store: ArrayTarget | None  # level r's grid
     next_level: Any | None  # writable uint64 lazy array for level 2r, or None
 
@@ -263,11 +268,14 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
         if kind in "iu" and size <= 4:  # non-negative: the same bits unsigned, no copy
             return data.view(np.dtype(f"u{size}"))
         return data.astype(np.uint32)
-    keys, values = job.lut
+    starts, values = job.lut
     out = data.astype(np.uint32)  # plain categories are below 2**32
     temp = data >= TEMP_BASE
     if temp.any():
-        out[temp] = values[np.searchsorted(keys, data[temp])]
+        scratch = data[temp]
+        number = (scratch & ~TEMP_BASE) >> np.uint64(_LOCAL_BITS)
+        index = scratch & np.uint64((1 << _LOCAL_BITS) - 1)
+        out[temp] = values[starts[number.astype(np.intp)] + index.astype(np.intp)]
     return out
 
 
@@ -301,7 +309,7 @@ def _label_task(
     seen = present_values(step.single)
     if step.combos.size:
         members = step.combos[step.combos != np.iinfo(np.uint32).max]
-        seen = np.union1d(seen, members).astype(np.uint32)
+        seen = sorted_unique(np.concatenate([seen, members.astype(np.uint32)]))
     return (seen, step.combos), chunks
 
 
@@ -320,5 +328,41 @@ def run_label_pass(
 ) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
     """One pass of the label pyramid; per job, per block: (block number, categories seen,
     combinations)."""
-    per_job = _run_chain(jobs, _label_task, engine, order, sink, stage, detail)
+    def blocks(source: LazyArray) -> tuple[int, ...]:
+        return plane_block_shape(
+            source.shape,
+            np.dtype(source.dtype).itemsize,
+            order,
+            engine.block,
+            engine.max_block_bytes,
+        )
+
+    per_job = _run_chain(jobs, _label_task, engine, order, sink, stage, detail, blocks)
     return [[(n, seen, combos) for n, (seen, combos) in blocks_] for blocks_ in per_job]
+
+
+def plane_block_shape(
+    shape: tuple[int, ...],
+    itemsize: int,
+    order: str,
+    block: int,
+    max_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> tuple[int, ...]:
+    """The blocks of a label pass: whole planes of the two fastest-varying axes, ``block``
+    (or ``block // 2``) deep, where they fit in ``max_bytes``; else :func:`block_shape`.
+
+    A block of whole planes is one contiguous run of the file (a few large reads instead of one
+    read per row), which is most of a label pass's cost when its windows are uniform. The
+    stored bytes do not depend on the blocks.
+
+    >>> plane_block_shape((512, 512, 512), 2, "F", 128)
+    (512, 512, 64)
+    >>> plane_block_shape((2048, 2048, 1024), 2, "F", 128)
+    (2048, 64, 64)
+    """
+    slow = len(shape) - 1 if order == "F" else 0
+    plane = math.prod(n for a, n in enumerate(shape) if a != slow) * itemsize
+    for edge in (block, block // 2):
+        if plane * edge <= max_bytes:
+            return tuple(min(n, edge) if a == slow else n for a, n in enumerate(shape))
+    return block_shape(shape, itemsize, order, block, max_bytes)

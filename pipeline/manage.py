@@ -14,8 +14,11 @@ from pipeline.db.lock import entry_lock
 from pipeline.db.safefs import (
     STAGING,
     ensure_dir,
+    link_file,
     open_dir,
+    open_file,
     opened_dir,
+    opened_entry,
     opened_root,
     remove_dead_staging,
     remove_tree,
@@ -54,20 +57,25 @@ def delete_entry(location: EntryLocation) -> None:
             )
         source = entry_folder_fds
         try:
-            staging = ensure_dir(location.db_path, STAGING)
+            created: set[str] = set()
+            staging = ensure_dir(location.db_path, STAGING, created=created)
+            # removed at the end when empty, unless it was there and empty before
+            tidy = STAGING in created or bool(os.listdir(staging))
             try:
                 remove_dead_staging(staging)
                 trash = staging_name(location.source_db, location.entry_id)
                 os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
                 COMMITTED.append(f"{location.source_db}/{location.entry_id}")
+                tidy = True  # the deletion is the outcome: tidy up an empty _staging found
                 _after_commit_hook()
                 remove_tree(staging, trash)
             finally:
                 os.close(staging)
         finally:
             os.close(source)
-        with contextlib.suppress(OSError), opened_root(location.db_path) as root:
-            os.rmdir(STAGING, dir_fd=root)
+        if tidy:
+            with contextlib.suppress(OSError), opened_root(location.db_path) as root:
+                os.rmdir(STAGING, dir_fd=root)
 
 
 def _entry_fds(location: EntryLocation) -> int | None:
@@ -97,14 +105,19 @@ def _rewrite(
     from pipeline.db.documents import write_document
 
     files = documents.files()
-    with staged_entry(location) as staged:
+    shown = location.folder / DATA_ZIP
+    with (
+        staged_entry(location) as staged,
+        opened_entry(location.db_path, location.source_db, location.entry_id) as entry_fd,
+    ):
         # removals: metadata stops naming what goes before data.zip loses it
         names = []
         if drop:
             try:
                 with (
                     new_archive(staged.data_zip) as sink,
-                    zipfile.ZipFile(location.folder / DATA_ZIP) as zf,
+                    os.fdopen(open_file(entry_fd, DATA_ZIP, os.O_RDONLY, shown), "rb") as raw,
+                    zipfile.ZipFile(raw) as zf,
                 ):
                     for info in zf.infolist():
                         if not info.filename.startswith(drop):
@@ -115,7 +128,7 @@ def _rewrite(
                 ) from exc
             names.append(DATA_ZIP)
         else:  # only the JSON documents change: keep the archive as it is
-            os.link(location.folder / DATA_ZIP, staged.data_zip)
+            link_file(entry_fd, DATA_ZIP, staged.data_zip, shown)
         # only the entry's own files: stray files are reported by validate, never carried
         for name, data in files.items():  # metadata.json last (the fallback's order)
             if data is not None:

@@ -35,10 +35,17 @@ from pipeline.db.metadata import (
     add_lattice_annotations,
     add_lattice_metadata,
     apply_entry_metadata,
+    quantization_record,
     volume_channel_annotations,
     volume_metadata,
 )
-from pipeline.db.safefs import stamp_is_dead, writer_stamp
+from pipeline.db.safefs import (
+    link_file,
+    open_file,
+    opened_entry,
+    stamp_is_dead,
+    writer_stamp,
+)
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
 from pipeline.errors import (
@@ -540,7 +547,7 @@ def _write_volume(
                     out_dtype = options.quantize_dtype
                     st = stats[key(lv.ratio, t, c)]
                     params = QuantizationParams.from_range(st.min, st.max, dtype, out_dtype)
-                    attrs = {QUANTIZATION_ATTRIBUTE: params.to_json()}
+                    attrs = {QUANTIZATION_ATTRIBUTE: quantization_record(params)}
                 target = writer.array(
                     volume_key(lv.ratio, t, volume.channel_ids[c]),
                     lv.shape,
@@ -798,18 +805,25 @@ def _extend(
         lattices = contents.lattices
         _check_segmentations(options, contents, grid, documents)
         _check_scratch_space(work, plan, None, lattices)
-        with staged_entry(location) as staged:
+        shown = location.folder / DATA_ZIP
+        with (
+            staged_entry(location) as staged,
+            opened_entry(location.db_path, location.source_db, location.entry_id) as entry_fd,
+        ):
             finishing = time.perf_counter()
             if lattices or contents.meshes:
-                with new_archive(staged.data_zip) as sink:
-                    sink.adopt(location.folder / DATA_ZIP)
+                with (
+                    new_archive(staged.data_zip) as sink,
+                    os.fdopen(open_file(entry_fd, DATA_ZIP, os.O_RDONLY, shown), "rb") as old,
+                ):
+                    sink.adopt(old)
                     writer = DataWriter(sink, options.compressor, existing=sink.keys)
                     written = _write_lattices(writer, lattices, plan, work, options, engine, grid)
                     meshes = _write_mesh_sets(writer, contents.meshes, grid)
                     finishing = time.perf_counter()
                     writer.finish()
             else:  # the archive does not change (it is never modified in place)
-                os.link(location.folder / DATA_ZIP, staged.data_zip)
+                link_file(entry_fd, DATA_ZIP, staged.data_zip, shown)
                 written, meshes = [], []
             _describe_lattices(documents, lattices, written, plan, options, warn)
             describe_mesh_sets(documents, _entry_key(options), contents.meshes, meshes)

@@ -168,6 +168,9 @@ def test_no_module_outside_db_spells_zip_or_document_keys():
         '"spatial_downsampling_levels"',
         '"segment_kind"',
         '"target_kind"',
+        '"num_steps"',
+        '"to_remove_negatives"',
+        '"descriptive_statistics"',
     )
     offenders = [
         f"{path.relative_to(root)}: {word}"

@@ -15,8 +15,8 @@ import zarr
 from conftest import ROOT, binomial_reference, preprocess_args, sha256, write_mrc
 from zarr.storage import ZipStore
 
-from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.db import open_entry
+from pipeline.db.metadata import quantization_params
 from pipeline.options import InputKind, InputSpec, LevelOptions, Mode, PreprocessOptions
 from pipeline.preprocess import preprocess
 
@@ -95,7 +95,7 @@ def test_seed_example_emd1832_quantized(run_cli, tmp_path, emd1832_map):
         for level, values in ((1, original), (2, binomial_reference(original))):
             arr = entry.volume_array(level)
             assert arr.dtype == np.uint8
-            params = QuantizationParams.from_json(arr.attrs["quantization_data_dict"])
+            params = quantization_params(arr.attrs["quantization_data_dict"])
             assert params.num_steps == 255 and params.src_type == "<f4"
             assert params.to_remove_negatives == pytest.approx(values.min(), abs=1e-6)
             decoded = entry.read_volume(level)

@@ -201,6 +201,47 @@ def test_symlinked_entry_folder_and_entry_file(run_cli, tmp_path):
     assert_one_line_error(result, str(entry), "symlink")
 
 
+@pytest.mark.parametrize("command", ["edit-descriptions", "extend", "remove-volume"])
+def test_entry_file_swapped_for_a_symlink_after_the_check_is_not_read(
+    run_cli, tmp_path, monkeypatch, command
+):
+    """Review of issue 11: data.zip becomes a symlink just after the writer's checks (symlink
+    check under the lock, then the entry's documents read); the rewrite reads and links it
+    through the entry's descriptor (O_NOFOLLOW), so it is refused, naming it, and the outside
+    file is neither read into nor linked into the entry."""
+    import pipeline.db.validate as validate
+
+    entry = _add(run_cli, tmp_path)
+    outside = tmp_path / "outside.zip"
+    shutil.copy(entry / "data.zip", outside)
+    checked = validate.checked_documents
+
+    def check_then_swap(*args, **kw):
+        documents = checked(*args, **kw)
+        (entry / "data.zip").unlink()
+        (entry / "data.zip").symlink_to(outside)
+        return documents
+
+    monkeypatch.setattr(validate, "checked_documents", check_then_swap)
+    if command == "edit-descriptions":
+        args = _manage(tmp_path, command, "--data-json-path", str(_descriptions(tmp_path)))
+    elif command == "remove-volume":
+        args = _manage(tmp_path, command)
+    else:
+        mask = write_mrc(tmp_path / "in" / "mask.mrc", np.ones((8, 8, 8), np.int8), 2.0)
+        args = preprocess_args([(mask, "mask")], tmp_path, mode="extend")
+    before = outside.stat()
+    result = run_cli(*args)
+    assert_one_line_error(result, str(entry / "data.zip"), "symlink")
+    assert outside.stat().st_nlink == 1 and outside.stat().st_mtime == before.st_mtime
+    assert (entry / "data.zip").is_symlink()  # what the swap left; nothing else changed
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "annotations.json",
+        "data.zip",
+        "metadata.json",
+    ]
+
+
 def test_database_root_may_be_a_symlink(run_cli, tmp_path):
     (tmp_path / "real-db").mkdir()
     (tmp_path / "db").symlink_to(tmp_path / "real-db")
@@ -496,6 +537,38 @@ def test_failed_run_leaves_the_database_exactly_as_it_was(run_cli, tmp_path):
     assert tree_digest(tmp_path / "db") == before
 
 
+def test_existing_empty_locks_and_staging_stay_after_failed_and_refused_runs(run_cli, tmp_path):
+    """Review of issue 11: an empty ``_locks`` / ``_staging`` that was there before a run is
+    part of 'the database as it was' (only what the run created is removed)."""
+    _add(run_cli, tmp_path)
+    (tmp_path / "db" / "_staging").mkdir()
+    (tmp_path / "db" / "_locks").mkdir()
+    before = tree_digest(tmp_path / "db")
+    assert before["_locks"] == "<dir>" and before["_staging"] == "<dir>"
+    bad = tmp_path / "in" / "bad.mrc"
+    bad.write_bytes(b"not a map" * 200)
+    result = run_cli(*preprocess_args([(bad, "mask")], tmp_path, mode="extend"))
+    assert result.exit_code == 2
+    assert tree_digest(tmp_path / "db") == before
+    result = run_cli(*preprocess_args([(_map(tmp_path), "map")], tmp_path))  # exists already
+    assert_one_line_error(result, "already exists")
+    assert tree_digest(tmp_path / "db") == before
+    result = run_cli(*[a.replace("emd-1832", "emd-9") for a in _manage(tmp_path, "delete")])
+    assert_one_line_error(result, "does not exist")
+    assert tree_digest(tmp_path / "db") == before
+    # a run that creates them removes them again
+    shutil.rmtree(tmp_path / "db" / "_locks")
+    shutil.rmtree(tmp_path / "db" / "_staging")
+    result = run_cli(*preprocess_args([(bad, "mask")], tmp_path, mode="extend"))
+    assert result.exit_code == 2
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
+    # a run that commits tidies up empty ones it found (a killed writer's, typically)
+    (tmp_path / "db" / "_staging").mkdir()
+    (tmp_path / "db" / "_locks").mkdir()
+    _add(run_cli, tmp_path, entry="emd-2")
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["emdb"]
+
+
 def test_failed_run_keeps_a_concurrent_runs_new_folders(tmp_path):
     """A run on a new database that fails removes only the folders it found missing, each
     only when empty: a concurrent run's new source folder stays."""
@@ -602,6 +675,51 @@ def test_ctrl_c_at_any_moment_including_start_up(tmp_path, delay):
     line = _one_line((proc.returncode, err))
     assert "interrupted (SIGINT)" in line or "committed emdb/emd-1832 before SIGINT" in line
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+@pytest.mark.parametrize("entry_point", ["-m cli", "console script"])
+def test_ctrl_c_at_fixed_delays_after_spawning(tmp_path, entry_point):
+    """Review of issue 11: SIGINT 0.01-1.0 s after spawning, without waiting for anything,
+    gives at most one line and no traceback, except while the interpreter itself is starting
+    (site and the .pth files of the installation: Python's own KeyboardInterrupt report,
+    before any code of the project can run; tens of ms here, an editable install's finder
+    included)."""
+    args = [
+        str(a) for a in preprocess_args([(_map(tmp_path, shape=(96, 96, 96)), "map")], tmp_path)
+    ]
+    if entry_point == "-m cli":
+        command = [sys.executable, "-m", "cli", *args]
+    else:  # what pip generates for [project.scripts] cli.main:main
+        script = tmp_path / "cellstar-preprocessor"
+        script.write_text(
+            "import re\nimport sys\nfrom cli.main import main\n"
+            "if __name__ == '__main__':\n"
+            "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+            "    sys.exit(main())\n"
+        )
+        command = [sys.executable, str(script), *args]
+    for delay in (0.01, 0.03, 0.1, 0.2, 0.4, 0.7, 1.0):
+        shutil.rmtree(tmp_path / "db", ignore_errors=True)
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if "Traceback" in err:
+            assert "Failed to import the site module" in err, (delay, err)
+            assert delay < 0.4, (delay, err)
+            continue
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) <= 1, (delay, err)
+        if proc.returncode != 0:
+            assert proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, err)
+        if proc.returncode == 130:
+            assert lines and (
+                "interrupted (SIGINT)" in lines[0] or "before SIGINT" in lines[0]
+            ), (delay, err)
+        if not (tmp_path / "db" / "emdb" / "emd-1832").exists():
+            assert _empty(tmp_path / "db"), (delay, err)
 
 
 def test_file_too_large_names_the_folder_and_its_free_space(tmp_path):
@@ -730,3 +848,30 @@ def test_refused_management_command_on_a_new_database_leaves_nothing(run_cli, tm
     result = run_cli(*_manage(tmp_path, "delete"))
     assert_one_line_error(result, "entry emdb/emd-1832 does not exist")
     assert not (tmp_path / "db").exists()
+
+
+def test_staged_files_go_to_the_opened_folder_when_staging_is_swapped_for_a_symlink(tmp_path):
+    """Files written into a staged entry by path reach the folder that was opened, even when
+    ``_staging`` is replaced by a symlink to a user's folder after it was opened."""
+    from pipeline.db.commit import staged_entry
+    from pipeline.db.layout import EntryLocation
+    from pipeline.db.safefs import shown_path
+
+    db = tmp_path / "db"
+    db.mkdir()
+    user = tmp_path / "user"
+    user.mkdir()
+    location = EntryLocation(db, "emdb", "e-1")
+    with staged_entry(location) as staged:
+        os.rename(db / "_staging", db / "moved")
+        (db / "_staging").symlink_to(user)
+        staged.write_json("metadata.json", {"a": 1})
+        (staged.folder / "data.zip").write_bytes(b"zip")
+        assert os.listdir(user) == []
+        [name] = os.listdir(db / "moved")
+        assert json.loads((db / "moved" / name / "metadata.json").read_text()) == {"a": 1}
+        assert (db / "moved" / name / "data.zip").read_bytes() == b"zip"
+        # messages name the folder as the user knows it
+        assert shown_path(staged.folder / "data.zip") == db / "_staging" / name / "data.zip"
+    assert os.listdir(user) == []
+    assert os.listdir(db / "moved") == []

@@ -9,11 +9,12 @@ indices. The orchestrator merges the combinations of all blocks into the global
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.algorithms.pyramid import axis_slice
+from pipeline.algorithms.set_table import SetTable, sorted_unique, unique_rows
 
 __all__ = [
     "LABEL_HALO",
@@ -71,25 +72,52 @@ class StepResult:
     index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
 
 
-_BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 256 KiB of uint32)
+_BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki samples)
+
+
+def _distinct_rows(values: np.ndarray) -> np.ndarray:
+    """Per row: the distinct values, ascending, as uint32 padded with the sentinel to the
+    widest row (two row sorts: repeats become the sentinel in between)."""
+    values.sort(axis=1)
+    repeated = np.zeros(values.shape, bool)
+    np.equal(values[:, 1:], values[:, :-1], out=repeated[:, 1:])
+    width = values.shape[1] - int(repeated.sum(axis=1).min())
+    out = values.astype(np.uint32)
+    out[repeated] = _SENTINEL
+    out.sort(axis=1)
+    return out[:, :width]
+
+
+def _window_source(
+    block: np.ndarray, lo: tuple[int, ...], full_shape: tuple[int, ...], out_start, out_stop
+) -> tuple[np.ndarray, list[int]]:
+    """The block, with its edge samples repeated once where a window reaches past the array
+    (what clipping the taps does), and per axis the index of the first window's first tap."""
+    pads, first = [], []
+    for a in range(block.ndim):
+        left = 2 * out_start[a] - 1 - lo[a]
+        right = 2 * (out_stop[a] - 1) + 1 - lo[a]
+        before = int(left < 0)  # only at the array's start (checked by _window_taps)
+        after = int(right >= block.shape[a])  # only at its end
+        pads.append((before, after))
+        first.append(left + before)
+    source = np.pad(block, pads, mode="edge") if any(b or e for b, e in pads) else block
+    if not (source.flags.c_contiguous or source.flags.f_contiguous):
+        source = np.ascontiguousarray(source)
+    return source, first
 
 
 def _window_sets(
-    block: np.ndarray, taps: list[list[np.ndarray]], where: tuple[np.ndarray, ...]
+    flat: np.ndarray, strides: list[int], first: list[int], where: tuple[np.ndarray, ...]
 ) -> np.ndarray:
-    """Per voxel of ``where``: the sorted distinct categories of its window, padded with the
-    sentinel to the widest row of this batch."""
-    columns = []
-    for offsets in np.ndindex(*(3,) * block.ndim):
-        index = tuple(taps[a][o][where[a]] for a, o in enumerate(offsets))
-        columns.append(block[index])
-    values = np.sort(np.stack(columns, axis=1).astype(np.uint32, copy=False), axis=1)
-    repeated = np.zeros_like(values, dtype=bool)
-    repeated[:, 1:] = values[:, 1:] == values[:, :-1]
-    values[repeated] = _SENTINEL
-    values.sort(axis=1)
-    width = int((values != _SENTINEL).sum(axis=1).max())
-    return values[:, :width]
+    """Per output voxel of ``where``: the sorted distinct categories of its window, padded with
+    the sentinel to the widest row of this batch. ``flat`` is the window source in memory
+    order, ``strides`` its strides in samples, ``first`` the first window's first taps."""
+    base = np.zeros(where[0].size, np.int64)
+    for w, st, f in zip(where, strides, first, strict=True):
+        base += (2 * w.astype(np.int64) + f) * st
+    offsets = np.array([np.dot(d, strides) for d in np.ndindex(*(3,) * len(strides))])
+    return _distinct_rows(flat[base[:, None] + offsets[None, :]])
 
 
 def label_step_block(
@@ -104,10 +132,8 @@ def label_step_block(
 
     The block must cover samples ``2*out_start - 1 .. 2*(out_stop - 1) + 1`` (clipped).
     """
-    taps = [
+    for a in range(block.ndim):  # the block covers the windows (clipped at the array's edges)
         _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
-        for a in range(block.ndim)
-    ]
     # min/max along each axis, in memory order (slowest-varying axis first)
     flip = block.flags.f_contiguous and not block.flags.c_contiguous
     lo_v = hi_v = block.T if flip else block
@@ -125,21 +151,19 @@ def label_step_block(
         return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
     # the distinct categories of the full 3x3x3 window of every mixed voxel, gathered in
     # batches so the 27 columns never exist for the whole block at once
+    source, first = _window_source(block, lo, full_shape, out_start, out_stop)
+    flat = source.reshape(-1, order="C" if source.flags.c_contiguous else "F")
+    strides = [st // source.itemsize for st in source.strides]
     parts = [
-        _window_sets(block, taps, tuple(w[s : s + _BATCH] for w in where))
+        _window_sets(flat, strides, first, tuple(w[s : s + _BATCH] for w in where))
         for s in range(0, where[0].size, _BATCH)
     ]
     width = max(part.shape[1] for part in parts)
     rows = np.concatenate(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
-    if width == 2:  # the common case (a boundary between two categories): 1-D unique
-        packed = (rows[:, 0].astype(np.uint64) << np.uint64(32)) | rows[:, 1]
-        keys, inverse = np.unique(packed, return_inverse=True)
-        combos = np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)], axis=1)
-        return StepResult(lo_v, mixed, combos.astype(np.uint32), inverse.reshape(-1))
-    combos, inverse = np.unique(rows, axis=0, return_inverse=True)
-    return StepResult(lo_v, mixed, combos, inverse.reshape(-1))
+    first, inverse = unique_rows(rows)
+    return StepResult(lo_v, mixed, rows[first], inverse)
 
 
 def present_values(block: np.ndarray) -> np.ndarray:
@@ -150,50 +174,6 @@ def present_values(block: np.ndarray) -> np.ndarray:
     if top < 1 << 22:
         counts = np.bincount(block.ravel(order="K").astype(np.intp, copy=False), minlength=top + 1)
         return np.nonzero(counts)[0].astype(np.uint32)
-    return np.unique(block).astype(np.uint32)
+    return sorted_unique(block.ravel(order="K")).astype(np.uint32)
 
 
-@dataclass
-class SetTable:
-    """Category id <-> set of segment ids, shared by every level and frame of one lattice.
-
-    Level 1 categories are the label values ({v} -> v); a union equal to a known set reuses its
-    id; a new union gets the next free id (in a deterministic order).
-    """
-
-    sets: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
-    _next: int = 0
-
-    def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
-        """Level-1 categories: label value v is the set {segment of v} (v itself by default)."""
-        for v in values.tolist():
-            if v not in self.sets:
-                members = ((segment_of or {}).get(v, v),)
-                self.sets[v] = members
-                self.ids.setdefault(members, v)
-                self._next = max(self._next, v + 1)
-
-    def _free_id(self) -> int:
-        if self._next < _SENTINEL:
-            self._next += 1
-            return self._next - 1
-        # ids up to the top are taken by labels: the lowest free one (rare, slow path)
-        used = sorted(self.sets)
-        candidate = next((i for i, u in enumerate(used) if i != u), len(used))
-        if candidate >= _SENTINEL:
-            raise OverflowError("more than 2**32 - 1 label categories")
-        return candidate
-
-    def union_id(self, categories: tuple[int, ...]) -> int:
-        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
-        found = self.ids.get(members)
-        if found is None:
-            found = self._free_id()
-            self.sets[found] = members
-            self.ids[members] = found
-        return found
-
-    def table(self, present: np.ndarray) -> dict[str, list[int]]:
-        """The ``set_table`` document of a level: every present category with its segments."""
-        return {str(c): list(self.sets[c]) for c in sorted(present.tolist())}

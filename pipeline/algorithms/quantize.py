@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -41,25 +40,6 @@ class QuantizationParams:
     @property
     def delta(self) -> float:
         return (self.max - self.min) / (self.num_steps - 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "min": self.min,
-            "max": self.max,
-            "num_steps": self.num_steps,
-            "src_type": self.src_type,
-            "to_remove_negatives": self.to_remove_negatives,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> QuantizationParams:
-        return cls(
-            min=float(d["min"]),
-            max=float(d["max"]),
-            num_steps=int(d["num_steps"]),
-            src_type=str(d["src_type"]),
-            to_remove_negatives=float(d["to_remove_negatives"]),
-        )
 
 
 def quantize_block(

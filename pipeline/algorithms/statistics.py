@@ -64,9 +64,6 @@ class Statistics:
     min: float
     max: float
 
-    def to_json(self) -> dict[str, float]:
-        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max}
-
 
 def combine_moments(parts: np.ndarray) -> Statistics:
     """Combine moment vectors (shape ``(..., 5)``) of disjoint blocks into whole-array statistics.

@@ -18,6 +18,7 @@ from pipeline.db.layout import (
 )
 from pipeline.db.safefs import (
     STAGING,
+    descriptor_path,
     ensure_dir,
     open_dir,
     opened_dir,
@@ -69,8 +70,12 @@ class StagedEntry:
 
     def __init__(self, location: EntryLocation) -> None:
         self.location = location
+        created: set[str] = set()
         while True:
-            self._staging_fd = ensure_dir(location.db_path, STAGING)
+            self._staging_fd = ensure_dir(location.db_path, STAGING, created=created)
+            # removed at the end when empty, unless it was there and empty before this writer
+            # and nothing is committed (a refused or failed run leaves the database as it was)
+            self._tidy = STAGING in created or bool(os.listdir(self._staging_fd))
             # folders of earlier writers (any entry, any command) that were killed
             remove_dead_staging(self._staging_fd)
             self.name = staging_name(location.source_db, location.entry_id)
@@ -80,8 +85,11 @@ class StagedEntry:
             except FileNotFoundError:  # _staging removed by another writer just now: again
                 os.close(self._staging_fd)
                 continue
-        self.folder = location.staging_root / self.name
-        self._fd = open_dir(self._staging_fd, self.name, self.folder)
+        self.shown = location.staging_root / self.name
+        self._fd = open_dir(self._staging_fd, self.name, self.shown)
+        # files are written by path (zip and JSON writers), so the path goes through the
+        # folder's own descriptor: a _staging swapped for a symlink meanwhile is never followed
+        self.folder = descriptor_path(self._fd, self.shown)
 
     @property
     def data_zip(self) -> Path:
@@ -101,6 +109,7 @@ class StagedEntry:
 
     def _committed(self) -> None:
         COMMITTED.append(f"{self.location.source_db}/{self.location.entry_id}")
+        self._tidy = True  # a writer that committed tidies up an empty _staging it found
         _after_commit_hook()
 
     def commit(self) -> None:
@@ -165,9 +174,11 @@ class StagedEntry:
         os.close(self._fd)
         remove_tree(self._staging_fd, self.name)
         os.close(self._staging_fd)
-        # shared by every entry's writers: removed only when empty (they retry their mkdir)
-        with contextlib.suppress(OSError), opened_root(self.location.db_path) as root:
-            os.rmdir(STAGING, dir_fd=root)
+        # shared by every entry's writers: removed only when empty (they retry their mkdir);
+        # an empty one that was there before this writer stays
+        if self._tidy:
+            with contextlib.suppress(OSError), opened_root(self.location.db_path) as root:
+                os.rmdir(STAGING, dir_fd=root)
 
 
 def _is_dir_at(dir_fd: int, name: str) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 import zarr
 from zarr.storage import ZipStore
 
-from pipeline.algorithms.quantize import QuantizationParams, dequantize
+from pipeline.algorithms.quantize import dequantize
 from pipeline.db.layout import (
     ANNOTATIONS_JSON,
     DATA_ZIP,
@@ -23,6 +23,7 @@ from pipeline.db.layout import (
     set_table_key,
     volume_key,
 )
+from pipeline.db.metadata import quantization_params
 from pipeline.errors import EntryNotFoundError
 
 __all__ = ["Entry", "open_entry"]
@@ -74,7 +75,7 @@ class Entry:
         data = np.asarray(arr[region])
         attrs = dict(arr.attrs)
         if QUANTIZATION_ATTRIBUTE in attrs:
-            return dequantize(data, QuantizationParams.from_json(attrs[QUANTIZATION_ATTRIBUTE]))
+            return dequantize(data, quantization_params(attrs[QUANTIZATION_ATTRIBUTE]))
         return data
 
     def lattice_grid(self, lattice_id: str, level: int, time: int = 0) -> zarr.Array:

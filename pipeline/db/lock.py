@@ -53,8 +53,12 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
     path = _lock_path(location)
     name = _lock_name(location)
     new_database = not os.path.lexists(location.db_path)
+    created: set[str] = set()
     while True:
-        locks = ensure_dir(location.db_path, LOCKS)
+        locks = ensure_dir(location.db_path, LOCKS, created=created)
+        # removed at the end when empty, unless it was there and empty before this writer and
+        # the writer fails (a refused or failed run leaves the database exactly as it was)
+        tidy = LOCKS in created or bool(os.listdir(locks))
         try:
             fd = open_file(locks, name, os.O_RDWR | os.O_CREAT, path)
         except FileNotFoundError:  # _locks was removed by another writer just now: again
@@ -89,14 +93,17 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
         # refused before anything is read or written through it
         refuse_symlinks(location.db_path, location.source_db, location.entry_id, ENTRY_FILES)
         yield
+        tidy = True  # a writer that succeeded tidies up an empty _locks it found
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=locks)
         os.close(fd)
         os.close(locks)
-        # leave no trace in the database; a writer racing with this rmdir retries its open
-        with contextlib.suppress(OSError), opened_root(location.db_path) as root:
-            os.rmdir(LOCKS, dir_fd=root)
+        # leave no trace in the database (an empty _locks that was there before stays); a
+        # writer racing with this rmdir retries its open
+        if tidy:
+            with contextlib.suppress(OSError), opened_root(location.db_path) as root:
+                os.rmdir(LOCKS, dir_fd=root)
         if new_database:  # a refused or failed first writer leaves no empty database behind
             with contextlib.suppress(OSError):
                 os.rmdir(location.db_path)

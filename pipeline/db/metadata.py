@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from pipeline.algorithms.levels import LevelPlan
+from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics
 from pipeline.model import ExtraData, GeometricSegmentation, Segment, TimeInfo, VolumeSource
 
@@ -21,6 +22,9 @@ __all__ = [
     "apply_entry_metadata",
     "deterministic_id",
     "levels_document",
+    "quantization_params",
+    "quantization_record",
+    "statistics_record",
     "volume_boxes",
     "volume_channel_annotations",
     "volume_metadata",
@@ -59,6 +63,33 @@ def volume_boxes(volume: VolumeSource, plan: LevelPlan) -> dict[str, Any]:
     }
 
 
+def statistics_record(st: Statistics) -> dict[str, float]:
+    """One ``descriptive_statistics`` record of metadata.json (DESIGN 4)."""
+    return {"mean": st.mean, "std": st.std, "min": st.min, "max": st.max}
+
+
+def quantization_record(params: QuantizationParams) -> dict[str, Any]:
+    """The quantization attribute of a quantized volume array (DESIGN 7.3)."""
+    return {
+        "min": params.min,
+        "max": params.max,
+        "num_steps": params.num_steps,
+        "src_type": params.src_type,
+        "to_remove_negatives": params.to_remove_negatives,
+    }
+
+
+def quantization_params(record: dict[str, Any]) -> QuantizationParams:
+    """The parameters a quantization attribute holds (inverse of :func:`quantization_record`)."""
+    return QuantizationParams(
+        min=float(record["min"]),
+        max=float(record["max"]),
+        num_steps=int(record["num_steps"]),
+        src_type=str(record["src_type"]),
+        to_remove_negatives=float(record["to_remove_negatives"]),
+    )
+
+
 def volume_metadata(
     volume: VolumeSource,
     plan: LevelPlan,
@@ -70,7 +101,7 @@ def volume_metadata(
     for (ratio, time, channel), st in sorted(statistics.items()):
         if str(ratio) not in boxes:  # computed on the way, not stored
             continue
-        stats.setdefault(str(ratio), {}).setdefault(str(time), {})[channel] = st.to_json()
+        stats.setdefault(str(ratio), {}).setdefault(str(time), {})[channel] = statistics_record(st)
     return {
         "channel_ids": list(volume.channel_ids),
         "time_info": _time_info(volume.time_info),

@@ -28,15 +28,19 @@ from pipeline.errors import PreprocessorError
 __all__ = [
     "SymlinkRefusedError",
     "dead_staging",
+    "descriptor_path",
     "ensure_dir",
     "entry_has_symlinks",
     "is_dead_writer",
+    "link_file",
     "list_staging",
     "open_dir",
     "opened_dir",
+    "opened_entry",
     "refuse_symlinks",
     "remove_dead_staging",
     "remove_tree",
+    "shown_path",
     "staging_name",
     "stamp_is_dead",
     "writer_stamp",
@@ -79,15 +83,23 @@ def open_root(db_path: Path, create: bool = False) -> int:
     return os.open(db_path, flags)
 
 
-def open_dir(dir_fd: int, name: str, shown: Path, create: bool = False) -> int:
+def open_dir(
+    dir_fd: int, name: str, shown: Path, create: bool = False, created: set[str] | None = None
+) -> int:
     """Open the folder ``name`` in ``dir_fd`` (created when ``create``), never through a link.
 
     Raises :class:`SymlinkRefusedError` naming ``shown`` for a symlink, FileNotFoundError when
-    it does not exist (and ``create`` is false), NotADirectoryError for another file.
+    it does not exist (and ``create`` is false), NotADirectoryError for another file. When this
+    call creates the folder, ``name`` is added to ``created`` (so the caller removes only what
+    it made).
     """
     if create:
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
+            if created is not None:
+                created.add(name)
+        except FileExistsError:
+            pass
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
@@ -126,9 +138,10 @@ def open_file(dir_fd: int, name: str, flags: int, shown: Path, mode: int = 0o644
         raise
 
 
-def ensure_dir(db_path: Path, *names: str) -> int:
+def ensure_dir(db_path: Path, *names: str, created: set[str] | None = None) -> int:
     """Open (creating as needed) ``db_path/names...``, every component below the root without
-    following links; retried when a concurrent writer removes an empty folder meanwhile."""
+    following links; retried when a concurrent writer removes an empty folder meanwhile. The
+    names of the folders this call created are added to ``created``."""
     for _ in range(100):
         try:
             fd = open_root(db_path, create=True)
@@ -138,7 +151,7 @@ def ensure_dir(db_path: Path, *names: str) -> int:
         try:
             for name in names:
                 shown = shown / name
-                child = open_dir(fd, name, shown, create=True)
+                child = open_dir(fd, name, shown, create=True, created=created)
                 os.close(fd)
                 fd = child
             return fd
@@ -174,6 +187,62 @@ def refuse_symlinks(db_path: Path, source_db: str, entry_id: str, files: tuple[s
                     raise _refuse(db_path / source_db / entry_id / name, "file")
     except (FileNotFoundError, NotADirectoryError):
         return  # no such entry: the caller says so
+
+
+@contextlib.contextmanager
+def opened_entry(db_path: Path, source_db: str, entry_id: str) -> Iterator[int]:
+    """A descriptor of the entry folder reached without following links below the root (a
+    symlinked source or entry folder is refused, naming it): its files are then opened
+    relative to it with ``O_NOFOLLOW`` (:func:`open_file`) or linked with
+    ``follow_symlinks=False``, so no file outside the database is read through a link."""
+    with (
+        opened_root(db_path) as root,
+        opened_dir(root, source_db, db_path / source_db) as src,
+        opened_dir(src, entry_id, db_path / source_db / entry_id) as entry,
+    ):
+        yield entry
+
+
+# /proc/self/fd/<n> paths handed out by descriptor_path, and the path each stands for in messages
+_DESCRIPTOR_PATHS: dict[str, Path] = {}
+
+
+def descriptor_path(dir_fd: int, shown: Path) -> Path:
+    """A path that reaches the folder open as ``dir_fd`` through that descriptor, not through
+    the names above it (Linux's ``/proc/self/fd``), for writers that only take paths; ``shown``
+    where /proc is not mounted. :func:`shown_path` turns it back into ``shown`` for messages."""
+    proc = Path(f"/proc/self/fd/{dir_fd}")
+    try:
+        same = os.path.samestat(os.stat(proc), os.fstat(dir_fd))
+    except OSError:
+        same = False
+    if not same:
+        return shown
+    _DESCRIPTOR_PATHS[str(proc)] = shown
+    return proc
+
+
+def shown_path(path: str | Path) -> Path:
+    """``path`` as the user knows it: a :func:`descriptor_path` prefix replaced by its folder."""
+    text = str(path)
+    for proc, shown in _DESCRIPTOR_PATHS.items():
+        if text == proc or text.startswith(proc + "/"):
+            return shown / text[len(proc) + 1 :] if text != proc else shown
+    return Path(text)
+
+
+def link_file(dir_fd: int, name: str, target: Path, shown: Path) -> None:
+    """Hard-link the file ``name`` of ``dir_fd`` as ``target``; a link there (or one swapped in
+    meanwhile) is refused, naming ``shown``, and nothing is left at ``target``."""
+    fd = open_file(dir_fd, name, os.O_RDONLY, shown)
+    try:
+        os.link(name, target, src_dir_fd=dir_fd, follow_symlinks=False)
+        linked = os.stat(target, follow_symlinks=False)
+        if (linked.st_ino, linked.st_dev) != (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+            os.unlink(target)
+            raise _refuse(shown, "file")
+    finally:
+        os.close(fd)
 
 
 def entry_has_symlinks(folder: Path) -> list[str]:

@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 __all__ = ["KeySink", "ZipSink", "new_archive"]
 
@@ -88,8 +88,9 @@ class ZipSink:
         with self._lock:
             return frozenset(self._members)
 
-    def adopt(self, source: Path) -> None:
-        """Start the archive with every member of an existing one (extend keeps what exists).
+    def adopt(self, source: Path | BinaryIO) -> None:
+        """Start the archive with every member of an existing one (extend keeps what exists),
+        given by path or as an open binary file (one opened through the entry's descriptor).
 
         Stored archives are copied byte for byte up to their central directory (offsets stay
         valid); members of any other archive are re-added one by one.
@@ -101,15 +102,19 @@ class ZipSink:
             )
             start = zf.start_dir if verbatim else 0
             if verbatim and self._offset == 0:
-                with open(source, "rb") as src:
-                    remaining = start
-                    while remaining:
-                        piece = src.read(min(_WRITEBACK_STEP, remaining))
+                with contextlib.ExitStack() as stack:
+                    if isinstance(source, (str, os.PathLike)):
+                        src: BinaryIO = stack.enter_context(open(source, "rb"))
+                    else:
+                        src = source
+                    done = 0  # positioned reads: the zip reader's file position is its own
+                    while done < start:
+                        piece = os.pread(src.fileno(), min(_WRITEBACK_STEP, start - done), done)
                         if not piece:
                             raise EOFError(f"{source}: shorter than its central directory offset")
                         with self._lock:
                             self._write(piece)
-                        remaining -= len(piece)
+                        done += len(piece)
                 with self._lock:
                     for i in infos:
                         self._members[i.filename] = (i.CRC, i.file_size, i.header_offset)

@@ -103,15 +103,18 @@ class DataWriter:
         zarr-python 3 does not create these; this writes what zarr-python 2 writes: dtype
         ``|O``, the ``json2`` object codec as the only filter, no compressor.
         """
-        codec = JSON()
+        value = np.empty(1, dtype=object)
+        value[0] = document
+        self.encoded_object_array(path, JSON().encode(value))
+
+    def encoded_object_array(self, path: str, encoded: bytes) -> None:
+        """:meth:`object_array` of a document already encoded as the ``json2`` codec does."""
         self._register_parents(path)
         self.sink.put(
             f"{path}/.zarray",
-            array_metadata((1,), "|O", (1,), None, fill_value=None, filters=[codec.get_config()]),
+            array_metadata((1,), "|O", (1,), None, fill_value=None, filters=[JSON().get_config()]),
         )
-        value = np.empty(1, dtype=object)
-        value[0] = document
-        self.sink.put(f"{path}/0", codec.encode(value))
+        self.sink.put(f"{path}/0", encoded)
 
     def finish(self) -> None:
         """Write ``.zgroup`` for the root and every group on the way to an array."""

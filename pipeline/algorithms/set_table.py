@@ -1,0 +1,539 @@
+"""The category set table of a lattice (DESIGN 7.2), held in numpy arrays.
+
+Every category id names a set of segment ids. Level 1 categories are the label values
+(``{segment(v)} -> v``); at coarser levels, a union of categories equal to a known set reuses
+that set's id, and a new union gets the next free id. :meth:`SetTable.union_ids` does that for
+a whole level at once: the unions are formed, sorted and deduplicated row-wise, found in (or
+added to) the table through a 64-bit hash of each set that is always checked against the sets'
+members, so a hash collision can never merge two sets (the rare collision, and running out of
+ids, take the exact scalar path instead).
+
+Sets are stored as one flat array of member ranks (into the sorted segment ids) with a start
+and a length per set, in creation order: memory stays a few bytes per member whatever the
+number of sets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique_rows"]
+
+SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
+_BATCH_MEMBERS = 1 << 22  # members of the unions formed at once
+_THREADS = 2  # threads forming unions ahead of the id assignment
+_EMPTY_U32 = np.zeros(0, np.uint32)
+_EMPTY_I64 = np.zeros(0, np.int64)
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a well-spread 64-bit hash of each value (wrapping arithmetic)."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D array by sorting (numpy 2.4's hash-based unique is
+    many times slower on millions of scattered 64-bit values)."""
+    out = np.sort(values.reshape(-1))
+    if out.size > 1:
+        keep = np.ones(out.size, bool)
+        np.not_equal(out[1:], out[:-1], out=keep[1:])
+        out = out[keep]
+    return out
+
+
+def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True, return_inverse=True)[1:]`` of a 1-D array: the
+    first index of each distinct key (keys ascending) and every key's group."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new = np.ones(keys.size, bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    inverse = np.empty(keys.size, np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
+
+
+def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
+    """Sort keys of the rows of a non-negative integer array, most significant first: as many
+    columns packed into each uint64 word as their bit width allows (the same lexicographic
+    order). With ``sentinel_first``, uint32 rows count the sentinel below every other value."""
+    if sentinel_first:
+        top = int(np.max(rows, where=rows != SENTINEL, initial=0)) + 1
+    else:
+        top = int(rows.max()) if rows.size else 0
+    bits = max(top.bit_length(), 1)
+    per_word = max(64 // bits, 1)
+    words = []
+    for c0 in range(0, rows.shape[1], per_word):
+        word = np.zeros(rows.shape[0], np.uint64)
+        for c in range(c0, min(c0 + per_word, rows.shape[1])):
+            column = rows[:, c] + np.uint32(1) if sentinel_first else rows[:, c]  # wraps to 0
+            word <<= np.uint64(bits)
+            word |= column.astype(np.uint64)
+        words.append(word)
+    return words
+
+
+def lexsort_unique_rows(
+    rows: np.ndarray, sentinel_first: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
+    lexicographic order (with ``sentinel_first``: a uint32 sentinel sorts below 0, so a row
+    padded with sentinels comes before the longer rows it starts, as Python tuples do)."""
+    words = _packed_columns(rows, sentinel_first)
+    if len(words) == 1:
+        return unique_1d(words[0])
+    # least significant word first, one stable argsort each (np.lexsort is ~2x slower)
+    order = np.argsort(words[-1], kind="stable")
+    for word in words[-2::-1]:
+        order = order[np.argsort(word[order], kind="stable")]
+    new = np.zeros(rows.shape[0], bool)
+    new[:1] = True
+    for word in words:
+        ordered = word[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    inverse = np.empty(rows.shape[0], np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-D uint32 array (first index of each, and every row's group),
+    in no particular order: rows of up to two columns packed into one key, wider ones through
+    a 64-bit row hash that is checked (a collision takes the exact lexsort)."""
+    words = _packed_columns(rows, sentinel_first=True)
+    if len(words) == 1:
+        return unique_1d(words[0])
+    h = np.zeros(rows.shape[0], np.uint64)
+    for word in words:
+        h = _mix(h ^ word)
+    first, inverse = unique_1d(h)
+    if not np.array_equal(rows[first[inverse]], rows):
+        return lexsort_unique_rows(rows)
+    return first, inverse
+
+
+def _length_hash(lengths: np.ndarray) -> np.ndarray:
+    return _mix(lengths.astype(np.uint64) ^ np.uint64(0x5A5A5A5A5A5A5A5A))
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` of every pair."""
+    total = int(lengths.sum())
+    if total == 0:
+        return _EMPTY_I64
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _compact_rows(mat: np.ndarray) -> np.ndarray:
+    """Rows sorted with their repeats replaced by the sentinel, trimmed to the widest row."""
+    mat.sort(axis=1)
+    if mat.shape[1] > 1:
+        repeated = np.zeros(mat.shape, bool)
+        np.equal(mat[:, 1:], mat[:, :-1], out=repeated[:, 1:])
+        mat[repeated] = SENTINEL
+        mat.sort(axis=1)
+    width = int((mat != SENTINEL).sum(axis=1).max()) if mat.shape[0] else 1
+    return mat[:, : max(width, 1)]
+
+
+def _sorted_search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(keys, queries)``, many times faster for millions of scattered
+    queries: they are looked up in sorted order (each search starts where the last ended)."""
+    if queries.size < 1024:
+        return np.searchsorted(keys, queries)
+    order = np.argsort(queries)
+    out = np.empty(queries.size, np.int64)
+    out[order] = np.searchsorted(keys, queries[order])
+    return out
+
+
+def _merge(
+    keys: np.ndarray,
+    index: np.ndarray,
+    new_keys: np.ndarray,
+    new_index: np.ndarray,
+    order: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
+    old ones and keep their order among themselves (``order`` sorts them, if known)."""
+    if order is None:
+        order = np.argsort(new_keys, kind="stable")
+    at = np.searchsorted(keys, new_keys[order], side="right")
+    return np.insert(keys, at, new_keys[order]), np.insert(index, at, new_index[order])
+
+
+class _SetsView(Mapping[int, tuple[int, ...]]):
+    """Read-only ``{category id: segment ids}`` view of a table (tests, slow path)."""
+
+    def __init__(self, table: SetTable) -> None:
+        self._table = table
+
+    def __getitem__(self, category: int) -> tuple[int, ...]:
+        t = self._table
+        pos = t._positions(np.array([category], np.uint32), strict=False)[0]
+        if pos < 0:
+            raise KeyError(category)
+        ranks = t._flat[t._starts[pos] : t._starts[pos] + t._lens[pos]]
+        return tuple(int(s) for s in t._segments[ranks])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._table._cats.tolist())
+
+    def __len__(self) -> int:
+        return int(self._table._cats.size)
+
+
+class SetTable:
+    """Category id <-> set of segment ids, shared by every level and frame of one lattice.
+
+    Level 1 categories are the label values ({segment of v} -> v); a union equal to a known set
+    reuses its id (the first id that set got); a new union gets the next free id, in the order
+    the unions are given.
+    """
+
+    def __init__(self) -> None:
+        self._segments = _EMPTY_I64  # sorted distinct segment ids; members are ranks into it
+        self._segment_hash = np.zeros(0, np.uint64)  # _mix of every segment id
+        self._cats = _EMPTY_U32  # category id of every set, in creation order
+        self._starts = _EMPTY_I64  # first member of every set in _flat
+        self._lens = _EMPTY_I64
+        self._flat = _EMPTY_U32  # member ranks, set after set, each set sorted
+        self._hash = np.zeros(0, np.uint64)
+        self._by_cat = _EMPTY_I64  # set indices in category order
+        self._cat_keys = _EMPTY_U32  # their categories
+        self._by_hash = _EMPTY_I64  # set indices in hash order (creation order within a hash)
+        self._hash_keys = np.zeros(0, np.uint64)  # their hashes
+        # set index by category id (-1: none) while the ids are dense enough, else None
+        self._dense: np.ndarray | None = np.zeros(0, np.int64)
+        self._next = 0
+
+    @property
+    def sets(self) -> Mapping[int, tuple[int, ...]]:
+        return _SetsView(self)
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def _positions(self, categories: np.ndarray, strict: bool = True) -> np.ndarray:
+        """Set index of each category (-1 for unknown ones unless ``strict``)."""
+        if self._dense is not None and self._dense.size:  # dense ids: a direct look-up
+            inside = categories < self._dense.size
+            pos = np.where(inside, self._dense[np.where(inside, categories, 0)], -1)
+            if strict and (pos < 0).any():
+                raise KeyError(int(categories[pos < 0][0]))
+            return pos
+        ordered = self._cat_keys
+        loc = _sorted_search(ordered, categories)
+        loc_c = np.minimum(loc, max(ordered.size - 1, 0))
+        known = (loc < ordered.size) & (ordered[loc_c] == categories) if ordered.size else loc < 0
+        if strict and not known.all():
+            raise KeyError(int(categories[~known][0]))
+        return np.where(known, self._by_cat[loc_c] if ordered.size else -1, -1)
+
+    def _members(self, positions: np.ndarray, width: int) -> np.ndarray:
+        """Member ranks of the given sets as sentinel-padded rows of ``width``."""
+        lens = self._lens[positions]
+        rows = np.full((positions.size, width), SENTINEL, np.uint32)
+        flat = self._flat[_ranges(self._starts[positions], lens)]
+        row_of = np.repeat(np.arange(positions.size), lens)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
+        rows[row_of, col] = flat
+        return rows
+
+    def _row_hash(self, rows: np.ndarray) -> np.ndarray:
+        """Set hash of sentinel-padded rows of member ranks: the sum of a hash of each
+        member's segment id, and a hash of the length."""
+        valid = rows != SENTINEL
+        mixed = np.append(self._segment_hash, np.uint64(0))  # the sentinel's slot adds 0
+        ranks = np.where(valid, rows, self._segment_hash.size)
+        return mixed[ranks].sum(axis=1, dtype=np.uint64) + _length_hash(valid.sum(axis=1))
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def _append(
+        self,
+        cats: np.ndarray,
+        rows: np.ndarray,
+        hashes: np.ndarray | None = None,
+        hash_order: np.ndarray | None = None,
+    ) -> None:
+        """Add sets (sentinel-padded rows of member ranks) under ``cats`` (their hashes and
+        the order that sorts them stably, when known)."""
+        if not cats.size:
+            return
+        valid = rows != SENTINEL
+        lens = valid.sum(axis=1).astype(np.int64)
+        start0 = self._flat.size
+        self._flat = np.concatenate([self._flat, rows[valid]])
+        self._starts = np.concatenate([self._starts, start0 + np.cumsum(lens) - lens])
+        self._lens = np.concatenate([self._lens, lens])
+        self._hash = np.concatenate(
+            [self._hash, self._row_hash(rows) if hashes is None else hashes]
+        )
+        first = self._cats.size
+        self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
+        new = np.arange(first, self._cats.size)
+        if self._dense is not None:
+            top = int(self._cats[new].max()) + 1
+            if top > 4 * self._cats.size + (1 << 20):
+                self._dense = None  # sparse ids (large label values): sorted look-ups only
+            else:
+                if top > self._dense.size:
+                    grown = np.full(max(top, 2 * self._dense.size), -1, np.int64)
+                    grown[: self._dense.size] = self._dense
+                    self._dense = grown
+                self._dense[self._cats[new]] = new
+        # merge the new sets into the sorted lookups (after equal keys: creation order)
+        self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
+        self._hash_keys, self._by_hash = _merge(
+            self._hash_keys, self._by_hash, self._hash[new], new, hash_order
+        )
+        self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
+
+    def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
+        """Level-1 categories: label value v is the set {segment of v} (v itself by default)."""
+        values = np.asarray(values).astype(np.uint32)
+        values = values[np.sort(unique_1d(values)[0])]
+        values = values[self._positions(values, strict=False) < 0]
+        if not values.size:
+            return
+        if segment_of:
+            segs = np.array([segment_of.get(v, v) for v in values.tolist()], np.int64)
+        else:
+            segs = values.astype(np.int64)
+        merged = sorted_unique(np.concatenate([self._segments, segs]))
+        if merged.size != self._segments.size:  # new segments: re-rank the stored members
+            self._flat = np.searchsorted(merged, self._segments[self._flat]).astype(np.uint32)
+            self._segments = merged
+            self._segment_hash = _mix(merged)
+        ranks = np.searchsorted(merged, segs).astype(np.uint32)
+        self._append(values, ranks[:, None])
+
+    def union_id(self, categories: tuple[int, ...]) -> int:
+        """The id of the union of the sets of ``categories`` (a new id if the set is new)."""
+        row = np.array([list(categories)], np.uint32)
+        return int(self.union_ids(row)[0])
+
+    def union_ids(self, rows: np.ndarray) -> np.ndarray:
+        """Ids of the unions of sentinel-padded rows of categories, new sets numbered in row
+        order (exactly as calling :meth:`union_id` row after row).
+
+        Rows go in batches of about ``_BATCH_MEMBERS`` members (batch after batch is still
+        row after row), so memory stays bounded whatever the number of rows."""
+        if rows.shape[0] == 0:
+            return _EMPTY_U32
+        valid = rows != SENTINEL
+        lens = self._lens[self._positions(rows[valid])]
+        members = np.bincount(np.nonzero(valid)[0], weights=lens, minlength=rows.shape[0])
+        ends = np.cumsum(members.astype(np.int64))
+        cuts = np.searchsorted(ends, np.arange(_BATCH_MEMBERS, int(ends[-1]), _BATCH_MEMBERS))
+        bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
+        batches = [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        if len(batches) == 1:
+            return self._assign(batches[0], *self._unions(batches[0]))
+        # the unions of the next batches are formed in threads (they only read the sets of
+        # known categories) while this one is assigned ids; at most two batches ahead
+        out = []
+        with ThreadPoolExecutor(_THREADS) as pool:
+            pending = deque(pool.submit(self._unions, b) for b in batches[:_THREADS])
+            for i, batch in enumerate(batches):
+                mat, hashes = pending.popleft().result()
+                if i + _THREADS < len(batches):
+                    pending.append(pool.submit(self._unions, batches[i + _THREADS]))
+                out.append(self._assign(batch, mat, hashes))
+        return np.concatenate(out)
+
+    def _unions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The union of each row's sets (sentinel-padded sorted member ranks) and its hash."""
+        k = rows.shape[0]
+        valid = rows != SENTINEL
+        row_of = np.nonzero(valid)[0]
+        pos = self._positions(rows[valid])
+        lens = self._lens[pos]
+        flat = self._flat[_ranges(self._starts[pos], lens)]
+        per_row = np.bincount(row_of, weights=lens, minlength=k).astype(np.int64)
+        mat = np.full((k, int(per_row.max())), SENTINEL, np.uint32)
+        element_row = np.repeat(row_of, lens)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        mat[element_row, col] = flat
+        ascending = (mat[:, 1:] > mat[:, :-1]) | (mat[:, 1:] == SENTINEL)
+        if not ascending.all():
+            mat = _compact_rows(mat)  # (rows of single members of ascending segments are set)
+        return mat, self._row_hash(mat)
+
+    def _assign(self, rows: np.ndarray, mat: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Ids of the unions ``mat`` (with their ``hashes``) of ``rows``: known sets keep theirs,
+        new ones are added with the next ids in row order."""
+        k, width = mat.shape
+
+        # one stable sort of the hashes: look-ups in sorted order, equal sets side by side
+        # with their first row first
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        by_hash = self._hash_keys
+        loc = np.searchsorted(by_hash, ordered)
+        loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
+        found = (loc < by_hash.size) & (by_hash[loc_c] == ordered) if by_hash.size else loc < 0
+        ids = np.zeros(k, np.uint32)
+        if found.any():  # sets already in the table
+            rows_found = order[found]
+            known = self._by_hash[loc_c[found]]
+            if (self._lens[known] > width).any() or not np.array_equal(
+                self._members(known, width), mat[rows_found]
+            ):
+                return self._union_ids_exact(rows)  # a hash collision: the exact path
+            ids[rows_found] = self._cats[known]
+        fresh = order[~found]
+        if fresh.size:
+            fresh_hashes = ordered[~found]
+            new = np.ones(fresh.size, bool)
+            np.not_equal(fresh_hashes[1:], fresh_hashes[:-1], out=new[1:])
+            group = np.cumsum(new) - 1
+            first = fresh[new]  # the first row of each new set, in hash order
+            if not np.array_equal(mat[fresh], mat[first[group]]):
+                return self._union_ids_exact(rows)
+            if self._next + first.size > SENTINEL:
+                return self._union_ids_exact(rows)  # ids wrap: the lowest free ones, slowly
+            # new ids in the order of each set's first row
+            by_row = np.argsort(first)
+            rank = np.empty(first.size, np.int64)
+            rank[by_row] = np.arange(first.size)
+            ids[fresh] = self._next + rank[group]
+            creators = first[by_row]
+            self._append(ids[creators], mat[creators], hashes[creators], rank)
+        return ids
+
+    def _union_ids_exact(self, rows: np.ndarray) -> np.ndarray:
+        """The scalar definition, row after row (hash collisions, ids near the top)."""
+        sets = {int(c): self.sets[int(c)] for c in self._cats.tolist()}
+        known: dict[tuple[int, ...], int] = {}
+        for c in self._cats.tolist():
+            known.setdefault(sets[c], c)
+        out = np.zeros(rows.shape[0], np.uint32)
+        for i, row in enumerate(rows.tolist()):
+            members = tuple(sorted(set().union(*(sets[c] for c in row if c != SENTINEL))))
+            found = known.get(members)
+            if found is None:
+                found = self._free_id(sets)
+                sets[found] = members
+                known[members] = found
+                ranks = np.searchsorted(self._segments, np.array(members, np.int64))
+                padded = np.full((1, len(members)), SENTINEL, np.uint32)
+                padded[0] = ranks
+                self._append(np.array([found], np.uint32), padded)
+            out[i] = found
+        return out
+
+    def _free_id(self, sets: dict[int, tuple[int, ...]]) -> int:
+        if self._next < SENTINEL:
+            return self._next
+        # ids up to the top are taken by labels: the lowest free one (rare, slow path)
+        used = sorted(sets)
+        candidate = next((i for i, u in enumerate(used) if i != u), len(used))
+        if candidate >= SENTINEL:
+            raise OverflowError("more than 2**32 - 1 label categories")
+        return candidate
+
+    # --- output ----------------------------------------------------------------------------
+
+    def table(self, present: np.ndarray) -> dict[str, list[int]]:
+        """The ``set_table`` document of a level: every present category with its segments."""
+        return {str(c): list(self.sets[c]) for c in sorted(np.asarray(present).tolist())}
+
+    def encoded_table(self, present: np.ndarray) -> bytes:
+        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array."""
+        present = sorted_unique(np.asarray(present).astype(np.uint32))
+        pos = self._positions(present)
+        lens = self._lens[pos]
+        members = self._segments[self._flat[_ranges(self._starts[pos], lens)]]
+        return encode_set_table(present.astype(np.int64), lens, members)
+
+
+def _digits(values: np.ndarray) -> np.ndarray:
+    """Number of decimal digits of non-negative integers."""
+    n = np.ones(values.shape, np.int64)
+    power = 10
+    while power <= (int(values.max()) if values.size else 0):
+        n += values >= power
+        power *= 10
+    return n
+
+
+def _write_numbers(buf: np.ndarray, ends: np.ndarray, values: np.ndarray) -> None:
+    """Write each value's decimal digits into ``buf`` ending just before ``ends`` (the numbers
+    still having digits to write shrink at every step)."""
+    pos, rest = ends - 1, values.astype(np.int64)
+    while pos.size:
+        rest, digit = np.divmod(rest, 10)
+        buf[pos] = 48 + digit
+        more = rest > 0
+        pos, rest = pos[more] - 1, rest[more]
+
+
+def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
+    """The order of non-negative integers (below 10**17) as decimal strings: "10" < "9"."""
+    if not keys.size:
+        return np.zeros(0, np.int64)
+    width = int(ndig.max())
+    scaled = keys.astype(np.int64) * (10 ** (width - ndig))  # digits aligned to the left
+    return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
+
+
+def encode_set_table(keys: np.ndarray, lens: np.ndarray, members: np.ndarray) -> bytes:
+    """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
+    compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy."""
+    if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
+        members.size and members.min() < 0
+    ):
+        from numcodecs import JSON
+
+        starts = np.cumsum(lens) - lens
+        doc = {
+            str(k): members[s : s + n].tolist()
+            for k, s, n in zip(keys.tolist(), starts.tolist(), lens.tolist(), strict=True)
+        }
+        value = np.empty(1, dtype=object)
+        value[0] = doc
+        return JSON().encode(value)
+    kd = _digits(keys)
+    order = _string_order(keys, kd)  # json's sort_keys: string order
+    starts = (np.cumsum(lens) - lens)[order]
+    keys, lens, kd = keys[order], lens[order], kd[order]
+    members = members[_ranges(starts, lens)]
+    head, tail = b"[{", b'},"|O",[1]]'
+    md = _digits(members)
+    per_member = md + 1  # digits and "," (or "]" after the last)
+    set_of = np.repeat(np.arange(keys.size), lens)
+    member_bytes = np.bincount(set_of, weights=per_member, minlength=keys.size).astype(np.int64)
+    set_bytes = 4 + kd + member_bytes + 1  # '"' key '":[' members ','
+    set_start = len(head) + np.cumsum(set_bytes) - set_bytes
+    total = len(head) + int(set_bytes.sum()) + len(tail) - (1 if keys.size else 0)
+    buf = np.empty(total, np.uint8)
+    buf[: len(head)] = np.frombuffer(head, np.uint8)
+    buf[total - len(tail) :] = np.frombuffer(tail, np.uint8)
+    if keys.size:
+        buf[set_start] = ord('"')
+        key_end = set_start + 1 + kd
+        _write_numbers(buf, key_end, keys)
+        buf[key_end] = ord('"')
+        buf[key_end + 1] = ord(":")
+        buf[key_end + 2] = ord("[")
+        first_member = key_end + 3
+        within = np.cumsum(per_member) - np.repeat(np.cumsum(member_bytes) - member_bytes, lens)
+        ends = np.repeat(first_member, lens) + within - 1  # each member's "," or "]"
+        _write_numbers(buf, ends, members)
+        buf[ends] = ord(",")
+        set_end = set_start + set_bytes - 1
+        buf[set_end - 1] = ord("]")
+        buf[set_end[:-1]] = ord(",")
+    return buf.tobytes()

@@ -1,0 +1,230 @@
+"""The vectorized pieces of the label pyramid against plain Python / numpy references."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numcodecs import JSON
+
+import pipeline.algorithms.set_table as set_table_module
+from pipeline.algorithms.labels import label_step_block
+from pipeline.algorithms.set_table import (
+    SENTINEL,
+    SetTable,
+    encode_set_table,
+    lexsort_unique_rows,
+    unique_rows,
+)
+
+
+class ReferenceTable:
+    """The set table's definition, one union at a time (the code before vectorization)."""
+
+    def __init__(self) -> None:
+        self.sets: dict[int, tuple[int, ...]] = {}
+        self.ids: dict[tuple[int, ...], int] = {}
+        self.next = 0
+
+    def add_labels(self, values, segment_of=None) -> None:
+        for v in values:
+            if v not in self.sets:
+                members = ((segment_of or {}).get(v, v),)
+                self.sets[v] = members
+                self.ids.setdefault(members, v)
+                self.next = max(self.next, v + 1)
+
+    def union_id(self, categories) -> int:
+        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
+        if members not in self.ids:
+            self.ids[members] = self.next
+            self.sets[self.next] = members
+            self.next += 1
+        return self.ids[members]
+
+
+def _rows(combos: list[tuple[int, ...]]) -> np.ndarray:
+    width = max(len(c) for c in combos)
+    out = np.full((len(combos), width), SENTINEL, np.uint32)
+    for i, c in enumerate(combos):
+        out[i, : len(c)] = c
+    return out
+
+
+@st.composite
+def _levels(draw):
+    """Labels, a segment mapping (several labels may share a segment) and three levels of
+    random combinations of the categories known so far."""
+    labels = draw(st.lists(st.integers(0, 60), min_size=2, max_size=25, unique=True))
+    shared = draw(st.dictionaries(st.sampled_from(labels), st.integers(0, 9), max_size=5))
+    levels = []
+    known = len(labels)
+    for _ in range(3):
+        n = draw(st.integers(1, 30))
+        combos = []
+        for _ in range(n):
+            picks = draw(st.lists(st.integers(0, known - 1), min_size=2, max_size=6, unique=True))
+            combos.append(tuple(picks))
+        levels.append(combos)
+        known += n  # an upper bound: indices past the real categories wrap below
+    return labels, shared, levels
+
+
+def _check_against_reference(labels, shared, levels) -> SetTable:
+    table, ref = SetTable(), ReferenceTable()
+    table.add_labels(np.array(labels), shared)
+    ref.add_labels(labels, shared)
+    for combos in levels:
+        categories = sorted(ref.sets)
+        rows = [tuple(sorted({categories[i % len(categories)] for i in c})) for c in combos]
+        expected = [ref.union_id(r) for r in rows]
+        got = table.union_ids(_rows(rows)).tolist()
+        assert got == expected
+    assert dict(table.sets) == ref.sets
+    present = np.array(sorted(ref.sets), np.uint32)
+    value = np.empty(1, dtype=object)
+    value[0] = {str(c): list(ref.sets[c]) for c in sorted(ref.sets)}
+    assert table.encoded_table(present) == JSON().encode(value)
+    return table
+
+
+@settings(max_examples=60, deadline=None)
+@given(_levels())
+def test_union_ids_match_one_union_at_a_time(case):
+    _check_against_reference(*case)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_set_hashing_alike_gives_the_same_ids(monkeypatch, seed):
+    """With a hash that maps every set to one value, every lookup collides: the exact path
+    must still give the ids of the definition."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(set_table_module, "_mix", lambda v: np.zeros(np.shape(v), np.uint64))
+    monkeypatch.setattr(
+        set_table_module, "_length_hash", lambda v: np.zeros(np.shape(v), np.uint64)
+    )
+    labels = rng.choice(40, size=12, replace=False).tolist()
+    levels = [
+        [tuple(rng.choice(12 + 10 * k, size=rng.integers(2, 5), replace=False)) for _ in range(10)]
+        for k in range(3)
+    ]
+    _check_against_reference(labels, {labels[0]: labels[1]}, levels)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_batches_of_unions_give_the_same_ids(monkeypatch, batch):
+    """Unions are formed in batches of members: any batch size gives the definition's ids."""
+    monkeypatch.setattr(set_table_module, "_BATCH_MEMBERS", batch)
+    rng = np.random.default_rng(batch)
+    labels = rng.choice(30, size=10, replace=False).tolist()
+    levels = [
+        [tuple(rng.choice(10 + 15 * k, size=rng.integers(2, 5), replace=False)) for _ in range(15)]
+        for k in range(3)
+    ]
+    _check_against_reference(labels, {labels[0]: labels[1]}, levels)
+
+
+def test_ids_at_the_top_of_uint32_take_the_lowest_free_ones():
+    top = int(SENTINEL) - 1
+    table = SetTable()
+    table.add_labels(np.array([1, 3, top]))  # the next id would be 2**32 - 1: none is left above
+    got = table.union_ids(_rows([(1, 3), (1, top), (3, top), (1, 3)])).tolist()
+    assert got == [0, 2, 4, 0]
+    assert table.sets[2] == (1, top)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**12), st.lists(st.integers(0, 10**15), min_size=1, max_size=5)),
+        max_size=20,
+        unique_by=lambda kv: kv[0],
+    )
+)
+def test_set_table_encoding_is_the_json_codec(items):
+    keys = np.array([k for k, _ in items], np.int64)
+    lens = np.array([len(m) for _, m in items], np.int64)
+    members = np.array([x for _, m in items for x in m], np.int64)
+    value = np.empty(1, dtype=object)
+    value[0] = {str(k): m for k, m in items}
+    assert encode_set_table(keys, lens, members) == JSON().encode(value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 40), st.integers(0, 2**32 - 1), st.integers(0, 2**16))
+def test_unique_rows_match_numpy(width, n, top, seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, min(top, 5) + 1, size=(n, width)).astype(np.uint32)
+    rows[rng.random((n, width)) < 0.2] = top  # some large values
+    expected, inverse = np.unique(rows, axis=0, return_inverse=True)
+    first, got_inverse = lexsort_unique_rows(rows)
+    np.testing.assert_array_equal(rows[first], expected)
+    np.testing.assert_array_equal(got_inverse, inverse.reshape(-1))
+    first, got_inverse = unique_rows(rows)
+    assert len(first) == len(expected)
+    np.testing.assert_array_equal(rows[first[got_inverse]], rows)
+
+
+def _reference_step(grid: np.ndarray, out0, out1):
+    """Per output voxel, the sorted distinct categories of its clipped 3x3x3 window."""
+    n = grid.shape
+    result = {}
+    for i in itertools.product(*(range(a, b) for a, b in zip(out0, out1, strict=True))):
+        window = tuple(
+            slice(max(2 * c - 1, 0), min(2 * c + 2, size)) for c, size in zip(i, n, strict=True)
+        )
+        result[i] = tuple(np.unique(grid[window]).tolist())
+    return result
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 11)] * 3),
+    top=st.sampled_from([1, 3, 40, 2**16 - 1]),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.uint32]),
+    fortran=st.booleans(),
+    cut=st.tuples(*[st.floats(0, 1)] * 3),
+    seed=st.integers(0, 2**16),
+)
+def test_block_step_matches_the_windows(shape, top, dtype, fortran, cut, seed):
+    rng = np.random.default_rng(seed)
+    top = min(top, np.iinfo(dtype).max)
+    grid = rng.integers(0, top + 1, size=shape).astype(dtype)
+    grid[rng.random(shape) < 0.5] = 0
+    # a sub-range of outputs, read with the halo it needs, in either memory order
+    m = [(s + 1) // 2 for s in shape]
+    out0 = tuple(int(c * (k - 1)) for c, k in zip(cut, m, strict=True))
+    out1 = tuple(k for k in m)
+    lo = tuple(max(2 * a - 1, 0) for a in out0)
+    hi = tuple(min(2 * (b - 1) + 2, s) for b, s in zip(out1, shape, strict=True))
+    block = grid[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    block = np.asfortranarray(block) if fortran else np.ascontiguousarray(block)
+    step = label_step_block(block, lo, shape, out0, out1)
+    expected = _reference_step(grid, out0, out1)
+    combos = [tuple(c for c in row if c != SENTINEL) for row in step.combos.tolist()]
+    mixed_at = list(zip(*np.nonzero(step.mixed), strict=True))
+    assert len(mixed_at) == len(step.index)
+    for pos, k in zip(mixed_at, step.index.tolist(), strict=True):
+        key = tuple(p + a for p, a in zip(pos, out0, strict=True))
+        assert combos[k] == expected[key]
+    for key, members in expected.items():
+        local = tuple(p - a for p, a in zip(key, out0, strict=True))
+        assert step.mixed[local] == (len(members) > 1)
+        if len(members) == 1:
+            assert step.single[local] == members[0]
+    assert len(set(combos)) == len(combos)  # each combination once
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 2**32 - 2), min_size=1, max_size=5), min_size=1))
+def test_padded_rows_sort_as_tuples(rows_list):
+    """Category rows padded with the sentinel sort as Python tuples: (1, 2) < (1, 2, 3)."""
+    rows = _rows([tuple(r) for r in rows_list])
+    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
+    as_tuples = [tuple(c for c in r if c != SENTINEL) for r in rows.tolist()]
+    distinct = sorted(set(as_tuples))
+    assert [as_tuples[i] for i in first] == distinct
+    assert [distinct[g] for g in inverse.tolist()] == as_tuples
