@@ -62,8 +62,8 @@ from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
+from pipeline.inputs.source import copying_objects, fetched, is_url, using_storage_options
 from pipeline.inputs.source import exists as url_exists
-from pipeline.inputs.source import fetched, is_url, using_storage_options
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
 from pipeline.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
@@ -442,7 +442,9 @@ def _engine(
         options.max_memory, _workers() if threaded else 1, 4, smallest
     )
     if threaded:
-        yield Engine(ThreadedRunner(threads), options.block_size, block_bytes, window, progress)
+        # remote maps and masks: copied first by large ranged requests, within the blocks' budget
+        with copying_objects(block_bytes * threads):
+            yield Engine(ThreadedRunner(threads), options.block_size, block_bytes, window, progress)
         return
     with contextlib.ExitStack() as stack:
         if runner is None:
@@ -463,7 +465,10 @@ def _engine(
         _, window, block_bytes = memory_budget(
             options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
         )
-        yield Engine(runner, options.block_size, block_bytes, window, progress)
+        # workers that share the working folder read the client's copy; others read in place
+        shared = getattr(runner, "transfer", "shared") != "comms"
+        with copying_objects(block_bytes if shared else None):
+            yield Engine(runner, options.block_size, block_bytes, window, progress)
 
 
 def _workers() -> int:

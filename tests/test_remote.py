@@ -429,6 +429,48 @@ def test_http_with_ranges_reads_only_ranges(run_cli, tmp_path, http):
     assert fetched < 1.2 * volume.stat().st_size
 
 
+def _map_gets(server, name: str) -> list[tuple[int, int]]:
+    """The byte ranges ``[start, end)`` of the GETs of ``/name``."""
+    out = []
+    for method, path, wanted in server.requests:
+        if method == "GET" and path == f"/{name}":
+            first, _, last = wanted[6:].partition("-")
+            out.append((int(first), int(last) + 1))
+    return out
+
+
+def test_large_remote_map_is_fetched_by_a_few_large_requests(run_cli, tmp_path, http):
+    # 256 x 256 x 80 float32: 20 MiB. Read in place, block by block, this map takes one
+    # request per z-plane of every block (~170); copied by 16 MiB ranges it takes two.
+    server = http(ranges=True)
+    volume, _ = _volume(tmp_path, "large.mrc", shape=(80, 256, 256))
+    size = volume.stat().st_size
+    assert size > 20 * 2**20
+    shutil.copy(volume, tmp_path / "www" / "large.mrc")
+    _same_entry(run_cli, tmp_path, [(volume, "map")], [(f"{server.url}/large.mrc", "map")])
+    gets = _map_gets(server, "large.mrc")
+    # a one-byte probe, the header, then ceil(size / 16 MiB) = 2 ranges
+    assert len(gets) <= 2 + -(-size // (16 * 2**20))
+    assert max(b - a for a, b in gets) <= 16 * 2**20
+    assert sum(b - a for a, b in gets) <= size + 8192  # every byte once (+ header, probe)
+
+
+def test_remote_map_is_read_in_place_when_the_working_folder_cannot_hold_it(
+    run_cli, tmp_path, http, monkeypatch
+):
+    from pipeline.inputs import source
+
+    monkeypatch.setattr(source, "SPOOL_RESERVE", 2**62)  # no room for a copy
+    server = http(ranges=True)
+    volume, _ = _volume(tmp_path, "big.mrc", shape=(40, 300, 300))
+    shutil.copy(volume, tmp_path / "www" / "big.mrc")
+    _same_entry(run_cli, tmp_path, [(volume, "map")], [(f"{server.url}/big.mrc", "map")])
+    gets = _map_gets(server, "big.mrc")
+    # block by block: the runs of each block's planes, each well under the object
+    assert len(gets) > 10
+    assert max(b - a for a, b in gets) < volume.stat().st_size // 4
+
+
 def test_http_without_ranges_is_copied_once(run_cli, tmp_path, http):
     server = http(ranges=False)
     volume, _ = _volume(tmp_path)

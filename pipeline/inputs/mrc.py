@@ -23,9 +23,11 @@ from pipeline.inputs.source import (
     RemoteRawArray,
     Url,
     as_input_path,
+    copy_budget,
     is_url,
     local_copy_folder,
     object_size,
+    ranged_copy,
     read_ranges,
     renamed_errors,
     spool,
@@ -231,16 +233,26 @@ def _layout(raw: bytes, size: int | None, path: Path, data_path: Path | None) ->
 
 
 def _remote_layout(url: Url, scratch: Path | None) -> MrcLayout:
-    """The layout of a map at a URL: its data read by ranged requests, or, when compressed
-    or its server answers no ranged requests, from a copy in ``scratch`` (headers only, from
-    the stream, when there is no scratch)."""
+    """The layout of a map at a URL: its data read from a copy in ``scratch`` made by large
+    ranged requests (when runs copy objects, see ``copying_objects``, and the folder can hold
+    it), else in place by ranged requests block by block, or, when compressed or its server
+    answers no ranged requests, from a streamed copy in ``scratch`` (headers only, from the
+    stream, when there is no scratch)."""
     options = storage_options()
     if supports_ranges(url, options):
         size = object_size(url, options)
         raw = read_ranges(url, [(0, min(_HEADER_BYTES, size))], options)[0]
         kind = "gzip" if raw[:2] == b"\x1f\x8b" else "bzip2" if raw[:3] == b"BZh" else None
         if kind is None:
-            return _layout(raw, size, url, url)  # type: ignore[arg-type]
+            budget = copy_budget()
+            local = None
+            if scratch is not None and budget is not None:
+                local = ranged_copy(url, local_copy_folder(scratch), size, budget, options)
+            if local is None:
+                return _layout(raw, size, url, url)  # type: ignore[arg-type]
+            with renamed_errors(local, url):
+                layout = read_mrc_layout(local, scratch)
+            return replace(layout, source=url)  # type: ignore[arg-type]
         if scratch is None:
             with open_url(url, options) as f, open_stream(f, kind) as g:  # type: ignore[arg-type]
                 raw = g.read(_HEADER_BYTES)
