@@ -18,23 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, preprocess_args, tree_digest, write_mrc
+from tests.conftest import ROOT, preprocess_args, stop_processes, tree_digest, write_mrc
 
 _ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 pytestmark = pytest.mark.slow  # every test starts dask.distributed processes
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +58,7 @@ def scheduler(tmp_path_factory) -> Iterator[str]:
                 assert len(client.nthreads()) == 2
             yield address
         finally:
-            _stop(procs)
+            stop_processes(procs)
 
 
 @pytest.fixture

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, preprocess_args, tree_digest, write_mrc
+from conftest import (
+    assert_one_line_error,
+    preprocess_args,
+    stop_processes,
+    tree_digest,
+    write_mrc,
+)
 
 BUCKET = "cellstar-inputs"
 SMALL_LEVELS = ("--min-size-per-downsampling-lvl-mb", "0.01")
@@ -591,15 +597,7 @@ def isolated_cluster(tmp_path_factory, s3) -> Iterator[tuple[str, Path]]:
                 assert list(seen.values()) == [False], seen  # the worker cannot see it
             yield address, base
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
+            stop_processes(procs)
 
 
 def _cluster_args(inputs, base: Path, entry: str, *extra: str) -> list[str]:
