@@ -68,6 +68,11 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _on_signal_after_run(signum: int, frame: Any) -> None:
+    """A signal between the end of the run and the blocking in :func:`main`: what the run
+    committed is said (one line), as for a signal during the run."""
+    if not _SIGNALS["wrote"] and "committed" in _signal_message(signum):
+        _SIGNALS["wrote"] = True
+        os.write(2, f"error: {_one_line(_signal_message(signum))}\n".encode())
     os._exit(128 + signum)
 
 
@@ -572,8 +577,17 @@ def inspect_command(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="cellstar-preprocessor")
+    """Console-script entry point (``python -m cli`` too)."""
+    try:
+        cli(prog_name="cellstar-preprocessor")
+    finally:
+        # the run is over and its outcome printed: a signal from here on would only kill the
+        # interpreter while it shuts down (Python resets its handlers to the default then),
+        # silently; ignored (a disposition Python keeps), the process exits with the run's
+        # own status
+        with contextlib.suppress(ValueError):  # not the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
 
 
 # --- managing entries ----------------------------------------------------------------------

@@ -875,3 +875,22 @@ def test_staged_files_go_to_the_opened_folder_when_staging_is_swapped_for_a_syml
         assert shown_path(staged.folder / "data.zip") == db / "_staging" / name / "data.zip"
     assert os.listdir(user) == []
     assert os.listdir(db / "moved") == []
+
+
+def test_a_signal_after_the_run_cannot_kill_the_interpreter_while_it_shuts_down():
+    """Once the run's outcome is printed, SIGINT/SIGTERM are ignored (Python resets its own
+    handlers to the default while it shuts down, so a late signal killed the process silently
+    with -2 after a committed run)."""
+    code = (
+        "import atexit, os, signal, sys\n"
+        "atexit.register(lambda: os.write(1, ' '.join(repr(signal.getsignal(s) == signal.SIG_IGN)"
+        " for s in (signal.SIGINT, signal.SIGTERM)).encode()))\n"
+        "sys.argv = ['cellstar-preprocessor', '--version']\n"
+        "from cli.main import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("True True"), done.stdout
