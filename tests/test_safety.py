@@ -707,7 +707,9 @@ def test_ctrl_c_at_fixed_delays_after_spawning(tmp_path, entry_point):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
         if "Traceback" in err:
-            assert "Failed to import the site module" in err, (delay, err)
+            # Python's own start-up (site, runpy) before the first line of the package: no
+            # frame of this project's code, and early
+            assert "/cli/" not in err and "/pipeline/" not in err, (delay, err)
             assert delay < 0.4, (delay, err)
             continue
         lines = [line for line in err.splitlines() if line.strip()]
