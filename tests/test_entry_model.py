@@ -70,6 +70,21 @@ def _write_json(path, document):
     return path
 
 
+def _edit(run_cli, tmp_path, command, path):
+    """``edit-descriptions`` / ``edit-segment-annotations`` of the test entry with ``path``."""
+    return run_cli(
+        command,
+        "--db-path",
+        tmp_path / "db",
+        "--source-db",
+        "emdb",
+        "--entry-id",
+        "emd-1832",
+        "--data-json-path",
+        path,
+    )
+
+
 # --- 1. typed documents -------------------------------------------------------------------
 
 
@@ -222,17 +237,7 @@ def test_edits_naming_what_is_not_there_are_refused(run_cli, tmp_path, tiny, ite
     folder = _add(run_cli, tmp_path, tiny)
     before = tree_digest(tmp_path / "db")
     path = _write_json(tmp_path / "edit.json", [item])
-    result = run_cli(
-        "edit-descriptions",
-        "--db-path",
-        tmp_path / "db",
-        "--source-db",
-        "emdb",
-        "--entry-id",
-        "emd-1832",
-        "--data-json-path",
-        path,
-    )
+    result = _edit(run_cli, tmp_path, "edit-descriptions", path)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr
@@ -292,32 +297,12 @@ def test_segment_annotation_for_a_missing_segment_is_refused(run_cli, tmp_path, 
         "time": 0,
     }
     path = _write_json(tmp_path / "sa.json", [item])
-    result = run_cli(
-        "edit-segment-annotations",
-        "--db-path",
-        tmp_path / "db",
-        "--source-db",
-        "emdb",
-        "--entry-id",
-        "emd-1832",
-        "--data-json-path",
-        path,
-    )
+    result = _edit(run_cli, tmp_path, "edit-segment-annotations", path)
     assert result.exit_code == 2 and "segment annotation a1: segment 4242" in result.stderr
     assert tree_digest(tmp_path / "db") == before
     item["segment_id"] = 5  # an existing segment: accepted, and the entry stays valid
     _write_json(path, [item])
-    result = run_cli(
-        "edit-segment-annotations",
-        "--db-path",
-        tmp_path / "db",
-        "--source-db",
-        "emdb",
-        "--entry-id",
-        "emd-1832",
-        "--data-json-path",
-        path,
-    )
+    result = _edit(run_cli, tmp_path, "edit-segment-annotations", path)
     assert result.exit_code == 0, result.output
     assert run_cli("validate", "--db-path", tmp_path / "db").exit_code == 0
 
