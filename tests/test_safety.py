@@ -470,14 +470,19 @@ def test_sigterm_after_the_commit_rename_reports_the_commit(run_cli, tmp_path):
     assert not entry.exists()
 
 
-def test_batch_sigterm_lists_what_it_committed(tmp_path):
+def _batch_args(tmp_path: Path, entries: int) -> list:
+    """``batch`` over a JSON list of ``entries`` one-map entries e0, e1, ... of source emdb."""
     rows = [
         {"entry_id": f"e{i}", "source_db": "emdb", "inputs": [[str(_map(tmp_path)), "map"]]}
-        for i in range(2)
+        for i in range(entries)
     ]
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps(rows))
-    args = ["batch", listing, "--working-folder", tmp_path / "work", "--db-path", tmp_path / "db"]
+    return ["batch", listing, "--working-folder", tmp_path / "work", "--db-path", tmp_path / "db"]
+
+
+def test_batch_sigterm_lists_what_it_committed(tmp_path):
+    args = _batch_args(tmp_path, 2)
     rc, _, err = _signal_after_commit(args, tmp_path / "db" / "emdb" / "e0")
     assert rc == 143, err
     assert _one_line((rc, err)) == "error: committed emdb/e0 before SIGTERM"
@@ -758,13 +763,7 @@ def test_working_folder_creation_names_the_folder(run_cli, tmp_path):
 
 
 def test_batch_skip_existing_completes_a_killed_batch(tmp_path):
-    rows = [
-        {"entry_id": f"e{i}", "source_db": "emdb", "inputs": [[str(_map(tmp_path)), "map"]]}
-        for i in range(3)
-    ]
-    listing = tmp_path / "list.json"
-    listing.write_text(json.dumps(rows))
-    args = ["batch", listing, "--working-folder", tmp_path / "work", "--db-path", tmp_path / "db"]
+    args = _batch_args(tmp_path, 3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", *map(str, args)],
         stdout=subprocess.DEVNULL,
