@@ -80,6 +80,52 @@ def stop_processes(procs: list[subprocess.Popen]) -> None:
             proc.wait(timeout=15)
 
 
+def write_sff_lattice(
+    path: Path,
+    lattice_zyx: np.ndarray,
+    segments: dict[int, int],
+    *,
+    compress: bool = True,
+    transforms: tuple[str, ...] | list[str] = (),
+    transform_id: int | None = None,
+    annotated: bool = False,
+) -> Path:
+    """A minimal EMDB-SFF 0.8 HDF5 file written with h5py after the format's layout (as sfftk
+    writes it): one lattice ((sections, rows, cols), cols fastest; zlib'd or raw, base64), its
+    segments (id -> lattice value; with a colour and a name when ``annotated``), and a
+    transform_list of 3x4 matrices given as text, named by each segment's ``transform_id``."""
+    import base64
+    import zlib
+
+    import h5py
+
+    raw = np.ascontiguousarray(lattice_zyx).tobytes()
+    with h5py.File(path, "w") as f:
+        f["version"] = "0.8.0.dev1"
+        f["name"] = "generated"
+        f["primary_descriptor"] = "three_d_volume"
+        g = f.create_group("lattice_list/0")
+        g["id"], g["mode"], g["endianness"] = 0, str(lattice_zyx.dtype), "little"
+        for key, n in zip(("sections", "rows", "cols"), lattice_zyx.shape, strict=True):
+            g[f"size/{key}"] = n
+            g[f"start/{key}"] = 0
+        g["data"] = base64.b64encode(zlib.compress(raw) if compress else raw)
+        for n, data in enumerate(transforms):
+            t = f.create_group(f"transform_list/{n}")
+            t["id"], t["rows"], t["cols"], t["data"] = n, 3, 4, data
+        for segment_id, value in segments.items():
+            s = f.create_group(f"segment_list/{segment_id}")
+            s["id"] = segment_id
+            if annotated:
+                s["colour"] = np.array([0.1, 0.2, 0.3, 1.0])
+                s["biological_annotation/name"] = f"seg {segment_id}"
+            s["three_d_volume/lattice_id"] = 0
+            s["three_d_volume/value"] = float(value)
+            if transform_id is not None:
+                s["three_d_volume/transform_id"] = transform_id
+    return path
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file (with its hash) and folder below ``root``: 'the database is unchanged' made
     checkable, leftover empty folders included."""

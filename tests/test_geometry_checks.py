@@ -8,16 +8,19 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import tifffile
-from conftest import assert_one_line_error, preprocess_args, tree_digest, write_mrc
+from conftest import (
+    assert_one_line_error,
+    preprocess_args,
+    tree_digest,
+    write_mrc,
+    write_sff_lattice,
+)
 
 from pipeline.db import open_entry
 
@@ -35,30 +38,12 @@ def write_hff(
     transform_id: int | None = None,
     segment_ids: dict[int, int] | None = None,
 ) -> Path:
-    """An EMDB-SFF 0.8 HDF5 file written with h5py after the format's layout (as sfftk writes
-    it): one lattice, its segments (id -> value) and a transform_list."""
-    raw = np.ascontiguousarray(lattice_zyx).tobytes()
-    with h5py.File(path, "w") as f:
-        f["version"] = "0.8.0.dev1"
-        f["name"] = "generated"
-        f["primary_descriptor"] = "three_d_volume"
-        g = f.create_group("lattice_list/0")
-        g["id"], g["mode"], g["endianness"] = 0, str(lattice_zyx.dtype), "little"
-        for key, n in zip(("sections", "rows", "cols"), lattice_zyx.shape, strict=True):
-            g[f"size/{key}"] = n
-            g[f"start/{key}"] = 0
-        g["data"] = base64.b64encode(zlib.compress(raw))
-        for n, data in enumerate(transforms):
-            t = f.create_group(f"transform_list/{n}")
-            t["id"], t["rows"], t["cols"], t["data"] = n, 3, 4, data
-        for segment_id, value in (segment_ids or {1: 1}).items():
-            s = f.create_group(f"segment_list/{segment_id}")
-            s["id"] = segment_id
-            s["three_d_volume/lattice_id"] = 0
-            s["three_d_volume/value"] = float(value)
-            if transform_id is not None:
-                s["three_d_volume/transform_id"] = transform_id
-    return path
+    """An SFF with one lattice, its segments (id -> value; segment 1 by default) and a
+    transform_list."""
+    segments = segment_ids or {1: 1}
+    return write_sff_lattice(
+        path, lattice_zyx, segments, transforms=transforms, transform_id=transform_id
+    )
 
 
 def _lattice(shape=(6, 7, 8)) -> np.ndarray:

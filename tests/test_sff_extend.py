@@ -7,7 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import preprocess_args, sha256, tree_digest, write_mrc
+from conftest import preprocess_args, sha256, tree_digest, write_mrc, write_sff_lattice
 
 from pipeline.db import open_entry
 
@@ -178,29 +178,8 @@ def test_real_sff_copy_matches_the_preprocessor_sample(tmp_path, shared_data, em
 
 
 def _write_hff(path, lattice: np.ndarray, compress: bool, segments: dict[int, int]) -> None:
-    """A minimal EMDB-SFF 0.8 HDF5 file, written with h5py following the format's layout."""
-    import base64
-    import zlib
-
-    raw = np.ascontiguousarray(lattice).tobytes()  # (sections, rows, cols), cols fastest
-    payload = base64.b64encode(zlib.compress(raw) if compress else raw)
-    with h5py.File(path, "w") as f:
-        f["version"] = "0.8.0.dev1"
-        f["name"] = "generated"
-        f["primary_descriptor"] = "three_d_volume"
-        g = f.create_group("lattice_list/0")
-        g["id"], g["mode"], g["endianness"] = 0, str(lattice.dtype), "little"
-        for key, n in zip(("sections", "rows", "cols"), lattice.shape, strict=True):
-            g[f"size/{key}"] = n
-            g[f"start/{key}"] = 0
-        g["data"] = payload
-        for segment_id, value in segments.items():
-            s = f.create_group(f"segment_list/{segment_id}")
-            s["id"] = segment_id
-            s["colour"] = np.array([0.1, 0.2, 0.3, 1.0])
-            s["biological_annotation/name"] = f"seg {segment_id}"
-            s["three_d_volume/lattice_id"] = 0
-            s["three_d_volume/value"] = float(value)
+    """A minimal EMDB-SFF 0.8 file with named, coloured segments."""
+    write_sff_lattice(path, lattice, segments, compress=compress, annotated=True)
 
 
 @pytest.mark.parametrize("compress", [True, False])
