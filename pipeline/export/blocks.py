@@ -142,6 +142,32 @@ def stop_writing(root: Path, timeout: float = 120.0) -> None:
     with _CHANGED:
         _STOPPED.add(str(root))
         _CHANGED.wait_for(lambda: _RUNNING == 0, timeout)
+    _settle_zarr_io(timeout)
+
+
+def _settle_zarr_io(timeout: float) -> None:
+    """Wait for the writes zarr's own event loop still runs. A zarr call interrupted in the
+    calling thread (Ctrl-C while a block task runs there, with one thread) leaves its coroutine
+    running on zarr's loop, where it would write its shard after the folder is removed."""
+    import asyncio
+    import sys
+
+    sync = sys.modules.get("zarr.core.sync")
+    loop = getattr(sync, "loop", [None])[0] if sync is not None else None
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def others() -> None:
+        mine = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not mine]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    future = asyncio.run_coroutine_threadsafe(others(), loop)
+    try:
+        future.result(timeout)
+    except Exception:  # timed out or failed: removing the folder is still the best left to do
+        future.cancel()
 
 
 def _stopped(target: str) -> bool:
