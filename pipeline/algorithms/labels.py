@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.algorithms.pyramid import axis_slice
-from pipeline.algorithms.set_table import SetTable, sorted_unique, unique_rows
+from pipeline.algorithms.set_table import SetTable, sorted_unique, unique_1d, unique_rows
 
 __all__ = [
     "LABEL_HALO",
@@ -60,6 +60,48 @@ def _window_extrema(
         np.minimum(mn[keep], lo_v[right], out=mn[keep])
         np.maximum(mx[keep], hi_v[right], out=mx[keep])
     return mn, mx
+
+
+def _window_second(
+    lo_v: np.ndarray,
+    second: np.ndarray | None,
+    mn: np.ndarray,
+    axis: int,
+    lo: int,
+    n: int,
+    o0: int,
+    o1: int,
+) -> np.ndarray:
+    """The second smallest distinct value (uint32, the sentinel if none) over taps 2i-1, 2i,
+    2i+1 along ``axis``, from each tap's smallest value ``lo_v`` and second smallest
+    ``second`` (None: none yet) and the windows' minima ``mn`` (from
+    :func:`_window_extrema`): the smallest of the taps' values above ``mn``. The pair
+    (smallest, second smallest) of a union follows from those of its parts, so the three axes
+    give it for the whole window. Strided slices as in :func:`_window_extrema`."""
+    m = o1 - o0
+    c = 2 * o0 - lo
+    sentinel = np.uint32(_SENTINEL)
+
+    def above(taps: tuple[slice, ...], keep: tuple[slice, ...]) -> np.ndarray:
+        part = lo_v[taps]
+        out = np.where(part > mn[keep], part, sentinel).astype(np.uint32, copy=False)
+        if second is not None:
+            np.minimum(out, second[taps], out=out)
+        return out
+
+    everything = axis_slice(axis, slice(0, m))
+    out = above(axis_slice(axis, slice(c, c + 2 * m - 1, 2)), everything)
+    first = 1 if 2 * o0 - 1 < 0 else 0
+    if first < m:
+        keep = axis_slice(axis, slice(first, m))
+        left = axis_slice(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
+        np.minimum(out[keep], above(left, keep), out=out[keep])
+    last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1
+    if last > 0:
+        keep = axis_slice(axis, slice(0, last))
+        right = axis_slice(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
+        np.minimum(out[keep], above(right, keep), out=out[keep])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,22 +177,37 @@ def label_step_block(
     for a in range(block.ndim):  # the block covers the windows (clipped at the array's edges)
         _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
     # min/max along each axis, in memory order (slowest-varying axis first)
+    # and the second smallest distinct value, which tells windows of two categories
     flip = block.flags.f_contiguous and not block.flags.c_contiguous
     lo_v = hi_v = block.T if flip else block
+    second = None
     for vaxis in range(block.ndim):
         axis = block.ndim - 1 - vaxis if flip else vaxis
-        lo_v, hi_v = _window_extrema(
-            lo_v, hi_v, vaxis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis]
-        )
+        args = (lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
+        mn, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args)
+        second = _window_second(lo_v, second, mn, vaxis, *args)
+        lo_v = mn
     if flip:
-        lo_v, hi_v = lo_v.T, hi_v.T
+        lo_v, hi_v, second = lo_v.T, hi_v.T, second.T
     mixed = lo_v != hi_v
-    where = np.nonzero(mixed)
-    if not where[0].size:
+    if not mixed.any():
         empty = np.zeros((0, 1), np.uint32)
         return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
-    # the distinct categories of the full 3x3x3 window of every mixed voxel, gathered in
-    # batches so the 27 columns never exist for the whole block at once
+    # windows of exactly two categories: (smallest, largest), one packed key each
+    mixed_hi = hi_v[mixed]
+    two = second[mixed] == mixed_hi
+    pair_lo = lo_v[mixed][two].astype(np.uint64)
+    pair_hi = mixed_hi[two].astype(np.uint64)
+    pair_first, pair_inverse = unique_1d((pair_lo << np.uint64(32)) | pair_hi)
+    pairs = np.full((pair_first.size, 2), _SENTINEL, np.uint32)
+    pairs[:, 0], pairs[:, 1] = pair_lo[pair_first], pair_hi[pair_first]
+    index = np.empty(two.size, np.int64)
+    index[two] = pair_inverse
+    if two.all():
+        return StepResult(lo_v, mixed, pairs, index)
+    where = np.nonzero(mixed & (second != hi_v))
+    # the distinct categories of the full 3x3x3 window of every other mixed voxel, gathered
+    # in batches so the 27 columns never exist for the whole block at once
     source, first = _window_source(block, lo, full_shape, out_start, out_stop)
     flat = source.reshape(-1, order="C" if source.flags.c_contiguous else "F")
     strides = [st // source.itemsize for st in source.strides]
@@ -163,7 +220,12 @@ def label_step_block(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
     first, inverse = unique_rows(rows)
-    return StepResult(lo_v, mixed, rows[first], inverse)
+    index[~two] = pairs.shape[0] + inverse
+    width = max(rows.shape[1], 2)
+    combos = np.full((pairs.shape[0] + first.size, width), _SENTINEL, np.uint32)
+    combos[: pairs.shape[0], :2] = pairs
+    combos[pairs.shape[0] :, : rows.shape[1]] = rows[first]
+    return StepResult(lo_v, mixed, combos, index)
 
 
 def present_values(block: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -135,6 +135,14 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
 
 
+def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sums of consecutive runs of ``values`` of the given lengths (int64)."""
+    total = np.zeros(values.size + 1, np.int64)
+    np.cumsum(values, out=total[1:])
+    ends = np.cumsum(counts)
+    return total[ends] - total[ends - counts]
+
+
 def _compact_rows(mat: np.ndarray) -> np.ndarray:
     """Rows sorted with their repeats replaced by the sentinel, trimmed to the widest row."""
     mat.sort(axis=1)
@@ -227,6 +235,11 @@ class SetTable:
     def _positions(self, categories: np.ndarray, strict: bool = True) -> np.ndarray:
         """Set index of each category (-1 for unknown ones unless ``strict``)."""
         if self._dense is not None and self._dense.size:  # dense ids: a direct look-up
+            if not categories.size or int(categories.max()) < self._dense.size:
+                pos = self._dense.take(categories)
+                if strict and pos.size and int(pos.min()) < 0:
+                    raise KeyError(int(categories[pos < 0][0]))
+                return pos
             inside = categories < self._dense.size
             pos = np.where(inside, self._dense[np.where(inside, categories, 0)], -1)
             if strict and (pos < 0).any():
@@ -332,26 +345,36 @@ class SetTable:
         row after row), so memory stays bounded whatever the number of rows."""
         if rows.shape[0] == 0:
             return _EMPTY_U32
+        return np.concatenate(list(self._per_batch(rows, self._assign)))
+
+    def _batches(self, rows: np.ndarray) -> list[np.ndarray]:
+        """``rows`` cut into runs whose unions have about ``_BATCH_MEMBERS`` members."""
         valid = rows != SENTINEL
         lens = self._lens[self._positions(rows[valid])]
-        members = np.bincount(np.nonzero(valid)[0], weights=lens, minlength=rows.shape[0])
-        ends = np.cumsum(members.astype(np.int64))
-        cuts = np.searchsorted(ends, np.arange(_BATCH_MEMBERS, int(ends[-1]), _BATCH_MEMBERS))
+        members = np.cumsum(_row_sums(lens, valid.sum(axis=1)))
+        cuts = np.searchsorted(
+            members, np.arange(_BATCH_MEMBERS, int(members[-1]), _BATCH_MEMBERS)
+        )
         bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
-        batches = [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        return [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+    def _per_batch(
+        self, rows: np.ndarray, step: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    ) -> Iterator[np.ndarray]:
+        """``step(batch, unions, hashes)`` of every batch of ``rows``, in order. The unions
+        of the next batches are formed in threads (they only read the sets of known
+        categories) while ``step`` runs on this one; at most two batches ahead."""
+        batches = self._batches(rows)
         if len(batches) == 1:
-            return self._assign(batches[0], *self._unions(batches[0]))
-        # the unions of the next batches are formed in threads (they only read the sets of
-        # known categories) while this one is assigned ids; at most two batches ahead
-        out = []
+            yield step(batches[0], *self._unions(batches[0]))
+            return
         with ThreadPoolExecutor(_THREADS) as pool:
             pending = deque(pool.submit(self._unions, b) for b in batches[:_THREADS])
             for i, batch in enumerate(batches):
                 mat, hashes = pending.popleft().result()
                 if i + _THREADS < len(batches):
                     pending.append(pool.submit(self._unions, batches[i + _THREADS]))
-                out.append(self._assign(batch, mat, hashes))
-        return np.concatenate(out)
+                yield step(batch, mat, hashes)
 
     def _unions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The union of each row's sets (sentinel-padded sorted member ranks) and its hash."""
@@ -361,7 +384,7 @@ class SetTable:
         pos = self._positions(rows[valid])
         lens = self._lens[pos]
         flat = self._flat[_ranges(self._starts[pos], lens)]
-        per_row = np.bincount(row_of, weights=lens, minlength=k).astype(np.int64)
+        per_row = _row_sums(lens, valid.sum(axis=1))
         mat = np.full((k, int(per_row.max())), SENTINEL, np.uint32)
         element_row = np.repeat(row_of, lens)
         col = np.arange(flat.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
@@ -400,7 +423,7 @@ class SetTable:
             np.not_equal(fresh_hashes[1:], fresh_hashes[:-1], out=new[1:])
             group = np.cumsum(new) - 1
             first = fresh[new]  # the first row of each new set, in hash order
-            if not np.array_equal(mat[fresh], mat[first[group]]):
+            if first.size < fresh.size and not np.array_equal(mat[fresh], mat[first[group]]):
                 return self._union_ids_exact(rows)
             if self._next + first.size > SENTINEL:
                 return self._union_ids_exact(rows)  # ids wrap: the lowest free ones, slowly
