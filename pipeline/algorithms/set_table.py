@@ -478,8 +478,8 @@ class SetTable:
         present = sorted_unique(np.asarray(present).astype(np.uint32))
         pos = self._positions(present)
         lens = self._lens[pos]
-        members = self._segments[self._flat[_ranges(self._starts[pos], lens)]]
-        return encode_set_table(present.astype(np.int64), lens, members)
+        ranks = self._flat[_ranges(self._starts[pos], lens)]
+        return encode_set_table(present.astype(np.int64), lens, ranks, self._segments)
 
 
 def _digits(values: np.ndarray) -> np.ndarray:
@@ -492,15 +492,28 @@ def _digits(values: np.ndarray) -> np.ndarray:
     return n
 
 
-def _write_numbers(buf: np.ndarray, ends: np.ndarray, values: np.ndarray) -> None:
-    """Write each value's decimal digits into ``buf`` ending just before ``ends`` (the numbers
-    still having digits to write shrink at every step)."""
-    pos, rest = ends - 1, values.astype(np.int64)
-    while pos.size:
+def _tokens(values: np.ndarray, before: bytes, after: bytes, width: int) -> np.ndarray:
+    """Per value, the bytes ``before`` + its decimal digits + ``after``, left-aligned in a row
+    of ``width`` (zero-padded) uint8 columns."""
+    nd = _digits(values)
+    out = np.zeros((values.size, width), np.uint8)
+    flat = out.reshape(-1)
+    row = np.arange(values.size, dtype=np.int64) * width
+    for i, byte in enumerate(before):
+        out[:, i] = byte
+    end = row + len(before) + nd  # just past each value's last digit
+    for i, byte in enumerate(after):
+        flat[end + i] = byte
+    pos, rest = end - 1, values.astype(np.int64)
+    while pos.size:  # the digits, last first; numbers still having digits shrink each step
         rest, digit = np.divmod(rest, 10)
-        buf[pos] = 48 + digit
+        flat[pos] = 48 + digit
         more = rest > 0
         pos, rest = pos[more] - 1, rest[more]
+    return out
+
+
+_TOKENS_AT_ONCE = 1 << 20  # keys and members turned into bytes at once
 
 
 def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
@@ -512,51 +525,74 @@ def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
     return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
 
 
-def encode_set_table(keys: np.ndarray, lens: np.ndarray, members: np.ndarray) -> bytes:
+def encode_set_table(
+    keys: np.ndarray, lens: np.ndarray, members: np.ndarray, values: np.ndarray | None = None
+) -> bytes:
     """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
-    compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy."""
+    compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy.
+    With ``values``, ``members`` are indices into it (few distinct values, many members).
+
+    Every key and member is a token of bytes (``"key":[`` or ``member,``, the last member
+    of a set ``member],``), left-aligned in rows of one width: the text is the tokens in
+    order with the rows' padding left out (one boolean selection), the last comma dropped.
+    A member's token comes from a table of one token per distinct value."""
+    if values is None:
+        values, members = np.unique(members, return_inverse=True)
+        members = members.reshape(-1)
     if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
-        members.size and members.min() < 0
+        values.size and values.min() < 0
     ):
         from numcodecs import JSON
 
         starts = np.cumsum(lens) - lens
         doc = {
-            str(k): members[s : s + n].tolist()
+            str(k): values[members[s : s + n]].tolist()
             for k, s, n in zip(keys.tolist(), starts.tolist(), lens.tolist(), strict=True)
         }
         value = np.empty(1, dtype=object)
         value[0] = doc
         return JSON().encode(value)
+    head, tail = b"[{", b'},"|O",[1]]'
+    if not keys.size:
+        return head + tail
     kd = _digits(keys)
     order = _string_order(keys, kd)  # json's sort_keys: string order
     starts = (np.cumsum(lens) - lens)[order]
     keys, lens, kd = keys[order], lens[order], kd[order]
     members = members[_ranges(starts, lens)]
-    head, tail = b"[{", b'},"|O",[1]]'
-    md = _digits(members)
-    per_member = md + 1  # digits and "," (or "]" after the last)
-    set_of = np.repeat(np.arange(keys.size), lens)
-    member_bytes = np.bincount(set_of, weights=per_member, minlength=keys.size).astype(np.int64)
-    set_bytes = 4 + kd + member_bytes + 1  # '"' key '":[' members ','
-    set_start = len(head) + np.cumsum(set_bytes) - set_bytes
-    total = len(head) + int(set_bytes.sum()) + len(tail) - (1 if keys.size else 0)
-    buf = np.empty(total, np.uint8)
-    buf[: len(head)] = np.frombuffer(head, np.uint8)
-    buf[total - len(tail) :] = np.frombuffer(tail, np.uint8)
-    if keys.size:
-        buf[set_start] = ord('"')
-        key_end = set_start + 1 + kd
-        _write_numbers(buf, key_end, keys)
-        buf[key_end] = ord('"')
-        buf[key_end + 1] = ord(":")
-        buf[key_end + 2] = ord("[")
-        first_member = key_end + 3
-        within = np.cumsum(per_member) - np.repeat(np.cumsum(member_bytes) - member_bytes, lens)
-        ends = np.repeat(first_member, lens) + within - 1  # each member's "," or "]"
-        _write_numbers(buf, ends, members)
-        buf[ends] = ord(",")
-        set_end = set_start + set_bytes - 1
-        buf[set_end - 1] = ord("]")
-        buf[set_end[:-1]] = ord(",")
-    return buf.tobytes()
+    vd = _digits(values)
+    width = max(int(kd.max()) + 6, int(vd.max(initial=1)) + 2)
+    value_tokens = np.concatenate(
+        [_tokens(values, b"", b",", width), _tokens(values, b"", b"],", width)]
+    )
+    value_lens = np.concatenate([vd + 1, vd + 2])
+    last = np.zeros(members.size, bool)
+    ends = np.cumsum(lens)
+    last[ends[lens > 0] - 1] = True
+    member_token = members + last * values.size  # the "],"-ending token of a last member
+    starts = ends - lens
+    parts = [np.frombuffer(head, np.uint8)]
+    step = max(1, _TOKENS_AT_ONCE // max(1, int(lens.mean()) + 1))
+    columns = np.arange(width)
+    for a in range(0, keys.size, step):
+        b = min(a + step, keys.size)
+        n_members = int(ends[b - 1] - starts[a])
+        count = (b - a) + n_members
+        key_at = np.arange(b - a) + (starts[a:b] - starts[a])  # each key's token, in order
+        is_member = np.ones(count, bool)
+        is_member[key_at] = False
+        tokens = np.empty((count, width), np.uint8)
+        token_lens = np.empty(count, np.int64)
+        empty = lens[a:b] == 0
+        key_tokens = _tokens(keys[a:b], b'"', b'":[', width)
+        if empty.any():  # "key":[],
+            key_tokens[empty] = _tokens(keys[a:b][empty], b'"', b'":[],', width)
+        tokens[key_at] = key_tokens
+        token_lens[key_at] = kd[a:b] + 4 + 2 * empty
+        chosen = member_token[starts[a] : starts[a] + n_members]
+        tokens[is_member] = value_tokens[chosen]
+        token_lens[is_member] = value_lens[chosen]
+        parts.append(tokens[columns[None, :] < token_lens[:, None]])
+    parts[-1] = parts[-1][:-1]  # the last set's trailing comma
+    parts.append(np.frombuffer(tail, np.uint8))
+    return np.concatenate(parts).tobytes()
