@@ -17,6 +17,7 @@ from pipeline.algorithms.set_table import (
     SetTable,
     encode_set_table,
     lexsort_unique_rows,
+    sorted_unique,
     unique_rows,
 )
 
@@ -228,3 +229,20 @@ def test_padded_rows_sort_as_tuples(rows_list):
     distinct = sorted(set(as_tuples))
     assert [as_tuples[i] for i in first] == distinct
     assert [distinct[g] for g in inverse.tolist()] == as_tuples
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 20000),
+    st.sampled_from([1, 50, 2**16, 2**31, 2**40]),
+    st.sampled_from([np.uint16, np.uint32, np.int64, np.uint64]),
+    st.integers(0, 2**16),
+)
+def test_sorted_unique_matches_numpy(n, top, dtype, seed):
+    """Counting (small values) or sorting (large ones): np.unique's values and dtype."""
+    rng = np.random.default_rng(seed)
+    top = min(top, np.iinfo(dtype).max)
+    values = rng.integers(0, top, size=n, endpoint=True).astype(dtype)
+    got = sorted_unique(values)
+    assert got.dtype == values.dtype
+    np.testing.assert_array_equal(got, np.unique(values))

@@ -66,13 +66,15 @@ def _window_second(
     lo_v: np.ndarray,
     second: np.ndarray | None,
     mn: np.ndarray,
+    kind: np.dtype,
     axis: int,
     lo: int,
     n: int,
     o0: int,
     o1: int,
 ) -> np.ndarray:
-    """The second smallest distinct value (uint32, the sentinel if none) over taps 2i-1, 2i,
+    """The second smallest distinct value (of dtype ``kind``, its largest value if none; no
+    category may have that value) over taps 2i-1, 2i,
     2i+1 along ``axis``, from each tap's smallest value ``lo_v`` and second smallest
     ``second`` (None: none yet) and the windows' minima ``mn`` (from
     :func:`_window_extrema`): the smallest of the taps' values above ``mn``. The pair
@@ -80,11 +82,11 @@ def _window_second(
     give it for the whole window. Strided slices as in :func:`_window_extrema`."""
     m = o1 - o0
     c = 2 * o0 - lo
-    sentinel = np.uint32(_SENTINEL)
+    sentinel = np.array(np.iinfo(kind).max, kind)
 
     def above(taps: tuple[slice, ...], keep: tuple[slice, ...]) -> np.ndarray:
         part = lo_v[taps]
-        out = np.where(part > mn[keep], part, sentinel).astype(np.uint32, copy=False)
+        out = np.where(part > mn[keep], part, sentinel)
         if second is not None:
             np.minimum(out, second[taps], out=out)
         return out
@@ -178,14 +180,18 @@ def label_step_block(
         _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
     # min/max along each axis, in memory order (slowest-varying axis first)
     # and the second smallest distinct value, which tells windows of two categories
+    # (in the block's dtype, whose largest value marks "none", if the block lacks that value)
     flip = block.flags.f_contiguous and not block.flags.c_contiguous
+    kind = block.dtype
+    if block.size and int(block.max()) == np.iinfo(kind).max:
+        kind = np.dtype(np.uint32)
     lo_v = hi_v = block.T if flip else block
     second = None
     for vaxis in range(block.ndim):
         axis = block.ndim - 1 - vaxis if flip else vaxis
         args = (lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
         mn, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args)
-        second = _window_second(lo_v, second, mn, vaxis, *args)
+        second = _window_second(lo_v, second, mn, kind, vaxis, *args)
         lo_v = mn
     if flip:
         lo_v, hi_v, second = lo_v.T, hi_v.T, second.T

@@ -41,8 +41,15 @@ def _mix(values: np.ndarray) -> np.ndarray:
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` of a 1-D array by sorting (numpy 2.4's hash-based unique is
-    many times slower on millions of scattered 64-bit values)."""
-    out = np.sort(values.reshape(-1))
+    many times slower on millions of scattered 64-bit values); small non-negative integers
+    by counting them."""
+    flat = values.reshape(-1)
+    if flat.size > 4096 and flat.dtype.kind in "ui":
+        top = int(flat.max())
+        if top < 2 * flat.size + (1 << 16) and int(flat.min()) >= 0:
+            counts = np.bincount(flat.astype(np.intp, copy=False), minlength=top + 1)
+            return np.flatnonzero(counts).astype(flat.dtype)
+    out = np.sort(flat)
     if out.size > 1:
         keep = np.ones(out.size, bool)
         np.not_equal(out[1:], out[:-1], out=keep[1:])
