@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.algorithms.pyramid import axis_slice
-from pipeline.algorithms.set_table import SetTable, sorted_unique, unique_1d, unique_rows
+from pipeline.algorithms.set_table import (
+    SetTable,
+    lexsort_unique_rows,
+    sorted_unique,
+    unique_1d,
+)
 
 __all__ = [
     "LABEL_HALO",
@@ -112,7 +117,9 @@ class StepResult:
 
     single: np.ndarray  # category where the window holds one category
     mixed: np.ndarray  # bool: the window holds several categories
-    combos: np.ndarray  # (k, width) uint32: distinct sorted categories per combination, padded
+    # (k, width) uint32: distinct sorted categories per combination, padded with the sentinel;
+    # the combinations in the order of tuples
+    combos: np.ndarray
     index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
 
 
@@ -209,7 +216,7 @@ def label_step_block(
     pairs[:, 0], pairs[:, 1] = pair_lo[pair_first], pair_hi[pair_first]
     index = np.empty(two.size, np.int64)
     index[two] = pair_inverse
-    if two.all():
+    if two.all():  # (pairs in key order: the order of tuples)
         return StepResult(lo_v, mixed, pairs, index)
     where = np.nonzero(mixed & (second != hi_v))
     # the distinct categories of the full 3x3x3 window of every other mixed voxel, gathered
@@ -225,13 +232,15 @@ def label_step_block(
     rows = np.concatenate(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
-    first, inverse = unique_rows(rows)
+    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
     index[~two] = pairs.shape[0] + inverse
     width = max(rows.shape[1], 2)
     combos = np.full((pairs.shape[0] + first.size, width), _SENTINEL, np.uint32)
     combos[: pairs.shape[0], :2] = pairs
     combos[pairs.shape[0] :, : rows.shape[1]] = rows[first]
-    return StepResult(lo_v, mixed, combos, index)
+    # in the order of tuples: the merge of all blocks' combinations finds runs in order
+    ordered, rank = lexsort_unique_rows(combos, sentinel_first=True)
+    return StepResult(lo_v, mixed, combos[ordered], rank[index])
 
 
 def present_values(block: np.ndarray) -> np.ndarray:

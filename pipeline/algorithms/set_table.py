@@ -99,10 +99,22 @@ def lexsort_unique_rows(
     words = _packed_columns(rows, sentinel_first)
     if len(words) == 1:
         return unique_1d(words[0])
-    # least significant word first, one stable argsort each (np.lexsort is ~2x slower)
-    order = np.argsort(words[-1], kind="stable")
-    for word in words[-2::-1]:
-        order = order[np.argsort(word[order], kind="stable")]
+    # by the leading word (a stable sort: runs of rows already in order merge cheaply), then
+    # only the rows sharing a leading word by the others, least significant first
+    order = np.argsort(words[0], kind="stable")
+    lead = words[0][order]
+    same = lead[1:] == lead[:-1]
+    if same.any():
+        tied = np.zeros(rows.shape[0], bool)
+        tied[1:] = same
+        tied[:-1] |= same
+        at = np.flatnonzero(tied)
+        sub = order[at]  # ascending row index within each run of one leading word
+        perm = np.arange(at.size)
+        for word in words[:0:-1]:
+            perm = perm[np.argsort(word[sub[perm]], kind="stable")]
+        perm = perm[np.argsort(lead[at][perm], kind="stable")]
+        order[at] = sub[perm]
     new = np.zeros(rows.shape[0], bool)
     new[:1] = True
     for word in words:
