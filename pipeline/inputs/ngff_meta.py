@@ -198,11 +198,9 @@ def _json_path(loc: Iterable[Any]) -> str:
     return out
 
 
-def _problem(exc: Any, document: Any, prefix: str) -> str:
-    """``<json path>: <message> (got <value>)`` of the first error of a pydantic
-    ``ValidationError``. The path follows ``document``: the union branch labels pydantic adds
-    to error locations are left out."""
-    error = exc.errors(include_url=False)[0]
+def _document_loc(error: Any, document: Any) -> list[Any]:
+    """The location of a pydantic error in ``document``: the union branch labels pydantic adds
+    to locations are left out."""
     loc: list[Any] = []
     node = document
     for part in error["loc"]:
@@ -215,8 +213,15 @@ def _problem(exc: Any, document: Any, prefix: str) -> str:
         else:
             continue
         loc.append(part)
-    message = " ".join(str(error["msg"]).split())
-    message = message.removeprefix("Value error, ")
+    return loc
+
+
+def _problem(exc: Any, document: Any, prefix: str) -> str:
+    """``<json path>: <message> (got <value>)`` of a pydantic ``ValidationError``: its deepest
+    error (of a union, the branch that went furthest), the first of equally deep ones."""
+    errors = [(e, _document_loc(e, document)) for e in exc.errors(include_url=False)]
+    error, loc = max(errors, key=lambda item: len(item[1]))
+    message = " ".join(str(error["msg"]).split()).removeprefix("Value error, ")
     got = ""
     if error["type"] != "missing" and not isinstance(error.get("input"), dict | list):
         got = f" (got {_shown(error.get('input'))})"
