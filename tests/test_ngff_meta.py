@@ -210,7 +210,10 @@ BAD = {
         _set("axes", 2, value={"name": "t", "type": "time"}),
         "multiscales[0].axes: All space axes must be at the end of the axes list",
     ),
-    "no_datasets": (_set("datasets", value=[]), "multiscales[0].datasets: must be a non-empty"),
+    "no_datasets": (
+        _set("datasets", value=[]),
+        "multiscales[0].datasets: must be a non-empty list of objects",
+    ),
 }
 
 

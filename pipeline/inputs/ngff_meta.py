@@ -104,19 +104,17 @@ def _prefix(zarr_format: int) -> str:
 def first_dataset(attrs: Mapping[str, Any], file: Path, zarr_format: int = 2) -> str:
     """Path of the level-0 array (``multiscales[0].datasets[0].path``), looked up before the
     metadata can be validated (0.1/0.2 need the array's dimensions)."""
-    node: Any = attrs
-    loc = _prefix(zarr_format).rstrip(".")
-    for key in ("multiscales", 0, "datasets", 0, "path"):
-        where = f"{loc}[{key}]" if isinstance(key, int) else f"{loc}.{key}".lstrip(".")
-        if isinstance(key, int):
-            if not isinstance(node, list) or not node:
-                raise InputFormatError(f"{loc}: must be a non-empty list", file)
-        elif not isinstance(node, dict) or key not in node:
-            raise InputFormatError(f"{where}: missing", file)
-        node, loc = node[key], where
-    if isinstance(node, bool) or not isinstance(node, str | int):
-        raise InputFormatError(f"{loc}: must be a string, got {_shown(node)}", file)
-    return str(node)
+    loc = f"{_prefix(zarr_format)}multiscales"
+    multiscales = attrs.get("multiscales")
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise InputFormatError(f"{loc}: must be a non-empty list of objects", file)
+    datasets = multiscales[0].get("datasets")
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
+        raise InputFormatError(f"{loc}[0].datasets: must be a non-empty list of objects", file)
+    path = datasets[0].get("path")
+    if isinstance(path, bool) or not isinstance(path, str | int):
+        raise InputFormatError(f"{loc}[0].datasets[0].path: must be a string", file)
+    return str(path)
 
 
 def _declared_version(attrs: Mapping[str, Any]) -> str | None:

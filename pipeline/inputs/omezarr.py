@@ -285,8 +285,6 @@ def _open_image(group: zarr.Group, path: Path) -> _Image:
     attrs = _ome_attrs(group)
     zarr_format = group.metadata.zarr_format
     file = attributes_file(path, zarr_format)
-    if not isinstance(attrs.get("multiscales"), list) or not attrs["multiscales"]:
-        raise _error("not an OME-Zarr image: 'multiscales' is missing or empty", path)
     name = first_dataset(attrs, file, zarr_format)
     try:
         array = group[name]
