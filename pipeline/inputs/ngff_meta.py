@@ -15,12 +15,13 @@ needs:
 - 0.1-0.3 ``omero`` and ``image-label`` have the 0.4 shape (0.4 added nothing the reader uses).
 
 Beyond the specification, for every version: an integer ``datasets[].path`` (ez-zarr writes
-``0``) is read as its string. A version in a zarr v2 group is taken from ``multiscales[0]``
-(else the group's ``version``); a multiscale without one is read by its shape (no axes or
-axes as names: the shim; else 0.4). What the models accept but the reader does not is checked
-here too: axis names are strings, units are strings, scales and translations are finite and
-stated in the metadata (not in a file), the x and y axes are present and a role (t, c, x, y,
-z) appears once. A bad ``omero`` is a display hint only: it is ignored with a warning.
+``0``) is read as its string and a label image needs no ``image-label``. A version in a zarr
+v2 group is taken from ``multiscales[0]`` (else the group's ``version``); a multiscale without
+one is read by its shape (no axes or axes as names: the shim; else 0.4). What the models
+accept but the reader does not is checked here too: axis names and units are strings, scales
+and translations are finite and stated in the metadata (not in a file), the x and y axes are
+present and a role (t, c, x, y, z) appears once. A bad ``omero`` is a display hint only: it
+is ignored with a warning.
 
 Every problem is an :class:`InputFormatError` on one line naming the attributes file and the
 JSON path inside it, e.g. ``<image>/.zattrs: multiscales[0].axes[2].unit: ...``.
@@ -156,17 +157,17 @@ def as_v04(multiscale: Mapping[str, Any], ndim: int) -> dict[str, Any]:
 
 def _lenient(multiscale: Mapping[str, Any]) -> dict[str, Any]:
     """Integer dataset paths (ez-zarr) as strings; the rest as written (a copy)."""
-    out = dict(multiscale)
-    datasets = out.get("datasets")
-    if isinstance(datasets, list):
-        out["datasets"] = [
-            {**d, "path": str(d["path"])}
-            if isinstance(d, dict) and isinstance(d.get("path"), int)
-            and not isinstance(d.get("path"), bool)
-            else d
-            for d in datasets
-        ]
-    return out
+
+    def path_as_string(dataset: Any) -> Any:
+        path = dataset.get("path") if isinstance(dataset, dict) else None
+        if isinstance(path, int) and not isinstance(path, bool):
+            return {**dataset, "path": str(path)}
+        return dataset
+
+    datasets = multiscale.get("datasets")
+    if not isinstance(datasets, list):
+        return dict(multiscale)
+    return {**multiscale, "datasets": [path_as_string(d) for d in datasets]}
 
 
 def _is_old(multiscale: Mapping[str, Any], version: str | None) -> bool:
