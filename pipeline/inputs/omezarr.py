@@ -3,8 +3,8 @@
 The metadata is validated with ome-zarr-models in :mod:`pipeline.inputs.ngff_meta` (with
 its shim for NGFF 0.1-0.3); arrays are opened read-only with zarr-python and read region by
 region through :class:`OmeZarrView`, a lazy ``[x, y, z]`` view of one time point and channel.
-Level 1 is the first (finest) dataset of the first multiscale;
-every ``labels/<name>`` image becomes a lattice. Decisions where the specification is silent:
+Level 1 is the first (finest) dataset of the first multiscale; every ``labels/<name>`` image
+becomes a lattice. Decisions where the specification is silent:
 
 - axes: 0.1/0.2 have none (implicitly ``t, c, z, y, x``, the last ``ndim`` of them); 0.3 lists
   names; 0.4/0.5 give name, type and unit. Axes are t, c, x, y, z (or named otherwise with type
