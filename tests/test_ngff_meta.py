@@ -137,9 +137,11 @@ def test_ngff_0_3_image_with_named_axes_omero_and_labels(tmp_path):
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_validated_geometry_and_integer_dataset_paths(tmp_path, zarr_format):
+def test_geometry_with_integer_dataset_paths_and_untyped_axes(tmp_path, zarr_format):
     ms = _multiscale_04("nanometer")
     ms["datasets"][0]["path"] = 0  # as ez-zarr writes it
+    for axis in ms["axes"]:
+        del axis["type"]  # typed by name, as 0.3 axes are
     ms["coordinateTransformations"] = _scale(2.0, 2.0, 2.0)
     data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     path = tmp_path / "img.zarr"

@@ -15,7 +15,8 @@ needs:
 - 0.1-0.3 ``omero`` and ``image-label`` have the 0.4 shape (0.4 added nothing the reader uses).
 
 Beyond the specification, for every version: an integer ``datasets[].path`` (ez-zarr writes
-``0``) is read as its string and a label image needs no ``image-label``. A version in a zarr
+``0``) is read as its string, an axis without a ``type`` is typed by its name (as in 0.3) and
+a label image needs no ``image-label``. A version in a zarr
 v2 group is taken from ``multiscales[0]`` (else the group's ``version``); a multiscale without
 one is read by its shape (no axes or axes as names: the shim; else 0.4). What the models
 accept but the reader does not is checked here too: axis names and units are strings, scales
@@ -138,12 +139,7 @@ def as_v04(multiscale: Mapping[str, Any], ndim: int) -> dict[str, Any]:
     if axes is None and 2 <= ndim <= len(_IMPLICIT_AXES):
         axes = list(_IMPLICIT_AXES[len(_IMPLICIT_AXES) - ndim :])
     if isinstance(axes, list):
-        out["axes"] = [
-            {"name": a, **({"type": _TYPE_OF_NAME[a]} if a in _TYPE_OF_NAME else {})}
-            if isinstance(a, str)
-            else a
-            for a in axes
-        ]
+        out["axes"] = [_typed({"name": a}) if isinstance(a, str) else a for a in axes]
     datasets = out.get("datasets")
     if isinstance(datasets, list):
         out["datasets"] = [
@@ -155,8 +151,17 @@ def as_v04(multiscale: Mapping[str, Any], ndim: int) -> dict[str, Any]:
     return out
 
 
+def _typed(axis: dict[str, Any]) -> dict[str, Any]:
+    """An axis without a type, typed by its name (``t`` time, ``c`` channel, x/y/z space)."""
+    name = axis.get("name")
+    if "type" in axis or not isinstance(name, str) or name.lower() not in _TYPE_OF_NAME:
+        return axis
+    return {**axis, "type": _TYPE_OF_NAME[name.lower()]}
+
+
 def _lenient(multiscale: Mapping[str, Any]) -> dict[str, Any]:
-    """Integer dataset paths (ez-zarr) as strings; the rest as written (a copy)."""
+    """What real files write beyond the specification, read as meant (a copy): an integer
+    dataset path (ez-zarr) as its string, an axis without a type typed by its name."""
 
     def path_as_string(dataset: Any) -> Any:
         path = dataset.get("path") if isinstance(dataset, dict) else None
@@ -164,10 +169,12 @@ def _lenient(multiscale: Mapping[str, Any]) -> dict[str, Any]:
             return {**dataset, "path": str(path)}
         return dataset
 
-    datasets = multiscale.get("datasets")
-    if not isinstance(datasets, list):
-        return dict(multiscale)
-    return {**multiscale, "datasets": [path_as_string(d) for d in datasets]}
+    out = dict(multiscale)
+    if isinstance(out.get("datasets"), list):
+        out["datasets"] = [path_as_string(d) for d in out["datasets"]]
+    if isinstance(out.get("axes"), list):
+        out["axes"] = [_typed(a) if isinstance(a, dict) else a for a in out["axes"]]
+    return out
 
 
 def _is_old(multiscale: Mapping[str, Any], version: str | None) -> bool:
