@@ -313,7 +313,7 @@ def _transforms(items: Any, ndim: int, loc: str, file: Path) -> tuple[list[float
 def _channels(omero: Any, prefix: str, file: Path) -> tuple[NgffChannel, ...] | None:
     if omero is None:
         return None
-    from ome_zarr_models.common.omero import Omero
+    from ome_zarr_models.v04.omero import Omero  # the omero model (0.5 has none of its own)
     from pydantic import ValidationError
 
     try:
