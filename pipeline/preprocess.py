@@ -23,6 +23,9 @@ from pipeline.algorithms.levels import LevelPlan, plan_from_stored, plan_levels
 from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
 from pipeline.arrays import CastArray, create_scratch, remove_scratch
+from pipeline.build.geometric import check_geometric_ids, stage_geometric
+from pipeline.build.lattices import LatticeResult, check_lattice_grid, write_lattice
+from pipeline.build.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import (
     DATA_ZIP,
@@ -57,16 +60,13 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
-from pipeline.geometric import check_geometric_ids, stage_geometric
 from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.inputs.source import copying_objects, fetched, is_url, using_storage_options
 from pipeline.inputs.source import exists as url_exists
-from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.level_pass import Engine, LevelJob, run_pass
-from pipeline.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
 from pipeline.model import (
     ExtraData,
     GeometricSegmentation,
