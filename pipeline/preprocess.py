@@ -8,10 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,8 +43,6 @@ from pipeline.db.safefs import (
     link_file,
     open_file,
     opened_entry,
-    stamp_is_dead,
-    writer_stamp,
 )
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
@@ -79,6 +74,7 @@ from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
+from pipeline.workspace import run_folder, tidy
 
 if TYPE_CHECKING:
     from pipeline.db.documents import EntryDocuments
@@ -210,68 +206,6 @@ def _check_location(options: PreprocessOptions) -> EntryLocation:
             location.folder,
         )
     return location
-
-
-@contextlib.contextmanager
-def _run_folder(working_folder: Path, entry_id: str, kind: str = "") -> Iterator[Path]:
-    """A private folder under --working-folder, removed on success and on failure.
-
-    Its name carries its writer (host, pid, process start); folders left by runs that were
-    killed (SIGKILL, a lost node) on this host are removed when the next run starts here.
-    """
-    try:
-        working_folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OptionError(
-            f"--working-folder: cannot create the working folder: {exc.strerror}", working_folder
-        ) from exc
-    _remove_stale(working_folder)
-    folder = working_folder / f".cellstar-{kind}{entry_id}@{writer_stamp()}@{uuid.uuid4().hex[:12]}"
-    folder.mkdir()
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove_stale(working_folder: Path) -> None:
-    """Run folders of this host whose owning process is gone (also those of older versions,
-    stamped by an ``.owner`` file)."""
-    host = socket.gethostname()
-    for folder in working_folder.glob(".cellstar-*"):
-        parts = folder.name.split("@")
-        if len(parts) == 5:
-            if stamp_is_dead(*parts[1:4]):
-                shutil.rmtree(folder, ignore_errors=True)
-            continue
-        try:
-            pid, owner_host = (folder / ".owner").read_text().split()
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            if owner_host == host:
-                shutil.rmtree(folder, ignore_errors=True)
-        except (OSError, ValueError):  # no stamp yet, being removed, or not ours to judge
-            continue
-
-
-@contextlib.contextmanager
-def _tidy(*paths: Path) -> Iterator[None]:
-    """Folders on the way to ``paths`` that this run creates are removed again if nothing but
-    empty folders (e.g. ``_locks``) is left in them."""
-    new: set[Path] = set()
-    for path in paths:
-        q = path.absolute()
-        while not q.exists():
-            new.add(q)
-            q = q.parent
-    try:
-        yield
-    finally:
-        # only the folders this run found missing, each only when empty: a concurrent run's
-        # folders inside them (a new source folder, its staging) are never removed
-        for q in sorted(new, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                os.rmdir(q)
 
 
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
@@ -449,7 +383,7 @@ def _engine(
     with contextlib.ExitStack() as stack:
         if runner is None:
             parts = stack.enter_context(
-                _run_folder(options.working_folder, options.entry_id, "parts-")
+                run_folder(options.working_folder, options.entry_id, "parts-")
             )
             runner = stack.enter_context(
                 open_cluster(
@@ -799,7 +733,7 @@ def _extend(
     started = time.perf_counter()
     documents = checked_documents(location)
     plan, grid = _existing_grid(documents, location)
-    with _run_folder(options.working_folder, options.entry_id) as work:
+    with run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress, grid)
         lattices = contents.lattices
@@ -864,7 +798,7 @@ def preprocess(
     with (
         using_storage_options(options.storage_options),
         reporting_to(warn),
-        _tidy(options.working_folder, options.db_path),
+        tidy(options.working_folder, options.db_path),
         entry_lock(location),
     ):
         _check_location(options)
@@ -881,7 +815,7 @@ def _add(
 ) -> RunSummary:
     """A new entry: volume pyramid, lattices, metadata and annotations, one rename."""
     started = time.perf_counter()
-    with _run_folder(options.working_folder, options.entry_id) as work:
+    with run_folder(options.working_folder, options.entry_id) as work:
         extra = _read_extra(options)
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, plan = _plan_new_entry(options, contents)
