@@ -5,11 +5,10 @@ The only module that wires readers, algorithms and the database together (DESIGN
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +45,7 @@ from pipeline.db.safefs import (
 )
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
+from pipeline.engine_setup import engine_for
 from pipeline.errors import (
     EntryExistsError,
     EntryNotFoundError,
@@ -59,8 +59,8 @@ from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
-from pipeline.inputs.source import copying_objects, fetched, is_url, using_storage_options
 from pipeline.inputs.source import exists as url_exists
+from pipeline.inputs.source import fetched, is_url, using_storage_options
 from pipeline.level_pass import Engine, LevelJob, run_pass
 from pipeline.model import (
     ExtraData,
@@ -73,7 +73,7 @@ from pipeline.notices import reporting_to
 from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
+from pipeline.runner import Runner
 from pipeline.workspace import run_folder, tidy
 
 if TYPE_CHECKING:
@@ -159,26 +159,6 @@ def _check_url(spec: InputSpec, options: PreprocessOptions) -> None:
         raise InputNotFoundError(
             f"a {spec.kind.value} input must be an object, not a prefix", spec.path
         )
-
-
-# kinds whose voxels workers read themselves (the others are read by the client)
-_WORKER_READ_KINDS = frozenset(
-    {*VOLUME_KINDS, InputKind.MASK, InputKind.NII_SEGMENTATION, InputKind.OMETIFF_SEGMENTATION}
-)
-
-
-def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
-    """Workers that cannot see the working folder (``--transfer comms``) cannot see local
-    inputs either: those must be URLs."""
-    if getattr(runner, "transfer", "shared") != "comms":
-        return
-    for spec in options.inputs:
-        if spec.kind in _WORKER_READ_KINDS and not is_url(spec.path):
-            raise OptionError(
-                f"{spec.path}: a local file, but the cluster's workers do not share this "
-                "machine's file system (--transfer comms): give the input as a URL (s3://, "
-                "gs://, https://) or run on workers that see the working folder"
-            )
 
 
 def _warn_viewer_id(options: PreprocessOptions) -> None:
@@ -362,55 +342,6 @@ def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
         return False
     return dtype.itemsize > q.itemsize
 
-
-@contextlib.contextmanager
-def _engine(
-    options: PreprocessOptions, progress: Progress, runner: Runner | None
-) -> Iterator[Engine]:
-    """The run's engine: its runner (threads, or a dask.distributed cluster; ``runner`` when
-    the caller shares one between runs) and its memory budget."""
-    smallest = (2 * options.chunk_size) ** 3 * 8  # one block edge cubed, 8-byte label scratch
-    threaded = runner is None and options.scheduler is None and options.workers is None
-    # threads: the budget may run fewer; checked here too before a cluster is reached
-    threads, window, block_bytes = memory_budget(
-        options.max_memory, _workers() if threaded else 1, 4, smallest
-    )
-    if threaded:
-        # remote maps and masks: copied first by large ranged requests, within the blocks' budget
-        with copying_objects(block_bytes * threads):
-            yield Engine(ThreadedRunner(threads), options.block_size, block_bytes, window, progress)
-        return
-    with contextlib.ExitStack() as stack:
-        if runner is None:
-            parts = stack.enter_context(
-                run_folder(options.working_folder, options.entry_id, "parts-")
-            )
-            runner = stack.enter_context(
-                open_cluster(
-                    options.scheduler,
-                    options.workers,
-                    parts,
-                    transfer=options.transfer or "auto",
-                    max_memory=options.max_memory,
-                )
-            )
-        _check_transfer(options, runner)
-        # a cluster's workers run as many tasks as they have threads: only blocks shrink
-        _, window, block_bytes = memory_budget(
-            options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
-        )
-        # workers that share the working folder read the client's copy; others read in place
-        shared = getattr(runner, "transfer", "shared") != "comms"
-        with copying_objects(block_bytes if shared else None):
-            yield Engine(runner, options.block_size, block_bytes, window, progress)
-
-
-def _workers() -> int:
-    """CPUs this process may run on (affinity and container limits), not the machine's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 LevelKey = tuple[int, int, str]  # (ratio, time, channel)
@@ -802,7 +733,7 @@ def preprocess(
         entry_lock(location),
     ):
         _check_location(options)
-        with _engine(options, progress, runner) as engine:
+        with engine_for(options, progress, runner) as engine:
             if options.mode is Mode.EXTEND:
                 return _extend(options, location, engine, warn or (lambda _: None))
             summary = _add(options, location, engine, warn)
