@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,25 +15,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.algorithms.levels import LevelPlan, plan_from_stored, plan_levels
-from pipeline.algorithms.quantize import QuantizationParams
-from pipeline.algorithms.statistics import Statistics, combine_moments
-from pipeline.arrays import CastArray, create_scratch, remove_scratch
+from pipeline.arrays import CastArray
 from pipeline.build.geometric import check_geometric_ids, stage_geometric
 from pipeline.build.lattices import LatticeResult, check_lattice_grid, write_lattice
 from pipeline.build.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
+from pipeline.build.volume import check_scratch_space, write_volume
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import (
     DATA_ZIP,
-    QUANTIZATION_ATTRIBUTE,
     EntryLocation,
-    volume_key,
 )
 from pipeline.db.lock import entry_lock
 from pipeline.db.metadata import (
     add_lattice_annotations,
     add_lattice_metadata,
     apply_entry_metadata,
-    quantization_record,
     volume_channel_annotations,
     volume_metadata,
 )
@@ -56,12 +51,11 @@ from pipeline.errors import (
     UnsupportedInputError,
 )
 from pipeline.inputs.annotations import read_custom_annotations
-from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.inputs.source import exists as url_exists
 from pipeline.inputs.source import fetched, is_url, using_storage_options
-from pipeline.level_pass import Engine, LevelJob, run_pass
+from pipeline.level_pass import Engine
 from pipeline.model import (
     ExtraData,
     GeometricSegmentation,
@@ -72,7 +66,7 @@ from pipeline.model import (
 from pipeline.notices import reporting_to
 from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
-from pipeline.progress import NO_PROGRESS, Progress
+from pipeline.progress import NO_PROGRESS, Progress, Reporter
 from pipeline.runner import Runner
 from pipeline.workspace import run_folder, tidy
 
@@ -83,8 +77,6 @@ __all__ = ["RunSummary", "plan_run", "preprocess"]
 
 # extra data and custom annotations describe an entry; every other kind has a reader
 SUPPORTED_KINDS = frozenset({*READERS, InputKind.EXTRA_DATA, InputKind.CUSTOM_ANNOTATIONS})
-
-Reporter = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,143 +326,6 @@ def _check_quantize_levels(options: PreprocessOptions, plan: LevelPlan) -> None:
         )
 
 
-def _quantized(options: PreprocessOptions, ratio: int, dtype: np.dtype) -> bool:
-    q = options.quantize_dtype
-    if q is None:
-        return False
-    if options.quantize_levels is not None and ratio not in options.quantize_levels:
-        return False
-    return dtype.itemsize > q.itemsize
-
-
-
-LevelKey = tuple[int, int, str]  # (ratio, time, channel)
-
-
-def _statistics(key: LevelKey, moments: np.ndarray, volume: VolumeSource) -> Statistics:
-    st = combine_moments(moments)
-    if not (math.isfinite(st.mean) and math.isfinite(st.std)):
-        ratio, t, channel = key
-        raise InputFormatError(
-            f"the volume contains NaN or infinite values (level {ratio}, frame {t}, "
-            f"channel {channel})",
-            volume.path,
-        )
-    return st
-
-
-def _write_volume(
-    writer: DataWriter,
-    volume: VolumeSource,
-    plan: LevelPlan,
-    options: PreprocessOptions,
-    scratch: Path,
-    engine: Engine,
-    warn: Reporter,
-) -> dict[LevelKey, Statistics]:
-    """Store every level of every frame and channel; return their statistics.
-
-    One pass per level (DESIGN 7.1): the pass over level r writes level r's chunks and level 2r
-    into a scratch file, reducing the statistics of both from the blocks it holds. The input is
-    read once; quantizing level 1 needs its min/max first, so then a statistics-only pass
-    over the input comes before.
-    """
-    dtype, order = volume.dtype, volume.memory_order
-    keys = [(t, c) for t in range(len(volume.frames)) for c in range(len(volume.channel_ids))]
-
-    def key(ratio: int, t: int, c: int) -> LevelKey:
-        return (ratio, t, volume.channel_ids[c])
-
-    quantized = {
-        lv.ratio for lv in plan.levels if lv.stored and _quantized(options, lv.ratio, dtype)
-    }
-    if (
-        options.quantize_dtype is not None
-        and not quantized
-        and dtype.itemsize <= (options.quantize_dtype.itemsize)
-    ):
-        warn(
-            f"warning: {volume.path}: volume dtype {dtype} is not larger than "
-            f"{options.quantize_dtype}; stored without quantization"
-        )
-    stats: dict[LevelKey, Statistics] = {}
-    sources = {tc: volume.frames[tc[0]][tc[1]] for tc in keys}
-    if 1 in quantized:
-        jobs = [LevelJob(sources[tc], None, None, None, measure=True) for tc in keys]
-        moments_ = run_pass(jobs, engine, order, None, "read", "statistics")
-        for tc, moments in zip(keys, moments_, strict=True):
-            stats[key(1, *tc)] = _statistics(key(1, *tc), moments[:, 0], volume)
-    for i, lv in enumerate(plan.levels):
-        below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
-        jobs = []
-        for t, c in keys:
-            target, params = None, None
-            if lv.stored:
-                attrs = None
-                out_dtype = dtype
-                if lv.ratio in quantized:
-                    out_dtype = options.quantize_dtype
-                    st = stats[key(lv.ratio, t, c)]
-                    params = QuantizationParams.from_range(st.min, st.max, dtype, out_dtype)
-                    attrs = {QUANTIZATION_ATTRIBUTE: quantization_record(params)}
-                target = writer.array(
-                    volume_key(lv.ratio, t, volume.channel_ids[c]),
-                    lv.shape,
-                    out_dtype,
-                    (options.chunk_size,) * 3,
-                    attrs,
-                    order=order,
-                )
-            next_level = None
-            if below is not None:
-                name = f"level-{below.ratio}-{t}-{c}.raw"
-                next_level = create_scratch(scratch, name, below.shape, dtype, order)
-            measure = key(lv.ratio, t, c) not in stats
-            jobs.append(LevelJob(sources[(t, c)], target, params, next_level, measure))
-        for (t, c), job, moments in zip(
-            keys,
-            jobs,
-            run_pass(jobs, engine, order, writer.sink, "levels", f"level {lv.ratio}"),
-            strict=True,
-        ):
-            if job.measure:
-                stats[key(lv.ratio, t, c)] = _statistics(key(lv.ratio, t, c), moments[:, 0], volume)
-            if below is not None:
-                stats[key(below.ratio, t, c)] = _statistics(
-                    key(below.ratio, t, c), moments[:, 1], volume
-                )
-            if lv.ratio > 1:  # the scratch copy of level r is no longer needed
-                remove_scratch(sources[(t, c)])
-            if job.next_level is not None:
-                sources[(t, c)] = job.next_level
-    for arr in sources.values():
-        if plan.levels[-1].ratio > 1:
-            remove_scratch(arr)
-    return stats
-
-
-def _scratch_peak(plan: LevelPlan, itemsize: int, arrays: int) -> int:
-    """Most scratch bytes a pyramid pass holds at once: while level r is read from scratch the
-    level below it is written, for each of ``arrays`` (frames x channels) arrays."""
-    sizes = [math.prod(lv.shape) for lv in plan.levels[1:]]
-    pairs = [a + b for a, b in zip(sizes, [*sizes[1:], 0], strict=True)]
-    return max(pairs, default=0) * itemsize * arrays
-
-
-def _check_scratch_space(
-    work: Path, plan: LevelPlan, volume: VolumeSource | None, lattices: tuple[LabelSource, ...]
-) -> None:
-    """The declared sizes against the working folder's free space, before any level is
-    written there (the volume pass and then each lattice's pass)."""
-    needed = 0
-    if volume is not None:
-        arrays = len(volume.frames) * len(volume.channel_ids)
-        needed = _scratch_peak(plan, volume.dtype.itemsize, arrays)
-    for lattice in lattices:  # label levels are kept as uint64 scratch
-        needed = max(needed, _scratch_peak(plan, 8, len(lattice.frames)))
-    check_free_space(work.parent, needed)
-
-
 def _read_extra(options: PreprocessOptions) -> ExtraData | None:
     spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
     if spec is None:
@@ -669,7 +524,7 @@ def _extend(
         contents = _read_inputs(options, extra, work / "scratch", engine.progress, grid)
         lattices = contents.lattices
         _check_segmentations(options, contents, grid, documents)
-        _check_scratch_space(work, plan, None, lattices)
+        check_scratch_space(work, plan, None, lattices)
         shown = location.folder / DATA_ZIP
         with (
             staged_entry(location) as staged,
@@ -751,11 +606,11 @@ def _add(
         contents = _read_inputs(options, extra, work / "scratch", engine.progress)
         volume, plan = _plan_new_entry(options, contents)
         lattices = contents.lattices
-        _check_scratch_space(work, plan, volume, lattices)
+        check_scratch_space(work, plan, volume, lattices)
         with staged_entry(location) as staged:
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)
-                stats = _write_volume(
+                stats = write_volume(
                     writer, volume, plan, options, work, engine, warn or (lambda _: None)
                 )
                 grid = _Grid.of(volume)
