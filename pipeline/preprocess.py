@@ -8,17 +8,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.algorithms.levels import LevelPlan, plan_from_stored, plan_levels
-from pipeline.arrays import CastArray
-from pipeline.build.geometric import check_geometric_ids, stage_geometric
-from pipeline.build.lattices import LatticeResult, check_lattice_grid, write_lattice
-from pipeline.build.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
+from pipeline.algorithms.levels import LevelPlan
+from pipeline.build.geometric import stage_geometric
+from pipeline.build.lattices import LatticeResult, write_lattice
+from pipeline.build.meshes import MeshSetResult, describe_mesh_sets, write_mesh_set
 from pipeline.build.volume import check_scratch_space, write_volume
 from pipeline.db.commit import staged_entry
 from pipeline.db.layout import (
@@ -42,30 +41,30 @@ from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
 from pipeline.engine_setup import engine_for
 from pipeline.errors import (
-    EntryExistsError,
-    EntryNotFoundError,
-    GridMismatchError,
     InputFormatError,
-    InputNotFoundError,
-    OptionError,
-    UnsupportedInputError,
 )
 from pipeline.inputs.annotations import read_custom_annotations
-from pipeline.inputs.extra_data import read_extra_data
-from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
-from pipeline.inputs.source import exists as url_exists
-from pipeline.inputs.source import fetched, is_url, using_storage_options
+from pipeline.inputs.source import fetched, using_storage_options
 from pipeline.level_pass import Engine
 from pipeline.model import (
-    ExtraData,
-    GeometricSegmentation,
     LabelSource,
     MeshSetSource,
     VolumeSource,
 )
 from pipeline.notices import reporting_to
-from pipeline.notices import warn as notice
-from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
+from pipeline.options import InputKind, Mode, PreprocessOptions
+from pipeline.plan import (
+    Grid,
+    check_inputs,
+    check_location,
+    check_segmentations,
+    existing_grid,
+    plan_new_entry,
+    read_extra,
+    read_inputs,
+    repeat_count,
+    warn_viewer_id,
+)
 from pipeline.progress import NO_PROGRESS, Progress, Reporter
 from pipeline.runner import Runner
 from pipeline.workspace import run_folder, tidy
@@ -74,9 +73,6 @@ if TYPE_CHECKING:
     from pipeline.db.documents import EntryDocuments
 
 __all__ = ["RunSummary", "plan_run", "preprocess"]
-
-# extra data and custom annotations describe an entry; every other kind has a reader
-SUPPORTED_KINDS = frozenset({*READERS, InputKind.EXTRA_DATA, InputKind.CUSTOM_ANNOTATIONS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,236 +99,6 @@ class RunSummary:
                 f"{lv.nbytes / 1e6:10.2f} MB  {'stored' if lv.stored else 'not stored'}"
             )
         return lines
-
-
-def _check_inputs(options: PreprocessOptions) -> None:
-    """Everything that can be checked before reading data: kinds, paths, counts."""
-    for spec in options.inputs:
-        if spec.kind not in SUPPORTED_KINDS:
-            raise UnsupportedInputError(f"not supported yet: {spec.kind.value}", spec.path)
-        if is_url(spec.path):
-            _check_url(spec, options)
-            continue
-        if not spec.path.exists():
-            raise InputNotFoundError("no such file or directory", spec.path)
-        if spec.kind in DIRECTORY_KINDS:
-            if not spec.path.is_dir():
-                raise InputNotFoundError(
-                    f"a {spec.kind.value} input must be a directory", spec.path
-                )
-        elif not spec.path.is_file():
-            raise InputNotFoundError(f"a {spec.kind.value} input must be a file", spec.path)
-    volumes = [s for s in options.inputs if s.kind in VOLUME_KINDS]
-    if len(volumes) > 1:
-        raise OptionError(
-            f"an entry has one volume, got {len(volumes)} volume inputs: "
-            + ", ".join(str(s.path) for s in volumes)
-        )
-    if len([s for s in options.inputs if s.kind is InputKind.EXTRA_DATA]) > 1:
-        raise OptionError("at most one extra_data input per run")
-    if options.mode is Mode.ADD and not volumes:
-        raise OptionError(
-            "an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)"
-        )
-    if options.mode is Mode.EXTEND and volumes:
-        raise OptionError(
-            f"--mode extend adds segmentations; {volumes[0].path}: the entry already has a volume"
-        )
-
-
-def _check_url(spec: InputSpec, options: PreprocessOptions) -> None:
-    """A URL input names an object (an OME-Zarr URL, a prefix: its reader checks it)."""
-    if spec.kind in DIRECTORY_KINDS:
-        return
-    found = url_exists(str(spec.path), options.storage_options)
-    if found is None:
-        raise InputNotFoundError("no such object", spec.path)
-    if found != "file":
-        raise InputNotFoundError(
-            f"a {spec.kind.value} input must be an object, not a prefix", spec.path
-        )
-
-
-def _warn_viewer_id(options: PreprocessOptions) -> None:
-    """The Mol* viewer opens an entry id without ``-`` as ``<source>-<id>``: say so."""
-    if options.mode is Mode.ADD and "-" not in options.entry_id:
-        notice(
-            f"entry id {options.entry_id!r} has no '-': the Mol* viewer opens it as "
-            f"'{options.source_db}-{options.entry_id}', which is not this entry (use an id "
-            f"like '{options.source_db}-{options.entry_id}' to open it in the viewer)",
-            f"{options.source_db}/{options.entry_id}",
-        )
-
-
-def _check_location(options: PreprocessOptions) -> EntryLocation:
-    location = EntryLocation(options.db_path, options.source_db, options.entry_id)
-    if options.mode is Mode.ADD and location.exists():
-        raise EntryExistsError(
-            f"entry {options.source_db}/{options.entry_id} already exists (use --mode extend "
-            "to add data to it)",
-            location.folder,
-        )
-    if options.mode is Mode.EXTEND and not location.exists():
-        raise EntryNotFoundError(
-            f"entry {options.source_db}/{options.entry_id} does not exist (use --mode add)",
-            location.folder,
-        )
-    return location
-
-
-def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
-    return next((s for s in options.inputs if s.kind in kinds), None)
-
-
-# segmentation kinds whose data is decoded or decompressed into scratch when read
-_DECODED_KINDS = frozenset({InputKind.SFF, InputKind.MASK, InputKind.NII_SEGMENTATION})
-
-
-def _read_inputs(
-    options: PreprocessOptions,
-    extra: ExtraData | None,
-    scratch: Path | None,
-    progress: Progress = NO_PROGRESS,
-    grid: _Grid | None = None,
-) -> Contents:
-    """Every input through its reader (the volume first), merged into one :class:`Contents`.
-
-    Segmentations that are decoded or decompressed into scratch are first read header-only
-    and their grids checked against ``grid`` (extend) or this run's volume, so a lattice that
-    cannot fit is refused before any of its bytes are decoded.
-    """
-    started = time.perf_counter()
-    specs = sorted(
-        (s for s in options.inputs if s.kind in READERS), key=lambda s: s.kind not in VOLUME_KINDS
-    )
-    volume: VolumeSource | None = None
-    lattices: list[LabelSource] = []
-    geometric: list[GeometricSegmentation] = []
-    meshes: list[MeshSetSource] = []
-    for spec in specs:
-        target = grid or (_Grid.of(volume) if volume is not None else None)
-        if scratch is not None and target is not None and spec.kind in _DECODED_KINDS:
-            for lattice in read_input(spec.kind, spec.path, None, extra).lattices:
-                check_lattice_grid(lattice, target.shape, target.voxel, target.path, target.origin)
-        contents = read_input(spec.kind, spec.path, scratch, extra)
-        volume = volume or contents.volume
-        lattices.extend(contents.lattices)
-        geometric.extend(contents.geometric)
-        meshes.extend(contents.meshes)
-    dtype = options.force_volume_dtype
-    if volume is not None and dtype is not None and dtype != volume.dtype:
-        volume = replace(
-            volume,
-            frames=tuple(tuple(CastArray(a, dtype) for a in frame) for frame in volume.frames),
-        )
-    progress.note("read", f"{len(specs)} input(s) opened in {time.perf_counter() - started:.1f} s")
-    return Contents(
-        volume=volume,
-        lattices=tuple(lattices),
-        geometric=tuple(geometric),
-        meshes=tuple(meshes),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Grid:
-    """The entry volume's level-1 grid that segmentations must sit on."""
-
-    shape: tuple[int, int, int]
-    voxel: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    frames: int
-    path: Path  # the volume's file (add) or the entry's folder (extend), for messages
-
-    @classmethod
-    def of(cls, volume: VolumeSource) -> _Grid:
-        return cls(volume.shape, volume.voxel_size, volume.origin, len(volume.frames), volume.path)
-
-
-def _check_segmentations(
-    options: PreprocessOptions,
-    contents: Contents,
-    grid: _Grid,
-    documents: EntryDocuments | None,
-) -> None:
-    """What a run adds, checked before anything is written: every lattice on the volume's grid
-    and within its time frames, ids unique in the run and new to the entry (``documents`` of an
-    entry being extended), geometric and mesh ids likewise."""
-    taken = set(documents.lattice_ids) if documents else set()
-    seen: dict[str, Path] = {}
-    for lattice in contents.lattices:
-        check_lattice_grid(lattice, grid.shape, grid.voxel, grid.path, grid.origin)
-        _check_frames(f"lattice {lattice.lattice_id}", len(lattice.frames), grid, lattice.path)
-        if lattice.lattice_id in seen:
-            raise OptionError(
-                f"lattice id {lattice.lattice_id!r} given twice: {seen[lattice.lattice_id]} and "
-                f"{lattice.path} (map one with segmentation_ids_mapping in extra_data)"
-            )
-        seen[lattice.lattice_id] = lattice.path
-    clash = sorted(set(seen) & taken)
-    if clash:
-        raise OptionError(
-            f"lattice id(s) {', '.join(clash)} already in entry {options.source_db}/"
-            f"{options.entry_id} (from {', '.join(str(seen[i]) for i in clash)}; give new ids "
-            "with segmentation_ids_mapping in extra_data)"
-        )
-    check_geometric_ids(
-        contents.geometric, documents.geometric_ids if documents else None, _entry_key(options)
-    )
-    check_mesh_sets(contents.meshes, documents.mesh_set_ids if documents else ())
-    for mesh_set in contents.meshes:
-        _check_frames(f"mesh set {mesh_set.set_id}", len(mesh_set.frames), grid, mesh_set.path)
-
-
-def _check_frames(what: str, frames: int, grid: _Grid, path: Path) -> None:
-    """A segmentation has the volume's time frames, or one frame (then stored at every frame
-    of the volume: the viewer asks for every segmentation at every frame it shows)."""
-    if frames not in (1, grid.frames):
-        raise GridMismatchError(
-            f"{frames} time frames, but the volume of {grid.path} has {grid.frames} ({what}: "
-            "a segmentation needs the volume's frames, or one frame, then stored at every "
-            "frame)",
-            path,
-        )
-
-
-def _repeat(frames: int, grid: _Grid) -> int:
-    """How often a segmentation's frames are stored: a one-frame segmentation at every frame
-    of the volume."""
-    return grid.frames if frames == 1 else 1
-
-
-def _plan_new_entry(
-    options: PreprocessOptions, contents: Contents
-) -> tuple[VolumeSource, LevelPlan]:
-    """The volume of a new entry, its inputs checked, and its level plan."""
-    volume = contents.volume
-    assert volume is not None  # checked in _check_inputs
-    _check_segmentations(options, contents, _Grid.of(volume), None)
-    plan = plan_levels(volume.shape, volume.dtype.itemsize, options.levels)
-    _check_quantize_levels(options, plan)
-    return volume, plan
-
-
-def _check_quantize_levels(options: PreprocessOptions, plan: LevelPlan) -> None:
-    """Every level named by --quantize-downsampling-levels must be stored."""
-    if options.quantize_levels is None:
-        return
-    missing = sorted(set(options.quantize_levels) - set(plan.stored_ratios))
-    if missing:
-        raise OptionError(
-            f"--quantize-downsampling-levels: level(s) {', '.join(map(str, missing))} not stored "
-            f"(stored: {', '.join(map(str, plan.stored_ratios))})"
-        )
-
-
-def _read_extra(options: PreprocessOptions) -> ExtraData | None:
-    spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
-    if spec is None:
-        return None
-    with fetched(spec.path) as local:
-        extra = read_extra_data(local)
-    return replace(extra, path=spec.path) if is_url(spec.path) else extra
 
 
 def _input_bytes(volume: VolumeSource | None, lattices: tuple[LabelSource, ...]) -> int:
@@ -373,19 +139,19 @@ def plan_run(options: PreprocessOptions) -> RunSummary:
 
 
 def _plan_run(options: PreprocessOptions) -> RunSummary:
-    _check_inputs(options)
-    location = _check_location(options)
+    check_inputs(options)
+    location = check_location(options)
     # headers only: nothing is written, compressed maps are not decompressed
-    extra = _read_extra(options)
+    extra = read_extra(options)
     if options.mode is Mode.EXTEND:
         from pipeline.db.validate import checked_documents
 
         documents = checked_documents(location)
-        plan, grid = _existing_grid(documents, location)
-        _check_segmentations(options, _read_inputs(options, extra, None), grid, documents)
+        plan, grid = existing_grid(documents, location)
+        check_segmentations(location, read_inputs(options, extra, None), grid, documents)
         return RunSummary(location, plan, grid.shape, np.dtype(np.uint32), 0, 0.0, committed=False)
-    volume, plan = _plan_new_entry(options, _read_inputs(options, extra, None))
-    _warn_viewer_id(options)
+    volume, plan = plan_new_entry(options, location, read_inputs(options, extra, None))
+    warn_viewer_id(options)
     return _summary(location, volume, plan, 0.0, done=False)
 
 
@@ -396,7 +162,7 @@ def _write_lattices(
     work: Path,
     options: PreprocessOptions,
     engine: Engine,
-    grid: _Grid,
+    grid: Grid,
 ) -> list[LatticeResult]:
     return [
         write_lattice(
@@ -406,16 +172,16 @@ def _write_lattices(
             work,
             options.chunk_size,
             engine,
-            _repeat(len(lattice.frames), grid),
+            repeat_count(len(lattice.frames), grid),
         )
         for lattice in lattices
     ]
 
 
 def _write_mesh_sets(
-    writer: DataWriter, mesh_sets: tuple[MeshSetSource, ...], grid: _Grid
+    writer: DataWriter, mesh_sets: tuple[MeshSetSource, ...], grid: Grid
 ) -> list[MeshSetResult]:
-    return [write_mesh_set(writer, m, _repeat(len(m.frames), grid)) for m in mesh_sets]
+    return [write_mesh_set(writer, m, repeat_count(len(m.frames), grid)) for m in mesh_sets]
 
 
 def _merge_custom_annotations(options: PreprocessOptions, documents: EntryDocuments) -> None:
@@ -481,21 +247,6 @@ def _note_commit(engine: Engine, location: EntryLocation, since: float) -> None:
     )
 
 
-def _existing_grid(documents: EntryDocuments, location: EntryLocation) -> tuple[LevelPlan, _Grid]:
-    """The entry's level plan and level-1 grid (shape, voxel size, origin, time frames)."""
-    volumes = documents.metadata.volumes
-    box = None if volumes is None else volumes.volume_sampling_info.boxes.get("1")
-    if volumes is None or box is None:
-        raise EntryNotFoundError("entry has no volume grid in metadata.json", location.folder)
-    shape = tuple(box.grid_dimensions)
-    voxel = tuple(float(v) for v in box.voxel_size)
-    origin = tuple(float(v) for v in box.origin)
-    available = set(volumes.volume_sampling_info.available_levels)
-    frames = len(volumes.time_info.frames)
-    grid = _Grid(shape, voxel, origin, frames, location.folder)  # type: ignore[arg-type]
-    return plan_from_stored(shape, available, 4), grid  # type: ignore[arg-type]
-
-
 def _stage_documents(staged_folder: Path, documents: EntryDocuments) -> list[str]:
     """Write the entry's documents into the staged folder; returns their names (metadata.json
     last)."""
@@ -518,12 +269,12 @@ def _extend(
 
     started = time.perf_counter()
     documents = checked_documents(location)
-    plan, grid = _existing_grid(documents, location)
+    plan, grid = existing_grid(documents, location)
     with run_folder(options.working_folder, options.entry_id) as work:
-        extra = _read_extra(options)
-        contents = _read_inputs(options, extra, work / "scratch", engine.progress, grid)
+        extra = read_extra(options)
+        contents = read_inputs(options, extra, work / "scratch", engine.progress, grid)
         lattices = contents.lattices
-        _check_segmentations(options, contents, grid, documents)
+        check_segmentations(location, contents, grid, documents)
         check_scratch_space(work, plan, None, lattices)
         shown = location.folder / DATA_ZIP
         with (
@@ -579,7 +330,7 @@ def preprocess(
     appears by one rename; ``extend`` adds lattices to an existing entry. Any
     :class:`pipeline.errors.PreprocessorError` leaves the database as it was.
     """
-    _check_inputs(options)
+    check_inputs(options)
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
     with (
         using_storage_options(options.storage_options),
@@ -587,12 +338,12 @@ def preprocess(
         tidy(options.working_folder, options.db_path),
         entry_lock(location),
     ):
-        _check_location(options)
+        check_location(options)
         with engine_for(options, progress, runner) as engine:
             if options.mode is Mode.EXTEND:
                 return _extend(options, location, engine, warn or (lambda _: None))
             summary = _add(options, location, engine, warn)
-            _warn_viewer_id(options)  # once the entry is there
+            warn_viewer_id(options)  # once the entry is there
             return summary
 
 
@@ -602,9 +353,9 @@ def _add(
     """A new entry: volume pyramid, lattices, metadata and annotations, one rename."""
     started = time.perf_counter()
     with run_folder(options.working_folder, options.entry_id) as work:
-        extra = _read_extra(options)
-        contents = _read_inputs(options, extra, work / "scratch", engine.progress)
-        volume, plan = _plan_new_entry(options, contents)
+        extra = read_extra(options)
+        contents = read_inputs(options, extra, work / "scratch", engine.progress)
+        volume, plan = plan_new_entry(options, location, contents)
         lattices = contents.lattices
         check_scratch_space(work, plan, volume, lattices)
         with staged_entry(location) as staged:
@@ -613,7 +364,7 @@ def _add(
                 stats = write_volume(
                     writer, volume, plan, options, work, engine, warn or (lambda _: None)
                 )
-                grid = _Grid.of(volume)
+                grid = Grid.of(volume)
                 written = _write_lattices(writer, lattices, plan, work, options, engine, grid)
                 meshes = _write_mesh_sets(writer, contents.meshes, grid)
                 finishing = time.perf_counter()
