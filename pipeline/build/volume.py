@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.quantize import QuantizationParams
 from pipeline.algorithms.statistics import Statistics, combine_moments
-from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import QUANTIZATION_ATTRIBUTE, volume_key
 from pipeline.db.metadata import quantization_record
 from pipeline.db.writer import DataWriter
@@ -90,8 +90,9 @@ def write_volume(
         moments_ = run_pass(jobs, engine, order, None, "read", "statistics")
         for tc, moments in zip(keys, moments_, strict=True):
             stats[key(1, *tc)] = _statistics(key(1, *tc), moments[:, 0], volume)
-    for i, lv in enumerate(plan.levels):
-        below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
+
+    def one_pass(step: LevelPass[tuple[int, int]]) -> None:
+        lv, below = step.level, step.below
         jobs = []
         for t, c in keys:
             target, params = None, None
@@ -111,12 +112,10 @@ def write_volume(
                     attrs,
                     order=order,
                 )
-            next_level = None
-            if below is not None:
-                name = f"level-{below.ratio}-{t}-{c}.raw"
-                next_level = create_scratch(scratch, name, below.shape, dtype, order)
             measure = key(lv.ratio, t, c) not in stats
-            jobs.append(LevelJob(sources[(t, c)], target, params, next_level, measure))
+            jobs.append(
+                LevelJob(step.sources[(t, c)], target, params, step.next_levels[(t, c)], measure)
+            )
         for (t, c), job, moments in zip(
             keys,
             jobs,
@@ -129,13 +128,16 @@ def write_volume(
                 stats[key(below.ratio, t, c)] = _statistics(
                     key(below.ratio, t, c), moments[:, 1], volume
                 )
-            if lv.ratio > 1:  # the scratch copy of level r is no longer needed
-                remove_scratch(sources[(t, c)])
-            if job.next_level is not None:
-                sources[(t, c)] = job.next_level
-    for arr in sources.values():
-        if plan.levels[-1].ratio > 1:
-            remove_scratch(arr)
+
+    run_levels(
+        plan,
+        sources,
+        one_pass,
+        scratch=scratch,
+        scratch_name=lambda tc, below: f"level-{below.ratio}-{tc[0]}-{tc[1]}.raw",
+        dtype=dtype,
+        order=order,
+    )
     return stats
 
 
