@@ -123,22 +123,24 @@ def warn_viewer_id(options: PreprocessOptions) -> None:
 
 
 def check_location(options: PreprocessOptions) -> EntryLocation:
+    """The entry's location: a new entry (add) must not exist, an extended one must."""
     location = EntryLocation(options.db_path, options.source_db, options.entry_id)
     if options.mode is Mode.ADD and location.exists():
         raise EntryExistsError(
-            f"entry {options.source_db}/{options.entry_id} already exists (use --mode extend "
+            f"entry {location.key} already exists (use --mode extend "
             "to add data to it)",
             location.folder,
         )
     if options.mode is Mode.EXTEND and not location.exists():
         raise EntryNotFoundError(
-            f"entry {options.source_db}/{options.entry_id} does not exist (use --mode add)",
+            f"entry {location.key} does not exist (use --mode add)",
             location.folder,
         )
     return location
 
 
 def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec | None:
+    """The first input of one of ``kinds``."""
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
@@ -285,6 +287,7 @@ def _check_quantize_levels(options: PreprocessOptions, plan: LevelPlan) -> None:
 
 
 def read_extra(options: PreprocessOptions) -> ExtraData | None:
+    """The run's extra data input, if any (its path the URL when it was fetched)."""
     spec = _first(options, frozenset({InputKind.EXTRA_DATA}))
     if spec is None:
         return None
