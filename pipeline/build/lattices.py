@@ -1,8 +1,9 @@
 """Writing lattice segmentations: the category pyramid of DESIGN 7.2 over the entry's levels.
 
-Per lattice, one pass per level (like the volume's): blocks of level r are stored and stepped
-to level 2r in parallel; their new label combinations are merged here, in block order, into the
-lattice's :class:`SetTable`, which decides the final category ids deterministically.
+Per lattice, one pass per level (the volume's loop, :mod:`pipeline.build.levels`): blocks of
+level r are stored and stepped to level 2r in parallel; their new label combinations are merged
+here, in block order, into the lattice's :class:`SetTable`, which decides the final category
+ids deterministically.
 """
 
 from __future__ import annotations
