@@ -399,15 +399,19 @@ class SetTable:
         """The union of each row's sets (sentinel-padded sorted member ranks) and its hash."""
         k = rows.shape[0]
         valid = rows != SENTINEL
-        row_of = np.nonzero(valid)[0]
         pos = self._positions(rows[valid])
         lens = self._lens[pos]
-        flat = self._flat[_ranges(self._starts[pos], lens)]
-        per_row = _row_sums(lens, valid.sum(axis=1))
-        mat = np.full((k, int(per_row.max())), SENTINEL, np.uint32)
-        element_row = np.repeat(row_of, lens)
-        col = np.arange(flat.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        mat[element_row, col] = flat
+        if lens.size and int(lens.max()) == 1:  # sets of one member (labels): in place
+            mat = np.full(rows.shape, SENTINEL, np.uint32)
+            mat[valid] = self._flat[self._starts[pos]]
+        else:  # members of row i's sets at i * width + 0, 1, ...
+            flat = self._flat[_ranges(self._starts[pos], lens)]
+            per_row = _row_sums(lens, valid.sum(axis=1))
+            width = int(per_row.max())
+            mat = np.full((k, width), SENTINEL, np.uint32)
+            shift = np.arange(k, dtype=np.int64) * width - (np.cumsum(per_row) - per_row)
+            at = np.arange(flat.size, dtype=np.int64) + np.repeat(shift, per_row)
+            mat.reshape(-1)[at] = flat
         ascending = (mat[:, 1:] > mat[:, :-1]) | (mat[:, 1:] == SENTINEL)
         if not ascending.all():
             mat = _compact_rows(mat)  # (rows of single members of ascending segments are set)
