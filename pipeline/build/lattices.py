@@ -168,13 +168,14 @@ def _lut(
     if not parts:
         return starts, np.zeros(0, np.uint32)
     width = max(p.shape[1] for p in parts)
-    rows = np.concatenate(
-        [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
-    )
+    rows = np.full((sum(p.shape[0] for p in parts), width), _SENTINEL, np.uint32)
+    at = np.cumsum([0] + [p.shape[0] for p in parts])
+    for p, a in zip(parts, at.tolist(), strict=False):
+        rows[a : a + p.shape[0], : p.shape[1]] = p
     # in the order of tuples: a shorter row comes before the longer rows it starts
     first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
     distinct = rows[first]
-    single = (distinct != _SENTINEL).sum(axis=1) == 1
+    single = distinct[:, 1] == _SENTINEL if width > 1 else np.ones(first.size, bool)
     ids = np.empty(first.size, np.uint32)
     ids[single] = distinct[single, 0]
     ids[~single] = table.union_ids(distinct[~single])
