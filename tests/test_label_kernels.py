@@ -217,6 +217,7 @@ def test_block_step_matches_the_windows(shape, top, dtype, fortran, cut, seed):
         if len(members) == 1:
             assert step.single[local] == members[0]
     assert len(set(combos)) == len(combos)  # each combination once
+    assert combos == sorted(combos)  # in the order of tuples
 
 
 @settings(max_examples=60, deadline=None)

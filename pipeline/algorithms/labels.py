@@ -214,10 +214,9 @@ def label_step_block(
     pair_first, pair_inverse = unique_1d((pair_lo << np.uint64(32)) | pair_hi)
     pairs = np.full((pair_first.size, 2), _SENTINEL, np.uint32)
     pairs[:, 0], pairs[:, 1] = pair_lo[pair_first], pair_hi[pair_first]
-    index = np.empty(two.size, np.int64)
-    index[two] = pair_inverse
     if two.all():  # (pairs in key order: the order of tuples)
-        return StepResult(lo_v, mixed, pairs, index)
+        return StepResult(lo_v, mixed, pairs, pair_inverse)
+    index = np.empty(two.size, np.int64)
     where = np.nonzero(mixed & (second != hi_v))
     # the distinct categories of the full 3x3x3 window of every other mixed voxel, gathered
     # in batches so the 27 columns never exist for the whole block at once
@@ -232,15 +231,21 @@ def label_step_block(
     rows = np.concatenate(
         [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
     )
+    # the combinations in the order of tuples (the merge of all blocks' combinations then
+    # finds runs in order): the wider rows sorted, the pairs merged in by their first two
+    # categories (a pair goes before the wider rows it starts)
     first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
-    index[~two] = pairs.shape[0] + inverse
-    width = max(rows.shape[1], 2)
-    combos = np.full((pairs.shape[0] + first.size, width), _SENTINEL, np.uint32)
-    combos[: pairs.shape[0], :2] = pairs
-    combos[pairs.shape[0] :, : rows.shape[1]] = rows[first]
-    # in the order of tuples: the merge of all blocks' combinations finds runs in order
-    ordered, rank = lexsort_unique_rows(combos, sentinel_first=True)
-    return StepResult(lo_v, mixed, combos[ordered], rank[index])
+    wide = rows[first]
+    pair_keys = (pair_lo[pair_first] << np.uint64(32)) | pair_hi[pair_first]
+    wide_keys = (wide[:, 0].astype(np.uint64) << np.uint64(32)) | wide[:, 1]
+    pair_at = np.arange(pair_keys.size) + np.searchsorted(wide_keys, pair_keys, side="left")
+    wide_at = np.arange(wide_keys.size) + np.searchsorted(pair_keys, wide_keys, side="right")
+    combos = np.full((pair_keys.size + wide_keys.size, max(rows.shape[1], 2)), _SENTINEL, np.uint32)
+    combos[pair_at, :2] = pairs
+    combos[wide_at, : rows.shape[1]] = wide
+    index[two] = pair_at[pair_inverse]
+    index[~two] = wide_at[inverse]
+    return StepResult(lo_v, mixed, combos, index)
 
 
 def present_values(block: np.ndarray) -> np.ndarray:
