@@ -128,15 +128,17 @@ _BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki 
 
 def _distinct_rows(values: np.ndarray) -> np.ndarray:
     """Per row: the distinct values, ascending, as uint32 padded with the sentinel to the
-    widest row (two row sorts: repeats become the sentinel in between)."""
+    widest row (one row sort; the first of each run of equal values moved to the left)."""
     values.sort(axis=1)
-    repeated = np.zeros(values.shape, bool)
-    np.equal(values[:, 1:], values[:, :-1], out=repeated[:, 1:])
-    width = values.shape[1] - int(repeated.sum(axis=1).min())
-    out = values.astype(np.uint32)
-    out[repeated] = _SENTINEL
-    out.sort(axis=1)
-    return out[:, :width]
+    keep = np.ones(values.shape, bool)
+    np.not_equal(values[:, 1:], values[:, :-1], out=keep[:, 1:])
+    counts = keep.sum(axis=1)
+    width = int(counts.max())
+    out = np.full((values.shape[0], width), _SENTINEL, np.uint32)
+    kept = values[keep]
+    shift = np.arange(values.shape[0], dtype=np.int64) * width - (np.cumsum(counts) - counts)
+    out.reshape(-1)[np.arange(kept.size, dtype=np.int64) + np.repeat(shift, counts)] = kept
+    return out
 
 
 def _window_source(
