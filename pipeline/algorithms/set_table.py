@@ -155,8 +155,9 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Sums of consecutive runs of ``values`` of the given lengths (int64)."""
-    total = np.zeros(values.size + 1, np.int64)
+    """Sums of consecutive runs of ``values`` of the given lengths (int64, or uint64 for
+    uint64 values: sums modulo 2**64)."""
+    total = np.zeros(values.size + 1, np.uint64 if values.dtype == np.uint64 else np.int64)
     np.cumsum(values, out=total[1:])
     ends = np.cumsum(counts)
     return total[ends] - total[ends - counts]
@@ -286,9 +287,9 @@ class SetTable:
         """Set hash of sentinel-padded rows of member ranks: the sum of a hash of each
         member's segment id, and a hash of the length."""
         valid = rows != SENTINEL
-        mixed = np.append(self._segment_hash, np.uint64(0))  # the sentinel's slot adds 0
-        ranks = np.where(valid, rows, self._segment_hash.size)
-        return mixed[ranks].sum(axis=1, dtype=np.uint64) + _length_hash(valid.sum(axis=1))
+        counts = valid.sum(axis=1)
+        member_hashes = self._segment_hash[rows[valid]]
+        return _row_sums(member_hashes, counts) + _length_hash(counts)
 
     # --- changes ---------------------------------------------------------------------------
 
