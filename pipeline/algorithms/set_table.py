@@ -70,24 +70,33 @@ def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
-    """Sort keys of the rows of a non-negative integer array, most significant first: as many
-    columns packed into each uint64 word as their bit width allows (the same lexicographic
-    order). With ``sentinel_first``, uint32 rows count the sentinel below every other value."""
-    if sentinel_first:
-        top = int(np.max(rows, where=rows != SENTINEL, initial=0)) + 1
-    else:
-        top = int(rows.max()) if rows.size else 0
+    """Sort keys of the rows of a non-negative integer array, most significant first: the
+    columns packed into uint64 words (the same lexicographic order). With ``sentinel_first``,
+    uint32 rows count the sentinel below every other value (it wraps to 0 when 1 is added).
+
+    Columns of up to 8 or 16 bits are written big-endian side by side and read back as
+    words (one conversion of the whole array); wider ones are shifted in one by one."""
+    shifted = rows + np.uint32(1) if sentinel_first else rows  # the sentinel wraps to 0
+    top = int(shifted.max()) if rows.size else 0
     bits = max(top.bit_length(), 1)
+    n, width = rows.shape
+    for size in (1, 2):
+        if bits <= 8 * size:
+            per_word = 8 // size
+            count = -(-width // per_word)
+            packed = np.zeros((n, count * per_word), np.dtype(f">u{size}"))
+            packed[:, :width] = shifted
+            words = packed.view(">u8").astype(np.uint64).T.copy()
+            return list(words)
     per_word = max(64 // bits, 1)
-    words = []
-    for c0 in range(0, rows.shape[1], per_word):
-        word = np.zeros(rows.shape[0], np.uint64)
-        for c in range(c0, min(c0 + per_word, rows.shape[1])):
-            column = rows[:, c] + np.uint32(1) if sentinel_first else rows[:, c]  # wraps to 0
+    out = []
+    for c0 in range(0, width, per_word):
+        word = np.zeros(n, np.uint64)
+        for c in range(c0, min(c0 + per_word, width)):
             word <<= np.uint64(bits)
-            word |= column.astype(np.uint64)
-        words.append(word)
-    return words
+            word |= shifted[:, c].astype(np.uint64)
+        out.append(word)
+    return out
 
 
 def lexsort_unique_rows(
