@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
 from pipeline.model import RGBA, ExtraData, GeometricSegmentation
 from pipeline.notices import warn
-from pipeline.options import validate_name
 
 __all__ = [
     "STAR_OPTION_KEYS",
