@@ -62,16 +62,17 @@ def _items(n: Any) -> str:
     return f"{n} item" if n == 1 else f"{n} items"
 
 
-def validation_problem(exc: Any, document: Any) -> str:
+def validation_problem(exc: Any, document: Any, prefix: tuple[Any, ...] = ()) -> str:
     """``<json path>: <problem>`` of the first error of a pydantic ``ValidationError`` (and how
-    many more there are). The path follows ``document``: the labels pydantic adds to a location
-    (union branches, ``[key]`` of a mapping's key) are left out."""
+    many more there are). The path follows ``document`` (validated from ``prefix`` down): the
+    labels pydantic adds to a location (union branches, ``[key]`` of a mapping's key) are left
+    out."""
     errors = exc.errors(include_url=False)
     error = errors[0]
     loc: list[Any] = []
     node = document
     on_key = False
-    for part in error["loc"]:
+    for part in (*prefix, *error["loc"]):
         if (isinstance(node, dict) and part in node) or (
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         ):
