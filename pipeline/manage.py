@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import COMMITTED, _after_commit_hook, staged_entry
+from pipeline.db.commit import COMMITTED, after_commit_hook, staged_entry
 from pipeline.db.layout import DATA_ZIP, VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
 from pipeline.db.safefs import (
@@ -67,7 +67,7 @@ def delete_entry(location: EntryLocation) -> None:
                 os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
                 COMMITTED.append(f"{location.source_db}/{location.entry_id}")
                 tidy = True  # the deletion is the outcome: tidy up an empty _staging found
-                _after_commit_hook()
+                after_commit_hook()
                 remove_tree(staging, trash)
             finally:
                 os.close(staging)
