@@ -143,13 +143,13 @@ class StarOptionsDocument(_Strict):
 
 
 class ExtraVolume(_Strict):
-    voxel_size: Vec3Positive | None = None
+    voxel_size: Vec3Positive = None  # type: ignore[assignment]  # absent: None; null refused
     channel_ids_mapping: dict[str, NonEmpty] = Field(default_factory=dict)
     dataset_specific_data: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExtraSegmentation(_Strict):
-    voxel_size: Vec3Positive | None = None
+    voxel_size: Vec3Positive = None  # type: ignore[assignment]  # absent: None; null refused
     segmentation_ids_mapping: dict[str, NonEmpty] = Field(default_factory=dict)
     segment_ids_to_segment_names_mapping: dict[str, dict[SegmentKey, NonEmpty]] = Field(
         default_factory=dict
