@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.db.layout import EntryLocation
 from pipeline.errors import InputFormatError, PreprocessorError
+from pipeline.inputs.limits import json_int
 from pipeline.inputs.source import is_url
 from pipeline.options import build_options, input_specs, parse_size
 from pipeline.preprocess import RunSummary, preprocess
@@ -126,7 +127,7 @@ def read_batch(path: Path) -> list[BatchEntry]:
         raise InputFormatError(f"cannot read the batch list: {exc}", path) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         try:
-            rows = json.loads(text)
+            rows = json.loads(text, parse_int=json_int(path))
         except json.JSONDecodeError as exc:
             raise InputFormatError(f"not valid JSON: {exc}", path) from None
         except RecursionError:
