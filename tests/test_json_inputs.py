@@ -171,3 +171,24 @@ def test_the_json_path_form():
     assert json_path(["segments", 3, "color"]) == "$.segments[3].color"
     assert json_path(["shape_primitives_input", "0", 1]) == '$.shape_primitives_input["0"][1]'
     assert json_path(["star_files", "my file"]) == '$.star_files["my file"]'
+
+
+def test_first_problem_the_count_of_the_others_and_problems_in_keys():
+    from pydantic import ValidationError
+
+    from pipeline.inputs.json_models import GeometricInput, SegmentAnnotationInput
+    from pipeline.json_errors import validation_problem
+
+    item = {"id": "a", "segment_kind": "cube", "segment_id": 2**63, "segmentation_id": 3}
+    with pytest.raises(ValidationError) as info:
+        SegmentAnnotationInput.model_validate(item)
+    assert validation_problem(info.value, item) == (
+        "$.segment_kind: must be 'lattice', 'mesh' or 'primitive' (got \"cube\") "
+        "(3 more problems)"
+    )
+    doc = {"shape_primitives_input": {"-1": []}}
+    with pytest.raises(ValidationError) as info:
+        GeometricInput.model_validate(doc)
+    assert validation_problem(info.value, doc) == (
+        "$.shape_primitives_input[\"-1\"]: the key: '-1' is not a time index (0, 1, ...)"
+    )
