@@ -86,8 +86,7 @@ def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
             count = -(-width // per_word)
             packed = np.zeros((n, count * per_word), np.dtype(f">u{size}"))
             packed[:, :width] = shifted
-            words = packed.view(">u8").astype(np.uint64).T.copy()
-            return list(words)
+            return list(packed.view(">u8").T.astype(np.uint64, order="C"))
     per_word = max(64 // bits, 1)
     out = []
     for c0 in range(0, width, per_word):
