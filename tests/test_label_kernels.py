@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numcodecs import JSON
 
 import pipeline.algorithms.set_table as set_table_module
-from pipeline.algorithms.labels import label_step_block
+from pipeline.algorithms.labels import distinct_pairs, label_step_block
 from pipeline.algorithms.set_table import (
     SENTINEL,
     SetTable,
@@ -250,3 +250,24 @@ def test_sorted_unique_matches_numpy(n, top, dtype, seed):
     got = sorted_unique(values)
     assert got.dtype == values.dtype
     np.testing.assert_array_equal(got, np.unique(values))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 3000),
+    st.sampled_from([2, 40, 3000, 2**20, 2**32 - 2]),
+    st.sampled_from([np.uint8, np.uint16, np.uint32]),
+    st.integers(0, 2**16),
+)
+def test_distinct_pairs_match_numpy(n, top, dtype, seed):
+    """Counted (few categories) or sorted: np.unique's pairs, in tuple order, and each row."""
+    rng = np.random.default_rng(seed)
+    top = min(top, np.iinfo(dtype).max)
+    lo = rng.integers(0, top, size=n, endpoint=True).astype(dtype)
+    hi = rng.integers(0, top, size=n, endpoint=True).astype(dtype)
+    pairs, inverse = distinct_pairs(lo, hi)
+    stacked = np.stack([lo, hi], axis=1).astype(np.uint32)
+    expected, rows = np.unique(stacked, axis=0, return_inverse=True)
+    assert pairs.dtype == np.uint32
+    np.testing.assert_array_equal(pairs, expected.reshape(-1, 2))
+    np.testing.assert_array_equal(inverse, rows.reshape(-1))

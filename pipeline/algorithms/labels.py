@@ -25,6 +25,7 @@ __all__ = [
     "LABEL_HALO",
     "SetTable",
     "StepResult",
+    "distinct_pairs",
     "label_step_block",
     "present_values",
 ]
@@ -141,6 +142,33 @@ def _distinct_rows(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct pairs ``(lo[i], hi[i])`` of unsigned categories, in the order of tuples,
+    as (k, 2) uint32 rows, and each pair's row. Counted (no sort) when the categories are few:
+    a pair is the number ``rank(lo) * r + rank(hi)`` among the ``r`` categories present."""
+    top = int(max(lo.max(), hi.max())) + 1 if lo.size else 0
+    if lo.size and top <= 1 << 20:
+        seen = np.zeros(top, bool)
+        seen[lo] = True
+        seen[hi] = True
+        values = np.flatnonzero(seen)
+        r = values.size
+        if r * r <= 2 * lo.size:
+            rank = np.cumsum(seen) - 1
+            key = rank[lo] * r + rank[hi]
+            counts = np.bincount(key, minlength=r * r)
+            present = np.flatnonzero(counts)
+            row = np.cumsum(counts > 0) - 1
+            pairs = np.empty((present.size, 2), np.uint32)
+            pairs[:, 0], pairs[:, 1] = values[present // r], values[present % r]
+            return pairs, row[key]
+    keys = (lo.astype(np.uint64) << np.uint64(32)) | hi.astype(np.uint64)
+    first, inverse = unique_1d(keys)
+    pairs = np.empty((first.size, 2), np.uint32)
+    pairs[:, 0], pairs[:, 1] = lo[first], hi[first]
+    return pairs, inverse
+
+
 def _window_source(
     block: np.ndarray, lo: tuple[int, ...], full_shape: tuple[int, ...], out_start, out_stop
 ) -> tuple[np.ndarray, list[int]]:
@@ -211,11 +239,7 @@ def label_step_block(
     # windows of exactly two categories: (smallest, largest), one packed key each
     mixed_hi = hi_v[mixed]
     two = second[mixed] == mixed_hi
-    pair_lo = lo_v[mixed][two].astype(np.uint64)
-    pair_hi = mixed_hi[two].astype(np.uint64)
-    pair_first, pair_inverse = unique_1d((pair_lo << np.uint64(32)) | pair_hi)
-    pairs = np.full((pair_first.size, 2), _SENTINEL, np.uint32)
-    pairs[:, 0], pairs[:, 1] = pair_lo[pair_first], pair_hi[pair_first]
+    pairs, pair_inverse = distinct_pairs(lo_v[mixed][two], mixed_hi[two])
     if two.all():  # (pairs in key order: the order of tuples)
         return StepResult(lo_v, mixed, pairs, pair_inverse)
     index = np.empty(two.size, np.int64)
@@ -238,7 +262,7 @@ def label_step_block(
     # categories (a pair goes before the wider rows it starts)
     first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
     wide = rows[first]
-    pair_keys = (pair_lo[pair_first] << np.uint64(32)) | pair_hi[pair_first]
+    pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
     wide_keys = (wide[:, 0].astype(np.uint64) << np.uint64(32)) | wide[:, 1]
     pair_at = np.arange(pair_keys.size) + np.searchsorted(wide_keys, pair_keys, side="left")
     wide_at = np.arange(wide_keys.size) + np.searchsorted(pair_keys, wide_keys, side="right")

@@ -286,9 +286,8 @@ class SetTable:
         lens = self._lens[positions]
         rows = np.full((positions.size, width), SENTINEL, np.uint32)
         flat = self._flat[_ranges(self._starts[positions], lens)]
-        row_of = np.repeat(np.arange(positions.size), lens)
-        col = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
-        rows[row_of, col] = flat
+        shift = np.arange(positions.size, dtype=np.int64) * width - (np.cumsum(lens) - lens)
+        rows.reshape(-1)[np.arange(flat.size, dtype=np.int64) + np.repeat(shift, lens)] = flat
         return rows
 
     def _row_hash(self, rows: np.ndarray) -> np.ndarray:
