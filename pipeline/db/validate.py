@@ -28,6 +28,7 @@ from pipeline.db.layout import (
     GEOMETRIC_JSON,
     METADATA_JSON,
     EntryLocation,
+    entry_key,
     lattice_key,
     mesh_key,
     volume_key,
@@ -89,7 +90,7 @@ def scan_database(db_path: Path) -> DatabaseScan:
         for entry in children:
             if entry.name.startswith(("_", ".")):
                 continue
-            where = f"{source.name}/{entry.name}"
+            where = entry_key(source.name, entry.name)
             if entry.is_symlink() or not entry.is_dir():
                 scan.foreign.append(f"{where}: not an entry folder")
                 continue
@@ -565,7 +566,7 @@ def checked_documents(
     commands that remove annotations are how such an entry is repaired)."""
     from pipeline.errors import DamagedEntryError, EntryNotFoundError
 
-    name = f"{location.source_db}/{location.entry_id}"
+    name = location.key
     if not location.exists():
         raise EntryNotFoundError(f"entry {name} does not exist", location.folder)
     check = check_entry(location, quick=True)
