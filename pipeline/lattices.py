@@ -23,8 +23,8 @@ from pipeline.arrays import create_scratch, remove_scratch
 from pipeline.db.layout import lattice_key
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
+from pipeline.engine.passes import Engine, LabelJob, run_label_pass
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.level_pass import Engine, LabelJob, run_label_pass
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [

@@ -48,6 +48,8 @@ from pipeline.db.safefs import (
 )
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
+from pipeline.engine.passes import Engine, LevelJob, run_pass
+from pipeline.engine.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 from pipeline.errors import (
     EntryExistsError,
     EntryNotFoundError,
@@ -65,7 +67,6 @@ from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Con
 from pipeline.inputs.source import copying_objects, fetched, is_url, using_storage_options
 from pipeline.inputs.source import exists as url_exists
 from pipeline.lattices import LatticeResult, check_lattice_grid, write_lattice
-from pipeline.level_pass import Engine, LevelJob, run_pass
 from pipeline.meshes import MeshSetResult, check_mesh_sets, describe_mesh_sets, write_mesh_set
 from pipeline.model import (
     ExtraData,
@@ -78,7 +79,6 @@ from pipeline.notices import reporting_to
 from pipeline.notices import warn as notice
 from pipeline.options import InputKind, InputSpec, Mode, PreprocessOptions
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 
 if TYPE_CHECKING:
     from pipeline.db.documents import EntryDocuments

@@ -3,7 +3,7 @@
 A task reads one output shard's region ``[x, y, z]`` from the entry's data.zip (dequantized
 volume voxels, or category ids mapped to label values), turns it to ``z, y, x`` and writes that
 whole shard of the output, so no two tasks touch one shard. Tasks run on the runners of
-:mod:`pipeline.runner` (threads or dask.distributed workers): a job holds paths and small
+:mod:`pipeline.engine.runner` (threads or dask.distributed workers): a job holds paths and small
 tables only, and each process opens the entry once.
 """
 

@@ -25,9 +25,9 @@ from pipeline.arrays import LazyArray
 from pipeline.chunks import align_chunks
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget
+from pipeline.engine.runner import DEFAULT_BLOCK_BYTES, Runner, ThreadedRunner
 from pipeline.errors import InputFormatError
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import DEFAULT_BLOCK_BYTES, Runner, ThreadedRunner
 
 __all__ = [
     "Engine",
