@@ -197,10 +197,10 @@ def _read(job: ExportJob, box: Any) -> np.ndarray:
 
 
 def export_block(
-    job: ExportJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
+    job: ExportJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
 ) -> tuple[None, list[tuple[str, bytes]]]:
     """Copy block ``[start, stop)`` (``[x, y, z]``) of a stored array into its output array.
-    Returns no chunks: the task writes the output shard itself. ``gate`` only orders tasks."""
+    Returns no chunks: the task writes the output shard itself."""
     global _RUNNING
     with _CHANGED:
         if _stopped(job.target):

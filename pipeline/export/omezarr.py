@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, QUANTIZATION_ATTRIBUTE, EntryLocation
 from pipeline.engine.passes import Engine
-from pipeline.engine.runner import ThreadedRunner, memory_budget, open_cluster
+from pipeline.engine.runner import Block, ThreadedRunner, memory_budget, open_cluster
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import (
     ArraySpec,
@@ -222,7 +222,7 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
 def _run(engine: Engine, jobs: Sequence[ExportJob], shards: tuple[int, ...], detail: str) -> None:
     """Every shard of every job through the engine's runner, with a progress step."""
     spatial = tuple(reversed(shards[-3:]))  # [x, y, z]
-    items = [(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
+    items = [Block(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
     engine.progress.start("export", detail, len(items))
     try:
         engine.runner.run_blocks(export_block, items, None, engine.window, engine.progress)
