@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numcodecs import JSON, Blosc, blosc
@@ -11,16 +11,10 @@ from numcodecs.abc import Codec
 
 from pipeline.db.sinks import KeySink
 from pipeline.db.zarr2 import array_metadata, chunk_key, encode_block, group_metadata, json_bytes
+from pipeline.engine.sink import ChunkEncoder
 from pipeline.options import Compressor
 
 __all__ = ["ArrayTarget", "DataWriter", "compressor_codec"]
-
-
-class Encoder(Protocol):
-    """Turns a chunk-aligned block into (key, bytes) chunks: an :class:`ArrayTarget` or a
-    wrapper of several."""
-
-    def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]: ...
 
 
 # Blosc's own threads (numcodecs uses them for calls from the main thread only) give other
@@ -100,7 +94,7 @@ class DataWriter:
             self.sink.put(f"{path}/.zattrs", json_bytes(attrs))
         return ArrayTarget(path, tuple(shape), chunks, np.dtype(dtype), self.codec, order)
 
-    def write_block(self, target: Encoder, block: np.ndarray, origin: tuple[int, ...]) -> None:
+    def write_block(self, target: ChunkEncoder, block: np.ndarray, origin: tuple[int, ...]) -> None:
         """Encode and store every chunk of a block of ``target`` that starts on the chunk
         grid."""
         self.sink.put_many(target.encode(block, origin))

@@ -3,13 +3,13 @@
 A block task returns its encoded chunks as ``(key, bytes)`` pairs; the runner hands them to a
 :class:`ChunkSink` in block order, in the client process. The sink stays with the client: a
 job holds only a :class:`ChunkEncoder` (plain data, picklable), so a job travels to a cluster
-worker as it is. The database's archive (``pipeline.db.sinks.ZipSink``) implements
-:class:`PreparingSink`; the engine never imports it.
+worker as it is. The database implements these (``pipeline.db.sinks.ZipSink`` is a
+:class:`PreparingSink`, ``pipeline.db.writer.ArrayTarget`` a :class:`ChunkEncoder`) and may
+import this module; the engine never imports the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -43,4 +43,4 @@ class ChunkEncoder(Protocol):
     @property
     def dtype(self) -> np.dtype: ...
 
-    def encode(self, block: np.ndarray, origin: Sequence[int]) -> list[Chunk]: ...
+    def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[Chunk]: ...
