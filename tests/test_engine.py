@@ -194,3 +194,32 @@ def test_a_level_pass_stores_measures_and_downsamples_like_numpy(tmp_path):
     assert this[:, 3].min() == data.min() and this[:, 4].max() == data.max()
     np.testing.assert_allclose((this[:, 0] * this[:, 1]).sum() / data.size, data.mean())
     np.testing.assert_allclose(lower[:, 4].max(), below.data.max())
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_preparing_sink_gets_the_chunks_in_block_order(tmp_path, workers):
+    """Blocks finishing out of order: the archive's members still follow the block numbers
+    (the order is the runner's, not the tasks')."""
+    import time
+    import zipfile
+
+    from pipeline.engine.runner import Block, ThreadedRunner
+
+    delays = np.random.default_rng(6).uniform(0, 0.01, 24)
+
+    def task(job, start, stop, n):
+        time.sleep(delays[n])
+        return n, [(f"c/{n:02d}", bytes([n]) * (n + 1))]
+
+    class Job:
+        source = np.zeros(1, np.uint8)
+
+    sink = ZipSink(tmp_path / "a.zip")
+    items = [Block(Job(), (n,), (n + 1,)) for n in range(24)]
+    summaries = ThreadedRunner(workers).run_blocks(task, items, sink, window=4)
+    sink.close()
+    assert summaries == list(range(24))
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert zf.namelist() == [f"c/{n:02d}" for n in range(24)]
+        for n in range(24):
+            assert zf.read(f"c/{n:02d}") == bytes([n]) * (n + 1)
