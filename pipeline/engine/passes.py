@@ -5,10 +5,11 @@ reads of the input, or of the scratch file holding level r), encodes the block's
 reduces its moments and writes its part of level 2r to the next scratch file. Blocks share no
 data, so memory is bounded by the blocks in flight whatever the volume's size.
 
-A task is a composition of small per-block steps (``_read_block``, :func:`stored_values`,
-the job's ``encode``, ``block_moments``, :func:`next_level_block`). A job names how its chunks
-are encoded (a :class:`~pipeline.engine.sink.ChunkEncoder`), never where they are stored: the
-runner hands them to the pass's :class:`~pipeline.engine.sink.ChunkSink`, in block order.
+A task is a composition of small per-block steps: ``_read_block`` (block and halo),
+``_store`` (:func:`stored_values`, then the job's ``encode``), ``block_moments``, ``_step_down``
+(:func:`next_level_block`, written to the next level). A job names how its chunks are encoded
+(a :class:`~pipeline.engine.sink.ChunkEncoder`), never where they are stored: the runner hands
+them to the pass's :class:`~pipeline.engine.sink.ChunkSink`, in block order.
 """
 
 from __future__ import annotations
@@ -189,23 +190,40 @@ def next_level_block(
     return out0, downsample_block(data, lo, shape, out0, out1)
 
 
+def _store(job: LevelJob, inner: np.ndarray, start: tuple[int, ...]) -> list[tuple[str, bytes]]:
+    """Level r's chunks of the block (quantized where the job says), none if not stored."""
+    if job.store is None:
+        return []
+    return job.store.encode(stored_values(inner, job.quantization, job.store.dtype), start)
+
+
+def _step_down(
+    job: LevelJob,
+    data: np.ndarray,
+    lo: tuple[int, ...],
+    start: tuple[int, ...],
+    stop: tuple[int, ...],
+) -> np.ndarray:
+    """Write the block's part of level 2r to the next level; its moments (NaN: no level 2r)."""
+    if job.next_level is None:
+        return _NO_MOMENTS
+    out0, out = next_level_block(data, lo, job.source.shape, start, stop)
+    job.next_level.write(out0, out)
+    return block_moments(out)
+
+
 def _task(
     job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
 ) -> tuple[np.ndarray, list[tuple[str, bytes]]]:
-    """One block: read -> (quantize -> encode) -> moments -> downsample -> moments. Returns
-    moments ``[[level r], [level 2r]]`` (NaN rows where not asked) and level r's chunks."""
+    """One block: read -> store (quantize, encode) -> measure -> step down to level 2r.
+    Returns moments ``[[level r], [level 2r]]`` (NaN rows where not asked) and level r's
+    chunks."""
     margin = HALO if job.next_level is not None else None
     lo, data = _read_block(job.source, start, stop, margin)
     inner = _inner(data, lo, start, stop)
-    chunks: list[tuple[str, bytes]] = []
-    if job.store is not None:
-        chunks = job.store.encode(stored_values(inner, job.quantization, job.store.dtype), start)
+    chunks = _store(job, inner, start)
     this = block_moments(inner) if job.measure else _NO_MOMENTS
-    below = _NO_MOMENTS
-    if job.next_level is not None:
-        out0, out = next_level_block(data, lo, job.source.shape, start, stop)
-        job.next_level.write(out0, out)
-        below = block_moments(out)
+    below = _step_down(job, data, lo, start, stop)
     return np.stack([this, below]), chunks
 
 
