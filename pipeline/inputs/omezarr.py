@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 from zarr.errors import BaseZarrError, ContainsArrayError
 
+from pipeline.db.names import validate_name
 from pipeline.errors import (
     InputFormatError,
     InputNotFoundError,
@@ -59,7 +60,6 @@ from pipeline.inputs.source import (
 )
 from pipeline.inputs.voxels import override_voxel_size
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
-from pipeline.options import validate_name
 
 __all__ = ["OmeZarrView", "read_omezarr"]
 
