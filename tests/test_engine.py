@@ -223,3 +223,19 @@ def test_a_preparing_sink_gets_the_chunks_in_block_order(tmp_path, workers):
         assert zf.namelist() == [f"c/{n:02d}" for n in range(24)]
         for n in range(24):
             assert zf.read(f"c/{n:02d}") == bytes([n]) * (n + 1)
+
+
+def test_worker_readable_arrays_say_so_through_their_views():
+    """The cluster runner ships a block to a worker unless the array reads a URL itself: the
+    array says so (``worker_readable``), views are looked through."""
+    from pipeline.arrays import CastArray, TransposedArray
+    from pipeline.engine.runner import worker_readable
+    from pipeline.inputs.source import RemoteRawArray
+
+    remote = RemoteRawArray("http://127.0.0.1:9/m.mrc", (4, 5, 6), np.dtype("<f4"), 1024, {}, 2000)
+    assert worker_readable(remote)
+    assert worker_readable(CastArray(TransposedArray(remote, (2, 1, 0)), np.dtype("f8")))
+    local = np.zeros((4, 5, 6), np.float32)
+    assert not worker_readable(local)
+    assert not worker_readable(local[1:])  # a numpy view: its base is a local array
+    assert not worker_readable(CastArray(TransposedArray(local, (2, 1, 0)), np.dtype("f8")))

@@ -349,6 +349,17 @@ def _comms_task(
 PREFETCH_MARGIN = 2  # samples around a shipped block: the widest halo a pass reads
 
 
+def worker_readable(arr: Any) -> bool:
+    """Whether a cluster worker reads ``arr`` itself, without the client's file system: an
+    array over a URL's object says so with a true ``worker_readable`` attribute; views
+    (transposed, cast) are looked through by their ``base``."""
+    while arr is not None:
+        if getattr(arr, "worker_readable", False):
+            return True
+        arr = getattr(arr, "base", None)
+    return False
+
+
 class CommsRunner(DistributedRunner):
     """Block tasks on a dask.distributed cluster whose workers do not see the client's working
     folder: encoded chunks (and blocks of the next level) come back as the tasks' results
@@ -365,8 +376,6 @@ class CommsRunner(DistributedRunner):
 
     def _worker_job(self, job: Any, start: tuple[int, ...], stop: tuple[int, ...]) -> Any:
         """The job as a worker gets it."""
-        from pipeline.inputs.source import worker_readable
-
         changes: dict[str, Any] = {}
         source = job.source
         if not worker_readable(source):
@@ -386,8 +395,6 @@ class CommsRunner(DistributedRunner):
         window: int,
         progress: Progress = NO_PROGRESS,
     ) -> list[Any]:
-        from pipeline.inputs.source import worker_readable
-
         token = uuid.uuid4().hex[:8]
         ahead = self.workers + max(window, 2)
         pending: deque[tuple[Any, Any, int, int]] = deque()
