@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.engine.passes import Engine
+from pipeline.engine.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 from pipeline.errors import OptionError
 from pipeline.inputs.registry import VOLUME_KINDS
 from pipeline.inputs.source import copying_objects, is_url
-from pipeline.level_pass import Engine
 from pipeline.options import InputKind, PreprocessOptions
 from pipeline.progress import Progress
-from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 from pipeline.workspace import run_folder
 
 __all__ = ["EngineSpec", "engine_for", "open_engine", "usable_cpus"]
@@ -44,7 +44,7 @@ def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
 class EngineSpec:
     """What chooses and sizes an engine: ``--max-memory``, ``--scheduler``, ``--workers``, the
     block edge, the least block bytes a task can work in, and how a cluster's chunks return
-    (``transfer`` of :func:`pipeline.runner.open_cluster`)."""
+    (``transfer`` of :func:`pipeline.engine.runner.open_cluster`)."""
 
     max_memory: int | None
     scheduler: str | None
