@@ -4,7 +4,7 @@ One multiscale dataset per stored volume level, every lattice as a label image u
 ``labels/<lattice id>`` (label rule: :mod:`pipeline.export.labels`), mesh sets and geometric
 segmentations as sidecar files (:mod:`pipeline.export.sidecars`). The entry is read and the
 image written shard by shard on the runners of ``preprocess`` (threads or dask.distributed,
-memory bounded by ``--max-memory`` through :func:`pipeline.runner.memory_budget`), into a
+memory bounded by ``--max-memory`` through :func:`pipeline.engine.runner.memory_budget`), into a
 temporary folder beside the output that is renamed into place when complete.
 """
 
@@ -26,6 +26,9 @@ import numpy as np
 from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, QUANTIZATION_ATTRIBUTE, EntryLocation
 from pipeline.db.names import validate_name
+from pipeline.engine.passes import Engine
+from pipeline.engine.runner import Block
+from pipeline.engine_setup import EngineSpec, open_engine
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import (
     ArraySpec,
@@ -41,10 +44,8 @@ from pipeline.export.entry_view import EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
-from pipeline.level_pass import Engine
 from pipeline.options import Compressor, validate_run_options
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
 
 __all__ = ["ExportOptions", "ExportSummary", "export_omezarr"]
 
@@ -91,29 +92,19 @@ class ExportSummary:
     shard_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _engine(options: ExportOptions, progress: Progress, parts: Path) -> Iterator[Engine]:
-    """Threads, or a dask.distributed cluster, with the memory budget of ``preprocess``."""
-    smallest = options.chunk_size**3 * _TASK_ITEMSIZE
-    threaded = options.scheduler is None and options.workers is None
-    threads, window, block_bytes = memory_budget(
-        options.max_memory, _cpus() if threaded else 1, 4, smallest
+def _engine(
+    options: ExportOptions, progress: Progress, parts: Path
+) -> contextlib.AbstractContextManager[Engine]:
+    """Threads, or a dask.distributed cluster, with the memory budget of ``preprocess``
+    (:func:`pipeline.engine_setup.open_engine`); a cluster's part files go to ``parts``."""
+    spec = EngineSpec(
+        options.max_memory,
+        options.scheduler,
+        options.workers,
+        2 * options.chunk_size,
+        options.chunk_size**3 * _TASK_ITEMSIZE,
     )
-    if threaded:
-        yield Engine(ThreadedRunner(threads), 2 * options.chunk_size, block_bytes, window, progress)
-        return
-    with open_cluster(options.scheduler, options.workers, parts) as runner:
-        _, window, block_bytes = memory_budget(
-            options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
-        )
-        yield Engine(runner, 2 * options.chunk_size, block_bytes, window, progress)
+    return open_engine(spec, progress, lambda: contextlib.nullcontext(parts))
 
 
 def shard_edge(chunk: int, block_bytes: int) -> int:
@@ -223,7 +214,7 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
 def _run(engine: Engine, jobs: Sequence[ExportJob], shards: tuple[int, ...], detail: str) -> None:
     """Every shard of every job through the engine's runner, with a progress step."""
     spatial = tuple(reversed(shards[-3:]))  # [x, y, z]
-    items = [(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
+    items = [Block(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
     engine.progress.start("export", detail, len(items))
     try:
         engine.runner.run_blocks(export_block, items, None, engine.window, engine.progress)
