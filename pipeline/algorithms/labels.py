@@ -80,10 +80,10 @@ def _window_second(
     o1: int,
 ) -> np.ndarray:
     """The second smallest distinct value (of dtype ``kind``, its largest value if none; no
-    category may have that value) over taps 2i-1, 2i,
-    2i+1 along ``axis``, from each tap's smallest value ``lo_v`` and second smallest
-    ``second`` (None: none yet) and the windows' minima ``mn`` (from
-    :func:`_window_extrema`): the smallest of the taps' values above ``mn``. The pair
+    category may have that value) over taps 2i-1, 2i, 2i+1 along ``axis``, from each tap's
+    smallest value ``lo_v`` and second smallest ``second`` (None: none yet) and the windows'
+    minima ``mn`` (from :func:`_window_extrema`): the smallest of the taps' values above
+    ``mn``. The pair
     (smallest, second smallest) of a union follows from those of its parts, so the three axes
     give it for the whole window. Strided slices as in :func:`_window_extrema`."""
     m = o1 - o0
