@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import OptionError
+from pipeline.inputs.kinds import InputKind  # the registration of every kind
 
 __all__ = [
     "OPTION_DEFAULTS",
@@ -36,22 +37,6 @@ __all__ = [
 class Mode(enum.Enum):
     ADD = "add"
     EXTEND = "extend"
-
-
-class InputKind(enum.Enum):
-    MAP = "map"
-    SFF = "sff"
-    OMEZARR = "omezarr"
-    MASK = "mask"
-    APPLICATION_SPECIFIC_SEGMENTATION = "application_specific_segmentation"
-    CUSTOM_ANNOTATIONS = "custom_annotations"
-    NII_VOLUME = "nii_volume"
-    NII_SEGMENTATION = "nii_segmentation"
-    GEOMETRIC_SEGMENTATION = "geometric_segmentation"
-    STAR_FILE_GEOMETRIC_SEGMENTATION = "star_file_geometric_segmentation"
-    OMETIFF_IMAGE = "ometiff_image"
-    OMETIFF_SEGMENTATION = "ometiff_segmentation"
-    EXTRA_DATA = "extra_data"
 
 
 class Compressor(enum.Enum):

@@ -61,6 +61,7 @@ from pipeline.geometric import check_geometric_ids, stage_geometric
 from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.compressed import check_free_space
 from pipeline.inputs.extra_data import read_extra_data
+from pipeline.inputs.kinds import DECODED_KINDS, WORKER_READ_KINDS, check_input_path
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.inputs.source import copying_objects, fetched, is_url, using_storage_options
 from pipeline.inputs.source import exists as url_exists
@@ -125,15 +126,7 @@ def _check_inputs(options: PreprocessOptions) -> None:
         if is_url(spec.path):
             _check_url(spec, options)
             continue
-        if not spec.path.exists():
-            raise InputNotFoundError("no such file or directory", spec.path)
-        if spec.kind in DIRECTORY_KINDS:
-            if not spec.path.is_dir():
-                raise InputNotFoundError(
-                    f"a {spec.kind.value} input must be a directory", spec.path
-                )
-        elif not spec.path.is_file():
-            raise InputNotFoundError(f"a {spec.kind.value} input must be a file", spec.path)
+        check_input_path(spec.kind, spec.path)
     volumes = [s for s in options.inputs if s.kind in VOLUME_KINDS]
     if len(volumes) > 1:
         raise OptionError(
@@ -143,8 +136,9 @@ def _check_inputs(options: PreprocessOptions) -> None:
     if len([s for s in options.inputs if s.kind is InputKind.EXTRA_DATA]) > 1:
         raise OptionError("at most one extra_data input per run")
     if options.mode is Mode.ADD and not volumes:
+        names = [kind.value for kind in InputKind if kind in VOLUME_KINDS]
         raise OptionError(
-            "an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)"
+            f"an entry needs a volume input ({', '.join(names[:-1])} or {names[-1]})"
         )
     if options.mode is Mode.EXTEND and volumes:
         raise OptionError(
@@ -165,19 +159,13 @@ def _check_url(spec: InputSpec, options: PreprocessOptions) -> None:
         )
 
 
-# kinds whose voxels workers read themselves (the others are read by the client)
-_WORKER_READ_KINDS = frozenset(
-    {*VOLUME_KINDS, InputKind.MASK, InputKind.NII_SEGMENTATION, InputKind.OMETIFF_SEGMENTATION}
-)
-
-
 def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
     """Workers that cannot see the working folder (``--transfer comms``) cannot see local
     inputs either: those must be URLs."""
     if getattr(runner, "transfer", "shared") != "comms":
         return
     for spec in options.inputs:
-        if spec.kind in _WORKER_READ_KINDS and not is_url(spec.path):
+        if spec.kind in WORKER_READ_KINDS and not is_url(spec.path):
             raise OptionError(
                 f"{spec.path}: a local file, but the cluster's workers do not share this "
                 "machine's file system (--transfer comms): give the input as a URL (s3://, "
@@ -278,10 +266,6 @@ def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
-# segmentation kinds whose data is decoded or decompressed into scratch when read
-_DECODED_KINDS = frozenset({InputKind.SFF, InputKind.MASK, InputKind.NII_SEGMENTATION})
-
-
 def _read_inputs(
     options: PreprocessOptions,
     extra: ExtraData | None,
@@ -305,7 +289,7 @@ def _read_inputs(
     meshes: list[MeshSetSource] = []
     for spec in specs:
         target = grid or (_Grid.of(volume) if volume is not None else None)
-        if scratch is not None and target is not None and spec.kind in _DECODED_KINDS:
+        if scratch is not None and target is not None and spec.kind in DECODED_KINDS:
             for lattice in read_input(spec.kind, spec.path, None, extra).lattices:
                 check_lattice_grid(lattice, target.shape, target.voxel, target.path, target.origin)
         contents = read_input(spec.kind, spec.path, scratch, extra)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pipeline.errors import InputNotFoundError, UnsupportedInputError
 from pipeline.inputs.mesh_files import MESH_SUFFIXES, read_mesh_file
-from pipeline.inputs.sff import SffContents, is_sff, read_sff_contents
-from pipeline.model import ExtraData
+from pipeline.inputs.sff import is_sff, read_sff
+from pipeline.model import Contents, ExtraData
 
 __all__ = ["detect_format", "read_application_specific"]
 
@@ -60,16 +60,16 @@ def detect_format(path: Path) -> str:
 
 def read_application_specific(
     path: Path, scratch: Path | None, extra: ExtraData | None = None
-) -> SffContents:
+) -> Contents:
     """An EMDB-SFF file as ``sff``, a triangle mesh file (STL, OBJ, PLY, OFF, glTF) as one mesh
     set read with trimesh; any other format is refused with its name."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError("no such file", path)
     if is_sff(path):
-        return read_sff_contents(path, scratch, extra)
+        return read_sff(path, scratch, extra)
     if path.suffix.lower() in MESH_SUFFIXES:
-        return SffContents(meshes=(read_mesh_file(path, extra),))
+        return Contents(meshes=(read_mesh_file(path, extra),))
     raise UnsupportedInputError(
         f"not supported: {detect_format(path)}; convert it to EMDB-SFF with sfftk "
         f"(sff convert {path.name} -o {path.stem}.hff) and give that with --input-kind sff",

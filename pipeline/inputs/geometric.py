@@ -22,10 +22,16 @@ from typing import Any
 
 from pipeline.errors import InputFormatError
 from pipeline.inputs.extra_data import load_json
+from pipeline.inputs.ids import mapped_id
 from pipeline.inputs.limits import checked_int, shortened
-from pipeline.model import RGBA, ExtraData, GeometricSegmentation, normalise_primitive
+from pipeline.model import RGBA, Contents, ExtraData, GeometricSegmentation, normalise_primitive
 
-__all__ = ["geometric_input_document", "parse_color", "read_geometric"]
+__all__ = [
+    "geometric_input_document",
+    "parse_color",
+    "read_geometric",
+    "read_geometric_segmentation",
+]
 
 _TOP_KEYS = {"segmentation_id", "time_units", "shape_primitives_input"}
 
@@ -55,7 +61,7 @@ def _segmentation_id(doc: dict[str, Any], path: Path, extra: ExtraData | None) -
         value = str(value)
     elif not isinstance(value, str):
         raise InputFormatError(f"segmentation_id must be a string, got {value!r}", path)
-    return extra.segmentation_ids_mapping.get(value, value) if extra is not None else value
+    return mapped_id(value, extra)
 
 
 def _frame(key: str, path: Path) -> int:
@@ -175,3 +181,11 @@ def geometric_input_document(segmentation: GeometricSegmentation) -> dict[str, A
         "time_units": segmentation.time_units,
         "shape_primitives_input": frames,
     }
+
+
+def read_geometric_segmentation(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> Contents:
+    """The ``geometric_segmentation`` reader: one segmentation, parsed by
+    :func:`read_geometric` (the JSON is small and read whole; ``scratch`` is not needed)."""
+    return Contents(geometric=(read_geometric(path, extra),))
