@@ -28,7 +28,7 @@ import pytest
 from conftest import write_mrc, write_sff_lattice
 
 from pipeline.inputs.kinds import DECODED_KINDS, READ_KINDS, InputKind, Role, reader_of
-from pipeline.model import Contents
+from pipeline.model import Contents, ExtraData
 
 X, Y, Z = 128, 96, 64  # an asymmetric grid of 786,432 voxels (3 MB as float32)
 
@@ -448,3 +448,74 @@ def test_documents_are_read_once(kind, inputs, tmp_path):
     start = _bytes_read()
     _read(kind, path, tmp_path / "scratch")
     assert _bytes_read() - start <= 2 * path.stat().st_size + 65536
+
+
+# extra data names lattices and their segments the same way whatever the reader
+_LATTICE_KINDS = [InputKind.MASK, InputKind.NII_SEGMENTATION, InputKind.OMETIFF_SEGMENTATION]
+
+
+@pytest.mark.parametrize("kind", _LATTICE_KINDS, ids=lambda k: k.value)
+def test_extra_data_renames_lattices_and_names_segments_alike(kind, inputs):
+    path = inputs(kind)
+    stem = path.name.split(".")[0]
+    extra = ExtraData(
+        segmentation_ids_mapping={stem: "cells"},
+        segment_names={"cells": {"12": "twelve", "-1": "minus one", "3": "three", "x": "no id"}},
+    )
+    (lattice,) = reader_of(kind)(path, None, extra).lattices
+    assert lattice.lattice_id == "cells"
+    assert [(s.id, s.name) for s in lattice.segments] == [
+        (-1, "minus one"),
+        (3, "three"),
+        (12, "twelve"),
+    ]
+
+
+# real files (../shared/test-data): opened read-only; binary ones without reading their payload
+REAL = [
+    (InputKind.MAP, "preprocessor/sample_volumes/emdb/EMD-1832.map", True),
+    (InputKind.MAP, "real/mrc_map/EMD-3001.map", True),
+    (InputKind.MAP, "real/mrc_map/emd_3197.map.gz", False),
+    (InputKind.MASK, "real/mrc_mask/test_unfixable_mask.map", True),
+    # small HDF5 strings are read from global heap collections, again for each: the metadata
+    # of this 239 kB file add up to more than its lattice (the generated SFF above is checked)
+    (InputKind.SFF, "preprocessor/sample_segmentations/emdb_sff/emd_1832.hff", False),
+    (InputKind.SFF, "real/sff/emd_1832.sff", False),  # XML: parsed whole
+    (InputKind.NII_VOLUME, "real/nifti/anatomical.nii", True),
+    (InputKind.NII_VOLUME, "real/nifti/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz", True),
+    (InputKind.OMEZARR, "real/ome_zarr/czi_RUN1_tomogram.zarr", True),
+    (InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION, "real/relion_star/czi_relion_3_star.star", False),
+    (
+        InputKind.GEOMETRIC_SEGMENTATION,
+        "preprocessor/sample_segmentations/geometric_segmentations/geometric_segmentation_1.json",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "lazy"), REAL, ids=[n for _, n, _ in REAL])
+def test_real_inputs_are_opened_read_only_and_lazily(
+    kind, name, lazy, shared_data, tmp_path, monkeypatch
+):
+    path = shared_data / name
+    if not path.exists():
+        pytest.skip(f"{name} is not in {shared_data}")
+    before = _tree(path)
+    extra = None
+    if kind is InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION:  # three tomograms: choose one
+        from pipeline.inputs.star import StarOptions
+
+        extra = ExtraData(star_files={path.stem: StarOptions(tomo_name="tomo_1.tomostar")})
+    reader = reader_of(kind)
+    reader(path, None, extra)  # imports; nothing is cached by path (see the warm-ups above)
+    with _opens_recorded(monkeypatch) as opened:
+        start = _bytes_read()
+        reader(path, None, extra)
+        read = _bytes_read() - start
+        held = _writable_fds(path)
+    for name_, mode, flags in (o for o in opened if o[0].startswith(str(path))):
+        assert not (isinstance(mode, str) and set(mode) & set("wax+")), (name_, mode)
+        assert not (isinstance(flags, int) and flags & _WRITE_FLAGS), (name_, flags)
+    assert held == [] and _tree(path) == before
+    if lazy:
+        assert read < _size(path) / 4
