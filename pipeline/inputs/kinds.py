@@ -40,6 +40,7 @@ __all__ = [
     "check_input_path",
     "facts_of",
     "guess_kind",
+    "kinds_named",
     "reader_of",
 ]
 
@@ -262,6 +263,20 @@ def _by_name(name: str) -> InputKind | None:
         if name.endswith(suffix)
     ]
     return max(found, key=lambda item: item[0])[1] if found else None
+
+
+def kinds_named(path: Path | str) -> list[InputKind]:
+    """Every kind whose suffixes end the name (after a ``.gz``/``.bz2``), guessed or not:
+    the kinds to suggest for a file given as another.
+
+    >>> [k.value for k in kinds_named("labels.mrc")]
+    ['map', 'mask']
+    """
+    from pipeline.inputs.source import as_input_path
+
+    name = as_input_path(path).name.lower().rstrip("/")
+    names = (name, *(name.removesuffix(c) for c in _COMPRESSED if name.endswith(c)))
+    return [kind for kind in InputKind if any(n.endswith(kind.info.suffixes) for n in names)]
 
 
 def _known_endings() -> str:
