@@ -106,3 +106,14 @@ def test_one_time_table_for_names_and_symbols():
     assert time_name("ms") == time_name("msec") == time_name("millisecond") == "millisecond"
     assert time_name("µs") == time_name("us") == "microsecond"
     assert time_name("min") == "minute" and time_name("fortnight") is None
+
+
+def test_a_refused_segmentation_file_is_pointed_to_its_kind(tmp_path):
+    from pipeline.errors import UnsupportedInputError
+    from pipeline.inputs.application_specific import read_application_specific
+    from pipeline.inputs.kinds import kinds_named
+
+    assert kinds_named("labels.mrc.gz") == [K.MAP, K.MASK]
+    (tmp_path / "labels.mrc").write_bytes(b"\0" * 1024)
+    with pytest.raises(UnsupportedInputError, match=r"\(\.mrc; use --input-kind mask\)"):
+        read_application_specific(tmp_path / "labels.mrc", None, None)
