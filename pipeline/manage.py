@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import COMMITTED, _after_commit_hook, staged_entry
-from pipeline.db.layout import DATA_ZIP, VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
+from pipeline.db.commit import COMMITTED, _after_commit_hook
+from pipeline.db.layout import VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
+from pipeline.db.rewrite import rewriting
 from pipeline.db.safefs import (
     STAGING,
     ensure_dir,
-    link_file,
     open_dir,
-    open_file,
     opened_dir,
-    opened_entry,
     opened_root,
     remove_dead_staging,
     remove_tree,
     staging_name,
 )
-from pipeline.db.sinks import new_archive
-from pipeline.errors import DamagedEntryError, EntryNotFoundError, InputFormatError, OptionError
+from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
 from pipeline.inputs.annotations import check_annotations_document
 from pipeline.inputs.extra_data import load_json
 
@@ -53,7 +49,7 @@ def delete_entry(location: EntryLocation) -> None:
         entry_folder_fds = _entry_fds(location)
         if entry_folder_fds is None:
             raise EntryNotFoundError(
-                f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
+                f"entry {location.key} does not exist", location.folder
             )
         source = entry_folder_fds
         try:
@@ -65,7 +61,7 @@ def delete_entry(location: EntryLocation) -> None:
                 remove_dead_staging(staging)
                 trash = staging_name(location.source_db, location.entry_id)
                 os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
-                COMMITTED.append(f"{location.source_db}/{location.entry_id}")
+                COMMITTED.append(location.key)
                 tidy = True  # the deletion is the outcome: tidy up an empty _staging found
                 _after_commit_hook()
                 remove_tree(staging, trash)
@@ -102,43 +98,11 @@ def _rewrite(
 ) -> None:
     """Commit the entry's documents (a document that is None goes), and a data.zip without
     the members under ``drop``."""
-    from pipeline.db.documents import write_document
-
-    files = documents.files()
-    shown = location.folder / DATA_ZIP
-    with (
-        staged_entry(location) as staged,
-        opened_entry(location.db_path, location.source_db, location.entry_id) as entry_fd,
-    ):
+    with rewriting(location) as rewrite:
         # removals: metadata stops naming what goes before data.zip loses it
-        names = []
         if drop:
-            try:
-                with (
-                    new_archive(staged.data_zip) as sink,
-                    os.fdopen(open_file(entry_fd, DATA_ZIP, os.O_RDONLY, shown), "rb") as raw,
-                    zipfile.ZipFile(raw) as zf,
-                ):
-                    for info in zf.infolist():
-                        if not info.filename.startswith(drop):
-                            sink.put(info.filename, zf.read(info))
-            except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
-                raise DamagedEntryError(
-                    f"{_entry(location)}: damaged: {DATA_ZIP}: {exc}; run validate"
-                ) from exc
-            names.append(DATA_ZIP)
-        else:  # only the JSON documents change: keep the archive as it is
-            link_file(entry_fd, DATA_ZIP, staged.data_zip, shown)
-        # only the entry's own files: stray files are reported by validate, never carried
-        for name, data in files.items():  # metadata.json last (the fallback's order)
-            if data is not None:
-                write_document(staged.folder / name, data)
-                names.append(name)
-        staged.replace_existing(names)
-
-
-def _entry(location: EntryLocation) -> str:
-    return f"{location.source_db}/{location.entry_id}"
+            rewrite.drop(drop)
+        rewrite.commit(documents)
 
 
 def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
@@ -159,7 +123,7 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
         if unknown:
             noun = "geometric segmentation" if kind == "geometric" else kind
             raise OptionError(
-                f"no {noun} {', '.join(unknown)} in entry {_entry(location)} "
+                f"no {noun} {', '.join(unknown)} in entry {location.key} "
                 f"(it has: {', '.join(present) or 'none'})"
             )
         documents.remove_segmentations(model_kind, ids)

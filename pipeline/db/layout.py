@@ -112,6 +112,11 @@ class EntryLocation:
         return self.db_path / self.source_db / self.entry_id
 
     @property
+    def key(self) -> str:
+        """``<source_db>/<entry_id>``: how messages and annotation ids name the entry."""
+        return f"{self.source_db}/{self.entry_id}"
+
+    @property
     def staging_root(self) -> Path:
         """Reserved folder (ignored by the server) on the database's file system."""
         return self.db_path / "_staging"

@@ -1,8 +1,9 @@
 """Writing lattice segmentations: the category pyramid of DESIGN 7.2 over the entry's levels.
 
-Per lattice, one pass per level (like the volume's): blocks of level r are stored and stepped
-to level 2r in parallel; their new label combinations are merged here, in block order, into the
-lattice's :class:`SetTable`, which decides the final category ids deterministically.
+Per lattice, one pass per level (the volume's loop, :mod:`pipeline.build.levels`): blocks of
+level r are stored and stepped to level 2r in parallel; their new label combinations are merged
+here, in block order, into the lattice's :class:`SetTable`, which decides the final category
+ids deterministically.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
-from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
@@ -198,14 +199,13 @@ def write_lattice(
     table = SetTable()
     order = labels.memory_order
     frames = len(labels.frames)
-    sources: list[Any] = list(labels.frames)
     luts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * frames
     level1: set[int] = set()
     occurs: dict[int, list[int]] = {}
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
 
-    for i, lv in enumerate(plan.levels):
-        below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
+    def one_pass(step: LevelPass[int]) -> None:
+        lv = step.level
         jobs = []
         for t in range(frames):
             target = None
@@ -223,11 +223,8 @@ def write_lattice(
                 target = copies[0]
                 if len(copies) > 1:
                     target = RepeatedTarget(tuple(copies), writer.sink)
-            next_level = None
-            if below is not None:
-                name = f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw"
-                next_level = create_scratch(scratch, name, below.shape, np.dtype(np.uint64), order)
-            jobs.append(LabelJob(sources[t], str(labels.path), luts[t], target, next_level))
+            next_level = step.next_levels[t]
+            jobs.append(LabelJob(step.sources[t], str(labels.path), luts[t], target, next_level))
         results = run_label_pass(
             jobs,
             engine,
@@ -261,13 +258,16 @@ def write_lattice(
                     for u in [t] if repeat == 1 else range(repeat):
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
-            if lv.ratio > 1:
-                remove_scratch(sources[t])
-            if job.next_level is not None:
-                sources[t] = job.next_level
-    for arr in sources:
-        if plan.levels[-1].ratio > 1:
-            remove_scratch(arr)
+
+    run_levels(
+        plan,
+        dict(enumerate(labels.frames)),
+        one_pass,
+        scratch=scratch,
+        scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
+        dtype=np.dtype(np.uint64),
+        order=order,
+    )
     return LatticeResult(
         labels.lattice_id,
         frames * repeat,

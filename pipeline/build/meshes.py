@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.algorithms.meshes import MAX_DETAIL_LEVEL, decimate, detail_fraction, vertex_normals
+from pipeline.build.lattices import RepeatedTarget
 from pipeline.db.layout import mesh_group, mesh_key
 from pipeline.db.metadata import add_lattice_annotations, add_mesh_metadata
 from pipeline.db.writer import DataWriter
 from pipeline.errors import OptionError
-from pipeline.lattices import RepeatedTarget
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
 
 if TYPE_CHECKING:
