@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import COMMITTED, _after_commit_hook
+from pipeline.db.commit import COMMITTED, after_commit_hook
 from pipeline.db.layout import VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
 from pipeline.db.rewrite import rewriting
@@ -22,8 +22,8 @@ from pipeline.db.safefs import (
     staging_name,
 )
 from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
-from pipeline.inputs.annotations import check_annotations_document
 from pipeline.inputs.extra_data import load_json
+from pipeline.json_errors import json_path, validation_problem
 
 if TYPE_CHECKING:
     from pipeline.db.documents import EntryDocuments
@@ -63,7 +63,7 @@ def delete_entry(location: EntryLocation) -> None:
                 os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
                 COMMITTED.append(location.key)
                 tidy = True  # the deletion is the outcome: tidy up an empty _staging found
-                _after_commit_hook()
+                after_commit_hook()
                 remove_tree(staging, trash)
             finally:
                 os.close(staging)
@@ -150,20 +150,26 @@ def remove_volume(location: EntryLocation) -> None:
 
 
 def _items(path: Path, key: str) -> list[dict[str, Any]]:
-    """Items of a JSON file (a list, an object by id, or ``{key: ...}``), checked like
-    ``custom_annotations``."""
+    """Items of an edit document (a list, an object by id, or ``{key: either}``), each checked
+    like the items of ``custom_annotations``
+    (:func:`pipeline.inputs.json_models.edit_items_adapter`)."""
+    from pydantic import ValidationError
+
+    from pipeline.inputs.json_models import edit_items_adapter
+
     doc = load_json(path)
+    prefix: tuple[str, ...] = ()
+    items = doc
     if isinstance(doc, dict) and key in doc:
-        doc = doc[key]
-    if isinstance(doc, dict):
-        doc = list(doc.values())
-    if not isinstance(doc, list) or not all(
-        isinstance(d, dict) and isinstance(d.get("id"), str) for d in doc
-    ):
-        raise InputFormatError(f"expected a list of {key} objects, each with a string id", path)
-    document = {key: {d["id"]: d for d in doc} if key == "descriptions" else doc}
-    check_annotations_document(document, path)
-    return doc
+        prefix, items = (key,), doc[key]
+    if not isinstance(items, list | dict):
+        expected = f"expected a list of {key} objects, or an object by id"
+        raise InputFormatError(f"{json_path(prefix)}: {expected}", path)
+    try:
+        edit_items_adapter(key, by_id=isinstance(items, dict)).validate_python(items)
+    except ValidationError as exc:
+        raise InputFormatError(validation_problem(exc, doc, prefix), path) from None
+    return list(items.values()) if isinstance(items, dict) else items
 
 
 def _edit(location: EntryLocation, path: Path, key: str) -> None:

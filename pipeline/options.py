@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.db.names import validate_name
 from pipeline.errors import OptionError
 from pipeline.inputs.kinds import InputKind  # the registration of every kind
 
@@ -95,9 +96,6 @@ class LevelOptions:
             )
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
 def parse_dtype(text: str, option: str) -> np.dtype:
     """Parse a numpy dtype string (``f4``, ``float32``, ``u1`` ...) naming a real number type.
 
@@ -134,16 +132,6 @@ def parse_size(text: str, option: str) -> int:
     if not 1 <= value < 2**62:
         raise OptionError(f"{option}: {text!r} is not a size between 1 byte and 4 EiB")
     return int(value)
-
-
-def validate_name(value: str, option: str) -> str:
-    """A database folder name: no path separators, no ``..``, not starting with ``_`` or ``.``."""
-    if not _NAME_RE.fullmatch(value) or ".." in value:
-        raise OptionError(
-            f"{option}: {value!r} is not a valid name (letters, digits, '.', '_', '-'; "
-            "must start with a letter or digit; no '/' or '..')"
-        )
-    return value
 
 
 def validate_run_options(

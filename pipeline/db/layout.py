@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.options import validate_name
+from pipeline.db.names import validate_name
 
 __all__ = [
     "ANNOTATIONS_JSON",

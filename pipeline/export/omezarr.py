@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, QUANTIZATION_ATTRIBUTE, EntryLocation
+from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import (
     ArraySpec,
@@ -41,7 +42,7 @@ from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
 from pipeline.level_pass import Engine
-from pipeline.options import Compressor, validate_name, validate_run_options
+from pipeline.options import Compressor, validate_run_options
 from pipeline.progress import NO_PROGRESS, Progress
 from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
 

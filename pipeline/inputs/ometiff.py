@@ -32,6 +32,7 @@ import numpy as np
 import tifffile
 
 from pipeline.arrays import region_bounds
+from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
 from pipeline.inputs.ids import named_segments
 from pipeline.inputs.tiff_segments import (
@@ -44,7 +45,6 @@ from pipeline.inputs.units import LENGTH_SYMBOLS, angstrom_per, time_name
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import Contents, ExtraData, LabelSource, Vec3, VolumeSource
 from pipeline.notices import warn
-from pipeline.options import validate_name
 
 __all__ = [
     "OmeTiffLayout",

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from pipeline.arrays import RawArrayFile, _runs, region_bounds
+from pipeline.arrays import RawArrayFile, contiguous_runs, region_bounds
 from pipeline.errors import InputAccessError, InputFormatError, InputNotFoundError
 
 __all__ = [
@@ -551,7 +551,7 @@ class RemoteRawArray(RawArrayFile):
         return out
 
     def _fetch(self, bounds: list[tuple[int, int]], out: np.ndarray) -> None:
-        k, leading = _runs(bounds, self.shape)
+        k, leading = contiguous_runs(bounds, self.shape)
         item = self.file_dtype.itemsize
         strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
         tail = sum(a * s for (a, _), s in zip(bounds[k:], strides[k:], strict=True))
