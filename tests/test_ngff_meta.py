@@ -181,7 +181,10 @@ def _set(*keys: Any, value: Any) -> Any:
 
 
 BAD = {
-    "unit_number": (_set("axes", 2, "unit", value=5), "$.multiscales[0].axes[2].unit: must be a string (got 5)"),
+    "unit_number": (
+        _set("axes", 2, "unit", value=5),
+        "$.multiscales[0].axes[2].unit: must be a string (got 5)",
+    ),
     "unknown_unit": (
         _set("axes", 1, "unit", value="furlong"),
         "$.multiscales[0].axes[1].unit: unknown length unit 'furlong'",
