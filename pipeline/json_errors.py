@@ -40,7 +40,13 @@ from typing import Any
 
 from pipeline.errors import InputFormatError
 
-__all__ = ["json_path", "shown_value", "validation_error", "validation_problem"]
+__all__ = [
+    "json_path",
+    "located_problem",
+    "shown_value",
+    "validation_error",
+    "validation_problem",
+]
 
 # pydantic error types -> what the user reads (the pydantic text for the others)
 _PROBLEMS = {
@@ -168,17 +174,12 @@ def _problem(error: Any) -> str:
     return problem
 
 
-def validation_problem(
+def located_problem(
     exc: Any, document: Any, prefix: Sequence[Any] = (), *, skip: int = 0
-) -> str:
-    """``<json path>: <problem>`` of a pydantic ``ValidationError`` raised validating
-    ``document`` (the JSON value as read): its deepest error, the first of equally deep ones,
-    and how many other problems there are.
-
-    ``prefix``: the place of ``document`` in its file (``("multiscales", 0)``), put before
-    every path. ``skip``: how many leading parts of every error location to leave out (those
-    of a wrapper the caller validated around ``document``, e.g. ``{"items": document}``).
-    """
+) -> tuple[tuple[Any, ...], str]:
+    """The location (keys and indices, from the file's root) and the problem of the error of
+    a pydantic ``ValidationError`` that is shown (see :func:`validation_problem`), for a
+    caller that names the place its own way (an option of the command line)."""
     errors = exc.errors(include_url=False)
     errors = [error for error in errors if not _knock_on(error)] or errors
     located = [_located(error, document, skip) for error in errors]
@@ -191,7 +192,22 @@ def validation_problem(
     others = len({("union", u) if u is not None else i for i, (_, _, u) in enumerate(located)}) - 1
     if others:
         problem += f" ({others} more problem{'s' if others > 1 else ''})"
-    return f"{json_path((*prefix, *loc))}: {problem}"
+    return (*prefix, *loc), problem
+
+
+def validation_problem(
+    exc: Any, document: Any, prefix: Sequence[Any] = (), *, skip: int = 0
+) -> str:
+    """``<json path>: <problem>`` of a pydantic ``ValidationError`` raised validating
+    ``document`` (the JSON value as read): its deepest error, the first of equally deep ones,
+    and how many other problems there are.
+
+    ``prefix``: the place of ``document`` in its file (``("multiscales", 0)``), put before
+    every path. ``skip``: how many leading parts of every error location to leave out (those
+    of a wrapper the caller validated around ``document``, e.g. ``{"items": document}``).
+    """
+    loc, problem = located_problem(exc, document, prefix, skip=skip)
+    return f"{json_path(loc)}: {problem}"
 
 
 def validation_error(

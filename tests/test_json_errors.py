@@ -130,3 +130,14 @@ def test_prefix_places_a_sub_document_and_skip_leaves_out_a_wrapper():
     error = validation_error(info.value, {"items": items}, "in/doc.json")
     assert isinstance(error, InputFormatError)
     assert str(error) == 'in/doc.json: $.items[1].size: must be an integer (got "big")'
+
+
+def test_star_options_name_the_option_of_the_problem_shown():
+    from pipeline.errors import OptionError
+    from pipeline.inputs.star import parse_star_options
+
+    # sphere_radius (depth 1) comes first; tomogram_size[0] (depth 2) is the one shown
+    values = {"sphere_radius": float("nan"), "tomogram_size": (0, 4, 4)}
+    with pytest.raises(OptionError) as info:
+        parse_star_options(values, lambda key: "--" + key.replace("_", "-"), OptionError)
+    assert str(info.value) == "--tomogram-size: must be greater than 0 (got 0) (1 more problem)"
