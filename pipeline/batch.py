@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.db.layout import EntryLocation
+from pipeline.engine.runner import Runner, memory_budget, open_cluster
 from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.inputs.limits import json_int
 from pipeline.inputs.source import is_url
 from pipeline.options import build_options, input_specs, parse_size
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, memory_budget, open_cluster
 
 __all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
 

@@ -6,13 +6,13 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from pipeline.engine.passes import Engine
+from pipeline.engine.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 from pipeline.errors import OptionError
 from pipeline.inputs.registry import VOLUME_KINDS
 from pipeline.inputs.source import copying_objects, is_url
-from pipeline.level_pass import Engine
 from pipeline.options import InputKind, PreprocessOptions
 from pipeline.progress import Progress
-from pipeline.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 from pipeline.workspace import run_folder
 
 __all__ = ["engine_for", "usable_cpus"]

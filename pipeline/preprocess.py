@@ -40,10 +40,11 @@ from pipeline.db.metadata import (
 from pipeline.db.rewrite import rewriting, stage_documents
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
+from pipeline.engine.passes import Engine
+from pipeline.engine.runner import Runner
 from pipeline.engine_setup import engine_for
 from pipeline.inputs.registry import Contents
 from pipeline.inputs.source import using_storage_options
-from pipeline.level_pass import Engine
 from pipeline.model import (
     LabelSource,
     VolumeSource,
@@ -63,7 +64,6 @@ from pipeline.plan import (
     warn_viewer_id,
 )
 from pipeline.progress import NO_PROGRESS, Progress, Reporter
-from pipeline.runner import Runner
 from pipeline.workspace import run_folder, tidy
 
 if TYPE_CHECKING:

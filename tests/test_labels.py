@@ -15,8 +15,8 @@ from pipeline.algorithms.levels import plan_levels
 from pipeline.build.lattices import write_lattice
 from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
+from pipeline.engine.passes import threaded_engine
 from pipeline.errors import InputFormatError
-from pipeline.level_pass import threaded_engine
 from pipeline.model import LabelSource
 from pipeline.options import Compressor, LevelOptions
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,9 @@ from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
 from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
-from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
+from pipeline.engine.passes import Engine, LabelJob, run_label_pass
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.level_pass import Engine, LabelJob, run_label_pass
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -55,17 +54,14 @@ class RepeatedTarget:
     stored under every array's keys."""
 
     targets: tuple[ArrayTarget, ...]
-    # the archive every copy is written to; None once detached for a cluster worker (which
-    # only encodes: the client stores), like ``ArrayTarget.sink``
-    sink: KeySink | None = None
-
-    def __post_init__(self) -> None:
-        copies = tuple(replace(t, sink=self.sink) for t in self.targets)
-        object.__setattr__(self, "targets", copies)
 
     @property
     def path(self) -> str:
         return self.targets[0].path
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.targets[0].dtype
 
     def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
         first = self.targets[0]
@@ -75,11 +71,6 @@ class RepeatedTarget:
             for target in self.targets
             for key, data in chunks
         ]
-
-    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
-        if self.sink is None:
-            raise ValueError(f"{self.path}: detached target cannot store chunks")
-        self.sink.put_many(self.encode(block, origin))
 
 
 def check_lattice_grid(
@@ -222,7 +213,7 @@ def write_lattice(
                 ]
                 target = copies[0]
                 if len(copies) > 1:
-                    target = RepeatedTarget(tuple(copies), writer.sink)
+                    target = RepeatedTarget(tuple(copies))
             next_level = step.next_levels[t]
             jobs.append(LabelJob(step.sources[t], str(labels.path), luts[t], target, next_level))
         results = run_label_pass(

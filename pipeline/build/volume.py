@@ -15,9 +15,9 @@ from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import QUANTIZATION_ATTRIBUTE, volume_key
 from pipeline.db.metadata import quantization_record
 from pipeline.db.writer import ArrayTarget, DataWriter
+from pipeline.engine.passes import Engine, LevelJob, run_pass
 from pipeline.errors import InputFormatError
 from pipeline.inputs.compressed import check_free_space
-from pipeline.level_pass import Engine, LevelJob, run_pass
 from pipeline.model import LabelSource, VolumeSource
 from pipeline.options import PreprocessOptions
 from pipeline.progress import Reporter

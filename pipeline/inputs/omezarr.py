@@ -394,6 +394,11 @@ class OmeZarrView:
         self._missing = len(_SPATIAL) - len(present)
         self._perm = tuple(names.index(r) for r in _SPATIAL)
 
+    @property
+    def worker_readable(self) -> bool:
+        """A cluster worker reads an image at a URL (fsspec) itself, a local one not."""
+        return type(self.array.store).__name__ == "FsspecStore"
+
     def __dask_tokenize__(self) -> Any:
         return ("omezarr-view", str(self.array.store), self.array.path, self.fixed, self.spatial)
 

@@ -44,7 +44,6 @@ __all__ = [
     "storage_options",
     "supports_ranges",
     "using_storage_options",
-    "worker_readable",
     "zarr_store",
 ]
 
@@ -517,6 +516,8 @@ class RemoteRawArray(RawArrayFile):
     """A raw C-order array at ``offset`` in a URL's object (an MRC data block), read by ranged
     requests: the contiguous runs of a region, runs closer than 64 KiB fetched as one."""
 
+    worker_readable = True  # a cluster worker reads the URL itself (the engine's protocol)
+
     def __init__(
         self,
         url: str,
@@ -576,18 +577,6 @@ class RemoteRawArray(RawArrayFile):
             for position, index in group:
                 piece = data[position - start : position - start + run_bytes]
                 out[index].reshape(-1).view(np.uint8)[:] = np.frombuffer(piece, np.uint8)
-
-
-def worker_readable(arr: Any) -> bool:
-    """Whether a lazy array reads a URL's object itself (a worker without the client's file
-    system can read it), looking through transposed and cast views."""
-    while not isinstance(arr, RemoteRawArray) and hasattr(arr, "base"):
-        arr = arr.base
-    if isinstance(arr, RemoteRawArray):
-        return True
-    array = getattr(arr, "array", None)  # an OME-Zarr view
-    store = getattr(array, "store", None)
-    return type(store).__name__ == "FsspecStore"
 
 
 def local_copy_folder(scratch: Path | None) -> Path:
