@@ -102,7 +102,7 @@ def _rewrite(
 ) -> None:
     """Commit the entry's documents (a document that is None goes), and a data.zip without
     the members under ``drop``."""
-    from pipeline.db.documents import write_document
+    from pipeline.db.documents import write_documents
 
     files = documents.files()
     shown = location.folder / DATA_ZIP
@@ -130,10 +130,7 @@ def _rewrite(
         else:  # only the JSON documents change: keep the archive as it is
             link_file(entry_fd, DATA_ZIP, staged.data_zip, shown)
         # only the entry's own files: stray files are reported by validate, never carried
-        for name, data in files.items():  # metadata.json last (the fallback's order)
-            if data is not None:
-                write_document(staged.folder / name, data)
-                names.append(name)
+        names += write_documents(staged.folder, files)  # metadata.json last (the fallback's)
         staged.replace_existing(names)
 
 

@@ -779,14 +779,9 @@ def _existing_grid(documents: EntryDocuments, location: EntryLocation) -> tuple[
 def _stage_documents(staged_folder: Path, documents: EntryDocuments) -> list[str]:
     """Write the entry's documents into the staged folder; returns their names (metadata.json
     last)."""
-    from pipeline.db.documents import write_document
+    from pipeline.db.documents import write_documents
 
-    names = []
-    for name, data in documents.files().items():
-        if data is not None:
-            write_document(staged_folder / name, data)
-            names.append(name)
-    return names
+    return write_documents(staged_folder, documents.files())
 
 
 def _extend(
