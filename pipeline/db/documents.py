@@ -123,7 +123,10 @@ class _SchemaError(ValueError):
     ):
         self.loc, self.message, self.value, self.show = loc, message, value, show
         self.kind = kind  # the value is not of the type (rather than out of bounds)
-        super().__init__(self.describe())
+        super().__init__(loc, message)
+
+    def __str__(self) -> str:
+        return self.describe()
 
     def describe(self) -> str:
         """``$.json.path: message (got value)``."""
@@ -178,8 +181,20 @@ def _annotated(inner: Checker, constraints: list[Any]) -> Checker:
     return check
 
 
-def _union(options: list[Checker]) -> Checker:
+def _union(options: list[Checker], kinds: list[tuple[type, ...]]) -> Checker:
+    """``kinds``: per option, the Python types of the values it may accept (empty: any)."""
+    by_type: dict[type, Checker] = {}
+    for option, types_ in zip(options, kinds, strict=True):
+        if not types_:
+            by_type.clear()
+            break
+        for t in types_:
+            by_type.setdefault(t, option)
+
     def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        option = by_type.get(type(v))
+        if option is not None:  # the one option for values of this type
+            return option(v, loc, as_read)
         errors = []
         for option in options:
             try:
@@ -217,9 +232,14 @@ def _dict(value: Checker) -> Checker:
 
 def _literal(choices: tuple[Any, ...]) -> Checker:
     expected = " or ".join(repr(c) for c in choices)
+    allowed = frozenset((type(c), c) for c in choices)
 
     def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
-        if not any(type(v) is type(c) and v == c for c in choices):
+        try:
+            known = (type(v), v) in allowed
+        except TypeError:  # unhashable
+            known = False
+        if not known:
             raise _SchemaError(loc, f"Input should be {expected}", v)
         return v
 
@@ -253,7 +273,7 @@ def _checker(tp: Any) -> Checker:
     if origin is Annotated:
         return _annotated(_checker(args[0]), list(tp.__metadata__))
     if origin in (typing.Union, types.UnionType):
-        return _union([_checker(a) for a in args])
+        return _union([_checker(a) for a in args], [_kinds(a) for a in args])
     if origin is Literal:
         return _literal(args)
     if origin is list:
@@ -263,6 +283,22 @@ def _checker(tp: Any) -> Checker:
     if isinstance(tp, type) and issubclass(tp, _Doc):
         return _model(tp)
     raise TypeError(f"no checker for {tp!r}")
+
+
+def _kinds(tp: Any) -> tuple[type, ...]:
+    """The Python types of the values an annotation may accept (empty: any, or unknown)."""
+    if typing.get_origin(tp) is Annotated:
+        return _kinds(typing.get_args(tp)[0])
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return tuple({type(c) for c in typing.get_args(tp)})
+    if origin in (list, dict):
+        return (origin,)
+    if isinstance(tp, type) and issubclass(tp, _Doc):
+        return (dict, tp)
+    if tp in (str, int, float, bool, type(None)):
+        return (tp,)
+    return ()
 
 
 def _dump(v: Any) -> Any:
