@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from pipeline.db.writer import DataWriter
+from pipeline.engine.passes import LevelJob, run_pass, threaded_engine
 from pipeline.inputs.mrc import memory_order, mrc_array, read_mrc_layout
-from pipeline.level_pass import LevelJob, run_pass, threaded_engine
 from pipeline.options import Compressor
 
 

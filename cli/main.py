@@ -521,7 +521,7 @@ def batch_command(entry_list: Path, skip_existing: bool, **kw: Any) -> None:
 )
 def star_to_geometric_command(**kw: Any) -> None:
     """Convert a RELION particle STAR file into spheres (geometric segmentation input JSON)."""
-    from pipeline.geometric import star_to_geometric
+    from pipeline.build.geometric import star_to_geometric
     from pipeline.inputs.star import STAR_OPTION_KEYS, parse_star_options
 
     values = {k: kw[k] for k in STAR_OPTION_KEYS}

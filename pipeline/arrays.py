@@ -22,6 +22,7 @@ __all__ = [
     "RawArrayFile",
     "ShapeOnlyArray",
     "TransposedArray",
+    "contiguous_runs",
     "create_scratch",
     "region_bounds",
     "remove_scratch",
@@ -59,7 +60,7 @@ def region_bounds(key: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
     return out
 
 
-def _runs(bounds: list[tuple[int, int]], shape: tuple[int, ...]) -> tuple[int, list[Any]]:
+def contiguous_runs(bounds: list[tuple[int, int]], shape: tuple[int, ...]) -> tuple[int, list[Any]]:
     """Split a C-order region into contiguous runs: returns the first axis k from which the
     region covers whole trailing axes, and the index tuples of the leading axes."""
     k = len(shape) - 1
@@ -163,7 +164,7 @@ class RawArrayFile:
     def _transfer(
         self, fd: int, bounds: list[tuple[int, int]], buf: np.ndarray, write: bool
     ) -> None:
-        k, leading = _runs(bounds, self.shape)
+        k, leading = contiguous_runs(bounds, self.shape)
         item = self.file_dtype.itemsize
         strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
         tail_start = sum(a * s for (a, _), s in zip(bounds[k:], strides[k:], strict=True))

@@ -21,25 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.db.layout import EntryLocation
+from pipeline.engine.runner import Runner, memory_budget, open_cluster
 from pipeline.errors import InputFormatError, PreprocessorError
+from pipeline.inputs.limits import json_int
 from pipeline.inputs.source import is_url
-from pipeline.options import OPTION_DEFAULTS, build_options, input_specs, parse_size
+from pipeline.options import build_options, input_specs, parse_size
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import Runner, memory_budget, open_cluster
 
 __all__ = ["BatchEntry", "BatchResult", "read_batch", "run_batch"]
-
-_REQUIRED = ("entry_id", "source_db", "inputs")
-_PER_ENTRY = frozenset(OPTION_DEFAULTS) - {
-    "scheduler",
-    "workers",
-    "max_memory",
-    "dry_run",
-    "transfer",
-    "storage_options",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class BatchEntry:
@@ -66,36 +56,16 @@ class BatchResult:
         return self.error is None
 
 
-def _inputs_field(value: Any, base: Path, where: str, path: Path) -> list[tuple[str, str]]:
-    """``[{"path", "kind"}…]``, ``[[path, kind]…]`` (JSON) or ``kind:path;kind:path`` (CSV)."""
-    pairs: list[tuple[str, str]] = []
-    if isinstance(value, str):
-        for item in filter(None, (part.strip() for part in value.split(";"))):
-            kind, sep, file = item.partition(":")
-            if not sep or not file:
-                raise InputFormatError(f"{where}: input {item!r} is not kind:path", path)
-            pairs.append((file.strip(), kind.strip()))
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict) and {"path", "kind"} <= set(item):
-                pairs.append((str(item["path"]), str(item["kind"])))
-            elif isinstance(item, list | tuple) and len(item) == 2:
-                pairs.append((str(item[0]), str(item[1])))
-            else:
-                raise InputFormatError(
-                    f"{where}: each input is {{'path': ..., 'kind': ...}}, got {item!r}", path
-                )
-    else:
-        raise InputFormatError(f"{where}: 'inputs' must be a list or kind:path;kind:path", path)
-    if not pairs:
-        raise InputFormatError(f"{where}: no inputs", path)
-    return [
-        (str(base / file) if not (is_url(file) or Path(file).is_absolute()) else file, kind)
-        for file, kind in pairs
-    ]
+def _entry(raw: dict[str, Any], n: int, path: Path, csv_row: bool) -> BatchEntry:
+    """Row ``n`` checked with :class:`pipeline.inputs.json_models.BatchRow`. Its problems are
+    said as ``row 3: <field>: ...`` (CSV, counting the header as row 1) or with their JSON
+    path ``$[2].<field>: ...``."""
+    from pydantic import ValidationError
 
+    from pipeline.inputs.json_models import BatchRow
+    from pipeline.json_errors import validation_problem
 
-def _entry(raw: dict[str, Any], where: str, path: Path) -> BatchEntry:
+    where = f"row {n}" if csv_row else f"$[{n}]"
     if None in raw:  # csv.DictReader's key for cells beyond the header
         raise InputFormatError(
             f"{where}: more cells than columns (separate inputs with ';': kind:path;kind:path)",
@@ -103,45 +73,47 @@ def _entry(raw: dict[str, Any], where: str, path: Path) -> BatchEntry:
         )
     fields = {k.strip().replace("-", "_"): v for k, v in raw.items()}
     fields = {k: v for k, v in fields.items() if v not in ("", None)}
-    missing = [k for k in _REQUIRED if k not in fields]
-    if missing:
-        raise InputFormatError(f"{where}: missing {', '.join(missing)}", path)
-    unknown = sorted(set(fields) - set(_REQUIRED) - {"source_db_id", "source_db_name"} - _PER_ENTRY)
-    if unknown:
-        raise InputFormatError(f"{where}: unknown field(s) {', '.join(unknown)}", path)
-    for name in ("entry_id", "source_db", "source_db_id", "source_db_name"):
-        if name in fields and not isinstance(fields[name], str):
-            raise InputFormatError(f"{where}: {name} must be a string", path)
-    fields["inputs"] = _inputs_field(fields["inputs"], path.parent, where, path)
-    fields.setdefault("source_db_id", fields["entry_id"])
-    fields.setdefault("source_db_name", fields["source_db"])
     flag = fields.get("remove_original_resolution")
     if isinstance(flag, str):  # CSV cells are text
         if flag.strip().lower() not in ("1", "true", "yes", "0", "false", "no"):
-            raise InputFormatError(f"{where}: remove_original_resolution is not a yes/no", path)
+            raise InputFormatError(
+                f"{_field(where, 'remove_original_resolution', csv_row)}: not a yes/no", path
+            )
         fields["remove_original_resolution"] = flag.strip().lower() in ("1", "true", "yes")
-    elif flag is not None and not isinstance(flag, bool):
-        raise InputFormatError(f"{where}: remove_original_resolution must be true or false", path)
-    for name in ("min_size_per_downsampling_lvl_mb", "max_size_per_downsampling_lvl_mb"):
+    for name, kind in (
+        ("min_size_per_downsampling_lvl_mb", float),
+        ("max_size_per_downsampling_lvl_mb", float),
+        ("min_downsampling_level", int),
+        ("max_downsampling_level", int),
+    ):
         if isinstance(fields.get(name), str):
-            fields[name] = _number(fields[name], float, name, where, path)
-    for name in ("min_downsampling_level", "max_downsampling_level"):
-        if isinstance(fields.get(name), str):
-            fields[name] = _number(fields[name], int, name, where, path)
-        if name in fields and (isinstance(fields[name], bool) or not isinstance(fields[name], int)):
-            raise InputFormatError(f"{where}: {name} must be a whole number", path)
-    for name in ("min_size_per_downsampling_lvl_mb", "max_size_per_downsampling_lvl_mb"):
-        value = fields.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InputFormatError(f"{where}: {name} must be a number", path)
-    return BatchEntry(where, fields)
-
-
-def _number(text: str, kind: type, name: str, where: str, path: Path) -> Any:
+            try:
+                fields[name] = kind(fields[name])
+            except ValueError:
+                raise InputFormatError(
+                    f"{_field(where, name, csv_row)}: not a number: {fields[name]!r}", path
+                ) from None
     try:
-        return kind(text)
-    except ValueError:
-        raise InputFormatError(f"{where}: {name} is not a number: {text!r}", path) from None
+        row = BatchRow.model_validate(fields)
+    except ValidationError as exc:
+        problem = validation_problem(exc, fields)  # "$.<field>...: <problem>"
+        if csv_row:  # "row 3: inputs: ..."
+            located = problem[1:].removeprefix(".")
+            problem = f"{where}{located}" if located.startswith(":") else f"{where}: {located}"
+        else:  # "$[2].inputs: ..."
+            problem = where + problem[1:]
+        raise InputFormatError(problem, path) from None
+    fields["inputs"] = [
+        (str(path.parent / file) if not (is_url(file) or Path(file).is_absolute()) else file, kind)
+        for file, kind in row.inputs
+    ]
+    fields.setdefault("source_db_id", fields["entry_id"])
+    fields.setdefault("source_db_name", fields["source_db"])
+    return BatchEntry(where if csv_row else f"entry {n}", fields)
+
+
+def _field(where: str, name: str, csv_row: bool) -> str:
+    return f"{where}: {name}" if csv_row else f"{where}.{name}"
 
 
 def read_batch(path: Path) -> list[BatchEntry]:
@@ -155,19 +127,24 @@ def read_batch(path: Path) -> list[BatchEntry]:
         raise InputFormatError(f"cannot read the batch list: {exc}", path) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         try:
-            rows = json.loads(text)
+            rows = json.loads(text, parse_int=json_int(path))
         except json.JSONDecodeError as exc:
             raise InputFormatError(f"not valid JSON: {exc}", path) from None
         except RecursionError:
             raise InputFormatError("not valid JSON: nested too deeply", path) from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise InputFormatError("a JSON batch list is a list of objects", path)
-        entries = [_entry(r, f"entry {i}", path) for i, r in enumerate(rows)]
+        if not isinstance(rows, list):
+            raise InputFormatError("$: a JSON batch list is a list of objects", path)
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise InputFormatError(f"$[{i}]: must be a JSON object", path)
+        entries = [_entry(r, i, path, csv_row=False) for i, r in enumerate(rows)]
     else:
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames:
             raise InputFormatError("empty CSV batch list (a header row is needed)", path)
-        entries = [_entry(r, f"row {i}", path) for i, r in enumerate(reader, start=2)]
+        entries = [
+            _entry(r, i, path, csv_row=True) for i, r in enumerate(reader, start=2)
+        ]
     if not entries:
         raise InputFormatError("the batch list has no entries", path)
     seen: dict[str, str] = {}

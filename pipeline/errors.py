@@ -19,8 +19,11 @@ __all__ = [
     "InputAccessError",
     "InputFormatError",
     "InputNotFoundError",
+    "InsufficientSpaceError",
     "OptionError",
     "PreprocessorError",
+    "SnapshotError",
+    "SymlinkRefusedError",
     "UnsupportedInputError",
 ]
 
@@ -87,3 +90,16 @@ class DamagedEntryError(PreprocessorError):
 
 class EntryLockedError(PreprocessorError, BlockingIOError):
     """Another process is writing the entry (``pipeline.db.lock``)."""
+
+
+class InsufficientSpaceError(PreprocessorError, OSError):
+    """A folder has less free space than a run's declared sizes need."""
+
+
+class SymlinkRefusedError(PreprocessorError, OSError):
+    """A symlink (or another kind of file) where the database layout expects a folder or file."""
+
+
+class SnapshotError(Exception):
+    """An entry cannot be read at all (gone, not a folder, unreadable files): raised by
+    ``pipeline.db.snapshot`` and reported by ``validate`` as a finding, not a user error."""

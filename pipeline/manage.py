@@ -4,30 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import COMMITTED, _after_commit_hook, staged_entry
-from pipeline.db.layout import DATA_ZIP, VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
+from pipeline.db.commit import COMMITTED, after_commit_hook
+from pipeline.db.layout import VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
+from pipeline.db.rewrite import rewriting
 from pipeline.db.safefs import (
     STAGING,
     ensure_dir,
-    link_file,
     open_dir,
-    open_file,
     opened_dir,
-    opened_entry,
     opened_root,
     remove_dead_staging,
     remove_tree,
     staging_name,
 )
-from pipeline.db.sinks import new_archive
-from pipeline.errors import DamagedEntryError, EntryNotFoundError, InputFormatError, OptionError
-from pipeline.inputs.annotations import check_annotations_document
+from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
 from pipeline.inputs.extra_data import load_json
+from pipeline.json_errors import json_path, validation_problem
 
 if TYPE_CHECKING:
     from pipeline.db.documents import EntryDocuments
@@ -53,7 +49,7 @@ def delete_entry(location: EntryLocation) -> None:
         entry_folder_fds = _entry_fds(location)
         if entry_folder_fds is None:
             raise EntryNotFoundError(
-                f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
+                f"entry {location.key} does not exist", location.folder
             )
         source = entry_folder_fds
         try:
@@ -65,9 +61,9 @@ def delete_entry(location: EntryLocation) -> None:
                 remove_dead_staging(staging)
                 trash = staging_name(location.source_db, location.entry_id)
                 os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
-                COMMITTED.append(f"{location.source_db}/{location.entry_id}")
+                COMMITTED.append(location.key)
                 tidy = True  # the deletion is the outcome: tidy up an empty _staging found
-                _after_commit_hook()
+                after_commit_hook()
                 remove_tree(staging, trash)
             finally:
                 os.close(staging)
@@ -102,40 +98,11 @@ def _rewrite(
 ) -> None:
     """Commit the entry's documents (a document that is None goes), and a data.zip without
     the members under ``drop``."""
-    from pipeline.db.documents import write_documents
-
-    files = documents.files()
-    shown = location.folder / DATA_ZIP
-    with (
-        staged_entry(location) as staged,
-        opened_entry(location.db_path, location.source_db, location.entry_id) as entry_fd,
-    ):
+    with rewriting(location) as rewrite:
         # removals: metadata stops naming what goes before data.zip loses it
-        names = []
         if drop:
-            try:
-                with (
-                    new_archive(staged.data_zip) as sink,
-                    os.fdopen(open_file(entry_fd, DATA_ZIP, os.O_RDONLY, shown), "rb") as raw,
-                    zipfile.ZipFile(raw) as zf,
-                ):
-                    for info in zf.infolist():
-                        if not info.filename.startswith(drop):
-                            sink.put(info.filename, zf.read(info))
-            except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
-                raise DamagedEntryError(
-                    f"{_entry(location)}: damaged: {DATA_ZIP}: {exc}; run validate"
-                ) from exc
-            names.append(DATA_ZIP)
-        else:  # only the JSON documents change: keep the archive as it is
-            link_file(entry_fd, DATA_ZIP, staged.data_zip, shown)
-        # only the entry's own files: stray files are reported by validate, never carried
-        names += write_documents(staged.folder, files)  # metadata.json last (the fallback's)
-        staged.replace_existing(names)
-
-
-def _entry(location: EntryLocation) -> str:
-    return f"{location.source_db}/{location.entry_id}"
+            rewrite.drop(drop)
+        rewrite.commit(documents)
 
 
 def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> None:
@@ -156,7 +123,7 @@ def remove_segmentation(location: EntryLocation, ids: list[str], kind: str) -> N
         if unknown:
             noun = "geometric segmentation" if kind == "geometric" else kind
             raise OptionError(
-                f"no {noun} {', '.join(unknown)} in entry {_entry(location)} "
+                f"no {noun} {', '.join(unknown)} in entry {location.key} "
                 f"(it has: {', '.join(present) or 'none'})"
             )
         documents.remove_segmentations(model_kind, ids)
@@ -183,20 +150,26 @@ def remove_volume(location: EntryLocation) -> None:
 
 
 def _items(path: Path, key: str) -> list[dict[str, Any]]:
-    """Items of a JSON file (a list, an object by id, or ``{key: ...}``), checked like
-    ``custom_annotations``."""
+    """Items of an edit document (a list, an object by id, or ``{key: either}``), each checked
+    like the items of ``custom_annotations``
+    (:func:`pipeline.inputs.json_models.edit_items_adapter`)."""
+    from pydantic import ValidationError
+
+    from pipeline.inputs.json_models import edit_items_adapter
+
     doc = load_json(path)
+    prefix: tuple[str, ...] = ()
+    items = doc
     if isinstance(doc, dict) and key in doc:
-        doc = doc[key]
-    if isinstance(doc, dict):
-        doc = list(doc.values())
-    if not isinstance(doc, list) or not all(
-        isinstance(d, dict) and isinstance(d.get("id"), str) for d in doc
-    ):
-        raise InputFormatError(f"expected a list of {key} objects, each with a string id", path)
-    document = {key: {d["id"]: d for d in doc} if key == "descriptions" else doc}
-    check_annotations_document(document, path)
-    return doc
+        prefix, items = (key,), doc[key]
+    if not isinstance(items, list | dict):
+        expected = f"expected a list of {key} objects, or an object by id"
+        raise InputFormatError(f"{json_path(prefix)}: {expected}", path)
+    try:
+        edit_items_adapter(key, by_id=isinstance(items, dict)).validate_python(items)
+    except ValidationError as exc:
+        raise InputFormatError(validation_problem(exc, doc, prefix), path) from None
+    return list(items.values()) if isinstance(items, dict) else items
 
 
 def _edit(location: EntryLocation, path: Path, key: str) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.arrays import LazyArray
+from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, OptionError
-from pipeline.options import validate_name
 
 __all__ = [
     "RGBA",

@@ -9,11 +9,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.errors import OptionError
+
+if TYPE_CHECKING:  # re-exported through __getattr__: importing options loads no part of the db
+    from pipeline.db.names import validate_name
 
 __all__ = [
     "OPTION_DEFAULTS",
@@ -110,9 +113,6 @@ class LevelOptions:
             )
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
 def parse_dtype(text: str, option: str) -> np.dtype:
     """Parse a numpy dtype string (``f4``, ``float32``, ``u1`` ...) naming a real number type.
 
@@ -149,16 +149,6 @@ def parse_size(text: str, option: str) -> int:
     if not 1 <= value < 2**62:
         raise OptionError(f"{option}: {text!r} is not a size between 1 byte and 4 EiB")
     return int(value)
-
-
-def validate_name(value: str, option: str) -> str:
-    """A database folder name: no path separators, no ``..``, not starting with ``_`` or ``.``."""
-    if not _NAME_RE.fullmatch(value) or ".." in value:
-        raise OptionError(
-            f"{option}: {value!r} is not a valid name (letters, digits, '.', '_', '-'; "
-            "must start with a letter or digit; no '/' or '..')"
-        )
-    return value
 
 
 def validate_run_options(
@@ -205,6 +195,10 @@ class PreprocessOptions:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise OptionError("at least one --input-path/--input-kind pair is required")
+        # the naming rules live in the db layer; imported here, so that importing options (as
+        # the engine and the algorithms do) loads no part of the database
+        from pipeline.db.names import validate_name
+
         validate_name(self.entry_id, "--entry-id")
         validate_name(self.source_db, "--source-db")
         if self.quantize_dtype is not None and self.quantize_dtype not in (
@@ -380,3 +374,12 @@ def build_options(fields: dict[str, Any]) -> PreprocessOptions:
         storage_options=parse_storage_options(f["storage_options"]),
         transfer=f["transfer"],
     )
+
+
+def __getattr__(name: str) -> Any:
+    # ``validate_name`` stays importable from here, loaded on first use (see __post_init__)
+    if name == "validate_name":
+        from pipeline.db.names import validate_name
+
+        return validate_name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

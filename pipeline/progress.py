@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["NO_PROGRESS", "Progress"]
+__all__ = ["NO_PROGRESS", "Progress", "Reporter"]
+
+# where a run's warnings go (one line each)
+Reporter = Callable[[str], None]
 
 _BAR = 24
 _REDRAW = 0.1  # seconds between two redraws of a bar

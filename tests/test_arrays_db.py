@@ -65,7 +65,7 @@ def test_zip_hierarchy_reads_back_with_zarr_and_zipfile(tmp_path, order):
     )
     block = np.asfortranarray(data) if order == "F" else data
     threads = [
-        threading.Thread(target=target.write_block, args=(block[a:b], (a, 0, 0)))
+        threading.Thread(target=writer.write_block, args=(target, block[a:b], (a, 0, 0)))
         for a, b in [(0, 64), (64, 70)]
     ]
     for t in threads:
@@ -115,7 +115,7 @@ def test_zip_sink_is_a_zarr_zip_store(tmp_path):
     data = np.arange(100, dtype=np.uint16).reshape(10, 10)
     sink = ZipSink(tmp_path / "z.zip")
     writer = DataWriter(sink, Compressor.ZSTD)
-    writer.array("a", data.shape, data.dtype, (4, 4)).write_block(data, (0, 0))
+    writer.write_block(writer.array("a", data.shape, data.dtype, (4, 4)), data, (0, 0))
     writer.finish()
     sink.close()
     store = zarr.storage.ZipStore(tmp_path / "z.zip", mode="r")

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, preprocess_args, tree_digest, write_mrc
 
 from pipeline.options import InputKind
-from pipeline.preprocess import SUPPORTED_KINDS
+from pipeline.plan import SUPPORTED_KINDS
 
 _ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,10 +106,16 @@ def test_sample_naming_missing_frames_or_lattices_is_refused(
 @pytest.mark.parametrize(
     "document, message",
     [
-        ({"descriptions": []}, "descriptions must be an object"),
-        ({"descriptions": {"a": {"id": "b", "target_kind": "lattice"}}}, "differs from its key"),
-        ({"descriptions": {"a": {"id": "a", "target_kind": "cube"}}}, "unknown target_kind"),
-        ({"segment_annotations": [{"id": "x"}]}, "missing segment_kind"),
+        ({"descriptions": []}, "$.descriptions: must be a JSON object"),
+        (
+            {"descriptions": {"a": {"id": "b", "target_kind": "lattice"}}},
+            "$.descriptions: item 'a': id 'b' differs from its key",
+        ),
+        (
+            {"descriptions": {"a": {"id": "a", "target_kind": "cube"}}},
+            "$.descriptions.a.target_kind: must be 'lattice'",
+        ),
+        ({"segment_annotations": [{"id": "x"}]}, "$.segment_annotations[0].segment_kind: missing"),
         (
             {
                 "segment_annotations": [
@@ -121,15 +128,15 @@ def test_sample_naming_missing_frames_or_lattices_is_refused(
                     }
                 ]
             },
-            "color must be four numbers",
+            "$.segment_annotations[0].color: must have at least 4 items, not 3",
         ),
-        ({"colour": 1}, "unknown key(s) colour"),
+        ({"colour": 1}, "$: unknown key(s) colour"),
     ],
 )
 def test_invalid_documents(tmp_path, document, message):
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(document))
-    with pytest.raises(InputFormatError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InputFormatError, match=re.escape(f"{path}: {message}")):
         read_custom_annotations(path)
 
 

@@ -61,14 +61,27 @@ def test_full_document_and_alias(tmp_path):
     "document, message",
     [
         ("{not json", "invalid JSON"),
-        ([1, 2], "top level must be a JSON object"),
-        ({"volume": {"voxel_size": [1, 2]}}, "volume.voxel_size must be a list of three"),
-        ({"volume": {"voxel_size": [1, 0, 2]}}, "positive"),
-        ({"volume": {"voxel_size": [1, "2", 3]}}, "volume.voxel_size"),
-        ({"volume": {"voxelsize": [1, 2, 3]}}, "unknown key(s) voxelsize"),
-        ({"segmentation": {"segmentation_ids_mapping": {"a": 3}}}, "must be a non-empty string"),
-        ({"entry_metadata": {"url": 5}}, "entry_metadata.url"),
-        ({"extras": {}}, "unknown key(s) extras"),
+        ([1, 2], "$: must be a JSON object"),
+        (
+            {"volume": {"voxel_size": [1, 2]}},
+            "$.volume.voxel_size: must have at least 3 items, not 2",
+        ),
+        ({"volume": {"voxel_size": [1, 0, 2]}}, "$.volume.voxel_size[1]: must be greater than 0"),
+        (
+            {"volume": {"voxel_size": [1, "2", 3]}},
+            '$.volume.voxel_size[1]: must be a number (got "2")',
+        ),
+        ({"volume": {"voxelsize": [1, 2, 3]}}, "$.volume: unknown key(s) voxelsize"),
+        (
+            {"segmentation": {"segmentation_ids_mapping": {"a": 3}}},
+            "$.segmentation.segmentation_ids_mapping.a: must be a string (got 3)",
+        ),
+        (
+            {"segmentation": {"segmentation_ids_mapping": {"a": ""}}},
+            "$.segmentation.segmentation_ids_mapping.a: must not be empty",
+        ),
+        ({"entry_metadata": {"url": 5}}, "$.entry_metadata.url: must be a string"),
+        ({"extras": {}}, "$: unknown key(s) extras"),
     ],
 )
 def test_invalid_documents_name_the_file_and_the_problem(tmp_path, document, message):

@@ -307,21 +307,24 @@ def _one_primitive(kind, **parameters):
 
 ROTATION = {"axis": [0, 0, 1], "radians": 0.5}
 INVALID = [
-    (_one_primitive("sphere", center=[0, 0, 0], radius=-1), "(sphere): radius must be >= 0"),
-    (_one_primitive("sphere", center=[0, 0], radius=1), "(sphere): center must be a list of three"),
+    (_one_primitive("sphere", center=[0, 0, 0], radius=-1), "[1].parameters: radius must be >= 0"),
+    (
+        _one_primitive("sphere", center=[0, 0], radius=1),
+        "[1].parameters: center must be a list of three",
+    ),
     (_one_primitive("sphere", center=[0, "a", 0], radius=1), "center must be a finite number"),
     (_one_primitive("sphere", center=[0, math.nan, 0], radius=1), "finite number"),
     (_one_primitive("sphere", center=[0, 0, 0], radius=1e999), "radius must be a finite"),
-    (_one_primitive("sphere", center=[0, 0, 0]), "(sphere): missing parameter(s) radius"),
+    (_one_primitive("sphere", center=[0, 0, 0]), "[1].parameters: missing parameter(s) radius"),
     (_one_primitive("sphere", center=[0, 0, 0], radius=1, radias=2), "unknown parameter(s) radias"),
-    (_one_primitive("cube", center=[0, 0, 0]), "(cube): unknown kind"),
+    (_one_primitive("cube", center=[0, 0, 0]), "[1].kind: unknown kind 'cube'"),
     (
         _one_primitive("cylinder", start=[0, 0, 0], end=[1, 1, 1], radius_bottom=1, radius_top=-2),
-        "(cylinder): radius_top must be >= 0",
+        "[1].parameters: radius_top must be >= 0",
     ),
     (
         _one_primitive("box", translation=[0, 0, 0], scaling=[1, 0, 1], rotation=ROTATION),
-        "(box): scaling must be three numbers > 0",
+        "[1].parameters: scaling must be three numbers > 0",
     ),
     (
         _one_primitive(
@@ -330,13 +333,13 @@ INVALID = [
             scaling=[1, 1, 1],
             rotation={"axis": [0, 0, 0], "radians": 1},
         ),
-        "(pyramid): rotation.axis must not be the zero vector",
+        "[1].parameters: rotation.axis must not be the zero vector",
     ),
     (
         _one_primitive(
             "box", translation=[0, 0, 0], scaling=[1, 1, 1], rotation={"axis": [1, 0, 0]}
         ),
-        "(box): rotation must be an object",
+        "[1].parameters: rotation must be an object",
     ),
     (
         _one_primitive(
@@ -346,7 +349,7 @@ INVALID = [
             dir_minor=[2, 0, 0],
             radius_scale=[1, 1, 1],
         ),
-        "(ellipsoid): dir_major and dir_minor must not be",
+        "[1].parameters: dir_major and dir_minor must not be",
     ),
     (
         _one_primitive(
@@ -356,10 +359,16 @@ INVALID = [
             dir_minor=[0, 1, 0],
             radius_scale=[1, -1, 1],
         ),
-        "(ellipsoid): radius_scale must be >= 0",
+        "[1].parameters: radius_scale must be >= 0",
     ),
-    (_one_primitive("sphere", center=[0, 0, 0], radius=1, color=[1, 2, 0]), "color must be"),
-    (_one_primitive("sphere", center=[0, 0, 0], radius=1, label=3), "label must be a string"),
+    (
+        _one_primitive("sphere", center=[0, 0, 0], radius=1, color=[1, 2, 0]),
+        "[1].parameters.color[1]: must be less than or equal to 1 (got 2)",
+    ),
+    (
+        _one_primitive("sphere", center=[0, 0, 0], radius=1, label=3),
+        "[1].parameters.label: must be a string (got 3)",
+    ),
     (
         {
             "shape_primitives_input": {
@@ -369,7 +378,7 @@ INVALID = [
                 ]
             }
         },
-        "primitive 1 (sphere): id 0 is already used by primitive 0",
+        ": id 0 of [1] is already used by [0]",
     ),
     (
         {
@@ -383,7 +392,7 @@ INVALID = [
                 ]
             }
         },
-        "primitive 1 (sphere): id must be an integer",
+        "[1].parameters.id: must be an integer (got true)",
     ),
     (
         {
@@ -394,7 +403,7 @@ INVALID = [
                 ]
             }
         },
-        "primitive 1 (sphere): unknown key(s) center, id, radius",
+        "[1]: unknown key(s) center, id, radius (expected: kind, parameters)",
     ),
 ]
 
@@ -408,21 +417,27 @@ def test_an_invalid_primitive_is_one_error_naming_file_and_index(
     result = run_cli(
         *preprocess_args([(small_map, "map"), (bad, "geometric_segmentation")], tmp_path)
     )
-    assert_one_line_error(result, f"error: {bad}: frame 0, primitive 1 (", fragment)
+    assert_one_line_error(result, f'error: {bad}: $.shape_primitives_input["0"]', fragment)
     assert not (tmp_path / "db").exists()
 
 
 @pytest.mark.parametrize(
     "doc, fragment",
     [
-        ([], "the top level must be a JSON object"),
-        ({"shape_primitives_input": {}}, "shape_primitives_input must be an object"),
-        ({"shape_primitives_input": {"a": []}}, "frame 'a' is not a time index"),
-        ({"shape_primitives_input": {"0": {}}}, "frame 0: must be a list"),
-        ({"shape_primitives_input": {"0": []}, "segmentation_id": 1.5}, "segmentation_id must"),
+        ([], "$: must be a JSON object"),
+        ({"shape_primitives_input": {}}, "$.shape_primitives_input: must have at least 1 item"),
+        (
+            {"shape_primitives_input": {"a": []}},
+            "$.shape_primitives_input.a: the key: 'a' is not a time index",
+        ),
+        ({"shape_primitives_input": {"0": {}}}, '$.shape_primitives_input["0"]: must be a list'),
+        (
+            {"shape_primitives_input": {"0": []}, "segmentation_id": 1.5},
+            "$.segmentation_id: must be a string (got 1.5)",
+        ),
         ({"shape_primitives_input": {"0": []}, "segmentation_id": "../x"}, "not a valid name"),
-        ({"shape_primitives_input": {"0": []}, "colour": 1}, "unknown key(s) colour"),
-        ({"shape_primitives_input": {"0": []}, "time_units": 5}, "time_units must be"),
+        ({"shape_primitives_input": {"0": []}, "colour": 1}, "$: unknown key(s) colour"),
+        ({"shape_primitives_input": {"0": []}, "time_units": 5}, "$.time_units: must be a string"),
     ],
 )
 def test_a_malformed_document_is_one_error(run_cli, tmp_path, small_map, doc, fragment):
@@ -439,7 +454,7 @@ def test_dry_run_checks_the_primitives(run_cli, tmp_path, small_map):
     args = preprocess_args(
         [(small_map, "map"), (bad, "geometric_segmentation")], tmp_path, extra=("--dry-run",)
     )
-    assert_one_line_error(run_cli(*args), "primitive 1 (sphere)")
+    assert_one_line_error(run_cli(*args), '$.shape_primitives_input["0"][1].parameters: radius')
 
 
 def test_segmentation_ids_mapping_renames_and_default_id_is_the_stem(run_cli, tmp_path, small_map):
@@ -518,7 +533,7 @@ def test_extend_adds_geometric_segmentations_and_refuses_a_clash(
     # an invalid primitive in extend: refused, entry unchanged
     bad = _write(tmp_path, "bad.json", INVALID[0][0])
     args = preprocess_args([(bad, "geometric_segmentation")], tmp_path, mode="extend")
-    assert_one_line_error(run_cli(*args), str(bad), "frame 0, primitive 1 (sphere)")
+    assert_one_line_error(run_cli(*args), str(bad), '$.shape_primitives_input["0"][1].parameters')
     assert tree_digest(tmp_path / "db") == digest
 
 

@@ -12,11 +12,11 @@ from scipy.ndimage import maximum_filter
 
 from pipeline.algorithms.labels import SetTable, label_step_block, present_values
 from pipeline.algorithms.levels import plan_levels
+from pipeline.build.lattices import write_lattice
 from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
+from pipeline.engine.passes import threaded_engine
 from pipeline.errors import InputFormatError
-from pipeline.lattices import write_lattice
-from pipeline.level_pass import threaded_engine
 from pipeline.model import LabelSource
 from pipeline.options import Compressor, LevelOptions
 

@@ -7,9 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from pipeline.engine.passes import block_shape
+from pipeline.engine.runner import DEFAULT_BLOCK_BYTES, TASK_BLOCKS, memory_budget
 from pipeline.errors import OptionError
-from pipeline.level_pass import block_shape
-from pipeline.runner import DEFAULT_BLOCK_BYTES, TASK_BLOCKS, memory_budget
 from tests.conftest import preprocess_args, write_mrc
 
 MiB = 2**20

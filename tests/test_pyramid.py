@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.algorithms.pyramid import downsample_block, mirror_index, output_range
-from pipeline.level_pass import block_grid
+from pipeline.engine.passes import block_grid
 
 
 def _whole(x: np.ndarray) -> np.ndarray:

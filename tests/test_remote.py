@@ -673,7 +673,7 @@ def test_comms_runner_bounds_the_blocks_in_flight_and_orders_chunks():
 
     from distributed import Client, LocalCluster
 
-    from pipeline.runner import CommsRunner
+    from pipeline.engine.runner import CommsRunner
 
     @dataclass(frozen=True)
     class Job:

@@ -577,13 +577,13 @@ def test_existing_empty_locks_and_staging_stay_after_failed_and_refused_runs(run
 def test_failed_run_keeps_a_concurrent_runs_new_folders(tmp_path):
     """A run on a new database that fails removes only the folders it found missing, each
     only when empty: a concurrent run's new source folder stays."""
-    from pipeline.preprocess import _tidy
+    from pipeline.workspace import tidy
 
     db = tmp_path / "db"
-    with _tidy(tmp_path / "work", db):
+    with tidy(tmp_path / "work", db):
         (db / "emdb").mkdir(parents=True)  # what a concurrent run creates meanwhile
     assert (db / "emdb").is_dir()
-    with _tidy(tmp_path / "work2", tmp_path / "db2"):
+    with tidy(tmp_path / "work2", tmp_path / "db2"):
         (tmp_path / "db2").mkdir()
     assert not (tmp_path / "db2").exists()
 

@@ -551,12 +551,15 @@ def test_bad_star_files_are_one_error_and_change_nothing(run_cli, tmp_path, make
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        ({"sphere_radius": 0}, "segmentation.star_files['p'].sphere_radius must be a number > 0"),
-        ({"sphere_color_hex": "yellow"}, "sphere_color_hex: not a hex colour"),
-        ({"tomogram_size": [1, 2]}, "tomogram_size must be three integers"),
-        ({"star_file_coordinate_divisor": -4}, "star_file_coordinate_divisor must be"),
-        ({"radius": 3}, "segmentation.star_files['p']: unknown key(s) radius"),
-        ({"segmentation_id": "a/b"}, "segmentation.star_files['p'].segmentation_id: 'a/b' is not"),
+        ({"sphere_radius": 0}, "$.segmentation.star_files.p.sphere_radius: must be greater than 0"),
+        ({"sphere_color_hex": "yellow"}, "star_files.p.sphere_color_hex: not a hex colour"),
+        ({"tomogram_size": [1, 2]}, "star_files.p.tomogram_size: must have at least 3 items"),
+        (
+            {"star_file_coordinate_divisor": -4},
+            "$.segmentation.star_files.p.star_file_coordinate_divisor: must be greater than 0",
+        ),
+        ({"radius": 3}, "$.segmentation.star_files.p: unknown key(s) radius"),
+        ({"segmentation_id": "a/b"}, "$.segmentation.star_files.p.segmentation_id: 'a/b' is not"),
     ],
 )
 def test_bad_star_options_in_extra_data(run_cli, tmp_path, options, fragment):
@@ -580,11 +583,11 @@ def test_bad_standalone_options(run_cli, tmp_path):
     output = tmp_path / "o.json"
     assert_one_line_error(
         _convert(run_cli, star, output, "--sphere-radius", "nan", "--tomo-name", "TS_01"),
-        "--sphere-radius must be a number > 0",
+        "--sphere-radius: must be a finite number",
     )
     assert_one_line_error(
         _convert(run_cli, star, output, "--star-file-coordinate-divisor", "0"),
-        "--star-file-coordinate-divisor must be",
+        "--star-file-coordinate-divisor: must be greater than 0",
     )
     assert_one_line_error(_convert(run_cli, star, star), "would overwrite the STAR file")
     assert_one_line_error(

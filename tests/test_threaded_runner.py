@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
+from pipeline.engine.runner import ThreadedRunner
 from pipeline.options import Compressor
-from pipeline.runner import ThreadedRunner
 
 
 class _Job:

@@ -24,7 +24,7 @@ from pipeline.db.layout import EntryLocation
 from pipeline.db.validate import validate_entry
 from pipeline.errors import GridMismatchError
 from pipeline.model import MeshSetSource
-from pipeline.preprocess import _check_frames, _Grid
+from pipeline.plan import Grid, check_frames
 
 ENTRY = ("emdb", "emd-1832")
 
@@ -105,12 +105,12 @@ def test_other_frame_counts_are_refused_naming_both(run_cli, tmp_path):
     assert_one_line_error(result, str(two), "2 time frames, but the volume of", "has 3")
     assert tree_digest(tmp_path / "db") == {}
     # mesh sets follow the same rule (no reader gives multi-frame mesh sets: checked directly)
-    grid = _Grid((8, 9, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 3, volume)
+    grid = Grid((8, 9, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 3, volume)
     mesh_set = MeshSetSource(path=volume, set_id="m", frames=({}, {}))
     with pytest.raises(GridMismatchError, match=r"2 time frames, but .* has 3 \(mesh set m"):
-        _check_frames(f"mesh set {mesh_set.set_id}", len(mesh_set.frames), grid, volume)
-    _check_frames("mesh set m", 1, grid, volume)
-    _check_frames("mesh set m", 3, grid, volume)
+        check_frames(f"mesh set {mesh_set.set_id}", len(mesh_set.frames), grid, volume)
+    check_frames("mesh set m", 1, grid, volume)
+    check_frames("mesh set m", 3, grid, volume)
 
 
 def test_one_frame_mesh_set_is_stored_at_every_frame(run_cli, tmp_path):

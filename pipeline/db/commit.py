@@ -32,6 +32,7 @@ from pipeline.errors import EntryExistsError, EntryNotFoundError
 __all__ = [
     "COMMITTED",
     "StagedEntry",
+    "after_commit_hook",
     "staged_entry",
     "write_json",
 ]
@@ -50,7 +51,7 @@ def write_json(path: Path, document: Any) -> None:
 COMMITTED: list[str] = []
 
 
-def _after_commit_hook() -> None:
+def after_commit_hook() -> None:
     """Test hook: ``CELLSTAR_TEST_DELAY_AFTER_COMMIT=<seconds>`` sleeps right after the commit's
     rename (a signal test delivers its signal then)."""
     delay = os.environ.get("CELLSTAR_TEST_DELAY_AFTER_COMMIT")
@@ -110,7 +111,7 @@ class StagedEntry:
     def _committed(self) -> None:
         COMMITTED.append(f"{self.location.source_db}/{self.location.entry_id}")
         self._tidy = True  # a writer that committed tidies up an empty _staging it found
-        _after_commit_hook()
+        after_commit_hook()
 
     def commit(self) -> None:
         """Rename the staged folder to the entry folder; fails if the entry appeared meanwhile."""

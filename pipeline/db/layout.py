@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.options import validate_name
+from pipeline.db.names import validate_name
 
 __all__ = [
     "ANNOTATIONS_JSON",
@@ -110,6 +110,11 @@ class EntryLocation:
     @property
     def folder(self) -> Path:
         return self.db_path / self.source_db / self.entry_id
+
+    @property
+    def key(self) -> str:
+        """``<source_db>/<entry_id>``: how messages and annotation ids name the entry."""
+        return f"{self.source_db}/{self.entry_id}"
 
     @property
     def staging_root(self) -> Path:

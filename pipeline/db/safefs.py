@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import PreprocessorError
+from pipeline.errors import SymlinkRefusedError
 
 __all__ = [
     "SymlinkRefusedError",
@@ -49,10 +49,6 @@ __all__ = [
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 STAGING = "_staging"
 LOCKS = "_locks"
-
-
-class SymlinkRefusedError(PreprocessorError, OSError):
-    """A symlink (or another kind of file) where the database layout expects a folder or file."""
 
 
 def _refuse(shown: Path, expected: str) -> SymlinkRefusedError:

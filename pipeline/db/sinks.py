@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from pipeline.engine.sink import ChunkSink
+
 __all__ = ["KeySink", "ZipSink", "new_archive"]
 
 # DOS date/time of 1980-01-01 00:00:00: fixed so that the same inputs give the same bytes
@@ -27,10 +29,10 @@ _VERSION = 45  # 4.5: ZIP64
 _WRITEBACK_STEP = 64 * 2**20
 
 
-class KeySink(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
+class KeySink(ChunkSink, Protocol):
+    """A chunk sink (the engine's protocol) that also takes single keys (metadata)."""
 
-    def put_many(self, items: list[tuple[str, bytes]]) -> None: ...
+    def put(self, key: str, data: bytes) -> None: ...
 
 
 def _libc_sync_file_range() -> Any:

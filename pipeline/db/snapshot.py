@@ -23,15 +23,12 @@ from pipeline.db.layout import (
     METADATA_JSON,
     EntryLocation,
 )
+from pipeline.errors import SnapshotError
 
 __all__ = ["EntrySnapshot", "SnapshotError", "read_snapshot"]
 
 _ATTEMPTS = 20
 _MAX_JSON = 1 << 30
-
-
-class SnapshotError(Exception):
-    """The entry cannot be read at all (gone, not a folder, unreadable files)."""
 
 
 @dataclass

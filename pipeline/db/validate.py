@@ -67,7 +67,7 @@ def scan_database(db_path: Path) -> DatabaseScan:
     """Entry folders ``<source>/<entry>`` of a database, and what else is there (a file or a
     folder whose name no entry can have is foreign). ``_``/``.``-prefixed names are reserved
     and skipped."""
-    from pipeline.options import validate_name
+    from pipeline.db.names import validate_name
 
     scan = DatabaseScan()
     for source in sorted(Path(db_path).iterdir()):

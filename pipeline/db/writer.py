@@ -11,9 +11,11 @@ from numcodecs.abc import Codec
 
 from pipeline.db.sinks import KeySink
 from pipeline.db.zarr2 import array_metadata, chunk_key, encode_block, group_metadata, json_bytes
+from pipeline.engine.sink import ChunkEncoder
 from pipeline.options import Compressor
 
 __all__ = ["ArrayTarget", "DataWriter", "compressor_codec"]
+
 
 # Blosc's own threads (numcodecs uses them for calls from the main thread only) give other
 # bytes than one thread does: every chunk is compressed by one thread, whichever thread runs
@@ -29,14 +31,15 @@ def compressor_codec(kind: Compressor) -> Blosc:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ArrayTarget:
-    """One array being written: a task hands it chunk-aligned blocks."""
+    """One array being written: encodes the chunk-aligned blocks a task hands it (plain data,
+    no sink: a block task on a cluster worker gets it as it is; :meth:`DataWriter.write_block`
+    or the engine's runner stores the chunks)."""
 
     path: str
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     dtype: np.dtype
     codec: Codec
-    sink: KeySink
     order: str = "C"
 
     def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
@@ -50,10 +53,6 @@ class ArrayTarget:
                 block, origin, self.chunks, self.codec, self.order, self.dtype
             )
         ]
-
-    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
-        """Encode and store every chunk of a block that starts on the chunk grid."""
-        self.sink.put_many(self.encode(block, origin))
 
 
 class DataWriter:
@@ -93,9 +92,12 @@ class DataWriter:
         )
         if attrs:
             self.sink.put(f"{path}/.zattrs", json_bytes(attrs))
-        return ArrayTarget(
-            path, tuple(shape), chunks, np.dtype(dtype), self.codec, self.sink, order
-        )
+        return ArrayTarget(path, tuple(shape), chunks, np.dtype(dtype), self.codec, order)
+
+    def write_block(self, target: ChunkEncoder, block: np.ndarray, origin: tuple[int, ...]) -> None:
+        """Encode and store every chunk of a block of ``target`` that starts on the chunk
+        grid."""
+        self.sink.put_many(target.encode(block, origin))
 
     def object_array(self, path: str, document: Any) -> None:
         """A shape-(1,) zarr 2 object array holding ``document``, JSON-encoded (DESIGN 3.2).

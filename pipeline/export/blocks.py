@@ -3,7 +3,7 @@
 A task reads one output shard's region ``[x, y, z]`` from the entry's data.zip (dequantized
 volume voxels, or category ids mapped to label values), turns it to ``z, y, x`` and writes that
 whole shard of the output, so no two tasks touch one shard. Tasks run on the runners of
-:mod:`pipeline.runner` (threads or dask.distributed workers): a job holds paths and small
+:mod:`pipeline.engine.runner` (threads or dask.distributed workers): a job holds paths and small
 tables only, and each process opens the entry once.
 """
 
@@ -197,10 +197,10 @@ def _read(job: ExportJob, box: Any) -> np.ndarray:
 
 
 def export_block(
-    job: ExportJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
+    job: ExportJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
 ) -> tuple[None, list[tuple[str, bytes]]]:
     """Copy block ``[start, stop)`` (``[x, y, z]``) of a stored array into its output array.
-    Returns no chunks: the task writes the output shard itself. ``gate`` only orders tasks."""
+    Returns no chunks: the task writes the output shard itself."""
     global _RUNNING
     with _CHANGED:
         if _stopped(job.target):

@@ -4,7 +4,7 @@ One multiscale dataset per stored volume level, every lattice as a label image u
 ``labels/<lattice id>`` (label rule: :mod:`pipeline.export.labels`), mesh sets and geometric
 segmentations as sidecar files (:mod:`pipeline.export.sidecars`). The entry is read and the
 image written shard by shard on the runners of ``preprocess`` (threads or dask.distributed,
-memory bounded by ``--max-memory`` through :func:`pipeline.runner.memory_budget`), into a
+memory bounded by ``--max-memory`` through :func:`pipeline.engine.runner.memory_budget`), into a
 temporary folder beside the output that is renamed into place when complete.
 """
 
@@ -25,6 +25,9 @@ import numpy as np
 
 from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, QUANTIZATION_ATTRIBUTE, EntryLocation
+from pipeline.db.names import validate_name
+from pipeline.engine.passes import Engine
+from pipeline.engine.runner import Block, ThreadedRunner, memory_budget, open_cluster
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import (
     ArraySpec,
@@ -40,10 +43,8 @@ from pipeline.export.entry_view import EntryView, LatticeView, entry_view
 from pipeline.export.labels import label_dtype, label_lut
 from pipeline.export.ngff import Layout, image_attributes, label_attributes, labels_group_attributes
 from pipeline.export.sidecars import write_geometric, write_meshes
-from pipeline.level_pass import Engine
-from pipeline.options import Compressor, validate_name, validate_run_options
+from pipeline.options import Compressor, validate_run_options
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import ThreadedRunner, memory_budget, open_cluster
 
 __all__ = ["ExportOptions", "ExportSummary", "export_omezarr"]
 
@@ -222,7 +223,7 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
 def _run(engine: Engine, jobs: Sequence[ExportJob], shards: tuple[int, ...], detail: str) -> None:
     """Every shard of every job through the engine's runner, with a progress step."""
     spatial = tuple(reversed(shards[-3:]))  # [x, y, z]
-    items = [(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
+    items = [Block(job, a, b) for job in jobs for a, b in shard_grid(job.source.shape, spatial)]
     engine.progress.start("export", detail, len(items))
     try:
         engine.runner.run_blocks(export_block, items, None, engine.window, engine.progress)

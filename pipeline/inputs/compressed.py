@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.errors import InputFormatError, InputNotFoundError, PreprocessorError
+from pipeline.errors import (
+    InputFormatError,
+    InputNotFoundError,
+    InsufficientSpaceError,
+    PreprocessorError,
+)
 
 __all__ = [
     "InsufficientSpaceError",
@@ -45,10 +50,6 @@ def open_stream(path: Path, compression: str | None) -> BinaryIO:
     if compression == "bzip2":
         return bz2.open(path, "rb")
     return open(path, "rb")
-
-
-class InsufficientSpaceError(PreprocessorError, OSError):
-    """A folder has less free space than a run's declared sizes need."""
 
 
 def free_bytes(folder: Path) -> int:

@@ -18,27 +18,15 @@ Accepted layout (every key optional)::
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFormatError, InputNotFoundError
-from pipeline.inputs.limits import checked_int, json_int
-from pipeline.inputs.star import parse_star_options
+from pipeline.inputs.limits import json_int
+from pipeline.json_errors import validation_error
 from pipeline.model import ExtraData, Vec3
 
 __all__ = ["load_json", "read_extra_data"]
-
-_TOP_KEYS = {"volume", "segmentation", "entry_metadata"}
-_VOLUME_KEYS = {"voxel_size", "channel_ids_mapping", "dataset_specific_data"}
-_SEGMENTATION_KEYS = {
-    "voxel_size",
-    "segmentation_ids_mapping",
-    "segment_ids_to_segment_names_mapping",
-    "custom_segment_ids_mapping",
-    "dataset_specific_data",
-    "star_files",
-}
 
 
 def load_json(path: Path) -> Any:
@@ -57,45 +45,6 @@ def load_json(path: Path) -> Any:
         raise InputFormatError("invalid JSON: nested too deeply", path) from None
 
 
-def _object(value: Any, where: str, path: Path, keys: set[str] | None = None) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InputFormatError(f"{where} must be a JSON object", path)
-    if keys is not None:
-        unknown = sorted(set(value) - keys)
-        if unknown:
-            raise InputFormatError(
-                f"{where}: unknown key(s) {', '.join(unknown)} "
-                f"(expected: {', '.join(sorted(keys))})",
-                path,
-            )
-    return value
-
-
-def _voxel_size(value: Any, where: str, path: Path) -> Vec3:
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        or not all(math.isfinite(v) and v > 0 for v in value)
-    ):
-        raise InputFormatError(f"{where} must be a list of three positive numbers (A)", path)
-    return (float(value[0]), float(value[1]), float(value[2]))
-
-
-def _optional_voxel_size(section: dict[str, Any], where: str, path: Path) -> Vec3 | None:
-    if "voxel_size" not in section:
-        return None
-    return _voxel_size(section["voxel_size"], f"{where}.voxel_size", path)
-
-
-def _string_map(value: Any, where: str, path: Path) -> dict[str, str]:
-    mapping = _object(value, where, path)
-    for k, v in mapping.items():
-        if not isinstance(v, str) or not v:
-            raise InputFormatError(f"{where}[{k!r}] must be a non-empty string", path)
-    return dict(mapping)
-
-
 def read_extra_data(path: Path) -> ExtraData:
     """Read and validate an extra-data file.
 
@@ -104,55 +53,38 @@ def read_extra_data(path: Path) -> ExtraData:
     ...
     pipeline.errors.InputNotFoundError: missing.json: no such file
     """
+    from pydantic import ValidationError
+
+    from pipeline.inputs.json_models import ExtraDataDocument
+
     path = Path(path)
-    top = _object(load_json(path), "the top level", path, _TOP_KEYS)
-    volume = _object(top.get("volume", {}), "volume", path, _VOLUME_KEYS)
-    seg = _object(top.get("segmentation", {}), "segmentation", path, _SEGMENTATION_KEYS)
+    raw = load_json(path)
+    try:
+        doc = ExtraDataDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, raw, path) from None
+    volume, seg = doc.volume, doc.segmentation
     names: dict[str, dict[str, str]] = {}
-    for key in ("custom_segment_ids_mapping", "segment_ids_to_segment_names_mapping"):
-        for lattice, mapping in _object(seg.get(key, {}), f"segmentation.{key}", path).items():
-            where = f"segmentation.{key}[{lattice!r}]"
-            named = _string_map(mapping, where, path)
-            for segment in named:
-                if segment.lstrip("-").isdigit():
-                    checked_int(segment, f"{where}: segment id", path)
+    for mapping in (seg.custom_segment_ids_mapping, seg.segment_ids_to_segment_names_mapping):
+        for lattice, named in mapping.items():
             names.setdefault(lattice, {}).update(named)
-    entry_metadata = top.get("entry_metadata")
-    if entry_metadata is not None:
-        entry_metadata = _object(entry_metadata, "entry_metadata", path, {"description", "url"})
-        for k, v in entry_metadata.items():
-            if v is not None and not isinstance(v, str):
-                raise InputFormatError(f"entry_metadata.{k} must be a string or null", path)
     return ExtraData(
         path=path,
-        volume_voxel_size=_optional_voxel_size(volume, "volume", path),
-        channel_ids_mapping=_string_map(
-            volume.get("channel_ids_mapping", {}), "volume.channel_ids_mapping", path
-        ),
-        volume_dataset_specific=_object(
-            volume.get("dataset_specific_data", {}), "volume.dataset_specific_data", path
-        ),
-        segmentation_voxel_size=_optional_voxel_size(seg, "segmentation", path),
-        segmentation_ids_mapping=_string_map(
-            seg.get("segmentation_ids_mapping", {}), "segmentation.segmentation_ids_mapping", path
-        ),
+        volume_voxel_size=_vec3(volume.voxel_size),
+        channel_ids_mapping=dict(volume.channel_ids_mapping),
+        volume_dataset_specific=dict(volume.dataset_specific_data),
+        segmentation_voxel_size=_vec3(seg.voxel_size),
+        segmentation_ids_mapping=dict(seg.segmentation_ids_mapping),
         segment_names=names,
-        segmentation_dataset_specific=_object(
-            seg.get("dataset_specific_data", {}), "segmentation.dataset_specific_data", path
+        segmentation_dataset_specific=dict(seg.dataset_specific_data),
+        entry_metadata=(
+            None
+            if doc.entry_metadata is None
+            else doc.entry_metadata.model_dump(exclude_unset=True)
         ),
-        entry_metadata=entry_metadata,
-        star_files=_star_files(seg.get("star_files", {}), path),
+        star_files={stem: options.options() for stem, options in seg.star_files.items()},
     )
 
 
-def _star_files(value: Any, path: Path) -> dict[str, Any]:
-    """``segmentation.star_files``: STAR file options by file stem."""
-    out = {}
-    for stem, options in _object(value, "segmentation.star_files", path).items():
-        where = f"segmentation.star_files[{stem!r}]"
-        out[stem] = parse_star_options(
-            _object(options, where, path),
-            lambda key, where=where: f"{where}.{key}" if key else where,
-            lambda message: InputFormatError(message, path),
-        )
-    return out
+def _vec3(value: list[float] | None) -> Vec3 | None:
+    return None if value is None else (float(value[0]), float(value[1]), float(value[2]))

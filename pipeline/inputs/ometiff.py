@@ -33,6 +33,7 @@ import numpy as np
 import tifffile
 
 from pipeline.arrays import region_bounds
+from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
 from pipeline.inputs.tiff_segments import (
     PlaneSegments,
@@ -43,7 +44,6 @@ from pipeline.inputs.tiff_segments import (
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
 from pipeline.notices import warn
-from pipeline.options import validate_name
 
 __all__ = [
     "OmeTiffLayout",

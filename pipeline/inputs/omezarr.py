@@ -1,9 +1,10 @@
 """``omezarr`` inputs: OME-NGFF images (0.1 to 0.5, zarr v2 and v3) -> a volume and lattices.
 
-The metadata (a few JSON attributes) is parsed here; arrays are opened read-only with
-zarr-python and read region by region through :class:`OmeZarrView`, a lazy ``[x, y, z]`` view
-of one time point and channel. Level 1 is the first (finest) dataset of the first multiscale;
-every ``labels/<name>`` image becomes a lattice. Decisions where the specification is silent:
+The metadata is validated with ome-zarr-models in :mod:`pipeline.inputs.ngff_meta` (with
+its shim for NGFF 0.1-0.3); arrays are opened read-only with zarr-python and read region by
+region through :class:`OmeZarrView`, a lazy ``[x, y, z]`` view of one time point and channel.
+Level 1 is the first (finest) dataset of the first multiscale; every ``labels/<name>`` image
+becomes a lattice. Decisions where the specification is silent:
 
 - axes: 0.1/0.2 have none (implicitly ``t, c, z, y, x``, the last ``ndim`` of them); 0.3 lists
   names; 0.4/0.5 give name, type and unit. Axes are t, c, x, y, z (or named otherwise with type
@@ -24,7 +25,6 @@ every ``labels/<name>`` image becomes a lattice. Decisions where the specificati
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 from zarr.errors import BaseZarrError, ContainsArrayError
 
+from pipeline.db.names import validate_name
 from pipeline.errors import (
     InputFormatError,
     InputNotFoundError,
@@ -40,6 +41,15 @@ from pipeline.errors import (
     UnsupportedInputError,
 )
 from pipeline.inputs.limits import checked_int
+from pipeline.inputs.ngff_meta import (
+    NgffAxis,
+    NgffChannel,
+    NgffImage,
+    attributes_file,
+    first_dataset,
+    label_names,
+    parse_image,
+)
 from pipeline.inputs.source import (
     Url,
     as_input_path,
@@ -50,7 +60,6 @@ from pipeline.inputs.source import (
 )
 from pipeline.inputs.voxels import override_voxel_size
 from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
-from pipeline.options import validate_name
 
 __all__ = ["OmeZarrView", "read_omezarr"]
 
@@ -113,17 +122,9 @@ _TIME_ALIASES = {
     "min": "minute",
     "h": "hour",
 }
-_IMPLICIT_AXES = ("t", "c", "z", "y", "x")  # NGFF 0.1/0.2
 _SPATIAL = ("x", "y", "z")
 # what zarr/numcodecs raise for unreadable metadata or chunks
 _READ_ERRORS = (BaseZarrError, ValueError, TypeError, KeyError, OSError, RuntimeError)
-
-
-@dataclass(frozen=True, slots=True)
-class _Axis:
-    name: str  # as written
-    role: str  # "t", "c", "x", "y", "z" or "other"
-    unit: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +133,22 @@ class _Image:
 
     path: Path  # the image group on disk, for messages
     array: zarr.Array
-    axes: tuple[_Axis, ...]
-    scale: tuple[float, ...]
-    translation: tuple[float, ...]
-    attrs: dict[str, Any]  # the group's OME attributes (``omero``, ``image-label`` ...)
+    meta: NgffImage  # the validated metadata
+
+    @property
+    def axes(self) -> tuple[NgffAxis, ...]:
+        return self.meta.axes
+
+    @property
+    def scale(self) -> tuple[float, ...]:
+        return self.meta.scale
+
+    @property
+    def translation(self) -> tuple[float, ...]:
+        return self.meta.translation
 
     def axis(self, role: str) -> int | None:
-        return next((i for i, a in enumerate(self.axes) if a.role == role), None)
+        return self.meta.axis(role)
 
     def size(self, role: str) -> int:
         i = self.axis(role)
@@ -271,114 +281,32 @@ def _image_group(root: zarr.Group, path: Path) -> tuple[zarr.Group, Path]:
     raise _error("not an OME-Zarr image: no 'multiscales' in its attributes", path)
 
 
-def _axes(ms: dict[str, Any], ndim: int, path: Path) -> tuple[_Axis, ...]:
-    raw = ms.get("axes")
-    if raw is None:  # 0.1/0.2: t, c, z, y, x implied
-        if ndim > len(_IMPLICIT_AXES):
-            raise _error(f"{ndim}-D dataset without 'axes'", path)
-        raw = list(_IMPLICIT_AXES[len(_IMPLICIT_AXES) - ndim :])
-    if not isinstance(raw, list) or len(raw) != ndim:
-        raise _error(f"'axes' must list one axis per array dimension ({ndim})", path)
-    axes = []
-    for item in raw:
-        if isinstance(item, str):  # 0.3
-            name, kind, unit = item, None, None
-        elif isinstance(item, dict) and isinstance(item.get("name"), str):
-            name, kind, unit = item["name"], item.get("type"), item.get("unit")
-        else:
-            raise _error(f"invalid axis {item!r}", path)
-        if unit is not None and not isinstance(unit, str):
-            raise _error(f"axis {name}: invalid unit {unit!r}", path)
-        role = name.lower() if name.lower() in ("t", "c", *_SPATIAL) else None
-        if role is None:
-            role = {"time": "t", "channel": "c"}.get(kind, "other")
-        axes.append(_Axis(name, role, unit))
-    roles = [a.role for a in axes if a.role != "other"]
-    if len(set(roles)) != len(roles):
-        raise _error(f"axes {[a.name for a in axes]}: an axis role appears twice", path)
-    if "x" not in roles or "y" not in roles:
-        raise _error(f"axes {[a.name for a in axes]}: an image needs x and y axes", path)
-    return tuple(axes)
-
-
-def _transforms(items: Any, ndim: int, where: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Scale and translation of a list of coordinate transformations, composed in order."""
-    scale, shift = np.ones(ndim), np.zeros(ndim)
-    if items is None:
-        return scale, shift
-    if not isinstance(items, list):
-        raise _error(f"{where}: coordinateTransformations must be a list", path)
-    for item in items:
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind == "identity":
-            continue
-        if kind not in ("scale", "translation"):
-            raise _error(f"{where}: unsupported coordinate transformation {item!r}", path)
-        if kind not in item:
-            raise UnsupportedInputError(
-                f"{where}: {kind} stored in a file ('path') is not supported", path
-            )
-        values = item[kind]
-        if (
-            not isinstance(values, list)
-            or len(values) != ndim
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-            or not all(math.isfinite(v) for v in values)
-        ):
-            raise _error(f"{where}: {kind} must be {ndim} finite numbers, got {values!r}", path)
-        if kind == "scale":
-            scale, shift = scale * np.array(values, float), shift * np.array(values, float)
-        else:
-            shift = shift + np.array(values, float)
-    return scale, shift
-
-
 def _open_image(group: zarr.Group, path: Path) -> _Image:
     attrs = _ome_attrs(group)
-    multiscales = attrs.get("multiscales")
-    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
-        raise _error("not an OME-Zarr image: 'multiscales' is missing or empty", path)
-    ms = multiscales[0]
-    datasets = ms.get("datasets")
-    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
-        raise _error("multiscales[0] has no datasets", path)
-    if "path" not in datasets[0]:
-        raise _error("datasets[0] has no path", path)
-    name = str(datasets[0]["path"])  # some writers store an integer
+    zarr_format = group.metadata.zarr_format
+    file = attributes_file(path, zarr_format)
+    name = first_dataset(attrs, file, zarr_format)
     try:
         array = group[name]
     except _READ_ERRORS as exc:
         raise _error(f"dataset {name!r} cannot be opened: {exc}", path) from exc
     if not isinstance(array, zarr.Array):
         raise _error(f"dataset {name!r} is a group, not an array", path)
-    axes = _axes(ms, array.ndim, path)
-    scale, shift = _transforms(
-        datasets[0].get("coordinateTransformations"), array.ndim, f"dataset {name!r}", path
-    )
-    scale_all, shift_all = _transforms(
-        ms.get("coordinateTransformations"), array.ndim, "multiscales[0]", path
-    )
-    for axis, n in zip(axes, array.shape, strict=True):
+    meta = parse_image(attrs, array.ndim, file, zarr_format)
+    for axis, n in zip(meta.axes, array.shape, strict=True):
         if axis.role == "other" and n != 1:
             raise UnsupportedInputError(
                 f"axis {axis.name!r} of length {n}: only t, c, z, y, x axes are read", path
             )
-    return _Image(
-        path=path,
-        array=array,
-        axes=axes,
-        scale=tuple(float(v) for v in scale * scale_all),
-        translation=tuple(float(v) for v in shift * scale_all + shift_all),
-        attrs=attrs,
-    )
+    return _Image(path=path, array=array, meta=meta)
 
 
-def _angstrom_per(unit: str | None, axis: str, path: Path) -> float:
+def _angstrom_per(unit: str | None, where: str, path: Path) -> float:
     if unit is None:
         return 1.0  # no unit: the numbers are taken as Angstrom
     name = _LENGTH_ALIASES.get(unit.strip().lower(), unit.strip().lower())
     if name not in _LENGTH_UNITS:
-        raise _error(f"axis {axis}: unknown length unit {unit!r}", path)
+        raise _error(f"{where}: unknown length unit {unit!r}", path)
     return _LENGTH_UNITS[name]
 
 
@@ -398,7 +326,7 @@ def _time_units(image: _Image) -> str:
         return "millisecond"
     name = _TIME_ALIASES.get(unit.strip().lower(), unit.strip().lower())
     if name not in _TIME_UNITS:
-        raise _error(f"axis {image.axes[t].name}: unknown time unit {unit!r}", image.path)
+        raise _error(f"{image.axes[t].loc}.unit: unknown time unit {unit!r}", image.meta.file)
     return name
 
 
@@ -412,9 +340,11 @@ def _geometry(image: _Image) -> tuple[Vec3, Vec3]:
             origin.append(0.0)
             continue
         axis = image.axes[i]
-        factor = _angstrom_per(axis.unit, axis.name, image.path)
+        factor = _angstrom_per(axis.unit, f"{axis.loc}.unit", image.meta.file)
         if image.scale[i] <= 0:
-            raise _error(f"axis {axis.name}: scale {image.scale[i]} is not positive", image.path)
+            raise _error(
+                f"axis {axis.name}: scale {image.scale[i]} is not positive", image.meta.file
+            )
         voxel.append(_decimal(image.scale[i] * factor))
         origin.append(_decimal(image.translation[i] * factor))
     return tuple(voxel), tuple(origin)  # type: ignore[return-value]
@@ -463,6 +393,11 @@ class OmeZarrView:
         names += [r for r, a in zip(_SPATIAL, spatial, strict=True) if a is None]
         self._missing = len(_SPATIAL) - len(present)
         self._perm = tuple(names.index(r) for r in _SPATIAL)
+
+    @property
+    def worker_readable(self) -> bool:
+        """A cluster worker reads an image at a URL (fsspec) itself, a local one not."""
+        return type(self.array.store).__name__ == "FsspecStore"
 
     def __dask_tokenize__(self) -> Any:
         return ("omezarr-view", str(self.array.store), self.array.path, self.fixed, self.spatial)
@@ -551,16 +486,11 @@ def _channels(
 ) -> tuple[tuple[str, ...], tuple[str | None, ...], tuple[Any, ...] | None]:
     """Channel ids, labels and colours (see the module's docstring for the rules)."""
     n = image.size("c")
-    omero = image.attrs.get("omero")
-    channels = omero.get("channels") if isinstance(omero, dict) else None
-    if not isinstance(channels, list) or len(channels) != n:
-        channels = [{}] * n
-    channels = [ch if isinstance(ch, dict) else {} for ch in channels]
-    labels = tuple(
-        str(ch["label"]) if isinstance(ch.get("label"), str | int | float) else None
-        for ch in channels
-    )
-    colours = tuple(_hex_colour(ch.get("color")) for ch in channels)
+    channels = image.meta.channels
+    if channels is None or len(channels) != n:
+        channels = (NgffChannel(None, None),) * n
+    labels = tuple(ch.label for ch in channels)
+    colours = tuple(_hex_colour(ch.color) for ch in channels)
     ids = [str(i) for i in range(n)]
     if len(set(labels)) == n and all(_valid_name(lb) for lb in labels):
         ids = list(labels)  # type: ignore[arg-type]
@@ -581,30 +511,10 @@ def _channels(
 
 def _segments(image: _Image, names: dict[str, str]) -> tuple[Segment, ...]:
     """Segments of a label image: ``image-label`` colours and properties, names from extra data."""
-    info = image.attrs.get("image-label")
-    info = info if isinstance(info, dict) else {}
-    colours: dict[int, tuple[float, float, float, float]] = {}
-    props: dict[int, dict[str, Any]] = {}
-    for key, target in (("colors", colours), ("properties", props)):
-        items = info.get(key, [])
-        if not isinstance(items, list):
-            raise _error(f"image-label {key} must be a list", image.path)
-        for item in items:
-            value = item.get("label-value") if isinstance(item, dict) else None
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise _error(f"image-label {key}: invalid entry {item!r}", image.path)
-            checked_int(value, f"image-label {key}: label-value", image.path)
-            if key == "colors":
-                rgba = item.get("rgba")
-                if (
-                    not isinstance(rgba, list)
-                    or len(rgba) != 4
-                    or not all(isinstance(v, int | float) and 0 <= v <= 255 for v in rgba)
-                ):
-                    raise _error(f"image-label colors: invalid rgba in {item!r}", image.path)
-                target[value] = tuple(float(v) / 255 for v in rgba)  # type: ignore[assignment]
-            else:
-                target[value] = {k: v for k, v in item.items() if k != "label-value"}
+    colours = {k: tuple(v / 255 for v in rgba) for k, rgba in image.meta.label_colors.items()}
+    props = image.meta.label_properties
+    for value in (*colours, *props):
+        checked_int(value, "image-label label-value", image.meta.file)
     values = sorted(v for v in set(colours) | set(props) | {int(k) for k in names if k.isdigit()})
     segments = []
     for value in values:
@@ -621,10 +531,10 @@ def _segments(image: _Image, names: dict[str, str]) -> tuple[Segment, ...]:
 
 def _label_names(root: zarr.Group, path: Path) -> list[str]:
     """Names of the label images: the ``labels`` list, else the groups that hold images."""
-    attrs = _ome_attrs(root)
-    listed = attrs.get("labels")
-    if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
-        return list(dict.fromkeys(listed))
+    zarr_format = root.metadata.zarr_format
+    listed = label_names(_ome_attrs(root), attributes_file(path, zarr_format), zarr_format)
+    if listed is not None:
+        return listed
     return [name for name in _child_groups(root) if "multiscales" in _ome_attrs(root[name])]
 
 
@@ -701,15 +611,12 @@ def omezarr_facts(path: Path) -> dict[str, Any]:
     """What the NGFF metadata says, as stored (for ``inspect``); no chunk is read."""
     root = _open_root(as_input_path(path))
     group, where = _image_group(root, as_input_path(path))
-    attrs = _ome_attrs(group)
-    ms = attrs["multiscales"][0]
     image = _open_image(group, where)
-    version = attrs.get("version") or ms.get("version")
     return {
-        "format": f"OME-NGFF {version or '?'} (zarr v{group.metadata.zarr_format})",
+        "format": f"OME-NGFF {image.meta.version or '?'} (zarr v{group.metadata.zarr_format})",
         "image_group": str(where),
         "axes": [f"{a.name}[{a.unit or 'no unit'}]" for a in image.axes],
-        "datasets": [str(d.get("path")) for d in ms.get("datasets", [])],
+        "datasets": list(image.meta.datasets),
         "level_0_shape": list(image.array.shape),
         "level_0_chunks": list(image.array.chunks),
         "level_0_dtype": image.array.dtype.str,

@@ -32,7 +32,13 @@ import numpy as np
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
 from pipeline.inputs.compressed import check_free_space
-from pipeline.inputs.sff_meshes import Hdf5Meshes, MeshLoaders, XmlMeshes, _transforms, mesh_set
+from pipeline.inputs.sff_meshes import (
+    Hdf5Meshes,
+    MeshLoaders,
+    XmlMeshes,
+    mesh_set,
+    sff_transforms,
+)
 from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
 from pipeline.model import ExtraData, LabelSource, MeshSetSource, Segment
 from pipeline.notices import warn
@@ -65,7 +71,7 @@ def _lattice_transform(
     the lattice's ``start`` applied) and how to name it: its segments' ``transform_id``, else
     the file's only transform that is not the identity; None when the file gives none (or
     several, with a warning: its placement cannot be checked)."""
-    transforms = _transforms(root, path)
+    transforms = sff_transforms(root, path)
     if chosen is not None:
         if chosen not in transforms:
             raise InputFormatError(

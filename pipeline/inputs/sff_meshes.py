@@ -31,7 +31,7 @@ from pipeline.errors import InputFormatError
 from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
 
-__all__ = ["Hdf5Meshes", "MeshLoaders", "XmlMeshes", "mesh_set"]
+__all__ = ["Hdf5Meshes", "MeshLoaders", "XmlMeshes", "mesh_set", "sff_transforms"]
 
 _MODES = {
     "int8",
@@ -110,7 +110,7 @@ def _decode_mesh(node: SffNode, path: Path, where: str) -> RawMesh:
     return parts["vertices"], parts["triangles"], parts["normals"]  # type: ignore[return-value]
 
 
-def _transforms(root: SffNode, path: Path) -> dict[int, np.ndarray]:
+def sff_transforms(root: SffNode, path: Path) -> dict[int, np.ndarray]:
     """``transform_list`` as 3x4 matrices by id, in id order."""
     out: dict[int, np.ndarray] = {}
     transform_list = root.child("transform_list")
@@ -240,7 +240,7 @@ def mesh_set(
     details: str | None,
 ) -> MeshSetSource | None:
     """The file's meshes as one mesh set (one time frame), None when it has none."""
-    transforms = _transforms(root, path)
+    transforms = sff_transforms(root, path)
     default = next(iter(transforms.values()), None)
     by_segment: dict[int, tuple[MeshSource, ...]] = {}
     segments: list[Segment] = []

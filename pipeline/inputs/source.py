@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from pipeline.arrays import RawArrayFile, _runs, region_bounds
+from pipeline.arrays import RawArrayFile, contiguous_runs, region_bounds
 from pipeline.errors import InputAccessError, InputFormatError, InputNotFoundError
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "storage_options",
     "supports_ranges",
     "using_storage_options",
-    "worker_readable",
     "zarr_store",
 ]
 
@@ -517,6 +516,8 @@ class RemoteRawArray(RawArrayFile):
     """A raw C-order array at ``offset`` in a URL's object (an MRC data block), read by ranged
     requests: the contiguous runs of a region, runs closer than 64 KiB fetched as one."""
 
+    worker_readable = True  # a cluster worker reads the URL itself (the engine's protocol)
+
     def __init__(
         self,
         url: str,
@@ -551,7 +552,7 @@ class RemoteRawArray(RawArrayFile):
         return out
 
     def _fetch(self, bounds: list[tuple[int, int]], out: np.ndarray) -> None:
-        k, leading = _runs(bounds, self.shape)
+        k, leading = contiguous_runs(bounds, self.shape)
         item = self.file_dtype.itemsize
         strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
         tail = sum(a * s for (a, _), s in zip(bounds[k:], strides[k:], strict=True))
@@ -576,18 +577,6 @@ class RemoteRawArray(RawArrayFile):
             for position, index in group:
                 piece = data[position - start : position - start + run_bytes]
                 out[index].reshape(-1).view(np.uint8)[:] = np.frombuffer(piece, np.uint8)
-
-
-def worker_readable(arr: Any) -> bool:
-    """Whether a lazy array reads a URL's object itself (a worker without the client's file
-    system can read it), looking through transposed and cast views."""
-    while not isinstance(arr, RemoteRawArray) and hasattr(arr, "base"):
-        arr = arr.base
-    if isinstance(arr, RemoteRawArray):
-        return True
-    array = getattr(arr, "array", None)  # an OME-Zarr view
-    store = getattr(array, "store", None)
-    return type(store).__name__ == "FsspecStore"
 
 
 def local_copy_folder(scratch: Path | None) -> Path:

@@ -19,7 +19,6 @@ the optics block (by ``rlnOpticsGroup``), else ``rlnDetectorPixelSize`` (um) * 1
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -31,7 +30,6 @@ import numpy as np
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
 from pipeline.model import RGBA, ExtraData, GeometricSegmentation
 from pipeline.notices import warn
-from pipeline.options import validate_name
 
 __all__ = [
     "STAR_OPTION_KEYS",
@@ -87,73 +85,28 @@ def parse_hex_color(text: str) -> RGBA:
     return (values[0], values[1], values[2], values[3] if len(values) == 4 else 1.0)
 
 
-def _positive(value: Any, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
-
-
 def parse_star_options(
     values: dict[str, Any], name: Callable[[str], str], error: Callable[[str], PreprocessorError]
 ) -> StarOptions:
-    """Check option values (keys of :data:`STAR_OPTION_KEYS`, None = default).
+    """Check option values (keys of :data:`STAR_OPTION_KEYS`, None = default) with the model
+    of the options document (:class:`pipeline.inputs.json_models.StarOptionsDocument`).
 
-    ``name(key)`` is how the user wrote the key (``--sphere-radius`` or an extra-data path) and
-    ``error(message)`` makes the error to raise.
+    ``name(key)`` is how the user wrote the key (``--sphere-radius``) and ``error(message)``
+    makes the error to raise.
     """
-    unknown = sorted(set(values) - set(STAR_OPTION_KEYS))
-    if unknown:
-        raise error(
-            f"{name('')}: unknown key(s) {', '.join(unknown)} "
-            f"(expected: {', '.join(STAR_OPTION_KEYS)})"
-        )
-    v = {k: values.get(k) for k in STAR_OPTION_KEYS}
+    from pydantic import ValidationError
+
+    from pipeline.inputs.json_models import StarOptionsDocument
+    from pipeline.json_errors import validation_problem
+
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     try:
-        for key in ("segmentation_id", "sphere_color_hex", "tomo_name"):
-            if v[key] is not None and not (isinstance(v[key], str) and v[key]):
-                raise ValueError(f"{name(key)} must be a non-empty string, got {v[key]!r}")
-        if v["segmentation_id"] is not None:
-            try:
-                validate_name(v["segmentation_id"], name("segmentation_id"))
-            except OptionError as exc:
-                raise ValueError(exc.message) from None
-        size = v["tomogram_size"]
-        if size is not None and (
-            not isinstance(size, list | tuple)
-            or len(size) != 3
-            or not all(type(n) is int and n > 0 for n in size)
-        ):
-            raise ValueError(f"{name('tomogram_size')} must be three integers > 0, got {size!r}")
-        radius = v["sphere_radius"]
-        return StarOptions(
-            segmentation_id=v["segmentation_id"],
-            sphere_radius=(100.0 if radius is None else _positive(radius, name("sphere_radius"))),
-            sphere_color=(
-                None if v["sphere_color_hex"] is None else parse_hex_color(v["sphere_color_hex"])
-            ),
-            pixel_size=(
-                None if v["pixel_size"] is None else _positive(v["pixel_size"], name("pixel_size"))
-            ),
-            coordinate_divisor=(
-                1.0
-                if v["star_file_coordinate_divisor"] is None
-                else _positive(
-                    v["star_file_coordinate_divisor"], name("star_file_coordinate_divisor")
-                )
-            ),
-            tomo_name=v["tomo_name"],
-            tomogram_size=None if size is None else (size[0], size[1], size[2]),
-        )
-    except ValueError as exc:
-        message = str(exc)
-        if message.startswith("not a hex colour"):
-            message = f"{name('sphere_color_hex')}: {message}"
-        raise error(message) from None
+        return StarOptionsDocument.model_validate(given).options()
+    except ValidationError as exc:
+        loc = exc.errors(include_url=False)[0]["loc"]
+        problem = validation_problem(exc, given).split(": ", 1)[1]
+        key = loc[0] if loc and isinstance(loc[0], str) else ""
+        raise error(f"{name(key)}: {problem}" if key else problem) from None
 
 
 def star_file_key(path: Path) -> str:

@@ -4,6 +4,12 @@ Each task reads its own block of level r with the 2-sample halo the filter needs
 reads of the input, or of the scratch file holding level r), encodes the block's chunks,
 reduces its moments and writes its part of level 2r to the next scratch file. Blocks share no
 data, so memory is bounded by the blocks in flight whatever the volume's size.
+
+A task is a composition of small per-block steps: ``_read_block`` (block and halo),
+``_store`` (:func:`stored_values`, then the job's ``encode``), ``block_moments``, ``_step_down``
+(:func:`next_level_block`, written to the next level). A job names how its chunks are encoded
+(a :class:`~pipeline.engine.sink.ChunkEncoder`), never where they are stored: the runner hands
+them to the pass's :class:`~pipeline.engine.sink.ChunkSink`, in block order.
 """
 
 from __future__ import annotations
@@ -23,11 +29,10 @@ from pipeline.algorithms.set_table import sorted_unique
 from pipeline.algorithms.statistics import block_moments
 from pipeline.arrays import LazyArray
 from pipeline.chunks import align_chunks
-from pipeline.db.sinks import KeySink
-from pipeline.db.writer import ArrayTarget
+from pipeline.engine.runner import DEFAULT_BLOCK_BYTES, Block, Runner, ThreadedRunner
+from pipeline.engine.sink import ChunkEncoder, ChunkSink
 from pipeline.errors import InputFormatError
 from pipeline.progress import NO_PROGRESS, Progress
-from pipeline.runner import DEFAULT_BLOCK_BYTES, Runner, ThreadedRunner
 
 __all__ = [
     "Engine",
@@ -35,8 +40,10 @@ __all__ = [
     "LevelJob",
     "block_grid",
     "block_shape",
+    "next_level_block",
     "run_label_pass",
     "run_pass",
+    "stored_values",
     "temp_id",
 ]
 
@@ -129,7 +136,7 @@ class LevelJob:
     """The work on one array (one frame and channel) in a pass."""
 
     source: LazyArray  # level r, [x, y, z]
-    store: ArrayTarget | None  # where level r's chunks go (None: level r is not stored)
+    store: ChunkEncoder | None  # encodes level r's chunks (None: level r is not stored)
     quantization: QuantizationParams | None
     next_level: Any | None  # writable lazy array for level 2r, or None at the coarsest level
     measure: bool  # reduce level r's moments (level 1; others were measured by the last pass)
@@ -162,28 +169,61 @@ def _output_range(
     return tuple(a for a, _ in ranges), tuple(b for _, b in ranges)
 
 
+def stored_values(
+    block: np.ndarray, quantization: QuantizationParams | None, dtype: np.dtype
+) -> np.ndarray:
+    """The values a level-r block is stored as: quantized to ``dtype`` when ``quantization``
+    is given, else the block itself (no copy)."""
+    return block if quantization is None else quantize_block(block, quantization, dtype)
+
+
+def next_level_block(
+    data: np.ndarray,
+    lo: tuple[int, ...],
+    shape: tuple[int, ...],
+    start: tuple[int, ...],
+    stop: tuple[int, ...],
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """Level-2r samples of level-r block ``[start, stop)`` of an array of ``shape``, from
+    ``data`` (the block read with its halo from ``lo``): ``(first sample, values)``."""
+    out0, out1 = _output_range(start, stop)
+    return out0, downsample_block(data, lo, shape, out0, out1)
+
+
+def _store(job: LevelJob, inner: np.ndarray, start: tuple[int, ...]) -> list[tuple[str, bytes]]:
+    """Level r's chunks of the block (quantized where the job says), none if not stored."""
+    if job.store is None:
+        return []
+    return job.store.encode(stored_values(inner, job.quantization, job.store.dtype), start)
+
+
+def _step_down(
+    job: LevelJob,
+    data: np.ndarray,
+    lo: tuple[int, ...],
+    start: tuple[int, ...],
+    stop: tuple[int, ...],
+) -> np.ndarray:
+    """Write the block's part of level 2r to the next level; its moments (NaN: no level 2r)."""
+    if job.next_level is None:
+        return _NO_MOMENTS
+    out0, out = next_level_block(data, lo, job.source.shape, start, stop)
+    job.next_level.write(out0, out)
+    return block_moments(out)
+
+
 def _task(
-    job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
+    job: LevelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
 ) -> tuple[np.ndarray, list[tuple[str, bytes]]]:
-    """Process one block: moments ``[[level r], [level 2r]]`` (NaN rows if not asked) and the
-    encoded chunks of level r. ``gate`` only orders the task after an earlier append."""
-    lo, data = _read_block(job.source, start, stop, HALO if job.next_level is not None else None)
+    """One block: read -> store (quantize, encode) -> measure -> step down to level 2r.
+    Returns moments ``[[level r], [level 2r]]`` (NaN rows where not asked) and level r's
+    chunks."""
+    margin = HALO if job.next_level is not None else None
+    lo, data = _read_block(job.source, start, stop, margin)
     inner = _inner(data, lo, start, stop)
-    chunks: list[tuple[str, bytes]] = []
-    if job.store is not None:
-        stored = (
-            inner
-            if job.quantization is None
-            else quantize_block(inner, job.quantization, job.store.dtype)
-        )
-        chunks = job.store.encode(stored, start)
+    chunks = _store(job, inner, start)
     this = block_moments(inner) if job.measure else _NO_MOMENTS
-    below = _NO_MOMENTS
-    if job.next_level is not None:
-        out0, out1 = _output_range(start, stop)
-        out = downsample_block(data, lo, job.source.shape, out0, out1)
-        job.next_level.write(out0, out)
-        below = block_moments(out)
+    below = _step_down(job, data, lo, start, stop)
     return np.stack([this, below]), chunks
 
 
@@ -192,19 +232,20 @@ def _run_chain(
     task: Callable[..., Any],
     engine: Engine,
     order: str,
-    sink: KeySink | None,
+    sink: ChunkSink | None,
     stage: str,
     detail: str,
     blocks: Callable[[Any], tuple[int, ...]] | None = None,
 ) -> list[list[tuple[int, Any]]]:
     """Every block of every job through the engine's runner; per job, per block (block
-    number, summary). Chunks reach ``sink`` in block order whatever runs the tasks."""
-    items: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = []
+    number, summary). Blocks are numbered job by job, each job's in memory order: chunks
+    reach ``sink`` in that order whatever runs the tasks."""
+    items: list[Block] = []
     owners: list[int] = []
     for i, job in enumerate(jobs):
         shape = blocks(job.source) if blocks is not None else engine.blocks(job.source, order)
         for start, stop in block_grid(job.source.shape, shape, order):
-            items.append((job, start, stop))
+            items.append(Block(job, start, stop))
             owners.append(i)
     engine.progress.start(stage, detail, len(items))
     try:
@@ -223,7 +264,7 @@ def run_pass(
     jobs: Sequence[LevelJob],
     engine: Engine,
     order: str,
-    sink: KeySink | None = None,
+    sink: ChunkSink | None = None,
     stage: str = "levels",
     detail: str = "",
 ) -> list[np.ndarray]:
@@ -246,7 +287,7 @@ class LabelJob:
     path: str  # the input file, for error messages
     # scratch values -> category ids (levels > 1): (first index of each block, category ids)
     lut: tuple[np.ndarray, np.ndarray] | None
-    store: ArrayTarget | None  # level r's grid
+    store: ChunkEncoder | None  # encodes level r's grid
     next_level: Any | None  # writable uint64 lazy array for level 2r, or None
 
 
@@ -280,7 +321,7 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
 
 
 def _label_task(
-    job: LabelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int, gate: object = None
+    job: LabelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[str, bytes]]]:
     """One block: ((categories seen, combinations), encoded chunks of level r).
 
@@ -322,7 +363,7 @@ def run_label_pass(
     jobs: Sequence[LabelJob],
     engine: Engine,
     order: str,
-    sink: KeySink | None = None,
+    sink: ChunkSink | None = None,
     stage: str = "segmentations",
     detail: str = "",
 ) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:

@@ -1,8 +1,9 @@
 """Writing lattice segmentations: the category pyramid of DESIGN 7.2 over the entry's levels.
 
-Per lattice, one pass per level (like the volume's): blocks of level r are stored and stepped
-to level 2r in parallel; their new label combinations are merged here, in block order, into the
-lattice's :class:`SetTable`, which decides the final category ids deterministically.
+Per lattice, one pass per level (the volume's loop, :mod:`pipeline.build.levels`): blocks of
+level r are stored and stepped to level 2r in parallel; their new label combinations are merged
+here, in block order, into the lattice's :class:`SetTable`, which decides the final category
+ids deterministically.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,11 @@ import numpy as np
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
 from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
-from pipeline.arrays import create_scratch, remove_scratch
+from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
-from pipeline.db.sinks import KeySink
 from pipeline.db.writer import ArrayTarget, DataWriter
+from pipeline.engine.passes import Engine, LabelJob, run_label_pass
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.level_pass import Engine, LabelJob, run_label_pass
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -54,17 +54,14 @@ class RepeatedTarget:
     stored under every array's keys."""
 
     targets: tuple[ArrayTarget, ...]
-    # the archive every copy is written to; None once detached for a cluster worker (which
-    # only encodes: the client stores), like ``ArrayTarget.sink``
-    sink: KeySink | None = None
-
-    def __post_init__(self) -> None:
-        copies = tuple(replace(t, sink=self.sink) for t in self.targets)
-        object.__setattr__(self, "targets", copies)
 
     @property
     def path(self) -> str:
         return self.targets[0].path
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.targets[0].dtype
 
     def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
         first = self.targets[0]
@@ -74,11 +71,6 @@ class RepeatedTarget:
             for target in self.targets
             for key, data in chunks
         ]
-
-    def write_block(self, block: np.ndarray, origin: tuple[int, ...]) -> None:
-        if self.sink is None:
-            raise ValueError(f"{self.path}: detached target cannot store chunks")
-        self.sink.put_many(self.encode(block, origin))
 
 
 def check_lattice_grid(
@@ -198,14 +190,13 @@ def write_lattice(
     table = SetTable()
     order = labels.memory_order
     frames = len(labels.frames)
-    sources: list[Any] = list(labels.frames)
     luts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * frames
     level1: set[int] = set()
     occurs: dict[int, list[int]] = {}
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
 
-    for i, lv in enumerate(plan.levels):
-        below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
+    def one_pass(step: LevelPass[int]) -> None:
+        lv = step.level
         jobs = []
         for t in range(frames):
             target = None
@@ -222,12 +213,9 @@ def write_lattice(
                 ]
                 target = copies[0]
                 if len(copies) > 1:
-                    target = RepeatedTarget(tuple(copies), writer.sink)
-            next_level = None
-            if below is not None:
-                name = f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw"
-                next_level = create_scratch(scratch, name, below.shape, np.dtype(np.uint64), order)
-            jobs.append(LabelJob(sources[t], str(labels.path), luts[t], target, next_level))
+                    target = RepeatedTarget(tuple(copies))
+            next_level = step.next_levels[t]
+            jobs.append(LabelJob(step.sources[t], str(labels.path), luts[t], target, next_level))
         results = run_label_pass(
             jobs,
             engine,
@@ -261,13 +249,16 @@ def write_lattice(
                     for u in [t] if repeat == 1 else range(repeat):
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
-            if lv.ratio > 1:
-                remove_scratch(sources[t])
-            if job.next_level is not None:
-                sources[t] = job.next_level
-    for arr in sources:
-        if plan.levels[-1].ratio > 1:
-            remove_scratch(arr)
+
+    run_levels(
+        plan,
+        dict(enumerate(labels.frames)),
+        one_pass,
+        scratch=scratch,
+        scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
+        dtype=np.dtype(np.uint64),
+        order=order,
+    )
     return LatticeResult(
         labels.lattice_id,
         frames * repeat,

@@ -1,8 +1,16 @@
 """Where block tasks run: threads of this process (default) or a dask.distributed cluster.
 
 A pass of the pyramid is a list of independent block tasks whose encoded chunks must reach the
-archive in block order (so the same inputs give the same data.zip). The two runners differ only
-in how chunks travel:
+archive in block order (so the same inputs give the same data.zip). The order is the runner's
+contract, the same for every runner, and nothing a task is told:
+
+- the blocks of one :meth:`Runner.run_blocks` call are independent: they run in any order and
+  at once;
+- their chunks reach the sink in the order of the list (block ``n`` is numbered ``n``);
+- the call returns only once every block is stored: a pass is a barrier, so the next pass (run
+  after it by the caller) may read what this one wrote.
+
+The runners differ only in how chunks travel:
 
 - :class:`ThreadedRunner`: a pool of threads runs the block tasks; a block may start only when
   the block ``window`` blocks before it is appended (by the calling thread, in block order),
@@ -27,15 +35,16 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from pipeline.db.sinks import KeySink
+from pipeline.engine.sink import Chunk, ChunkSink, PreparingSink
 from pipeline.errors import ClusterError, OptionError, PreprocessorError
 from pipeline.memory import fix_map_threshold, trim
 from pipeline.progress import NO_PROGRESS, Progress
 
 __all__ = [
-    "BlockItem",
+    "Block",
+    "BlockTask",
     "CommsRunner",
     "DistributedRunner",
     "Runner",
@@ -44,9 +53,18 @@ __all__ = [
     "open_cluster",
 ]
 
-# (job, start, stop): one block of one job of a pass
-BlockItem = tuple[Any, tuple[int, ...], tuple[int, ...]]
-BlockTask = Callable[..., tuple[Any, list[tuple[str, bytes]]]]
+
+class Block(NamedTuple):
+    """One block of one job of a pass: samples ``[start, stop)`` of ``job.source``. The job is
+    plain data (its arrays, how to encode its chunks): it travels to a worker as it is."""
+
+    job: Any
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+
+
+# task(job, start, stop, number) -> (summary, chunks): what one block gives
+BlockTask = Callable[[Any, tuple[int, ...], tuple[int, ...], int], tuple[Any, list[Chunk]]]
 
 
 class Runner(Protocol):
@@ -56,29 +74,25 @@ class Runner(Protocol):
     def run_blocks(
         self,
         task: BlockTask,
-        items: Sequence[BlockItem],
-        sink: KeySink | None,
+        items: Sequence[Block],
+        sink: ChunkSink | None,
         window: int,
         progress: Progress,
     ) -> list[Any]:
-        """Run ``task(job, start, stop, number)`` for every item; store each block's chunks in
-        ``sink`` in item order; return the tasks' summaries in item order."""
+        """Run ``task(job, start, stop, n)`` for block ``n`` of ``items``; store the blocks'
+        chunks in ``sink`` in block order; return the tasks' summaries in block order."""
         ...
 
 
-def _block_bytes(item: BlockItem) -> int:
+def _block_bytes(item: Block) -> int:
     job, start, stop = item
     return math.prod(b - a for a, b in zip(start, stop, strict=True)) * job.source.dtype.itemsize
 
 
 def _append(
-    sink: KeySink | None,
-    result: tuple[Any, list[tuple[str, bytes]]],
-    previous: object,
-    progress: Progress,
-    nbytes: int,
+    sink: ChunkSink | None, result: tuple[Any, list[Chunk]], progress: Progress, nbytes: int
 ) -> Any:
-    """Store a task's chunks after those of the task before it; returns the task's summary."""
+    """Store a task's chunks (after those of the block before it); the task's summary."""
     summary, chunks = result
     if chunks:
         if sink is None:
@@ -99,8 +113,8 @@ class ThreadedRunner:
     def run_blocks(
         self,
         task: BlockTask,
-        items: Sequence[BlockItem],
-        sink: KeySink | None,
+        items: Sequence[Block],
+        sink: ChunkSink | None,
         window: int,
         progress: Progress = NO_PROGRESS,
     ) -> list[Any]:
@@ -116,24 +130,26 @@ class ThreadedRunner:
     def _run(
         self,
         task: BlockTask,
-        items: Sequence[BlockItem],
-        sink: KeySink | None,
+        items: Sequence[Block],
+        sink: ChunkSink | None,
         window: int,
         progress: Progress,
     ) -> list[Any]:
-        # a sink that can (ZipSink) checksums and frames each block's chunks in the block's own
-        # thread; the calling thread then only writes them, in block order
-        prepare = getattr(sink, "prepare", None)
+        # a sink that can (the archive) checksums and frames each block's chunks in the
+        # block's own thread; the calling thread then only writes them, in block order
+        preparing = sink if isinstance(sink, PreparingSink) else None
 
-        def run_one(item: BlockItem, n: int) -> tuple[Any, Any]:
+        def run_one(item: Block, n: int) -> tuple[Any, Any]:
             summary, chunks = task(*item, n)
-            return summary, (prepare(chunks) if prepare is not None and chunks else chunks)
+            if preparing is not None and chunks:
+                return summary, preparing.prepare(chunks)
+            return summary, chunks
 
-        def append(result: tuple[Any, Any], item: BlockItem) -> Any:
+        def append(result: tuple[Any, Any], item: Block) -> Any:
             summary, chunks = result
-            if prepare is None or not chunks:
-                return _append(sink, result, None, progress, _block_bytes(item))
-            sink.put_prepared(chunks)  # type: ignore[union-attr]
+            if preparing is None or not chunks:
+                return _append(sink, result, progress, _block_bytes(item))
+            preparing.put_prepared(chunks)
             progress.advance(1, _block_bytes(item))
             return summary
 
@@ -161,14 +177,6 @@ class ThreadedRunner:
         return summaries
 
 
-def _detached(job: Any) -> Any:
-    """The job without its archive handle (which stays in the client), for pickling."""
-    store = getattr(job, "store", None)
-    if store is None:
-        return job
-    return dataclasses.replace(job, store=dataclasses.replace(store, sink=None))
-
-
 def _spill(
     task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int, part: str
 ) -> tuple[Any, list[tuple[str, int, int]]]:
@@ -184,7 +192,7 @@ def _spill(
     return summary, members
 
 
-def _unspill(part: str, members: list[tuple[str, int, int]]) -> list[tuple[str, bytes]]:
+def _unspill(part: str, members: list[tuple[str, int, int]]) -> list[Chunk]:
     """The chunks a worker spilled to ``part`` (CRCs checked), removing the file."""
     chunks = []
     with open(part, "rb") as f:
@@ -220,8 +228,8 @@ class DistributedRunner:
     def run_blocks(
         self,
         task: BlockTask,
-        items: Sequence[BlockItem],
-        sink: KeySink | None,
+        items: Sequence[Block],
+        sink: ChunkSink | None,
         window: int,
         progress: Progress = NO_PROGRESS,
     ) -> list[Any]:
@@ -254,7 +262,7 @@ class DistributedRunner:
                 future = self.client.submit(
                     _spill,
                     task,
-                    _detached(job),
+                    job,
                     start,
                     stop,
                     n,
@@ -330,7 +338,7 @@ class _Captured:
 
 def _comms_task(
     task: BlockTask, job: Any, start: tuple[int, ...], stop: tuple[int, ...], n: int
-) -> tuple[Any, list[tuple[str, bytes]], list[tuple[tuple[int, ...], Any]]]:
+) -> tuple[Any, list[Chunk], list[tuple[tuple[int, ...], Any]]]:
     """One block task on a worker without the client's file system: its summary, its encoded
     chunks and the next level's blocks all go back as the task's result."""
     summary, chunks = task(job, start, stop, n)
@@ -339,6 +347,17 @@ def _comms_task(
 
 
 PREFETCH_MARGIN = 2  # samples around a shipped block: the widest halo a pass reads
+
+
+def worker_readable(arr: Any) -> bool:
+    """Whether a cluster worker reads ``arr`` itself, without the client's file system: an
+    array over a URL's object says so with a true ``worker_readable`` attribute; views
+    (transposed, cast) are looked through by their ``base``."""
+    while arr is not None:
+        if getattr(arr, "worker_readable", False):
+            return True
+        arr = getattr(arr, "base", None)
+    return False
 
 
 class CommsRunner(DistributedRunner):
@@ -357,8 +376,6 @@ class CommsRunner(DistributedRunner):
 
     def _worker_job(self, job: Any, start: tuple[int, ...], stop: tuple[int, ...]) -> Any:
         """The job as a worker gets it."""
-        from pipeline.inputs.source import worker_readable
-
         changes: dict[str, Any] = {}
         source = job.source
         if not worker_readable(source):
@@ -368,18 +385,16 @@ class CommsRunner(DistributedRunner):
             changes["source"] = _Prefetched(lo, data, source.shape)
         if getattr(job, "next_level", None) is not None:
             changes["next_level"] = _Captured()
-        return dataclasses.replace(_detached(job), **changes)
+        return dataclasses.replace(job, **changes) if changes else job
 
     def run_blocks(
         self,
         task: BlockTask,
-        items: Sequence[BlockItem],
-        sink: KeySink | None,
+        items: Sequence[Block],
+        sink: ChunkSink | None,
         window: int,
         progress: Progress = NO_PROGRESS,
     ) -> list[Any]:
-        from pipeline.inputs.source import worker_readable
-
         token = uuid.uuid4().hex[:8]
         ahead = self.workers + max(window, 2)
         pending: deque[tuple[Any, Any, int, int]] = deque()

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.algorithms.meshes import MAX_DETAIL_LEVEL, decimate, detail_fraction, vertex_normals
+from pipeline.build.lattices import RepeatedTarget
 from pipeline.db.layout import mesh_group, mesh_key
 from pipeline.db.metadata import add_lattice_annotations, add_mesh_metadata
 from pipeline.db.writer import DataWriter
 from pipeline.errors import OptionError
-from pipeline.lattices import RepeatedTarget
 from pipeline.model import MeshArrays, MeshSetSource, MeshSource, Segment
 
 if TYPE_CHECKING:
@@ -64,9 +64,11 @@ class _Repeating:
             tuple(
                 self.writer.array(f"{self.prefix}{t}/{rest}", shape, dtype, chunks)
                 for t in self.times
-            ),
-            self.writer.sink,
+            )
         )
+
+    def write_block(self, target: RepeatedTarget, block: np.ndarray, origin: Any) -> None:
+        self.writer.write_block(target, block, origin)
 
 
 def check_mesh_sets(mesh_sets: Iterable[MeshSetSource], taken: Iterable[str] = ()) -> None:
@@ -89,7 +91,7 @@ def check_mesh_sets(mesh_sets: Iterable[MeshSetSource], taken: Iterable[str] = (
 
 def _store(writer: DataWriter, path: str, array: np.ndarray) -> None:
     target = writer.array(path, array.shape, array.dtype, (_CHUNK_ROWS, 3))
-    target.write_block(np.ascontiguousarray(array), (0, 0))
+    writer.write_block(target, np.ascontiguousarray(array), (0, 0))
 
 
 def _write_mesh(writer: DataWriter, key: Callable[[str], str], mesh: MeshArrays) -> MeshCounts:
