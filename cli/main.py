@@ -404,7 +404,7 @@ def preprocess_command(**kw: Any) -> None:
     summary = preprocess(options, progress=_progress(), warn=lambda m: click.echo(m, err=True))
     rate = summary.input_bytes / 1e6 / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(
-        f"{options.mode.value}: {options.source_db}/{options.entry_id} -> "
+        f"{options.mode.value}: {summary.location.key} -> "
         f"{summary.location.folder} (levels {', '.join(map(str, summary.plan.stored_ratios))}; "
         f"{summary.seconds:.1f} s, {rate:.0f} MB/s)"
     )
@@ -634,7 +634,7 @@ def _database(db_path: Path) -> Any:
         first = scan.entries[0]
         raise OptionError(
             f"{db_path}: not a database (no <source-db>/<entry-id> folder holds an entry's "
-            f"files; e.g. {first.source_db}/{first.entry_id})"
+            f"files; e.g. {first.key})"
         )
     return scan
 
@@ -651,7 +651,7 @@ def list_command(db_path: Path) -> None:
 
     scan = _database(db_path)
     for location in scan.entries:
-        name = f"{location.source_db}/{location.entry_id}"
+        name = location.key
         check = check_entry(location, quick=True)
         docs = check.documents
         if docs is None:
@@ -694,7 +694,7 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
         locations = scan.entries
     bad = 0
     for location in locations:
-        name = f"{location.source_db}/{location.entry_id}"
+        name = location.key
         if location.exists():
             problems = validate_entry(location, quick) + stray_files(location)
         else:
@@ -720,8 +720,9 @@ def validate_command(db_path: Path, entries: tuple[str, ...], quick: bool) -> No
 @_ENTRY_ID
 def delete_command(db_path: Path, source_db: str, entry_id: str) -> None:
     """Delete an entry."""
-    _manage("delete_entry")(_location(db_path, source_db, entry_id))
-    click.echo(f"deleted {source_db}/{entry_id}")
+    location = _location(db_path, source_db, entry_id)
+    _manage("delete_entry")(location)
+    click.echo(f"deleted {location.key}")
 
 
 @cli.command("remove-volume")
@@ -836,6 +837,7 @@ def export_command(
 ) -> None:
     """Export an entry for other tools: its volume levels, lattices as label images, meshes and
     geometric segmentations as sidecar files."""
+    from pipeline.db.layout import entry_key
     from pipeline.export import ExportOptions, export_omezarr
     from pipeline.options import parse_size
 
@@ -857,7 +859,7 @@ def export_command(
     if summary.geometric_files:
         extras.append(f"{summary.geometric_files} geometric segmentation files")
     click.echo(
-        f"export: {source_db}/{entry_id} -> {summary.output} (levels "
+        f"export: {entry_key(source_db, entry_id)} -> {summary.output} (levels "
         f"{', '.join(map(str, summary.levels))}{'; ' if extras else ''}{'; '.join(extras)}; "
         f"{summary.seconds:.1f} s)"
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.engine.passes import Engine
 from pipeline.engine.runner import Runner, ThreadedRunner, memory_budget, open_cluster
@@ -15,7 +17,7 @@ from pipeline.options import InputKind, PreprocessOptions
 from pipeline.progress import Progress
 from pipeline.workspace import run_folder
 
-__all__ = ["engine_for", "usable_cpus"]
+__all__ = ["EngineSpec", "engine_for", "open_engine", "usable_cpus"]
 
 
 # kinds whose voxels workers read themselves (the others are read by the client)
@@ -38,46 +40,92 @@ def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """What chooses and sizes an engine: ``--max-memory``, ``--scheduler``, ``--workers``, the
+    block edge, the least block bytes a task can work in, and how a cluster's chunks return
+    (``transfer`` of :func:`pipeline.engine.runner.open_cluster`)."""
+
+    max_memory: int | None
+    scheduler: str | None
+    workers: int | None
+    block: int
+    smallest: int
+    transfer: str = "shared"
+
+
+@contextlib.contextmanager
+def open_engine(
+    spec: EngineSpec,
+    progress: Progress,
+    parts: Callable[[], contextlib.AbstractContextManager[Path]],
+    runner: Runner | None = None,
+    check: Callable[[Runner], None] | None = None,
+) -> Iterator[Engine]:
+    """Threads (as many as :func:`usable_cpus` that ``spec.max_memory`` allows), or a
+    dask.distributed cluster (``runner`` when the caller shares one between runs; otherwise
+    one opened with part files in the folder ``parts()`` gives), with the memory budget's
+    window and block bytes. ``check`` sees a cluster's runner before its budget is made."""
+    threaded = runner is None and spec.scheduler is None and spec.workers is None
+    # threads: the budget may run fewer; checked here too before a cluster is reached
+    threads, window, block_bytes = memory_budget(
+        spec.max_memory, usable_cpus() if threaded else 1, 4, spec.smallest
+    )
+    if threaded:
+        yield Engine(ThreadedRunner(threads), spec.block, block_bytes, window, progress)
+        return
+    with contextlib.ExitStack() as stack:
+        if runner is None:
+            runner = stack.enter_context(
+                open_cluster(
+                    spec.scheduler,
+                    spec.workers,
+                    stack.enter_context(parts()),
+                    transfer=spec.transfer,
+                    max_memory=spec.max_memory,
+                )
+            )
+        if check is not None:
+            check(runner)
+        # a cluster's workers run as many tasks as they have threads: only blocks shrink
+        _, window, block_bytes = memory_budget(
+            spec.max_memory, runner.threads_per_process, 4, spec.smallest, fixed_threads=True
+        )
+        yield Engine(runner, spec.block, block_bytes, window, progress)
+
+
 @contextlib.contextmanager
 def engine_for(
     options: PreprocessOptions, progress: Progress, runner: Runner | None
 ) -> Iterator[Engine]:
-    """The run's engine: its runner (threads, or a dask.distributed cluster; ``runner`` when
-    the caller shares one between runs) and its memory budget."""
-    smallest = (2 * options.chunk_size) ** 3 * 8  # one block edge cubed, 8-byte label scratch
-    threaded = runner is None and options.scheduler is None and options.workers is None
-    # threads: the budget may run fewer; checked here too before a cluster is reached
-    threads, window, block_bytes = memory_budget(
-        options.max_memory, usable_cpus() if threaded else 1, 4, smallest
+    """The run's engine (:func:`open_engine`; ``runner`` when the caller shares one between
+    runs), inside which remote inputs are copied within the blocks' budget."""
+    spec = EngineSpec(
+        options.max_memory,
+        options.scheduler,
+        options.workers,
+        options.block_size,
+        (2 * options.chunk_size) ** 3 * 8,  # one block edge cubed, 8-byte label scratch
+        transfer=options.transfer or "auto",
     )
-    if threaded:
-        # remote maps and masks: copied first by large ranged requests, within the blocks' budget
-        with copying_objects(block_bytes * threads):
-            yield Engine(ThreadedRunner(threads), options.block_size, block_bytes, window, progress)
-        return
-    with contextlib.ExitStack() as stack:
-        if runner is None:
-            parts = stack.enter_context(
-                run_folder(options.working_folder, options.entry_id, "parts-")
-            )
-            runner = stack.enter_context(
-                open_cluster(
-                    options.scheduler,
-                    options.workers,
-                    parts,
-                    transfer=options.transfer or "auto",
-                    max_memory=options.max_memory,
-                )
-            )
-        _check_transfer(options, runner)
-        # a cluster's workers run as many tasks as they have threads: only blocks shrink
-        _, window, block_bytes = memory_budget(
-            options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
-        )
-        # workers that share the working folder read the client's copy; others read in place
-        shared = getattr(runner, "transfer", "shared") != "comms"
-        with copying_objects(block_bytes if shared else None):
-            yield Engine(runner, options.block_size, block_bytes, window, progress)
+
+    def parts() -> contextlib.AbstractContextManager[Path]:
+        return run_folder(options.working_folder, options.entry_id, "parts-")
+
+    def check(cluster: Runner) -> None:
+        _check_transfer(options, cluster)
+
+    threaded = runner is None and options.scheduler is None and options.workers is None
+    with open_engine(spec, progress, parts, runner, check) as engine:
+        if threaded:
+            # remote maps and masks: copied first by large ranged requests, within the budget
+            in_flight: int | None = engine.max_block_bytes * engine.runner.threads_per_process
+        elif getattr(engine.runner, "transfer", "shared") != "comms":
+            in_flight = engine.max_block_bytes  # workers sharing the folder read the copy
+        else:
+            in_flight = None  # workers that do not share it read in place
+        with copying_objects(in_flight):
+            yield engine
 
 
 def usable_cpus() -> int:

@@ -16,7 +16,7 @@ from pipeline.arrays import CastArray
 from pipeline.build.geometric import check_geometric_ids
 from pipeline.build.lattices import check_lattice_grid
 from pipeline.build.meshes import check_mesh_sets
-from pipeline.db.layout import EntryLocation
+from pipeline.db.layout import EntryLocation, entry_key
 from pipeline.errors import (
     EntryExistsError,
     EntryNotFoundError,
@@ -118,7 +118,7 @@ def warn_viewer_id(options: PreprocessOptions) -> None:
             f"entry id {options.entry_id!r} has no '-': the Mol* viewer opens it as "
             f"'{options.source_db}-{options.entry_id}', which is not this entry (use an id "
             f"like '{options.source_db}-{options.entry_id}' to open it in the viewer)",
-            f"{options.source_db}/{options.entry_id}",
+            entry_key(options.source_db, options.entry_id),
         )
 
 

@@ -109,7 +109,7 @@ class StagedEntry:
             )
 
     def _committed(self) -> None:
-        COMMITTED.append(f"{self.location.source_db}/{self.location.entry_id}")
+        COMMITTED.append(self.location.key)
         self._tidy = True  # a writer that committed tidies up an empty _staging it found
         after_commit_hook()
 
@@ -126,16 +126,14 @@ class StagedEntry:
             except FileNotFoundError:
                 exists = False
             if exists:
-                raise EntryExistsError(
-                    f"entry {self.location.source_db}/{entry} already exists", target
-                )
+                raise EntryExistsError(f"entry {self.location.key} already exists", target)
             try:
                 os.rename(self.name, entry, src_dir_fd=self._staging_fd, dst_dir_fd=source)
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 raise EntryExistsError(  # created in between (by a writer that ignored the lock)
-                    f"entry {self.location.source_db}/{entry} already exists", target
+                    f"entry {self.location.key} already exists", target
                 ) from exc
             self._committed()
             os.fsync(source)
@@ -158,9 +156,7 @@ class StagedEntry:
             source = None
         try:
             if source is None or not _is_dir_at(source, entry):
-                raise EntryNotFoundError(
-                    f"entry {self.location.source_db}/{entry} disappeared", target
-                )
+                raise EntryNotFoundError(f"entry {self.location.key} disappeared", target)
             if not _exchange(self._staging_fd, self.name, source, entry):
                 with opened_dir(source, entry, target) as entry_fd:
                     for name in order:

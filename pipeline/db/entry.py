@@ -36,9 +36,7 @@ class Entry:
 
     def __init__(self, location: EntryLocation) -> None:
         if not location.exists():
-            raise EntryNotFoundError(
-                f"entry {location.source_db}/{location.entry_id} does not exist", location.folder
-            )
+            raise EntryNotFoundError(f"entry {location.key} does not exist", location.folder)
         self.location = location
         folder = location.folder
         self.metadata: dict[str, Any] = json.loads((folder / METADATA_JSON).read_text())

@@ -16,6 +16,7 @@ __all__ = [
     "METADATA_JSON",
     "VOLUME_GROUP",
     "EntryLocation",
+    "entry_key",
     "lattice_grid_key",
     "lattice_group",
     "lattice_key",
@@ -95,6 +96,15 @@ def mesh_key(
     return base if part is None else f"{base}/{part}"
 
 
+def entry_key(source_db: str, entry_id: str) -> str:
+    """``<source_db>/<entry_id>``: how messages and annotation ids name an entry.
+
+    >>> entry_key("emdb", "emd-1832")
+    'emdb/emd-1832'
+    """
+    return f"{source_db}/{entry_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class EntryLocation:
     """``<db_path>/<source_db>/<entry_id>``; names are checked so they cannot leave db_path."""
@@ -114,7 +124,7 @@ class EntryLocation:
     @property
     def key(self) -> str:
         """``<source_db>/<entry_id>``: how messages and annotation ids name the entry."""
-        return f"{self.source_db}/{self.entry_id}"
+        return entry_key(self.source_db, self.entry_id)
 
     @property
     def staging_root(self) -> Path:

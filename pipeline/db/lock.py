@@ -72,7 +72,7 @@ def entry_lock(location: EntryLocation) -> Iterator[None]:
             os.close(fd)
             os.close(locks)
             raise EntryLockedError(
-                f"entry {location.source_db}/{location.entry_id} is being written by {holder}; "
+                f"entry {location.key} is being written by {holder}; "
                 "try again when it has finished",
                 location.folder,
             ) from None

@@ -28,6 +28,7 @@ from pipeline.db.layout import (
     GEOMETRIC_JSON,
     METADATA_JSON,
     EntryLocation,
+    entry_key,
     lattice_key,
     mesh_key,
     volume_key,
@@ -89,7 +90,7 @@ def scan_database(db_path: Path) -> DatabaseScan:
         for entry in children:
             if entry.name.startswith(("_", ".")):
                 continue
-            where = f"{source.name}/{entry.name}"
+            where = entry_key(source.name, entry.name)
             if entry.is_symlink() or not entry.is_dir():
                 scan.foreign.append(f"{where}: not an entry folder")
                 continue
@@ -197,6 +198,16 @@ class _Checker:
             self.problem(f"{DATA_ZIP}: {key}: unreadable ({_short(exc)})")
             return None
 
+    def decodes(self, path: str, meta: dict[str, Any]) -> bool:
+        """Whether every stored chunk of an array decodes (a problem noted where one does not)."""
+        try:
+            for _ in self.chunks(path, meta):
+                pass
+        except _ZIP_ERRORS as exc:
+            self.problem(f"{path}: unreadable chunk ({_short(exc)})")
+            return False
+        return True
+
     def chunks(self, path: str, meta: dict[str, Any]) -> Iterator[tuple[tuple[int, ...], Any]]:
         """(chunk index, decoded flat array) of every stored chunk of an array."""
         import numcodecs
@@ -282,13 +293,8 @@ def _check_array(c: _Checker, path: str, box: list[int]) -> dict[str, Any] | Non
     if meta["dtype"] == "|O" or _numeric_kind(meta["dtype"]) is None:
         c.problem(f"{path}: dtype {meta['dtype']} is not a number type")
         return None
-    if c.deep:
-        try:
-            for _ in c.chunks(path, meta):
-                pass
-        except _ZIP_ERRORS as exc:
-            c.problem(f"{path}: unreadable chunk ({_short(exc)})")
-            return None
+    if c.deep and not c.decodes(path, meta):
+        return None
     return meta
 
 
@@ -502,13 +508,8 @@ def _check_data(c: _Checker, docs: EntryDocuments) -> None:
             if any(k.startswith(f"{path}/") for k in c.read_chunks):
                 continue
             meta = c.array_meta(path)
-            if meta is None:
-                continue
-            try:
-                for _ in c.chunks(path, meta):
-                    pass
-            except _ZIP_ERRORS as exc:
-                c.problem(f"{path}: unreadable chunk ({_short(exc)})")
+            if meta is not None:
+                c.decodes(path, meta)
 
 
 def check_entry(location: EntryLocation, quick: bool = False) -> EntryCheck:
@@ -565,7 +566,7 @@ def checked_documents(
     commands that remove annotations are how such an entry is repaired)."""
     from pipeline.errors import DamagedEntryError, EntryNotFoundError
 
-    name = f"{location.source_db}/{location.entry_id}"
+    name = location.key
     if not location.exists():
         raise EntryNotFoundError(f"entry {name} does not exist", location.folder)
     check = check_entry(location, quick=True)

@@ -27,7 +27,8 @@ from pipeline.db.entry import Entry
 from pipeline.db.layout import DATA_ZIP, QUANTIZATION_ATTRIBUTE, EntryLocation
 from pipeline.db.names import validate_name
 from pipeline.engine.passes import Engine
-from pipeline.engine.runner import Block, ThreadedRunner, memory_budget, open_cluster
+from pipeline.engine.runner import Block
+from pipeline.engine_setup import EngineSpec, open_engine
 from pipeline.errors import InputFormatError, OptionError, PreprocessorError
 from pipeline.export.blocks import (
     ArraySpec,
@@ -91,29 +92,19 @@ class ExportSummary:
     shard_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _engine(options: ExportOptions, progress: Progress, parts: Path) -> Iterator[Engine]:
-    """Threads, or a dask.distributed cluster, with the memory budget of ``preprocess``."""
-    smallest = options.chunk_size**3 * _TASK_ITEMSIZE
-    threaded = options.scheduler is None and options.workers is None
-    threads, window, block_bytes = memory_budget(
-        options.max_memory, _cpus() if threaded else 1, 4, smallest
+def _engine(
+    options: ExportOptions, progress: Progress, parts: Path
+) -> contextlib.AbstractContextManager[Engine]:
+    """Threads, or a dask.distributed cluster, with the memory budget of ``preprocess``
+    (:func:`pipeline.engine_setup.open_engine`); a cluster's part files go to ``parts``."""
+    spec = EngineSpec(
+        options.max_memory,
+        options.scheduler,
+        options.workers,
+        2 * options.chunk_size,
+        options.chunk_size**3 * _TASK_ITEMSIZE,
     )
-    if threaded:
-        yield Engine(ThreadedRunner(threads), 2 * options.chunk_size, block_bytes, window, progress)
-        return
-    with open_cluster(options.scheduler, options.workers, parts) as runner:
-        _, window, block_bytes = memory_budget(
-            options.max_memory, runner.threads_per_process, 4, smallest, fixed_threads=True
-        )
-        yield Engine(runner, 2 * options.chunk_size, block_bytes, window, progress)
+    return open_engine(spec, progress, lambda: contextlib.nullcontext(parts))
 
 
 def shard_edge(chunk: int, block_bytes: int) -> int:
