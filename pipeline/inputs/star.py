@@ -97,14 +97,13 @@ def parse_star_options(
     from pydantic import ValidationError
 
     from pipeline.inputs.json_models import StarOptionsDocument
-    from pipeline.json_errors import validation_problem
+    from pipeline.json_errors import located_problem
 
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     try:
         return StarOptionsDocument.model_validate(given).options()
     except ValidationError as exc:
-        loc = exc.errors(include_url=False)[0]["loc"]
-        problem = validation_problem(exc, given).split(": ", 1)[1]
+        loc, problem = located_problem(exc, given)
         key = loc[0] if loc and isinstance(loc[0], str) else ""
         raise error(f"{name(key)}: {problem}" if key else problem) from None
 
