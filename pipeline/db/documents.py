@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pipeline.db.layout import ANNOTATIONS_JSON, GEOMETRIC_JSON, METADATA_JSON
-from pipeline.errors import PreprocessorError
+from pipeline.errors import DocumentError
+from pipeline.json_errors import json_path, shown_value
 
 __all__ = [
     "MAX_FRAMES",
@@ -51,10 +52,6 @@ __all__ = [
 
 MAX_FRAMES = 1_000_000  # time frames per segmentation or volume (a bound for every loop over them)
 MAX_DOCUMENT_BYTES = 1 << 30
-
-
-class DocumentError(PreprocessorError, ValueError):
-    """A document of an entry is not what this version writes (file and JSON path named)."""
 
 
 def dump_json(document: Any) -> bytes:
@@ -130,11 +127,8 @@ class _SchemaError(ValueError):
 
     def describe(self) -> str:
         """``$.json.path: message (got value)``."""
-        shown = ""
-        if self.show and not isinstance(self.value, dict | list):
-            text = repr(self.value)
-            shown = f" (got {text[:40]}{'...' if len(text) > 40 else ''})"
-        return f"{_path(self.loc)}: {self.message}{shown}"
+        shown = shown_value(self.value) if self.show else ""
+        return f"{json_path(self.loc)}: {self.message}{shown}"
 
 
 # a checker: (value, JSON path parts, as read) -> the value as the model holds it
@@ -806,18 +800,6 @@ def _load(data: bytes | str, name: str) -> Any:
 
 def _no_constant(word: str) -> Any:
     raise ValueError(f"{word} is not a number")
-
-
-def _path(loc: Iterable[Any]) -> str:
-    out = "$"
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str) and part.isidentifier():
-            out += f".{part}"
-        else:
-            out += f"[{json.dumps(str(part))}]"
-    return out
 
 
 def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
