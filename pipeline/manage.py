@@ -168,7 +168,7 @@ def _items(path: Path, key: str) -> list[dict[str, Any]]:
     try:
         edit_items_adapter(key, by_id=isinstance(items, dict)).validate_python(items)
     except ValidationError as exc:
-        raise InputFormatError(validation_problem(exc, doc, prefix), path) from None
+        raise InputFormatError(validation_problem(exc, items, prefix), path) from None
     return list(items.values()) if isinstance(items, dict) else items
 
 

@@ -119,7 +119,8 @@ def test_ngff_0_3_image_with_named_axes_omero_and_labels(tmp_path):
             },
         },
     )
-    volume, lattices = read_omezarr(path)
+    contents = read_omezarr(path, None, None)
+    volume, lattices = contents.volume, contents.lattices
     assert volume.channel_ids == ("dna", "actin")
     assert volume.channel_colors == ((0.0, 0.0, 1.0, 1.0), (1.0, 0.0, 0.0, 1.0))
     assert volume.voxel_size == (1.0, 1.0, 1.0) and volume.origin == (0.0, 0.0, 0.0)
@@ -146,7 +147,7 @@ def test_geometry_with_integer_dataset_paths_and_untyped_axes(tmp_path, zarr_for
     data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     path = tmp_path / "img.zarr"
     _write(path, data, {"multiscales": [ms]}, zarr_format)
-    volume, _ = read_omezarr(path)
+    volume = read_omezarr(path, None, None).volume
     # scale (x, y, z) 0.2, 0.25, 0.5 nm times 2; translation 3, 2, 1 nm times 2
     assert volume.voxel_size == (4.0, 5.0, 10.0)
     assert volume.origin == (60.0, 40.0, 20.0)
@@ -162,7 +163,7 @@ def test_bad_omero_is_ignored_with_a_warning(run_cli, tmp_path):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if str(path) in line]
     assert warnings == [
-        f"warning: {path / '.zattrs'}: omero.channels[0].color: Field required: "
+        f"warning: {path / '.zattrs'}: $.omero.channels[0].color: missing (a required key): "
         "the omero metadata is ignored"
     ]
 
@@ -181,40 +182,43 @@ def _set(*keys: Any, value: Any) -> Any:
 
 
 BAD = {
-    "unit_number": (_set("axes", 2, "unit", value=5), "multiscales[0].axes[2].unit: must be a "),
+    "unit_number": (
+        _set("axes", 2, "unit", value=5),
+        "$.multiscales[0].axes[2].unit: must be a string (got 5)",
+    ),
     "unknown_unit": (
         _set("axes", 1, "unit", value="furlong"),
-        "multiscales[0].axes[1].unit: unknown length unit 'furlong'",
+        "$.multiscales[0].axes[1].unit: unknown length unit 'furlong'",
     ),
     "scale_string": (
         _set("datasets", 0, "coordinateTransformations", 0, "scale", 1, value="a"),
-        "multiscales[0].datasets[0].coordinateTransformations[0].scale[1]: Input should be a "
-        'valid number, unable to parse string as a number (got "a")',
+        "$.multiscales[0].datasets[0].coordinateTransformations[0].scale[1]: must be a "
+        'number (got "a")',
     ),
     "identity": (
         _set("datasets", 0, "coordinateTransformations", value=[{"type": "identity"}]),
-        "multiscales[0].datasets[0].coordinateTransformations: Expected a scale or (scale, "
+        "$.multiscales[0].datasets[0].coordinateTransformations: Expected a scale or (scale, "
         "translation) transform",
     ),
     "no_transformations": (
         _set("datasets", 0, "coordinateTransformations", value=None),
-        "multiscales[0].datasets[0].coordinateTransformations: ",
+        "$.multiscales[0].datasets[0].coordinateTransformations: missing (a required key)",
     ),
     "scale_in_a_file": (
         _set("datasets", 0, "coordinateTransformations", value=[{"type": "scale", "path": "s"}]),
-        "multiscales[0].datasets[0].coordinateTransformations[0]: scale stored in a file",
+        "$.multiscales[0].datasets[0].coordinateTransformations[0]: scale stored in a file",
     ),
     "axis_names_twice": (
         _set("axes", 0, "name", value="x"),
-        "multiscales[0].axes: Axis names must be unique",
+        "$.multiscales[0].axes: Axis names must be unique",
     ),
     "time_axis_last": (
         _set("axes", 2, value={"name": "t", "type": "time"}),
-        "multiscales[0].axes: All space axes must be at the end of the axes list",
+        "$.multiscales[0].axes: All space axes must be at the end of the axes list",
     ),
     "no_datasets": (
         _set("datasets", value=[]),
-        "multiscales[0].datasets: must be a non-empty list of objects",
+        "$.multiscales[0].datasets: must be a non-empty list of objects",
     ),
 }
 
@@ -230,8 +234,9 @@ def test_bad_metadata_is_one_line_with_its_json_path(run_cli, tmp_path, case, za
     path = tmp_path / "bad.zarr"
     _write(path, np.zeros((4, 5, 6), np.uint8), {"multiscales": [ms]}, zarr_format)
     result = run_cli(*preprocess_args([(path, "omezarr")], tmp_path))
-    file, prefix = (".zattrs", "") if zarr_format == 2 else ("zarr.json", "attributes.ome.")
-    assert_one_line_error(result, f"error: {path / file}: {prefix}{fragment}")
+    # zarr v3: the OME attributes are "attributes": {"ome": {...}} of zarr.json
+    file, root = (".zattrs", "$") if zarr_format == 2 else ("zarr.json", "$.attributes.ome")
+    assert_one_line_error(result, f"error: {path / file}: {fragment.replace('$', root, 1)}")
     assert not (tmp_path / "db").exists()
 
 
@@ -247,7 +252,7 @@ def _label_image(root: zarr.Group, name: str, image_label: Any) -> None:
         (
             {"colors": [{"label-value": 1, "rgba": [255, 0, 0, 300]}]},
             ["cells"],
-            "labels/cells/.zattrs: image-label.colors[0].rgba[3]: Input should be less than or "
+            'labels/cells/.zattrs: $["image-label"].colors[0].rgba[3]: must be less than or '
             "equal to 255 (got 300)",
         ),
         (
@@ -255,9 +260,9 @@ def _label_image(root: zarr.Group, name: str, image_label: Any) -> None:
                 {"label-value": 2}
             ]},
             ["cells"],
-            "labels/cells/.zattrs: image-label: Inconsistent `label_value` attributes",
+            'labels/cells/.zattrs: $["image-label"]: Inconsistent `label_value` attributes',
         ),
-        ({}, [3], "labels/.zattrs: labels[0]: Input should be a valid string (got 3)"),
+        ({}, [3], "labels/.zattrs: $.labels[0]: must be a string (got 3)"),
     ],
 )
 def test_bad_label_metadata_is_one_line(run_cli, tmp_path, image_label, labels, fragment):

@@ -25,21 +25,23 @@ present and a role (t, c, x, y, z) appears once. A bad ``omero`` is a display hi
 is ignored with a warning.
 
 Every problem is an :class:`InputFormatError` on one line naming the attributes file and the
-JSON path inside it, e.g. ``<image>/.zattrs: multiscales[0].axes[2].unit: ...``.
+JSON path inside it, e.g. ``<image>/.zattrs: $.multiscales[0].axes[2].unit: ...`` (zarr v3:
+``<image>/zarr.json: $.attributes.ome.multiscales[0]...``), said by
+:mod:`pipeline.json_errors`.
 ``ome_zarr_models`` (and pydantic) are imported inside the functions that validate.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFormatError, UnsupportedInputError
+from pipeline.json_errors import json_path, shown_value, validation_problem
 from pipeline.notices import warn
 
 __all__ = [
@@ -64,7 +66,7 @@ class NgffAxis:
     name: str  # as written
     role: str  # "t", "c", "x", "y", "z" or "other"
     unit: str | None
-    loc: str  # JSON path in the attributes file, e.g. "multiscales[0].axes[2]"
+    loc: str  # JSON path in the attributes file, e.g. "$.multiscales[0].axes[2]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +101,15 @@ def attributes_file(group: Path, zarr_format: int) -> Path:
     return group / ("zarr.json" if zarr_format == 3 else ".zattrs")
 
 
-def _prefix(zarr_format: int) -> str:
-    return "attributes.ome." if zarr_format == 3 else ""
+def _prefix(zarr_format: int) -> tuple[str, ...]:
+    """The place of the OME attributes in the attributes file."""
+    return ("attributes", "ome") if zarr_format == 3 else ()
 
 
 def first_dataset(attrs: Mapping[str, Any], file: Path, zarr_format: int = 2) -> str:
     """Path of the level-0 array (``multiscales[0].datasets[0].path``), looked up before the
     metadata can be validated (0.1/0.2 need the array's dimensions)."""
-    loc = f"{_prefix(zarr_format)}multiscales"
+    loc = json_path((*_prefix(zarr_format), "multiscales"))
     multiscales = attrs.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
         raise InputFormatError(f"{loc}: must be a non-empty list of objects", file)
@@ -187,57 +190,10 @@ def _is_old(multiscale: Mapping[str, Any], version: str | None) -> bool:
 # --- messages ----------------------------------------------------------------------------------
 
 
-def _shown(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | None) else repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
-def _json_path(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier() or part.replace("-", "_").isidentifier():
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part)}]"
-    return out
-
-
-def _document_loc(error: Any, document: Any) -> list[Any]:
-    """The location of a pydantic error in ``document``: the union branch labels pydantic adds
-    to locations are left out."""
-    loc: list[Any] = []
-    node = document
-    for part in error["loc"]:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node)
-        ):
-            node = node[part]
-        elif error["type"] == "missing" and part == error["loc"][-1]:
-            pass  # the missing key is named
-        else:
-            continue
-        loc.append(part)
-    return loc
-
-
-def _problem(exc: Any, document: Any, prefix: str) -> str:
-    """``<json path>: <message> (got <value>)`` of a pydantic ``ValidationError``: its deepest
-    error (of a union, the branch that went furthest), the first of equally deep ones."""
-    errors = [(e, _document_loc(e, document)) for e in exc.errors(include_url=False)]
-    error, loc = max(errors, key=lambda item: len(item[1]))
-    message = " ".join(str(error["msg"]).split()).removeprefix("Value error, ")
-    got = ""
-    if error["type"] != "missing" and not isinstance(error.get("input"), dict | list):
-        got = f" (got {_shown(error.get('input'))})"
-    path = prefix + _json_path(loc)
-    return f"{path.rstrip('.')}: {message}{got}"
-
-
-def _validated(model: Any, document: Any, prefix: str, file: Path) -> Any:
-    """``model`` validated from ``document``; a failure is one line naming the JSON path.
-    Warnings of the models (fixes they make) are reported as warnings of the file."""
+def _validated(model: Any, document: Any, at: Sequence[Any], file: Path) -> Any:
+    """``model`` validated from ``document`` (found at ``at`` in ``file``); a failure is one
+    line naming the JSON path. Warnings of the models (fixes they make) are reported as
+    warnings of the file."""
     from pydantic import ValidationError
 
     with warnings.catch_warnings(record=True) as caught:
@@ -245,9 +201,9 @@ def _validated(model: Any, document: Any, prefix: str, file: Path) -> Any:
         try:
             value = model.model_validate(document)
         except ValidationError as exc:
-            raise InputFormatError(_problem(exc, document, prefix), file) from None
+            raise InputFormatError(validation_problem(exc, document, at), file) from None
     for item in caught:
-        warn(f"{prefix.rstrip('.')}: {item.message}", file)
+        warn(f"{json_path(at)}: {item.message}", file)
     return value
 
 
@@ -272,9 +228,9 @@ def _axes(model: Any, loc: str, file: Path) -> tuple[NgffAxis, ...]:
     for i, axis in enumerate(model.axes):
         where = f"{loc}.axes[{i}]"
         if not isinstance(axis.name, str) or not axis.name:
-            raise InputFormatError(f"{where}.name: must be a string, got {_shown(axis.name)}", file)
+            raise InputFormatError(f"{where}.name: must be a string{shown_value(axis.name)}", file)
         if axis.unit is not None and not isinstance(axis.unit, str):
-            raise InputFormatError(f"{where}.unit: must be a string, got {_shown(axis.unit)}", file)
+            raise InputFormatError(f"{where}.unit: must be a string{shown_value(axis.unit)}", file)
         role = axis.name.lower() if axis.name.lower() in _ROLES else None
         if role is None:
             role = {"time": "t", "channel": "c"}.get(axis.type or "", "other")
@@ -310,7 +266,7 @@ def _transforms(items: Any, ndim: int, loc: str, file: Path) -> tuple[list[float
     return scale, shift
 
 
-def _channels(omero: Any, prefix: str, file: Path) -> tuple[NgffChannel, ...] | None:
+def _channels(omero: Any, at: Sequence[Any], file: Path) -> tuple[NgffChannel, ...] | None:
     if omero is None:
         return None
     from ome_zarr_models.v04.omero import Omero  # the omero model (0.5 has none of its own)
@@ -319,7 +275,8 @@ def _channels(omero: Any, prefix: str, file: Path) -> tuple[NgffChannel, ...] | 
     try:
         model = Omero.model_validate(omero)
     except ValidationError as exc:
-        warn(f"{_problem(exc, omero, prefix + 'omero.')}: the omero metadata is ignored", file)
+        problem = validation_problem(exc, omero, (*at, "omero"))
+        warn(f"{problem}: the omero metadata is ignored", file)
         return None
     out = []
     for channel in model.channels:
@@ -329,12 +286,12 @@ def _channels(omero: Any, prefix: str, file: Path) -> tuple[NgffChannel, ...] | 
     return tuple(out)
 
 
-def _image_label(info: Any, model: Any, prefix: str, file: Path) -> tuple[dict, dict]:
+def _image_label(info: Any, model: Any, at: Sequence[Any], file: Path) -> tuple[dict, dict]:
     if info is None:
         return {}, {}
     if isinstance(info, dict):  # the group's version governs (0.1-0.3 labels say theirs)
         info = {k: v for k, v in info.items() if k != "version"}
-    label = _validated(model, info, prefix + "image-label.", file)
+    label = _validated(model, info, (*at, "image-label"), file)
     colors = {c.label_value: tuple(c.rgba) for c in label.colors or () if c.rgba is not None}
     properties = {
         p.label_value: {k: v for k, v in p.model_dump(by_alias=True).items() if k != "label-value"}
@@ -354,8 +311,8 @@ def parse_image(attrs: Mapping[str, Any], ndim: int, file: Path, zarr_format: in
     version = attrs.get("version") if zarr_format == 3 else _declared_version(attrs)
     if zarr_format == 2 and _is_old(raw, version):
         raw = as_v04(raw, ndim)
-    loc = f"{prefix}multiscales[0]"
-    model = _validated(multiscale_model, _lenient(raw), loc + ".", file)
+    loc = json_path((*prefix, "multiscales", 0))
+    model = _validated(multiscale_model, _lenient(raw), (*prefix, "multiscales", 0), file)
     axes = _axes(model, loc, file)
     if len(axes) != ndim:
         raise InputFormatError(

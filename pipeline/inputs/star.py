@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
-from pipeline.model import RGBA, ExtraData, GeometricSegmentation
+from pipeline.model import RGBA, Contents, ExtraData, GeometricSegmentation
 from pipeline.notices import warn
 
 __all__ = [
@@ -97,14 +97,13 @@ def parse_star_options(
     from pydantic import ValidationError
 
     from pipeline.inputs.json_models import StarOptionsDocument
-    from pipeline.json_errors import validation_problem
+    from pipeline.json_errors import located_problem
 
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     try:
         return StarOptionsDocument.model_validate(given).options()
     except ValidationError as exc:
-        loc = exc.errors(include_url=False)[0]["loc"]
-        problem = validation_problem(exc, given).split(": ", 1)[1]
+        loc, problem = located_problem(exc, given)
         key = loc[0] if loc and isinstance(loc[0], str) else ""
         raise error(f"{name(key)}: {problem}" if key else problem) from None
 
@@ -415,7 +414,9 @@ def read_star(path: Path, options: StarOptions, on_volume: bool = False) -> Geom
     )
 
 
-def read_star_geometric(path: Path, extra: ExtraData | None = None) -> GeometricSegmentation:
+def read_star_geometric(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> Contents:
     """The ``star_file_geometric_segmentation`` reader: options from extra data's
     ``segmentation.star_files[<stem>]``; the id from there, else ``segmentation_ids_mapping``,
     else the file stem."""
@@ -425,4 +426,4 @@ def read_star_geometric(path: Path, extra: ExtraData | None = None) -> Geometric
         options = extra.star_files.get(key, options)
         if options.segmentation_id is None and key in extra.segmentation_ids_mapping:
             options = replace(options, segmentation_id=extra.segmentation_ids_mapping[key])
-    return read_star(path, options, on_volume=True)
+    return Contents(geometric=(read_star(path, options, on_volume=True),))
