@@ -32,7 +32,6 @@ from pipeline.errors import EntryExistsError, EntryNotFoundError
 __all__ = [
     "COMMITTED",
     "StagedEntry",
-    "after_commit_hook",
     "staged_entry",
     "write_json",
 ]
@@ -51,7 +50,7 @@ def write_json(path: Path, document: Any) -> None:
 COMMITTED: list[str] = []
 
 
-def after_commit_hook() -> None:
+def _after_commit_hook() -> None:
     """Test hook: ``CELLSTAR_TEST_DELAY_AFTER_COMMIT=<seconds>`` sleeps right after the commit's
     rename (a signal test delivers its signal then)."""
     delay = os.environ.get("CELLSTAR_TEST_DELAY_AFTER_COMMIT")
@@ -111,7 +110,7 @@ class StagedEntry:
     def _committed(self) -> None:
         COMMITTED.append(self.location.key)
         self._tidy = True  # a writer that committed tidies up an empty _staging it found
-        after_commit_hook()
+        _after_commit_hook()
 
     def commit(self) -> None:
         """Rename the staged folder to the entry folder; fails if the entry appeared meanwhile."""
@@ -163,6 +162,32 @@ class StagedEntry:
                         os.replace(name, name, src_dir_fd=self._fd, dst_dir_fd=entry_fd)
             self._committed()
             os.fsync(source)
+        finally:
+            if source is not None:
+                os.close(source)
+
+    def remove_existing(self) -> None:
+        """Delete the entry (even a damaged one): one rename puts it in place of the empty
+        staged folder, out of sight; :meth:`discard` then deletes it. Should that deletion be
+        killed half-way, the next writer of the database removes what is left."""
+        target = self.location.folder
+        entry = self.location.entry_id
+        try:
+            source = self._source_fd(create=False)
+        except FileNotFoundError:
+            source = None
+        try:
+            try:
+                if source is None:
+                    raise FileNotFoundError(entry)
+                with opened_dir(source, entry, target):  # a symlink: refused, naming it
+                    pass
+            except FileNotFoundError:
+                raise EntryNotFoundError(
+                    f"entry {self.location.key} does not exist", target
+                ) from None
+            os.rename(entry, self.name, src_dir_fd=source, dst_dir_fd=self._staging_fd)
+            self._committed()
         finally:
             if source is not None:
                 os.close(source)
