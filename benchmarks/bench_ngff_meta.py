@@ -36,12 +36,12 @@ import zarr, pydantic  # imported by every preprocess run before the reader
 from pipeline.inputs.omezarr import read_omezarr
 path, repeat = sys.argv[1], int(sys.argv[2])
 start, cpu = time.perf_counter(), time.process_time()
-read_omezarr(path)
+read_omezarr(path, None, None)
 first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
 times = []
 for _ in range(repeat):
     start = time.perf_counter()
-    read_omezarr(path)
+    read_omezarr(path, None, None)
     times.append(time.perf_counter() - start)
 print(json.dumps({"first": first, "first_cpu": first_cpu, "warm": statistics.median(times)}))
 """

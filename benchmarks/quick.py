@@ -197,7 +197,7 @@ def ometiff(work: Path, repeat: int, gib: float = 0.5) -> list[Row]:
         for _ in range(max(repeat, 2)):
             for segments in (True, False):
                 reader.SEGMENT_READS = segments
-                arr = reader.read_ometiff_image(path).frames[0][0]
+                arr = reader.read_ometiff_image(path, None).volume.frames[0][0]
                 speeds[segments].append(_read_all(arr))
         reader.SEGMENT_READS = True
         new, old = statistics.median(speeds[True]), statistics.median(speeds[False])

@@ -14,53 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputNotFoundError, OptionError, UnsupportedInputError
+from pipeline.errors import InputNotFoundError, UnsupportedInputError
 from pipeline.inputs.extra_data import read_extra_data
-from pipeline.inputs.registry import (
-    DIRECTORY_KINDS,
-    FORMAT_FACTS,
-    IN_PLACE_KINDS,
-    READERS,
-    Contents,
-    read_input,
-)
+from pipeline.inputs.kinds import InputKind, check_input_path, facts_of, guess_kind
+from pipeline.inputs.registry import Contents, read_input
 from pipeline.inputs.source import as_input_path, fetched, is_url, storage_options
 from pipeline.inputs.source import exists as url_exists
-from pipeline.options import InputKind
 
 __all__ = ["describe", "describe_lines", "guess_kind"]
-
-_SUFFIXES = [  # (name ending, kind), longest first where they overlap
-    (".ome.tiff", InputKind.OMETIFF_IMAGE),
-    (".ome.tif", InputKind.OMETIFF_IMAGE),
-    (".nii.gz", InputKind.NII_VOLUME),
-    (".nii", InputKind.NII_VOLUME),
-    (".hff", InputKind.SFF),
-    (".sff", InputKind.SFF),
-    (".star", InputKind.STAR_FILE_GEOMETRIC_SEGMENTATION),
-    (".zarr", InputKind.OMEZARR),
-]
-_MAP_SUFFIXES = (".map", ".mrc", ".ccp4", ".rec", ".st", ".ali", ".mrcs")
-
-
-def guess_kind(path: Path) -> InputKind:
-    """The kind a file name suggests (maps for MRC names; masks must be named with
-    ``--input-kind mask``)."""
-    name = as_input_path(path).name.lower()
-    for suffix in (".gz", ".bz2"):
-        if name.endswith(suffix) and not name.endswith(".nii.gz"):
-            name = name.removesuffix(suffix)
-    for ending, kind in _SUFFIXES:
-        if name.endswith(ending):
-            return kind
-    if name.endswith(_MAP_SUFFIXES):
-        return InputKind.MAP
-    if is_url(path) and name.rstrip("/").endswith(".zarr"):
-        return InputKind.OMEZARR
-    local = not is_url(path)
-    if local and ((Path(path) / ".zattrs").exists() or (Path(path) / "zarr.json").exists()):
-        return InputKind.OMEZARR
-    raise OptionError(f"{path}: cannot tell the input kind from the name; give --input-kind")
 
 
 @contextlib.contextmanager
@@ -84,17 +45,17 @@ def describe(
     elif not path.exists():
         raise InputNotFoundError("no such file or directory", path)
     kind = kind or guess_kind(path)
-    if kind not in READERS:
+    if kind.info.reader is None:
         raise UnsupportedInputError(f"inspect reads inputs that hold data, not {kind.value}", path)
-    if not is_url(path) and (kind in DIRECTORY_KINDS) != path.is_dir():
-        what = "a directory" if kind in DIRECTORY_KINDS else "a file"
-        raise InputNotFoundError(f"a {kind.value} input must be {what}", path)
+    if not is_url(path):
+        check_input_path(kind, path)
     extra = read_extra_data(extra_path) if extra_path is not None else None
     contents: Contents = read_input(kind, path, None, extra)
     out: dict[str, Any] = {"path": str(path), "kind": kind.value}
-    if kind in FORMAT_FACTS:
-        with fetched(path) if is_url(path) and kind not in IN_PLACE_KINDS else _as_is(path) as f:
-            out["file"] = FORMAT_FACTS[kind](f, extra)
+    facts = facts_of(kind)
+    if facts is not None:
+        with fetched(path) if is_url(path) and not kind.info.in_place else _as_is(path) as f:
+            out["file"] = facts(f, extra)
     volume = contents.volume
     if volume is not None:
         out["volume"] = {

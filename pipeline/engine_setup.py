@@ -11,9 +11,9 @@ from pathlib import Path
 from pipeline.engine.passes import Engine
 from pipeline.engine.runner import Runner, ThreadedRunner, memory_budget, open_cluster
 from pipeline.errors import OptionError
-from pipeline.inputs.registry import VOLUME_KINDS
+from pipeline.inputs.kinds import WORKER_READ_KINDS
 from pipeline.inputs.source import copying_objects, is_url
-from pipeline.options import InputKind, PreprocessOptions
+from pipeline.options import PreprocessOptions
 from pipeline.progress import Progress
 from pipeline.workspace import run_folder
 
@@ -28,19 +28,13 @@ __all__ = [
 ]
 
 
-# kinds whose voxels workers read themselves (the others are read by the client)
-_WORKER_READ_KINDS = frozenset(
-    {*VOLUME_KINDS, InputKind.MASK, InputKind.NII_SEGMENTATION, InputKind.OMETIFF_SEGMENTATION}
-)
-
-
 def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
     """Workers that cannot see the working folder (``--transfer comms``) cannot see local
     inputs either: those must be URLs."""
     if getattr(runner, "transfer", "shared") != "comms":
         return
     for spec in options.inputs:
-        if spec.kind in _WORKER_READ_KINDS and not is_url(spec.path):
+        if spec.kind in WORKER_READ_KINDS and not is_url(spec.path):
             raise OptionError(
                 f"{spec.path}: a local file, but the cluster's workers do not share this "
                 "machine's file system (--transfer comms): give the input as a URL (s3://, "

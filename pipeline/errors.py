@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "ClusterError",
     "DamagedEntryError",
+    "DocumentError",
     "EntryExistsError",
     "EntryLockedError",
     "EntryNotFoundError",
@@ -82,6 +83,10 @@ class EntryExistsError(PreprocessorError, FileExistsError):
 
 class EntryNotFoundError(PreprocessorError, FileNotFoundError):
     """``extend`` (or a read) of an entry that is not in the database."""
+
+
+class DocumentError(PreprocessorError, ValueError):
+    """A document of an entry is not what this version writes (file and JSON path named)."""
 
 
 class DamagedEntryError(PreprocessorError):

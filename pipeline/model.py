@@ -19,6 +19,7 @@ from pipeline.errors import InputFormatError, OptionError
 
 __all__ = [
     "RGBA",
+    "Contents",
     "ExtraData",
     "GeometricSegmentation",
     "MeshArrays",
@@ -397,3 +398,23 @@ class MeshSetSource:
             validate_name(self.set_id, "mesh set id")
         except OptionError as exc:  # a name from the file or from extra data
             raise InputFormatError(exc.message, self.path) from None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Contents:
+    """What one input holds, as every reader returns it (``reader(path, scratch, extra)``):
+    at most one volume, and any number of lattices, mesh sets and geometric segmentations.
+
+    >>> Contents().volume is None, Contents().lattices
+    (True, ())
+    """
+
+    volume: VolumeSource | None = None
+    lattices: tuple[LabelSource, ...] = ()
+    geometric: tuple[GeometricSegmentation, ...] = ()
+    meshes: tuple[MeshSetSource, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("lattices", "geometric", "meshes"):
+            if not isinstance(getattr(self, name), tuple):
+                raise TypeError(f"Contents.{name} must be a tuple")

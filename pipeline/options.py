@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import OptionError
+from pipeline.inputs.kinds import InputKind  # the registration of every kind
 
 if TYPE_CHECKING:  # re-exported through __getattr__: importing options loads no part of the db
     from pipeline.db.names import validate_name
@@ -39,22 +40,6 @@ __all__ = [
 class Mode(enum.Enum):
     ADD = "add"
     EXTEND = "extend"
-
-
-class InputKind(enum.Enum):
-    MAP = "map"
-    SFF = "sff"
-    OMEZARR = "omezarr"
-    MASK = "mask"
-    APPLICATION_SPECIFIC_SEGMENTATION = "application_specific_segmentation"
-    CUSTOM_ANNOTATIONS = "custom_annotations"
-    NII_VOLUME = "nii_volume"
-    NII_SEGMENTATION = "nii_segmentation"
-    GEOMETRIC_SEGMENTATION = "geometric_segmentation"
-    STAR_FILE_GEOMETRIC_SEGMENTATION = "star_file_geometric_segmentation"
-    OMETIFF_IMAGE = "ometiff_image"
-    OMETIFF_SEGMENTATION = "ometiff_segmentation"
-    EXTRA_DATA = "extra_data"
 
 
 class Compressor(enum.Enum):

@@ -26,6 +26,7 @@ from pipeline.errors import (
     UnsupportedInputError,
 )
 from pipeline.inputs.extra_data import read_extra_data
+from pipeline.inputs.kinds import DECODED_KINDS, check_input_path
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
 from pipeline.inputs.source import exists as url_exists
 from pipeline.inputs.source import fetched, is_url
@@ -71,15 +72,7 @@ def check_inputs(options: PreprocessOptions) -> None:
         if is_url(spec.path):
             _check_url(spec, options)
             continue
-        if not spec.path.exists():
-            raise InputNotFoundError("no such file or directory", spec.path)
-        if spec.kind in DIRECTORY_KINDS:
-            if not spec.path.is_dir():
-                raise InputNotFoundError(
-                    f"a {spec.kind.value} input must be a directory", spec.path
-                )
-        elif not spec.path.is_file():
-            raise InputNotFoundError(f"a {spec.kind.value} input must be a file", spec.path)
+        check_input_path(spec.kind, spec.path)
     volumes = [s for s in options.inputs if s.kind in VOLUME_KINDS]
     if len(volumes) > 1:
         raise OptionError(
@@ -89,8 +82,9 @@ def check_inputs(options: PreprocessOptions) -> None:
     if len([s for s in options.inputs if s.kind is InputKind.EXTRA_DATA]) > 1:
         raise OptionError("at most one extra_data input per run")
     if options.mode is Mode.ADD and not volumes:
+        names = [kind.value for kind in InputKind if kind in VOLUME_KINDS]
         raise OptionError(
-            "an entry needs a volume input (map, nii_volume, omezarr or ometiff_image)"
+            f"an entry needs a volume input ({', '.join(names[:-1])} or {names[-1]})"
         )
     if options.mode is Mode.EXTEND and volumes:
         raise OptionError(
@@ -144,10 +138,6 @@ def _first(options: PreprocessOptions, kinds: frozenset[InputKind]) -> InputSpec
     return next((s for s in options.inputs if s.kind in kinds), None)
 
 
-# segmentation kinds whose data is decoded or decompressed into scratch when read
-_DECODED_KINDS = frozenset({InputKind.SFF, InputKind.MASK, InputKind.NII_SEGMENTATION})
-
-
 def read_inputs(
     options: PreprocessOptions,
     extra: ExtraData | None,
@@ -171,7 +161,7 @@ def read_inputs(
     meshes: list[MeshSetSource] = []
     for spec in specs:
         target = grid or (Grid.of(volume) if volume is not None else None)
-        if scratch is not None and target is not None and spec.kind in _DECODED_KINDS:
+        if scratch is not None and target is not None and spec.kind in DECODED_KINDS:
             for lattice in read_input(spec.kind, spec.path, None, extra).lattices:
                 check_lattice_grid(lattice, target.shape, target.voxel, target.path, target.origin)
         contents = read_input(spec.kind, spec.path, scratch, extra)

@@ -529,8 +529,8 @@ def test_real_xml_mesh_in_angstrom_through_its_transform(run_cli, tmp_path, shar
 def test_real_xml_lattice_reads_like_its_hdf5_twin(tmp_path, shared_data):
     from pipeline.inputs.sff import read_sff
 
-    xml = read_sff(shared_data / "real/sff/emd_1832.sff", tmp_path / "x")[0]
-    hff = read_sff(shared_data / "real/sff/emd_1832.hff", tmp_path / "h")[0]
+    xml = read_sff(shared_data / "real/sff/emd_1832.sff", tmp_path / "x").lattices[0]
+    hff = read_sff(shared_data / "real/sff/emd_1832.hff", tmp_path / "h").lattices[0]
     assert xml.lattice_id == hff.lattice_id == "0" and xml.shape == hff.shape == (64, 64, 64)
     np.testing.assert_array_equal(xml.frames[0][:, :, :], hff.frames[0][:, :, :])
     assert xml.segments == hff.segments and len(xml.segments) == 6

@@ -15,10 +15,11 @@ from conftest import sha256, write_mrc
 from pipeline.arrays import LazyArray
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.inputs.mrc import read_map, read_mrc_layout
+from pipeline.model import ExtraData
 
 
 def _read(path: Path, tmp_path: Path, **kw) -> tuple[np.ndarray, object]:
-    volume = read_map(path, tmp_path / "scratch", **kw)
+    volume = read_map(path, tmp_path / "scratch", **kw).volume
     arr = volume.frames[0][0]
     return arr[tuple(slice(None) for _ in range(3))], volume
 
@@ -29,7 +30,7 @@ class TestReaderContract:
     def test_returns_lazy_xyz_array_with_geometry(self, tmp_path):
         data = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32)
         path = write_mrc(tmp_path / "m.mrc", data, voxel_size=(1.5, 2.0, 2.5))
-        volume = read_map(path, tmp_path)
+        volume = read_map(path, tmp_path).volume
         arr = volume.frames[0][0]
         assert isinstance(arr, LazyArray) and not isinstance(arr, np.ndarray)
         assert arr.shape == (6, 5, 4)  # [x, y, z]
@@ -159,7 +160,7 @@ def test_zero_voxel_size_is_an_error_unless_overridden(tmp_path):
     with pytest.raises(InputFormatError, match="voxel size") as info:
         read_map(path, tmp_path)
     assert str(path) in str(info.value)
-    volume = read_map(path, tmp_path, voxel_size=(7.84, 7.84, 7.84))
+    volume = read_map(path, tmp_path, ExtraData(volume_voxel_size=(7.84, 7.84, 7.84))).volume
     assert volume.voxel_size == (7.84, 7.84, 7.84)
 
 
@@ -295,7 +296,7 @@ def test_corrupt_gzip_is_an_input_error(tmp_path):
 
 def test_file_shrinking_during_a_run_is_an_input_error(tmp_path):
     path = write_mrc(tmp_path / "m.mrc", np.zeros((8, 8, 8), np.float32))
-    volume = read_map(path, tmp_path)
+    volume = read_map(path, tmp_path).volume
     with open(path, "r+b") as f:
         f.truncate(1024 + 100)
     with pytest.raises(InputFormatError, match="truncated") as info:
@@ -307,7 +308,7 @@ def test_compressed_header_only_without_scratch(tmp_path):
     plain = write_mrc(tmp_path / "m.mrc", np.zeros((3, 4, 5), np.float32), voxel_size=2.0)
     packed = tmp_path / "m.mrc.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    volume = read_map(packed, None)
+    volume = read_map(packed, None).volume
     assert volume.shape == (5, 4, 3) and volume.voxel_size == (2.0, 2.0, 2.0)
     with pytest.raises(RuntimeError, match="not decompressed"):
         volume.frames[0][0][0:1, 0:1, 0:1]

@@ -119,7 +119,8 @@ def test_ngff_0_3_image_with_named_axes_omero_and_labels(tmp_path):
             },
         },
     )
-    volume, lattices = read_omezarr(path)
+    contents = read_omezarr(path, None, None)
+    volume, lattices = contents.volume, contents.lattices
     assert volume.channel_ids == ("dna", "actin")
     assert volume.channel_colors == ((0.0, 0.0, 1.0, 1.0), (1.0, 0.0, 0.0, 1.0))
     assert volume.voxel_size == (1.0, 1.0, 1.0) and volume.origin == (0.0, 0.0, 0.0)
@@ -146,7 +147,7 @@ def test_geometry_with_integer_dataset_paths_and_untyped_axes(tmp_path, zarr_for
     data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     path = tmp_path / "img.zarr"
     _write(path, data, {"multiscales": [ms]}, zarr_format)
-    volume, _ = read_omezarr(path)
+    volume = read_omezarr(path, None, None).volume
     # scale (x, y, z) 0.2, 0.25, 0.5 nm times 2; translation 3, 2, 1 nm times 2
     assert volume.voxel_size == (4.0, 5.0, 10.0)
     assert volume.origin == (60.0, 40.0, 20.0)

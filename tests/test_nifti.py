@@ -271,7 +271,7 @@ def test_regions_of_a_reoriented_image(tmp_path):
     """Every region read of the lazy [x, y, z] frames equals nibabel's RAS+ reorientation."""
     path, _ = _oblique_4d(tmp_path)
     reference, _ = canonical(path)
-    volume = read_nifti_volume(path, tmp_path / "scratch")
+    volume = read_nifti_volume(path, tmp_path / "scratch").volume
     assert volume.shape == reference.shape[:3] == (37, 29, 21)
     assert volume.original_axis_order == (2, 0, 1) and volume.memory_order == "C"
     rng = np.random.default_rng(6)
@@ -339,7 +339,7 @@ def test_extend_an_entry_with_a_segmentation(run_cli, tmp_path):
         grid, table = entry.read_lattice("later", 1)
         np.testing.assert_array_equal(grid, labels)
         assert table == {0: [0], 4: [4]}
-    assert read_nifti_segmentation(seg, None).lattice_id == "later"
+    assert read_nifti_segmentation(seg, None).lattices[0].lattice_id == "later"
 
 
 def test_2d_image_and_misnamed_compression(run_cli, tmp_path):
@@ -361,7 +361,7 @@ def test_2d_image_and_misnamed_compression(run_cli, tmp_path):
 def test_dry_run_reads_only_the_header_of_a_gz(run_cli, tmp_path):
     data = np.zeros((10, 9, 8), np.float32)
     path = write_nifti(tmp_path / "d.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
-    volume = read_nifti_volume(path, None)
+    volume = read_nifti_volume(path, None).volume
     assert isinstance(volume.frames[0][0], ShapeOnlyArray)
     assert volume.shape == (10, 9, 8) and volume.voxel_size == (2e7, 2e7, 2e7)
     result = run_cli(*preprocess_args([(path, "nii_volume")], tmp_path, extra=("--dry-run",)))

@@ -367,7 +367,7 @@ def test_rgb_samples_are_channels_and_reads_are_regions(tmp_path, capsys):
     path = tmp_path / "rgb.ome.tif"
     tifffile.imwrite(path, rgb, ome=True, photometric="rgb", metadata={"axes": "ZYXS"})
     # no PhysicalSize at all: read at 1 A per pixel, with a warning (issue 10)
-    assert read_ometiff_image(path).voxel_size == (1.0, 1.0, 1.0)
+    assert read_ometiff_image(path, None).volume.voxel_size == (1.0, 1.0, 1.0)
     assert "no PhysicalSizeX/Y/Z" in capsys.readouterr().err
     tifffile.imwrite(
         path,
@@ -376,7 +376,7 @@ def test_rgb_samples_are_channels_and_reads_are_regions(tmp_path, capsys):
         photometric="rgb",
         metadata={"axes": "ZYXS", "PhysicalSizeX": 1, "PhysicalSizeY": 1, "PhysicalSizeZ": 1},
     )
-    volume = read_ometiff_image(path)
+    volume = read_ometiff_image(path, None).volume
     assert volume.channel_ids == ("0", "1", "2") and volume.memory_order == "F"
     assert volume.shape == (24, 16, 5) and volume.voxel_size == (1e4, 1e4, 1e4)
     region = (slice(3, 20), slice(2, 9), slice(1, 4))

@@ -336,7 +336,8 @@ def test_reader_is_lazy_and_reports_corrupt_chunks(tmp_path):
         scale_factors=[],
         storage_options={"chunks": (2, 10, 10)},
     )
-    volume, lattices = read_omezarr(path, None, None)
+    contents = read_omezarr(path, None, None)
+    volume, lattices = contents.volume, contents.lattices
     view = volume.frames[0][0]
     assert view.shape == (30, 20, 4) and volume.memory_order == "F" and lattices == ()
     block = view[5:17, 3:11, 1:3]
@@ -349,7 +350,7 @@ def test_reader_is_lazy_and_reports_corrupt_chunks(tmp_path):
     assert len(chunks) == 2 * 2 * 3
     for chunk in chunks:
         chunk.write_bytes(b"not a blosc chunk")
-    volume, _ = read_omezarr(path, None, None)  # opening decodes no chunk
+    volume = read_omezarr(path, None, None).volume  # opening decodes no chunk
     with pytest.raises(InputFormatError, match="cannot read chunks"):
         volume.frames[0][0][0:4, 0:4, 0:1]
 

@@ -59,7 +59,7 @@ def test_renamed_single_file_ome_tiff_is_read(tmp_path):
     _with_tiffdata_uuid(original, "multi-channel.ome.tif")
     renamed = tmp_path / "renamed.ome.tif"
     os.rename(original, renamed)
-    volume = read_ometiff_image(renamed)
+    volume = read_ometiff_image(renamed, None).volume
     assert volume.channel_ids == ("0", "1") and volume.shape == (10, 8, 3)
     assert volume.voxel_size == (5000.0, 5000.0, 20000.0)
     for c in range(2):
@@ -69,7 +69,7 @@ def test_renamed_single_file_ome_tiff_is_read(tmp_path):
     tifffile.imwrite(other, data, ome=True, photometric="minisblack", metadata={"axes": "CZYX"})
     _with_tiffdata_uuid(other, "part_2.ome.tif", "urn:uuid:00000000-0000-0000-0000-000000000000")
     with pytest.raises(Exception, match="multi-file OME-TIFF"):
-        read_ometiff_image(other)
+        read_ometiff_image(other, None)
 
 
 def test_ome_tiff_without_physical_size(run_cli, tmp_path):
@@ -97,7 +97,7 @@ def test_ome_tiff_without_physical_size(run_cli, tmp_path):
     # only X given: Y and Z take it, with a warning naming them; the units say what is known
     partial = tmp_path / "partial.ome.tif"
     tifffile.imwrite(partial, data, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.2})
-    volume = read_ometiff_image(partial)
+    volume = read_ometiff_image(partial, None).volume
     assert volume.voxel_size == (2000.0, 2000.0, 2000.0)
     assert volume.source_axes_units == {"x": "\u00b5m", "y": "unknown", "z": "unknown"}
 
@@ -144,7 +144,7 @@ def test_ignored_ome_tiff_images_warn(tmp_path, capsys):
                 metadata={"axes": "ZYX", "Name": "cells"})  # fmt: skip
         w.write(np.ones((3, 4, 4), np.uint16), photometric="minisblack",
                 metadata={"axes": "ZYX", "Name": "thumbnail"})  # fmt: skip
-    volume = read_ometiff_image(path)
+    volume = read_ometiff_image(path, None).volume
     assert volume.shape == (8, 8, 2)
     err = capsys.readouterr().err
     assert f"warning: {path}: 2 images in the OME-XML: only the first ('cells') is read; " in err
@@ -276,7 +276,7 @@ def test_ome_tiff_pixel_unit_with_extra_data_voxel_size(tmp_path, capsys):
         "PhysicalSizeY": 1, "PhysicalSizeYUnit": "pixel",
     })  # fmt: skip
     with pytest.raises(Exception, match="PhysicalSizeXUnit 'pixel' cannot be converted"):
-        read_ometiff_image(path)
-    volume = read_ometiff_image(path, ExtraData(volume_voxel_size=(2.0, 2.0, 3.0)))
+        read_ometiff_image(path, None)
+    volume = read_ometiff_image(path, None, ExtraData(volume_voxel_size=(2.0, 2.0, 3.0))).volume
     assert volume.voxel_size == (2.0, 2.0, 3.0)
     assert capsys.readouterr().err == ""

@@ -170,8 +170,8 @@ def test_real_sff_copy_matches_the_preprocessor_sample(tmp_path, shared_data, em
     from pipeline.inputs.sff import read_sff
 
     _, sff = emd1832
-    a = read_sff(sff, tmp_path / "a")[0]
-    b = read_sff(shared_data / "real/sff/emd_1832.hff", tmp_path / "b")[0]
+    a = read_sff(sff, tmp_path / "a").lattices[0]
+    b = read_sff(shared_data / "real/sff/emd_1832.hff", tmp_path / "b").lattices[0]
     np.testing.assert_array_equal(a.frames[0][:, :, :], b.frames[0][:, :, :])
     assert {s.id for s in b.segments} == SFF_SEGMENTS
     assert set(np.unique(a.frames[0][:, :, :]).tolist()) == SFF_SEGMENTS | {0}

@@ -58,7 +58,7 @@ def test_regions_equal_tifffile(tmp_path: Path, name: str, options: dict, dtype:
     _write(path, data, "ZCYX", **options)
     truth = tifffile.imread(path)  # tifffile's own reading of the whole image
     np.testing.assert_array_equal(truth, data)
-    volume = read_ometiff_image(path)
+    volume = read_ometiff_image(path, None).volume
     arrays = volume.frames[0]
     assert arrays[0].pixels.segments is not None  # read here, not through zarr
     for c, arr in enumerate(arrays):
@@ -86,7 +86,7 @@ def test_rgb_samples_are_channels(tmp_path: Path, planar: str) -> None:
         metadata={"axes": "ZYXS" if planar == "contig" else "ZSYX", "PhysicalSizeX": 1.0,
                   "PhysicalSizeY": 1.0, "PhysicalSizeZ": 1.0},
     )
-    volume = read_ometiff_image(path)
+    volume = read_ometiff_image(path, None).volume
     arrays = volume.frames[0]
     assert len(arrays) == 3
     # separate sample planes are read through tifffile's zarr store; both ways agree
@@ -102,7 +102,7 @@ def test_time_series_frames(tmp_path: Path) -> None:
     data = rng.integers(0, 4000, (3, 4, 2, 30, 20), dtype=np.uint16)  # T, Z, C, Y, X
     path = tmp_path / "t.ome.tif"
     _write(path, data, "TZCYX", tile=(16, 16), compression="zlib")
-    volume = read_ometiff_image(path)
+    volume = read_ometiff_image(path, None).volume
     assert len(volume.frames) == 3
     for t, frame in enumerate(volume.frames):
         for c, arr in enumerate(frame):

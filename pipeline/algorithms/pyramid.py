@@ -6,11 +6,29 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 __all__ = ["HALO", "accumulator_dtype", "downsample_block", "mirror_index", "output_range"]
 
 HALO = 2  # samples needed on each side of a block
+
+# per-thread scratch arrays reused from block to block: block-sized temporaries lie above the
+# memory-map threshold (pipeline.memory), so fresh ones cost a mapping and zeroed pages each
+_SCRATCH = threading.local()
+
+
+def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """This thread's scratch array ``slot`` as an uninitialised C-ordered ``shape`` of
+    ``dtype`` (valid until the thread asks for the same slot again)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = getattr(_SCRATCH, slot, None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        setattr(_SCRATCH, slot, buf)
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -40,20 +58,30 @@ def axis_slice(axis: int, sl: slice | np.ndarray) -> tuple[slice | np.ndarray, .
 
 
 def _filter_axis(
-    a: np.ndarray, axis: int, lo: int, n: int, out_start: int, out_stop: int
+    a: np.ndarray,
+    axis: int,
+    lo: int,
+    n: int,
+    out_start: int,
+    out_stop: int,
+    scratch: str | None = None,
 ) -> np.ndarray:
     """Filter along ``axis`` and keep global samples 2*i, i in [out_start, out_stop).
 
     ``a`` holds global samples ``[lo, lo + a.shape[axis])`` of an axis of length ``n``. Outputs
     whose five taps lie inside the array are strided slices of ``a`` (no copy of the block); the
-    one or two outputs next to a global edge gather their mirrored taps individually.
+    one or two outputs next to a global edge gather their mirrored taps individually. With
+    ``scratch``, the result is that scratch array of this thread (see :func:`_scratch`).
     """
     if n == 1:
         return a
     m = out_stop - out_start
     shape = list(a.shape)
     shape[axis] = m
-    out = np.empty(shape, dtype=a.dtype)
+    if scratch is None:
+        out = np.empty(shape, dtype=a.dtype)
+    else:
+        out = _scratch(scratch, tuple(shape), a.dtype)
     # output i has taps at global 2*(out_start + i) - 2 .. + 2
     i0 = max(0, 1 - out_start)  # first output with tap 0 >= 0
     i1 = min(m, (n - 3) // 2 - out_start + 1)  # outputs < i1 have tap 4 <= n - 1
@@ -64,7 +92,8 @@ def _filter_axis(
         def tap(k: int) -> np.ndarray:
             return a[axis_slice(axis, slice(first + k, first + k + 2 * count - 1, 2))]
 
-        _weigh([tap(k) for k in range(5)], out[axis_slice(axis, slice(i0, i1))])
+        inner = out[axis_slice(axis, slice(i0, i1))]
+        _weigh([tap(k) for k in range(5)], inner, _scratch("six", inner.shape, a.dtype))
     edges = [i for i in range(m) if i < i0 or i >= max(i1, i0)]
     for i in edges:
         g = 2 * (out_start + i)
@@ -74,14 +103,15 @@ def _filter_axis(
     return out
 
 
-def _weigh(taps: list[np.ndarray], out: np.ndarray) -> None:
+def _weigh(taps: list[np.ndarray], out: np.ndarray, six: np.ndarray | None = None) -> None:
     """``out = (taps[0] + 4 taps[1] + 6 taps[2] + 4 taps[3] + taps[4]) / 16``, elementwise in one
-    fixed order, so a sample's value never depends on the block it was computed in."""
+    fixed order, so a sample's value never depends on the block it was computed in (``six``:
+    an array of ``out``'s shape for ``6 taps[2]``)."""
     np.add(taps[1], taps[3], out=out)
     out *= 4
     out += taps[0]
     out += taps[4]
-    out += taps[2] * out.dtype.type(6)
+    out += np.multiply(taps[2], out.dtype.type(6), out=six)
     out *= out.dtype.type(1 / 16)
 
 
@@ -115,10 +145,19 @@ def downsample_block(
         rev = slice(None, None, -1)
         return downsample_block(block.T, lo[rev], full_shape[rev], out_start[rev], out_stop[rev]).T
     acc = accumulator_dtype(block.dtype)
-    work = block.astype(acc, copy=False)
-    # slowest axis first, on the largest array; the contiguous axis last, on the smallest
+    if block.dtype == acc:
+        work = block
+    else:
+        work = _scratch("acc", block.shape, acc)
+        np.copyto(work, block, casting="safe")
+    # slowest axis first, on the largest array; the contiguous axis last, on the smallest; the
+    # steps before the last axis that filters (the result, a new array) in scratch arrays
+    last = max((axis for axis in range(block.ndim) if full_shape[axis] > 1), default=-1)
     for axis in range(block.ndim):
-        work = _filter_axis(work, axis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
+        slot = None if axis == last else f"axis{axis % 2}"
+        work = _filter_axis(
+            work, axis, lo[axis], full_shape[axis], out_start[axis], out_stop[axis], slot
+        )
     if block.dtype.kind in "iu":
         info = np.iinfo(block.dtype)
         work = np.clip(np.rint(work), info.min, info.max)

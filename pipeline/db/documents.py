@@ -11,35 +11,31 @@ merged from a ``custom_annotations`` file with their own keys in their own order
 perform on them (adding segmentations, merging and editing annotations, removals) and
 :meth:`EntryDocuments.reference_problems`, the referential integrity rules (DESIGN 5).
 
-pydantic is imported with this module: command modules import it inside their functions.
+The schema is the models' annotations, and nothing else: :class:`_Doc` reads each model's
+fields from its annotations, a model is checked against them wherever it is made (parsed,
+built from a dict, constructed), and serialised by walking them. Types are strict: ``str``,
+``int`` (not ``bool``), ``float`` (not ``int``), ``bool``, ``None``, ``Literal``, unions,
+``list``, ``dict[str, ...]``, ``Any`` (kept as it is) and models; ``Annotated`` adds
+:class:`Bounds` (integers), :class:`Length` (lists) and :class:`Finite` (floats). Plain Python
+(no pydantic): adding an entry imports nothing beyond the standard library here.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Iterable
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    ValidationInfo,
-    model_serializer,
-    model_validator,
-)
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pipeline.db.layout import ANNOTATIONS_JSON, GEOMETRIC_JSON, METADATA_JSON
-from pipeline.errors import PreprocessorError
+from pipeline.errors import DocumentError
+from pipeline.json_errors import json_path, shown_value
 
 __all__ = [
     "MAX_FRAMES",
@@ -51,20 +47,11 @@ __all__ = [
     "dump_json",
     "parse_geometric",
     "write_document",
+    "write_documents",
 ]
 
 MAX_FRAMES = 1_000_000  # time frames per segmentation or volume (a bound for every loop over them)
 MAX_DOCUMENT_BYTES = 1 << 30
-
-Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-Count = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
-Number = Int64 | Annotated[StrictFloat, Field(allow_inf_nan=False)]
-Vec3 = Annotated[list[Number], Field(min_length=3, max_length=3)]
-Time = Int64 | list[Int64] | None
-
-
-class DocumentError(PreprocessorError, ValueError):
-    """A document of an entry is not what this version writes (file and JSON path named)."""
 
 
 def dump_json(document: Any) -> bytes:
@@ -74,73 +61,389 @@ def dump_json(document: Any) -> bytes:
 
 def write_document(path: Path, data: bytes) -> None:
     """Write a document's bytes into a staged entry and fsync them."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    write_documents(path.parent, {path.name: data})
 
 
-class _Doc(BaseModel):
-    """Strict, no unknown keys; serialised with the keys it was read with, in their order
-    (documents built in code: every field in definition order, except those in ``_omit_none``
+def write_documents(folder: Path, files: dict[str, bytes | None]) -> list[str]:
+    """Write documents (name -> bytes; None: no such file) into a staged entry folder, then
+    fsync each: written first, their data goes to disk in the first fsync's journal commit
+    instead of one commit per document. Returns the names written, in order."""
+    names = [name for name, data in files.items() if data is not None]
+    opened = []
+    try:
+        for name in names:
+            f = open(folder / name, "wb")  # noqa: SIM115 (kept open until its fsync)
+            opened.append(f)
+            f.write(files[name])  # type: ignore[arg-type]
+            f.flush()
+        for f in opened:
+            os.fsync(f.fileno())
+    finally:
+        for f in opened:
+            f.close()
+    return names
+
+
+# --- the schema vocabulary -------------------------------------------------------------------
+
+
+class Bounds(NamedTuple):
+    """``Annotated[int, Bounds(lo, hi)]``: lo <= value <= hi."""
+
+    lo: int
+    hi: int
+
+
+class Length(NamedTuple):
+    """``Annotated[list[...], Length(lo, hi)]``: lo <= len(value) <= hi (hi None: no bound)."""
+
+    lo: int
+    hi: int | None
+
+
+class Finite(NamedTuple):
+    """``Annotated[float, Finite()]``: neither NaN nor infinite."""
+
+
+Int64 = Annotated[int, Bounds(-(2**63), 2**63 - 1)]
+Count = Annotated[int, Bounds(0, 2**63 - 1)]
+Number = Int64 | Annotated[float, Finite()]
+Vec3 = Annotated[list[Number], Length(3, 3)]
+Time = Int64 | list[Int64] | None
+
+
+class _SchemaError(ValueError):
+    """A value that does not fit the schema: where (JSON path parts), what, and the value."""
+
+    def __init__(
+        self, loc: tuple[Any, ...], message: str, value: Any, show: bool = True, kind: bool = False
+    ):
+        self.loc, self.message, self.value, self.show = loc, message, value, show
+        self.kind = kind  # the value is not of the type (rather than out of bounds)
+        super().__init__(loc, message)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """``$.json.path: message (got value)``."""
+        shown = shown_value(self.value) if self.show else ""
+        return f"{json_path(self.loc)}: {self.message}{shown}"
+
+
+# a checker: (value, JSON path parts, as read) -> the value as the model holds it
+Checker = Callable[[Any, tuple[Any, ...], bool], Any]
+
+
+def _scalar(kind: type, message: str) -> Checker:
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        if type(v) is not kind and not (isinstance(v, kind) and not isinstance(v, bool)):
+            raise _SchemaError(loc, message, v, kind=True)
+        return v
+
+    return check
+
+
+def _check_none(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+    if v is not None:
+        raise _SchemaError(loc, "Input should be None", v, kind=True)
+    return v
+
+
+def _check_any(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+    return v
+
+
+def _annotated(inner: Checker, constraints: list[Any]) -> Checker:
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        v = inner(v, loc, as_read)
+        for c in constraints:
+            if isinstance(c, Bounds):
+                if v < c.lo:
+                    raise _SchemaError(loc, f"Input should be greater than or equal to {c.lo}", v)
+                if v > c.hi:
+                    raise _SchemaError(loc, f"Input should be less than or equal to {c.hi}", v)
+            elif isinstance(c, Length):
+                if len(v) < c.lo:
+                    raise _SchemaError(loc, f"List should have at least {c.lo} items", v)
+                if c.hi is not None and len(v) > c.hi:
+                    raise _SchemaError(loc, f"List should have at most {c.hi} items", v)
+            elif isinstance(c, Finite) and (v != v or v in (float("inf"), float("-inf"))):
+                raise _SchemaError(loc, "Input should be a finite number", v)
+        return v
+
+    return check
+
+
+def _union(options: list[Checker], kinds: list[tuple[type, ...]]) -> Checker:
+    """``kinds``: per option, the Python types of the values it may accept (empty: any)."""
+    by_type: dict[type, Checker] = {}
+    for option, types_ in zip(options, kinds, strict=True):
+        if not types_:
+            by_type.clear()
+            break
+        for t in types_:
+            by_type.setdefault(t, option)
+
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        option = by_type.get(type(v))
+        if option is not None:  # the one option for values of this type
+            return option(v, loc, as_read)
+        errors = []
+        for option in options:
+            try:
+                return option(v, loc, as_read)
+            except _SchemaError as exc:
+                errors.append(exc)
+        # the option that fit best: the deepest problem, a value of the option's type
+        raise max(errors, key=lambda e: (len(e.loc), not e.kind))
+
+    return check
+
+
+def _list(item: Checker) -> Checker:
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        if not isinstance(v, list):
+            raise _SchemaError(loc, "Input should be a valid list", v, kind=True)
+        return [item(x, (*loc, n), as_read) for n, x in enumerate(v)]
+
+    return check
+
+
+def _dict(value: Checker) -> Checker:
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        if not isinstance(v, dict):
+            raise _SchemaError(loc, "Input should be a valid dictionary", v, kind=True)
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise _SchemaError((*loc, k), "Keys should be strings", k)
+            out[k] = value(x, (*loc, k), as_read)
+        return out
+
+    return check
+
+
+def _literal(choices: tuple[Any, ...]) -> Checker:
+    expected = " or ".join(repr(c) for c in choices)
+    allowed = frozenset((type(c), c) for c in choices)
+
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        try:
+            known = (type(v), v) in allowed
+        except TypeError:  # unhashable
+            known = False
+        if not known:
+            raise _SchemaError(loc, f"Input should be {expected}", v)
+        return v
+
+    return check
+
+
+def _model(cls: type[_Doc]) -> Checker:
+    def check(v: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        if type(v) is cls:  # made and checked already
+            return v
+        return cls._make(v, loc, as_read)
+
+    return check
+
+
+_SCALARS: dict[Any, Checker] = {
+    str: _scalar(str, "Input should be a valid string"),
+    int: _scalar(int, "Input should be a valid integer"),
+    float: _scalar(float, "Input should be a valid number"),
+    bool: _scalar(bool, "Input should be a valid boolean"),
+    type(None): _check_none,
+    Any: _check_any,
+}
+
+
+def _checker(tp: Any) -> Checker:
+    """The checker of one annotation (see the module's docstring for the types known)."""
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _annotated(_checker(args[0]), list(tp.__metadata__))
+    if origin in (typing.Union, types.UnionType):
+        return _union([_checker(a) for a in args], [_kinds(a) for a in args])
+    if origin is Literal:
+        return _literal(args)
+    if origin is list:
+        return _list(_checker(args[0]))
+    if origin is dict and args[0] is str:
+        return _dict(_checker(args[1]))
+    if isinstance(tp, type) and issubclass(tp, _Doc):
+        return _model(tp)
+    raise TypeError(f"no checker for {tp!r}")
+
+
+def _kinds(tp: Any) -> tuple[type, ...]:
+    """The Python types of the values an annotation may accept (empty: any, or unknown)."""
+    if typing.get_origin(tp) is Annotated:
+        return _kinds(typing.get_args(tp)[0])
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return tuple({type(c) for c in typing.get_args(tp)})
+    if origin in (list, dict):
+        return (origin,)
+    if isinstance(tp, type) and issubclass(tp, _Doc):
+        return (dict, tp)
+    if tp in (str, int, float, bool, type(None)):
+        return (tp,)
+    return ()
+
+
+def _dump(v: Any) -> Any:
+    """A model's value as JSON data (models, and the lists and dicts holding them, copied)."""
+    if isinstance(v, _Doc):
+        return v.dump()
+    if isinstance(v, list):
+        return [_dump(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _dump(x) for k, x in v.items()}
+    return v
+
+
+class _Doc:
+    """A model: its fields are its annotations (definition order; a field with a class
+    attribute has it as default). Strict, no unknown keys (``extra_allowed``: kept, after the
+    fields). Serialised with the keys it was read with, in their order, and those set since
+    (models made in code: every field in definition order, except those in ``omit_none``
     when None)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=False)
-    _order: tuple[str, ...] | None = PrivateAttr(default=None)
     omit_none: ClassVar[tuple[str, ...]] = ()
+    extra_allowed: ClassVar[bool] = False
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _field_set: ClassVar[frozenset[str]] = frozenset()
+    _required: ClassVar[frozenset[str]] = frozenset()  # the fields without a default
+    _checkers: ClassVar[dict[str, Checker] | None] = None
 
-    @model_validator(mode="wrap")
+    _order: tuple[str, ...] | None  # the keys as read (None: made in code)
+    _set: set[str]  # fields given or assigned
+    _extra: dict[str, Any]  # keys not among the fields (extra_allowed), with their values
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names: list[str] = []
+        for base in reversed(cls.__mro__):
+            if issubclass(base, _Doc):
+                for name, annotation in inspect.get_annotations(base).items():
+                    if name.startswith("_") or str(annotation).startswith("ClassVar"):
+                        continue
+                    if name not in names:
+                        names.append(name)
+        cls._fields = tuple(names)
+        cls._field_set = frozenset(names)
+        cls._required = frozenset(n for n in names if not hasattr(cls, n))
+        cls._checkers = None  # compiled on first use
+
     @classmethod
-    def _keep_order(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
-        model = handler(data)
-        if isinstance(data, dict) and info.context and info.context.get("as_read"):
-            model._order = tuple(data)
-        return model
+    def _compiled(cls) -> dict[str, Checker]:
+        if cls.__dict__.get("_checkers") is None:
+            module = sys.modules[cls.__module__].__dict__
+            hints = typing.get_type_hints(cls, module, include_extras=True)
+            cls._checkers = {name: _checker(hints[name]) for name in cls._fields}
+        return cls._checkers  # type: ignore[return-value]
 
-    @model_serializer(mode="wrap")
-    def _serialise(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        if self._order is not None:  # as read, and what was set since
-            later = [k for k in self.model_fields_set if k not in self._order]
-            keys = [*self._order, *sorted(later, key=list(data).index)]
-            return {
-                k: data[k]
-                for k in keys
-                if k in data and not (data[k] is None and k in self.omit_none)
-            }
-        return {k: v for k, v in data.items() if not (v is None and k in self.omit_none)}
+    @classmethod
+    def _make(cls, raw: Any, loc: tuple[Any, ...], as_read: bool) -> Any:
+        """A model of ``raw`` (a dict), checked; ``as_read`` keeps its keys' order."""
+        if not isinstance(raw, dict):
+            raise _SchemaError(loc, "Input should be a valid dictionary", raw, kind=True)
+        self = object.__new__(cls)
+        values = self.__dict__
+        for name, check in cls._compiled().items():
+            if name in raw:
+                values[name] = check(raw[name], (*loc, name), as_read)
+            elif name in cls._required:
+                raise _SchemaError((*loc, name), "Field required", None, show=False)
+        extra = {k: v for k, v in raw.items() if k not in cls._field_set}
+        if extra and not cls.extra_allowed:
+            where = (*loc, next(iter(extra)))
+            raise _SchemaError(where, "Extra inputs are not permitted", None, show=False)
+        values["_extra"] = extra
+        values["_set"] = {k for k in raw if k in cls._field_set}
+        values["_order"] = tuple(raw) if as_read else None
+        try:
+            self._check()
+        except _SchemaError:
+            raise
+        except ValueError as exc:
+            raise _SchemaError(loc, str(exc), raw) from None
+        return self
+
+    @classmethod
+    def validate(cls, raw: Any, as_read: bool = False) -> Any:
+        """A model of a dict, checked (``as_read``: serialised with the dict's keys in their
+        order); :class:`_SchemaError` (a ValueError) names the JSON path of the first problem."""
+        return cls._make(raw, (), as_read)
+
+    def __init__(self, **values: Any) -> None:
+        made = self._make(values, (), False)
+        self.__dict__.update(made.__dict__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+        if name in self._field_set:
+            self._set.add(name)
+
+    def _check(self) -> None:
+        """Rules across fields (raise ValueError)."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        mine, theirs = self.__dict__, other.__dict__  # fields, extra keys, order as read
+        return {k: v for k, v in mine.items() if k != "_set"} == {
+            k: v for k, v in theirs.items() if k != "_set"
+        }
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k, None)!r}" for k in self._fields)
+        return f"{type(self).__name__}({fields})"
 
     def dump(self) -> Any:
-        return self.model_dump(mode="python")
+        """The model as JSON data."""
+        data = {name: _dump(getattr(self, name)) for name in self._fields}
+        data.update(self._extra)
+        omit = self.omit_none
+        if self._order is not None:  # as read, and what was set since
+            position = list(data).index
+            later = sorted((k for k in self._set if k not in self._order), key=position)
+            keys = [*self._order, *later]
+            return {k: data[k] for k in keys if k in data and not (data[k] is None and k in omit)}
+        return {k: v for k, v in data.items() if not (v is None and k in omit)}
 
 
 class _Item(_Doc):
     """Annotation items: unknown keys (e.g. from a custom annotations file) are kept."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    extra_allowed = True
 
 
 # --- metadata.json ---------------------------------------------------------------------------
 
 
 class EntryId(_Doc):
-    source_db_name: StrictStr
-    source_db_id: StrictStr
+    source_db_name: str
+    source_db_id: str
 
 
 class TimeInfo(_Doc):
     kind: Literal["range"]
     start: Count
     end: Count
-    units: StrictStr
+    units: str
 
-    @model_validator(mode="after")
-    def _range(self) -> TimeInfo:
+    def _check(self) -> None:
         if self.end < self.start:
             raise ValueError(f"end {self.end} before start {self.start}")
         if self.end - self.start + 1 > MAX_FRAMES:
             raise ValueError(f"{self.end - self.start + 1} time frames (at most {MAX_FRAMES})")
-        return self
 
     @property
     def frames(self) -> range:
@@ -148,16 +451,14 @@ class TimeInfo(_Doc):
 
 
 class Level(_Doc):
-    level: Annotated[StrictInt, Field(ge=1, le=2**40)]
-    available: StrictBool
+    level: Annotated[int, Bounds(1, 2**40)]
+    available: bool
 
 
 class Box(_Doc):
     origin: Vec3
     voxel_size: Vec3
-    grid_dimensions: Annotated[
-        list[Annotated[StrictInt, Field(ge=1, le=2**40)]], Field(min_length=3, max_length=3)
-    ]
+    grid_dimensions: Annotated[list[Annotated[int, Bounds(1, 2**40)]], Length(3, 3)]
 
 
 class Stats(_Doc):
@@ -167,9 +468,7 @@ class Stats(_Doc):
     max: Number
 
 
-AxisOrder = Annotated[
-    list[Annotated[StrictInt, Field(ge=0, le=2)]], Field(min_length=3, max_length=3)
-]
+AxisOrder = Annotated[list[Annotated[int, Bounds(0, 2)]], Length(3, 3)]
 
 
 class _Levels:
@@ -185,12 +484,12 @@ class VolumeSampling(_Doc, _Levels):
     boxes: dict[str, Box]
     descriptive_statistics: dict[str, dict[str, dict[str, Stats]]]
     time_transformations: list[dict[str, Any]]
-    source_axes_units: dict[str, StrictStr]
+    source_axes_units: dict[str, str]
     original_axis_order: AxisOrder
 
 
 class Volumes(_Doc):
-    channel_ids: Annotated[list[StrictStr], Field(min_length=1)]
+    channel_ids: Annotated[list[str], Length(1, None)]
     time_info: TimeInfo
     volume_sampling_info: VolumeSampling
 
@@ -199,12 +498,12 @@ class LatticeSampling(_Doc, _Levels):
     spatial_downsampling_levels: list[Level]
     boxes: dict[str, Box]
     time_transformations: list[dict[str, Any]]
-    source_axes_units: dict[str, StrictStr]
+    source_axes_units: dict[str, str]
     original_axis_order: AxisOrder
 
 
 class Lattices(_Doc):
-    segmentation_ids: list[StrictStr]
+    segmentation_ids: list[str]
     segmentation_sampling_info: dict[str, LatticeSampling]
     time_info: dict[str, TimeInfo]
 
@@ -241,19 +540,19 @@ class MeshSetMetadata(_Doc):
 
 
 class Meshes(_Doc):
-    segmentation_ids: list[StrictStr]
+    segmentation_ids: list[str]
     segmentation_metadata: dict[str, MeshSetMetadata]
     time_info: dict[str, TimeInfo]
 
 
 class GeometricSection(_Doc):
-    segmentation_ids: list[StrictStr]
+    segmentation_ids: list[str]
     time_info: dict[str, TimeInfo]
 
 
 class EntryMetadata(_Doc):
-    description: StrictStr | None
-    url: StrictStr | None
+    description: str | None
+    url: str | None
 
 
 def _empty_lattices() -> Lattices:
@@ -279,8 +578,7 @@ class Metadata(_Doc):
     geometric_segmentation: GeometricSection
     entry_metadata: EntryMetadata | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Metadata:
+    def _check(self) -> None:
         for name, ids, infos in (
             (
                 "segmentation_lattices",
@@ -315,7 +613,6 @@ class Metadata(_Doc):
                         f"{name}.{key}: ids {sorted(info)} differ from segmentation_ids "
                         f"{sorted(ids)}"
                     )
-        return self
 
     @classmethod
     def empty(cls, source_db_name: str, source_db_id: str) -> Metadata:
@@ -337,52 +634,52 @@ class Metadata(_Doc):
 
 # --- annotations.json ------------------------------------------------------------------------
 
-Color = Annotated[list[Number], Field(min_length=4, max_length=4)]
+Color = Annotated[list[Number], Length(4, 4)]
 Kind = Literal["lattice", "mesh", "primitive"]
 
 
 class ChannelAnnotation(_Item):
-    channel_id: StrictStr
+    channel_id: str
     color: Color
-    label: StrictStr | None = None
+    label: str | None = None
 
 
 class TargetId(_Item):
-    segmentation_id: StrictStr
+    segmentation_id: str
     segment_id: Int64
 
 
 class ExternalReference(_Item):
-    id: StrictStr | Int64 | None = None
-    resource: StrictStr | None = None
-    accession: StrictStr | None = None
-    label: StrictStr | None = None
-    description: StrictStr | None = None
-    url: StrictStr | None = None
+    id: str | Int64 | None = None
+    resource: str | None = None
+    accession: str | None = None
+    label: str | None = None
+    description: str | None = None
+    url: str | None = None
 
 
 class Details(_Item):
     format: Literal["text", "markdown"]
-    text: StrictStr
+    text: str
 
 
 class Description(_Item):
-    id: StrictStr
+    id: str
     target_kind: Literal["lattice", "mesh", "primitive", "entry"]
     target_id: TargetId | None = None
-    name: StrictStr | None = None
+    name: str | None = None
     external_references: list[ExternalReference] | None = None
-    is_hidden: StrictBool | None = None
+    is_hidden: bool | None = None
     time: Time = None
     details: Details | None = None
     metadata: dict[str, Any] | None = None
 
 
 class SegmentAnnotation(_Item):
-    id: StrictStr
+    id: str
     segment_kind: Kind
     segment_id: Int64
-    segmentation_id: StrictStr
+    segmentation_id: str
     color: Color
     time: Time = None
 
@@ -390,15 +687,14 @@ class SegmentAnnotation(_Item):
 class Annotations(_Doc):
     """annotations.json (DESIGN 5)."""
 
-    name: StrictStr | None
-    details: StrictStr | None
+    name: str | None
+    details: str | None
     entry_id: EntryId
     volume_channels_annotations: list[ChannelAnnotation]
     descriptions: dict[str, Description]
     segment_annotations: list[SegmentAnnotation]
 
-    @model_validator(mode="after")
-    def _ids(self) -> Annotations:
+    def _check(self) -> None:
         for key, item in self.descriptions.items():
             if item.id != key:
                 raise ValueError(f"descriptions[{key!r}]: id {item.id!r} differs from its key")
@@ -407,7 +703,6 @@ class Annotations(_Doc):
             if a.id in seen:
                 raise ValueError(f"segment_annotations[{n}]: id {a.id} used twice")
             seen.add(a.id)
-        return self
 
     @classmethod
     def empty(cls, source_db_name: str, source_db_id: str) -> Annotations:
@@ -434,8 +729,7 @@ class Annotations(_Doc):
 class ShapeFrame(_Doc):
     shape_primitive_list: list[dict[str, Any]]
 
-    @model_validator(mode="after")
-    def _primitives(self) -> ShapeFrame:
+    def _check(self) -> None:
         from pipeline.model import normalise_primitive
 
         seen: set[int] = set()
@@ -451,19 +745,16 @@ class ShapeFrame(_Doc):
                 normalise_primitive(p.get("kind"), params)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"shape_primitive_list[{n}] ({p.get('kind')}): {exc}") from None
-        return self
 
 
 class GeometricItem(_Doc):
-    segmentation_id: StrictStr
+    segmentation_id: str
     primitives: dict[str, ShapeFrame]
 
-    @model_validator(mode="after")
-    def _frames(self) -> GeometricItem:
+    def _check(self) -> None:
         for t in self.primitives:
             if not (t.isdigit() and len(t) < 8):
                 raise ValueError(f"primitives: frame {t!r} is not a frame index")
-        return self
 
     def primitive_frames(self) -> dict[int, set[int]]:
         """Primitive id -> the frames where it is."""
@@ -474,20 +765,15 @@ class GeometricItem(_Doc):
         return out
 
 
-class _GeometricList(BaseModel):
-    model_config = ConfigDict(strict=True)
-    items: list[GeometricItem]
-
-
 def parse_geometric(data: bytes | str, name: str = GEOMETRIC_JSON) -> list[GeometricItem]:
     """geometric_segmentation.json (DESIGN 6)."""
     document = _load(data, name)
     if not isinstance(document, list):
         raise DocumentError("$: not a list", name)
     try:
-        items = _GeometricList.model_validate({"items": document}, context=_AS_READ).items
-    except ValidationError as exc:
-        raise DocumentError(_first_error(exc, document, skip=1), name) from None
+        items = _checker(list[GeometricItem])(document, (), True)
+    except _SchemaError as exc:
+        raise DocumentError(exc.describe(), name) from None
     ids = [i.segmentation_id for i in items]
     if len(set(ids)) != len(ids):
         raise DocumentError("$: a segmentation_id listed twice", name)
@@ -499,9 +785,6 @@ def geometric_json(items: list[GeometricItem]) -> bytes:
 
 
 # --- parsing ---------------------------------------------------------------------------------
-
-
-_AS_READ = {"as_read": True}  # documents read keep their keys' order
 
 
 def _load(data: bytes | str, name: str) -> Any:
@@ -519,45 +802,6 @@ def _no_constant(word: str) -> Any:
     raise ValueError(f"{word} is not a number")
 
 
-def _path(loc: Iterable[Any]) -> str:
-    out = "$"
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str) and part.isidentifier():
-            out += f".{part}"
-        else:
-            out += f"[{json.dumps(str(part))}]"
-    return out
-
-
-def _first_error(exc: ValidationError, document: Any, skip: int = 0) -> str:
-    """``$.json.path: message (got value)`` of the first error. The path follows the input
-    document, which leaves out the union branch labels pydantic adds to error locations."""
-    error = exc.errors(include_url=False)[0]
-    loc: list[Any] = []
-    node = document
-    for part in error["loc"][skip:]:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
-            node = node[part]
-        elif error["type"] in ("missing", "extra_forbidden") and part == error["loc"][-1]:
-            pass  # the key that is missing (or not allowed) is named
-        else:
-            continue
-        loc.append(part)
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    value = error.get("input")
-    shown = ""
-    if error["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict | list):
-        text = repr(value)
-        shown = f" (got {text[:40]}{'...' if len(text) > 40 else ''})"
-    return f"{_path(loc)}: {message}{shown}"
-
-
 def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
     document = _load(data, name)
     if not isinstance(document, dict):
@@ -566,19 +810,18 @@ def _parse(cls: type[Any], data: bytes | str, name: str) -> Any:
         )
         raise DocumentError(f"$: not a JSON object ({what})", name)
     try:
-        return cls.model_validate(document, context=_AS_READ)
-    except ValidationError as exc:
-        raise DocumentError(_first_error(exc, document), name) from None
+        return cls.validate(document, as_read=True)
+    except _SchemaError as exc:
+        raise DocumentError(exc.describe(), name) from None
     except RecursionError:
         raise DocumentError("nested too deeply", name) from None
 
 
 def _validate(cls: type[Any], raw: Any, where: str, source: str) -> Any:
     try:
-        return cls.model_validate(raw, context=_AS_READ)
-    except ValidationError as exc:
-        detail = _first_error(exc, raw)
-        raise DocumentError(f"{where}{detail[1:]}", source) from None
+        return cls.validate(raw, as_read=True)
+    except _SchemaError as exc:
+        raise DocumentError(f"{where}{exc.describe()[1:]}", source) from None
 
 
 # --- one entry's documents -------------------------------------------------------------------
@@ -654,12 +897,10 @@ class EntryDocuments:
 
     # building ----------------------------------------------------------------------------
     def set_volume(self, volumes: dict[str, Any], channels: list[dict[str, Any]]) -> None:
-        self.metadata.volumes = Volumes.model_validate(volumes)
+        self.metadata.volumes = Volumes.validate(volumes)
         self.annotations.volume_channels_annotations = [
-            ChannelAnnotation.model_validate(c) for c in channels
+            ChannelAnnotation.validate(c) for c in channels
         ]
-        for c in self.annotations.volume_channels_annotations:
-            c._order = None
 
     def set_entry_metadata(self, description: str | None, url: str | None) -> None:
         self.metadata.entry_metadata = EntryMetadata(description=description, url=url)
@@ -676,35 +917,32 @@ class EntryDocuments:
         if lattice_id in section.segmentation_ids:
             raise ValueError(f"lattice {lattice_id} already in the entry")
         section.segmentation_ids.append(lattice_id)
-        section.segmentation_sampling_info[lattice_id] = LatticeSampling.model_validate(sampling)
-        section.time_info[lattice_id] = TimeInfo.model_validate(time_info)
+        section.segmentation_sampling_info[lattice_id] = LatticeSampling.validate(sampling)
+        section.time_info[lattice_id] = TimeInfo.validate(time_info)
 
     def add_mesh_set(self, set_id: str, info: dict[str, Any], time_info: dict[str, Any]) -> None:
         section = self.metadata.segmentation_meshes
         if set_id in section.segmentation_ids:
             raise ValueError(f"mesh set {set_id} already in the entry")
         section.segmentation_ids.append(set_id)
-        section.segmentation_metadata[set_id] = MeshSetMetadata.model_validate(info)
-        section.time_info[set_id] = TimeInfo.model_validate(time_info)
+        section.segmentation_metadata[set_id] = MeshSetMetadata.validate(info)
+        section.time_info[set_id] = TimeInfo.validate(time_info)
 
     def add_geometric(self, item: dict[str, Any], time_info: dict[str, Any]) -> int:
         """Append a geometric segmentation; returns its position (for its default colour)."""
-        parsed = GeometricItem.model_validate(item)
-        parsed._order = None
+        parsed = GeometricItem.validate(item)
         section = self.metadata.geometric_segmentation
         section.segmentation_ids.append(parsed.segmentation_id)
-        section.time_info[parsed.segmentation_id] = TimeInfo.model_validate(time_info)
+        section.time_info[parsed.segmentation_id] = TimeInfo.validate(time_info)
         self.geometric = [*(self.geometric or []), parsed]
         return len(section.segmentation_ids) - 1
 
     def add_description(self, item: dict[str, Any]) -> None:
-        d = Description.model_validate(item)
-        d._order = None
+        d = Description.validate(item)
         self.annotations.descriptions[d.id] = d
 
     def add_segment_annotation(self, item: dict[str, Any]) -> None:
-        a = SegmentAnnotation.model_validate(item)
-        a._order = None
+        a = SegmentAnnotation.validate(item)
         self.annotations.segment_annotations.append(a)
 
     def merge(

@@ -30,14 +30,9 @@ __all__ = ["EntryRewrite", "rewriting", "stage_documents"]
 def stage_documents(folder: Path, documents: EntryDocuments) -> list[str]:
     """Write the entry's documents into a staged folder; returns their names, in the order
     the fallback of :meth:`StagedEntry.replace_existing` replaces them."""
-    from pipeline.db.documents import write_document
+    from pipeline.db.documents import write_documents
 
-    names = []
-    for name, data in documents.files().items():
-        if data is not None:  # a document that is None goes
-            write_document(folder / name, data)
-            names.append(name)
-    return names
+    return write_documents(folder, documents.files())  # a document that is None goes
 
 
 class EntryRewrite:

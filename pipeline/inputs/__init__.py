@@ -1,6 +1,6 @@
-"""One reader per input kind; each returns the source model of ``pipeline.model``."""
+"""One reader per input kind, one registration each (``kinds.py``); every reader returns the
+source model of ``pipeline.model`` as a :class:`pipeline.model.Contents`.
 
-from pipeline.inputs.extra_data import read_extra_data
-from pipeline.inputs.mrc import read_map, read_mrc_layout
-
-__all__ = ["read_extra_data", "read_map", "read_mrc_layout"]
+Nothing is imported here: ``pipeline.inputs.kinds`` is imported at start-up by the CLI, and
+each reader module only when its kind is read.
+"""

@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import InputNotFoundError, UnsupportedInputError
+from pipeline.inputs.kinds import InputKind, Role, kinds_named
 from pipeline.inputs.mesh_files import MESH_SUFFIXES, read_mesh_file
-from pipeline.inputs.sff import SffContents, is_sff, read_sff_contents
-from pipeline.model import ExtraData
+from pipeline.inputs.sff import is_sff, read_sff
+from pipeline.model import Contents, ExtraData
 
 __all__ = ["detect_format", "read_application_specific"]
 
@@ -38,16 +39,23 @@ _SUFFIX = {
     ".seg": "Segger segmentation",
     ".h5": "HDF5 (ilastik or SuRVoS)",
     ".hdf5": "HDF5",
-    ".map": "MRC map (use --input-kind mask for a label map)",
-    ".mrc": "MRC map (use --input-kind mask for a label map)",
-    ".star": "STAR file (use --input-kind star_file_geometric_segmentation)",
-    ".json": "JSON",
 }
+# kinds not to suggest: those read here (an SFF is recognised by content, whatever its name)
+_READ_HERE = (InputKind.SFF, InputKind.APPLICATION_SPECIFIC_SEGMENTATION)
 
 
 def detect_format(path: Path) -> str:
-    """A short name of a file's format, from its first bytes or its suffix."""
+    """A short name of a file's format, from its suffix (with the segmentation kinds
+    registered for it) or its first bytes."""
     suffix = path.suffix.lower()
+    kinds = [
+        kind
+        for kind in kinds_named(path)
+        if kind.info.role is Role.SEGMENTATION and kind not in _READ_HERE
+    ]
+    if kinds:
+        use = " or ".join(f"--input-kind {kind.value}" for kind in kinds)
+        return f"{kinds[0].info.summary} ({suffix}; use {use})"
     if suffix in _SUFFIX:
         return f"{_SUFFIX[suffix]} ({suffix})"
     with open(path, "rb") as head:
@@ -60,16 +68,16 @@ def detect_format(path: Path) -> str:
 
 def read_application_specific(
     path: Path, scratch: Path | None, extra: ExtraData | None = None
-) -> SffContents:
+) -> Contents:
     """An EMDB-SFF file as ``sff``, a triangle mesh file (STL, OBJ, PLY, OFF, glTF) as one mesh
     set read with trimesh; any other format is refused with its name."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError("no such file", path)
     if is_sff(path):
-        return read_sff_contents(path, scratch, extra)
+        return read_sff(path, scratch, extra)
     if path.suffix.lower() in MESH_SUFFIXES:
-        return SffContents(meshes=(read_mesh_file(path, extra),))
+        return Contents(meshes=(read_mesh_file(path, extra),))
     raise UnsupportedInputError(
         f"not supported: {detect_format(path)}; convert it to EMDB-SFF with sfftk "
         f"(sff convert {path.name} -o {path.stem}.hff) and give that with --input-kind sff",

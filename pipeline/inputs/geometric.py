@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.inputs.extra_data import load_json
+from pipeline.inputs.ids import mapped_id
 from pipeline.json_errors import validation_error
-from pipeline.model import RGBA, ExtraData, GeometricSegmentation
+from pipeline.model import RGBA, Contents, ExtraData, GeometricSegmentation
 
-__all__ = ["geometric_input_document", "read_geometric"]
+__all__ = ["geometric_input_document", "read_geometric", "read_geometric_segmentation"]
 
 
 def read_geometric(path: Path, extra: ExtraData | None = None) -> GeometricSegmentation:
@@ -54,8 +55,7 @@ def read_geometric(path: Path, extra: ExtraData | None = None) -> GeometricSegme
                 colors[ident], labels[ident] = item.parameters.rgba(), item.parameters.label
         frames[int(key)] = tuple(item.stored() for item in items)
     segmentation_id = path.stem if doc.segmentation_id is None else doc.segmentation_id
-    if extra is not None:
-        segmentation_id = extra.segmentation_ids_mapping.get(segmentation_id, segmentation_id)
+    segmentation_id = mapped_id(segmentation_id, extra)
     return GeometricSegmentation(
         path=path,
         segmentation_id=segmentation_id,
@@ -87,3 +87,11 @@ def geometric_input_document(segmentation: GeometricSegmentation) -> dict[str, A
         "time_units": segmentation.time_units,
         "shape_primitives_input": frames,
     }
+
+
+def read_geometric_segmentation(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> Contents:
+    """The ``geometric_segmentation`` reader: one segmentation, parsed by
+    :func:`read_geometric` (the JSON is small and read whole; ``scratch`` is not needed)."""
+    return Contents(geometric=(read_geometric(path, extra),))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.inputs.ids import mapped_id, named_segments
 from pipeline.inputs.mrc import memory_order, mrc_data, read_mrc_layout
 from pipeline.inputs.source import as_input_path
-from pipeline.model import ExtraData, LabelSource, Segment
+from pipeline.model import Contents, ExtraData, LabelSource
 
-__all__ = ["mask_lattice_id", "named_segments", "read_mask"]
+__all__ = ["mask_lattice_id", "read_mask"]
 
 
 def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
@@ -17,29 +18,16 @@ def mask_lattice_id(path: Path, extra: ExtraData | None) -> str:
     name = as_input_path(path).name  # of a URL: without its query (?X-Amz-Signature=...)
     for suffix in (".gz", ".bz2"):
         name = name.removesuffix(suffix)
-    stem = Path(name).stem
-    if extra is not None:
-        return extra.segmentation_ids_mapping.get(stem, stem)
-    return stem
+    return mapped_id(Path(name).stem, extra)
 
 
-def named_segments(lattice_id: str, extra: ExtraData | None) -> tuple[Segment, ...]:
-    """The segments extra data names for a lattice (``segment_ids_to_segment_names_mapping``)."""
-    names = (extra.segment_names.get(lattice_id, {}) if extra is not None else {}) or {}
-    return tuple(
-        Segment(id=int(value), name=name)
-        for value, name in sorted(names.items(), key=lambda kv: int(kv[0]))
-        if value.lstrip("-").isdigit()
-    )
-
-
-def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> LabelSource:
+def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> Contents:
     """Open a label volume lazily; its values are checked as they are read (in the pass)."""
     layout = read_mrc_layout(path, scratch)
     lattice_id = mask_lattice_id(path, extra)
     segments = named_segments(lattice_id, extra)
     voxel = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
-    return LabelSource(
+    lattice = LabelSource(
         path=as_input_path(path),
         lattice_id=lattice_id,
         frames=(mrc_data(layout),),
@@ -48,3 +36,4 @@ def read_mask(path: Path, scratch: Path | None, extra: ExtraData | None = None) 
         origin=layout.origin(voxel) if voxel is not None else None,
         memory_order=memory_order(layout),
     )
+    return Contents(lattices=(lattice,))

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputFormatError
+from pipeline.inputs.ids import mapped_id
+from pipeline.inputs.kinds import MESH_SUFFIXES  # the kind's registered suffixes
 from pipeline.model import ExtraData, MeshArrays, MeshSetSource, MeshSource, Segment
 
 __all__ = ["MESH_SUFFIXES", "read_mesh_file"]
-
-MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".gltf")
-
 
 def _arrays(mesh: object) -> MeshArrays:
     vertices = np.asarray(mesh.vertices, dtype=np.float32)  # type: ignore[attr-defined]
@@ -48,9 +47,7 @@ def read_mesh_file(path: Path, extra: ExtraData | None = None) -> MeshSetSource:
     )
     if not named:
         raise InputFormatError("no triangles in the mesh file", path)
-    set_id = path.stem
-    if extra is not None:
-        set_id = extra.segmentation_ids_mapping.get(set_id, set_id)
+    set_id = mapped_id(path.stem, extra)
     segments, frame = [], {}
     for index, (_, name, mesh) in enumerate(named, start=1):
         arrays = _arrays(mesh)

@@ -38,9 +38,17 @@ from pipeline.inputs.source import (
     open_input as open_url,
 )
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
-from pipeline.model import Vec3, VolumeSource
+from pipeline.model import Contents, ExtraData, Vec3, VolumeSource
 
-__all__ = ["MrcLayout", "memory_order", "mrc_array", "mrc_data", "read_map", "read_mrc_layout"]
+__all__ = [
+    "MrcLayout",
+    "memory_order",
+    "mrc_array",
+    "mrc_data",
+    "mrc_facts",
+    "read_map",
+    "read_mrc_layout",
+]
 
 _HEADER_BYTES = 1024
 _MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
@@ -312,30 +320,26 @@ def _voxel_cause(voxel: Vec3) -> str:
     return ", ".join(causes)
 
 
-def read_map(
-    path: Path,
-    scratch: Path | None,
-    *,
-    voxel_size: Vec3 | None = None,
-    extra_path: Path | None = None,
-) -> VolumeSource:
+def read_map(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> Contents:
     """Open an MRC/CCP4 map lazily as a one-channel, one-frame :class:`VolumeSource`.
 
-    ``voxel_size`` (from extra data, the file ``extra_path``) overrides the header, with a
-    warning when the header declares another one; the file is never modified.
-    ``scratch`` is where a compressed map is decompressed; without it only the header of a
-    compressed map is read (its data then cannot be accessed).
+    Extra data's ``volume.voxel_size`` overrides the header, with a warning when the header
+    declares another one; the file is never modified. ``scratch`` is where a compressed map is
+    decompressed; without it only the header of a compressed map is read (its data then cannot
+    be accessed).
     """
     layout = read_mrc_layout(path, scratch)
     declared = layout.voxel_size if all(v > 0 for v in layout.voxel_size) else None
-    voxel = override_voxel_size(declared, voxel_size, path, extra_path) or layout.voxel_size
+    given = extra.volume_voxel_size if extra is not None else None
+    where = extra.path if extra is not None else None
+    voxel = override_voxel_size(declared, given, path, where) or layout.voxel_size
     if not all(v > 0 for v in voxel):
         raise InputFormatError(
             f"voxel size {tuple(round(v, 6) for v in voxel)} A from the header is not positive "
             f"({_voxel_cause(voxel)}); give volume.voxel_size in an extra_data file",
             path,
         )
-    return VolumeSource(
+    volume = VolumeSource(
         path=as_input_path(path),
         frames=((mrc_data(layout),),),
         channel_ids=("0",),
@@ -344,9 +348,10 @@ def read_map(
         original_axis_order=layout.axis_order,
         memory_order=memory_order(layout),
     )
+    return Contents(volume=volume)
 
 
-def mrc_facts(path: Path) -> dict[str, Any]:
+def mrc_facts(path: Path, extra: ExtraData | None = None) -> dict[str, Any]:
     """What the header says, as stored (for ``inspect``); headers only."""
     layout = read_mrc_layout(path, None)
     return {

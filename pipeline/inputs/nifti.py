@@ -35,9 +35,11 @@ from nibabel.wrapstruct import WrapStructError
 from pipeline.arrays import LazyArray, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, UnsupportedInputError
 from pipeline.inputs.compressed import detect_compression, open_input, open_stream
-from pipeline.inputs.mask import mask_lattice_id, named_segments
+from pipeline.inputs.ids import named_segments
+from pipeline.inputs.mask import mask_lattice_id
+from pipeline.inputs.units import angstrom_per, length_name, time_name
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
-from pipeline.model import ExtraData, LabelSource, Vec3, VolumeSource
+from pipeline.model import Contents, ExtraData, LabelSource, Vec3, VolumeSource
 from pipeline.notices import warn
 
 __all__ = [
@@ -49,23 +51,8 @@ __all__ = [
     "read_nifti_volume",
 ]
 
-# Angstrom per unit of xyzt_units' spatial code; "unknown" is read as millimetre (NIfTI's
-# convention, what nibabel, FSL and ITK assume)
-_ANGSTROM_PER_UNIT = {"meter": 1e10, "mm": 1e7, "micron": 1e4, "unknown": 1e7}
-_SPATIAL_NAMES = {
-    "meter": "meter",
-    "mm": "millimeter",
-    "micron": "micrometer",
-    "unknown": "unknown",
-}
-_TIME_NAMES = {
-    "sec": "second",
-    "msec": "millisecond",
-    "usec": "microsecond",
-    "hz": "hertz",
-    "ppm": "ppm",
-    "rads": "radian/second",
-}
+# xyzt_units' temporal codes that are not times (pipeline.inputs.units holds the times)
+_OTHER_T_UNITS = {"hz": "hertz", "ppm": "ppm", "rads": "radian/second"}
 _DEFAULT_TIME_UNITS = "millisecond"  # the model's default, for unknown time units
 _HEADER_CLASSES = {348: Nifti1Header, 540: Nifti2Header}
 _SINGLE_FILE_MAGIC = (b"n+1", b"n+2")
@@ -105,15 +92,20 @@ class NiftiLayout:
 
     @property
     def time_units(self) -> str:
-        return _TIME_NAMES.get(self.time_unit, _DEFAULT_TIME_UNITS)
+        return _t_name(self.time_unit) or _DEFAULT_TIME_UNITS
 
     @property
     def source_axes_units(self) -> dict[str, str]:
-        unit = _SPATIAL_NAMES[self.spatial_unit]
+        unit = length_name(self.spatial_unit) or self.spatial_unit  # "unknown" as such
         units = {"x": unit, "y": unit, "z": unit}
         if self.frames > 1:
-            units["t"] = _TIME_NAMES.get(self.time_unit, "unknown")
+            units["t"] = _t_name(self.time_unit) or "unknown"
         return units
+
+
+def _t_name(unit: str) -> str | None:
+    """The name of xyzt_units' temporal unit (None: unknown)."""
+    return time_name(unit) or _OTHER_T_UNITS.get(unit)
 
 
 class NiftiFrame:
@@ -296,7 +288,10 @@ def _geometry(
 ) -> tuple[tuple[int, int, int], tuple[bool, bool, bool], Vec3, Vec3, str, str]:
     """Axis order, flips, voxel size and origin (Angstrom) and the units from the header."""
     spatial_unit, time_unit = header.get_xyzt_units()
-    factor = _ANGSTROM_PER_UNIT[spatial_unit]
+    # "unknown" is read as millimetre (NIfTI's convention, what nibabel, FSL and ITK assume)
+    factor = angstrom_per("mm" if spatial_unit == "unknown" else spatial_unit)
+    if factor is None:  # nibabel names only meter, mm, micron and unknown
+        raise InputFormatError(f"unknown spatial unit {spatial_unit!r} in xyzt_units", path)
     affine = _affine(header)
     linear = affine[:3, :3]
     lengths = np.sqrt((linear**2).sum(axis=0))
@@ -430,9 +425,7 @@ def _overridden(
     return tuple(float(v) for v in voxel), origin  # type: ignore[return-value]
 
 
-def read_nifti_volume(
-    path: Path, scratch: Path | None, extra: ExtraData | None = None
-) -> VolumeSource:
+def read_nifti_volume(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> Contents:
     """Open a NIfTI image lazily as a one-channel :class:`VolumeSource`, one frame per time
     point; extra data's ``volume.voxel_size`` (Angstrom, [x, y, z]) overrides the header's."""
     layout = read_nifti_layout(path, scratch)
@@ -442,7 +435,7 @@ def read_nifti_volume(
         extra,
         "volume.voxel_size",
     )
-    return VolumeSource(
+    volume = VolumeSource(
         path=Path(path),
         frames=tuple((frame,) for frame in nifti_frames(layout)),
         channel_ids=("0",),
@@ -453,11 +446,12 @@ def read_nifti_volume(
         source_axes_units=layout.source_axes_units,
         memory_order=layout.memory_order,
     )
+    return Contents(volume=volume)
 
 
 def read_nifti_segmentation(
     path: Path, scratch: Path | None, extra: ExtraData | None = None
-) -> LabelSource:
+) -> Contents:
     """Open a NIfTI label image lazily as one lattice (like a mask: its id is the file stem
     without .nii/.nii.gz, or its ``segmentation_ids_mapping`` entry; names from extra data).
 
@@ -472,7 +466,7 @@ def read_nifti_segmentation(
         key = "volume.voxel_size"
     voxel, origin = _overridden(layout, override, extra, key)
     lattice_id = mask_lattice_id(path, extra)
-    return LabelSource(
+    lattice = LabelSource(
         path=Path(path),
         lattice_id=lattice_id,
         frames=nifti_frames(layout),
@@ -483,9 +477,10 @@ def read_nifti_segmentation(
         time_units=layout.time_units,
         placed_by_origin=True,
     )
+    return Contents(lattices=(lattice,))
 
 
-def nifti_facts(path: Path) -> dict[str, Any]:
+def nifti_facts(path: Path, extra: ExtraData | None = None) -> dict[str, Any]:
     """What the header says, as stored (for ``inspect``); headers only."""
     layout = read_nifti_layout(path, None)
     header = _read_header(Path(path), Path(path), detect_compression(Path(path)))

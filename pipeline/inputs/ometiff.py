@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import threading
 import weakref
 import xml.etree.ElementTree as ET
@@ -35,14 +34,16 @@ import tifffile
 from pipeline.arrays import region_bounds
 from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
+from pipeline.inputs.ids import named_segments
 from pipeline.inputs.tiff_segments import (
     PlaneSegments,
     SegmentLayout,
     read_plane_region,
     segment_layout,
 )
+from pipeline.inputs.units import LENGTH_SYMBOLS, angstrom_per, time_name
 from pipeline.inputs.voxels import override_voxel_size, scaled_decimal
-from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
+from pipeline.model import Contents, ExtraData, LabelSource, Vec3, VolumeSource
 from pipeline.notices import warn
 
 __all__ = [
@@ -58,41 +59,6 @@ __all__ = [
 # parsed (see _collect_log) and reach the application's handlers as usual.
 logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
-# OME UnitsLength symbols (and common spellings) -> Angstrom
-LENGTH_UNITS: dict[str, float] = {
-    "km": 1e13,
-    "m": 1e10,
-    "dm": 1e9,
-    "cm": 1e8,
-    "mm": 1e7,
-    "\u00b5m": 1e4,  # micro sign (the OME schema's spelling)
-    "\u03bcm": 1e4,  # Greek mu
-    "um": 1e4,
-    "micron": 1e4,
-    "micrometer": 1e4,
-    "nm": 10.0,
-    "nanometer": 10.0,
-    "pm": 0.01,
-    "fm": 1e-5,
-    "\u00c5": 1.0,  # A with ring (the OME schema's spelling)
-    "\u212b": 1.0,  # Angstrom sign
-    "A": 1.0,
-    "angstrom": 1.0,
-}
-# OME UnitsTime symbols -> the unit names of metadata.json's time_info
-TIME_UNITS: dict[str, str] = {
-    "s": "second",
-    "ms": "millisecond",
-    "\u00b5s": "microsecond",
-    "\u03bcs": "microsecond",
-    "us": "microsecond",
-    "ns": "nanosecond",
-    "ps": "picosecond",
-    "fs": "femtosecond",
-    "min": "minute",
-    "h": "hour",
-    "d": "day",
-}
 # the voxel size (Angstrom) of an OME-TIFF that gives no PhysicalSize and no extra data
 DEFAULT_VOXEL_SIZE = 1.0
 _DIMENSION_ORDERS = {"XYZCT", "XYZTC", "XYCTZ", "XYCZT", "XYTCZ", "XYTZC"}
@@ -137,16 +103,7 @@ class OmeTiffLayout:
                 value, unit = self.physical["X"]
             if value is None:
                 return None
-            if unit not in LENGTH_UNITS:
-                raise InputFormatError(
-                    f"PhysicalSize{axis}Unit {unit!r} cannot be converted to Angstrom "
-                    f"(known: {', '.join(sorted(set(LENGTH_UNITS)))}); give the voxel size in "
-                    "extra data",
-                    self.path,
-                )
-            if not (math.isfinite(value) and value > 0):
-                raise InputFormatError(f"PhysicalSize{axis} {value} is not positive", self.path)
-            values.append(scaled_decimal(value, LENGTH_UNITS[unit]))
+            values.append(LayoutAxis(self.path, value, unit).angstrom(axis))
         return (values[0], values[1], values[2])
 
     def voxel_size_or_default(self) -> Vec3:
@@ -198,16 +155,17 @@ class LayoutAxis:
     unit: str
 
     def angstrom(self, axis: str) -> float:
-        if self.unit not in LENGTH_UNITS:
+        factor = angstrom_per(self.unit)  # OME symbols are case-sensitive
+        if factor is None:
             raise InputFormatError(
                 f"PhysicalSize{axis}Unit {self.unit!r} cannot be converted to Angstrom "
-                f"(known: {', '.join(sorted(set(LENGTH_UNITS)))}); give the voxel size in "
+                f"(known: {', '.join(sorted(LENGTH_SYMBOLS))}); give the voxel size in "
                 "extra data",
                 self.path,
             )
         if not (math.isfinite(self.value) and self.value > 0):
             raise InputFormatError(f"PhysicalSize{axis} {self.value} is not positive", self.path)
-        return scaled_decimal(self.value, LENGTH_UNITS[self.unit])
+        return scaled_decimal(self.value, factor)
 
 
 class _TiffPixels:
@@ -701,7 +659,7 @@ def _time_units(layout: Any) -> str:
     """The frames' time unit (``millisecond``, the metadata default, when the file says none)."""
     if layout.time_unit is None:
         return "millisecond"
-    return TIME_UNITS.get(layout.time_unit, layout.time_unit)
+    return time_name(layout.time_unit) or layout.time_unit
 
 
 def _voxel(
@@ -720,7 +678,9 @@ def _voxel(
     return layout.voxel_size_or_default()
 
 
-def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSource:
+def read_ometiff_image(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> Contents:
     """An OME-TIFF as a volume: ``frames[t][c]`` lazy ``[x, y, z]`` arrays.
 
     Channel ids: ``volume.channel_ids_mapping`` keyed by the channel index (``"0"``) or its
@@ -739,7 +699,7 @@ def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSour
             extra.path if extra else path,
         )
     voxel = _voxel(layout, extra.volume_voxel_size if extra is not None else None, extra, "volume")
-    return VolumeSource(
+    volume = VolumeSource(
         path=Path(path),
         frames=tuple(tuple(frame) for frame in _arrays(layout)),
         channel_ids=ids,
@@ -750,9 +710,12 @@ def read_ometiff_image(path: Path, extra: ExtraData | None = None) -> VolumeSour
         source_axes_units=layout.source_axes_units(),
         memory_order="F",
     )
+    return Contents(volume=volume)
 
 
-def read_ometiff_segmentation(path: Path, extra: ExtraData | None = None) -> list[LabelSource]:
+def read_ometiff_segmentation(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> Contents:
     """Every channel of an OME-TIFF as one lattice (its frames from T); label values are the
     segment ids.
 
@@ -772,12 +735,7 @@ def read_ometiff_segmentation(path: Path, extra: ExtraData | None = None) -> lis
         default = stem if layout.channels == 1 else f"{stem}_{c}"
         keys = [default, str(c)] + ([name] if name else [])
         lattice_id = _mapped(mapping, keys, default, "lattice id", extra)
-        names = (extra.segment_names.get(lattice_id, {}) if extra is not None else {}) or {}
-        segments = tuple(
-            Segment(id=int(value), name=label)
-            for value, label in sorted(names.items(), key=lambda kv: int(kv[0]))
-            if re.fullmatch(r"\d+", value)
-        )
+        segments = named_segments(lattice_id, extra)
         lattices.append(
             LabelSource(
                 path=Path(path),
@@ -790,7 +748,7 @@ def read_ometiff_segmentation(path: Path, extra: ExtraData | None = None) -> lis
                 time_units=_time_units(layout),
             )
         )
-    return lattices
+    return Contents(lattices=tuple(lattices))
 
 
 def ometiff_facts(path: Path, extra: ExtraData | None = None) -> dict[str, Any]:

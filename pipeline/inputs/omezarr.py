@@ -40,6 +40,7 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.inputs.ids import mapped_id, segment_names
 from pipeline.inputs.limits import checked_int
 from pipeline.inputs.ngff_meta import (
     NgffAxis,
@@ -58,70 +59,12 @@ from pipeline.inputs.source import (
     storage_options,
     zarr_store,
 )
+from pipeline.inputs.units import angstrom_per, time_name
 from pipeline.inputs.voxels import override_voxel_size
-from pipeline.model import ExtraData, LabelSource, Segment, Vec3, VolumeSource
+from pipeline.model import Contents, ExtraData, LabelSource, Segment, Vec3, VolumeSource
 
-__all__ = ["OmeZarrView", "read_omezarr"]
+__all__ = ["OmeZarrView", "omezarr_facts", "read_omezarr"]
 
-# Angstrom per unit: the NGFF length units (UDUNITS-2 names) and a few common abbreviations
-_LENGTH_UNITS: dict[str, float] = {
-    "yoctometer": 1e-14,
-    "zeptometer": 1e-11,
-    "attometer": 1e-8,
-    "femtometer": 1e-5,
-    "picometer": 1e-2,
-    "angstrom": 1.0,
-    "nanometer": 10.0,
-    "micrometer": 1e4,
-    "millimeter": 1e7,
-    "centimeter": 1e8,
-    "decimeter": 1e9,
-    "meter": 1e10,
-    "hectometer": 1e12,
-    "kilometer": 1e13,
-    "megameter": 1e16,
-    "gigameter": 1e19,
-    "terameter": 1e22,
-    "petameter": 1e25,
-    "exameter": 1e28,
-    "zettameter": 1e31,
-    "yottameter": 1e34,
-    "inch": 2.54e8,
-    "foot": 3.048e9,
-    "yard": 9.144e9,
-    "mile": 1.609344e13,
-    "parsec": 3.0856775814913673e26,
-}
-_LENGTH_ALIASES = {
-    "å": "angstrom",
-    "\u212b": "angstrom",
-    "pm": "picometer",
-    "nm": "nanometer",
-    "µm": "micrometer",
-    "\u03bcm": "micrometer",
-    "um": "micrometer",
-    "micron": "micrometer",
-    "mm": "millimeter",
-    "cm": "centimeter",
-    "m": "meter",
-}
-_TIME_UNITS = frozenset(
-    f"{prefix}second"
-    for prefix in (
-        *("atto", "femto", "pico", "nano", "micro", "milli", "centi", "deci", ""),
-        *("hecto", "kilo", "mega", "giga", "tera", "peta", "exa", "zetta", "yotta"),
-        *("yocto", "zepto"),
-    )
-) | {"minute", "hour", "day"}
-_TIME_ALIASES = {
-    "s": "second",
-    "ms": "millisecond",
-    "us": "microsecond",
-    "µs": "microsecond",
-    "ns": "nanosecond",
-    "min": "minute",
-    "h": "hour",
-}
 _SPATIAL = ("x", "y", "z")
 # what zarr/numcodecs raise for unreadable metadata or chunks
 _READ_ERRORS = (BaseZarrError, ValueError, TypeError, KeyError, OSError, RuntimeError)
@@ -304,10 +247,10 @@ def _open_image(group: zarr.Group, path: Path) -> _Image:
 def _angstrom_per(unit: str | None, where: str, path: Path) -> float:
     if unit is None:
         return 1.0  # no unit: the numbers are taken as Angstrom
-    name = _LENGTH_ALIASES.get(unit.strip().lower(), unit.strip().lower())
-    if name not in _LENGTH_UNITS:
+    factor = angstrom_per(unit.strip().lower())  # NGFF names; symbols ignoring case
+    if factor is None:
         raise _error(f"{where}: unknown length unit {unit!r}", path)
-    return _LENGTH_UNITS[name]
+    return factor
 
 
 def _decimal(value: float) -> float:
@@ -324,8 +267,8 @@ def _time_units(image: _Image) -> str:
     unit = image.axes[t].unit if t is not None else None
     if unit is None:
         return "millisecond"
-    name = _TIME_ALIASES.get(unit.strip().lower(), unit.strip().lower())
-    if name not in _TIME_UNITS:
+    name = time_name(unit.strip().lower())
+    if name is None:
         raise _error(f"{image.axes[t].loc}.unit: unknown time unit {unit!r}", image.meta.file)
     return name
 
@@ -509,19 +452,19 @@ def _channels(
     return tuple(ids), labels, colours if any(c is not None for c in colours) else None
 
 
-def _segments(image: _Image, names: dict[str, str]) -> tuple[Segment, ...]:
+def _segments(image: _Image, names: dict[int, str]) -> tuple[Segment, ...]:
     """Segments of a label image: ``image-label`` colours and properties, names from extra data."""
     colours = {k: tuple(v / 255 for v in rgba) for k, rgba in image.meta.label_colors.items()}
     props = image.meta.label_properties
     for value in (*colours, *props):
         checked_int(value, "image-label label-value", image.meta.file)
-    values = sorted(v for v in set(colours) | set(props) | {int(k) for k in names if k.isdigit()})
+    values = sorted(set(colours) | set(props) | set(names))
     segments = []
     for value in values:
         if value <= 0:  # 0 is the background
             continue
         p = props.get(value, {})
-        name = names.get(str(value))
+        name = names.get(value)
         if name is None:
             name = next((str(p[k]) for k in ("name", "class", "label") if k in p), None)
         details = "; ".join(f"{k}: {v}" for k, v in p.items()) or None
@@ -554,9 +497,8 @@ def _lattices(
         n = label.size("c")
         for ci in range(n):
             lattice = name if n == 1 else f"{name}_c{ci}"
-            if extra is not None:
-                lattice = extra.segmentation_ids_mapping.get(lattice, lattice)
-            names = extra.segment_names.get(lattice, {}) if extra is not None else {}
+            lattice = mapped_id(lattice, extra)
+            names = segment_names(lattice, extra)
             sources.append(
                 LabelSource(
                     path=where,
@@ -573,9 +515,7 @@ def _lattices(
     return tuple(sources)
 
 
-def read_omezarr(
-    path: Path, scratch: Path | None = None, extra: ExtraData | None = None
-) -> tuple[VolumeSource, tuple[LabelSource, ...]]:
+def read_omezarr(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> Contents:
     """Open an OME-Zarr image lazily: its finest dataset as the volume, its labels as lattices.
 
     Nothing is decoded here: the views read the chunks of the regions the pipeline asks for.
@@ -604,10 +544,12 @@ def read_omezarr(
         memory_order=_memory_order(image),
         channel_colors=colours,
     )
-    return volume, _lattices(group, where, extra, check_voxels=override is None)
+    return Contents(
+        volume=volume, lattices=_lattices(group, where, extra, check_voxels=override is None)
+    )
 
 
-def omezarr_facts(path: Path) -> dict[str, Any]:
+def omezarr_facts(path: Path, extra: ExtraData | None = None) -> dict[str, Any]:
     """What the NGFF metadata says, as stored (for ``inspect``); no chunk is read."""
     root = _open_root(as_input_path(path))
     group, where = _image_group(root, as_input_path(path))

@@ -32,6 +32,7 @@ import numpy as np
 from pipeline.arrays import LazyArray, RawArrayFile, ShapeOnlyArray, TransposedArray
 from pipeline.errors import InputFormatError, InputNotFoundError, UnsupportedInputError
 from pipeline.inputs.compressed import check_free_space
+from pipeline.inputs.ids import mapped_id
 from pipeline.inputs.sff_meshes import (
     Hdf5Meshes,
     MeshLoaders,
@@ -40,10 +41,10 @@ from pipeline.inputs.sff_meshes import (
     sff_transforms,
 )
 from pipeline.inputs.sff_nodes import H5Node, SffNode, XmlNode, number, segment_of, text
-from pipeline.model import ExtraData, LabelSource, MeshSetSource, Segment
+from pipeline.model import Contents, ExtraData, LabelSource, Segment
 from pipeline.notices import warn
 
-__all__ = ["SffContents", "is_sff", "read_sff", "read_sff_contents"]
+__all__ = ["is_sff", "read_sff"]
 
 _MODES = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32"}
 _STEP = 8 * 2**20
@@ -223,14 +224,6 @@ def _lattice(
     return header.id, TransposedArray(RawArrayFile(target, header.shape, header.dtype), (2, 1, 0))
 
 
-@dataclass(frozen=True, slots=True)
-class SffContents:
-    """What an SFF holds: its lattices and (at most one) mesh set."""
-
-    lattices: tuple[LabelSource, ...] = ()
-    meshes: tuple[MeshSetSource, ...] = ()
-
-
 def is_sff(path: Path) -> bool:
     """Whether a file is an EMDB-SFF document (HDF5 with a segment list, or XML
     ``<segmentation>``), judged by its content."""
@@ -270,17 +263,16 @@ def _contents(
     extra: ExtraData | None,
     decoded: dict[str, Path],
     meshes: MeshLoaders,
-) -> SffContents:
+) -> Contents:
     _check_shapes(root, path)
     name, details = text(root.value("name")), text(root.value("details"))
-    mapping = extra.segmentation_ids_mapping if extra is not None else {}
     segments = _segments(root, path)
     transform_ids = _transform_ids(root, path)
     lattices = []
     lattice_list = root.child("lattice_list")
     for node in lattice_list.items() if lattice_list is not None else []:
         lattice_id, data = _lattice(node, path, scratch, decoded.get(node.key))
-        lid = mapping.get(str(lattice_id), str(lattice_id))
+        lid = mapped_id(str(lattice_id), extra)
         transform, transform_name = _lattice_transform(
             root, node, lattice_id, path, transform_ids.get(lattice_id)
         )
@@ -297,16 +289,16 @@ def _contents(
                 transform_name=transform_name,
             )
         )
-    set_id = mapping.get(path.stem, path.stem)
+    set_id = mapped_id(path.stem, extra)
     found = mesh_set(root, path, set_id, meshes, name, details)
     if not lattices and found is None:
         raise InputFormatError(
             "no lattice or mesh segmentation in this SFF (segments without geometry)", path
         )
-    return SffContents(tuple(lattices), (found,) if found is not None else ())
+    return Contents(lattices=tuple(lattices), meshes=(found,) if found is not None else ())
 
 
-def _read_hdf5(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffContents:
+def _read_hdf5(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -329,7 +321,7 @@ def _iterparse(path: Path) -> Iterator[tuple[str, ET.Element]]:
         raise InputFormatError(f"not a valid EMDB-SFF XML file: {exc}", path) from exc
 
 
-def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffContents:
+def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> Contents:
     """One streaming pass: every lattice and mesh is decoded into scratch files as soon as its
     element ends and its base64 text is dropped, so the kept tree is small."""
     root: ET.Element | None = None
@@ -364,10 +356,8 @@ def _read_xml(path: Path, scratch: Path | None, extra: ExtraData | None) -> SffC
     return _contents(XmlNode(root), path, scratch, extra, decoded, meshes)
 
 
-def read_sff_contents(
-    path: Path, scratch: Path | None, extra: ExtraData | None = None
-) -> SffContents:
-    """The lattices and meshes of an EMDB-SFF file (.hff HDF5 or .sff XML)."""
+def read_sff(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> Contents:
+    """The lattices and (at most one) mesh set of an EMDB-SFF file (.hff HDF5 or .sff XML)."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError("no such file", path)
@@ -378,8 +368,3 @@ def read_sff_contents(
     if start.lstrip().startswith(b"<") or path.suffix.lower() == ".sff":
         return _read_xml(path, scratch, extra)
     return _read_hdf5(path, scratch, extra)  # reports "not an HDF5 file"
-
-
-def read_sff(path: Path, scratch: Path | None, extra: ExtraData | None = None) -> list[LabelSource]:
-    """Every lattice of an EMDB-SFF file as a :class:`LabelSource`."""
-    return list(read_sff_contents(path, scratch, extra).lattices)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
-from pipeline.model import RGBA, ExtraData, GeometricSegmentation
+from pipeline.model import RGBA, Contents, ExtraData, GeometricSegmentation
 from pipeline.notices import warn
 
 __all__ = [
@@ -414,7 +414,9 @@ def read_star(path: Path, options: StarOptions, on_volume: bool = False) -> Geom
     )
 
 
-def read_star_geometric(path: Path, extra: ExtraData | None = None) -> GeometricSegmentation:
+def read_star_geometric(
+    path: Path, scratch: Path | None, extra: ExtraData | None = None
+) -> Contents:
     """The ``star_file_geometric_segmentation`` reader: options from extra data's
     ``segmentation.star_files[<stem>]``; the id from there, else ``segmentation_ids_mapping``,
     else the file stem."""
@@ -424,4 +426,4 @@ def read_star_geometric(path: Path, extra: ExtraData | None = None) -> Geometric
         options = extra.star_files.get(key, options)
         if options.segmentation_id is None and key in extra.segmentation_ids_mapping:
             options = replace(options, segmentation_id=extra.segmentation_ids_mapping[key])
-    return read_star(path, options, on_volume=True)
+    return Contents(geometric=(read_star(path, options, on_volume=True),))
