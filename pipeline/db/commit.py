@@ -7,7 +7,6 @@ import ctypes
 import errno
 import json
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,50 +146,45 @@ class StagedEntry:
         entry's one by one in ``order`` (data first, metadata.json last), each atomically.
         """
         os.fsync(self._fd)
-        target = self.location.folder
-        entry = self.location.entry_id
-        try:
-            source = self._source_fd(create=False)
-        except FileNotFoundError:
-            source = None
-        try:
-            if source is None or not _is_dir_at(source, entry):
-                raise EntryNotFoundError(f"entry {self.location.key} disappeared", target)
-            if not _exchange(self._staging_fd, self.name, source, entry):
-                with opened_dir(source, entry, target) as entry_fd:
+        with self._existing_source("disappeared") as source:
+            if not _exchange(self._staging_fd, self.name, source, self.location.entry_id):
+                entry = self.location.entry_id
+                with opened_dir(source, entry, self.location.folder) as entry_fd:
                     for name in order:
                         os.replace(name, name, src_dir_fd=self._fd, dst_dir_fd=entry_fd)
             self._committed()
             os.fsync(source)
-        finally:
-            if source is not None:
-                os.close(source)
 
     def remove_existing(self) -> None:
         """Delete the entry (even a damaged one): one rename puts it in place of the empty
         staged folder, out of sight; :meth:`discard` then deletes it. Should that deletion be
         killed half-way, the next writer of the database removes what is left."""
+        with self._existing_source("does not exist") as source:
+            os.rename(
+                self.location.entry_id, self.name, src_dir_fd=source, dst_dir_fd=self._staging_fd
+            )
+            self._committed()
+
+    @contextlib.contextmanager
+    def _existing_source(self, missing: str) -> Iterator[int]:
+        """The source folder's descriptor, the entry's folder being in it (a symlink is
+        refused, naming it); else :class:`EntryNotFoundError` ``entry <key> <missing>``."""
         target = self.location.folder
-        entry = self.location.entry_id
         try:
             source = self._source_fd(create=False)
         except FileNotFoundError:
-            source = None
+            raise EntryNotFoundError(f"entry {self.location.key} {missing}", target) from None
         try:
             try:
-                if source is None:
-                    raise FileNotFoundError(entry)
-                with opened_dir(source, entry, target):  # a symlink: refused, naming it
+                with opened_dir(source, self.location.entry_id, target):
                     pass
             except FileNotFoundError:
                 raise EntryNotFoundError(
-                    f"entry {self.location.key} does not exist", target
+                    f"entry {self.location.key} {missing}", target
                 ) from None
-            os.rename(entry, self.name, src_dir_fd=source, dst_dir_fd=self._staging_fd)
-            self._committed()
+            yield source
         finally:
-            if source is not None:
-                os.close(source)
+            os.close(source)
 
     def discard(self) -> None:
         os.close(self._fd)
@@ -201,13 +195,6 @@ class StagedEntry:
         if self._tidy:
             with contextlib.suppress(OSError), opened_root(self.location.db_path) as root:
                 os.rmdir(STAGING, dir_fd=root)
-
-
-def _is_dir_at(dir_fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def _exchange(a_fd: int, a: str, b_fd: int, b: str) -> bool:
