@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import shutil
 import time
 import traceback
@@ -26,6 +25,7 @@ from pipeline.engine_setup import EngineSpec, check_budget, engine_spec, open_ru
 from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.inputs.limits import json_int
 from pipeline.inputs.source import is_url
+from pipeline.json_errors import parse_json
 from pipeline.options import build_options, input_specs
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
@@ -127,12 +127,7 @@ def read_batch(path: Path) -> list[BatchEntry]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFormatError(f"cannot read the batch list: {exc}", path) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text, parse_int=json_int(path))
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(f"not valid JSON: {exc}", path) from None
-        except RecursionError:
-            raise InputFormatError("not valid JSON: nested too deeply", path) from None
+        rows = parse_json(text, path, parse_int=json_int(path))
         if not isinstance(rows, list):
             raise InputFormatError("$: a JSON batch list is a list of objects", path)
         for i, r in enumerate(rows):

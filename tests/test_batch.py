@@ -126,7 +126,7 @@ def test_an_entry_already_in_the_database_fails_alone(run_cli, tmp_path, maps):
         (
             "entry_id,source_db,inputs,colour\na,x,map:a.mrc,red\n",
             ".csv",
-            "unknown field(s) colour",
+            "unknown key(s) colour",
         ),
         ("entry_id,source_db,inputs\na,x,map:a.mrc\na,x,map:b.mrc\n", ".csv", "already listed"),
         ("entry_id,source_db,inputs\n", ".csv", "no entries"),

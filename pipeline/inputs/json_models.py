@@ -367,5 +367,5 @@ class BatchRow(_Open):
         if isinstance(data, dict):
             unknown = sorted(str(k) for k in set(data) - set(cls.model_fields) - BATCH_ROW_OPTIONS)
             if unknown:
-                raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+                raise ValueError(f"unknown key(s) {', '.join(unknown)}")
         return data
