@@ -142,6 +142,21 @@ def test_an_entry_already_in_the_database_fails_alone(run_cli, tmp_path, maps):
             ".json",
             "$[0].min_downsampling_level: must be an integer (got 2.5)",
         ),
+        (  # kinds and names are checked when the list is read, not when the row runs
+            "entry_id,source_db,inputs\na,x,blob:a.mrc\n",
+            ".csv",
+            "row 2: inputs: unknown input kind 'blob'",
+        ),
+        (
+            '[{"entry_id": "e 1", "source_db": "x", "inputs": [["a.mrc", "map"]]}]',
+            ".json",
+            "$[0].entry_id: 'e 1' is not a valid name",
+        ),
+        (
+            "entry_id,source_db,inputs\na,../x,map:a.mrc\n",
+            ".csv",
+            "row 2: source_db: '../x' is not a valid name",
+        ),
     ],
 )
 def test_invalid_lists_are_one_line_errors(run_cli, tmp_path, maps, text, suffix, message):
