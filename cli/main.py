@@ -131,9 +131,10 @@ def _committed_prefix() -> str:
     return f"committed {', '.join(COMMITTED)}, then: " if COMMITTED else ""
 
 
-def _quiet_libraries(verbose: bool) -> contextlib.AbstractContextManager[Any]:
-    """Library warnings and log records stay off stderr (shown with --verbose): the error, if
-    any, is the one line there."""
+def _quiet_libraries(verbose: bool = False) -> contextlib.ExitStack:
+    """Library warnings and log records stay off stderr (shown with --verbose, which closes
+    the stack once parsed: :func:`_remember_verbose`): the error, if any, is the one line
+    there."""
     stack = contextlib.ExitStack()
     if verbose:
         return stack
@@ -175,13 +176,14 @@ class _OneLineErrors(click.Group):
                 signal.signal(signum, handler)
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
-        verbose = "--verbose" in (kwargs.get("args") or (args[0] if args else None) or sys.argv)
         from pipeline.db.commit import COMMITTED
 
         COMMITTED.clear()  # what this invocation commits (in-process callers run several)
         _FOLDERS.clear()
+        _RUN["verbose"] = False
         try:
-            with _quiet_libraries(verbose):
+            with _quiet_libraries() as quiet:
+                _RUN["quiet"] = quiet
                 rv = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
@@ -202,7 +204,7 @@ class _OneLineErrors(click.Group):
             _error(f"{_committed_prefix()}{_os_error(exc)}")
             sys.exit(2)
         except Exception as exc:  # a bug: still one line
-            if verbose:
+            if _RUN["verbose"]:
                 traceback.print_exc()
             tb = traceback.extract_tb(exc.__traceback__)
             where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
@@ -223,11 +225,16 @@ class _OneLineErrors(click.Group):
 
 
 _VERBOSE = "cellstar_preprocessor.verbose"
+# this invocation's --verbose, and the stack keeping library warnings and logs quiet till then
+_RUN: dict[str, Any] = {"verbose": False, "quiet": None}
 
 
 def _remember_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.meta[_VERBOSE] = True
+        _RUN["verbose"] = True
+        if _RUN["quiet"] is not None:
+            _RUN["quiet"].close()  # library warnings and log records are shown
     return value
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import shutil
 import time
 import traceback
@@ -21,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.db.layout import EntryLocation
-from pipeline.engine.runner import Runner, memory_budget, open_cluster
+from pipeline.engine.runner import Runner
+from pipeline.engine_setup import EngineSpec, check_budget, engine_spec, open_runner
 from pipeline.errors import InputFormatError, PreprocessorError
 from pipeline.inputs.limits import json_int
 from pipeline.inputs.source import is_url
-from pipeline.options import build_options, input_specs, parse_size
+from pipeline.json_errors import parse_json
+from pipeline.options import build_options, input_specs
 from pipeline.preprocess import RunSummary, preprocess
 from pipeline.progress import NO_PROGRESS, Progress
 
@@ -126,12 +127,7 @@ def read_batch(path: Path) -> list[BatchEntry]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFormatError(f"cannot read the batch list: {exc}", path) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text, parse_int=json_int(path))
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(f"not valid JSON: {exc}", path) from None
-        except RecursionError:
-            raise InputFormatError("not valid JSON: nested too deeply", path) from None
+        rows = parse_json(text, path, parse_int=json_int(path))
         if not isinstance(rows, list):
             raise InputFormatError("$: a JSON batch list is a list of objects", path)
         for i, r in enumerate(rows):
@@ -169,9 +165,9 @@ def run_batch(
     """Run every entry with the ``common`` fields (working folder, database, scheduler, ...)
     on one runner; never stops at a failed entry. ``skip_existing``: entries already in the
     database are reported as skipped (a killed batch re-run completes the rest)."""
-    _check_common(common)
+    spec = _common_engine(common)
     results = []
-    with _shared_runner(common) as runner:
+    with _shared_runner(spec, Path(common["working_folder"])) as runner:
         for entry in entries:
             started = time.perf_counter()
             summary, error = None, None
@@ -213,9 +209,9 @@ def _exists(entry: BatchEntry, common: dict[str, Any]) -> bool:
     return location.exists()
 
 
-def _check_common(common: dict[str, Any]) -> None:
-    """The options every entry shares (--scheduler, --workers, --max-memory) are checked once,
-    before any entry runs: a bad value is the batch's error, not every entry's."""
+def _common_engine(common: dict[str, Any]) -> EngineSpec:
+    """The engine every entry shares (--scheduler, --workers, --max-memory, --transfer),
+    checked once, before any entry runs: a bad value is the batch's error, not every entry's."""
     probe = build_options(
         {
             **common,
@@ -226,27 +222,20 @@ def _check_common(common: dict[str, Any]) -> None:
             "source_db_name": "probe",
         }
     )
-    smallest = (2 * probe.chunk_size) ** 3 * 8
-    memory_budget(probe.max_memory, 1, 2, smallest)
+    spec = engine_spec(probe)
+    check_budget(spec)
+    return spec
 
 
 @contextlib.contextmanager
-def _shared_runner(common: dict[str, Any]) -> Iterator[Runner | None]:
+def _shared_runner(spec: EngineSpec, working_folder: Path) -> Iterator[Runner | None]:
     """One cluster connection for the whole batch; None: each run uses its own threads."""
-    if common.get("scheduler") is None and common.get("workers") is None:
+    if spec.scheduler is None and spec.workers is None:
         yield None
         return
-    parts = Path(common["working_folder"]).absolute() / f"batch-parts-{uuid.uuid4().hex[:8]}"
+    parts = working_folder.absolute() / f"batch-parts-{uuid.uuid4().hex[:8]}"
     try:
-        with open_cluster(
-            common.get("scheduler"),
-            common.get("workers"),
-            parts,
-            transfer=common.get("transfer") or "auto",
-            max_memory=parse_size(common["max_memory"], "--max-memory")
-            if isinstance(common.get("max_memory"), str)
-            else common.get("max_memory"),
-        ) as runner:
+        with open_runner(spec, parts) as runner:
             yield runner
     finally:
         shutil.rmtree(parts, ignore_errors=True)

@@ -17,7 +17,15 @@ from pipeline.options import PreprocessOptions
 from pipeline.progress import Progress
 from pipeline.workspace import run_folder
 
-__all__ = ["EngineSpec", "engine_for", "open_engine", "usable_cpus"]
+__all__ = [
+    "EngineSpec",
+    "check_budget",
+    "engine_for",
+    "engine_spec",
+    "open_engine",
+    "open_runner",
+    "usable_cpus",
+]
 
 
 def _check_transfer(options: PreprocessOptions, runner: Runner) -> None:
@@ -48,6 +56,31 @@ class EngineSpec:
     transfer: str = "shared"
 
 
+def engine_spec(options: PreprocessOptions) -> EngineSpec:
+    """The engine a run's options ask for."""
+    return EngineSpec(
+        options.max_memory,
+        options.scheduler,
+        options.workers,
+        options.block_size,
+        (2 * options.chunk_size) ** 3 * 8,  # one block edge cubed, 8-byte label scratch
+        transfer=options.transfer or "auto",
+    )
+
+
+def check_budget(spec: EngineSpec) -> None:
+    """Refuse a ``--max-memory`` below the least any engine of ``spec`` can work in (one
+    thread), before a cluster is reached."""
+    memory_budget(spec.max_memory, 1, 4, spec.smallest)
+
+
+def open_runner(spec: EngineSpec, parts: Path) -> contextlib.AbstractContextManager[Runner]:
+    """The dask.distributed cluster of ``spec`` (part files in ``parts``)."""
+    return open_cluster(
+        spec.scheduler, spec.workers, parts, transfer=spec.transfer, max_memory=spec.max_memory
+    )
+
+
 @contextlib.contextmanager
 def open_engine(
     spec: EngineSpec,
@@ -70,15 +103,7 @@ def open_engine(
         return
     with contextlib.ExitStack() as stack:
         if runner is None:
-            runner = stack.enter_context(
-                open_cluster(
-                    spec.scheduler,
-                    spec.workers,
-                    stack.enter_context(parts()),
-                    transfer=spec.transfer,
-                    max_memory=spec.max_memory,
-                )
-            )
+            runner = stack.enter_context(open_runner(spec, stack.enter_context(parts())))
         if check is not None:
             check(runner)
         # a cluster's workers run as many tasks as they have threads: only blocks shrink
@@ -94,14 +119,7 @@ def engine_for(
 ) -> Iterator[Engine]:
     """The run's engine (:func:`open_engine`; ``runner`` when the caller shares one between
     runs), inside which remote inputs are copied within the blocks' budget."""
-    spec = EngineSpec(
-        options.max_memory,
-        options.scheduler,
-        options.workers,
-        options.block_size,
-        (2 * options.chunk_size) ** 3 * 8,  # one block edge cubed, 8-byte label scratch
-        transfer=options.transfer or "auto",
-    )
+    spec = engine_spec(options)
 
     def parts() -> contextlib.AbstractContextManager[Path]:
         return run_folder(options.working_folder, options.entry_id, "parts-")

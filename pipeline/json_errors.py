@@ -43,6 +43,7 @@ from pipeline.errors import InputFormatError
 __all__ = [
     "json_path",
     "located_problem",
+    "parse_json",
     "shown_value",
     "validation_error",
     "validation_problem",
@@ -71,6 +72,25 @@ _PROBLEMS = {
 # or named by the text already (a validator's own message)
 _NOT_SHOWN = ("missing", "extra_forbidden", "value_error", "assertion_error")
 _SHOWN_CHARS = 40
+
+
+def parse_json(
+    text: str | bytes,
+    path: str | Path,
+    *,
+    error: type[Exception] = InputFormatError,
+    parse_int: Any = None,
+    parse_constant: Any = None,
+) -> Any:
+    """``text`` parsed as JSON; bad JSON (syntax, encoding, nesting deeper than Python's stack)
+    is one ``error`` naming ``path``: ``not valid JSON: <what> line L column C (char N)``."""
+    try:
+        return json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+    except RecursionError:
+        raise error("not valid JSON: nested too deeply", path) from None  # type: ignore[call-arg]
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        detail = " ".join(str(exc).split())
+        raise error(f"not valid JSON: {detail}", path) from None  # type: ignore[call-arg]
 
 
 def json_path(loc: Iterable[Any]) -> str:

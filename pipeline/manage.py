@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.db.commit import COMMITTED, after_commit_hook
+from pipeline.db.commit import staged_entry
 from pipeline.db.layout import VOLUME_GROUP, EntryLocation, lattice_group, mesh_group
 from pipeline.db.lock import entry_lock
 from pipeline.db.rewrite import rewriting
-from pipeline.db.safefs import (
-    STAGING,
-    ensure_dir,
-    open_dir,
-    opened_dir,
-    opened_root,
-    remove_dead_staging,
-    remove_tree,
-    staging_name,
-)
-from pipeline.errors import EntryNotFoundError, InputFormatError, OptionError
+from pipeline.errors import InputFormatError, OptionError
 from pipeline.inputs.extra_data import load_json
 from pipeline.json_errors import json_path, validation_problem
 
@@ -40,57 +28,10 @@ __all__ = [
 
 
 def delete_entry(location: EntryLocation) -> None:
-    """Remove an entry (even a damaged one): one rename out of sight, then deletion.
-
-    The entry goes into a staging folder named after this process, so if the deletion is
-    killed half-way the next writer of the database removes what is left.
-    """
-    with entry_lock(location):
-        entry_folder_fds = _entry_fds(location)
-        if entry_folder_fds is None:
-            raise EntryNotFoundError(
-                f"entry {location.key} does not exist", location.folder
-            )
-        source = entry_folder_fds
-        try:
-            created: set[str] = set()
-            staging = ensure_dir(location.db_path, STAGING, created=created)
-            # removed at the end when empty, unless it was there and empty before
-            tidy = STAGING in created or bool(os.listdir(staging))
-            try:
-                remove_dead_staging(staging)
-                trash = staging_name(location.source_db, location.entry_id)
-                os.rename(location.entry_id, trash, src_dir_fd=source, dst_dir_fd=staging)
-                COMMITTED.append(location.key)
-                tidy = True  # the deletion is the outcome: tidy up an empty _staging found
-                after_commit_hook()
-                remove_tree(staging, trash)
-            finally:
-                os.close(staging)
-        finally:
-            os.close(source)
-        if tidy:
-            with contextlib.suppress(OSError), opened_root(location.db_path) as root:
-                os.rmdir(STAGING, dir_fd=root)
-
-
-def _entry_fds(location: EntryLocation) -> int | None:
-    """The source folder's descriptor when the entry folder is in it (neither a symlink:
-    refused, naming it); None when there is no such entry."""
-    with opened_root(location.db_path) as root:
-        try:
-            source = open_dir(root, location.source_db, location.db_path / location.source_db)
-        except FileNotFoundError:
-            return None
-    try:
-        with opened_dir(source, location.entry_id, location.folder):
-            return source
-    except FileNotFoundError:
-        os.close(source)
-        return None
-    except BaseException:
-        os.close(source)
-        raise
+    """Remove an entry (even a damaged one): one rename out of sight, then deletion
+    (:meth:`pipeline.db.commit.StagedEntry.remove_existing`)."""
+    with entry_lock(location), staged_entry(location) as staged:
+        staged.remove_existing()
 
 
 def _rewrite(

@@ -25,6 +25,7 @@ from pipeline.errors import (
     OptionError,
     UnsupportedInputError,
 )
+from pipeline.inputs.annotations import read_custom_annotations
 from pipeline.inputs.extra_data import read_extra_data
 from pipeline.inputs.kinds import DECODED_KINDS, check_input_path
 from pipeline.inputs.registry import DIRECTORY_KINDS, READERS, VOLUME_KINDS, Contents, read_input
@@ -65,7 +66,8 @@ SUPPORTED_KINDS = frozenset({*READERS, InputKind.EXTRA_DATA, InputKind.CUSTOM_AN
 
 
 def check_inputs(options: PreprocessOptions) -> None:
-    """Everything that can be checked before reading data: kinds, paths, counts."""
+    """Everything that can be checked before reading data: kinds, paths, counts, local
+    custom annotations."""
     for spec in options.inputs:
         if spec.kind not in SUPPORTED_KINDS:
             raise UnsupportedInputError(f"not supported yet: {spec.kind.value}", spec.path)
@@ -90,6 +92,11 @@ def check_inputs(options: PreprocessOptions) -> None:
         raise OptionError(
             f"--mode extend adds segmentations; {volumes[0].path}: the entry already has a volume"
         )
+    for spec in options.inputs:
+        # a local annotations document is small: its problems are said before any block runs
+        # (it is read again, and checked against the entry, when merged)
+        if spec.kind is InputKind.CUSTOM_ANNOTATIONS and not is_url(spec.path):
+            read_custom_annotations(spec.path)
 
 
 def _check_url(spec: InputSpec, options: PreprocessOptions) -> None:

@@ -86,7 +86,7 @@ def _case_sff_without_lattices(f):
 
 def _case_malformed_extra(f):
     p = _write(f, "extra.json", "{not json")
-    return [(_map(f), "map"), (p, "extra_data")], "add", "x", (), str(p), "invalid JSON"
+    return [(_map(f), "map"), (p, "extra_data")], "add", "x", (), str(p), "not valid JSON"
 
 
 def _case_deeply_nested_geometric_json(f):
@@ -102,7 +102,7 @@ def _case_invalid_extra(f):
 
 def _case_malformed_annotations(f):
     p = _write(f, "ann.json", "[1, 2")
-    return [(_map(f), "map"), (p, "custom_annotations")], "add", "x", (), str(p), "invalid JSON"
+    return [(_map(f), "map"), (p, "custom_annotations")], "add", "x", (), str(p), "not valid JSON"
 
 
 def _case_invalid_annotations(f):

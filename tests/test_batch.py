@@ -126,7 +126,7 @@ def test_an_entry_already_in_the_database_fails_alone(run_cli, tmp_path, maps):
         (
             "entry_id,source_db,inputs,colour\na,x,map:a.mrc,red\n",
             ".csv",
-            "unknown field(s) colour",
+            "unknown key(s) colour",
         ),
         ("entry_id,source_db,inputs\na,x,map:a.mrc\na,x,map:b.mrc\n", ".csv", "already listed"),
         ("entry_id,source_db,inputs\n", ".csv", "no entries"),
@@ -141,6 +141,21 @@ def test_an_entry_already_in_the_database_fails_alone(run_cli, tmp_path, maps):
             '"min_downsampling_level": 2.5}]',
             ".json",
             "$[0].min_downsampling_level: must be an integer (got 2.5)",
+        ),
+        (  # kinds and names are checked when the list is read, not when the row runs
+            "entry_id,source_db,inputs\na,x,blob:a.mrc\n",
+            ".csv",
+            "row 2: inputs: unknown input kind 'blob'",
+        ),
+        (
+            '[{"entry_id": "e 1", "source_db": "x", "inputs": [["a.mrc", "map"]]}]',
+            ".json",
+            "$[0].entry_id: 'e 1' is not a valid name",
+        ),
+        (
+            "entry_id,source_db,inputs\na,../x,map:a.mrc\n",
+            ".csv",
+            "row 2: source_db: '../x' is not a valid name",
         ),
     ],
 )

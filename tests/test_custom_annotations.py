@@ -147,5 +147,5 @@ def test_invalid_annotations_leave_the_entry_unchanged(run_cli, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{broken")
     result = run_cli(*preprocess_args([(bad, "custom_annotations")], tmp_path, mode="extend"))
-    assert result.exit_code == 2 and "invalid JSON" in result.stderr and str(bad) in result.stderr
+    assert result.exit_code == 2 and "not valid JSON" in result.stderr and str(bad) in result.stderr
     assert tree_digest(tmp_path / "db") == before

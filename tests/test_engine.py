@@ -19,9 +19,9 @@ from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
 from pipeline.engine.passes import (
     LevelJob,
-    _read_block,
     block_grid,
     next_level_block,
+    read_block,
     run_pass,
     stored_values,
     threaded_engine,
@@ -106,7 +106,7 @@ def test_a_job_pickles_without_the_archive_it_is_stored_in(tmp_path):
 def test_read_block_adds_the_margin_clipped_at_the_edges(shape):
     data = np.arange(math.prod(shape), dtype=np.int32).reshape(shape)
     for start, stop in block_grid(shape, (4, 4, 4)):
-        lo, block = _read_block(data, start, stop, 2)
+        lo, block = read_block(data, start, stop, 2)
         # reference: 2 more samples each side, fewer at the array's edges, none on axes of 1
         want_lo = tuple(0 if n == 1 else max(s - 2, 0) for s, n in zip(start, shape, strict=True))
         want_hi = tuple(min(e + 2, n) for e, n in zip(stop, shape, strict=True))
@@ -114,7 +114,7 @@ def test_read_block_adds_the_margin_clipped_at_the_edges(shape):
         np.testing.assert_array_equal(
             block, data[tuple(slice(a, b) for a, b in zip(want_lo, want_hi, strict=True))]
         )
-        lo, block = _read_block(data, start, stop, None)
+        lo, block = read_block(data, start, stop, None)
         assert lo == start
         np.testing.assert_array_equal(
             block, data[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
@@ -126,7 +126,7 @@ def test_next_level_blocks_assemble_the_filtered_volume(shape):
     data = np.random.default_rng(3).normal(size=shape)
     out = np.full(tuple((n + 1) // 2 for n in shape), np.nan)
     for start, stop in block_grid(shape, (4, 4, 4)):
-        lo, block = _read_block(data, start, stop, 2)
+        lo, block = read_block(data, start, stop, 2)
         first, values = next_level_block(block, lo, shape, start, stop)
         region = tuple(slice(a, a + n) for a, n in zip(first, values.shape, strict=True))
         assert np.isnan(out[region]).all()  # every output sample comes from one block

@@ -110,7 +110,7 @@ def test_documents_round_trip_to_the_same_bytes(run_cli, tmp_path, tiny):
         ("[]", "metadata.json: $: not a JSON object (a list)"),
         ("null", "metadata.json: $: not a JSON object (null)"),
         ("{", "metadata.json: not valid JSON"),
-        ("[" * 100000, "metadata.json: nested too deeply"),
+        ("[" * 100000, "metadata.json: not valid JSON: nested too deeply"),
     ],
 )
 def test_malformed_json_is_a_problem_naming_the_file(text, where):

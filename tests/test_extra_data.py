@@ -60,7 +60,7 @@ def test_full_document_and_alias(tmp_path):
 @pytest.mark.parametrize(
     "document, message",
     [
-        ("{not json", "invalid JSON"),
+        ("{not json", "not valid JSON"),
         ([1, 2], "$: must be a JSON object"),
         (
             {"volume": {"voxel_size": [1, 2]}},

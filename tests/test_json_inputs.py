@@ -159,7 +159,7 @@ def test_malformed_json_names_the_file_line_and_column(run_cli, tmp_path, entry,
     result = run_cli(*args)
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: invalid JSON: ")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not valid JSON: ")
     assert "line 3 column 1" in lines[0]
     assert tree_digest(tmp_path / "db") == before
 

@@ -69,6 +69,3 @@ def run_levels(
                 remove_scratch(current[key])
             if next_level is not None:
                 current[key] = next_level
-    if plan.levels[-1].ratio > 1:
-        for arr in current.values():
-            remove_scratch(arr)

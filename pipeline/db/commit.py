@@ -7,7 +7,6 @@ import ctypes
 import errno
 import json
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from pipeline.errors import EntryExistsError, EntryNotFoundError
 __all__ = [
     "COMMITTED",
     "StagedEntry",
-    "after_commit_hook",
     "staged_entry",
     "write_json",
 ]
@@ -51,7 +49,7 @@ def write_json(path: Path, document: Any) -> None:
 COMMITTED: list[str] = []
 
 
-def after_commit_hook() -> None:
+def _after_commit_hook() -> None:
     """Test hook: ``CELLSTAR_TEST_DELAY_AFTER_COMMIT=<seconds>`` sleeps right after the commit's
     rename (a signal test delivers its signal then)."""
     delay = os.environ.get("CELLSTAR_TEST_DELAY_AFTER_COMMIT")
@@ -111,7 +109,7 @@ class StagedEntry:
     def _committed(self) -> None:
         COMMITTED.append(self.location.key)
         self._tidy = True  # a writer that committed tidies up an empty _staging it found
-        after_commit_hook()
+        _after_commit_hook()
 
     def commit(self) -> None:
         """Rename the staged folder to the entry folder; fails if the entry appeared meanwhile."""
@@ -148,24 +146,45 @@ class StagedEntry:
         entry's one by one in ``order`` (data first, metadata.json last), each atomically.
         """
         os.fsync(self._fd)
-        target = self.location.folder
-        entry = self.location.entry_id
-        try:
-            source = self._source_fd(create=False)
-        except FileNotFoundError:
-            source = None
-        try:
-            if source is None or not _is_dir_at(source, entry):
-                raise EntryNotFoundError(f"entry {self.location.key} disappeared", target)
-            if not _exchange(self._staging_fd, self.name, source, entry):
-                with opened_dir(source, entry, target) as entry_fd:
+        with self._existing_source("disappeared") as source:
+            if not _exchange(self._staging_fd, self.name, source, self.location.entry_id):
+                entry = self.location.entry_id
+                with opened_dir(source, entry, self.location.folder) as entry_fd:
                     for name in order:
                         os.replace(name, name, src_dir_fd=self._fd, dst_dir_fd=entry_fd)
             self._committed()
             os.fsync(source)
+
+    def remove_existing(self) -> None:
+        """Delete the entry (even a damaged one): one rename puts it in place of the empty
+        staged folder, out of sight; :meth:`discard` then deletes it. Should that deletion be
+        killed half-way, the next writer of the database removes what is left."""
+        with self._existing_source("does not exist") as source:
+            os.rename(
+                self.location.entry_id, self.name, src_dir_fd=source, dst_dir_fd=self._staging_fd
+            )
+            self._committed()
+
+    @contextlib.contextmanager
+    def _existing_source(self, missing: str) -> Iterator[int]:
+        """The source folder's descriptor, the entry's folder being in it (a symlink is
+        refused, naming it); else :class:`EntryNotFoundError` ``entry <key> <missing>``."""
+        target = self.location.folder
+        try:
+            source = self._source_fd(create=False)
+        except FileNotFoundError:
+            raise EntryNotFoundError(f"entry {self.location.key} {missing}", target) from None
+        try:
+            try:
+                with opened_dir(source, self.location.entry_id, target):
+                    pass
+            except FileNotFoundError:
+                raise EntryNotFoundError(
+                    f"entry {self.location.key} {missing}", target
+                ) from None
+            yield source
         finally:
-            if source is not None:
-                os.close(source)
+            os.close(source)
 
     def discard(self) -> None:
         os.close(self._fd)
@@ -176,13 +195,6 @@ class StagedEntry:
         if self._tidy:
             with contextlib.suppress(OSError), opened_root(self.location.db_path) as root:
                 os.rmdir(STAGING, dir_fd=root)
-
-
-def _is_dir_at(dir_fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def _exchange(a_fd: int, a: str, b_fd: int, b: str) -> bool:

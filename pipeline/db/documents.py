@@ -35,7 +35,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pipeline.db.layout import ANNOTATIONS_JSON, GEOMETRIC_JSON, METADATA_JSON
 from pipeline.errors import DocumentError
-from pipeline.json_errors import json_path, shown_value
+from pipeline.json_errors import json_path, parse_json, shown_value
 
 __all__ = [
     "MAX_FRAMES",
@@ -790,12 +790,7 @@ def geometric_json(items: list[GeometricItem]) -> bytes:
 def _load(data: bytes | str, name: str) -> Any:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise DocumentError(f"larger than {MAX_DOCUMENT_BYTES >> 20} MiB", name)
-    try:
-        return json.loads(data, parse_constant=_no_constant)
-    except RecursionError:
-        raise DocumentError("nested too deeply", name) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DocumentError(f"not valid JSON ({' '.join(str(exc).split())})", name) from None
+    return parse_json(data, name, error=DocumentError, parse_constant=_no_constant)
 
 
 def _no_constant(word: str) -> Any:

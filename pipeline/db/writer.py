@@ -99,18 +99,11 @@ class DataWriter:
         grid."""
         self.sink.put_many(target.encode(block, origin))
 
-    def object_array(self, path: str, document: Any) -> None:
-        """A shape-(1,) zarr 2 object array holding ``document``, JSON-encoded (DESIGN 3.2).
-
-        zarr-python 3 does not create these; this writes what zarr-python 2 writes: dtype
-        ``|O``, the ``json2`` object codec as the only filter, no compressor.
-        """
-        value = np.empty(1, dtype=object)
-        value[0] = document
-        self.encoded_object_array(path, JSON().encode(value))
-
     def encoded_object_array(self, path: str, encoded: bytes) -> None:
-        """:meth:`object_array` of a document already encoded as the ``json2`` codec does."""
+        """A shape-(1,) zarr 2 object array holding a document already encoded as the ``json2``
+        codec does (DESIGN 3.2). zarr-python 3 does not create these; this writes what
+        zarr-python 2 writes: dtype ``|O``, the ``json2`` object codec as the only filter, no
+        compressor."""
         self._register_parents(path)
         self.sink.put(
             f"{path}/.zarray",

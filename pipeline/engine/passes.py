@@ -5,7 +5,7 @@ reads of the input, or of the scratch file holding level r), encodes the block's
 reduces its moments and writes its part of level 2r to the next scratch file. Blocks share no
 data, so memory is bounded by the blocks in flight whatever the volume's size.
 
-A task is a composition of small per-block steps: ``_read_block`` (block and halo),
+A task is a composition of small per-block steps: ``read_block`` (block and halo),
 ``_store`` (:func:`stored_values`, then the job's ``encode``), ``block_moments``, ``_step_down``
 (:func:`next_level_block`, written to the next level). A job names how its chunks are encoded
 (a :class:`~pipeline.engine.sink.ChunkEncoder`), never where they are stored: the runner hands
@@ -41,6 +41,7 @@ __all__ = [
     "block_grid",
     "block_shape",
     "next_level_block",
+    "read_block",
     "run_label_pass",
     "run_pass",
     "stored_values",
@@ -142,7 +143,7 @@ class LevelJob:
     measure: bool  # reduce level r's moments (level 1; others were measured by the last pass)
 
 
-def _read_block(
+def read_block(
     source: LazyArray, start: tuple[int, ...], stop: tuple[int, ...], margin: int | None
 ) -> tuple[tuple[int, ...], np.ndarray]:
     """Block ``[start, stop)`` of ``source`` with ``margin`` extra samples on each side
@@ -219,7 +220,7 @@ def _task(
     Returns moments ``[[level r], [level 2r]]`` (NaN rows where not asked) and level r's
     chunks."""
     margin = HALO if job.next_level is not None else None
-    lo, data = _read_block(job.source, start, stop, margin)
+    lo, data = read_block(job.source, start, stop, margin)
     inner = _inner(data, lo, start, stop)
     chunks = _store(job, inner, start)
     this = block_moments(inner) if job.measure else _NO_MOMENTS
@@ -330,7 +331,7 @@ def _label_task(
     categories of level r; without a next level the block's own values are reported.
     """
     margin = LABEL_HALO if job.next_level is not None else None
-    lo, data = _read_block(job.source, start, stop, margin)
+    lo, data = read_block(job.source, start, stop, margin)
     cats = _categories(data, job)
     inner = _inner(cats, lo, start, stop)
     chunks = job.store.encode(inner, start) if job.store is not None else []

@@ -17,13 +17,12 @@ Accepted layout (every key optional)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.inputs.limits import json_int
-from pipeline.json_errors import validation_error
+from pipeline.json_errors import parse_json, validation_error
 from pipeline.model import ExtraData, Vec3
 
 __all__ = ["load_json", "read_extra_data"]
@@ -37,12 +36,11 @@ def load_json(path: Path) -> Any:
     if not path.is_file():
         raise InputNotFoundError("not a file", path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f, parse_int=json_int(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFormatError(f"invalid JSON: {exc}", path) from exc
-    except RecursionError:
-        raise InputFormatError("invalid JSON: nested too deeply", path) from None
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputFormatError(f"cannot read: {exc.strerror or exc}", path) from None
+    return parse_json(data, path, parse_int=json_int(path))
 
 
 def read_extra_data(path: Path) -> ExtraData:

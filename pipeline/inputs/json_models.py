@@ -332,7 +332,22 @@ def _inputs(value: Any) -> list[tuple[str, str]]:
         raise ValueError("must be a list or kind:path;kind:path")
     if not pairs:
         raise ValueError("no inputs")
+    from pipeline.inputs.kinds import InputKind
+
+    known = {k.value for k in InputKind}
+    for _, kind in pairs:
+        if kind not in known:
+            raise ValueError(f"unknown input kind {kind!r} (one of: {', '.join(sorted(known))})")
     return pairs
+
+
+def _name(value: Any) -> Any:
+    """A database name (entry id, source db), checked when the list is read."""
+    from pipeline.db.names import name_problem
+
+    if isinstance(value, str) and (problem := name_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
 
 
 # options of ``preprocess`` a batch row may set (the others are the whole batch's)
@@ -350,8 +365,8 @@ class BatchRow(_Open):
     """A row of a ``batch`` list; the other options of :data:`BATCH_ROW_OPTIONS` it sets are
     checked when the run's options are built."""
 
-    entry_id: StrictStr
-    source_db: StrictStr
+    entry_id: Annotated[StrictStr, AfterValidator(_name)]
+    source_db: Annotated[StrictStr, AfterValidator(_name)]
     inputs: Annotated[list[tuple[str, str]], BeforeValidator(_inputs)]
     source_db_id: StrictStr | None = None
     source_db_name: StrictStr | None = None
@@ -367,5 +382,5 @@ class BatchRow(_Open):
         if isinstance(data, dict):
             unknown = sorted(str(k) for k in set(data) - set(cls.model_fields) - BATCH_ROW_OPTIONS)
             if unknown:
-                raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+                raise ValueError(f"unknown key(s) {', '.join(unknown)}")
         return data
