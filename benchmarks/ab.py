@@ -1,8 +1,10 @@
 """A/B: the same ``preprocess --mode add`` of one map with two source trees, runs alternating.
 
-Usage: ``python benchmarks/ab.py MAP BEFORE_TREE AFTER_TREE [--rounds N] [--baseline]``. Each
-round runs before, after (and ``baseline.py`` of AFTER_TREE with ``--baseline``) once, in turn,
-after one warm-up round; prints median wall and CPU (user + system) of each and their ratios. On
+Usage: ``python benchmarks/ab.py MAP BEFORE_TREE AFTER_TREE [--rounds N] [--baseline]
+[--mask MASK]``. Each round runs before, after (and ``baseline.py`` of AFTER_TREE with
+``--baseline``) once, in turn, after one warm-up round; prints median wall and CPU (user +
+system) of each and their ratios. With ``--mask``, each tree also runs the map with that mask
+(``before+mask``, ``after+mask``) and the ratios map+mask / map of each tree are printed too. On
 a shared machine, only figures from one such run compare.
 """
 
@@ -20,13 +22,17 @@ import time
 from pathlib import Path
 
 
-def _argv(name: str, tree: Path, map_path: Path, out: Path) -> list[str]:
+def _argv(
+    name: str, tree: Path, map_path: Path, out: Path, mask: Path | None = None
+) -> list[str]:
     if name == "baseline":
         return [sys.executable, str(tree / "benchmarks" / "baseline.py"), str(map_path), str(out)]
     names = ["--entry-id", "ab-ab", "--source-db", "ab", "--source-db-id", "ab"]
     names += ["--source-db-name", "ab", "--working-folder", str(out / "wf")]
     head = [sys.executable, "-m", "cli", "preprocess", "--mode", "add"]
     inputs = ["--input-path", str(map_path), "--input-kind", "map"]
+    if mask is not None:
+        inputs += ["--input-path", str(mask), "--input-kind", "mask"]
     return [*head, *inputs, *names, "--db-path", str(out / "db")]
 
 
@@ -49,10 +55,14 @@ def main() -> None:
     parser.add_argument("after", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--mask", type=Path, default=None)
     args = parser.parse_args()
     trees = {"before": args.before.absolute(), "after": args.after.absolute()}
     if args.baseline:
         trees["baseline"] = trees["after"]
+    if args.mask is not None:
+        trees["before+mask"] = trees["before"]
+        trees["after+mask"] = trees["after"]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "out"
@@ -60,7 +70,8 @@ def main() -> None:
         for round_ in range(args.rounds + 1):
             for name, tree in trees.items():
                 shutil.rmtree(out, ignore_errors=True)
-                measured = _run(_argv(name, tree, args.map.absolute(), out), tree)
+                mask = args.mask.absolute() if name.endswith("+mask") else None
+                measured = _run(_argv(name, tree, args.map.absolute(), out, mask), tree)
                 if round_:  # the first round warms caches and bytecode
                     results[name].append(measured)
     med = {
@@ -68,11 +79,17 @@ def main() -> None:
         for name, runs in results.items()
     }
     for name, (wall, cpu) in med.items():
-        print(f"{name:9s} wall {wall:.3f} s  CPU {cpu:.3f} s  ({len(results[name])} runs)")
+        print(f"{name:11s} wall {wall:.3f} s  CPU {cpu:.3f} s  ({len(results[name])} runs)")
     ref = "baseline" if args.baseline else "before"
     for name in ("before", "after") if args.baseline else ("after",):
         wall, cpu = med[name]
         print(f"{name} / {ref}: wall {wall / med[ref][0]:.2f}, CPU {cpu / med[ref][1]:.2f}")
+    if args.mask is not None:
+        for name in ("before", "after"):
+            (w, c), (w0, c0) = med[name + "+mask"], med[name]
+            print(f"{name}: map+mask / map: wall {w / w0:.2f}, CPU {c / c0:.2f}")
+        (w, c), (w0, c0) = med["after+mask"], med["before+mask"]
+        print(f"after+mask / before+mask: wall {w / w0:.2f}, CPU {c / c0:.2f}")
 
 
 if __name__ == "__main__":
