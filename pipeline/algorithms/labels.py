@@ -44,28 +44,43 @@ def _window_taps(lo: int, n: int, out_start: int, out_stop: int, length: int) ->
     return taps
 
 
+def _window_reduce(
+    v: np.ndarray, func: np.ufunc, axis: int, lo: int, n: int, o0: int, o1: int
+) -> np.ndarray:
+    """``func`` (minimum or maximum) over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the
+    array's edges), with strided slices written straight into the result: the outputs with
+    both neighbours in two calls, the (at most two) edge outputs one by one."""
+    m = o1 - o0
+    c = 2 * o0 - lo  # local index of the first output's centre
+    first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
+    last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
+    shape = list(v.shape)
+    shape[axis] = m
+    out = np.empty(shape, v.dtype)
+
+    def taps(d: int, a: int, b: int) -> np.ndarray:  # tap d of outputs [a, b)
+        return v[axis_slice(axis, slice(c + d + 2 * a, c + d + 2 * b - 1, 2))]
+
+    if first < last:
+        inner = out[axis_slice(axis, slice(first, last))]
+        func(taps(-1, first, last), taps(0, first, last), out=inner)
+        func(inner, taps(1, first, last), out=inner)
+    for i in sorted({*range(first), *range(max(last, first), m)}):
+        edge = out[axis_slice(axis, slice(i, i + 1))]
+        edge[...] = taps(0, i, i + 1)
+        if i >= first:
+            func(edge, taps(-1, i, i + 1), out=edge)
+        if i < last:
+            func(edge, taps(1, i, i + 1), out=edge)
+    return out
+
+
 def _window_extrema(
     lo_v: np.ndarray, hi_v: np.ndarray, axis: int, lo: int, n: int, o0: int, o1: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the array's edges),
-    with strided slices: a clipped tap repeats the centre, which changes neither."""
-    m = o1 - o0
-    c = 2 * o0 - lo  # local index of the first output's centre
-    centre = axis_slice(axis, slice(c, c + 2 * m - 1, 2))
-    mn, mx = lo_v[centre].copy(), hi_v[centre].copy()
-    first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
-    if first < m:
-        left = axis_slice(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
-        keep = axis_slice(axis, slice(first, m))
-        np.minimum(mn[keep], lo_v[left], out=mn[keep])
-        np.maximum(mx[keep], hi_v[left], out=mx[keep])
-    last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
-    if last > 0:
-        right = axis_slice(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
-        keep = axis_slice(axis, slice(0, last))
-        np.minimum(mn[keep], lo_v[right], out=mn[keep])
-        np.maximum(mx[keep], hi_v[right], out=mx[keep])
-    return mn, mx
+    """Min and max over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the array's edges)."""
+    args = (axis, lo, n, o0, o1)
+    return _window_reduce(lo_v, np.minimum, *args), _window_reduce(hi_v, np.maximum, *args)
 
 
 def _window_second(
@@ -169,36 +184,25 @@ def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pairs, inverse
 
 
-def _window_source(
-    block: np.ndarray, lo: tuple[int, ...], full_shape: tuple[int, ...], out_start, out_stop
-) -> tuple[np.ndarray, list[int]]:
-    """The block, with its edge samples repeated once where a window reaches past the array
-    (what clipping the taps does), and per axis the index of the first window's first tap."""
-    pads, first = [], []
-    for a in range(block.ndim):
-        left = 2 * out_start[a] - 1 - lo[a]
-        right = 2 * (out_stop[a] - 1) + 1 - lo[a]
-        before = int(left < 0)  # only at the array's start (checked by _window_taps)
-        after = int(right >= block.shape[a])  # only at its end
-        pads.append((before, after))
-        first.append(left + before)
-    source = np.pad(block, pads, mode="edge") if any(b or e for b, e in pads) else block
-    if not (source.flags.c_contiguous or source.flags.f_contiguous):
-        source = np.ascontiguousarray(source)
-    return source, first
-
-
 def _window_sets(
-    flat: np.ndarray, strides: list[int], first: list[int], where: tuple[np.ndarray, ...]
+    flat: np.ndarray,
+    strides: list[int],
+    lo: tuple[int, ...],
+    full_shape: tuple[int, ...],
+    out_start: tuple[int, ...],
+    where: tuple[np.ndarray, ...],
 ) -> np.ndarray:
-    """Per output voxel of ``where``: the sorted distinct categories of its window, padded with
-    the sentinel to the widest row of this batch. ``flat`` is the window source in memory
-    order, ``strides`` its strides in samples, ``first`` the first window's first taps."""
-    base = np.zeros(where[0].size, np.int64)
-    for w, st, f in zip(where, strides, first, strict=True):
-        base += (2 * w.astype(np.int64) + f) * st
-    offsets = np.array([np.dot(d, strides) for d in np.ndindex(*(3,) * len(strides))])
-    return _distinct_rows(flat[base[:, None] + offsets[None, :]])
+    """Per output voxel of ``where`` (indices from ``out_start``): the sorted distinct
+    categories of its window, padded with the sentinel to the widest row of this batch.
+    ``flat`` is the block (starting at ``lo``) in memory order, ``strides`` its strides in
+    samples; taps past the array's edges are clipped to it (no padded copy of the block)."""
+    index = None
+    for w, st, first, n, o in zip(where, strides, lo, full_shape, out_start, strict=True):
+        centre = 2 * (w.astype(np.int64) + o)
+        taps = (np.clip(centre[:, None] + np.arange(-1, 2), 0, n - 1) - first) * st
+        index = taps if index is None else (index[:, :, None] + taps[:, None, :])
+        index = index.reshape(w.size, -1)
+    return _distinct_rows(flat[index])
 
 
 # block samples per mixed window below which gathering and sorting the 27 samples of every
@@ -212,16 +216,18 @@ def _gathered_rows(
     lo: tuple[int, ...],
     full_shape: tuple[int, ...],
     out_start: tuple[int, ...],
-    out_stop: tuple[int, ...],
     where: tuple[np.ndarray, ...],
 ) -> np.ndarray:
     """The distinct categories of the full 3x3x3 window of each output voxel of ``where``,
     gathered in batches so the 27 columns never exist for the whole block at once."""
-    source, first = _window_source(block, lo, full_shape, out_start, out_stop)
-    flat = source.reshape(-1, order="C" if source.flags.c_contiguous else "F")
-    strides = [st // source.itemsize for st in source.strides]
+    if not (block.flags.c_contiguous or block.flags.f_contiguous):
+        block = np.ascontiguousarray(block)
+    flat = block.reshape(-1, order="C" if block.flags.c_contiguous else "F")
+    strides = [st // block.itemsize for st in block.strides]
     parts = [
-        _window_sets(flat, strides, first, tuple(w[s : s + _BATCH] for w in where))
+        _window_sets(
+            flat, strides, lo, full_shape, out_start, tuple(w[s : s + _BATCH] for w in where)
+        )
         for s in range(0, where[0].size, _BATCH)
     ]
     width = max(part.shape[1] for part in parts)
@@ -241,7 +247,7 @@ def _few_mixed(
 ) -> StepResult:
     """The step of a block with few mixed windows: every mixed window's distinct categories
     from its samples, the combinations distinct and in the order of tuples."""
-    rows = _gathered_rows(block, lo, full_shape, out_start, out_stop, np.nonzero(mixed))
+    rows = _gathered_rows(block, lo, full_shape, out_start, np.nonzero(mixed))
     first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
     return StepResult(single, mixed, rows[first], inverse.astype(np.int64, copy=False))
 
@@ -299,7 +305,7 @@ def label_step_block(
         return StepResult(lo_v, mixed, pairs, pair_inverse)
     index = np.empty(two.size, np.int64)
     where = np.nonzero(mixed & (second != hi_v))
-    rows = _gathered_rows(block, lo, full_shape, out_start, out_stop, where)
+    rows = _gathered_rows(block, lo, full_shape, out_start, where)
     # the combinations in the order of tuples (the merge of all blocks' combinations then
     # finds runs in order): the wider rows sorted, the pairs merged in by their first two
     # categories (a pair goes before the wider rows it starts)
