@@ -9,6 +9,7 @@ indices. The orchestrator merges the combinations of all blocks into the global
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,19 +45,45 @@ def _window_taps(lo: int, n: int, out_start: int, out_stop: int, length: int) ->
     return taps
 
 
+_WORK = threading.local()
+
+
+def _reused(slot: int, shape: list[int], dtype: np.dtype) -> np.ndarray:
+    """An array of this thread's buffer ``slot``, reused block after block (valid until the
+    thread asks for the slot again). Fresh block-sized arrays are memory maps (see
+    :mod:`pipeline.memory`) whose every page faults when first written, which costs several
+    times the window passes themselves; a runner's threads end with their pass."""
+    buffers = getattr(_WORK, "buffers", None)
+    if buffers is None:
+        buffers = _WORK.buffers = {}
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = buffers.get(slot)
+    if buffer is None or buffer.size < nbytes:
+        buffer = buffers[slot] = np.empty(nbytes, np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
 def _window_reduce(
-    v: np.ndarray, func: np.ufunc, axis: int, lo: int, n: int, o0: int, o1: int
+    v: np.ndarray,
+    func: np.ufunc,
+    axis: int,
+    lo: int,
+    n: int,
+    o0: int,
+    o1: int,
+    slot: int | None = None,
 ) -> np.ndarray:
     """``func`` (minimum or maximum) over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the
     array's edges), with strided slices written straight into the result: the outputs with
-    both neighbours in two calls, the (at most two) edge outputs one by one."""
+    both neighbours in two calls, the (at most two) edge outputs one by one. The result is a
+    fresh array, or with ``slot`` this thread's reused buffer of that number."""
     m = o1 - o0
     c = 2 * o0 - lo  # local index of the first output's centre
     first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
     last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
     shape = list(v.shape)
     shape[axis] = m
-    out = np.empty(shape, v.dtype)
+    out = np.empty(shape, v.dtype) if slot is None else _reused(slot, shape, v.dtype)
 
     def taps(d: int, a: int, b: int) -> np.ndarray:  # tap d of outputs [a, b)
         return v[axis_slice(axis, slice(c + d + 2 * a, c + d + 2 * b - 1, 2))]
@@ -76,11 +103,23 @@ def _window_reduce(
 
 
 def _window_extrema(
-    lo_v: np.ndarray, hi_v: np.ndarray, axis: int, lo: int, n: int, o0: int, o1: int
+    lo_v: np.ndarray,
+    hi_v: np.ndarray,
+    axis: int,
+    lo: int,
+    n: int,
+    o0: int,
+    o1: int,
+    slot: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the array's edges)."""
+    """Min and max over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the array's edges);
+    with ``slot``, in this thread's reused buffers ``slot`` and ``slot + 1``."""
     args = (axis, lo, n, o0, o1)
-    return _window_reduce(lo_v, np.minimum, *args), _window_reduce(hi_v, np.maximum, *args)
+    hi_slot = None if slot is None else slot + 1
+    return (
+        _window_reduce(lo_v, np.minimum, *args, slot),
+        _window_reduce(hi_v, np.maximum, *args, hi_slot),
+    )
 
 
 def _window_second(
@@ -275,7 +314,9 @@ def label_step_block(
         axis = block.ndim - 1 - vaxis if flip else vaxis
         args = (lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
         stages.append((lo_v, vaxis, args))
-        lo_v, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args)
+        # the intermediate axes' results in reused buffers; the last one's is returned
+        slot = 2 * vaxis if vaxis < block.ndim - 1 else None
+        lo_v, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args, slot)
     if flip:
         lo_v, hi_v = lo_v.T, hi_v.T
     mixed = lo_v != hi_v
