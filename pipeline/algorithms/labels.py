@@ -314,9 +314,13 @@ def label_step_block(
         axis = block.ndim - 1 - vaxis if flip else vaxis
         args = (lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
         stages.append((lo_v, vaxis, args))
-        # the intermediate axes' results in reused buffers; the last one's is returned
-        slot = 2 * vaxis if vaxis < block.ndim - 1 else None
-        lo_v, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args, slot)
+        # the intermediate axes' results and the last maxima in reused buffers (the last
+        # minima are returned: the voxels of one category)
+        if vaxis < block.ndim - 1:
+            lo_v, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args, 2 * vaxis)
+        else:
+            hi_v = _window_reduce(hi_v, np.maximum, vaxis, *args, 2 * vaxis + 1)
+            lo_v = _window_reduce(lo_v, np.minimum, vaxis, *args)
     if flip:
         lo_v, hi_v = lo_v.T, hi_v.T
     mixed = lo_v != hi_v
