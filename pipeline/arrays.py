@@ -119,15 +119,24 @@ class RawArrayFile:
 
     def __getitem__(self, key: Region) -> np.ndarray:
         bounds = region_bounds(key, self.shape)
-        out = np.empty([b - a for a, b in bounds], self.file_dtype)
+        out = self.read_into(key, np.empty([b - a for a, b in bounds], self.file_dtype))
+        if self.file_dtype != self.dtype:
+            return out.astype(self.dtype)
+        return out
+
+    def read_into(self, key: Region, out: np.ndarray) -> np.ndarray:
+        """Region ``key`` read into ``out`` (C-order, the region's shape, the file's dtype)."""
+        bounds = region_bounds(key, self.shape)
+        if out.shape != tuple(b - a for a, b in bounds) or out.dtype != self.file_dtype:
+            raise ValueError(f"{self.path}: read buffer does not match the region")
+        if not out.flags.c_contiguous:
+            raise ValueError(f"{self.path}: read buffer is not C-contiguous")
         if out.size:
             fd = os.open(self.path, os.O_RDONLY)
             try:
                 self._transfer(fd, bounds, out, write=False)
             finally:
                 os.close(fd)
-        if self.file_dtype != self.dtype:
-            return out.astype(self.dtype)
         return out
 
     def write(self, origin: tuple[int, ...], block: np.ndarray) -> None:

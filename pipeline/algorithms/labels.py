@@ -29,6 +29,7 @@ __all__ = [
     "distinct_pairs",
     "label_step_block",
     "present_values",
+    "thread_buffer",
 ]
 
 LABEL_HALO = 1  # samples needed on each side of a block
@@ -48,11 +49,12 @@ def _window_taps(lo: int, n: int, out_start: int, out_stop: int, length: int) ->
 _WORK = threading.local()
 
 
-def _reused(slot: int, shape: list[int], dtype: np.dtype) -> np.ndarray:
+def thread_buffer(slot: int, shape: list[int] | tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An array of this thread's buffer ``slot``, reused block after block (valid until the
-    thread asks for the slot again). Fresh block-sized arrays are memory maps (see
-    :mod:`pipeline.memory`) whose every page faults when first written, which costs several
-    times the window passes themselves; a runner's threads end with their pass."""
+    thread asks for the slot again; slots 0-5 are the window extrema's). Fresh block-sized
+    arrays are memory maps (see :mod:`pipeline.memory`) whose every page faults when first
+    written, which costs several times the window passes themselves; a threaded runner's
+    threads (and their buffers) end with their pass."""
     buffers = getattr(_WORK, "buffers", None)
     if buffers is None:
         buffers = _WORK.buffers = {}
@@ -83,7 +85,7 @@ def _window_reduce(
     last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
     shape = list(v.shape)
     shape[axis] = m
-    out = np.empty(shape, v.dtype) if slot is None else _reused(slot, shape, v.dtype)
+    out = np.empty(shape, v.dtype) if slot is None else thread_buffer(slot, shape, v.dtype)
 
     def taps(d: int, a: int, b: int) -> np.ndarray:  # tap d of outputs [a, b)
         return v[axis_slice(axis, slice(c + d + 2 * a, c + d + 2 * b - 1, 2))]

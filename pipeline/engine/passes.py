@@ -22,12 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.algorithms.labels import LABEL_HALO, label_step_block, present_values
+from pipeline.algorithms.labels import (
+    LABEL_HALO,
+    label_step_block,
+    present_values,
+    thread_buffer,
+)
 from pipeline.algorithms.pyramid import HALO, downsample_block, output_range
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
 from pipeline.algorithms.set_table import sorted_unique
 from pipeline.algorithms.statistics import block_moments
-from pipeline.arrays import LazyArray
+from pipeline.arrays import LazyArray, RawArrayFile, TransposedArray
 from pipeline.chunks import align_chunks
 from pipeline.engine.runner import DEFAULT_BLOCK_BYTES, Block, Runner, ThreadedRunner
 from pipeline.engine.sink import ChunkEncoder, ChunkSink
@@ -144,15 +149,47 @@ class LevelJob:
 
 
 def read_block(
-    source: LazyArray, start: tuple[int, ...], stop: tuple[int, ...], margin: int | None
+    source: LazyArray,
+    start: tuple[int, ...],
+    stop: tuple[int, ...],
+    margin: int | None,
+    reuse: bool = False,
 ) -> tuple[tuple[int, ...], np.ndarray]:
     """Block ``[start, stop)`` of ``source`` with ``margin`` extra samples on each side
-    (clipped at the array's edges; none for axes of length 1): ``(lo, data)``."""
+    (clipped at the array's edges; none for axes of length 1): ``(lo, data)``. With
+    ``reuse``, a raw file (or its transpose) is read into this thread's reused buffer (see
+    :func:`_read_reused`): the data is valid until the thread's next such read."""
     shape = source.shape
     halo = [margin if (margin and n > 1) else 0 for n in shape]
     lo = tuple(max(s - h, 0) for s, h in zip(start, halo, strict=True))
     hi = tuple(min(e + h, n) for e, h, n in zip(stop, halo, shape, strict=True))
-    return lo, source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    data = _read_reused(source, lo, hi) if reuse else None
+    if data is None:
+        data = source[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    return lo, data
+
+
+_READ_SLOT = 6  # thread_buffer slot of the blocks a label pass reads
+
+
+def _read_reused(
+    source: LazyArray, lo: tuple[int, ...], hi: tuple[int, ...]
+) -> np.ndarray | None:
+    """Region ``[lo, hi)`` of a raw file of its own dtype, or of a transposed one, read into
+    this thread's reused buffer (a fresh block-sized buffer faults on every page as the file is
+    read into it); None for other sources."""
+    base, perm = source, tuple(range(len(lo)))
+    if isinstance(source, TransposedArray):
+        base, perm = source.base, source.perm
+    if not isinstance(base, RawArrayFile) or base.file_dtype != base.dtype:
+        return None
+    base_lo, base_hi = [0] * len(lo), [0] * len(lo)
+    for out_axis, base_axis in enumerate(perm):
+        base_lo[base_axis], base_hi[base_axis] = lo[out_axis], hi[out_axis]
+    shape = [b - a for a, b in zip(base_lo, base_hi, strict=True)]
+    buffer = thread_buffer(_READ_SLOT, shape, base.file_dtype)
+    key = tuple(slice(a, b) for a, b in zip(base_lo, base_hi, strict=True))
+    return np.transpose(base.read_into(key, buffer), perm)
 
 
 def _inner(
@@ -331,7 +368,8 @@ def _label_task(
     categories of level r; without a next level the block's own values are reported.
     """
     margin = LABEL_HALO if job.next_level is not None else None
-    lo, data = read_block(job.source, start, stop, margin)
+    # (nothing keeps the block after the task: read into a reused buffer)
+    lo, data = read_block(job.source, start, stop, margin, reuse=True)
     cats = _categories(data, job)
     inner = _inner(cats, lo, start, stop)
     chunks = job.store.encode(inner, start) if job.store is not None else []
