@@ -30,6 +30,7 @@ __all__ = [
     "label_step_block",
     "present_values",
     "thread_buffer",
+    "thread_buffer_like",
 ]
 
 LABEL_HALO = 1  # samples needed on each side of a block
@@ -63,6 +64,14 @@ def thread_buffer(slot: int, shape: list[int] | tuple[int, ...], dtype: np.dtype
     if buffer is None or buffer.size < nbytes:
         buffer = buffers[slot] = np.empty(nbytes, np.uint8)
     return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def thread_buffer_like(slot: int, like: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """:func:`thread_buffer` of the shape and memory order (C or F) of ``like``."""
+    flip = like.flags.f_contiguous and not like.flags.c_contiguous
+    if flip:
+        return thread_buffer(slot, like.shape[::-1], dtype).T
+    return thread_buffer(slot, like.shape, dtype)
 
 
 def _window_reduce(
@@ -180,6 +189,7 @@ class StepResult:
     index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
 
 
+_PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
 _BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki samples)
 
 
@@ -376,7 +386,9 @@ def present_values(block: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.uint32)
     top = int(block.max())
     if top < 1 << 22:
-        counts = np.bincount(block.ravel(order="K").astype(np.intp, copy=False), minlength=top + 1)
+        wide = thread_buffer_like(_PRESENT_SLOT, block, np.dtype(np.intp))  # bincount's type
+        np.copyto(wide, block, casting="unsafe")
+        counts = np.bincount(wide.ravel(order="K"), minlength=top + 1)
         return np.nonzero(counts)[0].astype(np.uint32)
     return sorted_unique(block.ravel(order="K")).astype(np.uint32)
 

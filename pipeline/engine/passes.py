@@ -27,6 +27,7 @@ from pipeline.algorithms.labels import (
     label_step_block,
     present_values,
     thread_buffer,
+    thread_buffer_like,
 )
 from pipeline.algorithms.pyramid import HALO, downsample_block, output_range
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
@@ -315,6 +316,8 @@ def run_pass(
 
 TEMP_BASE = np.uint64(1 << 63)  # scratch values from here on are block-local combinations
 _LOCAL_BITS = 24
+# thread_buffer slots of a label task (0-5: the window extrema, 6: reads, 7: present_values)
+_CATEGORY_SLOT, _TEMP_SLOT, _SCRATCH_SLOT = 8, 9, 10
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -348,8 +351,10 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
             return data.view(np.dtype(f"u{size}"))
         return data.astype(np.uint32)
     starts, values = job.lut
-    out = data.astype(np.uint32)  # plain categories are below 2**32
-    temp = data >= TEMP_BASE
+    # in reused buffers (nothing keeps them after the block's task)
+    out = thread_buffer_like(_CATEGORY_SLOT, data, np.dtype(np.uint32))
+    np.copyto(out, data, casting="unsafe")  # plain categories are below 2**32
+    temp = np.greater_equal(data, TEMP_BASE, out=thread_buffer_like(_TEMP_SLOT, data, bool))
     if temp.any():
         scratch = data[temp]
         number = (scratch & ~TEMP_BASE) >> np.uint64(_LOCAL_BITS)
@@ -377,7 +382,8 @@ def _label_task(
         return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
     out0, out1 = _output_range(start, stop)
     step = label_step_block(cats, lo, job.source.shape, out0, out1)
-    scratch = step.single.astype(np.uint64)
+    scratch = thread_buffer_like(_SCRATCH_SLOT, step.single, np.dtype(np.uint64))
+    np.copyto(scratch, step.single)
     if step.combos.shape[0] >= 1 << _LOCAL_BITS:
         raise InputFormatError(
             f"more than {1 << _LOCAL_BITS} label combinations in one block", job.path
