@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
 from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.writer import ArrayTarget, DataWriter
+from pipeline.db.zarr2 import chunk_key
 from pipeline.engine.passes import Engine, LabelJob, run_label_pass
 from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.model import LabelSource, Vec3
@@ -30,6 +31,7 @@ from pipeline.model import LabelSource, Vec3
 __all__ = [
     "LatticeResult",
     "RepeatedTarget",
+    "UniformChunkTarget",
     "check_lattice_grid",
     "check_lattice_transform",
     "write_lattice",
@@ -53,7 +55,7 @@ class RepeatedTarget:
     lattice stored at every frame of the volume): each block is encoded once and its chunks
     stored under every array's keys."""
 
-    targets: tuple[ArrayTarget, ...]
+    targets: tuple[ArrayTarget | UniformChunkTarget, ...]
 
     @property
     def path(self) -> str:
@@ -71,6 +73,47 @@ class RepeatedTarget:
             for target in self.targets
             for key, data in chunks
         ]
+
+
+_UNIFORM_CACHE = 256  # distinct values whose one-value chunk a target keeps
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UniformChunkTarget:
+    """An array target that encodes a whole chunk holding one value once per value and reuses
+    its bytes (a mask of large regions has many chunks of background or of one region's
+    inside): the same keys and bytes in the same order, the compressor run once."""
+
+    target: ArrayTarget
+    cache: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.target.path
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.target.dtype
+
+    def encode(self, block: np.ndarray, origin: tuple[int, ...]) -> list[tuple[str, bytes]]:
+        chunks = self.target.chunks
+        out: list[tuple[str, bytes]] = []
+        ranges = [range(0, n, c) for n, c in zip(block.shape, chunks, strict=True)]
+        for starts in itertools.product(*ranges):  # the order of encode_block
+            piece = block[tuple(slice(s, s + c) for s, c in zip(starts, chunks, strict=True))]
+            at = tuple(o + s for o, s in zip(origin, starts, strict=True))
+            value = int(piece.min()) if piece.shape == chunks and piece.size else None
+            if value is None or value != int(piece.max()):
+                out.extend(self.target.encode(piece, at))
+                continue
+            data = self.cache.get(value)
+            if data is None:
+                ((_, data),) = self.target.encode(piece, at)
+                if len(self.cache) < _UNIFORM_CACHE:
+                    self.cache[value] = data
+            index = tuple(a // c for a, c in zip(at, chunks, strict=True))
+            out.append((chunk_key(self.target.path, index), data))
+        return out
 
 
 def check_lattice_grid(
@@ -203,12 +246,14 @@ def write_lattice(
             target = None
             if lv.stored:
                 copies = [
-                    writer.array(
-                        lattice_key(labels.lattice_id, lv.ratio, u, "grid"),
-                        lv.shape,
-                        np.dtype(np.uint32),
-                        (chunk,) * 3,
-                        order=order,
+                    UniformChunkTarget(
+                        writer.array(
+                            lattice_key(labels.lattice_id, lv.ratio, u, "grid"),
+                            lv.shape,
+                            np.dtype(np.uint32),
+                            (chunk,) * 3,
+                            order=order,
+                        )
                     )
                     for u in ([t] if repeat == 1 else range(repeat))
                 ]
