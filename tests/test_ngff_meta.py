@@ -220,6 +220,14 @@ BAD = {
         _set("datasets", value=[]),
         "$.multiscales[0].datasets: must be a non-empty list of objects",
     ),
+    "no_dataset_path": (
+        lambda ms: ms["datasets"][0].pop("path"),
+        "$.multiscales[0].datasets[0].path: missing (a required key)",
+    ),
+    "dataset_path_list": (
+        _set("datasets", 0, "path", value=["0"]),
+        "$.multiscales[0].datasets[0].path: must be a string",
+    ),
 }
 
 
