@@ -248,6 +248,17 @@ def test_bad_metadata_is_one_line_with_its_json_path(run_cli, tmp_path, case, za
     assert not (tmp_path / "db").exists()
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_metadata_that_is_not_json_names_its_file(run_cli, tmp_path, zarr_format):
+    path = tmp_path / "bad.zarr"
+    _write(path, np.zeros((4, 5, 6), np.uint8), {"multiscales": [_multiscale_04()]}, zarr_format)
+    file = path / (".zattrs" if zarr_format == 2 else "zarr.json")
+    file.write_text('{"multiscales": [')
+    result = run_cli(*preprocess_args([(path, "omezarr")], tmp_path))
+    assert_one_line_error(result, f"error: {file}: not valid JSON: ")
+    assert not (tmp_path / "db").exists()
+
+
 def _label_image(root: zarr.Group, name: str, image_label: Any) -> None:
     attrs = {"multiscales": [_multiscale_04(unit=None)], "image-label": image_label}
     attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"] = _scale(1, 1, 1)
