@@ -28,7 +28,8 @@ document) gives its place in the file as ``prefix``; a wrapper the caller put ar
 document before validating it is left out of locations with ``skip``.
 
 :func:`validation_error` turns a ``ValidationError`` into an
-:class:`~pipeline.errors.InputFormatError` of that form; this module does not import pydantic.
+:class:`~pipeline.errors.InputFormatError` of that form, :func:`validated` validates a document
+read from a file with a model; this module imports pydantic only when a document is validated.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "located_problem",
     "parse_json",
     "shown_value",
+    "validated",
     "validation_error",
     "validation_problem",
 ]
@@ -237,3 +239,14 @@ def validation_error(
     from ``path``: its text is ``<file>: <json path>: <problem>`` (see
     :func:`validation_problem` for ``prefix`` and ``skip``)."""
     return InputFormatError(validation_problem(exc, document, prefix, skip=skip), path)
+
+
+def validated(model: Any, document: Any, path: str | Path) -> Any:
+    """``document`` (the JSON value read from ``path``) validated with the pydantic ``model``;
+    a problem is one :func:`validation_error`."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise validation_error(exc, document, path) from None

@@ -32,6 +32,7 @@ K = InputKind
         ("brain.nii.gz", K.NII_VOLUME),
         ("brain.nii", K.NII_VOLUME),
         ("cells.ome.tif", K.OMETIFF_IMAGE),
+        ("big.OME.BTF", K.OMETIFF_IMAGE),
         ("emd_1832.hff", K.SFF),
         ("particles.star", K.STAR_FILE_GEOMETRIC_SEGMENTATION),
         ("s3://bucket/image.zarr/", K.OMEZARR),

@@ -220,6 +220,14 @@ BAD = {
         _set("datasets", value=[]),
         "$.multiscales[0].datasets: must be a non-empty list of objects",
     ),
+    "no_dataset_path": (
+        lambda ms: ms["datasets"][0].pop("path"),
+        "$.multiscales[0].datasets[0].path: missing (a required key)",
+    ),
+    "dataset_path_list": (
+        _set("datasets", 0, "path", value=["0"]),
+        "$.multiscales[0].datasets[0].path: must be a string",
+    ),
 }
 
 
@@ -237,6 +245,17 @@ def test_bad_metadata_is_one_line_with_its_json_path(run_cli, tmp_path, case, za
     # zarr v3: the OME attributes are "attributes": {"ome": {...}} of zarr.json
     file, root = (".zattrs", "$") if zarr_format == 2 else ("zarr.json", "$.attributes.ome")
     assert_one_line_error(result, f"error: {path / file}: {fragment.replace('$', root, 1)}")
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_metadata_that_is_not_json_names_its_file(run_cli, tmp_path, zarr_format):
+    path = tmp_path / "bad.zarr"
+    _write(path, np.zeros((4, 5, 6), np.uint8), {"multiscales": [_multiscale_04()]}, zarr_format)
+    file = path / (".zattrs" if zarr_format == 2 else "zarr.json")
+    file.write_text('{"multiscales": [')
+    result = run_cli(*preprocess_args([(path, "omezarr")], tmp_path))
+    assert_one_line_error(result, f"error: {file}: not valid JSON: ")
     assert not (tmp_path / "db").exists()
 
 

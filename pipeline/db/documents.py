@@ -46,7 +46,6 @@ __all__ = [
     "Metadata",
     "dump_json",
     "parse_geometric",
-    "write_document",
     "write_documents",
 ]
 
@@ -57,11 +56,6 @@ MAX_DOCUMENT_BYTES = 1 << 30
 def dump_json(document: Any) -> bytes:
     """The bytes of a document as entries store it (4-space indent, a final newline)."""
     return (json.dumps(document, indent=4) + "\n").encode()
-
-
-def write_document(path: Path, data: bytes) -> None:
-    """Write a document's bytes into a staged entry and fsync them."""
-    write_documents(path.parent, {path.name: data})
 
 
 def write_documents(folder: Path, files: dict[str, bytes | None]) -> list[str]:

@@ -30,10 +30,8 @@ __all__ = [
     "dead_staging",
     "descriptor_path",
     "ensure_dir",
-    "entry_has_symlinks",
     "is_dead_writer",
     "link_file",
-    "list_staging",
     "open_dir",
     "opened_dir",
     "opened_entry",
@@ -241,15 +239,6 @@ def link_file(dir_fd: int, name: str, target: Path, shown: Path) -> None:
         os.close(fd)
 
 
-def entry_has_symlinks(folder: Path) -> list[str]:
-    """Names of symlinks in an entry folder (for ``validate``)."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted(e.name for e in it if e.is_symlink())
-    except OSError:
-        return []
-
-
 # --- staging folders and their writers ----------------------------------------------------------
 
 
@@ -335,15 +324,6 @@ def _lock_free(staging_fd: int, source_db: str, entry_id: str) -> bool:
         os.close(fd)
         os.close(locks)
     return True
-
-
-def list_staging(db_path: Path) -> list[str]:
-    """Names in ``<db>/_staging`` (empty when there is none)."""
-    try:
-        with opened_root(db_path) as root, opened_dir(root, STAGING, db_path / STAGING) as fd:
-            return sorted(os.listdir(fd))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def dead_staging(db_path: Path) -> list[str]:

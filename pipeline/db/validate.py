@@ -44,7 +44,6 @@ __all__ = [
     "checked_documents",
     "database_leftovers",
     "has_entry_file",
-    "list_entries",
     "scan_database",
     "staging_leftovers",
     "stray_files",
@@ -108,13 +107,6 @@ def has_entry_file(location: EntryLocation) -> bool:
         os.path.lexists(location.folder / name)
         for name in (METADATA_JSON, ANNOTATIONS_JSON, DATA_ZIP, GEOMETRIC_JSON)
     )
-
-
-def list_entries(db_path: Path) -> list[EntryLocation]:
-    """Every entry folder of a database (reserved and foreign folders skipped)."""
-    if not Path(db_path).is_dir():
-        return []
-    return scan_database(db_path).entries
 
 
 def staging_leftovers(db_path: Path) -> list[tuple[str, int]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.inputs.extra_data import load_json
-from pipeline.json_errors import validation_error
+from pipeline.json_errors import validated
 
 __all__ = ["check_annotations_document", "read_custom_annotations"]
 
@@ -25,14 +25,9 @@ def check_annotations_document(doc: Any, path: Path) -> dict[str, Any]:
     """Check an annotations document (DESIGN 5) with
     :class:`pipeline.inputs.json_models.AnnotationsDocument`; returns its parts as written
     (items keep their own keys; without ``entry_id``)."""
-    from pydantic import ValidationError
-
     from pipeline.inputs.json_models import AnnotationsDocument
 
-    try:
-        AnnotationsDocument.model_validate(doc)
-    except ValidationError as exc:
-        raise validation_error(exc, doc, path) from None
+    validated(AnnotationsDocument, doc, path)
     return {
         "name": doc.get("name"),
         "details": doc.get("details"),

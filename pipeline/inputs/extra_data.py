@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.errors import InputFormatError, InputNotFoundError
 from pipeline.inputs.limits import json_int
-from pipeline.json_errors import parse_json, validation_error
+from pipeline.json_errors import parse_json, validated
 from pipeline.model import ExtraData, Vec3
 
 __all__ = ["load_json", "read_extra_data"]
@@ -51,16 +51,10 @@ def read_extra_data(path: Path) -> ExtraData:
     ...
     pipeline.errors.InputNotFoundError: missing.json: no such file
     """
-    from pydantic import ValidationError
-
     from pipeline.inputs.json_models import ExtraDataDocument
 
     path = Path(path)
-    raw = load_json(path)
-    try:
-        doc = ExtraDataDocument.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc, raw, path) from None
+    doc = validated(ExtraDataDocument, load_json(path), path)
     volume, seg = doc.volume, doc.segmentation
     names: dict[str, dict[str, str]] = {}
     for mapping in (seg.custom_segment_ids_mapping, seg.segment_ids_to_segment_names_mapping):

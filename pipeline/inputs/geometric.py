@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.inputs.extra_data import load_json
 from pipeline.inputs.ids import mapped_id
-from pipeline.json_errors import validation_error
+from pipeline.json_errors import validated
 from pipeline.model import RGBA, Contents, ExtraData, GeometricSegmentation
 
 __all__ = ["geometric_input_document", "read_geometric", "read_geometric_segmentation"]
@@ -35,16 +35,10 @@ def read_geometric(path: Path, extra: ExtraData | None = None) -> GeometricSegme
     Its id is ``segmentation_id`` (the file stem when absent), renamed by
     ``segmentation.segmentation_ids_mapping`` of extra data.
     """
-    from pydantic import ValidationError
-
     from pipeline.inputs.json_models import GeometricInput
 
     path = Path(path)
-    raw = load_json(path)
-    try:
-        doc = GeometricInput.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc, raw, path) from None
+    doc = validated(GeometricInput, load_json(path), path)
     frames: dict[int, tuple[dict[str, Any], ...]] = {}
     colors: dict[int, RGBA | None] = {}
     labels: dict[int, str | None] = {}

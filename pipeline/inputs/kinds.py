@@ -76,7 +76,7 @@ class Registration:
 
 _MRC_SUFFIXES = (".map", ".mrc", ".ccp4", ".rec", ".st", ".ali", ".mrcs")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
-_OMETIFF_SUFFIXES = (".ome.tiff", ".ome.tif")
+_OMETIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.tf2", ".ome.tf8", ".ome.btf")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".gltf")
 _IN = "pipeline.inputs."
 

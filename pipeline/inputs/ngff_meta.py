@@ -116,9 +116,13 @@ def first_dataset(attrs: Mapping[str, Any], file: Path, zarr_format: int = 2) ->
     datasets = multiscales[0].get("datasets")
     if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
         raise InputFormatError(f"{loc}[0].datasets: must be a non-empty list of objects", file)
-    path = datasets[0].get("path")
+    if "path" not in datasets[0]:
+        raise InputFormatError(f"{loc}[0].datasets[0].path: missing (a required key)", file)
+    path = datasets[0]["path"]
     if isinstance(path, bool) or not isinstance(path, str | int):
-        raise InputFormatError(f"{loc}[0].datasets[0].path: must be a string", file)
+        raise InputFormatError(
+            f"{loc}[0].datasets[0].path: must be a string{shown_value(path)}", file
+        )
     return str(path)
 
 

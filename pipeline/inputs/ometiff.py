@@ -35,6 +35,7 @@ from pipeline.arrays import region_bounds
 from pipeline.db.names import validate_name
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError
 from pipeline.inputs.ids import named_segments
+from pipeline.inputs.kinds import InputKind
 from pipeline.inputs.tiff_segments import (
     PlaneSegments,
     SegmentLayout,
@@ -62,7 +63,6 @@ logging.getLogger("tifffile").addHandler(logging.NullHandler())
 # the voxel size (Angstrom) of an OME-TIFF that gives no PhysicalSize and no extra data
 DEFAULT_VOXEL_SIZE = 1.0
 _DIMENSION_ORDERS = {"XYZCT", "XYZTC", "XYCTZ", "XYCZT", "XYTCZ", "XYTZC"}
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.tf2", ".ome.tf8", ".ome.btf", ".tiff", ".tif")
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,8 +648,9 @@ def _mapped(
 
 
 def _stem(path: Path) -> str:
+    """The file name without its registered OME-TIFF ending (else without its last suffix)."""
     name = path.name
-    for suffix in _SUFFIXES:
+    for suffix in InputKind.OMETIFF_IMAGE.info.suffixes:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or name
     return path.stem

@@ -61,6 +61,7 @@ from pipeline.inputs.source import (
 )
 from pipeline.inputs.units import angstrom_per, time_name
 from pipeline.inputs.voxels import override_voxel_size
+from pipeline.json_errors import parse_json
 from pipeline.model import Contents, ExtraData, LabelSource, Segment, Vec3, VolumeSource
 
 __all__ = ["OmeZarrView", "omezarr_facts", "read_omezarr"]
@@ -123,7 +124,17 @@ def _open_root(path: Path) -> zarr.Group:
     except FileNotFoundError:
         raise _error("not a zarr group (no .zgroup or zarr.json): not an OME-Zarr", path) from None
     except _READ_ERRORS as exc:
+        _check_metadata_json(path)
         raise _error(f"cannot open as zarr: {exc}", path) from exc
+
+
+def _check_metadata_json(folder: Path) -> None:
+    """A zarr metadata file of ``folder`` that is not JSON is said as such, naming the file
+    (``<folder>/.zattrs: not valid JSON: ...``), as every other JSON document is."""
+    for name in (".zgroup", ".zattrs", "zarr.json"):
+        file = folder / name
+        if file.is_file():
+            parse_json(file.read_bytes(), file)
 
 
 def _open_url_root(url: Url) -> zarr.Group:

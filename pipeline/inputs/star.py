@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputFormatError, InputNotFoundError, OptionError, PreprocessorError
+from pipeline.inputs.ids import mapped_id
 from pipeline.model import RGBA, Contents, ExtraData, GeometricSegmentation
 from pipeline.notices import warn
 
@@ -424,6 +425,6 @@ def read_star_geometric(
     options = StarOptions()
     if extra is not None:
         options = extra.star_files.get(key, options)
-        if options.segmentation_id is None and key in extra.segmentation_ids_mapping:
-            options = replace(options, segmentation_id=extra.segmentation_ids_mapping[key])
+        if options.segmentation_id is None:
+            options = replace(options, segmentation_id=mapped_id(key, extra))
     return Contents(geometric=(read_star(path, options, on_volume=True),))
