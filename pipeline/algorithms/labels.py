@@ -247,12 +247,25 @@ def _window_sets(
     categories of its window, padded with the sentinel to the widest row of this batch.
     ``flat`` is the block (starting at ``lo``) in memory order, ``strides`` its strides in
     samples; taps past the array's edges are clipped to it (no padded copy of the block)."""
-    index = None
+    # the centre's flat index plus the taps' offsets; windows at the array's edges (few) get
+    # their taps clipped
+    base = np.zeros(where[0].size, np.int64)
+    edge = np.zeros(where[0].size, bool)
     for w, st, first, n, o in zip(where, strides, lo, full_shape, out_start, strict=True):
         centre = 2 * (w.astype(np.int64) + o)
-        taps = (np.clip(centre[:, None] + np.arange(-1, 2), 0, n - 1) - first) * st
-        index = taps if index is None else (index[:, :, None] + taps[:, None, :])
-        index = index.reshape(w.size, -1)
+        base += (centre - first) * st
+        edge |= (centre == 0) | (centre + 1 > n - 1)
+    offsets = np.array([np.dot(d, strides) for d in np.ndindex(*(3,) * len(strides))])
+    index = base[:, None] + (offsets - sum(strides))[None, :]
+    if edge.any():
+        at = np.flatnonzero(edge)
+        clipped = None
+        for w, st, first, n, o in zip(where, strides, lo, full_shape, out_start, strict=True):
+            centre = 2 * (w[at].astype(np.int64) + o)
+            taps = (np.clip(centre[:, None] + np.arange(-1, 2), 0, n - 1) - first) * st
+            clipped = taps if clipped is None else (clipped[:, :, None] + taps[:, None, :])
+            clipped = clipped.reshape(at.size, -1)
+        index[at] = clipped
     return _distinct_rows(flat[index])
 
 
