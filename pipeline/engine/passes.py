@@ -173,16 +173,26 @@ def read_block(
 _READ_SLOT = 6  # thread_buffer slot of the blocks a label pass reads
 
 
+def _local_file(arr: Any) -> bool:
+    """Whether ``arr`` is a local raw file (not a subclass: remote files read otherwise), or
+    its transpose: read and written in place, keeping no reference to the blocks."""
+    if isinstance(arr, TransposedArray):
+        arr = arr.base
+    return type(arr) is RawArrayFile
+
+
 def _read_reused(
     source: LazyArray, lo: tuple[int, ...], hi: tuple[int, ...]
 ) -> np.ndarray | None:
     """Region ``[lo, hi)`` of a raw file of its own dtype, or of a transposed one, read into
     this thread's reused buffer (a fresh block-sized buffer faults on every page as the file is
     read into it); None for other sources."""
+    if not _local_file(source):
+        return None
     base, perm = source, tuple(range(len(lo)))
     if isinstance(source, TransposedArray):
         base, perm = source.base, source.perm
-    if not isinstance(base, RawArrayFile) or base.file_dtype != base.dtype:
+    if base.file_dtype != base.dtype:
         return None
     base_lo, base_hi = [0] * len(lo), [0] * len(lo)
     for out_axis, base_axis in enumerate(perm):
@@ -382,8 +392,11 @@ def _label_task(
         return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
     out0, out1 = _output_range(start, stop)
     step = label_step_block(cats, lo, job.source.shape, out0, out1)
-    scratch = thread_buffer_like(_SCRATCH_SLOT, step.single, np.dtype(np.uint64))
-    np.copyto(scratch, step.single)
+    if _local_file(job.next_level):  # written at once: a reused buffer will do
+        scratch = thread_buffer_like(_SCRATCH_SLOT, step.single, np.dtype(np.uint64))
+        np.copyto(scratch, step.single)
+    else:  # (a cluster worker's next level keeps the block until the task returns)
+        scratch = step.single.astype(np.uint64)
     if step.combos.shape[0] >= 1 << _LOCAL_BITS:
         raise InputFormatError(
             f"more than {1 << _LOCAL_BITS} label combinations in one block", job.path
