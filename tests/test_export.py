@@ -679,9 +679,11 @@ def test_peak_memory_does_not_grow_with_the_entry(run_cli, tmp_path):
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_export_leaves_nothing(run_cli, tmp_path, sig, status):
     """Ctrl-C or SIGTERM once shards are being written: a one-line error, no output, no
-    temporary folder, and an earlier export at the output's place kept as it was."""
+    temporary folder, and an earlier export at the output's place kept as it was. (The map is
+    large enough that the export runs for seconds after its first shard, so that the signal
+    lands during the export even on a loaded machine.)"""
     (tmp_path / "in").mkdir()
-    data = np.random.default_rng(3).normal(size=(128, 256, 512)).astype(np.float32)
+    data = np.random.default_rng(3).normal(size=(256, 256, 512)).astype(np.float32)
     db = _add(run_cli, tmp_path, [(write_mrc(tmp_path / "in" / "m.mrc", data), "map")], "m",
               extra=())  # fmt: skip
     del data

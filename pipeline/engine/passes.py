@@ -51,7 +51,6 @@ __all__ = [
     "run_label_pass",
     "run_pass",
     "stored_values",
-    "temp_id",
 ]
 
 _NO_MOMENTS = np.full(5, np.nan)
@@ -410,11 +409,6 @@ def _label_task(
         members = step.combos[step.combos != np.iinfo(np.uint32).max]
         seen = sorted_unique(np.concatenate([seen, members.astype(np.uint32)]))
     return (seen, step.combos), chunks
-
-
-def temp_id(number: int, index: int) -> int:
-    """The scratch value of combination ``index`` of block ``number``."""
-    return int(TEMP_BASE) | (number << _LOCAL_BITS) | index
 
 
 def run_label_pass(
