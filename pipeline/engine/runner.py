@@ -241,13 +241,7 @@ class DistributedRunner:
 
         def consume() -> None:
             future, part, nbytes = pending.popleft()
-            try:
-                summary, members = self._result(future)
-            except (PreprocessorError, OSError):
-                raise
-            except Exception as exc:  # the cluster's own failures, not the input's
-                text = " ".join(str(exc).split())
-                raise ClusterError(f"a block task failed on the cluster: {text}") from exc
+            summary, members = self._result(future)
             if members:
                 if sink is None:
                     raise ValueError("a pass that stores chunks needs a sink")
@@ -284,12 +278,13 @@ class DistributedRunner:
 
     def _result(self, future: Any) -> Any:
         """The future's result; a cluster left without workers for ``wait`` seconds is an
-        error rather than a wait without end."""
+        error rather than a wait without end, and the cluster's own failures (not the input's
+        or the file system's) are a :class:`ClusterError`."""
         alone_since: float | None = None
         while True:
             try:
                 return future.result(timeout=2.0)
-            except TimeoutError:
+            except TimeoutError:  # (an OSError: before the clause that re-raises those)
                 if self.client.scheduler_info().get("workers"):
                     alone_since = None
                     continue
@@ -298,6 +293,11 @@ class DistributedRunner:
                     raise ClusterError(
                         f"the dask cluster has had no worker for {self.wait:.0f} s"
                     ) from None
+            except (PreprocessorError, OSError):
+                raise
+            except Exception as exc:
+                text = " ".join(str(exc).split())
+                raise ClusterError(f"a block task failed on the cluster: {text}") from exc
 
 
 class _Prefetched:
@@ -404,13 +404,7 @@ class CommsRunner(DistributedRunner):
         def consume() -> None:
             nonlocal in_flight
             future, job, nbytes, cost = pending.popleft()
-            try:
-                summary, chunks, writes = self._result(future)
-            except (PreprocessorError, OSError):
-                raise
-            except Exception as exc:  # the cluster's own failures, not the input's
-                text = " ".join(str(exc).split())
-                raise ClusterError(f"a block task failed on the cluster: {text}") from exc
+            summary, chunks, writes = self._result(future)
             future.release()
             for origin, block in writes:
                 job.next_level.write(origin, block)
