@@ -85,6 +85,19 @@ class RawArrayFile:
         offset: int = 0,
         writable: bool = False,
     ) -> None:
+        self._layout(path, shape, file_dtype, offset, writable)
+        stat = os.stat(self.path)
+        self._token = (self.path, stat.st_size, stat.st_mtime_ns, offset, self.file_dtype.str)
+
+    def _layout(
+        self,
+        path: Path | str,
+        shape: tuple[int, ...],
+        file_dtype: np.dtype,
+        offset: int,
+        writable: bool,
+    ) -> None:
+        """Where the array lies in its file and how it is stored (every array of this kind)."""
         self.path = str(path)
         self.shape = tuple(int(n) for n in shape)
         self.ndim = len(self.shape)
@@ -92,8 +105,6 @@ class RawArrayFile:
         self.dtype = self.file_dtype.newbyteorder("=")
         self.offset = offset
         self.writable = writable
-        stat = os.stat(self.path)
-        self._token = (self.path, stat.st_size, stat.st_mtime_ns, offset, self.file_dtype.str)
 
     @classmethod
     def create(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> RawArrayFile:

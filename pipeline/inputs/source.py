@@ -527,13 +527,7 @@ class RemoteRawArray(RawArrayFile):
         options: dict[str, Any],
         size: int,
     ) -> None:
-        self.path = str(url)
-        self.shape = tuple(int(n) for n in shape)
-        self.ndim = len(self.shape)
-        self.file_dtype = np.dtype(file_dtype)
-        self.dtype = self.file_dtype.newbyteorder("=")
-        self.offset = offset
-        self.writable = False
+        self._layout(url, shape, file_dtype, offset, writable=False)
         self.options = dict(options)
         self._token = (self.path, size, offset, self.file_dtype.str)
 
