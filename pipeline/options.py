@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import OptionError
-from pipeline.inputs.kinds import InputKind  # the registration of every kind
+from pipeline.inputs.kinds import InputKind, kind_problem  # the registration of every kind
 
 if TYPE_CHECKING:  # re-exported through __getattr__: importing options loads no part of the db
     from pipeline.db.names import validate_name
@@ -227,9 +227,6 @@ class PreprocessOptions:
 
 # --- options from the command line's fields (preprocess and batch share this) -------------
 
-_KINDS = tuple(k.value for k in InputKind)
-
-
 def _levels_list(values: tuple[str, ...] | list[Any] | str | None) -> tuple[int, ...] | None:
     if not values:
         return None
@@ -258,8 +255,8 @@ def input_specs(paths: Sequence[Path | str], kinds: Sequence[str]) -> tuple[Inpu
         )
     specs = []
     for path, kind in zip(paths, kinds, strict=True):
-        if kind not in _KINDS:
-            raise OptionError(f"unknown --input-kind {kind!r} (one of: {', '.join(_KINDS)})")
+        if (problem := kind_problem(kind)) is not None:
+            raise OptionError(f"unknown --input-kind {problem}")
         specs.append(InputSpec(path=_input_path(path), kind=InputKind(kind)))
     return tuple(specs)
 

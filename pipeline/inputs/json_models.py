@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from pipeline.db.names import name_problem
+from pipeline.inputs.kinds import kind_problem
 from pipeline.inputs.limits import INT64_MAX, INT64_MIN, shortened
 from pipeline.model import PRIMITIVE_PARAMETERS, RGBA, normalise_primitive
 from pipeline.options import OPTION_DEFAULTS
@@ -332,22 +333,10 @@ def _inputs(value: Any) -> list[tuple[str, str]]:
         raise ValueError("must be a list or kind:path;kind:path")
     if not pairs:
         raise ValueError("no inputs")
-    from pipeline.inputs.kinds import InputKind
-
-    known = {k.value for k in InputKind}
     for _, kind in pairs:
-        if kind not in known:
-            raise ValueError(f"unknown input kind {kind!r} (one of: {', '.join(sorted(known))})")
+        if (problem := kind_problem(kind)) is not None:
+            raise ValueError(f"unknown input kind {problem}")
     return pairs
-
-
-def _name(value: Any) -> Any:
-    """A database name (entry id, source db), checked when the list is read."""
-    from pipeline.db.names import name_problem
-
-    if isinstance(value, str) and (problem := name_problem(value)) is not None:
-        raise ValueError(problem)
-    return value
 
 
 # options of ``preprocess`` a batch row may set (the others are the whole batch's)

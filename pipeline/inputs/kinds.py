@@ -40,6 +40,7 @@ __all__ = [
     "check_input_path",
     "facts_of",
     "guess_kind",
+    "kind_problem",
     "kinds_named",
     "reader_of",
 ]
@@ -251,6 +252,13 @@ def facts_of(kind: InputKind) -> Facts | None:
 
 
 _COMPRESSED = (".gz", ".bz2")
+
+
+def kind_problem(name: str) -> str | None:
+    """Why ``name`` is no input kind (None: it is one), for messages ``unknown ... <why>``."""
+    if name in {k.value for k in InputKind}:
+        return None
+    return f"{name!r} (one of: {', '.join(k.value for k in InputKind)})"
 
 
 def _by_name(name: str) -> InputKind | None:
