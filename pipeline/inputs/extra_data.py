@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputFormatError, InputNotFoundError
+from pipeline.errors import InputNotFoundError
 from pipeline.inputs.limits import json_int
 from pipeline.json_errors import parse_json, validated
 from pipeline.model import ExtraData, Vec3
@@ -35,12 +35,7 @@ def load_json(path: Path) -> Any:
         raise InputNotFoundError("no such file", path)
     if not path.is_file():
         raise InputNotFoundError("not a file", path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InputFormatError(f"cannot read: {exc.strerror or exc}", path) from None
-    return parse_json(data, path, parse_int=json_int(path))
+    return parse_json(path.read_bytes(), path, parse_int=json_int(path))
 
 
 def read_extra_data(path: Path) -> ExtraData:
