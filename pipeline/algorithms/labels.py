@@ -17,7 +17,6 @@ import numpy as np
 from pipeline.algorithms.pyramid import axis_slice
 from pipeline.algorithms.set_table import (
     SetTable,
-    lexsort_unique_rows,
     sorted_unique,
     unique_1d,
 )
@@ -190,22 +189,9 @@ class StepResult:
 
 
 _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
-_BATCH = 1 << 16  # mixed voxels whose windows are gathered at once (27 x 64 Ki samples)
-
-
-def _distinct_rows(values: np.ndarray) -> np.ndarray:
-    """Per row: the distinct values, ascending, as uint32 padded with the sentinel to the
-    widest row (one row sort; the first of each run of equal values moved to the left)."""
-    values.sort(axis=1)
-    keep = np.ones(values.shape, bool)
-    np.not_equal(values[:, 1:], values[:, :-1], out=keep[:, 1:])
-    counts = keep.sum(axis=1)
-    width = int(counts.max())
-    out = np.full((values.shape[0], width), _SENTINEL, np.uint32)
-    kept = values[keep]
-    shift = np.arange(values.shape[0], dtype=np.int64) * width - (np.cumsum(counts) - counts)
-    out.reshape(-1)[np.arange(kept.size, dtype=np.int64) + np.repeat(shift, counts)] = kept
-    return out
+# thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
+_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT = 11, 12, 13, 14
+_BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
 
 def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,85 +221,165 @@ def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pairs, inverse
 
 
-def _window_sets(
-    flat: np.ndarray,
-    strides: list[int],
+def _tap_tables(
+    view: np.ndarray,
     lo: tuple[int, ...],
     full_shape: tuple[int, ...],
     out_start: tuple[int, ...],
-    where: tuple[np.ndarray, ...],
+    out_stop: tuple[int, ...],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per axis, (outputs, 3) int64: the flat offsets (in samples) of the taps 2i-1, 2i, 2i+1
+    of each output, clipped to the array's edges (a clipped tap repeats the centre); and the
+    offsets of the 3**ndim taps of a window away from the edges from its centre."""
+    tables = []
+    offsets = np.zeros(1, np.int64)
+    for a in range(view.ndim):
+        taps = _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], view.shape[a])
+        stride = view.strides[a] // view.itemsize
+        tables.append(np.stack(taps, axis=1).astype(np.int64) * stride)
+        offsets = (offsets[:, None] + stride * np.arange(-1, 2)[None, :]).reshape(-1)
+    return tables, offsets
+
+
+def _window_index(
+    tables: list[np.ndarray],
+    offsets: np.ndarray,
+    out_shape: tuple[int, ...],
+    where: np.ndarray,
+    out: np.ndarray,
 ) -> np.ndarray:
-    """Per output voxel of ``where`` (indices from ``out_start``): the sorted distinct
-    categories of its window, padded with the sentinel to the widest row of this batch.
-    ``flat`` is the block (starting at ``lo``) in memory order, ``strides`` its strides in
-    samples; taps past the array's edges are clipped to it (no padded copy of the block)."""
-    # the centre's flat index plus the taps' offsets; windows at the array's edges (few) get
-    # their taps clipped
-    base = np.zeros(where[0].size, np.int64)
-    edge = np.zeros(where[0].size, bool)
-    for w, st, first, n, o in zip(where, strides, lo, full_shape, out_start, strict=True):
-        centre = 2 * (w.astype(np.int64) + o)
-        base += (centre - first) * st
-        edge |= (centre == 0) | (centre + 1 > n - 1)
-    offsets = np.array([np.dot(d, strides) for d in np.ndindex(*(3,) * len(strides))])
-    index = base[:, None] + (offsets - sum(strides))[None, :]
+    """The flat indices (len(where), 3**ndim), in ``out``, of the samples of the windows of
+    the outputs at flat (C order) positions ``where``: the centre plus ``offsets``; windows at
+    the array's edges (few) get their taps from the per-axis ``tables`` (clipped)."""
+    n = where.size
+    coords = np.unravel_index(where, out_shape)
+    base = np.zeros(n, np.int64)
+    edge = np.zeros(n, bool)
+    for table, c in zip(tables, coords, strict=True):
+        base += table[c, 1]
+        edge |= (table[c, 0] == table[c, 1]) | (table[c, 2] == table[c, 1])
+    index = out[:n]
+    np.add(base[:, None], offsets[None, :], out=index)
     if edge.any():
         at = np.flatnonzero(edge)
-        clipped = None
-        for w, st, first, n, o in zip(where, strides, lo, full_shape, out_start, strict=True):
-            centre = 2 * (w[at].astype(np.int64) + o)
-            taps = (np.clip(centre[:, None] + np.arange(-1, 2), 0, n - 1) - first) * st
-            clipped = taps if clipped is None else (clipped[:, :, None] + taps[:, None, :])
-            clipped = clipped.reshape(at.size, -1)
-        index[at] = clipped
-    return _distinct_rows(flat[index])
+        taps = np.zeros((at.size, 1), np.int64)
+        for table, c in zip(tables, coords, strict=True):
+            taps = (taps[:, :, None] + table[c[at]][:, None, :]).reshape(at.size, -1)
+        index[at] = taps
+    return index
+
+
+def _packing(top: int) -> tuple[int, int]:
+    """(bits, columns per 64-bit word) of row values up to ``top`` shifted up by one (the
+    sentinel wraps to 0, below every category: rows then sort as tuples)."""
+    bits = max(int(top + 1).bit_length(), 1)
+    return bits, 64 // bits
+
+
+def _window_rows(
+    view: np.ndarray,
+    tables: tuple[list[np.ndarray], np.ndarray],
+    out_shape: tuple[int, ...],
+    where: np.ndarray,
+    kind: np.dtype,
+    top: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The distinct categories of the full 3x3x3 window of each output at flat (C order)
+    position ``where``: (rows, words, width). ``rows`` (len(where), 3**ndim) of dtype ``kind``
+    holds each row's distinct values ascending, padded with ``kind``'s largest value (which no
+    category may have; only the first ``width`` columns matter); ``words`` (k, len(where))
+    uint64 are the rows' sort keys in the order of tuples (values + 1, the sentinel wrapped to
+    0, packed big-endian), most significant first. Windows are taken in batches whose
+    temporaries stay in the caches; each row is sorted, its repeated values replaced by the
+    sentinel and sorted again. ``rows`` and ``words`` are this thread's reused buffers."""
+    flat = view.reshape(-1)
+    if flat.dtype != kind:
+        flat = flat.astype(kind)
+    taps = 3**view.ndim
+    sentinel = kind.type(np.iinfo(kind).max)
+    bits, per_word = _packing(top)
+    nwords = -(-taps // per_word)
+    count = where.size
+    rows = thread_buffer(_ROWS_SLOT, (count, taps), kind)
+    words = thread_buffer(_WORDS_SLOT, (nwords, count), np.dtype(np.uint64))
+    width = 1
+    batch = max(min(int(_BATCH), count), 1)
+    index = np.empty((batch, taps), np.int64)
+    repeated = np.empty((batch, taps - 1), bool)
+    shifted = np.empty(batch, kind)
+    for s in range(0, count, batch):
+        e = min(s + batch, count)
+        n = e - s
+        values = rows[s:e]
+        np.take(flat, _window_index(*tables, out_shape, where[s:e], index), out=values, mode="wrap")
+        values.sort(axis=1)
+        same = np.equal(values[:, 1:], values[:, :-1], out=repeated[:n])
+        np.copyto(values[:, 1:], sentinel, where=same)
+        values.sort(axis=1)
+        # the batch's widest row: the columns holding a category are a prefix
+        w0, w1 = 1, taps  # values[:, w0 - 1] holds one, values[:, w1:] none
+        while w0 < w1:
+            mid = (w0 + w1 + 1) // 2
+            if values[:, mid - 1].min() != sentinel:
+                w0 = mid
+            else:
+                w1 = mid - 1
+        width = max(width, w0)
+        for k in range(nwords):
+            out = words[k, s:e]
+            out[...] = 0
+            for c in range(k * per_word, min((k + 1) * per_word, w0)):
+                out <<= np.uint64(bits)
+                out |= np.add(values[:, c], kind.type(1), out=shifted[:n])
+            if (k + 1) * per_word > w0 > k * per_word:  # (left-aligned)
+                out <<= np.uint64(bits * ((k + 1) * per_word - w0))
+    return rows, words[: -(-width // per_word)], width
+
+
+def _sort_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unique_1d` of rows given by their sort words (k, n), most significant first:
+    the first row of each distinct row in key order and every row's group. One stable sort
+    by the leading word; then only the runs of one leading word whose rows differ in the
+    other words (runs of equal rows need no more sorting) are sorted by those words."""
+    n = words.shape[1]
+    lead = words[0]
+    order = np.argsort(lead, kind="stable")
+    ordered = lead[order]
+    new = np.ones(n, bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    if words.shape[0] > 1 and not new.all():
+        differ = np.zeros(n, bool)
+        for w in words[1:]:
+            ordered = w[order]
+            differ[1:] |= ordered[1:] != ordered[:-1]
+        differ &= ~new  # the rows of one leading word that differ from the row before
+        run = np.cumsum(new) - 1
+        if differ.any():
+            mixed_runs = np.zeros(int(run[-1]) + 1, bool)
+            mixed_runs[run[differ]] = True
+            at = np.flatnonzero(mixed_runs[run])
+            sub = order[at]
+            perm = np.arange(at.size)
+            for w in words[:0:-1]:
+                perm = perm[np.argsort(w[sub[perm]], kind="stable")]
+            perm = perm[np.argsort(run[at][perm], kind="stable")]
+            sub = sub[perm]
+            order[at] = sub
+            if at.size > 1:
+                step = np.zeros(at.size - 1, bool)
+                for w in words[1:]:
+                    ordered = w[sub]
+                    step |= ordered[1:] != ordered[:-1]
+                new[at[1:]] |= step
+    group = np.empty(n, np.int64)
+    group[order] = np.cumsum(new) - 1
+    return order[new], group
 
 
 # block samples per mixed window below which gathering and sorting the 27 samples of every
 # mixed window beats the second-smallest passes over the whole block (measured on 130x512x512
 # uint16 blocks: 2.2x faster at 1/400 mixed, even at ~1/50 where most are two-category faces)
 _GATHER_COST = 64
-
-
-def _gathered_rows(
-    block: np.ndarray,
-    lo: tuple[int, ...],
-    full_shape: tuple[int, ...],
-    out_start: tuple[int, ...],
-    where: tuple[np.ndarray, ...],
-) -> np.ndarray:
-    """The distinct categories of the full 3x3x3 window of each output voxel of ``where``,
-    gathered in batches so the 27 columns never exist for the whole block at once."""
-    if not (block.flags.c_contiguous or block.flags.f_contiguous):
-        block = np.ascontiguousarray(block)
-    flat = block.reshape(-1, order="C" if block.flags.c_contiguous else "F")
-    strides = [st // block.itemsize for st in block.strides]
-    parts = [
-        _window_sets(
-            flat, strides, lo, full_shape, out_start, tuple(w[s : s + _BATCH] for w in where)
-        )
-        for s in range(0, where[0].size, _BATCH)
-    ]
-    width = max(part.shape[1] for part in parts)
-    return np.concatenate(
-        [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=_SENTINEL) for p in parts]
-    )
-
-
-def _few_mixed(
-    block: np.ndarray,
-    lo: tuple[int, ...],
-    full_shape: tuple[int, ...],
-    out_start: tuple[int, ...],
-    out_stop: tuple[int, ...],
-    single: np.ndarray,
-    mixed: np.ndarray,
-) -> StepResult:
-    """The step of a block with few mixed windows: every mixed window's distinct categories
-    from its samples, the combinations distinct and in the order of tuples."""
-    rows = _gathered_rows(block, lo, full_shape, out_start, np.nonzero(mixed))
-    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
-    return StepResult(single, mixed, rows[first], inverse.astype(np.int64, copy=False))
 
 
 def label_step_block(
@@ -330,67 +396,89 @@ def label_step_block(
     """
     for a in range(block.ndim):  # the block covers the windows (clipped at the array's edges)
         _window_taps(lo[a], full_shape[a], out_start[a], out_stop[a], block.shape[a])
-    # min/max along each axis, in memory order (slowest-varying axis first), keeping the
-    # minima of each stage for the second smallest value below
+    # everything in memory order (slowest-varying axis first): an F-ordered block is read as
+    # its transpose
     flip = block.flags.f_contiguous and not block.flags.c_contiguous
-    lo_v = hi_v = block.T if flip else block
+    if not (flip or block.flags.c_contiguous):
+        block = np.ascontiguousarray(block)
+    view = block.T if flip else block
+
+    def vorder(t: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(t[::-1]) if flip else tuple(t)
+
+    vlo, vfull, v0, v1 = vorder(lo), vorder(full_shape), vorder(out_start), vorder(out_stop)
+    # min/max along each axis, keeping the minima of each stage for the second smallest value
+    lo_v = hi_v = view
     stages = []
-    for vaxis in range(block.ndim):
-        axis = block.ndim - 1 - vaxis if flip else vaxis
-        args = (lo[axis], full_shape[axis], out_start[axis], out_stop[axis])
-        stages.append((lo_v, vaxis, args))
+    for axis in range(view.ndim):
+        args = (vlo[axis], vfull[axis], v0[axis], v1[axis])
+        stages.append((lo_v, axis, args))
         # the intermediate axes' results and the last maxima in reused buffers (the last
         # minima are returned: the voxels of one category)
-        if vaxis < block.ndim - 1:
-            lo_v, hi_v = _window_extrema(lo_v, hi_v, vaxis, *args, 2 * vaxis)
+        if axis < view.ndim - 1:
+            lo_v, hi_v = _window_extrema(lo_v, hi_v, axis, *args, 2 * axis)
         else:
-            hi_v = _window_reduce(hi_v, np.maximum, vaxis, *args, 2 * vaxis + 1)
-            lo_v = _window_reduce(lo_v, np.minimum, vaxis, *args)
-    if flip:
-        lo_v, hi_v = lo_v.T, hi_v.T
-    mixed = lo_v != hi_v
-    if not mixed.any():
-        empty = np.zeros((0, 1), np.uint32)
-        return StepResult(lo_v, mixed, empty, np.zeros(0, np.int64))
-    if int(np.count_nonzero(mixed)) * _GATHER_COST <= block.size:
+            hi_v = _window_reduce(hi_v, np.maximum, axis, *args, 2 * axis + 1)
+            lo_v = _window_reduce(lo_v, np.minimum, axis, *args)
+    mixed_v = lo_v != hi_v
+    single, mixed = (lo_v.T, mixed_v.T) if flip else (lo_v, mixed_v)
+    count = int(np.count_nonzero(mixed_v))
+    if count == 0:
+        return StepResult(single, mixed, np.zeros((0, 1), np.uint32), np.zeros(0, np.int64))
+    top = int(hi_v.max())
+    kind = view.dtype if top < np.iinfo(view.dtype).max else np.dtype(np.uint32)
+    out_shape = lo_v.shape
+    pairs = pair_inverse = two_v = None
+    if count * _GATHER_COST <= view.size:
         # few mixed windows (large regions): the samples of all of them, no second pass
         # over the block (the rows of two categories sort with the others)
-        return _few_mixed(block, lo, full_shape, out_start, out_stop, lo_v, mixed)
-    # the second smallest distinct value, which tells windows of two categories (in the
-    # block's dtype, whose largest value marks "none", if the block lacks that value)
-    kind = block.dtype
-    if block.size and int(block.max()) == np.iinfo(kind).max:
-        kind = np.dtype(np.uint32)
-    second = None
-    minima = [below for below, _, _ in stages[1:]] + [lo_v.T if flip else lo_v]
-    for (below, vaxis, args), mn in zip(stages, minima, strict=True):
-        second = _window_second(below, second, mn, kind, vaxis, *args)
-    if flip:
-        second = second.T
-    # windows of exactly two categories: (smallest, largest), one packed key each
-    mixed_hi = hi_v[mixed]
-    two = second[mixed] == mixed_hi
-    pairs, pair_inverse = distinct_pairs(lo_v[mixed][two], mixed_hi[two])
-    if two.all():  # (pairs in key order: the order of tuples)
-        return StepResult(lo_v, mixed, pairs, pair_inverse)
-    index = np.empty(two.size, np.int64)
-    where = np.nonzero(mixed & (second != hi_v))
-    rows = _gathered_rows(block, lo, full_shape, out_start, where)
-    # the combinations in the order of tuples (the merge of all blocks' combinations then
-    # finds runs in order): the wider rows sorted, the pairs merged in by their first two
-    # categories (a pair goes before the wider rows it starts)
-    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
-    wide = rows[first]
-    pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
-    wide_keys = (wide[:, 0].astype(np.uint64) << np.uint64(32)) | wide[:, 1]
-    pair_at = np.arange(pair_keys.size) + np.searchsorted(wide_keys, pair_keys, side="left")
-    wide_at = np.arange(wide_keys.size) + np.searchsorted(pair_keys, wide_keys, side="right")
-    combos = np.full((pair_keys.size + wide_keys.size, max(rows.shape[1], 2)), _SENTINEL, np.uint32)
-    combos[pair_at, :2] = pairs
-    combos[wide_at, : rows.shape[1]] = wide
-    index[two] = pair_at[pair_inverse]
-    index[~two] = wide_at[inverse]
-    return StepResult(lo_v, mixed, combos, index)
+        where = np.flatnonzero(mixed_v)
+    else:
+        # the second smallest distinct value, which tells windows of two categories
+        second = None
+        minima = [below for below, _, _ in stages[1:]] + [lo_v]
+        for (below, axis, args), mn in zip(stages, minima, strict=True):
+            second = _window_second(below, second, mn, kind, axis, *args)
+        two_v = second == hi_v  # (a window of one category has no second value)
+        # windows of exactly two categories: (smallest, largest), one packed key each
+        pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
+        where = np.flatnonzero(mixed_v & ~two_v)
+    tables = _tap_tables(view, vlo, vfull, v0, v1)
+    if where.size:
+        rows, words, width = _window_rows(view, tables, out_shape, where, kind, top)
+        first, inverse = _sort_words(words)
+        wide = rows[first, :width]
+    else:
+        width = 0
+        wide = np.zeros((0, 0), kind)
+        inverse = np.zeros(0, np.int64)
+    code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int64))
+    if pairs is None:
+        combos = np.full((wide.shape[0], max(width, 1)), _SENTINEL, np.uint32)
+        combos[:, :width] = wide
+        wide_at = None
+    else:
+        # the combinations in the order of tuples (the merge of all blocks' combinations then
+        # finds runs in order): the pairs merged in by their first two categories (a pair
+        # goes before the wider rows it starts)
+        wide32 = wide.astype(np.uint32)
+        pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
+        if width >= 2:
+            wide_keys = (wide32[:, 0].astype(np.uint64) << np.uint64(32)) | wide32[:, 1]
+        else:
+            wide_keys = np.zeros(0, np.uint64)
+        pair_at = np.arange(pair_keys.size) + np.searchsorted(wide_keys, pair_keys, side="left")
+        wide_at = np.arange(wide_keys.size) + np.searchsorted(pair_keys, wide_keys, side="right")
+        combos = np.full((pair_keys.size + wide_keys.size, max(width, 2)), _SENTINEL, np.uint32)
+        combos[pair_at, :2] = pairs
+        combos[wide_at, :width] = wide
+        code[two_v] = pair_at[pair_inverse]
+    if kind.itemsize < 4 and width:
+        combos[combos == np.iinfo(kind).max] = _SENTINEL
+    if where.size:
+        code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
+    index = (code.T if flip else code)[mixed]
+    return StepResult(single, mixed, combos, index)
 
 
 def present_values(block: np.ndarray) -> np.ndarray:
