@@ -142,6 +142,7 @@ def _window_second(
     n: int,
     o0: int,
     o1: int,
+    slot: int | None = None,
 ) -> np.ndarray:
     """The second smallest distinct value (of dtype ``kind``, its largest value if none; no
     category may have that value) over taps 2i-1, 2i, 2i+1 along ``axis``, from each tap's
@@ -149,30 +150,44 @@ def _window_second(
     minima ``mn`` (from :func:`_window_extrema`): the smallest of the taps' values above
     ``mn``. The pair
     (smallest, second smallest) of a union follows from those of its parts, so the three axes
-    give it for the whole window. Strided slices as in :func:`_window_extrema`."""
+    give it for the whole window. Strided slices as in :func:`_window_extrema`; with ``slot``,
+    the result is this thread's buffer ``slot`` and ``_SECOND_SLOT`` + 2, + 3 its scratch
+    (a tap's value is never below ``mn``: it is above where it differs)."""
     m = o1 - o0
     c = 2 * o0 - lo
-    sentinel = np.array(np.iinfo(kind).max, kind)
+    sentinel = kind.type(np.iinfo(kind).max)
 
-    def above(taps: tuple[slice, ...], keep: tuple[slice, ...]) -> np.ndarray:
+    def buffer(number: int, dtype: np.dtype) -> np.ndarray:
+        if slot is None:
+            return np.empty(mn.shape, dtype)
+        return thread_buffer(number, mn.shape, dtype)
+
+    out = buffer(slot or 0, kind)
+    part_above = buffer(_SECOND_SLOT + 2, kind)
+    same = buffer(_SECOND_SLOT + 3, np.dtype(bool))
+
+    def above(taps: tuple[slice, ...], keep: tuple[slice, ...], into: np.ndarray) -> None:
         part = lo_v[taps]
-        out = np.where(part > mn[keep], part, sentinel)
+        np.equal(part, mn[keep], out=same[keep])
+        np.copyto(into, part)
+        np.copyto(into, sentinel, where=same[keep])
         if second is not None:
-            np.minimum(out, second[taps], out=out)
-        return out
+            np.minimum(into, second[taps], out=into)
 
     everything = axis_slice(axis, slice(0, m))
-    out = above(axis_slice(axis, slice(c, c + 2 * m - 1, 2)), everything)
+    above(axis_slice(axis, slice(c, c + 2 * m - 1, 2)), everything, out)
     first = 1 if 2 * o0 - 1 < 0 else 0
     if first < m:
         keep = axis_slice(axis, slice(first, m))
         left = axis_slice(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
-        np.minimum(out[keep], above(left, keep), out=out[keep])
+        above(left, keep, part_above[keep])
+        np.minimum(out[keep], part_above[keep], out=out[keep])
     last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1
     if last > 0:
         keep = axis_slice(axis, slice(0, last))
         right = axis_slice(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
-        np.minimum(out[keep], above(right, keep), out=out[keep])
+        above(right, keep, part_above[keep])
+        np.minimum(out[keep], part_above[keep], out=out[keep])
     return out
 
 
@@ -190,7 +205,7 @@ class StepResult:
 
 _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
-_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT = 11, 12, 13, 14
+_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT, _PAIRS_SLOT = 11, 12, 13, 14, 18  # (14-17, 18-19)
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
 
@@ -206,11 +221,17 @@ def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
         values = np.flatnonzero(seen)
         r = values.size
         if r * r <= min(16 * lo.size, 1 << 23):  # counting beats sorting
-            rank = np.cumsum(seen) - 1
-            key = rank[lo] * r + rank[hi]
-            counts = np.bincount(key, minlength=r * r)
-            present = np.flatnonzero(counts)
-            row = np.cumsum(counts > 0) - 1
+            rank = np.cumsum(seen, dtype=np.int64) - 1
+            key = rank[lo]
+            key *= r
+            key += rank[hi]
+            # (reused buffers: the table of rows is read only where a pair was seen)
+            found = thread_buffer(_PAIRS_SLOT, (r * r,), np.dtype(bool))
+            found[...] = False
+            found[key] = True
+            present = np.flatnonzero(found)
+            row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int64))
+            row[present] = np.arange(present.size)
             pairs = np.empty((present.size, 2), np.uint32)
             pairs[:, 0], pairs[:, 1] = values[present // r], values[present % r]
             return pairs, row[key]
@@ -438,7 +459,8 @@ def label_step_block(
         second = None
         minima = [below for below, _, _ in stages[1:]] + [lo_v]
         for (below, axis, args), mn in zip(stages, minima, strict=True):
-            second = _window_second(below, second, mn, kind, axis, *args)
+            slot = _SECOND_SLOT + axis % 2  # (a stage reads the one before)
+            second = _window_second(below, second, mn, kind, axis, *args, slot)
         two_v = second == hi_v  # (a window of one category has no second value)
         # windows of exactly two categories: (smallest, largest), one packed key each
         pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
