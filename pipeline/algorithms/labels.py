@@ -205,7 +205,8 @@ class StepResult:
 
 _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
-_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT, _PAIRS_SLOT = 11, 12, 13, 14, 18  # (14-17, 18-19)
+# (_SECOND_SLOT: 14-17, _PAIRS_SLOT: 18-19)
+_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT, _PAIRS_SLOT = 11, 12, 13, 14, 18
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
 
@@ -359,25 +360,25 @@ def _window_rows(
 
 def _sort_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`unique_1d` of rows given by their sort words (k, n), most significant first:
-    the first row of each distinct row in key order and every row's group. One stable sort
-    by the leading word; then only the runs of one leading word whose rows differ in the
-    other words (runs of equal rows need no more sorting) are sorted by those words."""
+    the first row of each distinct row in key order and every row's group. One sort by the
+    leading word; then only the runs of one leading word whose rows differ in the other words
+    (runs of equal rows need no more sorting) are sorted by those words."""
     n = words.shape[1]
     lead = words[0]
-    order = np.argsort(lead, kind="stable")
+    order = np.argsort(lead)
     ordered = lead[order]
     new = np.ones(n, bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     if words.shape[0] > 1 and not new.all():
-        differ = np.zeros(n, bool)
+        tied = np.flatnonzero(~new)  # sorted rows with the leading word of the row before
+        this, before = order[tied], order[tied - 1]
+        differ = np.zeros(tied.size, bool)
         for w in words[1:]:
-            ordered = w[order]
-            differ[1:] |= ordered[1:] != ordered[:-1]
-        differ &= ~new  # the rows of one leading word that differ from the row before
-        run = np.cumsum(new) - 1
+            differ |= w[this] != w[before]
         if differ.any():
+            run = np.cumsum(new) - 1
             mixed_runs = np.zeros(int(run[-1]) + 1, bool)
-            mixed_runs[run[differ]] = True
+            mixed_runs[run[tied[differ]]] = True
             at = np.flatnonzero(mixed_runs[run])
             sub = order[at]
             perm = np.arange(at.size)
@@ -466,40 +467,39 @@ def label_step_block(
         pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
         where = np.flatnonzero(mixed_v & ~two_v)
     tables = _tap_tables(view, vlo, vfull, v0, v1)
+    width = 0
+    wide = np.zeros((0, 2), np.uint32)
     if where.size:
         rows, words, width = _window_rows(view, tables, out_shape, where, kind, top)
         first, inverse = _sort_words(words)
-        wide = rows[first, :width]
-    else:
-        width = 0
-        wide = np.zeros((0, 0), kind)
-        inverse = np.zeros(0, np.int64)
-    code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int64))
+        wide = np.take(rows, first, axis=0)[:, :width]
+        if kind != np.uint32:  # the sentinel of ``kind`` to that of uint32 (+ 1 wraps it to 0)
+            wide = np.add(wide, kind.type(1)).astype(np.uint32)
+            wide -= np.uint32(1)
+    code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int32 if count < 1 << 31 else np.int64))
     if pairs is None:
-        combos = np.full((wide.shape[0], max(width, 1)), _SENTINEL, np.uint32)
-        combos[:, :width] = wide
-        wide_at = None
+        if width == wide.shape[1] and wide.flags.c_contiguous:
+            combos = wide
+        else:
+            combos = np.full((wide.shape[0], max(width, 1)), _SENTINEL, np.uint32)
+            combos[:, :width] = wide
+        if where.size:
+            code.reshape(-1)[where] = inverse
     else:
         # the combinations in the order of tuples (the merge of all blocks' combinations then
         # finds runs in order): the pairs merged in by their first two categories (a pair
         # goes before the wider rows it starts)
-        wide32 = wide.astype(np.uint32)
         pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
-        if width >= 2:
-            wide_keys = (wide32[:, 0].astype(np.uint64) << np.uint64(32)) | wide32[:, 1]
-        else:
-            wide_keys = np.zeros(0, np.uint64)
+        wide_keys = (wide[:, 0].astype(np.uint64) << np.uint64(32)) | wide[:, 1]
         pair_at = np.arange(pair_keys.size) + np.searchsorted(wide_keys, pair_keys, side="left")
         wide_at = np.arange(wide_keys.size) + np.searchsorted(pair_keys, wide_keys, side="right")
         combos = np.full((pair_keys.size + wide_keys.size, max(width, 2)), _SENTINEL, np.uint32)
         combos[pair_at, :2] = pairs
         combos[wide_at, :width] = wide
         code[two_v] = pair_at[pair_inverse]
-    if kind.itemsize < 4 and width:
-        combos[combos == np.iinfo(kind).max] = _SENTINEL
-    if where.size:
-        code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
-    index = (code.T if flip else code)[mixed]
+        if where.size:
+            code.reshape(-1)[where] = wide_at[inverse]
+    index = (code.T if flip else code)[mixed].astype(np.int64)
     return StepResult(single, mixed, combos, index)
 
 
