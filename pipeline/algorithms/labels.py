@@ -82,18 +82,20 @@ def _window_reduce(
     o0: int,
     o1: int,
     slot: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``func`` (minimum or maximum) over taps 2i-1, 2i, 2i+1 along ``axis`` (clipped at the
     array's edges), with strided slices written straight into the result: the outputs with
-    both neighbours in two calls, the (at most two) edge outputs one by one. The result is a
-    fresh array, or with ``slot`` this thread's reused buffer of that number."""
+    both neighbours in two calls, the (at most two) edge outputs one by one. The result is
+    ``out``, a fresh array, or with ``slot`` this thread's reused buffer of that number."""
     m = o1 - o0
     c = 2 * o0 - lo  # local index of the first output's centre
     first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
     last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
     shape = list(v.shape)
     shape[axis] = m
-    out = np.empty(shape, v.dtype) if slot is None else thread_buffer(slot, shape, v.dtype)
+    if out is None:
+        out = np.empty(shape, v.dtype) if slot is None else thread_buffer(slot, shape, v.dtype)
 
     def taps(d: int, a: int, b: int) -> np.ndarray:  # tap d of outputs [a, b)
         return v[axis_slice(axis, slice(c + d + 2 * a, c + d + 2 * b - 1, 2))]
@@ -207,6 +209,8 @@ _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's rea
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
 # (_SECOND_SLOT: 14-17, _PAIRS_SLOT: 18-19)
 _ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT, _PAIRS_SLOT = 11, 12, 13, 14, 18
+_EXTREMA_SLOT, _TWO_SLOT = 20, 21
+_SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
 
@@ -398,6 +402,65 @@ def _sort_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], group
 
 
+def _block_windows(
+    view: np.ndarray,
+    lo: tuple[int, ...],
+    full_shape: tuple[int, ...],
+    out_start: tuple[int, ...],
+    out_stop: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The windows' minima (a fresh array), maxima (a reused buffer), whether they hold several
+    categories (fresh) and, where known, whether exactly two (a reused buffer, or None), of a
+    C-ordered block ``view``.
+
+    Slab by slab of the slowest axis's outputs, so the intermediate axes' results stay in the
+    caches: the extrema separably along each axis (strided slices); where a slab has many
+    mixed windows (more than one per ``_GATHER_COST`` samples), with the same passes the second
+    smallest distinct value of each window (the pair smallest / second smallest of a union
+    follows from those of its parts), computed in the block's dtype, whose largest value marks
+    "none" (in uint32 if the slab holds that value). A mixed window whose second smallest
+    value is its maximum holds exactly two categories. Slabs of few mixed windows (large
+    regions) skip that pass: their windows are all gathered."""
+    ndim = view.ndim
+    out_shape = tuple(b - a for a, b in zip(out_start, out_stop, strict=True))
+    mn = np.empty(out_shape, view.dtype)
+    mx = thread_buffer(_EXTREMA_SLOT, out_shape, view.dtype)
+    mixed = np.empty(out_shape, bool)
+    two = None
+    per_plane = int(np.prod(view.shape[1:], dtype=np.int64)) * view.itemsize
+    depth = max(1, _SLAB_BYTES // max(per_plane, 1))
+    args = [(lo[a], full_shape[a], out_start[a], out_stop[a]) for a in range(ndim)]
+    for z0 in range(out_start[0], out_stop[0], depth):
+        z1 = min(z0 + depth, out_stop[0])
+        here = slice(z0 - out_start[0], z1 - out_start[0])
+        args[0] = (lo[0], full_shape[0], z0, z1)
+        lo_s = hi_s = view
+        stages = []
+        for axis in range(ndim):
+            stages.append((lo_s, axis, args[axis]))
+            if axis < ndim - 1:
+                lo_s, hi_s = _window_extrema(lo_s, hi_s, axis, *args[axis], 2 * axis)
+            else:
+                _window_reduce(lo_s, np.minimum, axis, *args[axis], out=mn[here])
+                _window_reduce(hi_s, np.maximum, axis, *args[axis], out=mx[here])
+        np.not_equal(mn[here], mx[here], out=mixed[here])
+        if int(np.count_nonzero(mixed[here])) * _GATHER_COST <= mn[here].size << ndim:
+            continue
+        if two is None:
+            two = thread_buffer(_TWO_SLOT, out_shape, np.dtype(bool))
+            two[...] = False
+        kind = view.dtype
+        if int(mx[here].max()) == np.iinfo(kind).max:
+            kind = np.dtype(np.uint32)
+        second = None
+        minima = [below for below, _, _ in stages[1:]] + [mn[here]]
+        for (below, axis, arg), least in zip(stages, minima, strict=True):
+            slot = _SECOND_SLOT + axis % 2  # (a stage reads the one before)
+            second = _window_second(below, second, least, kind, axis, *arg, slot)
+        np.equal(second, mx[here], out=two[here])  # (a window of one category has no second)
+    return mn, mx, mixed, two
+
+
 # block samples per mixed window below which gathering and sorting the 27 samples of every
 # mixed window beats the second-smallest passes over the whole block (measured on 130x512x512
 # uint16 blocks: 2.2x faster at 1/400 mixed, even at ~1/50 where most are two-category faces)
@@ -429,20 +492,7 @@ def label_step_block(
         return tuple(t[::-1]) if flip else tuple(t)
 
     vlo, vfull, v0, v1 = vorder(lo), vorder(full_shape), vorder(out_start), vorder(out_stop)
-    # min/max along each axis, keeping the minima of each stage for the second smallest value
-    lo_v = hi_v = view
-    stages = []
-    for axis in range(view.ndim):
-        args = (vlo[axis], vfull[axis], v0[axis], v1[axis])
-        stages.append((lo_v, axis, args))
-        # the intermediate axes' results and the last maxima in reused buffers (the last
-        # minima are returned: the voxels of one category)
-        if axis < view.ndim - 1:
-            lo_v, hi_v = _window_extrema(lo_v, hi_v, axis, *args, 2 * axis)
-        else:
-            hi_v = _window_reduce(hi_v, np.maximum, axis, *args, 2 * axis + 1)
-            lo_v = _window_reduce(lo_v, np.minimum, axis, *args)
-    mixed_v = lo_v != hi_v
+    lo_v, hi_v, mixed_v, two_v = _block_windows(view, vlo, vfull, v0, v1)
     single, mixed = (lo_v.T, mixed_v.T) if flip else (lo_v, mixed_v)
     count = int(np.count_nonzero(mixed_v))
     if count == 0:
@@ -450,22 +500,14 @@ def label_step_block(
     top = int(hi_v.max())
     kind = view.dtype if top < np.iinfo(view.dtype).max else np.dtype(np.uint32)
     out_shape = lo_v.shape
-    pairs = pair_inverse = two_v = None
-    if count * _GATHER_COST <= view.size:
-        # few mixed windows (large regions): the samples of all of them, no second pass
-        # over the block (the rows of two categories sort with the others)
-        where = np.flatnonzero(mixed_v)
-    else:
-        # the second smallest distinct value, which tells windows of two categories
-        second = None
-        minima = [below for below, _, _ in stages[1:]] + [lo_v]
-        for (below, axis, args), mn in zip(stages, minima, strict=True):
-            slot = _SECOND_SLOT + axis % 2  # (a stage reads the one before)
-            second = _window_second(below, second, mn, kind, axis, *args, slot)
-        two_v = second == hi_v  # (a window of one category has no second value)
+    pairs = pair_inverse = None
+    if two_v is not None and two_v.any():
         # windows of exactly two categories: (smallest, largest), one packed key each
         pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
-        where = np.flatnonzero(mixed_v & ~two_v)
+        where = np.flatnonzero(mixed_v > two_v)
+    else:
+        # the samples of every mixed window (the rows of two categories sort with the others)
+        where = np.flatnonzero(mixed_v)
     tables = _tap_tables(view, vlo, vfull, v0, v1)
     width = 0
     wide = np.zeros((0, 2), np.uint32)
