@@ -247,16 +247,27 @@ def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pairs, inverse
 
 
+@dataclass(frozen=True, slots=True)
+class _Taps:
+    """Where the samples of a block's windows are (flat indices into the C-ordered block)."""
+
+    tables: list[np.ndarray]  # per axis, (outputs, 3): the taps' offsets, clipped to the array
+    offsets: np.ndarray  # the 3**ndim taps' offsets from the centre, away from the edges
+    row_base: np.ndarray  # per row of outputs (all axes but the last): its centres' offset
+    row_edge: np.ndarray  # ... whether its windows meet the array's edge
+    column_base: np.ndarray  # per output along the last axis: its centre's offset
+    column_edge: np.ndarray  # ... whether its window meets the array's edge
+
+
 def _tap_tables(
     view: np.ndarray,
     lo: tuple[int, ...],
     full_shape: tuple[int, ...],
     out_start: tuple[int, ...],
     out_stop: tuple[int, ...],
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per axis, (outputs, 3) int64: the flat offsets (in samples) of the taps 2i-1, 2i, 2i+1
-    of each output, clipped to the array's edges (a clipped tap repeats the centre); and the
-    offsets of the 3**ndim taps of a window away from the edges from its centre."""
+) -> _Taps:
+    """The taps 2i-1, 2i, 2i+1 of each output along each axis, clipped to the array's edges (a
+    clipped tap repeats the centre), as flat offsets (in samples) into ``view``."""
     tables = []
     offsets = np.zeros(1, np.int64)
     for a in range(view.ndim):
@@ -264,34 +275,35 @@ def _tap_tables(
         stride = view.strides[a] // view.itemsize
         tables.append(np.stack(taps, axis=1).astype(np.int64) * stride)
         offsets = (offsets[:, None] + stride * np.arange(-1, 2)[None, :]).reshape(-1)
-    return tables, offsets
+    edges = [(t[:, 0] == t[:, 1]) | (t[:, 2] == t[:, 1]) for t in tables]
+    row_base, row_edge = np.zeros(1, np.int64), np.zeros(1, bool)
+    for table, edge in zip(tables[:-1], edges[:-1], strict=True):
+        row_base = (row_base[:, None] + table[None, :, 1]).reshape(-1)
+        row_edge = (row_edge[:, None] | edge[None, :]).reshape(-1)
+    return _Taps(tables, offsets, row_base, row_edge, tables[-1][:, 1].copy(), edges[-1])
 
 
 def _window_index(
-    tables: list[np.ndarray],
-    offsets: np.ndarray,
-    out_shape: tuple[int, ...],
-    where: np.ndarray,
-    out: np.ndarray,
+    taps: _Taps, out_shape: tuple[int, ...], where: np.ndarray, out: np.ndarray
 ) -> np.ndarray:
     """The flat indices (len(where), 3**ndim), in ``out``, of the samples of the windows of
     the outputs at flat (C order) positions ``where``: the centre plus ``offsets``; windows at
-    the array's edges (few) get their taps from the per-axis ``tables`` (clipped)."""
+    the array's edges (few) get their taps from the per-axis tables (clipped)."""
     n = where.size
-    coords = np.unravel_index(where, out_shape)
-    base = np.zeros(n, np.int64)
-    edge = np.zeros(n, bool)
-    for table, c in zip(tables, coords, strict=True):
-        base += table[c, 1]
-        edge |= (table[c, 0] == table[c, 1]) | (table[c, 2] == table[c, 1])
+    row, column = np.divmod(where, out_shape[-1])
+    base = taps.row_base[row]
+    base += taps.column_base[column]
     index = out[:n]
-    np.add(base[:, None], offsets[None, :], out=index)
+    np.add(base[:, None], taps.offsets[None, :], out=index)
+    edge = taps.row_edge[row]
+    edge |= taps.column_edge[column]
     if edge.any():
         at = np.flatnonzero(edge)
-        taps = np.zeros((at.size, 1), np.int64)
-        for table, c in zip(tables, coords, strict=True):
-            taps = (taps[:, :, None] + table[c[at]][:, None, :]).reshape(at.size, -1)
-        index[at] = taps
+        coords = np.unravel_index(where[at], out_shape)
+        clipped = np.zeros((at.size, 1), np.int64)
+        for table, c in zip(taps.tables, coords, strict=True):
+            clipped = (clipped[:, :, None] + table[c][:, None, :]).reshape(at.size, -1)
+        index[at] = clipped
     return index
 
 
@@ -304,7 +316,7 @@ def _packing(top: int) -> tuple[int, int]:
 
 def _window_rows(
     view: np.ndarray,
-    tables: tuple[list[np.ndarray], np.ndarray],
+    taps: _Taps,
     out_shape: tuple[int, ...],
     where: np.ndarray,
     kind: np.dtype,
@@ -321,29 +333,30 @@ def _window_rows(
     flat = view.reshape(-1)
     if flat.dtype != kind:
         flat = flat.astype(kind)
-    taps = 3**view.ndim
+    size = 3**view.ndim
     sentinel = kind.type(np.iinfo(kind).max)
     bits, per_word = _packing(top)
-    nwords = -(-taps // per_word)
+    nwords = -(-size // per_word)
     count = where.size
-    rows = thread_buffer(_ROWS_SLOT, (count, taps), kind)
+    rows = thread_buffer(_ROWS_SLOT, (count, size), kind)
     words = thread_buffer(_WORDS_SLOT, (nwords, count), np.dtype(np.uint64))
     width = 1
     batch = max(min(int(_BATCH), count), 1)
-    index = np.empty((batch, taps), np.int64)
-    repeated = np.empty((batch, taps - 1), bool)
-    shifted = np.empty(batch, kind)
+    index = np.empty((batch, size), np.int64)
+    repeated = np.empty((batch, size - 1), bool)
+    shifted = np.zeros((batch, nwords * per_word), kind)  # (the columns past the rows: 0)
+    part = np.empty((nwords, batch), np.uint64)
     for s in range(0, count, batch):
         e = min(s + batch, count)
         n = e - s
         values = rows[s:e]
-        np.take(flat, _window_index(*tables, out_shape, where[s:e], index), out=values, mode="wrap")
+        np.take(flat, _window_index(taps, out_shape, where[s:e], index), out=values, mode="wrap")
         values.sort(axis=1)
         same = np.equal(values[:, 1:], values[:, :-1], out=repeated[:n])
         np.copyto(values[:, 1:], sentinel, where=same)
         values.sort(axis=1)
         # the batch's widest row: the columns holding a category are a prefix
-        w0, w1 = 1, taps  # values[:, w0 - 1] holds one, values[:, w1:] none
+        w0, w1 = 1, size  # values[:, w0 - 1] holds one, values[:, w1:] none
         while w0 < w1:
             mid = (w0 + w1 + 1) // 2
             if values[:, mid - 1].min() != sentinel:
@@ -351,14 +364,18 @@ def _window_rows(
             else:
                 w1 = mid - 1
         width = max(width, w0)
-        for k in range(nwords):
-            out = words[k, s:e]
-            out[...] = 0
-            for c in range(k * per_word, min((k + 1) * per_word, w0)):
-                out <<= np.uint64(bits)
-                out |= np.add(values[:, c], kind.type(1), out=shifted[:n])
-            if (k + 1) * per_word > w0 > k * per_word:  # (left-aligned)
-                out <<= np.uint64(bits * ((k + 1) * per_word - w0))
+        # the sort words: word k holds columns k * per_word ... big-endian
+        k = -(-w0 // per_word)
+        np.add(values[:, :w0], kind.type(1), out=shifted[:n, :w0])  # (the sentinel wraps to 0)
+        shifted[:n, w0 : k * per_word] = 0
+        word = words[:k, s:e]
+        word[...] = 0
+        for j in range(per_word):  # (word by word along the rows: long inner loops)
+            column = part[:k, :n]
+            np.copyto(column, shifted[:n, j : k * per_word : per_word].T)
+            column <<= np.uint64(bits * (per_word - 1 - j))
+            word |= column
+        words[k:, s:e] = 0
     return rows, words[: -(-width // per_word)], width
 
 
