@@ -526,35 +526,45 @@ def label_step_block(
         # the samples of every mixed window (the rows of two categories sort with the others)
         where = np.flatnonzero(mixed_v)
     tables = _tap_tables(view, vlo, vfull, v0, v1)
-    width = 0
-    wide = np.zeros((0, 2), np.uint32)
+    n_pairs = 0 if pairs is None else pairs.shape[0]
+    width, n_wide = 0, 0
     if where.size:
         rows, words, width = _window_rows(view, tables, out_shape, where, kind, top)
         first, inverse = _sort_words(words)
-        wide = np.take(rows, first, axis=0)[:, :width]
-        if kind != np.uint32:  # the sentinel of ``kind`` to that of uint32 (+ 1 wraps it to 0)
-            wide = np.add(wide, kind.type(1)).astype(np.uint32)
-            wide -= np.uint32(1)
+        n_wide = first.size
+    columns = max(width, 1 if pairs is None else 2)
     code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int32 if count < 1 << 31 else np.int64))
     if pairs is None:
-        if width == wide.shape[1] and wide.flags.c_contiguous:
-            combos = wide
-        else:
-            combos = np.full((wide.shape[0], max(width, 1)), _SENTINEL, np.uint32)
-            combos[:, :width] = wide
-        if where.size:
-            code.reshape(-1)[where] = inverse
+        wide_at = None
+        combos = np.empty((n_wide, columns), np.uint32)
+        wide = combos
     else:
         # the combinations in the order of tuples (the merge of all blocks' combinations then
         # finds runs in order): the pairs merged in by their first two categories (a pair
         # goes before the wider rows it starts)
+        wide = np.empty((n_wide, columns), np.uint32)
+        combos = np.empty((n_pairs + n_wide, columns), np.uint32)
+    if n_wide:
+        taken = np.take(rows, first, axis=0)[:, :width]
+        if kind == np.uint32:
+            wide[:, :width] = taken
+        elif top < np.iinfo(kind).max >> 1:  # the sentinel read as signed is -1: 2**32 - 1
+            np.copyto(wide[:, :width], taken.view(f"i{kind.itemsize}"), casting="unsafe")
+        else:
+            wide[:, :width] = taken
+            wide[:, :width][taken == np.iinfo(kind).max] = _SENTINEL
+        wide[:, width:] = _SENTINEL
+    if pairs is None:
+        code.reshape(-1)[where] = inverse
+    else:
         pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
         wide_keys = (wide[:, 0].astype(np.uint64) << np.uint64(32)) | wide[:, 1]
-        pair_at = np.arange(pair_keys.size) + np.searchsorted(wide_keys, pair_keys, side="left")
-        wide_at = np.arange(wide_keys.size) + np.searchsorted(pair_keys, wide_keys, side="right")
-        combos = np.full((pair_keys.size + wide_keys.size, max(width, 2)), _SENTINEL, np.uint32)
-        combos[pair_at, :2] = pairs
-        combos[wide_at, :width] = wide
+        pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, pair_keys, side="left")
+        wide_at = np.arange(n_wide) + np.searchsorted(pair_keys, wide_keys, side="right")
+        padded = np.full((n_pairs, columns), _SENTINEL, np.uint32)
+        padded[:, :2] = pairs
+        combos[pair_at] = padded
+        combos[wide_at] = wide
         code[two_v] = pair_at[pair_inverse]
         if where.size:
             code.reshape(-1)[where] = wide_at[inverse]
