@@ -146,50 +146,46 @@ def _window_second(
     o1: int,
     slot: int | None = None,
 ) -> np.ndarray:
-    """The second smallest distinct value (of dtype ``kind``, its largest value if none; no
-    category may have that value) over taps 2i-1, 2i, 2i+1 along ``axis``, from each tap's
-    smallest value ``lo_v`` and second smallest ``second`` (None: none yet) and the windows'
-    minima ``mn`` (from :func:`_window_extrema`): the smallest of the taps' values above
-    ``mn``. The pair
-    (smallest, second smallest) of a union follows from those of its parts, so the three axes
-    give it for the whole window. Strided slices as in :func:`_window_extrema`; with ``slot``,
-    the result is this thread's buffer ``slot`` and ``_SECOND_SLOT`` + 2, + 3 its scratch
-    (a tap's value is never below ``mn``: it is above where it differs)."""
+    """The second smallest distinct value over taps 2i-1, 2i, 2i+1 along ``axis``, or the
+    smallest if there is none (of dtype ``kind``, whose largest value no category may have),
+    from each tap's smallest value ``lo_v`` and second smallest ``second`` (the same meaning;
+    None: ``lo_v`` itself) and the windows' minima ``mn`` (from :func:`_window_extrema`): the
+    smallest of the taps' values above ``mn``. The pair (smallest, second smallest) of a union
+    follows from those of its parts, so the three axes give it for the whole window.
+
+    Each candidate is taken as ``value - (mn + 1)`` in ``kind``'s wrapping arithmetic: a
+    value equal to ``mn`` (not a candidate) wraps to the largest value, the others keep
+    their order; ``mn + 1`` is added back at the end (the largest value wraps back to
+    ``mn``: none). Strided slices as in :func:`_window_extrema`; with ``slot``, the result is
+    this thread's buffer ``slot`` and ``_SECOND_SLOT`` + 2 to + 4 its scratch."""
     m = o1 - o0
     c = 2 * o0 - lo
-    sentinel = kind.type(np.iinfo(kind).max)
 
-    def buffer(number: int, dtype: np.dtype) -> np.ndarray:
+    def buffer(number: int) -> np.ndarray:
         if slot is None:
-            return np.empty(mn.shape, dtype)
-        return thread_buffer(number, mn.shape, dtype)
+            return np.empty(mn.shape, kind)
+        return thread_buffer(number, mn.shape, kind)
 
-    out = buffer(slot or 0, kind)
-    part_above = buffer(_SECOND_SLOT + 2, kind)
-    same = buffer(_SECOND_SLOT + 3, np.dtype(bool))
+    out = buffer(slot or 0)
+    above, scratch, step = (buffer(_SECOND_SLOT + i) for i in (2, 3, 4))
+    np.add(mn, kind.type(1), out=step)
 
-    def above(taps: tuple[slice, ...], keep: tuple[slice, ...], into: np.ndarray) -> None:
-        part = lo_v[taps]
-        np.equal(part, mn[keep], out=same[keep])
-        np.copyto(into, part)
-        np.copyto(into, sentinel, where=same[keep])
+    def candidates(taps: tuple[slice, ...], keep: tuple[slice, ...], into: np.ndarray) -> None:
+        np.subtract(lo_v[taps], step[keep], out=into, dtype=kind)
         if second is not None:
-            np.minimum(into, second[taps], out=into)
+            np.subtract(second[taps], step[keep], out=scratch[keep], dtype=kind)
+            np.minimum(into, scratch[keep], out=into)
 
-    everything = axis_slice(axis, slice(0, m))
-    above(axis_slice(axis, slice(c, c + 2 * m - 1, 2)), everything, out)
-    first = 1 if 2 * o0 - 1 < 0 else 0
-    if first < m:
-        keep = axis_slice(axis, slice(first, m))
-        left = axis_slice(axis, slice(c - 1 + 2 * first, c - 1 + 2 * m - 1, 2))
-        above(left, keep, part_above[keep])
-        np.minimum(out[keep], part_above[keep], out=out[keep])
-    last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1
-    if last > 0:
-        keep = axis_slice(axis, slice(0, last))
-        right = axis_slice(axis, slice(c + 1, c + 1 + 2 * last - 1, 2))
-        above(right, keep, part_above[keep])
-        np.minimum(out[keep], part_above[keep], out=out[keep])
+    candidates(axis_slice(axis, slice(c, c + 2 * m - 1, 2)), axis_slice(axis, slice(0, m)), out)
+    first = 1 if 2 * o0 - 1 < 0 else 0  # outputs from here have a left neighbour
+    last = m if 2 * (o1 - 1) + 1 <= n - 1 else m - 1  # outputs below have a right neighbour
+    for d, a, b in ((-1, first, m), (1, 0, last)):
+        if a < b:
+            keep = axis_slice(axis, slice(a, b))
+            taps = axis_slice(axis, slice(c + d + 2 * a, c + d + 2 * b - 1, 2))
+            candidates(taps, keep, above[keep])
+            np.minimum(out[keep], above[keep], out=out[keep])
+    np.add(out, step, out=out)
     return out
 
 
@@ -207,9 +203,9 @@ class StepResult:
 
 _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
-# (_SECOND_SLOT: 14-17, _PAIRS_SLOT: 18-19)
-_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _SECOND_SLOT, _PAIRS_SLOT = 11, 12, 13, 14, 18
-_EXTREMA_SLOT, _TWO_SLOT = 20, 21
+_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 15
+_PAIRS_SLOT = 16  # and 17
+_SECOND_SLOT = 18  # to 22
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
@@ -474,7 +470,8 @@ def _block_windows(
         for (below, axis, arg), least in zip(stages, minima, strict=True):
             slot = _SECOND_SLOT + axis % 2  # (a stage reads the one before)
             second = _window_second(below, second, least, kind, axis, *arg, slot)
-        np.equal(second, mx[here], out=two[here])  # (a window of one category has no second)
+        np.equal(second, mx[here], out=two[here])
+        two[here] &= mixed[here]  # (a window of one category has no second value)
     return mn, mx, mixed, two
 
 
