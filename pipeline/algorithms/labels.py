@@ -213,29 +213,42 @@ _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the
 def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct pairs ``(lo[i], hi[i])`` of unsigned categories, in the order of tuples,
     as (k, 2) uint32 rows, and each pair's row. Counted (no sort) when the categories are few:
-    a pair is the number ``rank(lo) * r + rank(hi)`` among the ``r`` categories present."""
+    a pair is the number ``lo * top + hi`` (``top``: above every category), or where the
+    categories are sparse ``rank(lo) * r + rank(hi)`` among the ``r`` categories present."""
     top = int(max(lo.max(), hi.max())) + 1 if lo.size else 0
-    if lo.size and top <= 1 << 20:
+    limit = min(64 * lo.size, 1 << 23)  # counting beats sorting
+    values = None
+    if lo.size and top <= 1 << 20 and top * top > limit:
         seen = np.zeros(top, bool)
         seen[lo] = True
         seen[hi] = True
         values = np.flatnonzero(seen)
-        r = values.size
-        if r * r <= min(16 * lo.size, 1 << 23):  # counting beats sorting
+    if lo.size and (top * top <= limit or (values is not None and values.size**2 <= limit)):
+        if values is None:
+            r = top
+            key = lo.astype(np.int64)
+            key *= r
+            key += hi
+        else:
+            r = values.size
             rank = np.cumsum(seen, dtype=np.int64) - 1
             key = rank[lo]
             key *= r
             key += rank[hi]
-            # (reused buffers: the table of rows is read only where a pair was seen)
-            found = thread_buffer(_PAIRS_SLOT, (r * r,), np.dtype(bool))
-            found[...] = False
-            found[key] = True
-            present = np.flatnonzero(found)
-            row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int64))
-            row[present] = np.arange(present.size)
-            pairs = np.empty((present.size, 2), np.uint32)
-            pairs[:, 0], pairs[:, 1] = values[present // r], values[present % r]
-            return pairs, row[key]
+        # (reused buffers: the table of rows is read only where a pair was seen)
+        found = thread_buffer(_PAIRS_SLOT, (r * r,), np.dtype(bool))
+        found[...] = False
+        found[key] = True
+        present = np.flatnonzero(found)
+        row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int64))
+        row[present] = np.arange(present.size)
+        first, second = np.divmod(present, r)
+        pairs = np.empty((present.size, 2), np.uint32)
+        if values is None:
+            pairs[:, 0], pairs[:, 1] = first, second
+        else:
+            pairs[:, 0], pairs[:, 1] = values[first], values[second]
+        return pairs, row[key]
     keys = (lo.astype(np.uint64) << np.uint64(32)) | hi.astype(np.uint64)
     first, inverse = unique_1d(keys)
     pairs = np.empty((first.size, 2), np.uint32)
