@@ -280,3 +280,121 @@ def test_distinct_pairs_match_numpy(n, top, dtype, seed):
     assert pairs.dtype == np.uint32
     np.testing.assert_array_equal(pairs, expected.reshape(-1, 2))
     np.testing.assert_array_equal(inverse, rows.reshape(-1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 400),
+    st.sampled_from([2**12, 2**20 - 1]),
+    st.integers(1, 30),
+    st.integers(0, 2**16),
+)
+def test_distinct_pairs_of_few_large_categories(n, top, r, seed):
+    """Few categories spread up to ``top``: counted by their ranks, as np.unique gives them."""
+    rng = np.random.default_rng(seed)
+    values = rng.choice(top, size=r, replace=False).astype(np.uint32)
+    lo, hi = values[rng.integers(0, r, n)], values[rng.integers(0, r, n)]
+    pairs, inverse = distinct_pairs(lo, hi)
+    expected, rows = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    np.testing.assert_array_equal(pairs, expected.reshape(-1, 2))
+    np.testing.assert_array_equal(inverse, rows.reshape(-1))
+
+
+def _random_grid(rng, shape, dtype, top):
+    """Labels 0..top (some of them ``top`` itself) in regions and noise."""
+    grid = rng.integers(0, min(top, 5) + 1, size=shape).astype(dtype)
+    grid[rng.random(shape) < 0.3] = 0
+    grid[rng.random(shape) < 0.1] = top
+    return grid
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 9)] * 3),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.uint32]),
+    near_top=st.sampled_from([0, 1, 2]),
+    batch=st.integers(1, 9),
+    share=st.floats(0.05, 1),
+    seed=st.integers(0, 2**16),
+)
+def test_window_rows_and_their_tuple_order(shape, dtype, near_top, batch, share, seed):
+    """The gathered rows of any windows (in batches of any size): each window's np.unique,
+    padded with the sentinel of the rows' dtype; their sort words order them as tuples."""
+    rng = np.random.default_rng(seed)
+    # (a uint32 category is at most 2**32 - 2: the largest value is the sentinel)
+    largest = int(np.iinfo(dtype).max) - (dtype == np.uint32)
+    top = 40 if near_top == 0 else largest - (near_top - 1)
+    grid = _random_grid(rng, shape, dtype, top)
+    out1 = tuple((n + 1) // 2 for n in shape)
+    expected = _reference_step(grid, (0, 0, 0), out1)
+    where = np.flatnonzero(rng.random(int(np.prod(out1))) < share)
+    if where.size == 0:
+        where = np.array([0])
+    kind = np.dtype(dtype) if grid.max() < np.iinfo(dtype).max else np.dtype(np.uint32)
+    taps = labels_module._tap_tables(grid, (0, 0, 0), shape, (0, 0, 0), out1)
+    saved = labels_module._BATCH
+    labels_module._BATCH = batch
+    try:
+        rows, words, width = labels_module._window_rows(
+            grid, taps, out1, where, kind, int(grid.max())
+        )
+        words = words.copy()
+    finally:
+        labels_module._BATCH = saved
+    assert rows.dtype == kind
+    sentinel = np.iinfo(kind).max
+    want = [expected[tuple(int(c) for c in np.unravel_index(p, out1))] for p in where]
+    assert width == max(len(t) for t in want)
+    for row, members in zip(rows[:, :width].tolist(), want, strict=True):
+        assert tuple(v for v in row if v != sentinel) == members
+        assert row[len(members) :] == [sentinel] * (width - len(members))
+    first, group = labels_module._sort_words(words)
+    distinct = sorted(set(want))
+    assert [want[i] for i in first.tolist()] == distinct
+    assert [distinct[g] for g in group.tolist()] == want
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 11)] * 3),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+    top=st.sampled_from([3, 200, None]),
+    fortran=st.booleans(),
+    slab=st.sampled_from([1, 64, 1 << 20]),
+    cost=st.sampled_from([0, 2, 8, 1 << 62]),
+    batch=st.sampled_from([1, 5, 1 << 13]),
+    seed=st.integers(0, 2**16),
+)
+def test_block_step_in_slabs_and_batches(shape, dtype, top, fortran, slab, cost, batch, seed):
+    """Slabs of the block that take the second-smallest passes or not (``cost``) and windows
+    gathered in batches of any size give each window's np.unique, combinations in tuple order."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max if top is None else top
+    grid = _random_grid(rng, shape, dtype, top)
+    if rng.random() < 0.5:  # large regions too
+        grid[: shape[0] // 2] = 1
+    block = np.asfortranarray(grid) if fortran else grid
+    out1 = tuple((n + 1) // 2 for n in shape)
+    saved = labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH
+    labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH = (
+        slab,
+        cost,
+        batch,
+    )
+    try:
+        step = label_step_block(block, (0, 0, 0), shape, (0, 0, 0), out1)
+    finally:
+        labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH = saved
+    expected = _reference_step(grid, (0, 0, 0), out1)
+    combos = [tuple(c for c in row if c != SENTINEL) for row in step.combos.tolist()]
+    assert step.combos.dtype == np.uint32 and step.index.dtype == np.int64
+    assert step.single.dtype == grid.dtype
+    mixed_at = list(zip(*np.nonzero(step.mixed), strict=True))
+    assert len(mixed_at) == len(step.index)
+    for pos, k in zip(mixed_at, step.index.tolist(), strict=True):
+        assert combos[k] == expected[tuple(int(p) for p in pos)]
+    for key, members in expected.items():
+        assert step.mixed[key] == (len(members) > 1)
+        if len(members) == 1:
+            assert step.single[key] == members[0]
+    assert combos == sorted(set(combos))  # each combination once, in the order of tuples
