@@ -544,40 +544,44 @@ def label_step_block(
         n_wide = first.size
     columns = max(width, 1 if pairs is None else 2)
     code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int32 if count < 1 << 31 else np.int64))
-    if pairs is None:
-        wide_at = None
-        combos = np.empty((n_wide, columns), np.uint32)
-        wide = combos
-    else:
+    combos = np.empty((n_pairs + n_wide, columns), np.uint32)
+    wide_at = None
+    if pairs is not None:
         # the combinations in the order of tuples (the merge of all blocks' combinations then
         # finds runs in order): the pairs merged in by their first two categories (a pair
         # goes before the wider rows it starts)
-        wide = np.empty((n_wide, columns), np.uint32)
-        combos = np.empty((n_pairs + n_wide, columns), np.uint32)
-    if n_wide:
-        taken = np.take(rows, first, axis=0)[:, :width]
-        if kind == np.uint32:
-            wide[:, :width] = taken
-        elif top < np.iinfo(kind).max >> 1:  # the sentinel read as signed is -1: 2**32 - 1
-            np.copyto(wide[:, :width], taken.view(f"i{kind.itemsize}"), casting="unsafe")
-        else:
-            wide[:, :width] = taken
-            wide[:, :width][taken == np.iinfo(kind).max] = _SENTINEL
-        wide[:, width:] = _SENTINEL
-    if pairs is None:
-        code.reshape(-1)[where] = inverse
-    else:
         pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
-        wide_keys = (wide[:, 0].astype(np.uint64) << np.uint64(32)) | wide[:, 1]
+        wide_keys = np.zeros(n_wide, np.uint64)
+        if n_wide:  # (the first two columns of a wide row hold categories)
+            wide_keys |= rows[first, 0]
+            wide_keys <<= np.uint64(32)
+            wide_keys |= rows[first, 1]
         pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, pair_keys, side="left")
         wide_at = np.arange(n_wide) + np.searchsorted(pair_keys, wide_keys, side="right")
         padded = np.full((n_pairs, columns), _SENTINEL, np.uint32)
         padded[:, :2] = pairs
         combos[pair_at] = padded
-        combos[wide_at] = wide
         code[two_v] = pair_at[pair_inverse]
-        if where.size:
-            code.reshape(-1)[where] = wide_at[inverse]
+    # the wide rows in batches (no block-sized temporaries), the sentinel of ``kind`` made
+    # that of uint32
+    signed = kind != np.uint32 and top < np.iinfo(kind).max >> 1  # the sentinel is then -1
+    step = 4 * _BATCH
+    for s in range(0, n_wide, step):
+        taken = np.take(rows, first[s : s + step], axis=0)[:, :width]
+        part = combos[s : s + len(taken)]
+        if wide_at is not None:  # (scattered to its rows below)
+            part = np.empty_like(part)
+        if signed:
+            np.copyto(part[:, :width], taken.view(f"i{kind.itemsize}"), casting="unsafe")
+        else:
+            part[:, :width] = taken
+            if kind != np.uint32:
+                part[:, :width][taken == np.iinfo(kind).max] = _SENTINEL
+        part[:, width:] = _SENTINEL
+        if wide_at is not None:
+            combos[wide_at[s : s + step]] = part
+    if where.size:
+        code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
     index = (code.T if flip else code)[mixed].astype(np.int64)
     return StepResult(single, mixed, combos, index)
 
