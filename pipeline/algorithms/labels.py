@@ -388,22 +388,38 @@ def _window_rows(
     return rows, words[: -(-width // per_word)], width
 
 
-def _sort_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """:func:`unique_1d` of rows given by their sort words (k, n), most significant first:
-    the first row of each distinct row in key order and every row's group. One sort by the
-    leading word; then only the runs of one leading word whose rows differ in the other words
-    (runs of equal rows need no more sorting) are sorted by those words."""
+    the first row of each distinct row in key order and every row's group.
+
+    One sort by the leading word: where its top bits hold at least four columns of ``bits``
+    bits besides the row numbers, a plain sort of those bits with the row number below them
+    (a sort is faster than an argsort); then only the runs of one key whose rows differ in the
+    other words (runs of equal rows need no more sorting) are sorted by those words."""
     n = words.shape[1]
     lead = words[0]
-    order = np.argsort(lead)
-    ordered = lead[order]
+    index_bits = max(int(n - 1).bit_length(), 1)
+    drop = max(int(lead.max()).bit_length() + index_bits - 64, 0) if n else 0
+    if drop == 0 or int(lead.max()).bit_length() - drop >= 4 * bits:
+        key = lead >> np.uint64(drop)
+        key <<= np.uint64(index_bits)
+        key |= np.arange(n, dtype=np.uint64)
+        key.sort()
+        order = (key & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+        key >>= np.uint64(index_bits)
+        ordered = key
+    else:
+        drop = 0
+        order = np.argsort(lead)
+        ordered = lead[order]
+    others = words if drop else words[1:]  # the words a run of one key may differ in
     new = np.ones(n, bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    if words.shape[0] > 1 and not new.all():
-        tied = np.flatnonzero(~new)  # sorted rows with the leading word of the row before
+    if len(others) and not new.all():
+        tied = np.flatnonzero(~new)  # sorted rows with the key of the row before
         this, before = order[tied], order[tied - 1]
         differ = np.zeros(tied.size, bool)
-        for w in words[1:]:
+        for w in others:
             differ |= w[this] != w[before]
         if differ.any():
             run = np.cumsum(new) - 1
@@ -412,14 +428,14 @@ def _sort_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             at = np.flatnonzero(mixed_runs[run])
             sub = order[at]
             perm = np.arange(at.size)
-            for w in words[:0:-1]:
+            for w in others[::-1]:
                 perm = perm[np.argsort(w[sub[perm]], kind="stable")]
             perm = perm[np.argsort(run[at][perm], kind="stable")]
             sub = sub[perm]
             order[at] = sub
             if at.size > 1:
                 step = np.zeros(at.size - 1, bool)
-                for w in words[1:]:
+                for w in others:
                     ordered = w[sub]
                     step |= ordered[1:] != ordered[:-1]
                 new[at[1:]] |= step
@@ -540,7 +556,7 @@ def label_step_block(
     width, n_wide = 0, 0
     if where.size:
         rows, words, width = _window_rows(view, tables, out_shape, where, kind, top)
-        first, inverse = _sort_words(words)
+        first, inverse = _sort_words(words, _packing(top)[0])
         n_wide = first.size
     columns = max(width, 1 if pairs is None else 2)
     code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int32 if count < 1 << 31 else np.int64))
@@ -550,12 +566,13 @@ def label_step_block(
         # the combinations in the order of tuples (the merge of all blocks' combinations then
         # finds runs in order): the pairs merged in by their first two categories (a pair
         # goes before the wider rows it starts)
-        pair_keys = (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1]
-        wide_keys = np.zeros(n_wide, np.uint64)
-        if n_wide:  # (the first two columns of a wide row hold categories)
-            wide_keys |= rows[first, 0]
-            wide_keys <<= np.uint64(32)
-            wide_keys |= rows[first, 1]
+        # (compared by their leading sort words: a pair's holds it and then 0s, the sentinel)
+        bits, per_word = _packing(top)
+        pair_keys = pairs[:, 0] + np.uint64(1)
+        pair_keys <<= np.uint64(bits)
+        pair_keys |= pairs[:, 1] + np.uint64(1)
+        pair_keys <<= np.uint64(bits * (per_word - 2))
+        wide_keys = words[0][first] if n_wide else np.zeros(0, np.uint64)
         pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, pair_keys, side="left")
         wide_at = np.arange(n_wide) + np.searchsorted(pair_keys, wide_keys, side="right")
         padded = np.full((n_pairs, columns), _SENTINEL, np.uint32)
