@@ -400,3 +400,38 @@ def test_block_step_in_slabs_and_batches(shape, dtype, top, fortran, slab, cost,
         if len(members) == 1:
             assert step.single[key] == members[0]
     assert combos == sorted(set(combos))  # each combination once, in the order of tuples
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([3, 11, 21]),
+    st.integers(1, 9),
+    st.integers(1, 5000),
+    st.integers(0, 2**16),
+)
+def test_sort_words_order_rows_as_tuples(bits, width, n, seed):
+    """Rows packed into sort words (values + 1, ``64 // bits`` columns per word, 0 past a
+    row's end), many sharing their first columns: distinct in the order of tuples, whether
+    the leading word is argsorted or its top bits sorted with the row numbers (the bits left
+    out then still order the rows)."""
+    rng = np.random.default_rng(seed)
+    per_word = 64 // bits
+    top = (1 << bits) - 2
+    lengths = rng.integers(1, width + 1, n)
+    rows = [
+        tuple(sorted(rng.choice([1, 2, top - 1, top], size=k).tolist()))
+        if rng.random() < 0.5
+        else tuple(sorted(rng.integers(0, top + 1, size=k).tolist()))
+        for k in lengths
+    ]
+    nwords = -(-width // per_word)
+    words = np.zeros((nwords, n), np.uint64)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            k, c = divmod(j, per_word)
+            words[k, i] |= np.uint64(v + 1) << np.uint64(bits * (per_word - 1 - c))
+    distinct = sorted(set(rows))
+    for b in (64, bits):
+        first, group = labels_module._sort_words(words, b)
+        assert [rows[i] for i in first.tolist()] == distinct
+        assert [distinct[g] for g in group.tolist()] == rows
