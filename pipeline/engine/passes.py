@@ -327,7 +327,8 @@ def run_pass(
 # --- label (category) pyramid ------------------------------------------------------------
 
 # thread_buffer slots of a label task (0-5: the window extrema, 6: reads, 7: present_values)
-_CATEGORY_SLOT, _TEMP_SLOT, _SCRATCH_SLOT = 8, 9, 10
+_CATEGORY_SLOT, _SCRATCH_SLOT = 8, 10
+_MAP_RUN = 1 << 17  # scratch values mapped to categories at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,16 +418,24 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
         return data.astype(np.uint32)
     starts, values = job.lut
     code = job.source_code or WIDE_CODE
-    if data.dtype == np.uint32 and data.flags.writeable:
+    contiguous = data.flags.c_contiguous or data.flags.f_contiguous
+    if data.dtype == np.uint32 and data.flags.writeable and contiguous:
         out = data  # (a block read for this task only: mapped in place)
     else:  # in reused buffers (nothing keeps them after the block's task)
         out = thread_buffer_like(_CATEGORY_SLOT, data, np.dtype(np.uint32))
         np.copyto(out, data, casting="unsafe")  # plain categories are below 2**32
+    # combinations -> categories, a cache-sized run of the block at a time (temporaries of
+    # the whole block would be fresh memory, every page of it faulted in)
+    if not contiguous:
+        data = np.ascontiguousarray(data)  # (in the order of ``out``: C)
+    flat, cats = data.reshape(-1, order="A"), out.reshape(-1, order="A")
     base = data.dtype.type(code.base)
-    temp = np.greater_equal(data, base, out=thread_buffer_like(_TEMP_SLOT, data, bool))
-    if temp.any():
-        number, index = code.combinations(data[temp])
-        out[temp] = values[starts[number] + index]
+    for a in range(0, flat.size, _MAP_RUN):
+        run = flat[a : a + _MAP_RUN]
+        at = np.flatnonzero(run >= base)
+        if at.size:
+            number, index = code.combinations(run[at])
+            cats[a + at] = values[starts[number] + index]
     return out
 
 
