@@ -415,30 +415,28 @@ def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarr
     others = words if drop else words[1:]  # the words a run of one key may differ in
     new = np.ones(n, bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    if len(others) and not new.all():
-        tied = np.flatnonzero(~new)  # sorted rows with the key of the row before
+    tied = np.flatnonzero(~new)  # sorted rows with the key of the row before
+    for level in range(len(others)):
+        # the runs whose rows differ in the words from ``level`` on, sorted by that word
         this, before = order[tied], order[tied - 1]
         differ = np.zeros(tied.size, bool)
-        for w in others:
+        for w in others[level:]:
             differ |= w[this] != w[before]
-        if differ.any():
-            run = np.cumsum(new) - 1
-            mixed_runs = np.zeros(int(run[-1]) + 1, bool)
-            mixed_runs[run[tied[differ]]] = True
-            at = np.flatnonzero(mixed_runs[run])
-            sub = order[at]
-            perm = np.arange(at.size)
-            for w in others[::-1]:
-                perm = perm[np.argsort(w[sub[perm]], kind="stable")]
-            perm = perm[np.argsort(run[at][perm], kind="stable")]
-            sub = sub[perm]
-            order[at] = sub
-            if at.size > 1:
-                step = np.zeros(at.size - 1, bool)
-                for w in others:
-                    ordered = w[sub]
-                    step |= ordered[1:] != ordered[:-1]
-                new[at[1:]] |= step
+        if not differ.any():
+            break
+        run = np.cumsum(new) - 1
+        mixed_runs = np.zeros(int(run[-1]) + 1, bool)
+        mixed_runs[run[tied[differ]]] = True
+        at = np.flatnonzero(mixed_runs[run])
+        sub = order[at]
+        word = others[level]
+        perm = np.argsort(word[sub], kind="stable")
+        perm = perm[np.argsort(run[at][perm], kind="stable")]
+        sub = sub[perm]
+        order[at] = sub
+        ordered = word[sub]
+        new[at[1:]] |= ordered[1:] != ordered[:-1]
+        tied = at[1:][~new[at[1:]]]
     group = np.empty(n, np.int64)
     group[order] = np.cumsum(new) - 1
     return order[new], group
