@@ -355,6 +355,7 @@ def _window_rows(
     repeated = np.empty((batch, size - 1), bool)
     shifted = np.zeros((batch, nwords * per_word), kind)  # (the columns past the rows: 0)
     part = np.empty((nwords, batch), np.uint64)
+    filled = []
     for s in range(0, count, batch):
         e = min(s + batch, count)
         n = e - s
@@ -384,8 +385,11 @@ def _window_rows(
             np.copyto(column, shifted[:n, j : k * per_word : per_word].T)
             column <<= np.uint64(bits * (per_word - 1 - j))
             word |= column
-        words[k:, s:e] = 0
-    return rows, words[: -(-width // per_word)], width
+        filled.append((s, e, k))
+    used = -(-width // per_word)
+    for s, e, k in filled:  # (the words past a batch's widest row, up to the widest of all)
+        words[k:used, s:e] = 0
+    return rows, words[:used], width
 
 
 def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarray]:
