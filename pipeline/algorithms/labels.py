@@ -240,8 +240,8 @@ def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
         found[...] = False
         found[key] = True
         present = np.flatnonzero(found)
-        row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int64))
-        row[present] = np.arange(present.size)
+        row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int32))  # (r * r <= 2**23)
+        row[present] = np.arange(present.size, dtype=np.int32)
         first, second = np.divmod(present, r)
         pairs = np.empty((present.size, 2), np.uint32)
         if values is None:
