@@ -332,9 +332,9 @@ def _window_rows(
     top: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
-    position ``where``: (rows, words, width). ``rows`` (len(where), 3**ndim) of dtype ``kind``
-    holds each row's distinct values ascending, padded with ``kind``'s largest value (which no
-    category may have; only the first ``width`` columns matter); ``words`` (k, len(where))
+    position ``where``: (rows, words, width). ``rows`` (len(where), at least ``width``) of dtype
+    ``kind`` holds each row's distinct values ascending, padded with ``kind``'s largest value
+    (which no category may have; only the first ``width`` columns matter); ``words`` (k, len(where))
     uint64 are the rows' sort keys in the order of tuples (values + 1, the sentinel wrapped to
     0, packed big-endian), most significant first. Windows are taken in batches whose
     temporaries stay in the caches; each row is sorted, its repeated values replaced by the
@@ -347,11 +347,12 @@ def _window_rows(
     bits, per_word = _packing(top)
     nwords = -(-size // per_word)
     count = where.size
-    rows = thread_buffer(_ROWS_SLOT, (count, size), kind)
     words = thread_buffer(_WORDS_SLOT, (nwords, count), np.dtype(np.uint64))
+    rows = None  # (count, columns): the rows, as wide as the widest batch's rounded up
     width = 1
     batch = max(min(int(_BATCH), count), 1)
     index = np.empty((batch, size), np.int64)
+    gathered = np.empty((batch, size), kind)
     repeated = np.empty((batch, size - 1), bool)
     shifted = np.zeros((batch, nwords * per_word), kind)  # (the columns past the rows: 0)
     part = np.empty((nwords, batch), np.uint64)
@@ -359,7 +360,7 @@ def _window_rows(
     for s in range(0, count, batch):
         e = min(s + batch, count)
         n = e - s
-        values = rows[s:e]
+        values = gathered[:n]
         np.take(flat, _window_index(taps, out_shape, where[s:e], index), out=values, mode="wrap")
         values.sort(axis=1)
         same = np.equal(values[:, 1:], values[:, :-1], out=repeated[:n])
@@ -374,6 +375,15 @@ def _window_rows(
             else:
                 w1 = mid - 1
         width = max(width, w0)
+        if rows is None or rows.shape[1] < w0:
+            wider = min(-(-w0 // 4) * 4, size)
+            if rows is None:
+                rows = thread_buffer(_ROWS_SLOT, (count, wider), kind)
+            else:  # (rarely: a wider batch than the ones before)
+                rows = np.concatenate(
+                    [rows, np.full((count, wider - rows.shape[1]), sentinel, kind)], axis=1
+                )
+        rows[s:e] = values[:, : rows.shape[1]]
         # the sort words: word k holds columns k * per_word ... big-endian
         k = -(-w0 // per_word)
         np.add(values[:, :w0], kind.type(1), out=shifted[:n, :w0])  # (the sentinel wraps to 0)
