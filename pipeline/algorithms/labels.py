@@ -206,6 +206,7 @@ _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's rea
 _ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 15
 _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
+_SORT_SLOT = 23  # to 26
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
@@ -409,23 +410,26 @@ def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarr
     One sort by the leading word: where its top bits hold at least four columns of ``bits``
     bits besides the row numbers, a plain sort of those bits with the row number below them
     (a sort is faster than an argsort); then only the runs of one key whose rows differ in the
-    other words (runs of equal rows need no more sorting) are sorted by those words."""
+    other words (runs of equal rows need no more sorting) are sorted by those words. The
+    groups are this thread's reused buffer."""
     n = words.shape[1]
     lead = words[0]
     index_bits = max(int(n - 1).bit_length(), 1)
     drop = max(int(lead.max()).bit_length() + index_bits - 64, 0) if n else 0
+    # (n-sized temporaries in this thread's reused buffers: fresh ones fault every page)
+    ordered = thread_buffer(_SORT_SLOT, (n,), np.dtype(np.uint64))
+    order = thread_buffer(_SORT_SLOT + 1, (n,), np.dtype(np.int64))
     if drop == 0 or int(lead.max()).bit_length() - drop >= 4 * bits:
-        key = lead >> np.uint64(drop)
+        key = np.right_shift(lead, np.uint64(drop), out=ordered)
         key <<= np.uint64(index_bits)
         key |= np.arange(n, dtype=np.uint64)
         key.sort()
-        order = (key & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+        np.bitwise_and(key, np.uint64((1 << index_bits) - 1), out=order.view(np.uint64))
         key >>= np.uint64(index_bits)
-        ordered = key
     else:
         drop = 0
         order = np.argsort(lead)
-        ordered = lead[order]
+        np.take(lead, order, out=ordered)
     others = words if drop else words[1:]  # the words a run of one key may differ in
     new = np.ones(n, bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
@@ -438,7 +442,8 @@ def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarr
             differ |= w[this] != w[before]
         if not differ.any():
             break
-        run = np.cumsum(new) - 1
+        run = np.cumsum(new, out=thread_buffer(_SORT_SLOT + 2, (n,), np.dtype(np.int64)))
+        run -= 1
         mixed_runs = np.zeros(int(run[-1]) + 1, bool)
         mixed_runs[run[tied[differ]]] = True
         at = np.flatnonzero(mixed_runs[run])
@@ -451,8 +456,10 @@ def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarr
         ordered = word[sub]
         new[at[1:]] |= ordered[1:] != ordered[:-1]
         tied = at[1:][~new[at[1:]]]
-    group = np.empty(n, np.int64)
-    group[order] = np.cumsum(new) - 1
+    count = np.cumsum(new, out=thread_buffer(_SORT_SLOT + 2, (n,), np.dtype(np.int64)))
+    count -= 1
+    group = thread_buffer(_SORT_SLOT + 3, (n,), np.dtype(np.int64))
+    group[order] = count
     return order[new], group
 
 
