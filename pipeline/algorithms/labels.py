@@ -207,6 +207,7 @@ _ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 
 _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
 _SORT_SLOT = 23  # to 26
+_WHERE_SLOT = 27
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
@@ -469,10 +470,10 @@ def _block_windows(
     full_shape: tuple[int, ...],
     out_start: tuple[int, ...],
     out_stop: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """The windows' minima (a fresh array), maxima (a reused buffer), whether they hold several
-    categories (fresh) and, where known, whether exactly two (a reused buffer, or None), of a
-    C-ordered block ``view``.
+    categories (fresh), where known whether exactly two (a reused buffer, or None), and the
+    flat positions of the other mixed windows (a reused buffer), of a C-ordered block ``view``.
 
     Slab by slab of the slowest axis's outputs, so the intermediate axes' results stay in the
     caches: the extrema separably along each axis (strided slices); where a slab has many
@@ -488,6 +489,9 @@ def _block_windows(
     mx = thread_buffer(_EXTREMA_SLOT, out_shape, view.dtype)
     mixed = np.empty(out_shape, bool)
     two = None
+    # the windows to gather: the mixed ones not known to hold two categories
+    where = thread_buffer(_WHERE_SLOT, (mn.size,), np.dtype(np.int64))
+    found = 0
     per_plane = int(np.prod(view.shape[1:], dtype=np.int64)) * view.itemsize
     depth = max(1, _SLAB_BYTES // max(per_plane, 1))
     args = [(lo[a], full_shape[a], out_start[a], out_stop[a]) for a in range(ndim)]
@@ -506,6 +510,7 @@ def _block_windows(
                 _window_reduce(hi_s, np.maximum, axis, *args[axis], out=mx[here])
         np.not_equal(mn[here], mx[here], out=mixed[here])
         if int(np.count_nonzero(mixed[here])) * _GATHER_COST <= mn[here].size << ndim:
+            found = _add_positions(where, found, mixed[here], z0 - out_start[0])
             continue
         if two is None:
             two = thread_buffer(_TWO_SLOT, out_shape, np.dtype(bool))
@@ -520,7 +525,17 @@ def _block_windows(
             second = _window_second(below, second, least, kind, axis, *arg, slot)
         np.equal(second, mx[here], out=two[here])
         two[here] &= mixed[here]  # (a window of one category has no second value)
-    return mn, mx, mixed, two
+        found = _add_positions(where, found, mixed[here] > two[here], z0 - out_start[0])
+    return mn, mx, mixed, two, where[:found]
+
+
+def _add_positions(where: np.ndarray, found: int, wanted: np.ndarray, first: int) -> int:
+    """Append the flat (C order) positions of ``wanted`` (a slab of the outputs starting at
+    plane ``first``) to ``where[:found]``; the new count."""
+    at = np.flatnonzero(wanted)
+    at += first * (wanted.size // max(wanted.shape[0], 1))
+    where[found : found + at.size] = at
+    return found + at.size
 
 
 # samples per mixed window (of a slab of the block) below which gathering and sorting the 27
@@ -554,7 +569,7 @@ def label_step_block(
         return tuple(t[::-1]) if flip else tuple(t)
 
     vlo, vfull, v0, v1 = vorder(lo), vorder(full_shape), vorder(out_start), vorder(out_stop)
-    lo_v, hi_v, mixed_v, two_v = _block_windows(view, vlo, vfull, v0, v1)
+    lo_v, hi_v, mixed_v, two_v, where = _block_windows(view, vlo, vfull, v0, v1)
     single, mixed = (lo_v.T, mixed_v.T) if flip else (lo_v, mixed_v)
     count = int(np.count_nonzero(mixed_v))
     if count == 0:
@@ -563,13 +578,10 @@ def label_step_block(
     kind = view.dtype if top < np.iinfo(view.dtype).max else np.dtype(np.uint32)
     out_shape = lo_v.shape
     pairs = pair_inverse = None
-    if two_v is not None and two_v.any():
-        # windows of exactly two categories: (smallest, largest), one packed key each
+    if two_v is not None and where.size < count:
+        # windows of exactly two categories: (smallest, largest), one packed key each (the
+        # others' rows, two categories too in slabs of few mixed windows, are gathered)
         pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
-        where = np.flatnonzero(mixed_v > two_v)
-    else:
-        # the samples of every mixed window (the rows of two categories sort with the others)
-        where = np.flatnonzero(mixed_v)
     tables = _tap_tables(view, vlo, vfull, v0, v1)
     n_pairs = 0 if pairs is None else pairs.shape[0]
     width, n_wide = 0, 0
