@@ -15,18 +15,15 @@ number of sets.
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 __all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique_rows"]
 
 SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
-_BATCH_MEMBERS = 1 << 22  # members of the unions formed at once
-_THREADS = 2  # threads forming unions ahead of the id assignment
+_ROWS_AT_ONCE = 1 << 14  # rows of categories whose unions a level's merge forms at once
+_CELLS_AT_ONCE = 1 << 19  # cells of one such batch's union matrix (a few MB, in cache)
 _EMPTY_U32 = np.zeros(0, np.uint32)
 _EMPTY_I64 = np.zeros(0, np.int64)
 
@@ -75,26 +72,46 @@ def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
     uint32 rows count the sentinel below every other value (it wraps to 0 when 1 is added).
 
     Columns of up to 8 or 16 bits are written big-endian side by side and read back as
-    words (one conversion of the whole array); wider ones are shifted in one by one."""
-    shifted = rows + np.uint32(1) if sentinel_first else rows  # the sentinel wraps to 0
-    top = int(shifted.max()) if rows.size else 0
-    bits = max(top.bit_length(), 1)
+    words (one conversion of the whole array); wider ones are shifted into the words of a
+    few MB of rows at a time, one shift per column of a word for all the words at once."""
     n, width = rows.shape
+    if not rows.size:
+        top = 0
+    elif sentinel_first:
+        top = int(rows.max())
+        if top == SENTINEL:  # the sentinel wraps to 0: the largest other value counts
+            top = int(np.max(rows, where=rows != SENTINEL, initial=0))
+        top += 1
+    else:
+        top = int(rows.max())
+    bits = max(top.bit_length(), 1)
     for size in (1, 2):
         if bits <= 8 * size:
             per_word = 8 // size
             count = -(-width // per_word)
             packed = np.zeros((n, count * per_word), np.dtype(f">u{size}"))
-            packed[:, :width] = shifted
+            packed[:, :width] = rows
+            if sentinel_first:
+                packed[:, :width] += np.uint8(1)  # the sentinel wraps to 0 in the narrow type
             return list(packed.view(">u8").T.astype(np.uint64, order="C"))
     per_word = max(64 // bits, 1)
-    out = []
-    for c0 in range(0, width, per_word):
-        word = np.zeros(n, np.uint64)
-        for c in range(c0, min(c0 + per_word, width)):
+    count = -(-width // per_word)
+    out = [np.empty(n, np.uint64) for _ in range(count)]
+    step = max(1, _CELLS_AT_ONCE // max(width, 1))
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        part = np.zeros((b - a, count * per_word), np.uint64)
+        part[:, :width] = rows[a:b]
+        if sentinel_first:
+            part[:, :width] += np.uint64(1)
+            part[part == 1 << 32] = 0
+        part = part.reshape(b - a, count, per_word)
+        word = part[:, :, 0].copy()
+        for c in range(1, per_word):
             word <<= np.uint64(bits)
-            word |= shifted[:, c].astype(np.uint64)
-        out.append(word)
+            word |= part[:, :, c]
+        for w in range(count):
+            out[w][a:b] = word[:, w]
     return out
 
 
@@ -171,18 +188,6 @@ def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return total[ends] - total[ends - counts]
 
 
-def _compact_rows(mat: np.ndarray) -> np.ndarray:
-    """Rows sorted with their repeats replaced by the sentinel, trimmed to the widest row."""
-    mat.sort(axis=1)
-    if mat.shape[1] > 1:
-        repeated = np.zeros(mat.shape, bool)
-        np.equal(mat[:, 1:], mat[:, :-1], out=repeated[:, 1:])
-        mat[repeated] = SENTINEL
-        mat.sort(axis=1)
-    width = int((mat != SENTINEL).sum(axis=1).max()) if mat.shape[0] else 1
-    return mat[:, : max(width, 1)]
-
-
 def _sorted_search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """``np.searchsorted(keys, queries)``, many times faster for millions of scattered
     queries: they are looked up in sorted order (each search starts where the last ended)."""
@@ -207,6 +212,10 @@ def _merge(
         order = np.argsort(new_keys, kind="stable")
     at = np.searchsorted(keys, new_keys[order], side="right")
     return np.insert(keys, at, new_keys[order]), np.insert(index, at, new_index[order])
+
+
+class _SlowPathError(Exception):
+    """A hash collision, or ids running out: the exact path must decide."""
 
 
 class _SetsView(Mapping[int, tuple[int, ...]]):
@@ -281,23 +290,6 @@ class SetTable:
             raise KeyError(int(categories[~known][0]))
         return np.where(known, self._by_cat[loc_c] if ordered.size else -1, -1)
 
-    def _members(self, positions: np.ndarray, width: int) -> np.ndarray:
-        """Member ranks of the given sets as sentinel-padded rows of ``width``."""
-        lens = self._lens[positions]
-        rows = np.full((positions.size, width), SENTINEL, np.uint32)
-        flat = self._flat[_ranges(self._starts[positions], lens)]
-        shift = np.arange(positions.size, dtype=np.int64) * width - (np.cumsum(lens) - lens)
-        rows.reshape(-1)[np.arange(flat.size, dtype=np.int64) + np.repeat(shift, lens)] = flat
-        return rows
-
-    def _row_hash(self, rows: np.ndarray) -> np.ndarray:
-        """Set hash of sentinel-padded rows of member ranks: the sum of a hash of each
-        member's segment id, and a hash of the length."""
-        valid = rows != SENTINEL
-        counts = valid.sum(axis=1)
-        member_hashes = self._segment_hash[rows[valid]]
-        return _row_sums(member_hashes, counts) + _length_hash(counts)
-
     # --- changes ---------------------------------------------------------------------------
 
     def _append(
@@ -313,13 +305,28 @@ class SetTable:
             return
         valid = rows != SENTINEL
         lens = valid.sum(axis=1).astype(np.int64)
+        self._append_sets(cats, rows[valid], lens, hashes, hash_order)
+
+    def _append_sets(
+        self,
+        cats: np.ndarray,
+        members: np.ndarray,
+        lens: np.ndarray,
+        hashes: np.ndarray | None = None,
+        hash_order: np.ndarray | None = None,
+    ) -> None:
+        """:meth:`_append` of sets given as their members one after the other and their
+        lengths."""
+        if not cats.size:
+            return
+        lens = lens.astype(np.int64, copy=False)
         start0 = self._flat.size
-        self._flat = np.concatenate([self._flat, rows[valid]])
+        self._flat = np.concatenate([self._flat, members.astype(np.uint32, copy=False)])
         self._starts = np.concatenate([self._starts, start0 + np.cumsum(lens) - lens])
         self._lens = np.concatenate([self._lens, lens])
-        self._hash = np.concatenate(
-            [self._hash, self._row_hash(rows) if hashes is None else hashes]
-        )
+        if hashes is None:
+            hashes = _row_sums(self._segment_hash[members], lens) + _length_hash(lens)
+        self._hash = np.concatenate([self._hash, hashes])
         first = self._cats.size
         self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
         new = np.arange(first, self._cats.size)
@@ -366,106 +373,241 @@ class SetTable:
 
     def union_ids(self, rows: np.ndarray) -> np.ndarray:
         """Ids of the unions of sentinel-padded rows of categories, new sets numbered in row
-        order (exactly as calling :meth:`union_id` row after row).
-
-        Rows go in batches of about ``_BATCH_MEMBERS`` members (batch after batch is still
-        row after row), so memory stays bounded whatever the number of rows."""
+        order (exactly as calling :meth:`union_id` row after row)."""
         if rows.shape[0] == 0:
             return _EMPTY_U32
-        return np.concatenate(list(self._per_batch(rows, self._assign)))
+        return self._ids([rows], tuple_order=False)[0]
 
-    def _batches(self, rows: np.ndarray) -> list[np.ndarray]:
-        """``rows`` cut into runs whose unions have about ``_BATCH_MEMBERS`` members."""
-        valid = rows != SENTINEL
-        lens = self._lens[self._positions(rows[valid])]
-        members = np.cumsum(_row_sums(lens, valid.sum(axis=1)))
-        cuts = np.searchsorted(
-            members, np.arange(_BATCH_MEMBERS, int(members[-1]), _BATCH_MEMBERS)
-        )
-        bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
-        return [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    def level_ids(self, parts: list[np.ndarray]) -> list[np.ndarray]:
+        """The category of every row of ``parts`` (sentinel-padded rows of categories) at
+        the next level: a row of one category keeps it, the other rows get the id of the
+        union of their categories' sets, new sets numbered in the order of the first row
+        (as a tuple, over all parts) that forms them. That is :meth:`union_ids` of the
+        distinct rows of several categories in tuple order, without sorting the rows of
+        known sets (at coarse levels most unions are sets the table holds)."""
+        return self._ids(parts, tuple_order=True)
 
-    def _per_batch(
-        self, rows: np.ndarray, step: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-    ) -> Iterator[np.ndarray]:
-        """``step(batch, unions, hashes)`` of every batch of ``rows``, in order. The unions
-        of the next batches are formed in threads (they only read the sets of known
-        categories) while ``step`` runs on this one; at most two batches ahead."""
-        batches = self._batches(rows)
-        if len(batches) == 1:
-            yield step(batches[0], *self._unions(batches[0]))
-            return
-        with ThreadPoolExecutor(_THREADS) as pool:
-            pending = deque(pool.submit(self._unions, b) for b in batches[:_THREADS])
-            for i, batch in enumerate(batches):
-                mat, hashes = pending.popleft().result()
-                if i + _THREADS < len(batches):
-                    pending.append(pool.submit(self._unions, batches[i + _THREADS]))
-                yield step(batch, mat, hashes)
+    def _ids(self, parts: list[np.ndarray], tuple_order: bool) -> list[np.ndarray]:
+        """:meth:`union_ids` (``tuple_order`` false, one part) or :meth:`level_ids`.
 
-    def _unions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The union of each row's sets (sentinel-padded sorted member ranks) and its hash."""
+        Rows go in batches of ``_ROWS_AT_ONCE`` (fewer where their unions are wide): the
+        unions are formed (:meth:`_batch_unions`) and looked up by hash, every hit checked
+        member by member; the unions not found wait until every batch has been looked up,
+        then get their ids at once (:meth:`_add_fresh`). A hash collision or ids running
+        past 2**32 - 2 (:class:`_SlowPathError`) take the exact one-union-at-a-time path instead:
+        the table is changed only at the end, so that path starts from the same table."""
+        out = [np.zeros(p.shape[0], np.uint32) for p in parts]
+        locate = self._locator()
+        fresh: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        try:
+            for i, part in enumerate(parts):
+                for a in range(0, part.shape[0], _ROWS_AT_ONCE):
+                    rows = part[a : a + _ROWS_AT_ONCE]
+                    ids = out[i][a : a + rows.shape[0]]
+                    at = np.arange(a, a + rows.shape[0])
+                    if tuple_order:  # a row of one category keeps it
+                        if rows.shape[1] == 1:
+                            ids[:] = rows[:, 0]
+                            continue
+                        single = rows[:, 1] == SENTINEL
+                        if single.any():
+                            ids[single] = rows[single, 0]
+                            rows, at = rows[~single], at[~single]
+                    if not rows.shape[0]:
+                        continue
+                    members, counts, hashes = self._batch_unions(rows, locate)
+                    found, known = self._known(members, counts, hashes)
+                    out[i][at[found]] = known
+                    if not found.all():
+                        if found.any():
+                            members = members[np.repeat(~found, counts)]
+                            counts, hashes, at = counts[~found], hashes[~found], at[~found]
+                        fresh.append((i, at, members, counts, hashes))
+            if fresh:
+                self._add_fresh(parts, out, fresh, tuple_order)
+        except _SlowPathError:
+            return self._ids_exact(parts, tuple_order)
+        return out
+
+    def _locator(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The look-up (first member in ``_flat``, length) of the sets of categories, for
+        the sets known now: one gather per category while the ids are dense."""
+        dense = self._dense
+        if dense is None or not dense.size or self._flat.size >= 1 << 40:
+            return self._locator_sorted()
+        known = dense >= 0
+        pos = np.where(known, dense, 0)
+        lens = self._lens[pos] if self._lens.size else np.zeros(pos.size, np.int64)
+        if int(lens.max(initial=0)) >= 1 << 23:
+            return self._locator_sorted()
+        info = np.where(known, self._starts[pos] << 23 | lens if self._starts.size else 0, -1)
+
+        def by_category(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if cats.size and int(cats.max()) >= info.size:
+                self._positions(cats)  # raises KeyError for the unknown category
+            got = info.take(cats)
+            if got.size and int(got.min()) < 0:
+                self._positions(cats)
+            return got >> 23, got & ((1 << 23) - 1)
+
+        return by_category
+
+    def _locator_sorted(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The look-up of :meth:`_locator` through the sets' positions."""
+
+        def by_position(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pos = self._positions(cats)
+            return self._starts[pos], self._lens[pos]
+
+        return by_position
+
+    def _batch_unions(
+        self, rows: np.ndarray, locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The union of each row's sets: its members (ranks, ascending) row after row, the
+        number of members of each row and the set hashes (the sum of a hash of each member's
+        segment id, and a hash of the length). The members
+        are scattered into a sentinel-padded matrix of the batch, sorted row-wise, and the
+        first of every run of equal ranks kept; a batch whose matrix would be larger than
+        ``_CELLS_AT_ONCE`` cells is cut in two."""
         k = rows.shape[0]
         valid = rows != SENTINEL
-        pos = self._positions(rows[valid])
-        lens = self._lens[pos]
-        if lens.size and int(lens.max()) == 1:  # sets of one member (labels): in place
+        cats = rows[valid]
+        starts, lens = locate(cats)
+        per_row = _row_sums(lens, np.count_nonzero(valid, axis=1))
+        width = int(per_row.max()) if k else 0
+        if k > 1 and k * width > _CELLS_AT_ONCE:
+            halves = (
+                self._batch_unions(rows[: k // 2], locate),
+                self._batch_unions(rows[k // 2 :], locate),
+            )
+            return tuple(np.concatenate(x) for x in zip(*halves, strict=True))  # type: ignore[return-value]
+        if not width:
+            return _EMPTY_U32, per_row, _length_hash(per_row)
+        if int(lens.max()) == 1:  # sets of one member (labels): straight into their row
             mat = np.full(rows.shape, SENTINEL, np.uint32)
-            mat[valid] = self._flat[self._starts[pos]]
-        else:  # members of row i's sets at i * width + 0, 1, ...
-            flat = self._flat[_ranges(self._starts[pos], lens)]
-            per_row = _row_sums(lens, valid.sum(axis=1))
-            width = int(per_row.max())
+            mat[valid] = self._flat.take(starts)
+            width = rows.shape[1]
+        else:
+            flat = self._flat.take(_ranges(starts, lens))
             mat = np.full((k, width), SENTINEL, np.uint32)
             shift = np.arange(k, dtype=np.int64) * width - (np.cumsum(per_row) - per_row)
-            at = np.arange(flat.size, dtype=np.int64) + np.repeat(shift, per_row)
-            mat.reshape(-1)[at] = flat
-        ascending = (mat[:, 1:] > mat[:, :-1]) | (mat[:, 1:] == SENTINEL)
-        if not ascending.all():
-            mat = _compact_rows(mat)  # (rows of single members of ascending segments are set)
-        return mat, self._row_hash(mat)
+            mat.reshape(-1)[np.arange(flat.size, dtype=np.int64) + np.repeat(shift, per_row)] = (
+                flat
+            )
+        if width > 1:
+            mat.sort(axis=1)
+        cells = mat.reshape(-1)
+        keep = cells != SENTINEL
+        if width > 1:
+            repeat = cells[1:] == cells[:-1]
+            repeat[width - 1 :: width] = False  # the first cell of a row is never a repeat
+            keep[1:] &= ~repeat
+        members = cells[keep]
+        counts = np.count_nonzero(keep.reshape(k, width), axis=1)
+        hashes = _row_sums(self._segment_hash.take(members), counts) + _length_hash(counts)
+        return members, counts, hashes
 
-    def _assign(self, rows: np.ndarray, mat: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Ids of the unions ``mat`` (with their ``hashes``) of ``rows``: known sets keep theirs,
-        new ones are added with the next ids in row order."""
-        k, width = mat.shape
+    def _known(
+        self, members: np.ndarray, counts: np.ndarray, hashes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which unions (as :meth:`_batch_unions` gives them) the table holds, and their
+        ids. A set with the same hash is compared member by member: a different one is a
+        collision (:class:`_SlowPathError`)."""
+        keys = self._hash_keys
+        if not keys.size:
+            return np.zeros(counts.size, bool), _EMPTY_U32
+        loc = _sorted_search(keys, hashes)
+        np.minimum(loc, keys.size - 1, out=loc)
+        found = keys.take(loc) == hashes
+        if not found.any():
+            return found, _EMPTY_U32
+        sets = self._by_hash.take(loc[found])
+        n = counts[found]
+        if not np.array_equal(self._lens.take(sets), n):
+            raise _SlowPathError
+        theirs = self._flat.take(_ranges(self._starts.take(sets), n))
+        mine = members if n.size == counts.size else members[np.repeat(found, counts)]
+        if not np.array_equal(theirs, mine):
+            raise _SlowPathError
+        return found, self._cats.take(sets)
 
-        # one stable sort of the hashes: look-ups in sorted order, equal sets side by side
-        # with their first row first
+    def _add_fresh(
+        self,
+        parts: list[np.ndarray],
+        out: list[np.ndarray],
+        fresh: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+        tuple_order: bool,
+    ) -> None:
+        """Ids of the unions no set of the table equals (``(part, rows, members, counts,
+        hashes)`` per batch): rows holding the same set (equal hashes, checked member by
+        member) share an id; the sets get the next ids in the order of their first row
+        (in tuple order over all parts, or in row order) and are added to the table."""
+        members = np.concatenate([f[2] for f in fresh])
+        counts = np.concatenate([f[3] for f in fresh])
+        hashes = np.concatenate([f[4] for f in fresh])
+        if tuple_order:  # the rank of every row as a tuple of categories
+            width = max(parts[f[0]].shape[1] for f in fresh)
+            rows = np.full((counts.size, width), SENTINEL, np.uint32)
+            done = 0
+            for i, at, *_ in fresh:
+                rows[done : done + at.size, : parts[i].shape[1]] = parts[i][at]
+                done += at.size
+            rank = lexsort_unique_rows(rows, sentinel_first=True)[1]
+            del rows
+        else:
+            rank = np.concatenate([f[1] for f in fresh])
         order = np.argsort(hashes, kind="stable")
         ordered = hashes[order]
-        by_hash = self._hash_keys
-        loc = np.searchsorted(by_hash, ordered)
-        loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
-        found = (loc < by_hash.size) & (by_hash[loc_c] == ordered) if by_hash.size else loc < 0
-        ids = np.zeros(k, np.uint32)
-        if found.any():  # sets already in the table
-            rows_found = order[found]
-            known = self._by_hash[loc_c[found]]
-            if (self._lens[known] > width).any() or not np.array_equal(
-                self._members(known, width), mat[rows_found]
+        new = np.ones(order.size, bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        heads = np.flatnonzero(new)
+        group = np.cumsum(new) - 1  # the group of the row order[j]
+        first = order[heads]  # a row of each group, groups in hash order
+        offsets = np.cumsum(counts) - counts
+        if heads.size < order.size:  # every row of a group holds its first row's set
+            other = ~new
+            a, b = order[other], first[group[other]]
+            if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
+                members[_ranges(offsets[a], counts[a])], members[_ranges(offsets[b], counts[a])]
             ):
-                return self._union_ids_exact(rows)  # a hash collision: the exact path
-            ids[rows_found] = self._cats[known]
-        fresh = order[~found]
-        if fresh.size:
-            fresh_hashes = ordered[~found]
-            new = np.ones(fresh.size, bool)
-            np.not_equal(fresh_hashes[1:], fresh_hashes[:-1], out=new[1:])
-            group = np.cumsum(new) - 1
-            first = fresh[new]  # the first row of each new set, in hash order
-            if first.size < fresh.size and not np.array_equal(mat[fresh], mat[first[group]]):
-                return self._union_ids_exact(rows)
-            if self._next + first.size > SENTINEL:
-                return self._union_ids_exact(rows)  # ids wrap: the lowest free ones, slowly
-            # new ids in the order of each set's first row
-            by_row = np.argsort(first)
-            rank = np.empty(first.size, np.int64)
-            rank[by_row] = np.arange(first.size)
-            ids[fresh] = self._next + rank[group]
-            creators = first[by_row]
-            self._append(ids[creators], mat[creators], hashes[creators], rank)
-        return ids
+                raise _SlowPathError
+        if self._next + heads.size > SENTINEL:
+            raise _SlowPathError  # ids wrap: the lowest free ones, slowly
+        by_first = np.argsort(np.minimum.reduceat(rank[order], heads), kind="stable")
+        number = np.empty(heads.size, np.int64)
+        number[by_first] = np.arange(heads.size)  # each group's id - self._next
+        ids = np.empty(order.size, np.uint32)
+        ids[order] = self._next + number[group]
+        done = 0
+        for i, at, _, c, _ in fresh:
+            out[i][at] = ids[done : done + c.size]
+            done += c.size
+        creators = first[by_first]
+        self._append_sets(
+            self._next + np.arange(heads.size, dtype=np.int64),
+            members[_ranges(offsets[creators], counts[creators])],
+            counts[creators],
+            hashes[creators],
+            number,
+        )
+
+    def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> list[np.ndarray]:
+        """:meth:`_ids` by the scalar definition (:meth:`_union_ids_exact`)."""
+        if not tuple_order:
+            return [self._union_ids_exact(parts[0])]
+        width = max(p.shape[1] for p in parts)
+        rows = np.full((sum(p.shape[0] for p in parts), width), SENTINEL, np.uint32)
+        done = 0
+        for p in parts:
+            rows[done : done + p.shape[0], : p.shape[1]] = p
+            done += p.shape[0]
+        ids = rows[:, 0].copy()
+        several = rows[:, 1] != SENTINEL if width > 1 else np.zeros(rows.shape[0], bool)
+        if several.any():
+            first, inverse = lexsort_unique_rows(rows[several], sentinel_first=True)
+            ids[several] = self._union_ids_exact(rows[several][first])[inverse]
+        return np.split(ids, np.cumsum([p.shape[0] for p in parts])[:-1])
 
     def _union_ids_exact(self, rows: np.ndarray) -> np.ndarray:
         """The scalar definition, row after row (hash collisions, ids near the top)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import LevelPlan
-from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
+from pipeline.algorithms.set_table import sorted_unique
 from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.writer import ArrayTarget, DataWriter
@@ -201,19 +201,9 @@ def _lut(
     parts = [combos for number, _, combos in sorted(blocks, key=lambda b: b[0]) if combos.size]
     if not parts:
         return starts, np.zeros(0, np.uint32)
-    width = max(p.shape[1] for p in parts)
-    rows = np.full((sum(p.shape[0] for p in parts), width), _SENTINEL, np.uint32)
-    at = np.cumsum([0] + [p.shape[0] for p in parts])
-    for p, a in zip(parts, at.tolist(), strict=False):
-        rows[a : a + p.shape[0], : p.shape[1]] = p
-    # in the order of tuples: a shorter row comes before the longer rows it starts
-    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
-    distinct = rows[first]
-    single = distinct[:, 1] == _SENTINEL if width > 1 else np.ones(first.size, bool)
-    ids = np.empty(first.size, np.uint32)
-    ids[single] = distinct[single, 0]
-    ids[~single] = table.union_ids(distinct[~single])
-    return starts, ids[inverse]
+    # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
+    # row before the longer rows it starts)
+    return starts, np.concatenate(table.level_ids(parts))
 
 
 def write_lattice(
