@@ -179,6 +179,69 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
 
 
+def _spans(starts: np.ndarray, lengths: np.ndarray, end: int) -> np.ndarray:
+    """:func:`_ranges` of ranges that end at most at ``end``: int32 where
+    that fits (half the memory, and fresh memory is slow to touch), as the running sum of
+    ones with a jump at the start of each range."""
+    total = int(lengths.sum())
+    if total == 0:
+        return _EMPTY_I64
+    if not lengths.all():  # empty ranges would share their start with the next one
+        starts, lengths = starts[lengths > 0], lengths[lengths > 0]
+    dtype = np.int32 if end < 1 << 31 else np.int64
+    out = np.ones(total, dtype)
+    jump = starts.astype(dtype)
+    jump[1:] -= (starts[:-1] + lengths[:-1] - 1).astype(dtype)
+    out[np.cumsum(lengths) - lengths] = jump
+    return np.cumsum(out, out=out)
+
+
+def _row_ends(rows: np.ndarray) -> np.ndarray | None:
+    """The number of categories of each sentinel-padded row (uint8 for up to 255 columns),
+    or None if some row has a category after a sentinel."""
+    n, width = rows.shape
+    ends = np.empty(n, np.uint8 if width < 256 else np.int64)
+    step = max(1, _CELLS_AT_ONCE // width)
+    for a in range(0, n, step):
+        valid = rows[a : a + step] != SENTINEL
+        count = np.count_nonzero(valid, axis=1)
+        gap = np.argmin(valid, axis=1)  # the first sentinel (0 if there is none)
+        if not np.all((count == gap) | (count == width)):
+            return None
+        ends[a : a + step] = count
+    return ends
+
+
+def _hash_buckets(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Where each run of sorted 64-bit ``keys`` sharing their leading bits starts (about
+    one key per run): with :func:`_bucket_search`, a sorted search of well-spread hashes in
+    one or two look-ups instead of a binary search's ~20 cache misses."""
+    bits = max(int(keys.size).bit_length() - 1, 1)
+    shift = 64 - bits
+    bounds = np.zeros((1 << bits) + 1, np.int32 if keys.size < 1 << 31 else np.int64)
+    counts = np.bincount((keys >> np.uint64(shift)).astype(np.intp), minlength=1 << bits)
+    np.cumsum(counts, out=bounds[1:])
+    return bounds, shift
+
+
+def _bucket_search(
+    keys: np.ndarray, buckets: tuple[np.ndarray, int], queries: np.ndarray
+) -> np.ndarray:
+    """``np.searchsorted(keys, queries)`` through :func:`_hash_buckets`: each query starts
+    at its run and steps past the smaller keys of the run."""
+    bounds, shift = buckets
+    top = (queries >> np.uint64(shift)).astype(np.intp)
+    at = bounds.take(top).astype(np.int64)
+    end = bounds.take(top + 1)
+    active = np.flatnonzero(at < end)
+    while active.size:
+        smaller = keys.take(at[active]) < queries[active]
+        active = active[smaller]
+        at[active] += 1
+        active = active[at[active] < end[active]]
+    return at
+
+
 def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sums of consecutive runs of ``values`` of the given lengths (int64, or uint64 for
     uint64 values: sums modulo 2**64)."""
@@ -207,11 +270,43 @@ def _merge(
     order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
-    old ones and keep their order among themselves (``order`` sorts them, if known)."""
+    old ones and keep their order among themselves (``order`` sorts them, if known). Each
+    new key's place is found by one sorted search; the old ones fill the other places."""
     if order is None:
         order = np.argsort(new_keys, kind="stable")
-    at = np.searchsorted(keys, new_keys[order], side="right")
-    return np.insert(keys, at, new_keys[order]), np.insert(index, at, new_index[order])
+    added = new_keys[order]
+    at = np.searchsorted(keys, added, side="right")
+    at += np.arange(added.size, dtype=at.dtype)
+    old = np.ones(keys.size + added.size, bool)
+    old[at] = False
+    merged_keys = np.empty(old.size, keys.dtype)
+    merged_keys[at] = added
+    merged_keys[old] = keys
+    merged_index = np.empty(old.size, index.dtype)
+    merged_index[at] = new_index[order]
+    merged_index[old] = index
+    return merged_keys, merged_index
+
+
+def _stable_order(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.argsort(hashes, kind="stable")`` of 64-bit hashes and the sorted hashes: one sort
+    of the hashes' leading bits with each index in the low bits (a sort moves half the bytes
+    of an argsort), checked; hashes whose leading bits tie out of order take the argsort."""
+    n = hashes.size
+    bits = max(n - 1, 1).bit_length()
+    if bits <= 40:
+        low = np.uint64((1 << bits) - 1)
+        keys = hashes & ~low
+        keys |= np.arange(n, dtype=np.uint64)
+        keys.sort()
+        keys &= low
+        order = keys.astype(np.intp)
+        del keys
+        ordered = hashes[order]
+        if n < 2 or bool((ordered[1:] >= ordered[:-1]).all()):
+            return order, ordered
+    order = np.argsort(hashes, kind="stable")
+    return order, hashes[order]
 
 
 class _SlowPathError(Exception):
@@ -398,25 +493,39 @@ class SetTable:
         the table is changed only at the end, so that path starts from the same table."""
         out = [np.zeros(p.shape[0], np.uint32) for p in parts]
         locate = self._locator()
+        keys = self._hash_keys
+        if 8 * sum(p.shape[0] for p in parts) > keys.size:  # many look-ups: index the hashes
+            buckets = _hash_buckets(keys)
+
+            def search(hashes: np.ndarray) -> np.ndarray:
+                return _bucket_search(keys, buckets, hashes)
+        else:
+
+            def search(hashes: np.ndarray) -> np.ndarray:
+                return _sorted_search(keys, hashes)
         fresh: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         try:
             for i, part in enumerate(parts):
-                for a in range(0, part.shape[0], _ROWS_AT_ONCE):
-                    rows = part[a : a + _ROWS_AT_ONCE]
-                    ids = out[i][a : a + rows.shape[0]]
-                    at = np.arange(a, a + rows.shape[0])
+                n = part.shape[0]
+                ends = _row_ends(part) if part.shape[1] > 2 else None
+                by_end = None if ends is None else np.argsort(ends, kind="stable")
+                for a in range(0, n, _ROWS_AT_ONCE):
+                    if by_end is None:
+                        at = np.arange(a, min(a + _ROWS_AT_ONCE, n))
+                        rows = part[a : a + _ROWS_AT_ONCE]
+                    else:  # rows of about as many categories together, only those columns
+                        at = by_end[a : a + _ROWS_AT_ONCE]
+                        rows = part[at, : max(int(ends[at[-1]]), 1)]
                     if tuple_order:  # a row of one category keeps it
-                        if rows.shape[1] == 1:
-                            ids[:] = rows[:, 0]
+                        single = rows[:, 1] == SENTINEL if rows.shape[1] > 1 else None
+                        if single is None or single.all():
+                            out[i][at] = rows[:, 0]
                             continue
-                        single = rows[:, 1] == SENTINEL
                         if single.any():
-                            ids[single] = rows[single, 0]
+                            out[i][at[single]] = rows[single, 0]
                             rows, at = rows[~single], at[~single]
-                    if not rows.shape[0]:
-                        continue
                     members, counts, hashes = self._batch_unions(rows, locate)
-                    found, known = self._known(members, counts, hashes)
+                    found, known = self._known(members, counts, hashes, search)
                     out[i][at[found]] = known
                     if not found.all():
                         if found.any():
@@ -437,18 +546,30 @@ class SetTable:
             return self._locator_sorted()
         known = dense >= 0
         pos = np.where(known, dense, 0)
-        lens = self._lens[pos] if self._lens.size else np.zeros(pos.size, np.int64)
-        if int(lens.max(initial=0)) >= 1 << 23:
+        lens = self._lens.take(pos)
+        shift = int(lens.max(initial=1)).bit_length()
+        if self._flat.size << shift < SENTINEL:  # (start, length) in one uint32
+            dtype = np.dtype(np.uint32)
+        elif self._flat.size << shift < 1 << 62:
+            dtype = np.dtype(np.int64)
+        else:
             return self._locator_sorted()
-        info = np.where(known, self._starts[pos] << 23 | lens if self._starts.size else 0, -1)
+        unknown = np.iinfo(dtype).max
+        info = self._starts.take(pos).astype(dtype)
+        info <<= dtype.type(shift)
+        info |= lens.astype(dtype)
+        info[~known] = unknown
+        mask = dtype.type((1 << shift) - 1)
 
         def by_category(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            if cats.size and int(cats.max()) >= info.size:
+            try:
+                got = info.take(cats)
+            except IndexError:
+                got = None
+            if got is None or (got.size and got.max() == unknown):
                 self._positions(cats)  # raises KeyError for the unknown category
-            got = info.take(cats)
-            if got.size and int(got.min()) < 0:
-                self._positions(cats)
-            return got >> 23, got & ((1 << 23) - 1)
+                raise KeyError("unknown category")
+            return got >> dtype.type(shift), got & mask
 
         return by_category
 
@@ -489,7 +610,7 @@ class SetTable:
             mat[valid] = self._flat.take(starts)
             width = rows.shape[1]
         else:
-            flat = self._flat.take(_ranges(starts, lens))
+            flat = self._flat.take(_spans(starts, lens, self._flat.size))
             mat = np.full((k, width), SENTINEL, np.uint32)
             shift = np.arange(k, dtype=np.int64) * width - (np.cumsum(per_row) - per_row)
             mat.reshape(-1)[np.arange(flat.size, dtype=np.int64) + np.repeat(shift, per_row)] = (
@@ -509,7 +630,11 @@ class SetTable:
         return members, counts, hashes
 
     def _known(
-        self, members: np.ndarray, counts: np.ndarray, hashes: np.ndarray
+        self,
+        members: np.ndarray,
+        counts: np.ndarray,
+        hashes: np.ndarray,
+        search: Callable[[np.ndarray], np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Which unions (as :meth:`_batch_unions` gives them) the table holds, and their
         ids. A set with the same hash is compared member by member: a different one is a
@@ -517,7 +642,7 @@ class SetTable:
         keys = self._hash_keys
         if not keys.size:
             return np.zeros(counts.size, bool), _EMPTY_U32
-        loc = _sorted_search(keys, hashes)
+        loc = search(hashes)
         np.minimum(loc, keys.size - 1, out=loc)
         found = keys.take(loc) == hashes
         if not found.any():
@@ -526,7 +651,7 @@ class SetTable:
         n = counts[found]
         if not np.array_equal(self._lens.take(sets), n):
             raise _SlowPathError
-        theirs = self._flat.take(_ranges(self._starts.take(sets), n))
+        theirs = self._flat.take(_spans(self._starts.take(sets), n, self._flat.size))
         mine = members if n.size == counts.size else members[np.repeat(found, counts)]
         if not np.array_equal(theirs, mine):
             raise _SlowPathError
@@ -557,8 +682,7 @@ class SetTable:
             del rows
         else:
             rank = np.concatenate([f[1] for f in fresh])
-        order = np.argsort(hashes, kind="stable")
-        ordered = hashes[order]
+        order, ordered = _stable_order(hashes)
         new = np.ones(order.size, bool)
         np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
         heads = np.flatnonzero(new)
@@ -569,12 +693,18 @@ class SetTable:
             other = ~new
             a, b = order[other], first[group[other]]
             if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
-                members[_ranges(offsets[a], counts[a])], members[_ranges(offsets[b], counts[a])]
+                members[_spans(offsets[a], counts[a], members.size)],
+                members[_spans(offsets[b], counts[a], members.size)],
             ):
                 raise _SlowPathError
         if self._next + heads.size > SENTINEL:
             raise _SlowPathError  # ids wrap: the lowest free ones, slowly
-        by_first = np.argsort(np.minimum.reduceat(rank[order], heads), kind="stable")
+        # groups in the order of their first rows (distinct ranks: a scatter, not a sort)
+        group_rank = np.minimum.reduceat(rank[order], heads)
+        slot = np.full(int(group_rank.max()) + 1, -1, np.int64)
+        slot[group_rank] = np.arange(heads.size)
+        by_first = slot[slot >= 0]
+        del slot
         number = np.empty(heads.size, np.int64)
         number[by_first] = np.arange(heads.size)  # each group's id - self._next
         ids = np.empty(order.size, np.uint32)
@@ -586,7 +716,7 @@ class SetTable:
         creators = first[by_first]
         self._append_sets(
             self._next + np.arange(heads.size, dtype=np.int64),
-            members[_ranges(offsets[creators], counts[creators])],
+            members[_spans(offsets[creators], counts[creators], members.size)],
             counts[creators],
             hashes[creators],
             number,
