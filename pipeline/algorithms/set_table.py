@@ -234,11 +234,15 @@ def _bucket_search(
     at = bounds.take(top).astype(np.int64)
     end = bounds.take(top + 1)
     active = np.flatnonzero(at < end)
-    while active.size:
+    for _ in range(16):
+        if not active.size:
+            return at
         smaller = keys.take(at[active]) < queries[active]
         active = active[smaller]
         at[active] += 1
         active = active[at[active] < end[active]]
+    if active.size:  # long runs (hashes that are not well spread): a binary search
+        at[active] = np.searchsorted(keys, queries[active])
     return at
 
 
@@ -275,6 +279,11 @@ def _merge(
     if order is None:
         order = np.argsort(new_keys, kind="stable")
     added = new_keys[order]
+    if not keys.size or not added.size or added[0] >= keys[-1]:  # all after the old ones
+        return (
+            np.concatenate([keys, added.astype(keys.dtype, copy=False)]),
+            np.concatenate([index, new_index[order].astype(index.dtype, copy=False)]),
+        )
     at = np.searchsorted(keys, added, side="right")
     at += np.arange(added.size, dtype=at.dtype)
     old = np.ones(keys.size + added.size, bool)
@@ -492,9 +501,14 @@ class SetTable:
         past 2**32 - 2 (:class:`_SlowPathError`) take the exact one-union-at-a-time path instead:
         the table is changed only at the end, so that path starts from the same table."""
         out = [np.zeros(p.shape[0], np.uint32) for p in parts]
-        locate = self._locator()
         keys = self._hash_keys
-        if 8 * sum(p.shape[0] for p in parts) > keys.size:  # many look-ups: index the hashes
+        many = 8 * sum(p.shape[0] for p in parts) > keys.size
+        # many look-ups: index the categories and the hashes, members as uint16 if they fit
+        locate = self._locator() if many else self._locator_sorted()
+        flat = self._flat
+        if many and self._segments.size < np.iinfo(np.uint16).max:
+            flat = flat.astype(np.uint16)
+        if many:
             buckets = _hash_buckets(keys)
 
             def search(hashes: np.ndarray) -> np.ndarray:
@@ -524,8 +538,8 @@ class SetTable:
                         if single.any():
                             out[i][at[single]] = rows[single, 0]
                             rows, at = rows[~single], at[~single]
-                    members, counts, hashes = self._batch_unions(rows, locate)
-                    found, known = self._known(members, counts, hashes, search)
+                    members, counts, hashes = self._batch_unions(rows, locate, flat)
+                    found, known = self._known(members, counts, hashes, search, flat)
                     out[i][at[found]] = known
                     if not found.all():
                         if found.any():
@@ -583,14 +597,18 @@ class SetTable:
         return by_position
 
     def _batch_unions(
-        self, rows: np.ndarray, locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+        self,
+        rows: np.ndarray,
+        locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        flat: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The union of each row's sets: its members (ranks, ascending) row after row, the
         number of members of each row and the set hashes (the sum of a hash of each member's
         segment id, and a hash of the length). The members
         are scattered into a sentinel-padded matrix of the batch, sorted row-wise, and the
         first of every run of equal ranks kept; a batch whose matrix would be larger than
-        ``_CELLS_AT_ONCE`` cells is cut in two."""
+        ``_CELLS_AT_ONCE`` cells is cut in two. ``flat``: ``_flat``, or a narrower copy
+        (the members come in its type; its largest value pads the matrix)."""
         k = rows.shape[0]
         valid = rows != SENTINEL
         cats = rows[valid]
@@ -599,27 +617,25 @@ class SetTable:
         width = int(per_row.max()) if k else 0
         if k > 1 and k * width > _CELLS_AT_ONCE:
             halves = (
-                self._batch_unions(rows[: k // 2], locate),
-                self._batch_unions(rows[k // 2 :], locate),
+                self._batch_unions(rows[: k // 2], locate, flat),
+                self._batch_unions(rows[k // 2 :], locate, flat),
             )
             return tuple(np.concatenate(x) for x in zip(*halves, strict=True))  # type: ignore[return-value]
         if not width:
-            return _EMPTY_U32, per_row, _length_hash(per_row)
+            return flat[:0], per_row, _length_hash(per_row)
+        pad = np.iinfo(flat.dtype).max
         if int(lens.max()) == 1:  # sets of one member (labels): straight into their row
-            mat = np.full(rows.shape, SENTINEL, np.uint32)
-            mat[valid] = self._flat.take(starts)
+            mat = np.full(rows.shape, pad, flat.dtype)
+            mat[valid] = flat.take(starts)
             width = rows.shape[1]
-        else:
-            flat = self._flat.take(_spans(starts, lens, self._flat.size))
-            mat = np.full((k, width), SENTINEL, np.uint32)
-            shift = np.arange(k, dtype=np.int64) * width - (np.cumsum(per_row) - per_row)
-            mat.reshape(-1)[np.arange(flat.size, dtype=np.int64) + np.repeat(shift, per_row)] = (
-                flat
-            )
+        else:  # row i's members at i * width + 0, 1, ...
+            mat = np.full((k, width), pad, flat.dtype)
+            at = _spans(np.arange(0, k * width, width), per_row, mat.size)
+            mat.reshape(-1)[at] = flat.take(_spans(starts, lens, flat.size))
         if width > 1:
             mat.sort(axis=1)
         cells = mat.reshape(-1)
-        keep = cells != SENTINEL
+        keep = cells != pad
         if width > 1:
             repeat = cells[1:] == cells[:-1]
             repeat[width - 1 :: width] = False  # the first cell of a row is never a repeat
@@ -635,6 +651,7 @@ class SetTable:
         counts: np.ndarray,
         hashes: np.ndarray,
         search: Callable[[np.ndarray], np.ndarray],
+        flat: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Which unions (as :meth:`_batch_unions` gives them) the table holds, and their
         ids. A set with the same hash is compared member by member: a different one is a
@@ -651,7 +668,7 @@ class SetTable:
         n = counts[found]
         if not np.array_equal(self._lens.take(sets), n):
             raise _SlowPathError
-        theirs = self._flat.take(_spans(self._starts.take(sets), n, self._flat.size))
+        theirs = flat.take(_spans(self._starts.take(sets), n, flat.size))
         mine = members if n.size == counts.size else members[np.repeat(found, counts)]
         if not np.array_equal(theirs, mine):
             raise _SlowPathError
