@@ -196,6 +196,17 @@ def _spans(starts: np.ndarray, lengths: np.ndarray, end: int) -> np.ndarray:
     return np.cumsum(out, out=out)
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Sentinel-padded rows one after the other, padded to the widest."""
+    shape = (sum(p.shape[0] for p in parts), max(p.shape[1] for p in parts))
+    rows = np.full(shape, SENTINEL, np.uint32)
+    done = 0
+    for p in parts:
+        rows[done : done + p.shape[0], : p.shape[1]] = p
+        done += p.shape[0]
+    return rows
+
+
 def _row_ends(rows: np.ndarray) -> np.ndarray | None:
     """The number of categories of each sentinel-padded row (uint8 for up to 255 columns),
     or None if some row has a category after a sentinel."""
@@ -500,6 +511,11 @@ class SetTable:
         then get their ids at once (:meth:`_add_fresh`). A hash collision or ids running
         past 2**32 - 2 (:class:`_SlowPathError`) take the exact one-union-at-a-time path instead:
         the table is changed only at the end, so that path starts from the same table."""
+        total = sum(p.shape[0] for p in parts)
+        if len(parts) > 1 and total <= _ROWS_AT_ONCE:  # few rows: one batch
+            joined = _joined(parts)
+            ids = self._ids([joined], tuple_order)[0]
+            return np.split(ids, np.cumsum([p.shape[0] for p in parts])[:-1])
         out = [np.zeros(p.shape[0], np.uint32) for p in parts]
         keys = self._hash_keys
         many = 8 * sum(p.shape[0] for p in parts) > keys.size
@@ -521,7 +537,7 @@ class SetTable:
         try:
             for i, part in enumerate(parts):
                 n = part.shape[0]
-                ends = _row_ends(part) if part.shape[1] > 2 else None
+                ends = _row_ends(part) if part.shape[1] > 2 and n > _ROWS_AT_ONCE else None
                 by_end = None if ends is None else np.argsort(ends, kind="stable")
                 for a in range(0, n, _ROWS_AT_ONCE):
                     if by_end is None:
@@ -625,8 +641,14 @@ class SetTable:
             return flat[:0], per_row, _length_hash(per_row)
         pad = np.iinfo(flat.dtype).max
         if int(lens.max()) == 1:  # sets of one member (labels): straight into their row
+            single = flat.take(starts)
+            ascending = single[1:] > single[:-1]
+            last = np.cumsum(per_row)[:-1] - 1  # each row's last member (any order across)
+            ascending[last[(last >= 0) & (last < ascending.size)]] = True
+            if ascending.all():  # each row's members in order already (level 1)
+                return self._hashed(single, per_row)
             mat = np.full(rows.shape, pad, flat.dtype)
-            mat[valid] = flat.take(starts)
+            mat[valid] = single
             width = rows.shape[1]
         else:  # row i's members at i * width + 0, 1, ...
             mat = np.full((k, width), pad, flat.dtype)
@@ -640,8 +662,12 @@ class SetTable:
             repeat = cells[1:] == cells[:-1]
             repeat[width - 1 :: width] = False  # the first cell of a row is never a repeat
             keep[1:] &= ~repeat
-        members = cells[keep]
-        counts = np.count_nonzero(keep.reshape(k, width), axis=1)
+        return self._hashed(cells[keep], np.count_nonzero(keep.reshape(k, width), axis=1))
+
+    def _hashed(
+        self, members: np.ndarray, counts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sets (members one after the other, counts) with their hashes."""
         hashes = _row_sums(self._segment_hash.take(members), counts) + _length_hash(counts)
         return members, counts, hashes
 
@@ -743,14 +769,11 @@ class SetTable:
         """:meth:`_ids` by the scalar definition (:meth:`_union_ids_exact`)."""
         if not tuple_order:
             return [self._union_ids_exact(parts[0])]
-        width = max(p.shape[1] for p in parts)
-        rows = np.full((sum(p.shape[0] for p in parts), width), SENTINEL, np.uint32)
-        done = 0
-        for p in parts:
-            rows[done : done + p.shape[0], : p.shape[1]] = p
-            done += p.shape[0]
+        rows = _joined(parts)
         ids = rows[:, 0].copy()
-        several = rows[:, 1] != SENTINEL if width > 1 else np.zeros(rows.shape[0], bool)
+        several = (
+            rows[:, 1] != SENTINEL if rows.shape[1] > 1 else np.zeros(rows.shape[0], bool)
+        )
         if several.any():
             first, inverse = lexsort_unique_rows(rows[several], sentinel_first=True)
             ids[several] = self._union_ids_exact(rows[several][first])[inverse]
