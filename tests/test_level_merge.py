@@ -85,8 +85,8 @@ def _check(labels, shared, levels) -> None:
         ]
         expected = ref.level(rows)
         got = table.level_ids([_padded(part, extra) for part in rows])
-        assert [g.tolist() for g in got] == expected
-        assert all(g.dtype == np.uint32 for g in got)
+        assert got.tolist() == [i for part in expected for i in part]
+        assert got.dtype == np.uint32
     assert dict(table.sets) == ref.sets
 
 
@@ -139,7 +139,7 @@ def test_level_ids_with_many_rows_index_categories_and_hashes():
             parts.append(sorted(part))
         expected = ref.level(parts)
         got = table.level_ids([_padded(p, 1) for p in parts])
-        assert [g.tolist() for g in got] == expected
+        assert got.tolist() == [i for part in expected for i in part]
     assert dict(table.sets) == ref.sets
 
 

@@ -66,16 +66,23 @@ def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
+def _packed_columns(
+    rows: np.ndarray, sentinel_first: bool, top: int | None = None, width: int | None = None
+) -> list[np.ndarray]:
     """Sort keys of the rows of a non-negative integer array, most significant first: the
     columns packed into uint64 words (the same lexicographic order). With ``sentinel_first``,
-    uint32 rows count the sentinel below every other value (it wraps to 0 when 1 is added).
+    uint32 rows count the sentinel below every other value (it wraps to 0 when 1 is added),
+    and ``top`` (at least the largest value, plus one) and ``width`` (columns, the missing
+    ones sentinels) give keys that compare with other rows packed alike.
 
     Columns of up to 8 or 16 bits are written big-endian side by side and read back as
     words (one conversion of the whole array); wider ones are shifted into the words of a
     few MB of rows at a time, one shift per column of a word for all the words at once."""
-    n, width = rows.shape
-    if not rows.size:
+    n, given = rows.shape
+    width = max(given, width or 0)
+    if top is not None:
+        pass
+    elif not rows.size:
         top = 0
     elif sentinel_first:
         top = int(rows.max())
@@ -90,9 +97,9 @@ def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
             per_word = 8 // size
             count = -(-width // per_word)
             packed = np.zeros((n, count * per_word), np.dtype(f">u{size}"))
-            packed[:, :width] = rows
+            packed[:, :given] = rows
             if sentinel_first:
-                packed[:, :width] += np.uint8(1)  # the sentinel wraps to 0 in the narrow type
+                packed[:, :given] += np.uint8(1)  # the sentinel wraps to 0 in the narrow type
             return list(packed.view(">u8").T.astype(np.uint64, order="C"))
     per_word = max(64 // bits, 1)
     count = -(-width // per_word)
@@ -101,9 +108,9 @@ def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
     for a in range(0, n, step):
         b = min(a + step, n)
         part = np.zeros((b - a, count * per_word), np.uint64)
-        part[:, :width] = rows[a:b]
+        part[:, :given] = rows[a:b]
         if sentinel_first:
-            part[:, :width] += np.uint64(1)
+            part[:, :given] += np.uint64(1)
             part[part == 1 << 32] = 0
         part = part.reshape(b - a, count, per_word)
         word = part[:, :, 0].copy()
@@ -121,16 +128,21 @@ def lexsort_unique_rows(
     """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
     lexicographic order (with ``sentinel_first``: a uint32 sentinel sorts below 0, so a row
     padded with sentinels comes before the longer rows it starts, as Python tuples do)."""
-    words = _packed_columns(rows, sentinel_first)
+    return _unique_words(_packed_columns(rows, sentinel_first))
+
+
+def _unique_words(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lexsort_unique_rows` of rows given as their packed sort keys."""
     if len(words) == 1:
         return unique_1d(words[0])
+    n = words[0].size
     # by the leading word (a stable sort: runs of rows already in order merge cheaply), then
     # only the rows sharing a leading word by the others, least significant first
     order = np.argsort(words[0], kind="stable")
     lead = words[0][order]
     same = lead[1:] == lead[:-1]
     if same.any():
-        tied = np.zeros(rows.shape[0], bool)
+        tied = np.zeros(n, bool)
         tied[1:] = same
         tied[:-1] |= same
         at = np.flatnonzero(tied)
@@ -140,12 +152,12 @@ def lexsort_unique_rows(
             perm = perm[np.argsort(word[sub[perm]], kind="stable")]
         perm = perm[np.argsort(lead[at][perm], kind="stable")]
         order[at] = sub[perm]
-    new = np.zeros(rows.shape[0], bool)
+    new = np.zeros(n, bool)
     new[:1] = True
     for word in words:
         ordered = word[order]
         new[1:] |= ordered[1:] != ordered[:-1]
-    inverse = np.empty(rows.shape[0], np.int64)
+    inverse = np.empty(n, np.int64)
     inverse[order] = np.cumsum(new) - 1
     return order[new], inverse
 
@@ -329,6 +341,39 @@ def _stable_order(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, hashes[order]
 
 
+class _NewSets:
+    """The rows whose unions the table does not hold, batch after batch: their indices,
+    unions (members one after the other, counts, hashes) and sort keys, in buffers of the
+    level's size (written once, never concatenated; pages not written cost nothing)."""
+
+    def __init__(self, total: int, words: int, tuple_order: bool) -> None:
+        self.size = 0
+        self._total, self._words = total, words if tuple_order else 0
+        self.members: list[np.ndarray] = []
+
+    def add(
+        self,
+        rows: np.ndarray,
+        members: np.ndarray,
+        counts: np.ndarray,
+        hashes: np.ndarray,
+        words: list[np.ndarray],
+    ) -> None:
+        if not self.size:
+            self.rows = np.empty(self._total, np.int64)
+            self.counts = np.empty(self._total, np.int64)
+            self.hashes = np.empty(self._total, np.uint64)
+            self.words = [np.empty(self._total, np.uint64) for _ in range(self._words)]
+        a, b = self.size, self.size + rows.size
+        self.rows[a:b] = rows
+        self.counts[a:b] = counts
+        self.hashes[a:b] = hashes
+        for buffer, word in zip(self.words, words, strict=True):
+            buffer[a:b] = word
+        self.members.append(members)
+        self.size = b
+
+
 class _SlowPathError(Exception):
     """A hash collision, or ids running out: the exact path must decide."""
 
@@ -491,34 +536,35 @@ class SetTable:
         order (exactly as calling :meth:`union_id` row after row)."""
         if rows.shape[0] == 0:
             return _EMPTY_U32
-        return self._ids([rows], tuple_order=False)[0]
+        return self._ids([rows], tuple_order=False)
 
-    def level_ids(self, parts: list[np.ndarray]) -> list[np.ndarray]:
-        """The category of every row of ``parts`` (sentinel-padded rows of categories) at
-        the next level: a row of one category keeps it, the other rows get the id of the
-        union of their categories' sets, new sets numbered in the order of the first row
-        (as a tuple, over all parts) that forms them. That is :meth:`union_ids` of the
-        distinct rows of several categories in tuple order, without sorting the rows of
-        known sets (at coarse levels most unions are sets the table holds)."""
+    def level_ids(self, parts: list[np.ndarray]) -> np.ndarray:
+        """The category at the next level of every row of ``parts`` (sentinel-padded rows of
+        categories; the ids of all parts one after the other): a row of one category keeps
+        it, the other rows get the id of the union of their categories' sets, new sets
+        numbered in the order of the first row (as a tuple, over all parts) that forms them.
+        That is :meth:`union_ids` of the distinct rows of several categories in tuple order,
+        without sorting the rows of known sets (at coarse levels most unions are sets the
+        table holds)."""
         return self._ids(parts, tuple_order=True)
 
-    def _ids(self, parts: list[np.ndarray], tuple_order: bool) -> list[np.ndarray]:
+    def _ids(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
         """:meth:`union_ids` (``tuple_order`` false, one part) or :meth:`level_ids`.
 
         Rows go in batches of ``_ROWS_AT_ONCE`` (fewer where their unions are wide): the
         unions are formed (:meth:`_batch_unions`) and looked up by hash, every hit checked
         member by member; the unions not found wait until every batch has been looked up,
-        then get their ids at once (:meth:`_add_fresh`). A hash collision or ids running
-        past 2**32 - 2 (:class:`_SlowPathError`) take the exact one-union-at-a-time path instead:
-        the table is changed only at the end, so that path starts from the same table."""
-        total = sum(p.shape[0] for p in parts)
+        then get their ids at once (:meth:`_add_new`). A hash collision or ids running
+        past 2**32 - 2 (:class:`_SlowPathError`) take the exact one-union-at-a-time path
+        instead: the table is changed only at the end, so that path starts from the same
+        table."""
+        sizes = [p.shape[0] for p in parts]
+        total = sum(sizes)
         if len(parts) > 1 and total <= _ROWS_AT_ONCE:  # few rows: one batch
-            joined = _joined(parts)
-            ids = self._ids([joined], tuple_order)[0]
-            return np.split(ids, np.cumsum([p.shape[0] for p in parts])[:-1])
-        out = [np.zeros(p.shape[0], np.uint32) for p in parts]
+            return self._ids([_joined(parts)], tuple_order)
+        out = np.zeros(total, np.uint32)
         keys = self._hash_keys
-        many = 8 * sum(p.shape[0] for p in parts) > keys.size
+        many = 8 * total > keys.size
         # many look-ups: index the categories and the hashes, members as uint16 if they fit
         locate = self._locator() if many else self._locator_sorted()
         flat = self._flat
@@ -533,9 +579,13 @@ class SetTable:
 
             def search(hashes: np.ndarray) -> np.ndarray:
                 return _sorted_search(keys, hashes)
-        fresh: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        # new sets are numbered in the tuple order of their rows: the sort keys of the rows
+        # of new sets are packed as they are found, alike for every part
+        top = int(self._cats.max()) + 1 if self._cats.size else 1
+        width = max(p.shape[1] for p in parts)
+        new = _NewSets(total, len(_packed_columns(parts[0][:0], True, top, width)), tuple_order)
         try:
-            for i, part in enumerate(parts):
+            for part, offset in zip(parts, np.cumsum([0, *sizes]).tolist(), strict=False):
                 n = part.shape[0]
                 ends = _row_ends(part) if part.shape[1] > 2 and n > _ROWS_AT_ONCE else None
                 by_end = None if ends is None else np.argsort(ends, kind="stable")
@@ -546,24 +596,27 @@ class SetTable:
                     else:  # rows of about as many categories together, only those columns
                         at = by_end[a : a + _ROWS_AT_ONCE]
                         rows = part[at, : max(int(ends[at[-1]]), 1)]
+                    at = at + offset
                     if tuple_order:  # a row of one category keeps it
                         single = rows[:, 1] == SENTINEL if rows.shape[1] > 1 else None
                         if single is None or single.all():
-                            out[i][at] = rows[:, 0]
+                            out[at] = rows[:, 0]
                             continue
                         if single.any():
-                            out[i][at[single]] = rows[single, 0]
+                            out[at[single]] = rows[single, 0]
                             rows, at = rows[~single], at[~single]
                     members, counts, hashes = self._batch_unions(rows, locate, flat)
                     found, known = self._known(members, counts, hashes, search, flat)
-                    out[i][at[found]] = known
+                    out[at[found]] = known
                     if not found.all():
                         if found.any():
                             members = members[np.repeat(~found, counts)]
                             counts, hashes, at = counts[~found], hashes[~found], at[~found]
-                        fresh.append((i, at, members, counts, hashes))
-            if fresh:
-                self._add_fresh(parts, out, fresh, tuple_order)
+                            rows = rows[~found]
+                        words = _packed_columns(rows, True, top, width) if tuple_order else []
+                        new.add(at, members, counts, hashes, words)
+            if new.size:
+                self._add_new(out, new)
         except _SlowPathError:
             return self._ids_exact(parts, tuple_order)
         return out
@@ -700,31 +753,20 @@ class SetTable:
             raise _SlowPathError
         return found, self._cats.take(sets)
 
-    def _add_fresh(
-        self,
-        parts: list[np.ndarray],
-        out: list[np.ndarray],
-        fresh: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-        tuple_order: bool,
-    ) -> None:
-        """Ids of the unions no set of the table equals (``(part, rows, members, counts,
-        hashes)`` per batch): rows holding the same set (equal hashes, checked member by
-        member) share an id; the sets get the next ids in the order of their first row
-        (in tuple order over all parts, or in row order) and are added to the table."""
-        members = np.concatenate([f[2] for f in fresh])
-        counts = np.concatenate([f[3] for f in fresh])
-        hashes = np.concatenate([f[4] for f in fresh])
-        if tuple_order:  # the rank of every row as a tuple of categories
-            width = max(parts[f[0]].shape[1] for f in fresh)
-            rows = np.full((counts.size, width), SENTINEL, np.uint32)
-            done = 0
-            for i, at, *_ in fresh:
-                rows[done : done + at.size, : parts[i].shape[1]] = parts[i][at]
-                done += at.size
-            rank = lexsort_unique_rows(rows, sentinel_first=True)[1]
-            del rows
-        else:
-            rank = np.concatenate([f[1] for f in fresh])
+    def _add_new(self, out: np.ndarray, pending: _NewSets) -> None:
+        """Ids of the unions no set of the table equals: rows holding the same set (equal
+        hashes, checked member by member) share an id; the sets get the next ids in the
+        order of their first row (by the rows' sort keys: tuple order over all parts, or
+        row order) and are added to the table."""
+        m = pending.size
+        members = np.concatenate(pending.members)
+        counts, hashes = pending.counts[:m], pending.hashes[:m]
+        # the rank of each row (equal rows, equal ranks)
+        rank = (
+            _unique_words([w[:m] for w in pending.words])[1]
+            if pending.words
+            else pending.rows[:m]
+        )
         order, ordered = _stable_order(hashes)
         new = np.ones(order.size, bool)
         np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
@@ -752,10 +794,7 @@ class SetTable:
         number[by_first] = np.arange(heads.size)  # each group's id - self._next
         ids = np.empty(order.size, np.uint32)
         ids[order] = self._next + number[group]
-        done = 0
-        for i, at, _, c, _ in fresh:
-            out[i][at] = ids[done : done + c.size]
-            done += c.size
+        out[pending.rows[:m]] = ids
         creators = first[by_first]
         self._append_sets(
             self._next + np.arange(heads.size, dtype=np.int64),
@@ -765,10 +804,10 @@ class SetTable:
             number,
         )
 
-    def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> list[np.ndarray]:
+    def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
         """:meth:`_ids` by the scalar definition (:meth:`_union_ids_exact`)."""
         if not tuple_order:
-            return [self._union_ids_exact(parts[0])]
+            return self._union_ids_exact(parts[0])
         rows = _joined(parts)
         ids = rows[:, 0].copy()
         several = (
@@ -777,7 +816,7 @@ class SetTable:
         if several.any():
             first, inverse = lexsort_unique_rows(rows[several], sentinel_first=True)
             ids[several] = self._union_ids_exact(rows[several][first])[inverse]
-        return np.split(ids, np.cumsum([p.shape[0] for p in parts])[:-1])
+        return ids
 
     def _union_ids_exact(self, rows: np.ndarray) -> np.ndarray:
         """The scalar definition, row after row (hash collisions, ids near the top)."""

@@ -203,7 +203,7 @@ def _lut(
         return starts, np.zeros(0, np.uint32)
     # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
     # row before the longer rows it starts)
-    return starts, np.concatenate(table.level_ids(parts))
+    return starts, table.level_ids(parts)
 
 
 def write_lattice(
