@@ -151,14 +151,18 @@ def _unique_words(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         for word in words[:0:-1]:
             perm = perm[np.argsort(word[sub[perm]], kind="stable")]
         perm = perm[np.argsort(lead[at][perm], kind="stable")]
-        order[at] = sub[perm]
-    new = np.zeros(n, bool)
-    new[:1] = True
-    for word in words:
-        ordered = word[order]
-        new[1:] |= ordered[1:] != ordered[:-1]
+        order[at] = sub[perm]  # (the leading words stay in order: lead is still theirs)
+    new = np.ones(n, bool)
+    np.logical_not(same, out=new[1:])
+    pairs = np.flatnonzero(same)  # only rows sharing a leading word may be repeats
+    if pairs.size:
+        before, after = order[pairs], order[pairs + 1]
+        for word in words[1:]:
+            new[pairs + 1] |= word[after] != word[before]
+    group = np.cumsum(new)
+    group -= 1
     inverse = np.empty(n, np.int64)
-    inverse[order] = np.cumsum(new) - 1
+    inverse[order] = group
     return order[new], inverse
 
 
@@ -775,10 +779,13 @@ class SetTable:
         order, ordered = _stable_order(hashes)
         new = np.ones(order.size, bool)
         np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        del ordered
         heads = np.flatnonzero(new)
-        group = np.cumsum(new) - 1  # the group of the row order[j]
+        group = np.cumsum(new)  # the group of the row order[j]
+        group -= 1
         first = order[heads]  # a row of each group, groups in hash order
-        offsets = np.cumsum(counts) - counts
+        offsets = np.cumsum(counts)
+        offsets -= counts
         if heads.size < order.size:  # every row of a group holds its first row's set
             other = ~new
             a, b = order[other], first[group[other]]
@@ -791,15 +798,17 @@ class SetTable:
             raise _SlowPathError  # ids wrap: the lowest free ones, slowly
         # groups in the order of their first rows (distinct ranks: a scatter, not a sort)
         group_rank = np.minimum.reduceat(rank[order], heads)
+        del rank
         slot = np.full(int(group_rank.max()) + 1, -1, np.int64)
         slot[group_rank] = np.arange(heads.size)
         by_first = slot[slot >= 0]
         del slot
         number = np.empty(heads.size, np.int64)
         number[by_first] = np.arange(heads.size)  # each group's id - self._next
-        ids = np.empty(order.size, np.uint32)
-        ids[order] = self._next + number[group]
-        out[pending.rows[:m]] = ids
+        ids = number[group]
+        ids += self._next
+        out[pending.rows[:m][order]] = ids
+        del ids, group, order
         creators = first[by_first]
         self._append_sets(
             self._next + np.arange(heads.size, dtype=np.int64),
