@@ -156,8 +156,9 @@ def test_spans_are_the_ranges(pairs):
     starts = np.array([s for s, _ in pairs], np.int64)
     lengths = np.array([n for _, n in pairs], np.int64)
     expected = [s + j for s, n in pairs for j in range(n)]
-    assert _spans(starts, lengths, 2000).tolist() == expected
-    assert _spans(starts, lengths, 2**40).tolist() == expected
+    got = _spans(starts, lengths)
+    assert got.dtype == np.intp and got.tolist() == expected
+    assert _spans(starts.astype(np.uint32), lengths.astype(np.uint32)).tolist() == expected
     assert _ranges(starts, lengths).tolist() == expected
 
 

@@ -195,21 +195,17 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
 
 
-def _spans(starts: np.ndarray, lengths: np.ndarray, end: int) -> np.ndarray:
-    """:func:`_ranges` of ranges that end at most at ``end``: int32 where
-    that fits (half the memory, and fresh memory is slow to touch), as the running sum of
-    ones with a jump at the start of each range."""
-    total = int(lengths.sum())
-    if total == 0:
-        return _EMPTY_I64
-    if not lengths.all():  # empty ranges would share their start with the next one
-        starts, lengths = starts[lengths > 0], lengths[lengths > 0]
-    dtype = np.int32 if end < 1 << 31 else np.int64
-    out = np.ones(total, dtype)
-    jump = starts.astype(dtype)
-    jump[1:] -= (starts[:-1] + lengths[:-1] - 1).astype(dtype)
-    out[np.cumsum(lengths) - lengths] = jump
-    return np.cumsum(out, out=out)
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """:func:`_ranges` in numpy's index type (indices of another type are converted to it
+    whenever they index, at a cost of a copy)."""
+    lengths = lengths.astype(np.intp, copy=False)
+    heads = np.cumsum(lengths)
+    heads -= lengths
+    base = starts.astype(np.intp)
+    base -= heads
+    out = np.repeat(base, lengths)
+    out += np.arange(out.size)
+    return out
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
@@ -682,40 +678,55 @@ class SetTable:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The union of each row's sets: its members (ranks, ascending) row after row, the
         number of members of each row and the set hashes (the sum of a hash of each member's
-        segment id, and a hash of the length). The members
-        are scattered into a sentinel-padded matrix of the batch, sorted row-wise, and the
-        first of every run of equal ranks kept; a batch whose matrix would be larger than
-        ``_CELLS_AT_ONCE`` cells is cut in two. ``flat``: ``_flat``, or a narrower copy
-        (the members come in its type; its largest value pads the matrix)."""
+        segment id, and a hash of the length). ``flat``: ``_flat``, or a narrower copy (the
+        members come in its type).
+
+        Rows whose members are distinct and in order already (sets of one member: labels)
+        are their unions; others go through :meth:`_matrix_unions`, in pieces of at most
+        ``_CELLS_AT_ONCE`` cells."""
         k = rows.shape[0]
         valid = rows != SENTINEL
-        cats = rows[valid]
-        starts, lens = locate(cats)
-        per_row = _row_sums(lens, np.count_nonzero(valid, axis=1))
+        ncat = np.count_nonzero(valid, axis=1)
+        starts, lens = locate(rows[valid])
+        per_row = _row_sums(lens, ncat)
         width = int(per_row.max()) if k else 0
-        if k > 1 and k * width > _CELLS_AT_ONCE:
-            halves = (
-                self._batch_unions(rows[: k // 2], locate, flat),
-                self._batch_unions(rows[k // 2 :], locate, flat),
-            )
-            return tuple(np.concatenate(x) for x in zip(*halves, strict=True))  # type: ignore[return-value]
         if not width:
             return flat[:0], per_row, _length_hash(per_row)
-        pad = np.iinfo(flat.dtype).max
-        if int(lens.max()) == 1:  # sets of one member (labels): straight into their row
+        if int(lens.max()) == 1:  # sets of one member (labels)
             single = flat.take(starts)
             ascending = single[1:] > single[:-1]
             last = np.cumsum(per_row)[:-1] - 1  # each row's last member (any order across)
             ascending[last[(last >= 0) & (last < ascending.size)]] = True
             if ascending.all():  # each row's members in order already (level 1)
                 return self._hashed(single, per_row)
-            mat = np.full(rows.shape, pad, flat.dtype)
-            mat[valid] = single
-            width = rows.shape[1]
-        else:  # row i's members at i * width + 0, 1, ...
-            mat = np.full((k, width), pad, flat.dtype)
-            at = _spans(np.arange(0, k * width, width), per_row, mat.size)
-            mat.reshape(-1)[at] = flat.take(_spans(starts, lens, flat.size))
+        step = max(1, _CELLS_AT_ONCE // width)
+        if step >= k:
+            return self._matrix_unions(flat, starts, lens, per_row)
+        first_cat = np.zeros(k + 1, np.intp)
+        np.cumsum(ncat, out=first_cat[1:])
+        pieces = []
+        for a in range(0, k, step):
+            b = min(a + step, k)
+            c, d = first_cat[a], first_cat[b]
+            pieces.append(self._matrix_unions(flat, starts[c:d], lens[c:d], per_row[a:b]))
+        members, counts, hashes = zip(*pieces, strict=True)
+        return np.concatenate(members), np.concatenate(counts), np.concatenate(hashes)
+
+    def _matrix_unions(
+        self, flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, per_row: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_batch_unions` of rows given as their sets' (start, length) in ``flat``,
+        set after set, and the number of members of each row: the members of row i are
+        scattered to i * width + 0, 1, ... of a matrix padded with ``flat``'s largest value,
+        sorted row-wise, and the first of every run of equal ranks kept."""
+        k = per_row.size
+        width = int(per_row.max())
+        if not width:  # (rows of no category)
+            return self._hashed(flat[:0], per_row)
+        pad = np.iinfo(flat.dtype).max
+        mat = np.full((k, width), pad, flat.dtype)
+        at = _spans(np.arange(0, k * width, width), per_row)
+        mat.reshape(-1)[at] = flat.take(_spans(starts, lens))
         if width > 1:
             mat.sort(axis=1)
         cells = mat.reshape(-1)
@@ -756,7 +767,7 @@ class SetTable:
         n = counts[found]
         if not np.array_equal(self._lens.take(sets), n):
             raise _SlowPathError
-        theirs = flat.take(_spans(self._starts.take(sets), n, flat.size))
+        theirs = flat.take(_spans(self._starts.take(sets), n))
         mine = members if n.size == counts.size else members[np.repeat(found, counts)]
         if not np.array_equal(theirs, mine):
             raise _SlowPathError
@@ -790,8 +801,8 @@ class SetTable:
             other = ~new
             a, b = order[other], first[group[other]]
             if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
-                members[_spans(offsets[a], counts[a], members.size)],
-                members[_spans(offsets[b], counts[a], members.size)],
+                members[_spans(offsets[a], counts[a])],
+                members[_spans(offsets[b], counts[a])],
             ):
                 raise _SlowPathError
         if self._next + heads.size > SENTINEL:
@@ -812,7 +823,7 @@ class SetTable:
         creators = first[by_first]
         self._append_sets(
             self._next + np.arange(heads.size, dtype=np.int64),
-            members[_spans(offsets[creators], counts[creators], members.size)],
+            members[_spans(offsets[creators], counts[creators])],
             counts[creators],
             hashes[creators],
             number,
