@@ -227,10 +227,10 @@ def _row_ends(rows: np.ndarray) -> np.ndarray | None:
     step = max(1, _CELLS_AT_ONCE // width)
     for a in range(0, n, step):
         valid = rows[a : a + step] != SENTINEL
-        count = np.count_nonzero(valid, axis=1)
-        gap = np.argmin(valid, axis=1)  # the first sentinel (0 if there is none)
-        if not np.all((count == gap) | (count == width)):
+        if np.any(valid[:, 1:] > valid[:, :-1]):  # a category after a sentinel
             return None
+        count = np.argmin(valid, axis=1)  # the first sentinel (0 if there is none)
+        count[valid[:, -1]] = width
         ends[a : a + step] = count
     return ends
 
@@ -610,7 +610,8 @@ class SetTable:
                         if single.any():
                             out[at[single]] = rows[single, 0]
                             rows, at = rows[~single], at[~single]
-                    members, counts, hashes = self._batch_unions(rows, locate, flat)
+                    ncat = None if ends is None else ends[at - offset].astype(np.intp)
+                    members, counts, hashes = self._batch_unions(rows, locate, flat, ncat)
                     found, known = self._known(members, counts, hashes, search, flat)
                     out[at[found]] = known
                     if not found.all():
@@ -675,18 +676,20 @@ class SetTable:
         rows: np.ndarray,
         locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
         flat: np.ndarray,
+        ncat: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The union of each row's sets: its members (ranks, ascending) row after row, the
         number of members of each row and the set hashes (the sum of a hash of each member's
         segment id, and a hash of the length). ``flat``: ``_flat``, or a narrower copy (the
-        members come in its type).
+        members come in its type); ``ncat``: the number of categories of each row, if known.
 
         Rows whose members are distinct and in order already (sets of one member: labels)
         are their unions; others go through :meth:`_matrix_unions`, in pieces of at most
         ``_CELLS_AT_ONCE`` cells."""
         k = rows.shape[0]
         valid = rows != SENTINEL
-        ncat = np.count_nonzero(valid, axis=1)
+        if ncat is None:
+            ncat = np.count_nonzero(valid, axis=1)
         starts, lens = locate(rows[valid])
         per_row = _row_sums(lens, ncat)
         width = int(per_row.max()) if k else 0
