@@ -128,11 +128,16 @@ def lexsort_unique_rows(
     """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
     lexicographic order (with ``sentinel_first``: a uint32 sentinel sorts below 0, so a row
     padded with sentinels comes before the longer rows it starts, as Python tuples do)."""
-    return _unique_words(_packed_columns(rows, sentinel_first))
+    first, inverse = _unique_words(_packed_columns(rows, sentinel_first))
+    assert first is not None
+    return first, inverse
 
 
-def _unique_words(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`lexsort_unique_rows` of rows given as their packed sort keys."""
+def _unique_words(
+    words: list[np.ndarray], firsts: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (without the
+    first row of each distinct one, None, unless ``firsts``)."""
     if len(words) == 1:
         return unique_1d(words[0])
     n = words[0].size
@@ -163,7 +168,7 @@ def _unique_words(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     group -= 1
     inverse = np.empty(n, np.int64)
     inverse[order] = group
-    return order[new], inverse
+    return (order[new] if firsts else None), inverse
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -360,8 +365,9 @@ class _NewSets:
         words: list[np.ndarray],
     ) -> None:
         if not self.size:
-            self.rows = np.empty(self._total, np.int64)
-            self.counts = np.empty(self._total, np.int64)
+            small = np.int32 if self._total < 1 << 31 else np.int64
+            self.rows = np.empty(self._total, small)
+            self.counts = np.empty(self._total, small)
             self.hashes = np.empty(self._total, np.uint64)
             self.words = [np.empty(self._total, np.uint64) for _ in range(self._words)]
         a, b = self.size, self.size + rows.size
@@ -786,7 +792,7 @@ class SetTable:
         counts, hashes = pending.counts[:m], pending.hashes[:m]
         # the rank of each row (equal rows, equal ranks)
         rank = (
-            _unique_words([w[:m] for w in pending.words])[1]
+            _unique_words([w[:m] for w in pending.words], firsts=False)[1]
             if pending.words
             else pending.rows[:m]
         )
