@@ -190,11 +190,19 @@ def test_stable_order_is_a_stable_argsort(values, repeat):
     np.testing.assert_array_equal(ordered, np.sort(hashes))
 
 
-def test_stable_order_of_hashes_sharing_their_leading_bits():
-    """Hashes that differ only in the bits the sort borrows for the index."""
-    hashes = np.array([5, 3, 4, 3, 0, 7, 1 << 40], np.uint64)
-    order, _ = _stable_order(hashes)
+@pytest.mark.parametrize("seed", range(4))
+def test_stable_order_of_many_hashes(seed):
+    """Enough hashes for the radix passes; repeated hashes, and hashes that share their
+    leading 32 bits (in and out of order below them)."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64, 20000, dtype=np.uint64)
+    hashes[1::50] = hashes[0]
+    lead = hashes[::37] & np.uint64(0xFFFFFFFF00000000)
+    hashes[::37] = lead[0] | rng.integers(0, 2**32, lead.size, dtype=np.uint64)
+    hashes[5::41] = hashes[5::41] & np.uint64(0xFFFF)  # leading 48 bits zero
+    order, ordered = _stable_order(hashes)
     np.testing.assert_array_equal(order, np.argsort(hashes, kind="stable"))
+    np.testing.assert_array_equal(ordered, np.sort(hashes))
 
 
 @settings(max_examples=60, deadline=None)
