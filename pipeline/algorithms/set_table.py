@@ -80,16 +80,14 @@ def _packed_columns(
     few MB of rows at a time, one shift per column of a word for all the words at once."""
     n, given = rows.shape
     width = max(given, width or 0)
-    if top is not None:
-        pass
-    elif not rows.size:
+    if top is None and not rows.size:
         top = 0
-    elif sentinel_first:
+    elif top is None and sentinel_first:
         top = int(rows.max())
         if top == SENTINEL:  # the sentinel wraps to 0: the largest other value counts
             top = int(np.max(rows, where=rows != SENTINEL, initial=0))
         top += 1
-    else:
+    elif top is None:
         top = int(rows.max())
     bits = max(top.bit_length(), 1)
     for size in (1, 2):
@@ -128,16 +126,14 @@ def lexsort_unique_rows(
     """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
     lexicographic order (with ``sentinel_first``: a uint32 sentinel sorts below 0, so a row
     padded with sentinels comes before the longer rows it starts, as Python tuples do)."""
-    first, inverse = _unique_words(_packed_columns(rows, sentinel_first))
-    assert first is not None
-    return first, inverse
+    return _unique_words(_packed_columns(rows, sentinel_first))
 
 
 def _unique_words(
     words: list[np.ndarray], firsts: bool = True
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (without the
-    first row of each distinct one, None, unless ``firsts``)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (the first row of
+    each distinct one left empty unless ``firsts``)."""
     if len(words) == 1:
         return unique_1d(words[0])
     n = words[0].size
@@ -168,7 +164,7 @@ def _unique_words(
     group -= 1
     inverse = np.empty(n, np.int64)
     inverse[order] = group
-    return (order[new] if firsts else None), inverse
+    return (order[new] if firsts else _EMPTY_I64), inverse
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -571,6 +567,8 @@ class SetTable:
         table."""
         sizes = [p.shape[0] for p in parts]
         total = sum(sizes)
+        if not total:
+            return _EMPTY_U32.copy()
         if len(parts) > 1 and total <= _ROWS_AT_ONCE:  # few rows: one batch
             return self._ids([_joined(parts)], tuple_order)
         out = np.zeros(total, np.uint32)
