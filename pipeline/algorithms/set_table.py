@@ -209,6 +209,24 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def _gathered(
+    source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``source[_spans(starts, lengths)]`` (into ``out`` if given), a few MB of indices at a
+    time (millions of sets: the indices of all their members at once would be the largest
+    array of the merge)."""
+    lengths = lengths.astype(np.intp, copy=False)
+    ends = np.cumsum(lengths)
+    if out is None:
+        out = np.empty(int(ends[-1]) if ends.size else 0, source.dtype)
+    step = max(1, _CELLS_AT_ONCE // max(int(lengths.mean()) if lengths.size else 1, 1))
+    for a in range(0, lengths.size, step):
+        b = min(a + step, lengths.size)
+        begin = int(ends[a - 1]) if a else 0
+        out[begin : int(ends[b - 1])] = source[_spans(starts[a:b], lengths[a:b])]
+    return out
+
+
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
     """Sentinel-padded rows one after the other, padded to the widest."""
     shape = (sum(p.shape[0] for p in parts), max(p.shape[1] for p in parts))
@@ -481,14 +499,20 @@ class SetTable:
         lens: np.ndarray,
         hashes: np.ndarray | None = None,
         hash_order: np.ndarray | None = None,
+        whole: bool = False,
     ) -> None:
         """:meth:`_append` of sets given as their members one after the other and their
-        lengths."""
+        lengths (``whole``: ``members`` is the new ``_flat``, the old one then the new
+        members)."""
         if not cats.size:
             return
         lens = lens.astype(np.int64, copy=False)
         start0 = self._flat.size
-        self._flat = np.concatenate([self._flat, members.astype(np.uint32, copy=False)])
+        if whole:
+            self._flat = members
+            members = members[start0:]
+        else:
+            self._flat = np.concatenate([self._flat, members.astype(np.uint32, copy=False)])
         self._starts = np.concatenate([self._starts, start0 + np.cumsum(lens) - lens])
         self._lens = np.concatenate([self._lens, lens])
         if hashes is None:
@@ -808,8 +832,8 @@ class SetTable:
             other = ~new
             a, b = order[other], first[group[other]]
             if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
-                members[_spans(offsets[a], counts[a])],
-                members[_spans(offsets[b], counts[a])],
+                _gathered(members, offsets[a], counts[a]),
+                _gathered(members, offsets[b], counts[a]),
             ):
                 raise _SlowPathError
         if self._next + heads.size > SENTINEL:
@@ -828,12 +852,17 @@ class SetTable:
         out[pending.rows[:m][order]] = ids
         del ids, group, order
         creators = first[by_first]
+        lens = counts[creators]
+        flat = np.empty(self._flat.size + int(lens.sum()), np.uint32)  # the table's new one
+        flat[: self._flat.size] = self._flat
+        _gathered(members, offsets[creators], lens, flat[self._flat.size :])
         self._append_sets(
             self._next + np.arange(heads.size, dtype=np.int64),
-            members[_spans(offsets[creators], counts[creators])],
-            counts[creators],
+            flat,
+            lens,
             hashes[creators],
             number,
+            whole=True,
         )
 
     def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
