@@ -318,13 +318,14 @@ def _merge(
     """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
     old ones and keep their order among themselves (``order`` sorts them, if known). Each
     new key's place is found by one sorted search; the old ones fill the other places."""
-    if order is None:
+    if order is None and not bool(np.all(new_keys[1:] >= new_keys[:-1])):
         order = np.argsort(new_keys, kind="stable")
-    added = new_keys[order]
+    added = new_keys if order is None else new_keys[order]
+    added_index = new_index if order is None else new_index[order]
     if not keys.size or not added.size or added[0] >= keys[-1]:  # all after the old ones
         return (
             np.concatenate([keys, added.astype(keys.dtype, copy=False)]),
-            np.concatenate([index, new_index[order].astype(index.dtype, copy=False)]),
+            np.concatenate([index, added_index.astype(index.dtype, copy=False)]),
         )
     at = np.searchsorted(keys, added, side="right")
     at += np.arange(added.size, dtype=at.dtype)
@@ -334,7 +335,7 @@ def _merge(
     merged_keys[at] = added
     merged_keys[old] = keys
     merged_index = np.empty(old.size, index.dtype)
-    merged_index[at] = new_index[order]
+    merged_index[at] = added_index
     merged_index[old] = index
     return merged_keys, merged_index
 
@@ -500,10 +501,12 @@ class SetTable:
         hashes: np.ndarray | None = None,
         hash_order: np.ndarray | None = None,
         whole: bool = False,
+        by_hash: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """:meth:`_append` of sets given as their members one after the other and their
         lengths (``whole``: ``members`` is the new ``_flat``, the old one then the new
-        members)."""
+        members; ``by_hash``: the new sets' hashes sorted, with each one's set number from
+        0, stable)."""
         if not cats.size:
             return
         lens = lens.astype(np.int64, copy=False)
@@ -533,9 +536,14 @@ class SetTable:
                 self._dense[self._cats[new]] = new
         # merge the new sets into the sorted lookups (after equal keys: creation order)
         self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
-        self._hash_keys, self._by_hash = _merge(
-            self._hash_keys, self._by_hash, self._hash[new], new, hash_order
-        )
+        if by_hash is not None:  # the new hashes in order, and their sets' numbers
+            self._hash_keys, self._by_hash = _merge(
+                self._hash_keys, self._by_hash, by_hash[0], first + by_hash[1]
+            )
+        else:
+            self._hash_keys, self._by_hash = _merge(
+                self._hash_keys, self._by_hash, self._hash[new], new, hash_order
+            )
         self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
 
     def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
@@ -821,8 +829,9 @@ class SetTable:
         order, ordered = _stable_order(hashes)
         new = np.ones(order.size, bool)
         np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-        del ordered
         heads = np.flatnonzero(new)
+        group_hashes = ordered[heads]  # each group's hash, ascending
+        del ordered
         group = np.cumsum(new)  # the group of the row order[j]
         group -= 1
         first = order[heads]  # a row of each group, groups in hash order
@@ -861,8 +870,8 @@ class SetTable:
             flat,
             lens,
             hashes[creators],
-            number,
             whole=True,
+            by_hash=(group_hashes, number),
         )
 
     def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
