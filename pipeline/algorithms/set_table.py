@@ -2,8 +2,9 @@
 
 Every category id names a set of segment ids. Level 1 categories are the label values
 (``{segment(v)} -> v``); at coarser levels, a union of categories equal to a known set reuses
-that set's id, and a new union gets the next free id. :meth:`SetTable.union_ids` does that for
-a whole level at once: the unions are formed, sorted and deduplicated row-wise, found in (or
+that set's id, and a new union gets the next free id. :meth:`SetTable.level_ids` does that for
+a whole level at once (new ids in the tuple order of the rows; :meth:`SetTable.union_ids` in row
+order): the unions are formed, sorted and deduplicated row-wise batch by batch, found in (or
 added to) the table through a 64-bit hash of each set that is always checked against the sets'
 members, so a hash collision can never merge two sets (the rare collision, and running out of
 ids, take the exact scalar path instead).
