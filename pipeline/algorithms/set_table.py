@@ -15,6 +15,7 @@ number of sets.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -504,14 +505,19 @@ class SetTable:
         """The ``set_table`` document of a level: every present category with its segments."""
         return {str(c): list(self.sets[c]) for c in sorted(np.asarray(present).tolist())}
 
-    def encoded_table(self, present: np.ndarray) -> bytes:
-        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array."""
+    def encoded_table(self, present: np.ndarray, threads: int = 1) -> bytes:
+        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array
+        (``threads``: see :func:`encode_set_table`)."""
         present = sorted_unique(np.asarray(present).astype(np.uint32))
         pos = self._positions(present)
-        lens = self._lens[pos]
-        ranks = self._flat[_ranges(self._starts[pos], lens)]
-        return encode_set_table(present.astype(np.int64), lens, ranks, self._segments)
-
+        return encode_set_table(
+            present.astype(np.int64),
+            self._lens[pos],
+            self._flat,
+            self._segments,
+            starts=self._starts[pos],
+            threads=threads,
+        )
 
 def _digits(values: np.ndarray) -> np.ndarray:
     """Number of decimal digits of non-negative integers."""
@@ -544,7 +550,8 @@ def _tokens(values: np.ndarray, before: bytes, after: bytes, width: int) -> np.n
     return out
 
 
-_TOKENS_AT_ONCE = 1 << 20  # keys and members turned into bytes at once
+_MEMBERS_AT_ONCE = 1 << 17  # members (and keys) of the sets written at once: ~1 MB of text
+_THREADED_MEMBERS = 1 << 20  # fewer members than this: one thread whatever ``threads`` says
 
 
 def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
@@ -556,26 +563,154 @@ def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
     return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
 
 
+@functools.cache
+def _four_digits() -> np.ndarray:
+    """The ASCII text of 0000 ... 9999, four bytes per number read as one uint32."""
+    n = np.arange(10000)
+    chars = np.stack([n // 1000, n // 100 % 10, n // 10 % 10, n % 10], axis=1) + 48
+    return np.ascontiguousarray(chars.astype(np.uint8)).view(np.uint32).reshape(-1)
+
+
+_KEY_END = np.frombuffer(b'":[ ', np.uint32)[0]  # the bytes after a key's digits (3 used)
+
+
+def _key_tokens(keys: np.ndarray, ndig: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows of uint8 holding each key's token ``"<digits>":[`` right-aligned to column
+    ``end`` (exclusive): the token of a key of ``d`` digits is ``rows[i, end - d - 4 : end]``.
+    The digits are written four at a time from a table of 0000 ... 9999."""
+    groups = (int(ndig.max()) + 4) // 4  # 4 * groups columns hold the digits and the quote
+    words = np.empty((keys.size, groups + 1), np.uint32)
+    rest = keys.astype(np.uint64)
+    table = _four_digits()
+    for g in range(groups - 1, -1, -1):
+        rest, group = np.divmod(rest, np.uint64(10000))
+        words[:, g] = table[group]
+    words[:, groups] = _KEY_END
+    rows = words.view(np.uint8)
+    rows.reshape(-1)[np.arange(keys.size) * rows.shape[1] + (4 * groups - 1) - ndig] = 34  # "
+    return rows, 4 * groups + 3
+
+
+def _at_every_byte(buf: np.ndarray, width: int) -> np.ndarray:
+    """Items of ``width`` bytes starting at every byte of ``buf`` (overlapping): assigning
+    ``view[offsets] = tokens`` writes the tokens one after the other, in order."""
+    return np.ndarray((buf.size - width + 1,), np.dtype(f"V{width}"), buffer=buf, strides=(1,))
+
+
+def _write_sets(
+    buf: np.ndarray,
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> int:
+    """Write the text of consecutive sets (``"<key>":[<member>,...,<member>],`` each) at the
+    start of ``buf``; returns its length. ``members`` are indices into ``vocab``'s first half
+    (tokens ``<value>,``; the second half holds the ``<value>],`` ending a set), each token
+    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text.
+
+    Every token goes straight to its offset in the text (cumulative sums of the tokens'
+    lengths): the members first, in order, each write's padding landing where the next
+    member or the next key goes; then the keys, exactly (one write per number of digits)."""
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    tokens = members.astype(np.intp)
+    full = lens > 0
+    tokens[ends[full] - 1] += vocab.size // 2  # a set's last member ends it: "<value>],"
+    token_lens = vocab_lens[tokens]
+    key_lens = ndig + 4
+    empty = ~full
+    if empty.any():
+        key_lens += 2 * empty  # "<key>":[],
+    key_ends = np.cumsum(key_lens)
+    member_ends = np.cumsum(token_lens)
+    before = np.zeros(keys.size, np.int64)  # member text before each set
+    inner = starts > 0
+    before[inner] = member_ends[starts[inner] - 1]
+    if tokens.size:
+        at = member_ends - token_lens + np.repeat(key_ends, lens)
+        _at_every_byte(buf, vocab.itemsize)[at] = vocab[tokens]
+    key_at = key_ends - key_lens + before
+    rows, end = _key_tokens(keys, ndig)
+    for d in np.flatnonzero(np.bincount(ndig)).tolist():
+        width = d + 4
+        source = np.ndarray(
+            (keys.size,),
+            np.dtype(f"V{width}"),
+            buffer=rows,
+            offset=end - width,
+            strides=(rows.shape[1],),
+        )
+        target = _at_every_byte(buf, width)
+        if d == ndig[0] and d == ndig[-1] and (ndig == d).all():
+            target[key_at] = source
+        else:
+            sel = np.flatnonzero(ndig == d)
+            target[key_at[sel]] = source[sel]
+    if empty.any():
+        closing = key_at[empty] + ndig[empty] + 4
+        buf[closing] = ord("]")
+        buf[closing + 1] = ord(",")
+    return int(key_ends[-1]) + (int(member_ends[-1]) if tokens.size else 0)
+
+
+def _sets_text(
+    batches: list[tuple[int, int]],
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> list[bytes]:
+    """The text of the sets of every batch ``(first, stop)``, one buffer reused."""
+    buf = np.zeros(0, np.uint8)
+    out = []
+    for a, b in batches:
+        batch_members = members[_ranges(starts[a:b], lens[a:b])]
+        size = (batch_members.size + 1) * vocab.itemsize + int(ndig[a:b].sum()) + 6 * (b - a)
+        if buf.size < size:
+            buf = np.zeros(max(size, 2 * buf.size), np.uint8)
+        n = _write_sets(
+            buf, keys[a:b], ndig[a:b], lens[a:b], batch_members, vocab, vocab_lens
+        )
+        out.append(buf[:n].tobytes())
+    return out
+
+
 def encode_set_table(
-    keys: np.ndarray, lens: np.ndarray, members: np.ndarray, values: np.ndarray | None = None
+    keys: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    starts: np.ndarray | None = None,
+    threads: int = 1,
 ) -> bytes:
     """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
     compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy.
     With ``values``, ``members`` are indices into it (few distinct values, many members).
+    Key ``i``'s members are ``members[starts[i] : starts[i] + lens[i]]`` (by default, the
+    sets one after the other).
 
-    Every key and member is a token of bytes (``"key":[`` or ``member,``, the last member
-    of a set ``member],``), left-aligned in rows of one width: the text is the tokens in
-    order with the rows' padding left out (one boolean selection), the last comma dropped.
-    A member's token comes from a table of one token per distinct value."""
+    The sets are written in batches of about ``_MEMBERS_AT_ONCE`` members into one reused
+    buffer (see :func:`_write_sets`). With ``threads=2`` a table of at least
+    ``_THREADED_MEMBERS`` members is written in two halves (a cut between two sets in key
+    order) by two threads, the texts joined."""
+    if starts is None:
+        starts = np.cumsum(lens) - lens
     if values is None:
-        values, members = np.unique(members, return_inverse=True)
+        values, members = np.unique(members[_ranges(starts, lens)], return_inverse=True)
         members = members.reshape(-1)
+        starts = np.cumsum(lens) - lens
     if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
         values.size and values.min() < 0
     ):
         from numcodecs import JSON
 
-        starts = np.cumsum(lens) - lens
         doc = {
             str(k): values[members[s : s + n]].tolist()
             for k, s, n in zip(keys.tolist(), starts.tolist(), lens.tolist(), strict=True)
@@ -586,44 +721,28 @@ def encode_set_table(
     head, tail = b"[{", b'},"|O",[1]]'
     if not keys.size:
         return head + tail
-    kd = _digits(keys)
-    order = _string_order(keys, kd)  # json's sort_keys: string order
-    starts = (np.cumsum(lens) - lens)[order]
-    keys, lens, kd = keys[order], lens[order], kd[order]
-    members = members[_ranges(starts, lens)]
+    ndig = _digits(keys)
+    order = _string_order(keys, ndig)  # json's sort_keys: string order
+    keys, ndig, starts, lens = keys[order], ndig[order], starts[order], lens[order]
     vd = _digits(values)
-    width = max(int(kd.max()) + 6, int(vd.max(initial=1)) + 2)
-    value_tokens = np.concatenate(
+    width = -(-(int(vd.max(initial=1)) + 2) // 8) * 8  # a whole number of words
+    vocab = np.concatenate(
         [_tokens(values, b"", b",", width), _tokens(values, b"", b"],", width)]
-    )
-    value_lens = np.concatenate([vd + 1, vd + 2])
-    last = np.zeros(members.size, bool)
-    ends = np.cumsum(lens)
-    last[ends[lens > 0] - 1] = True
-    member_token = members + last * values.size  # the "],"-ending token of a last member
-    starts = ends - lens
-    parts = [np.frombuffer(head, np.uint8)]
-    step = max(1, _TOKENS_AT_ONCE // max(1, int(lens.mean()) + 1))
-    columns = np.arange(width)
-    for a in range(0, keys.size, step):
-        b = min(a + step, keys.size)
-        n_members = int(ends[b - 1] - starts[a])
-        count = (b - a) + n_members
-        key_at = np.arange(b - a) + (starts[a:b] - starts[a])  # each key's token, in order
-        is_member = np.ones(count, bool)
-        is_member[key_at] = False
-        tokens = np.empty((count, width), np.uint8)
-        token_lens = np.empty(count, np.int64)
-        empty = lens[a:b] == 0
-        key_tokens = _tokens(keys[a:b], b'"', b'":[', width)
-        if empty.any():  # "key":[],
-            key_tokens[empty] = _tokens(keys[a:b][empty], b'"', b'":[],', width)
-        tokens[key_at] = key_tokens
-        token_lens[key_at] = kd[a:b] + 4 + 2 * empty
-        chosen = member_token[starts[a] : starts[a] + n_members]
-        tokens[is_member] = value_tokens[chosen]
-        token_lens[is_member] = value_lens[chosen]
-        parts.append(tokens[columns[None, :] < token_lens[:, None]])
+    ).view(f"V{width}").reshape(-1)
+    vocab_lens = np.concatenate([vd + 1, vd + 2])
+    # batches of about _MEMBERS_AT_ONCE members and keys, cut between sets
+    counts = np.cumsum(lens + 1)
+    cuts = np.searchsorted(counts, np.arange(_MEMBERS_AT_ONCE, int(counts[-1]), _MEMBERS_AT_ONCE))
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, keys.size}), keys.size]
+    batches = list(itertools.pairwise(bounds))
+    args = (keys, ndig, starts, lens, members, vocab, vocab_lens)
+    if threads > 1 and len(batches) > 1 and int(counts[-1]) - keys.size >= _THREADED_MEMBERS:
+        half = len(batches) // 2
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sets_text, batches[:half], *args)
+            parts = _sets_text(batches[half:], *args)
+            parts = first.result() + parts
+    else:
+        parts = _sets_text(batches, *args)
     parts[-1] = parts[-1][:-1]  # the last set's trailing comma
-    parts.append(np.frombuffer(tail, np.uint8))
-    return np.concatenate(parts).tobytes()
+    return b"".join([head, *parts, tail])
