@@ -508,10 +508,12 @@ class SetTable:
     def encoded_table(self, present: np.ndarray, threads: int = 1) -> bytes:
         """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array
         (``threads``: see :func:`encode_set_table`)."""
-        present = sorted_unique(np.asarray(present).astype(np.uint32))
+        present = np.asarray(present)
+        if present.dtype != np.uint32 or not (present[1:] > present[:-1]).all():
+            present = sorted_unique(present.astype(np.uint32))
         pos = self._positions(present)
         return encode_set_table(
-            present.astype(np.int64),
+            present,
             self._lens[pos],
             self._flat,
             self._segments,
@@ -519,9 +521,10 @@ class SetTable:
             threads=threads,
         )
 
+
 def _digits(values: np.ndarray) -> np.ndarray:
-    """Number of decimal digits of non-negative integers."""
-    n = np.ones(values.shape, np.int64)
+    """Number of decimal digits of non-negative integers (uint8)."""
+    n = np.ones(values.shape, np.uint8)
     power = 10
     while power <= (int(values.max()) if values.size else 0):
         n += values >= power
@@ -550,16 +553,20 @@ def _tokens(values: np.ndarray, before: bytes, after: bytes, width: int) -> np.n
     return out
 
 
-_MEMBERS_AT_ONCE = 1 << 17  # members (and keys) of the sets written at once: ~1 MB of text
+_MEMBERS_AT_ONCE = 1 << 17  # members of the sets written at once: ~1 MB of text
 _THREADED_MEMBERS = 1 << 20  # fewer members than this: one thread whatever ``threads`` says
 
 
 def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
-    """The order of non-negative integers (below 10**17) as decimal strings: "10" < "9"."""
+    """The order of distinct non-negative integers (below 10**17) as decimal strings:
+    "10" < "9", and "1" < "10" (a prefix first)."""
     if not keys.size:
         return np.zeros(0, np.int64)
     width = int(ndig.max())
-    scaled = keys.astype(np.int64) * (10 ** (width - ndig))  # digits aligned to the left
+    scale = 10 ** np.arange(width, -1, -1, dtype=np.int64)  # 10 ** (width - digits)
+    scaled = keys.astype(np.int64) * scale[ndig]  # digits aligned to the left
+    if bool((keys[1:] > keys[:-1]).all()):  # ascending: a prefix (1 of 10) comes first
+        return np.argsort(scaled, kind="stable")  # (runs of ascending values: fast)
     return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
 
 
@@ -580,84 +587,54 @@ def _key_tokens(keys: np.ndarray, ndig: np.ndarray) -> tuple[np.ndarray, int]:
     The digits are written four at a time from a table of 0000 ... 9999."""
     groups = (int(ndig.max()) + 4) // 4  # 4 * groups columns hold the digits and the quote
     words = np.empty((keys.size, groups + 1), np.uint32)
-    rest = keys.astype(np.uint64)
+    rest = keys.astype(np.uint32 if int(keys.max()) < 1 << 32 else np.uint64)
+    base = rest.dtype.type(10000)
     table = _four_digits()
     for g in range(groups - 1, -1, -1):
-        rest, group = np.divmod(rest, np.uint64(10000))
-        words[:, g] = table[group]
+        high = rest // base
+        words[:, g] = table[rest - high * base]
+        rest = high
     words[:, groups] = _KEY_END
     rows = words.view(np.uint8)
     rows.reshape(-1)[np.arange(keys.size) * rows.shape[1] + (4 * groups - 1) - ndig] = 34  # "
     return rows, 4 * groups + 3
 
 
-def _at_every_byte(buf: np.ndarray, width: int) -> np.ndarray:
-    """Items of ``width`` bytes starting at every byte of ``buf`` (overlapping): assigning
-    ``view[offsets] = tokens`` writes the tokens one after the other, in order."""
-    return np.ndarray((buf.size - width + 1,), np.dtype(f"V{width}"), buffer=buf, strides=(1,))
+def _at_every_byte(buf: np.ndarray, width: int, offset: int = 0, step: int = 1) -> np.ndarray:
+    """Items of ``width`` bytes starting at bytes ``offset``, ``offset + step``, ... of ``buf``
+    (overlapping when ``step < width``): ``view[offsets] = tokens`` writes the tokens one after
+    the other, in order."""
+    count = (buf.size - offset - width) // step + 1
+    return np.ndarray((count,), np.dtype(f"V{width}"), buffer=buf, offset=offset, strides=(step,))
+
+
+def _write_keys(buf: np.ndarray, keys: np.ndarray, ndig: np.ndarray, at: np.ndarray) -> None:
+    """Write each key's token ``"<digits>":[`` at its offset in ``buf``, exactly (nothing
+    around it): a token of ``n`` bytes, 4 <= w <= n <= 2w, is the ``w`` bytes at its start
+    and the ``w`` bytes at its end (both windows hold the same bytes where they overlap)."""
+    rows, end = _key_tokens(keys, ndig)
+    flat = rows.reshape(-1)
+    lens = ndig.astype(np.intp) + 4
+    for width in (4, 8, 16):
+        fits = (lens > width) & (lens <= 2 * width)
+        if fits.all():
+            sel = None
+        else:
+            sel = np.flatnonzero(fits)
+            if not sel.size:
+                continue
+        n = lens if sel is None else lens[sel]
+        first = (np.arange(keys.size) if sel is None else sel) * rows.shape[1] + (end - n)
+        heads = _at_every_byte(flat, width)[first]
+        tails = _at_every_byte(flat, width, end - width, rows.shape[1])
+        target = _at_every_byte(buf, width)
+        where = at if sel is None else at[sel]
+        target[where] = heads
+        target[where + (n - width)] = tails if sel is None else tails[sel]
 
 
 def _write_sets(
     buf: np.ndarray,
-    keys: np.ndarray,
-    ndig: np.ndarray,
-    lens: np.ndarray,
-    members: np.ndarray,
-    vocab: np.ndarray,
-    vocab_lens: np.ndarray,
-) -> int:
-    """Write the text of consecutive sets (``"<key>":[<member>,...,<member>],`` each) at the
-    start of ``buf``; returns its length. ``members`` are indices into ``vocab``'s first half
-    (tokens ``<value>,``; the second half holds the ``<value>],`` ending a set), each token
-    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text.
-
-    Every token goes straight to its offset in the text (cumulative sums of the tokens'
-    lengths): the members first, in order, each write's padding landing where the next
-    member or the next key goes; then the keys, exactly (one write per number of digits)."""
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    tokens = members.astype(np.intp)
-    full = lens > 0
-    tokens[ends[full] - 1] += vocab.size // 2  # a set's last member ends it: "<value>],"
-    token_lens = vocab_lens[tokens]
-    key_lens = ndig + 4
-    empty = ~full
-    if empty.any():
-        key_lens += 2 * empty  # "<key>":[],
-    key_ends = np.cumsum(key_lens)
-    member_ends = np.cumsum(token_lens)
-    before = np.zeros(keys.size, np.int64)  # member text before each set
-    inner = starts > 0
-    before[inner] = member_ends[starts[inner] - 1]
-    if tokens.size:
-        at = member_ends - token_lens + np.repeat(key_ends, lens)
-        _at_every_byte(buf, vocab.itemsize)[at] = vocab[tokens]
-    key_at = key_ends - key_lens + before
-    rows, end = _key_tokens(keys, ndig)
-    for d in np.flatnonzero(np.bincount(ndig)).tolist():
-        width = d + 4
-        source = np.ndarray(
-            (keys.size,),
-            np.dtype(f"V{width}"),
-            buffer=rows,
-            offset=end - width,
-            strides=(rows.shape[1],),
-        )
-        target = _at_every_byte(buf, width)
-        if d == ndig[0] and d == ndig[-1] and (ndig == d).all():
-            target[key_at] = source
-        else:
-            sel = np.flatnonzero(ndig == d)
-            target[key_at[sel]] = source[sel]
-    if empty.any():
-        closing = key_at[empty] + ndig[empty] + 4
-        buf[closing] = ord("]")
-        buf[closing + 1] = ord(",")
-    return int(key_ends[-1]) + (int(member_ends[-1]) if tokens.size else 0)
-
-
-def _sets_text(
-    batches: list[tuple[int, int]],
     keys: np.ndarray,
     ndig: np.ndarray,
     starts: np.ndarray,
@@ -665,20 +642,76 @@ def _sets_text(
     members: np.ndarray,
     vocab: np.ndarray,
     vocab_lens: np.ndarray,
-) -> list[bytes]:
-    """The text of the sets of every batch ``(first, stop)``, one buffer reused."""
-    buf = np.zeros(0, np.uint8)
-    out = []
+) -> int:
+    """Write the text of consecutive sets (``"<key>":[<member>,...,<member>],`` each; none
+    empty) at the start of ``buf``; returns its length. Set ``i``'s members are
+    ``members[starts[i] : starts[i] + lens[i]]``, indices into ``vocab``'s first half
+    (tokens ``<value>,``; the second half holds the ``<value>],`` ending a set), each token
+    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text.
+
+    Every token goes straight to its offset in the text, from the cumulative sums of the
+    tokens' lengths (each set's last member counting the next key's length too): first the
+    members in order, each write's padding landing where the next member or key goes, then
+    the keys, exactly."""
+    ends = np.cumsum(lens)
+    index = np.ones(int(ends[-1]), np.intp)  # members[index]: the sets' members in order
+    index[0] = starts[0]
+    index[ends[:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+    np.cumsum(index, out=index)
+    tokens = members[index]
+    tokens[ends - 1] += vocab.size // 2  # a set's last member ends it: "<value>],"
+    token_lens = vocab_lens[tokens]
+    key_lens = ndig.astype(np.intp) + 4
+    token_lens[ends[:-1] - 1] += key_lens[1:]  # the next key's text follows
+    at = np.cumsum(token_lens)
+    size = int(at[-1] + key_lens[0])
+    at -= token_lens
+    at += key_lens[0]
+    _at_every_byte(buf, vocab.itemsize)[at] = vocab[tokens]
+    _write_keys(buf, keys, ndig, at[ends - lens] - key_lens)
+    return size
+
+
+def _sets_text(
+    batches: list[tuple[int, int]],
+    size: int,
+    order: np.ndarray,
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> np.ndarray:
+    """The text of the sets ``order[first:stop]`` of every batch ``(first, stop)``, written
+    one batch after the other into one array of at most ``size`` bytes (each batch's
+    padding past its end lands where the next one starts). A batch of sets larger than
+    most is cut where its members pass multiples of ``_MEMBERS_AT_ONCE``."""
+    out = np.empty(size, np.uint8)
+    n = 0
     for a, b in batches:
-        batch_members = members[_ranges(starts[a:b], lens[a:b])]
-        size = (batch_members.size + 1) * vocab.itemsize + int(ndig[a:b].sum()) + 6 * (b - a)
-        if buf.size < size:
-            buf = np.zeros(max(size, 2 * buf.size), np.uint8)
-        n = _write_sets(
-            buf, keys[a:b], ndig[a:b], lens[a:b], batch_members, vocab, vocab_lens
-        )
-        out.append(buf[:n].tobytes())
-    return out
+        sets = order[a:b]
+        counts = lens[sets]
+        pieces = [(0, b - a)]
+        total = int(counts.sum())
+        if total > 2 * _MEMBERS_AT_ONCE:
+            cum = np.cumsum(counts)
+            cuts = np.searchsorted(cum, np.arange(_MEMBERS_AT_ONCE, total, _MEMBERS_AT_ONCE))
+            pieces = list(itertools.pairwise([0, *sorted(set(cuts.tolist()) - {0}), b - a]))
+        for c, d in pieces:
+            piece = sets[c:d]
+            n += _write_sets(
+                out[n:],
+                keys[piece],
+                ndig[piece],
+                starts[piece],
+                counts[c:d],
+                members,
+                vocab,
+                vocab_lens,
+            )
+    return out[:n]
 
 
 def encode_set_table(
@@ -696,19 +729,21 @@ def encode_set_table(
     Key ``i``'s members are ``members[starts[i] : starts[i] + lens[i]]`` (by default, the
     sets one after the other).
 
-    The sets are written in batches of about ``_MEMBERS_AT_ONCE`` members into one reused
-    buffer (see :func:`_write_sets`). With ``threads=2`` a table of at least
-    ``_THREADED_MEMBERS`` members is written in two halves (a cut between two sets in key
-    order) by two threads, the texts joined."""
+    The sets are written in batches of about ``_MEMBERS_AT_ONCE`` members (see
+    :func:`_write_sets`). With ``threads=2``, a table of at least ``_THREADED_MEMBERS``
+    members is written in two halves (cut between two sets in key order) by two threads,
+    and the texts joined."""
     if starts is None:
         starts = np.cumsum(lens) - lens
     if values is None:
         values, members = np.unique(members[_ranges(starts, lens)], return_inverse=True)
         members = members.reshape(-1)
         starts = np.cumsum(lens) - lens
-    if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
-        values.size and values.min() < 0
-    ):
+    if (
+        (keys.size and (int(keys.min()) < 0 or int(keys.max()) >= 10**17))
+        or (values.size and int(values.min()) < 0)
+        or (lens.size and lens.min() == 0)
+    ):  # (the lattices' sets are never empty)
         from numcodecs import JSON
 
         doc = {
@@ -723,26 +758,27 @@ def encode_set_table(
         return head + tail
     ndig = _digits(keys)
     order = _string_order(keys, ndig)  # json's sort_keys: string order
-    keys, ndig, starts, lens = keys[order], ndig[order], starts[order], lens[order]
     vd = _digits(values)
-    width = -(-(int(vd.max(initial=1)) + 2) // 8) * 8  # a whole number of words
+    width = -(-(int(vd.max(initial=1)) + 2) // 8) * 8  # tokens padded to whole words
     vocab = np.concatenate(
         [_tokens(values, b"", b",", width), _tokens(values, b"", b"],", width)]
     ).view(f"V{width}").reshape(-1)
-    vocab_lens = np.concatenate([vd + 1, vd + 2])
-    # batches of about _MEMBERS_AT_ONCE members and keys, cut between sets
-    counts = np.cumsum(lens + 1)
-    cuts = np.searchsorted(counts, np.arange(_MEMBERS_AT_ONCE, int(counts[-1]), _MEMBERS_AT_ONCE))
-    bounds = [0, *sorted(set(cuts.tolist()) - {0, keys.size}), keys.size]
+    vocab_lens = np.concatenate([vd + 1, vd + 2]).astype(np.intp)
+    if members.dtype != np.intp and vocab.size > np.iinfo(members.dtype).max:
+        members = members.astype(np.intp)
+    total = int(lens.sum())
+    per = max(1, _MEMBERS_AT_ONCE * keys.size // (total + keys.size))
+    bounds = [*range(0, keys.size, per), keys.size]
     batches = list(itertools.pairwise(bounds))
-    args = (keys, ndig, starts, lens, members, vocab, vocab_lens)
-    if threads > 1 and len(batches) > 1 and int(counts[-1]) - keys.size >= _THREADED_MEMBERS:
+    size = total * (int(vd.max()) + 2) + keys.size * (int(ndig.max()) + 4) + width
+    args = (order, keys, ndig, starts, lens, members, vocab, vocab_lens)
+    if threads > 1 and len(batches) > 1 and total >= _THREADED_MEMBERS:
         half = len(batches) // 2
         with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(_sets_text, batches[:half], *args)
-            parts = _sets_text(batches[half:], *args)
-            parts = first.result() + parts
+            first = pool.submit(_sets_text, batches[:half], size, *args)
+            texts = [_sets_text(batches[half:], size, *args)]
+            texts.insert(0, first.result())
     else:
-        parts = _sets_text(batches, *args)
-    parts[-1] = parts[-1][:-1]  # the last set's trailing comma
-    return b"".join([head, *parts, tail])
+        texts = [_sets_text(batches, size, *args)]
+    texts[-1] = texts[-1][:-1]  # the last set's trailing comma
+    return b"".join([head, *texts, tail])
