@@ -282,9 +282,13 @@ def write_lattice(
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
             # the set table of level r is encoded in a thread while the unions of level 2r
-            # are merged (it reads only sets that exist already); stored in the same order
+            # are merged (it reads only sets that exist already); stored in the same order.
+            # The last level's table has nothing beside it: it may use two threads.
+            threads = 1 if job.next_level is not None else 2
             with ThreadPoolExecutor(1) as pool:
-                encoded = pool.submit(table.encoded_table, present) if lv.stored else None
+                encoded = None
+                if lv.stored:
+                    encoded = pool.submit(table.encoded_table, present, threads)
                 if job.next_level is not None:
                     try:
                         luts[t] = _lut(table, per_block)
