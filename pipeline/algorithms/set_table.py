@@ -582,10 +582,11 @@ _KEY_END = np.frombuffer(b'":[ ', np.uint32)[0]  # the bytes after a key's digit
 
 
 def _key_tokens(keys: np.ndarray, ndig: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows of uint8 holding each key's token ``"<digits>":[`` right-aligned to column
-    ``end`` (exclusive): the token of a key of ``d`` digits is ``rows[i, end - d - 4 : end]``.
-    The digits are written four at a time from a table of 0000 ... 9999."""
-    groups = (int(ndig.max()) + 4) // 4  # 4 * groups columns hold the digits and the quote
+    """Rows of uint8 holding each key's digits (zero-padded) followed by ``":[``, ending at
+    column ``end`` (exclusive): a key of ``d`` digits is ``rows[i, end - d - 3 : end]``, its
+    token that with a ``"`` before. The digits are written four at a time from a table of
+    0000 ... 9999; the columns before the token hold at least one more (the quote's place)."""
+    groups = (int(ndig.max()) + 4) // 4  # 4 * groups columns: the digits and the quote
     words = np.empty((keys.size, groups + 1), np.uint32)
     rest = keys.astype(np.uint32 if int(keys.max()) < 1 << 32 else np.uint64)
     base = rest.dtype.type(10000)
@@ -595,9 +596,7 @@ def _key_tokens(keys: np.ndarray, ndig: np.ndarray) -> tuple[np.ndarray, int]:
         words[:, g] = table[rest - high * base]
         rest = high
     words[:, groups] = _KEY_END
-    rows = words.view(np.uint8)
-    rows.reshape(-1)[np.arange(keys.size) * rows.shape[1] + (4 * groups - 1) - ndig] = 34  # "
-    return rows, 4 * groups + 3
+    return words.view(np.uint8), 4 * groups + 3
 
 
 def _at_every_byte(buf: np.ndarray, width: int, offset: int = 0, step: int = 1) -> np.ndarray:
@@ -610,27 +609,34 @@ def _at_every_byte(buf: np.ndarray, width: int, offset: int = 0, step: int = 1) 
 
 def _write_keys(buf: np.ndarray, keys: np.ndarray, ndig: np.ndarray, at: np.ndarray) -> None:
     """Write each key's token ``"<digits>":[`` at its offset in ``buf``, exactly (nothing
-    around it): a token of ``n`` bytes, 4 <= w <= n <= 2w, is the ``w`` bytes at its start
-    and the ``w`` bytes at its end (both windows hold the same bytes where they overlap)."""
+    around it): a token of ``n`` bytes, ``w < n <= 2w`` (``w`` = 4, 8 or 16), is the ``w``
+    bytes at its start and the ``w`` bytes at its end (the same bytes where they overlap).
+    The end is the same columns of every key's row; the start, those of its digit count."""
     rows, end = _key_tokens(keys, ndig)
-    flat = rows.reshape(-1)
     lens = ndig.astype(np.intp) + 4
+    counts = np.flatnonzero(np.bincount(ndig)).tolist()
+
+    def window(start: int, width: int) -> np.ndarray:  # columns start ... of every row
+        item = np.dtype(f"V{width}")
+        view = np.ndarray((keys.size,), item, buffer=rows, offset=start, strides=(rows.shape[1],))
+        return np.ascontiguousarray(view)
+
     for width in (4, 8, 16):
-        fits = (lens > width) & (lens <= 2 * width)
-        if fits.all():
-            sel = None
-        else:
-            sel = np.flatnonzero(fits)
-            if not sel.size:
-                continue
-        n = lens if sel is None else lens[sel]
-        first = (np.arange(keys.size) if sel is None else sel) * rows.shape[1] + (end - n)
-        heads = _at_every_byte(flat, width)[first]
-        tails = _at_every_byte(flat, width, end - width, rows.shape[1])
+        digits = [d for d in counts if width < d + 4 <= 2 * width]
+        if not digits:
+            continue
+        heads = window(end - digits[0] - 4, width)
+        for d in digits[1:]:
+            np.copyto(heads, window(end - d - 4, width), where=ndig == d)
+        heads.view(np.uint8).reshape(keys.size, width)[:, 0] = 34  # the opening quote
+        tails = window(end - width, width)
+        where, n = at, lens
+        if len(digits) < len(counts):  # keys of other lengths too: this width's only
+            sel = np.flatnonzero((lens > width) & (lens <= 2 * width))
+            heads, tails, where, n = heads[sel], tails[sel], at[sel], lens[sel]
         target = _at_every_byte(buf, width)
-        where = at if sel is None else at[sel]
         target[where] = heads
-        target[where + (n - width)] = tails if sel is None else tails[sel]
+        target[where + (n - width)] = tails
 
 
 def _write_sets(
