@@ -17,13 +17,18 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
-def _install_start_up_handlers() -> None:
+def _start_program() -> None:
     """Only when this package is the program (``python -m cli`` or the console script): a
-    library user's own handlers are left alone."""
+    library user's own handlers and settings are left alone.
+
+    OpenBLAS (numpy's linear algebra) starts a thread per core whose busy-waiting takes CPU
+    from the block threads, and nothing here multiplies large matrices: one thread unless
+    the user says otherwise (numpy is not imported yet)."""
     program = sys.argv[0] if sys.argv else ""
     if program == "-m" or os.path.basename(program) == "cellstar-preprocessor":
         for signum in _NAMES:
             _signal.signal(signum, _interrupted_while_starting)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-_install_start_up_handlers()
+_start_program()

@@ -259,6 +259,11 @@ class SetTable:
     def sets(self) -> Mapping[int, tuple[int, ...]]:
         return _SetsView(self)
 
+    @property
+    def top(self) -> int:
+        """An upper bound of every category id in the table (-1 while it is empty)."""
+        return self._next - 1 if self._next < SENTINEL else int(SENTINEL) - 1
+
     # --- lookups ---------------------------------------------------------------------------
 
     def _positions(self, categories: np.ndarray, strict: bool = True) -> np.ndarray:

@@ -11,20 +11,20 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.algorithms.labels import SetTable
-from pipeline.algorithms.levels import LevelPlan
+from pipeline.algorithms.levels import Level, LevelPlan
 from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
 from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.db.zarr2 import chunk_key
-from pipeline.engine.passes import Engine, LabelJob, run_label_pass
+from pipeline.engine.passes import Engine, LabelJob, ScratchCode, run_label_pass, scratch_code
 from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.model import LabelSource, Vec3
 
@@ -238,6 +238,18 @@ def write_lattice(
     level1: set[int] = set()
     occurs: dict[int, list[int]] = {}
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
+    codes: dict[int, ScratchCode] = {}  # how the scratch of each level holds combinations
+
+    def scratch_dtype(level: Level, below: Level) -> np.dtype:
+        if level.ratio == 1:  # labels: up to their dtype's largest value
+            kind = np.dtype(labels.frames[0].dtype)
+            small = kind.kind in "ui" and kind.itemsize <= 2
+            top, itemsize = ((1 << 8 * kind.itemsize) - 1 if small else _SENTINEL), kind.itemsize
+        else:
+            top, itemsize = table.top, codes[level.ratio].dtype.itemsize
+        code = scratch_code(level.shape, itemsize, frames, engine, order, top)
+        codes[below.ratio] = code
+        return code.dtype
 
     def one_pass(step: LevelPass[int]) -> None:
         lv = step.level
@@ -261,7 +273,12 @@ def write_lattice(
                 if len(copies) > 1:
                     target = RepeatedTarget(tuple(copies))
             next_level = step.next_levels[t]
-            jobs.append(LabelJob(step.sources[t], str(labels.path), luts[t], target, next_level))
+            job = LabelJob(step.sources[t], str(labels.path), luts[t], target, next_level)
+            if lv.ratio in codes:
+                job = replace(job, source_code=codes[lv.ratio])
+            if step.below is not None:
+                job = replace(job, next_code=codes[step.below.ratio])
+            jobs.append(job)
         results = run_label_pass(
             jobs,
             engine,
@@ -306,7 +323,7 @@ def write_lattice(
         one_pass,
         scratch=scratch,
         scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
-        dtype=np.dtype(np.uint64),
+        dtype=scratch_dtype,
         order=order,
     )
     return LatticeResult(

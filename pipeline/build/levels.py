@@ -44,23 +44,27 @@ def run_levels(
     *,
     scratch: Path,
     scratch_name: Callable[[K, Level], str],
-    dtype: np.dtype,
+    dtype: np.dtype | Callable[[Level, Level], np.dtype],
     order: str,
 ) -> None:
     """Run ``one_pass`` for every level of ``plan``, in order, over the arrays ``sources``
     (level 1 of each array, by key).
 
     The next level of each array goes into ``scratch / scratch_name(key, below)``, of
-    ``dtype`` and laid out in ``order`` (the input's memory order); a scratch level is
-    removed once the pass over it is done (the input itself never is).
+    ``dtype`` (or ``dtype(level, below)``, asked just before the pass over ``level``) and laid
+    out in ``order`` (the input's memory order); a scratch level is removed once the pass
+    over it is done (the input itself never is).
     """
     current = dict(sources)
     for i, level in enumerate(plan.levels):
         below = plan.levels[i + 1] if i + 1 < len(plan.levels) else None
+        kind = None
+        if below is not None:
+            kind = dtype if isinstance(dtype, np.dtype) else dtype(level, below)
         next_levels = {
             key: None
             if below is None
-            else create_scratch(scratch, scratch_name(key, below), below.shape, dtype, order)
+            else create_scratch(scratch, scratch_name(key, below), below.shape, kind, order)
             for key in current
         }
         one_pass(LevelPass(level, below, dict(current), next_levels))

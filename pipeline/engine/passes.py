@@ -41,15 +41,18 @@ from pipeline.errors import InputFormatError
 from pipeline.progress import NO_PROGRESS, Progress
 
 __all__ = [
+    "WIDE_CODE",
     "Engine",
     "LabelJob",
     "LevelJob",
+    "ScratchCode",
     "block_grid",
     "block_shape",
     "next_level_block",
     "read_block",
     "run_label_pass",
     "run_pass",
+    "scratch_code",
     "stored_values",
 ]
 
@@ -323,22 +326,76 @@ def run_pass(
 
 # --- label (category) pyramid ------------------------------------------------------------
 
-TEMP_BASE = np.uint64(1 << 63)  # scratch values from here on are block-local combinations
-_LOCAL_BITS = 24
 # thread_buffer slots of a label task (0-5: the window extrema, 6: reads, 7: present_values)
-_CATEGORY_SLOT, _TEMP_SLOT, _SCRATCH_SLOT = 8, 9, 10
+_CATEGORY_SLOT, _SCRATCH_SLOT = 8, 10
+_MAP_RUN = 1 << 17  # scratch values mapped to categories at once
+
+
+@dataclass(frozen=True, slots=True)
+class ScratchCode:
+    """How a scratch level of the label pyramid holds its voxels: a category id below
+    ``base``; a block-local combination ``index`` of block ``number`` as
+    ``base + (number << bits | index)``, mapped to its category by the next pass.
+
+    uint32 where the level's categories and every block's combinations fit (half the bytes
+    to write and read), else uint64 (``2**63 | number << 24 | index``)."""
+
+    dtype: np.dtype
+    base: int
+    bits: int
+
+    def encode(self, number: int, index: np.ndarray) -> np.ndarray:
+        """The scratch values of combinations ``index`` of block ``number``."""
+        head = self.base + (number << self.bits)
+        return index.astype(self.dtype) + self.dtype.type(head)
+
+    def combinations(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(block number, index) of scratch values at or above ``base``."""
+        offset = values - self.dtype.type(self.base)
+        number = (offset >> self.dtype.type(self.bits)).astype(np.intp)
+        return number, (offset & self.dtype.type((1 << self.bits) - 1)).astype(np.intp)
+
+
+WIDE_CODE = ScratchCode(np.dtype(np.uint64), 1 << 63, 24)
+_U32_TOP = (1 << 32) - 1
+
+
+def label_blocks(
+    shape: tuple[int, ...], itemsize: int, engine: Engine, order: str
+) -> tuple[int, ...]:
+    """The blocks of a label pass over a level of ``shape`` and ``itemsize``."""
+    return plane_block_shape(shape, itemsize, order, engine.block, engine.max_block_bytes)
+
+
+def scratch_code(
+    shape: tuple[int, ...], itemsize: int, frames: int, engine: Engine, order: str, top: int
+) -> ScratchCode:
+    """The code of the next level's scratch for a label pass over ``frames`` arrays of
+    ``shape`` and ``itemsize`` whose categories are at most ``top``: blocks are numbered over
+    all frames as the pass numbers them; a block's combinations are fewer than its outputs."""
+    grid = block_grid(shape, label_blocks(shape, itemsize, engine, order), order)
+    outputs = max(
+        math.prod(b - a for a, b in zip(*_output_range(*block), strict=True)) for block in grid
+    )
+    bits = max(outputs - 1, 1).bit_length()
+    base = top + 1
+    if base + ((len(grid) * frames) << bits) <= _U32_TOP:
+        return ScratchCode(np.dtype(np.uint32), base, bits)
+    return WIDE_CODE
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class LabelJob:
     """The work on one lattice frame in a pass of the label pyramid."""
 
-    source: LazyArray  # level r: labels (level 1) or a uint64 scratch file, [x, y, z]
+    source: LazyArray  # level r: labels (level 1) or a scratch file (``source_code``), [x, y, z]
     path: str  # the input file, for error messages
     # scratch values -> category ids (levels > 1): (first index of each block, category ids)
     lut: tuple[np.ndarray, np.ndarray] | None
     store: ChunkEncoder | None  # encodes level r's grid
-    next_level: Any | None  # writable uint64 lazy array for level 2r, or None
+    next_level: Any | None  # writable lazy array for level 2r (``next_code``), or None
+    source_code: ScratchCode | None = None  # how the source holds combinations (levels > 1)
+    next_code: ScratchCode = WIDE_CODE  # how level 2r is to hold them
 
 
 def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
@@ -360,15 +417,25 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
             return data.view(np.dtype(f"u{size}"))
         return data.astype(np.uint32)
     starts, values = job.lut
-    # in reused buffers (nothing keeps them after the block's task)
-    out = thread_buffer_like(_CATEGORY_SLOT, data, np.dtype(np.uint32))
-    np.copyto(out, data, casting="unsafe")  # plain categories are below 2**32
-    temp = np.greater_equal(data, TEMP_BASE, out=thread_buffer_like(_TEMP_SLOT, data, bool))
-    if temp.any():
-        scratch = data[temp]
-        number = (scratch & ~TEMP_BASE) >> np.uint64(_LOCAL_BITS)
-        index = scratch & np.uint64((1 << _LOCAL_BITS) - 1)
-        out[temp] = values[starts[number.astype(np.intp)] + index.astype(np.intp)]
+    code = job.source_code or WIDE_CODE
+    contiguous = data.flags.c_contiguous or data.flags.f_contiguous
+    if data.dtype == np.uint32 and data.flags.writeable and contiguous:
+        out = data  # (a block read for this task only: mapped in place)
+    else:  # in reused buffers (nothing keeps them after the block's task)
+        out = thread_buffer_like(_CATEGORY_SLOT, data, np.dtype(np.uint32))
+        np.copyto(out, data, casting="unsafe")  # plain categories are below 2**32
+    # combinations -> categories, a cache-sized run of the block at a time (temporaries of
+    # the whole block would be fresh memory, every page of it faulted in)
+    if not contiguous:
+        data = np.ascontiguousarray(data)  # (in the order of ``out``: C)
+    flat, cats = data.reshape(-1, order="A"), out.reshape(-1, order="A")
+    base = data.dtype.type(code.base)
+    for a in range(0, flat.size, _MAP_RUN):
+        run = flat[a : a + _MAP_RUN]
+        at = np.flatnonzero(run >= base)
+        if at.size:
+            number, index = code.combinations(run[at])
+            cats[a + at] = values[starts[number] + index]
     return out
 
 
@@ -391,18 +458,17 @@ def _label_task(
         return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
     out0, out1 = _output_range(start, stop)
     step = label_step_block(cats, lo, job.source.shape, out0, out1)
+    code = job.next_code
     if _local_file(job.next_level):  # written at once: a reused buffer will do
-        scratch = thread_buffer_like(_SCRATCH_SLOT, step.single, np.dtype(np.uint64))
+        scratch = thread_buffer_like(_SCRATCH_SLOT, step.single, code.dtype)
         np.copyto(scratch, step.single)
     else:  # (a cluster worker's next level keeps the block until the task returns)
-        scratch = step.single.astype(np.uint64)
-    if step.combos.shape[0] >= 1 << _LOCAL_BITS:
+        scratch = step.single.astype(code.dtype)
+    if step.combos.shape[0] > 1 << code.bits:
         raise InputFormatError(
-            f"more than {1 << _LOCAL_BITS} label combinations in one block", job.path
+            f"more than {1 << code.bits} label combinations in one block", job.path
         )
-    scratch[step.mixed] = (
-        TEMP_BASE | np.uint64(number << _LOCAL_BITS) | step.index.astype(np.uint64)
-    )
+    scratch[step.mixed] = code.encode(number, step.index)
     job.next_level.write(out0, scratch)
     seen = present_values(step.single)
     if step.combos.size:
@@ -422,13 +488,7 @@ def run_label_pass(
     """One pass of the label pyramid; per job, per block: (block number, categories seen,
     combinations)."""
     def blocks(source: LazyArray) -> tuple[int, ...]:
-        return plane_block_shape(
-            source.shape,
-            np.dtype(source.dtype).itemsize,
-            order,
-            engine.block,
-            engine.max_block_bytes,
-        )
+        return label_blocks(source.shape, np.dtype(source.dtype).itemsize, engine, order)
 
     per_job = _run_chain(jobs, _label_task, engine, order, sink, stage, detail, blocks)
     return [[(n, seen, combos) for n, (seen, combos) in blocks_] for blocks_ in per_job]
