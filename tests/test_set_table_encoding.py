@@ -139,3 +139,22 @@ def test_set_table_encodes_the_same_in_two_threads(monkeypatch):
     for threads in (1, 2):
         assert table.encoded_table(present, threads=threads) == expected
         assert table.encoded_table(np.unique(present).astype(np.uint32), threads) == expected
+
+
+@pytest.mark.parametrize(
+    "digits",
+    [
+        (14, 1, 1, 1, 1, 1),  # one long key among short ones: written on its own
+        (1, 14, 14, 14, 14, 14),  # one short key among long ones
+        (1, 5, 13, 5, 1, 13, 5, 5, 5, 5, 5, 5, 5, 5),  # three widths, the middle one most
+        (1, 17, 4, 5, 12, 13, 16, 8, 9, 2, 3),  # every width boundary
+    ],
+)
+def test_keys_of_mixed_lengths(digits):
+    keys = [int("9" * d) - i if d > 1 else i for i, d in enumerate(digits)]
+    keys = list(dict.fromkeys(keys))
+    members = [[i, 10**i] for i in range(len(keys))]
+    expected = _json({str(k): m for k, m in zip(keys, members, strict=True)})
+    lens = np.full(len(keys), 2, np.int64)
+    flat = np.array([x for m in members for x in m], np.int64)
+    assert encode_set_table(np.array(keys, np.int64), lens, flat) == expected

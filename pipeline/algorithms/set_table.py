@@ -612,36 +612,49 @@ def _at_every_byte(buf: np.ndarray, width: int, offset: int = 0, step: int = 1) 
     return np.ndarray((count,), np.dtype(f"V{width}"), buffer=buf, offset=offset, strides=(step,))
 
 
-def _write_keys(buf: np.ndarray, keys: np.ndarray, ndig: np.ndarray, at: np.ndarray) -> None:
+def _write_keys(
+    buf: np.ndarray, keys: np.ndarray, ndig: np.ndarray, at: np.ndarray, spare: int
+) -> None:
     """Write each key's token ``"<digits>":[`` at its offset in ``buf``, exactly (nothing
     around it): a token of ``n`` bytes, ``w < n <= 2w`` (``w`` = 4, 8 or 16), is the ``w``
     bytes at its start and the ``w`` bytes at its end (the same bytes where they overlap).
-    The end is the same columns of every key's row; the start, those of its digit count."""
+    The end is the same columns of every key's row; the start, those of its digit count.
+
+    Where most keys take one ``w`` and a few another, the few are written separately and
+    the windows of the many written for all keys, the few's to ``spare`` (an offset of
+    ``buf`` with 40 bytes after it that may be overwritten)."""
     rows, end = _key_tokens(keys, ndig)
     lens = ndig.astype(np.intp) + 4
-    counts = np.flatnonzero(np.bincount(ndig)).tolist()
+    lo, hi = int(ndig.min()), int(ndig.max())
 
-    def window(start: int, width: int) -> np.ndarray:  # columns start ... of every row
+    def window(rows: np.ndarray, start: int, width: int) -> np.ndarray:  # columns start...
         item = np.dtype(f"V{width}")
-        view = np.ndarray((keys.size,), item, buffer=rows, offset=start, strides=(rows.shape[1],))
-        return np.ascontiguousarray(view)
+        step = rows.shape[1]
+        view = np.ndarray((rows.shape[0],), item, buffer=rows, offset=start, strides=(step,))
+        return view.copy()  # (contiguous; never the rows themselves)
 
     for width in (4, 8, 16):
-        digits = [d for d in counts if width < d + 4 <= 2 * width]
+        digits = range(max(lo, width - 3), min(hi, 2 * width - 4) + 1)
         if not digits:
             continue
-        heads = window(end - digits[0] - 4, width)
+        where, n, ds, sub = at, lens, ndig, rows
+        if len(digits) <= hi - lo:  # keys of other widths too
+            mine = (lens > width) & (lens <= 2 * width)
+            count = int(np.count_nonzero(mine))
+            if not count:
+                continue
+            if 4 * count < keys.size:  # a few: their rows only
+                sel = np.flatnonzero(mine)
+                where, n, ds, sub = at[sel], lens[sel], ndig[sel], rows[sel]
+            else:  # most: all rows, the others' windows written to spare
+                where = np.where(mine, at, spare)
+        heads = window(sub, end - digits[0] - 4, width)
         for d in digits[1:]:
-            np.copyto(heads, window(end - d - 4, width), where=ndig == d)
-        heads.view(np.uint8).reshape(keys.size, width)[:, 0] = 34  # the opening quote
-        tails = window(end - width, width)
-        where, n = at, lens
-        if len(digits) < len(counts):  # keys of other lengths too: this width's only
-            sel = np.flatnonzero((lens > width) & (lens <= 2 * width))
-            heads, tails, where, n = heads[sel], tails[sel], at[sel], lens[sel]
+            np.copyto(heads, window(sub, end - d - 4, width), where=ds == d)
+        heads.view(np.uint8).reshape(sub.shape[0], width)[:, 0] = 34  # the opening quote
         target = _at_every_byte(buf, width)
         target[where] = heads
-        target[where + (n - width)] = tails
+        target[where + (n - width)] = window(sub, end - width, width)
 
 
 def _write_sets(
@@ -658,7 +671,8 @@ def _write_sets(
     empty) at the start of ``buf``; returns its length. Set ``i``'s members are
     ``members[starts[i] : starts[i] + lens[i]]``, indices into ``vocab``'s first half
     (tokens ``<value>,``; the second half holds the ``<value>],`` ending a set), each token
-    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text.
+    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text,
+    and at least 40 bytes.
 
     Every token goes straight to its offset in the text, from the cumulative sums of the
     tokens' lengths (each set's last member counting the next key's length too): first the
@@ -669,7 +683,7 @@ def _write_sets(
     index[0] = starts[0]
     index[ends[:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
     np.cumsum(index, out=index)
-    tokens = members[index]
+    tokens = members[index].astype(np.intp, copy=False)
     tokens[ends - 1] += vocab.size // 2  # a set's last member ends it: "<value>],"
     token_lens = vocab_lens[tokens]
     key_lens = ndig.astype(np.intp) + 4
@@ -679,7 +693,7 @@ def _write_sets(
     at -= token_lens
     at += key_lens[0]
     _at_every_byte(buf, vocab.itemsize)[at] = vocab[tokens]
-    _write_keys(buf, keys, ndig, at[ends - lens] - key_lens)
+    _write_keys(buf, keys, ndig, at[ends - lens] - key_lens, size + 16)
     return size
 
 
@@ -781,7 +795,7 @@ def encode_set_table(
     per = max(1, _MEMBERS_AT_ONCE * keys.size // (total + keys.size))
     bounds = [*range(0, keys.size, per), keys.size]
     batches = list(itertools.pairwise(bounds))
-    size = total * (int(vd.max()) + 2) + keys.size * (int(ndig.max()) + 4) + width
+    size = total * (int(vd.max()) + 2) + keys.size * (int(ndig.max()) + 4) + width + 40
     args = (order, keys, ndig, starts, lens, members, vocab, vocab_lens)
     if threads > 1 and len(batches) > 1 and total >= _THREADED_MEMBERS:
         half = len(batches) // 2
