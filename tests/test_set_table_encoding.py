@@ -158,3 +158,18 @@ def test_keys_of_mixed_lengths(digits):
     lens = np.full(len(keys), 2, np.int64)
     flat = np.array([x for m in members for x in m], np.int64)
     assert encode_set_table(np.array(keys, np.int64), lens, flat) == expected
+
+
+def test_table_encoder_reads_the_table_when_made():
+    """The table is read by ``table_encoder`` itself, not by the function it returns (which
+    runs in a thread while the next level's unions add sets): that function works on what
+    was read even once every array of the table is gone."""
+    table = SetTable()
+    top = 2**32 - 2  # sparse ids: categories are looked up by sorted search
+    table.add_labels(np.array([0, top]))
+    encode = table.table_encoder(np.array([top, 0]), threads=2)
+    expected = _json({"0": [0], str(top): [top]})
+    table.union_ids(np.array([[0, top]], np.uint32))  # a new set, its arrays replaced
+    for name in list(vars(table)):
+        setattr(table, name, None)
+    assert encode() == expected

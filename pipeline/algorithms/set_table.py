@@ -513,11 +513,19 @@ class SetTable:
     def encoded_table(self, present: np.ndarray, threads: int = 1) -> bytes:
         """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array
         (``threads``: see :func:`encode_set_table`)."""
+        return self.table_encoder(present, threads)()
+
+    def table_encoder(self, present: np.ndarray, threads: int = 1) -> Callable[[], bytes]:
+        """:meth:`encoded_table` in two steps: the table is read now, the function returned
+        encodes what was read. It may run in another thread while sets are added (they
+        replace the table's arrays and never change the sets already read); reading the
+        table there instead could pair a category with another set."""
         present = np.asarray(present)
         if present.dtype != np.uint32 or not (present[1:] > present[:-1]).all():
             present = sorted_unique(present.astype(np.uint32))
         pos = self._positions(present)
-        return encode_set_table(
+        return functools.partial(
+            encode_set_table,
             present,
             self._lens[pos],
             self._flat,
@@ -525,7 +533,6 @@ class SetTable:
             starts=self._starts[pos],
             threads=threads,
         )
-
 
 def _digits(values: np.ndarray) -> np.ndarray:
     """Number of decimal digits of non-negative integers (uint8)."""
@@ -789,8 +796,6 @@ def encode_set_table(
         [_tokens(values, b"", b",", width), _tokens(values, b"", b"],", width)]
     ).view(f"V{width}").reshape(-1)
     vocab_lens = np.concatenate([vd + 1, vd + 2]).astype(np.intp)
-    if members.dtype != np.intp and vocab.size > np.iinfo(members.dtype).max:
-        members = members.astype(np.intp)
     total = int(lens.sum())
     per = max(1, _MEMBERS_AT_ONCE * keys.size // (total + keys.size))
     bounds = [*range(0, keys.size, per), keys.size]

@@ -299,13 +299,13 @@ def write_lattice(
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
             # the set table of level r is encoded in a thread while the unions of level 2r
-            # are merged (it reads only sets that exist already); stored in the same order.
-            # The last level's table has nothing beside it: it may use two threads.
+            # are merged (the table is read here, before they add sets); stored in the same
+            # order. The last level's table has nothing beside it: it may use two threads.
             threads = 1 if job.next_level is not None else 2
             with ThreadPoolExecutor(1) as pool:
                 encoded = None
                 if lv.stored:
-                    encoded = pool.submit(table.encoded_table, present, threads)
+                    encoded = pool.submit(table.table_encoder(present, threads))
                 if job.next_level is not None:
                     try:
                         luts[t] = _lut(table, per_block)
