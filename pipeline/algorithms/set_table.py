@@ -16,7 +16,10 @@ number of sets.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -926,18 +929,33 @@ class SetTable:
         """The ``set_table`` document of a level: every present category with its segments."""
         return {str(c): list(self.sets[c]) for c in sorted(np.asarray(present).tolist())}
 
-    def encoded_table(self, present: np.ndarray) -> bytes:
-        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array."""
-        present = sorted_unique(np.asarray(present).astype(np.uint32))
-        pos = self._positions(present)
-        lens = self._lens[pos]
-        ranks = self._flat[_ranges(self._starts[pos], lens)]
-        return encode_set_table(present.astype(np.int64), lens, ranks, self._segments)
+    def encoded_table(self, present: np.ndarray, threads: int = 1) -> bytes:
+        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array
+        (``threads``: see :func:`encode_set_table`)."""
+        return self.table_encoder(present, threads)()
 
+    def table_encoder(self, present: np.ndarray, threads: int = 1) -> Callable[[], bytes]:
+        """:meth:`encoded_table` in two steps: the table is read now, the function returned
+        encodes what was read. It may run in another thread while sets are added (they
+        replace the table's arrays and never change the sets already read); reading the
+        table there instead could pair a category with another set."""
+        present = np.asarray(present)
+        if present.dtype != np.uint32 or not (present[1:] > present[:-1]).all():
+            present = sorted_unique(present.astype(np.uint32))
+        pos = self._positions(present)
+        return functools.partial(
+            encode_set_table,
+            present,
+            self._lens[pos],
+            self._flat,
+            self._segments,
+            starts=self._starts[pos],
+            threads=threads,
+        )
 
 def _digits(values: np.ndarray) -> np.ndarray:
-    """Number of decimal digits of non-negative integers."""
-    n = np.ones(values.shape, np.int64)
+    """Number of decimal digits of non-negative integers (uint8)."""
+    n = np.ones(values.shape, np.uint8)
     power = 10
     while power <= (int(values.max()) if values.size else 0):
         n += values >= power
@@ -966,38 +984,219 @@ def _tokens(values: np.ndarray, before: bytes, after: bytes, width: int) -> np.n
     return out
 
 
-_TOKENS_AT_ONCE = 1 << 20  # keys and members turned into bytes at once
+_MEMBERS_AT_ONCE = 1 << 17  # members of the sets written at once: ~1 MB of text
+_THREADED_MEMBERS = 1 << 20  # fewer members than this: one thread whatever ``threads`` says
 
 
 def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
-    """The order of non-negative integers (below 10**17) as decimal strings: "10" < "9"."""
+    """The order of distinct non-negative integers (below 10**17) as decimal strings:
+    "10" < "9", and "1" < "10" (a prefix first)."""
     if not keys.size:
         return np.zeros(0, np.int64)
     width = int(ndig.max())
-    scaled = keys.astype(np.int64) * (10 ** (width - ndig))  # digits aligned to the left
+    scale = 10 ** np.arange(width, -1, -1, dtype=np.int64)  # 10 ** (width - digits)
+    scaled = keys.astype(np.int64) * scale[ndig]  # digits aligned to the left
+    if bool((keys[1:] > keys[:-1]).all()):  # ascending: a prefix (1 of 10) comes first
+        return np.argsort(scaled, kind="stable")  # (runs of ascending values: fast)
     return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
 
 
+@functools.cache
+def _four_digits() -> np.ndarray:
+    """The ASCII text of 0000 ... 9999, four bytes per number read as one uint32."""
+    n = np.arange(10000)
+    chars = np.stack([n // 1000, n // 100 % 10, n // 10 % 10, n % 10], axis=1) + 48
+    return np.ascontiguousarray(chars.astype(np.uint8)).view(np.uint32).reshape(-1)
+
+
+_KEY_END = np.frombuffer(b'":[ ', np.uint32)[0]  # the bytes after a key's digits (3 used)
+
+
+def _key_tokens(keys: np.ndarray, ndig: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows of uint8 holding each key's digits (zero-padded) followed by ``":[``, ending at
+    column ``end`` (exclusive): a key of ``d`` digits is ``rows[i, end - d - 3 : end]``, its
+    token that with a ``"`` before. The digits are written four at a time from a table of
+    0000 ... 9999; the columns before the token hold at least one more (the quote's place)."""
+    groups = (int(ndig.max()) + 4) // 4  # 4 * groups columns: the digits and the quote
+    words = np.empty((keys.size, groups + 1), np.uint32)
+    rest = keys.astype(np.uint32 if int(keys.max()) < 1 << 32 else np.uint64)
+    base = rest.dtype.type(10000)
+    table = _four_digits()
+    for g in range(groups - 1, -1, -1):
+        high = rest // base
+        words[:, g] = table[rest - high * base]
+        rest = high
+    words[:, groups] = _KEY_END
+    return words.view(np.uint8), 4 * groups + 3
+
+
+def _at_every_byte(buf: np.ndarray, width: int, offset: int = 0, step: int = 1) -> np.ndarray:
+    """Items of ``width`` bytes starting at bytes ``offset``, ``offset + step``, ... of ``buf``
+    (overlapping when ``step < width``): ``view[offsets] = tokens`` writes the tokens one after
+    the other, in order."""
+    count = (buf.size - offset - width) // step + 1
+    return np.ndarray((count,), np.dtype(f"V{width}"), buffer=buf, offset=offset, strides=(step,))
+
+
+def _write_keys(
+    buf: np.ndarray, keys: np.ndarray, ndig: np.ndarray, at: np.ndarray, spare: int
+) -> None:
+    """Write each key's token ``"<digits>":[`` at its offset in ``buf``, exactly (nothing
+    around it): a token of ``n`` bytes, ``w < n <= 2w`` (``w`` = 4, 8 or 16), is the ``w``
+    bytes at its start and the ``w`` bytes at its end (the same bytes where they overlap).
+    The end is the same columns of every key's row; the start, those of its digit count.
+
+    Where most keys take one ``w`` and a few another, the few are written separately and
+    the windows of the many written for all keys, the few's to ``spare`` (an offset of
+    ``buf`` with 40 bytes after it that may be overwritten)."""
+    rows, end = _key_tokens(keys, ndig)
+    lens = ndig.astype(np.intp) + 4
+    lo, hi = int(ndig.min()), int(ndig.max())
+
+    def window(rows: np.ndarray, start: int, width: int) -> np.ndarray:  # columns start...
+        item = np.dtype(f"V{width}")
+        step = rows.shape[1]
+        view = np.ndarray((rows.shape[0],), item, buffer=rows, offset=start, strides=(step,))
+        return view.copy()  # (contiguous; never the rows themselves)
+
+    for width in (4, 8, 16):
+        digits = range(max(lo, width - 3), min(hi, 2 * width - 4) + 1)
+        if not digits:
+            continue
+        where, n, ds, sub = at, lens, ndig, rows
+        if len(digits) <= hi - lo:  # keys of other widths too
+            mine = (lens > width) & (lens <= 2 * width)
+            count = int(np.count_nonzero(mine))
+            if not count:
+                continue
+            if 4 * count < keys.size:  # a few: their rows only
+                sel = np.flatnonzero(mine)
+                where, n, ds, sub = at[sel], lens[sel], ndig[sel], rows[sel]
+            else:  # most: all rows, the others' windows written to spare
+                where = np.where(mine, at, spare)
+        heads = window(sub, end - digits[0] - 4, width)
+        for d in digits[1:]:
+            np.copyto(heads, window(sub, end - d - 4, width), where=ds == d)
+        heads.view(np.uint8).reshape(sub.shape[0], width)[:, 0] = 34  # the opening quote
+        target = _at_every_byte(buf, width)
+        target[where] = heads
+        target[where + (n - width)] = window(sub, end - width, width)
+
+
+def _write_sets(
+    buf: np.ndarray,
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> int:
+    """Write the text of consecutive sets (``"<key>":[<member>,...,<member>],`` each; none
+    empty) at the start of ``buf``; returns its length. Set ``i``'s members are
+    ``members[starts[i] : starts[i] + lens[i]]``, indices into ``vocab``'s first half
+    (tokens ``<value>,``; the second half holds the ``<value>],`` ending a set), each token
+    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text,
+    and at least 40 bytes.
+
+    Every token goes straight to its offset in the text, from the cumulative sums of the
+    tokens' lengths (each set's last member counting the next key's length too): first the
+    members in order, each write's padding landing where the next member or key goes, then
+    the keys, exactly."""
+    ends = np.cumsum(lens)
+    index = np.ones(int(ends[-1]), np.intp)  # members[index]: the sets' members in order
+    index[0] = starts[0]
+    index[ends[:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+    np.cumsum(index, out=index)
+    tokens = members[index].astype(np.intp, copy=False)
+    tokens[ends - 1] += vocab.size // 2  # a set's last member ends it: "<value>],"
+    token_lens = vocab_lens[tokens]
+    key_lens = ndig.astype(np.intp) + 4
+    token_lens[ends[:-1] - 1] += key_lens[1:]  # the next key's text follows
+    at = np.cumsum(token_lens)
+    size = int(at[-1] + key_lens[0])
+    at -= token_lens
+    at += key_lens[0]
+    _at_every_byte(buf, vocab.itemsize)[at] = vocab[tokens]
+    _write_keys(buf, keys, ndig, at[ends - lens] - key_lens, size + 16)
+    return size
+
+
+def _sets_text(
+    batches: list[tuple[int, int]],
+    size: int,
+    order: np.ndarray,
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> np.ndarray:
+    """The text of the sets ``order[first:stop]`` of every batch ``(first, stop)``, written
+    one batch after the other into one array of at most ``size`` bytes (each batch's
+    padding past its end lands where the next one starts). A batch of sets larger than
+    most is cut where its members pass multiples of ``_MEMBERS_AT_ONCE``."""
+    out = np.empty(size, np.uint8)
+    n = 0
+    for a, b in batches:
+        sets = order[a:b]
+        counts = lens[sets]
+        pieces = [(0, b - a)]
+        total = int(counts.sum())
+        if total > 2 * _MEMBERS_AT_ONCE:
+            cum = np.cumsum(counts)
+            cuts = np.searchsorted(cum, np.arange(_MEMBERS_AT_ONCE, total, _MEMBERS_AT_ONCE))
+            pieces = list(itertools.pairwise([0, *sorted(set(cuts.tolist()) - {0}), b - a]))
+        for c, d in pieces:
+            piece = sets[c:d]
+            n += _write_sets(
+                out[n:],
+                keys[piece],
+                ndig[piece],
+                starts[piece],
+                counts[c:d],
+                members,
+                vocab,
+                vocab_lens,
+            )
+    return out[:n]
+
+
 def encode_set_table(
-    keys: np.ndarray, lens: np.ndarray, members: np.ndarray, values: np.ndarray | None = None
+    keys: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    starts: np.ndarray | None = None,
+    threads: int = 1,
 ) -> bytes:
     """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
     compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy.
     With ``values``, ``members`` are indices into it (few distinct values, many members).
+    Key ``i``'s members are ``members[starts[i] : starts[i] + lens[i]]`` (by default, the
+    sets one after the other).
 
-    Every key and member is a token of bytes (``"key":[`` or ``member,``, the last member
-    of a set ``member],``), left-aligned in rows of one width: the text is the tokens in
-    order with the rows' padding left out (one boolean selection), the last comma dropped.
-    A member's token comes from a table of one token per distinct value."""
+    The sets are written in batches of about ``_MEMBERS_AT_ONCE`` members (see
+    :func:`_write_sets`). With ``threads=2``, a table of at least ``_THREADED_MEMBERS``
+    members is written in two halves (cut between two sets in key order) by two threads,
+    and the texts joined."""
+    if starts is None:
+        starts = np.cumsum(lens) - lens
     if values is None:
-        values, members = np.unique(members, return_inverse=True)
+        values, members = np.unique(members[_ranges(starts, lens)], return_inverse=True)
         members = members.reshape(-1)
-    if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
-        values.size and values.min() < 0
-    ):
+        starts = np.cumsum(lens) - lens
+    if (
+        (keys.size and (int(keys.min()) < 0 or int(keys.max()) >= 10**17))
+        or (values.size and int(values.min()) < 0)
+        or (lens.size and lens.min() == 0)
+    ):  # (the lattices' sets are never empty)
         from numcodecs import JSON
 
-        starts = np.cumsum(lens) - lens
         doc = {
             str(k): values[members[s : s + n]].tolist()
             for k, s, n in zip(keys.tolist(), starts.tolist(), lens.tolist(), strict=True)
@@ -1008,44 +1207,27 @@ def encode_set_table(
     head, tail = b"[{", b'},"|O",[1]]'
     if not keys.size:
         return head + tail
-    kd = _digits(keys)
-    order = _string_order(keys, kd)  # json's sort_keys: string order
-    starts = (np.cumsum(lens) - lens)[order]
-    keys, lens, kd = keys[order], lens[order], kd[order]
-    members = members[_ranges(starts, lens)]
+    ndig = _digits(keys)
+    order = _string_order(keys, ndig)  # json's sort_keys: string order
     vd = _digits(values)
-    width = max(int(kd.max()) + 6, int(vd.max(initial=1)) + 2)
-    value_tokens = np.concatenate(
+    width = -(-(int(vd.max(initial=1)) + 2) // 8) * 8  # tokens padded to whole words
+    vocab = np.concatenate(
         [_tokens(values, b"", b",", width), _tokens(values, b"", b"],", width)]
-    )
-    value_lens = np.concatenate([vd + 1, vd + 2])
-    last = np.zeros(members.size, bool)
-    ends = np.cumsum(lens)
-    last[ends[lens > 0] - 1] = True
-    member_token = members + last * values.size  # the "],"-ending token of a last member
-    starts = ends - lens
-    parts = [np.frombuffer(head, np.uint8)]
-    step = max(1, _TOKENS_AT_ONCE // max(1, int(lens.mean()) + 1))
-    columns = np.arange(width)
-    for a in range(0, keys.size, step):
-        b = min(a + step, keys.size)
-        n_members = int(ends[b - 1] - starts[a])
-        count = (b - a) + n_members
-        key_at = np.arange(b - a) + (starts[a:b] - starts[a])  # each key's token, in order
-        is_member = np.ones(count, bool)
-        is_member[key_at] = False
-        tokens = np.empty((count, width), np.uint8)
-        token_lens = np.empty(count, np.int64)
-        empty = lens[a:b] == 0
-        key_tokens = _tokens(keys[a:b], b'"', b'":[', width)
-        if empty.any():  # "key":[],
-            key_tokens[empty] = _tokens(keys[a:b][empty], b'"', b'":[],', width)
-        tokens[key_at] = key_tokens
-        token_lens[key_at] = kd[a:b] + 4 + 2 * empty
-        chosen = member_token[starts[a] : starts[a] + n_members]
-        tokens[is_member] = value_tokens[chosen]
-        token_lens[is_member] = value_lens[chosen]
-        parts.append(tokens[columns[None, :] < token_lens[:, None]])
-    parts[-1] = parts[-1][:-1]  # the last set's trailing comma
-    parts.append(np.frombuffer(tail, np.uint8))
-    return np.concatenate(parts).tobytes()
+    ).view(f"V{width}").reshape(-1)
+    vocab_lens = np.concatenate([vd + 1, vd + 2]).astype(np.intp)
+    total = int(lens.sum())
+    per = max(1, _MEMBERS_AT_ONCE * keys.size // (total + keys.size))
+    bounds = [*range(0, keys.size, per), keys.size]
+    batches = list(itertools.pairwise(bounds))
+    size = total * (int(vd.max()) + 2) + keys.size * (int(ndig.max()) + 4) + width + 40
+    args = (order, keys, ndig, starts, lens, members, vocab, vocab_lens)
+    if threads > 1 and len(batches) > 1 and total >= _THREADED_MEMBERS:
+        half = len(batches) // 2
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sets_text, batches[:half], size, *args)
+            texts = [_sets_text(batches[half:], size, *args)]
+            texts.insert(0, first.result())
+    else:
+        texts = [_sets_text(batches, size, *args)]
+    texts[-1] = texts[-1][:-1]  # the last set's trailing comma
+    return b"".join([head, *texts, tail])
