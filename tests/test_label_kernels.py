@@ -118,8 +118,10 @@ def test_every_set_hashing_alike_gives_the_same_ids(monkeypatch, seed):
 
 @pytest.mark.parametrize("batch", [1, 2, 7])
 def test_batches_of_unions_give_the_same_ids(monkeypatch, batch):
-    """Unions are formed in batches of members: any batch size gives the definition's ids."""
-    monkeypatch.setattr(set_table_module, "_BATCH_MEMBERS", batch)
+    """Unions are formed in batches of rows, cut where their union matrix is too large: any
+    batch size gives the definition's ids."""
+    monkeypatch.setattr(set_table_module, "_ROWS_AT_ONCE", batch)
+    monkeypatch.setattr(set_table_module, "_CELLS_AT_ONCE", 2 * batch)
     rng = np.random.default_rng(batch)
     labels = rng.choice(30, size=10, replace=False).tolist()
     levels = [

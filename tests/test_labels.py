@@ -120,6 +120,29 @@ def test_set_table_invariant_on_random_labels(
     assert result.segment_ids == tuple(np.unique(labels).tolist())
 
 
+def test_a_level_with_the_categories_of_the_last_reuses_its_table(tmp_path, monkeypatch):
+    # two half spaces: every coarser level holds 0, 1 and their union, as level 2 does
+    labels = np.zeros((32, 16, 16), np.uint16)
+    labels[16:] = 1
+    encoded = []
+    original = SetTable.table_encoder
+
+    def counting(self, present, threads=1):
+        encoded.append(np.asarray(present).tolist())
+        return original(self, present, threads)
+
+    monkeypatch.setattr(SetTable, "table_encoder", counting)
+    _, levels = _run(labels, tmp_path)
+    assert sorted(levels)[:4] == [1, 2, 4, 8]
+    _check_invariant(labels, levels)
+    union = next(c for c, members in levels[2][1].items() if members == [0, 1])
+    for ratio in (2, 4, 8):
+        assert levels[ratio][1] == {0: [0], 1: [1], union: [0, 1]}
+    # levels 4 and 8 got level 2's bytes again; each coarser level was encoded once
+    assert encoded[:2] == [[0, 1], [0, 1, union]]
+    assert len(encoded) == len(levels) - 2
+
+
 def test_odd_sizes_and_last_plane_are_covered(tmp_path):
     labels = np.zeros((17, 9, 33), np.uint16)
     labels[16, 8, 32] = 7  # the very last voxel

@@ -2,8 +2,9 @@
 
 Every category id names a set of segment ids. Level 1 categories are the label values
 (``{segment(v)} -> v``); at coarser levels, a union of categories equal to a known set reuses
-that set's id, and a new union gets the next free id. :meth:`SetTable.union_ids` does that for
-a whole level at once: the unions are formed, sorted and deduplicated row-wise, found in (or
+that set's id, and a new union gets the next free id. :meth:`SetTable.level_ids` does that for
+a whole level at once (new ids in the tuple order of the rows; :meth:`SetTable.union_ids` in row
+order): the unions are formed, sorted and deduplicated row-wise batch by batch, found in (or
 added to) the table through a 64-bit hash of each set that is always checked against the sets'
 members, so a hash collision can never merge two sets (the rare collision, and running out of
 ids, take the exact scalar path instead).
@@ -15,8 +16,8 @@ number of sets.
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,8 +26,8 @@ import numpy as np
 __all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique_rows"]
 
 SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
-_BATCH_MEMBERS = 1 << 22  # members of the unions formed at once
-_THREADS = 2  # threads forming unions ahead of the id assignment
+_ROWS_AT_ONCE = 1 << 14  # rows of categories whose unions a level's merge forms at once
+_CELLS_AT_ONCE = 1 << 19  # cells of one such batch's union matrix (a few MB, in cache)
 _EMPTY_U32 = np.zeros(0, np.uint32)
 _EMPTY_I64 = np.zeros(0, np.int64)
 
@@ -69,32 +70,57 @@ def unique_1d(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def _packed_columns(rows: np.ndarray, sentinel_first: bool) -> list[np.ndarray]:
+def _packed_columns(
+    rows: np.ndarray, sentinel_first: bool, top: int | None = None, width: int | None = None
+) -> list[np.ndarray]:
     """Sort keys of the rows of a non-negative integer array, most significant first: the
     columns packed into uint64 words (the same lexicographic order). With ``sentinel_first``,
-    uint32 rows count the sentinel below every other value (it wraps to 0 when 1 is added).
+    uint32 rows count the sentinel below every other value (it wraps to 0 when 1 is added),
+    and ``top`` (at least the largest value, plus one) and ``width`` (columns, the missing
+    ones sentinels) give keys that compare with other rows packed alike.
 
     Columns of up to 8 or 16 bits are written big-endian side by side and read back as
-    words (one conversion of the whole array); wider ones are shifted in one by one."""
-    shifted = rows + np.uint32(1) if sentinel_first else rows  # the sentinel wraps to 0
-    top = int(shifted.max()) if rows.size else 0
+    words (one conversion of the whole array); wider ones are shifted into the words of a
+    few MB of rows at a time, one shift per column of a word for all the words at once."""
+    n, given = rows.shape
+    width = max(given, width or 0)
+    if top is None and not rows.size:
+        top = 0
+    elif top is None and sentinel_first:
+        top = int(rows.max())
+        if top == SENTINEL:  # the sentinel wraps to 0: the largest other value counts
+            top = int(np.max(rows, where=rows != SENTINEL, initial=0))
+        top += 1
+    elif top is None:
+        top = int(rows.max())
     bits = max(top.bit_length(), 1)
-    n, width = rows.shape
     for size in (1, 2):
         if bits <= 8 * size:
             per_word = 8 // size
             count = -(-width // per_word)
             packed = np.zeros((n, count * per_word), np.dtype(f">u{size}"))
-            packed[:, :width] = shifted
+            packed[:, :given] = rows
+            if sentinel_first:
+                packed[:, :given] += np.uint8(1)  # the sentinel wraps to 0 in the narrow type
             return list(packed.view(">u8").T.astype(np.uint64, order="C"))
     per_word = max(64 // bits, 1)
-    out = []
-    for c0 in range(0, width, per_word):
-        word = np.zeros(n, np.uint64)
-        for c in range(c0, min(c0 + per_word, width)):
+    count = -(-width // per_word)
+    out = [np.empty(n, np.uint64) for _ in range(count)]
+    step = max(1, _CELLS_AT_ONCE // max(width, 1))
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        part = np.zeros((b - a, count * per_word), np.uint64)
+        part[:, :given] = rows[a:b]
+        if sentinel_first:
+            part[:, :given] += np.uint64(1)
+            part[part == 1 << 32] = 0
+        part = part.reshape(b - a, count, per_word)
+        word = part[:, :, 0].copy()
+        for c in range(1, per_word):
             word <<= np.uint64(bits)
-            word |= shifted[:, c].astype(np.uint64)
-        out.append(word)
+            word |= part[:, :, c]
+        for w in range(count):
+            out[w][a:b] = word[:, w]
     return out
 
 
@@ -104,16 +130,24 @@ def lexsort_unique_rows(
     """:func:`unique_1d` of the rows of a 2-D array of non-negative integers, rows in
     lexicographic order (with ``sentinel_first``: a uint32 sentinel sorts below 0, so a row
     padded with sentinels comes before the longer rows it starts, as Python tuples do)."""
-    words = _packed_columns(rows, sentinel_first)
+    return _unique_words(_packed_columns(rows, sentinel_first))
+
+
+def _unique_words(
+    words: list[np.ndarray], firsts: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (the first row of
+    each distinct one left empty unless ``firsts``)."""
     if len(words) == 1:
         return unique_1d(words[0])
+    n = words[0].size
     # by the leading word (a stable sort: runs of rows already in order merge cheaply), then
     # only the rows sharing a leading word by the others, least significant first
     order = np.argsort(words[0], kind="stable")
     lead = words[0][order]
     same = lead[1:] == lead[:-1]
     if same.any():
-        tied = np.zeros(rows.shape[0], bool)
+        tied = np.zeros(n, bool)
         tied[1:] = same
         tied[:-1] |= same
         at = np.flatnonzero(tied)
@@ -122,15 +156,19 @@ def lexsort_unique_rows(
         for word in words[:0:-1]:
             perm = perm[np.argsort(word[sub[perm]], kind="stable")]
         perm = perm[np.argsort(lead[at][perm], kind="stable")]
-        order[at] = sub[perm]
-    new = np.zeros(rows.shape[0], bool)
-    new[:1] = True
-    for word in words:
-        ordered = word[order]
-        new[1:] |= ordered[1:] != ordered[:-1]
-    inverse = np.empty(rows.shape[0], np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    return order[new], inverse
+        order[at] = sub[perm]  # (the leading words stay in order: lead is still theirs)
+    new = np.ones(n, bool)
+    np.logical_not(same, out=new[1:])
+    pairs = np.flatnonzero(same)  # only rows sharing a leading word may be repeats
+    if pairs.size:
+        before, after = order[pairs], order[pairs + 1]
+        for word in words[1:]:
+            new[pairs + 1] |= word[after] != word[before]
+    group = np.cumsum(new)
+    group -= 1
+    inverse = np.empty(n, np.int64)
+    inverse[order] = group
+    return (order[new] if firsts else _EMPTY_I64), inverse
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,6 +200,98 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
 
 
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """:func:`_ranges` in numpy's index type (indices of another type are converted to it
+    whenever they index, at a cost of a copy)."""
+    lengths = lengths.astype(np.intp, copy=False)
+    heads = np.cumsum(lengths)
+    heads -= lengths
+    base = starts.astype(np.intp)
+    base -= heads
+    out = np.repeat(base, lengths)
+    out += np.arange(out.size)
+    return out
+
+
+def _gathered(
+    source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``source[_spans(starts, lengths)]`` (into ``out`` if given), a few MB of indices at a
+    time (millions of sets: the indices of all their members at once would be the largest
+    array of the merge)."""
+    lengths = lengths.astype(np.intp, copy=False)
+    ends = np.cumsum(lengths)
+    if out is None:
+        out = np.empty(int(ends[-1]) if ends.size else 0, source.dtype)
+    step = max(1, _CELLS_AT_ONCE // max(int(lengths.mean()) if lengths.size else 1, 1))
+    for a in range(0, lengths.size, step):
+        b = min(a + step, lengths.size)
+        begin = int(ends[a - 1]) if a else 0
+        out[begin : int(ends[b - 1])] = source[_spans(starts[a:b], lengths[a:b])]
+    return out
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Sentinel-padded rows one after the other, padded to the widest."""
+    shape = (sum(p.shape[0] for p in parts), max(p.shape[1] for p in parts))
+    rows = np.full(shape, SENTINEL, np.uint32)
+    done = 0
+    for p in parts:
+        rows[done : done + p.shape[0], : p.shape[1]] = p
+        done += p.shape[0]
+    return rows
+
+
+def _row_ends(rows: np.ndarray) -> np.ndarray | None:
+    """The number of categories of each sentinel-padded row (uint8 for up to 255 columns),
+    or None if some row has a category after a sentinel."""
+    n, width = rows.shape
+    ends = np.empty(n, np.uint8 if width < 256 else np.int64)
+    step = max(1, _CELLS_AT_ONCE // width)
+    for a in range(0, n, step):
+        valid = rows[a : a + step] != SENTINEL
+        if np.any(valid[:, 1:] > valid[:, :-1]):  # a category after a sentinel
+            return None
+        count = np.argmin(valid, axis=1)  # the first sentinel (0 if there is none)
+        count[valid[:, -1]] = width
+        ends[a : a + step] = count
+    return ends
+
+
+def _hash_buckets(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Where each run of sorted 64-bit ``keys`` sharing their leading bits starts (about
+    one key per run): with :func:`_bucket_search`, a sorted search of well-spread hashes in
+    one or two look-ups instead of a binary search's ~20 cache misses."""
+    bits = max(int(keys.size).bit_length() - 1, 1)
+    shift = 64 - bits
+    bounds = np.zeros((1 << bits) + 1, np.int32 if keys.size < 1 << 31 else np.int64)
+    counts = np.bincount((keys >> np.uint64(shift)).astype(np.intp), minlength=1 << bits)
+    np.cumsum(counts, out=bounds[1:])
+    return bounds, shift
+
+
+def _bucket_search(
+    keys: np.ndarray, buckets: tuple[np.ndarray, int], queries: np.ndarray
+) -> np.ndarray:
+    """``np.searchsorted(keys, queries)`` through :func:`_hash_buckets`: each query starts
+    at its run and steps past the smaller keys of the run."""
+    bounds, shift = buckets
+    top = (queries >> np.uint64(shift)).astype(np.intp)
+    at = bounds.take(top).astype(np.int64)
+    end = bounds.take(top + 1)
+    active = np.flatnonzero(at < end)
+    for _ in range(16):
+        if not active.size:
+            return at
+        smaller = keys.take(at[active]) < queries[active]
+        active = active[smaller]
+        at[active] += 1
+        active = active[at[active] < end[active]]
+    if active.size:  # long runs (hashes that are not well spread): a binary search
+        at[active] = np.searchsorted(keys, queries[active])
+    return at
+
+
 def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sums of consecutive runs of ``values`` of the given lengths (int64, or uint64 for
     uint64 values: sums modulo 2**64)."""
@@ -169,18 +299,6 @@ def _row_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     np.cumsum(values, out=total[1:])
     ends = np.cumsum(counts)
     return total[ends] - total[ends - counts]
-
-
-def _compact_rows(mat: np.ndarray) -> np.ndarray:
-    """Rows sorted with their repeats replaced by the sentinel, trimmed to the widest row."""
-    mat.sort(axis=1)
-    if mat.shape[1] > 1:
-        repeated = np.zeros(mat.shape, bool)
-        np.equal(mat[:, 1:], mat[:, :-1], out=repeated[:, 1:])
-        mat[repeated] = SENTINEL
-        mat.sort(axis=1)
-    width = int((mat != SENTINEL).sum(axis=1).max()) if mat.shape[0] else 1
-    return mat[:, : max(width, 1)]
 
 
 def _sorted_search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -202,11 +320,87 @@ def _merge(
     order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
-    old ones and keep their order among themselves (``order`` sorts them, if known)."""
-    if order is None:
+    old ones and keep their order among themselves (``order`` sorts them, if known). Each
+    new key's place is found by one sorted search; the old ones fill the other places."""
+    if order is None and not bool(np.all(new_keys[1:] >= new_keys[:-1])):
         order = np.argsort(new_keys, kind="stable")
-    at = np.searchsorted(keys, new_keys[order], side="right")
-    return np.insert(keys, at, new_keys[order]), np.insert(index, at, new_index[order])
+    added = new_keys if order is None else new_keys[order]
+    added_index = new_index if order is None else new_index[order]
+    if not keys.size or not added.size or added[0] >= keys[-1]:  # all after the old ones
+        return (
+            np.concatenate([keys, added.astype(keys.dtype, copy=False)]),
+            np.concatenate([index, added_index.astype(index.dtype, copy=False)]),
+        )
+    at = np.searchsorted(keys, added, side="right")
+    at += np.arange(added.size, dtype=at.dtype)
+    old = np.ones(keys.size + added.size, bool)
+    old[at] = False
+    merged_keys = np.empty(old.size, keys.dtype)
+    merged_keys[at] = added
+    merged_keys[old] = keys
+    merged_index = np.empty(old.size, index.dtype)
+    merged_index[at] = added_index
+    merged_index[old] = index
+    return merged_keys, merged_index
+
+
+def _stable_order(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.argsort(hashes, kind="stable")`` of 64-bit hashes and the sorted hashes: one sort
+    of the hashes' leading bits with each index in the low bits (a sort moves half the bytes
+    of an argsort), checked; hashes whose leading bits tie out of order take the argsort."""
+    n = hashes.size
+    bits = max(n - 1, 1).bit_length()
+    if bits <= 40:
+        low = np.uint64((1 << bits) - 1)
+        keys = hashes & ~low
+        keys |= np.arange(n, dtype=np.uint64)
+        keys.sort()
+        keys &= low
+        order = keys.astype(np.intp)
+        del keys
+        ordered = hashes[order]
+        if n < 2 or bool((ordered[1:] >= ordered[:-1]).all()):
+            return order, ordered
+    order = np.argsort(hashes, kind="stable")
+    return order, hashes[order]
+
+
+class _NewSets:
+    """The rows whose unions the table does not hold, batch after batch: their indices,
+    unions (members one after the other, counts, hashes) and sort keys, in buffers of the
+    level's size (written once, never concatenated; pages not written cost nothing)."""
+
+    def __init__(self, total: int, words: int, tuple_order: bool) -> None:
+        self.size = 0
+        self._total, self._words = total, words if tuple_order else 0
+        self.members: list[np.ndarray] = []
+
+    def add(
+        self,
+        rows: np.ndarray,
+        members: np.ndarray,
+        counts: np.ndarray,
+        hashes: np.ndarray,
+        words: list[np.ndarray],
+    ) -> None:
+        if not self.size:
+            small = np.int32 if self._total < 1 << 31 else np.int64
+            self.rows = np.empty(self._total, small)
+            self.counts = np.empty(self._total, small)
+            self.hashes = np.empty(self._total, np.uint64)
+            self.words = [np.empty(self._total, np.uint64) for _ in range(self._words)]
+        a, b = self.size, self.size + rows.size
+        self.rows[a:b] = rows
+        self.counts[a:b] = counts
+        self.hashes[a:b] = hashes
+        for buffer, word in zip(self.words, words, strict=True):
+            buffer[a:b] = word
+        self.members.append(members)
+        self.size = b
+
+
+class _SlowPathError(Exception):
+    """A hash collision, or ids running out: the exact path must decide."""
 
 
 class _SetsView(Mapping[int, tuple[int, ...]]):
@@ -286,23 +480,6 @@ class SetTable:
             raise KeyError(int(categories[~known][0]))
         return np.where(known, self._by_cat[loc_c] if ordered.size else -1, -1)
 
-    def _members(self, positions: np.ndarray, width: int) -> np.ndarray:
-        """Member ranks of the given sets as sentinel-padded rows of ``width``."""
-        lens = self._lens[positions]
-        rows = np.full((positions.size, width), SENTINEL, np.uint32)
-        flat = self._flat[_ranges(self._starts[positions], lens)]
-        shift = np.arange(positions.size, dtype=np.int64) * width - (np.cumsum(lens) - lens)
-        rows.reshape(-1)[np.arange(flat.size, dtype=np.int64) + np.repeat(shift, lens)] = flat
-        return rows
-
-    def _row_hash(self, rows: np.ndarray) -> np.ndarray:
-        """Set hash of sentinel-padded rows of member ranks: the sum of a hash of each
-        member's segment id, and a hash of the length."""
-        valid = rows != SENTINEL
-        counts = valid.sum(axis=1)
-        member_hashes = self._segment_hash[rows[valid]]
-        return _row_sums(member_hashes, counts) + _length_hash(counts)
-
     # --- changes ---------------------------------------------------------------------------
 
     def _append(
@@ -318,13 +495,36 @@ class SetTable:
             return
         valid = rows != SENTINEL
         lens = valid.sum(axis=1).astype(np.int64)
+        self._append_sets(cats, rows[valid], lens, hashes, hash_order)
+
+    def _append_sets(
+        self,
+        cats: np.ndarray,
+        members: np.ndarray,
+        lens: np.ndarray,
+        hashes: np.ndarray | None = None,
+        hash_order: np.ndarray | None = None,
+        whole: bool = False,
+        by_hash: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """:meth:`_append` of sets given as their members one after the other and their
+        lengths (``whole``: ``members`` is the new ``_flat``, the old one then the new
+        members; ``by_hash``: the new sets' hashes sorted, with each one's set number from
+        0, stable)."""
+        if not cats.size:
+            return
+        lens = lens.astype(np.int64, copy=False)
         start0 = self._flat.size
-        self._flat = np.concatenate([self._flat, rows[valid]])
+        if whole:
+            self._flat = members
+            members = members[start0:]
+        else:
+            self._flat = np.concatenate([self._flat, members.astype(np.uint32, copy=False)])
         self._starts = np.concatenate([self._starts, start0 + np.cumsum(lens) - lens])
         self._lens = np.concatenate([self._lens, lens])
-        self._hash = np.concatenate(
-            [self._hash, self._row_hash(rows) if hashes is None else hashes]
-        )
+        if hashes is None:
+            hashes = _row_sums(self._segment_hash[members], lens) + _length_hash(lens)
+        self._hash = np.concatenate([self._hash, hashes])
         first = self._cats.size
         self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
         new = np.arange(first, self._cats.size)
@@ -340,9 +540,14 @@ class SetTable:
                 self._dense[self._cats[new]] = new
         # merge the new sets into the sorted lookups (after equal keys: creation order)
         self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
-        self._hash_keys, self._by_hash = _merge(
-            self._hash_keys, self._by_hash, self._hash[new], new, hash_order
-        )
+        if by_hash is not None:  # the new hashes in order, and their sets' numbers
+            self._hash_keys, self._by_hash = _merge(
+                self._hash_keys, self._by_hash, by_hash[0], first + by_hash[1]
+            )
+        else:
+            self._hash_keys, self._by_hash = _merge(
+                self._hash_keys, self._by_hash, self._hash[new], new, hash_order
+            )
         self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
 
     def add_labels(self, values: np.ndarray, segment_of: dict[int, int] | None = None) -> None:
@@ -371,105 +576,320 @@ class SetTable:
 
     def union_ids(self, rows: np.ndarray) -> np.ndarray:
         """Ids of the unions of sentinel-padded rows of categories, new sets numbered in row
-        order (exactly as calling :meth:`union_id` row after row).
-
-        Rows go in batches of about ``_BATCH_MEMBERS`` members (batch after batch is still
-        row after row), so memory stays bounded whatever the number of rows."""
+        order (exactly as calling :meth:`union_id` row after row)."""
         if rows.shape[0] == 0:
             return _EMPTY_U32
-        return np.concatenate(list(self._per_batch(rows, self._assign)))
+        return self._ids([rows], tuple_order=False)
 
-    def _batches(self, rows: np.ndarray) -> list[np.ndarray]:
-        """``rows`` cut into runs whose unions have about ``_BATCH_MEMBERS`` members."""
-        valid = rows != SENTINEL
-        lens = self._lens[self._positions(rows[valid])]
-        members = np.cumsum(_row_sums(lens, valid.sum(axis=1)))
-        cuts = np.searchsorted(
-            members, np.arange(_BATCH_MEMBERS, int(members[-1]), _BATCH_MEMBERS)
-        )
-        bounds = [0, *sorted(set(cuts.tolist()) - {0}), rows.shape[0]]
-        return [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    def level_ids(self, parts: list[np.ndarray]) -> np.ndarray:
+        """The category at the next level of every row of ``parts`` (sentinel-padded rows of
+        categories; the ids of all parts one after the other): a row of one category keeps
+        it, the other rows get the id of the union of their categories' sets, new sets
+        numbered in the order of the first row (as a tuple, over all parts) that forms them.
+        That is :meth:`union_ids` of the distinct rows of several categories in tuple order,
+        without sorting the rows of known sets (at coarse levels most unions are sets the
+        table holds)."""
+        return self._ids(parts, tuple_order=True)
 
-    def _per_batch(
-        self, rows: np.ndarray, step: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-    ) -> Iterator[np.ndarray]:
-        """``step(batch, unions, hashes)`` of every batch of ``rows``, in order. The unions
-        of the next batches are formed in threads (they only read the sets of known
-        categories) while ``step`` runs on this one; at most two batches ahead."""
-        batches = self._batches(rows)
-        if len(batches) == 1:
-            yield step(batches[0], *self._unions(batches[0]))
-            return
-        with ThreadPoolExecutor(_THREADS) as pool:
-            pending = deque(pool.submit(self._unions, b) for b in batches[:_THREADS])
-            for i, batch in enumerate(batches):
-                mat, hashes = pending.popleft().result()
-                if i + _THREADS < len(batches):
-                    pending.append(pool.submit(self._unions, batches[i + _THREADS]))
-                yield step(batch, mat, hashes)
+    def _ids(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
+        """:meth:`union_ids` (``tuple_order`` false, one part) or :meth:`level_ids`.
 
-    def _unions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The union of each row's sets (sentinel-padded sorted member ranks) and its hash."""
+        Rows go in batches of ``_ROWS_AT_ONCE`` (fewer where their unions are wide): the
+        unions are formed (:meth:`_batch_unions`) and looked up by hash, every hit checked
+        member by member; the unions not found wait until every batch has been looked up,
+        then get their ids at once (:meth:`_add_new`). A hash collision or ids running
+        past 2**32 - 2 (:class:`_SlowPathError`) take the exact one-union-at-a-time path
+        instead: the table is changed only at the end, so that path starts from the same
+        table."""
+        sizes = [p.shape[0] for p in parts]
+        total = sum(sizes)
+        if not total:
+            return _EMPTY_U32.copy()
+        if len(parts) > 1 and total <= _ROWS_AT_ONCE:  # few rows: one batch
+            return self._ids([_joined(parts)], tuple_order)
+        out = np.zeros(total, np.uint32)
+        keys = self._hash_keys
+        many = 8 * total > keys.size
+        # many look-ups: index the categories and the hashes, members as uint16 if they fit
+        locate = self._locator() if many else self._locator_sorted()
+        flat = self._flat
+        if many and self._segments.size < np.iinfo(np.uint16).max:
+            flat = flat.astype(np.uint16)
+        if many:
+            buckets = _hash_buckets(keys)
+
+            def search(hashes: np.ndarray) -> np.ndarray:
+                return _bucket_search(keys, buckets, hashes)
+        else:
+
+            def search(hashes: np.ndarray) -> np.ndarray:
+                return _sorted_search(keys, hashes)
+        # new sets are numbered in the tuple order of their rows: the sort keys of the rows
+        # of new sets are packed as they are found, alike for every part
+        top = int(self._cats.max()) + 1 if self._cats.size else 1
+        width = max(p.shape[1] for p in parts)
+        new = _NewSets(total, len(_packed_columns(parts[0][:0], True, top, width)), tuple_order)
+        try:
+            for part, offset in zip(parts, np.cumsum([0, *sizes]).tolist(), strict=False):
+                n = part.shape[0]
+                ends = _row_ends(part) if part.shape[1] > 2 and n > _ROWS_AT_ONCE else None
+                by_end = None if ends is None else np.argsort(ends, kind="stable")
+                for a in range(0, n, _ROWS_AT_ONCE):
+                    if by_end is None:
+                        at = np.arange(a, min(a + _ROWS_AT_ONCE, n))
+                        rows = part[a : a + _ROWS_AT_ONCE]
+                    else:  # rows of about as many categories together, only those columns
+                        at = by_end[a : a + _ROWS_AT_ONCE]
+                        rows = part[at, : max(int(ends[at[-1]]), 1)]
+                    at = at + offset
+                    if tuple_order:  # a row of one category keeps it
+                        single = rows[:, 1] == SENTINEL if rows.shape[1] > 1 else None
+                        if single is None or single.all():
+                            out[at] = rows[:, 0]
+                            continue
+                        if single.any():
+                            out[at[single]] = rows[single, 0]
+                            rows, at = rows[~single], at[~single]
+                    ncat = None if ends is None else ends[at - offset].astype(np.intp)
+                    members, counts, hashes = self._batch_unions(rows, locate, flat, ncat)
+                    found, known = self._known(members, counts, hashes, search, flat)
+                    out[at[found]] = known
+                    if not found.all():
+                        if found.any():
+                            members = members[np.repeat(~found, counts)]
+                            counts, hashes, at = counts[~found], hashes[~found], at[~found]
+                            rows = rows[~found]
+                        words = _packed_columns(rows, True, top, width) if tuple_order else []
+                        new.add(at, members, counts, hashes, words)
+            if new.size:
+                self._add_new(out, new)
+        except _SlowPathError:
+            return self._ids_exact(parts, tuple_order)
+        return out
+
+    def _locator(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The look-up (first member in ``_flat``, length) of the sets of categories, for
+        the sets known now: one gather per category while the ids are dense."""
+        dense = self._dense
+        if dense is None or not dense.size or self._flat.size >= 1 << 40:
+            return self._locator_sorted()
+        known = dense >= 0
+        pos = np.where(known, dense, 0)
+        lens = self._lens.take(pos)
+        shift = int(lens.max(initial=1)).bit_length()
+        if self._flat.size << shift < SENTINEL:  # (start, length) in one uint32
+            dtype = np.dtype(np.uint32)
+        elif self._flat.size << shift < 1 << 62:
+            dtype = np.dtype(np.int64)
+        else:
+            return self._locator_sorted()
+        unknown = np.iinfo(dtype).max
+        info = self._starts.take(pos).astype(dtype)
+        info <<= dtype.type(shift)
+        info |= lens.astype(dtype)
+        info[~known] = unknown
+        mask = dtype.type((1 << shift) - 1)
+
+        def by_category(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            try:
+                got = info.take(cats)
+            except IndexError:
+                got = None
+            if got is None or (got.size and got.max() == unknown):
+                self._positions(cats)  # raises KeyError for the unknown category
+                raise KeyError("unknown category")
+            return got >> dtype.type(shift), got & mask
+
+        return by_category
+
+    def _locator_sorted(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The look-up of :meth:`_locator` through the sets' positions."""
+
+        def by_position(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pos = self._positions(cats)
+            return self._starts[pos], self._lens[pos]
+
+        return by_position
+
+    def _batch_unions(
+        self,
+        rows: np.ndarray,
+        locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        flat: np.ndarray,
+        ncat: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The union of each row's sets: its members (ranks, ascending) row after row, the
+        number of members of each row and the set hashes (the sum of a hash of each member's
+        segment id, and a hash of the length). ``flat``: ``_flat``, or a narrower copy (the
+        members come in its type); ``ncat``: the number of categories of each row, if known.
+
+        Rows whose members are distinct and in order already (sets of one member: labels)
+        are their unions; others go through :meth:`_matrix_unions`, in pieces of at most
+        ``_CELLS_AT_ONCE`` cells."""
         k = rows.shape[0]
         valid = rows != SENTINEL
-        pos = self._positions(rows[valid])
-        lens = self._lens[pos]
-        if lens.size and int(lens.max()) == 1:  # sets of one member (labels): in place
-            mat = np.full(rows.shape, SENTINEL, np.uint32)
-            mat[valid] = self._flat[self._starts[pos]]
-        else:  # members of row i's sets at i * width + 0, 1, ...
-            flat = self._flat[_ranges(self._starts[pos], lens)]
-            per_row = _row_sums(lens, valid.sum(axis=1))
-            width = int(per_row.max())
-            mat = np.full((k, width), SENTINEL, np.uint32)
-            shift = np.arange(k, dtype=np.int64) * width - (np.cumsum(per_row) - per_row)
-            at = np.arange(flat.size, dtype=np.int64) + np.repeat(shift, per_row)
-            mat.reshape(-1)[at] = flat
-        ascending = (mat[:, 1:] > mat[:, :-1]) | (mat[:, 1:] == SENTINEL)
-        if not ascending.all():
-            mat = _compact_rows(mat)  # (rows of single members of ascending segments are set)
-        return mat, self._row_hash(mat)
+        if ncat is None:
+            ncat = np.count_nonzero(valid, axis=1)
+        starts, lens = locate(rows[valid])
+        per_row = _row_sums(lens, ncat)
+        width = int(per_row.max()) if k else 0
+        if not width:
+            return flat[:0], per_row, _length_hash(per_row)
+        if int(lens.max()) == 1:  # sets of one member (labels)
+            single = flat.take(starts)
+            ascending = single[1:] > single[:-1]
+            last = np.cumsum(per_row)[:-1] - 1  # each row's last member (any order across)
+            ascending[last[(last >= 0) & (last < ascending.size)]] = True
+            if ascending.all():  # each row's members in order already (level 1)
+                return self._hashed(single, per_row)
+        step = max(1, _CELLS_AT_ONCE // width)
+        if step >= k:
+            return self._matrix_unions(flat, starts, lens, per_row)
+        first_cat = np.zeros(k + 1, np.intp)
+        np.cumsum(ncat, out=first_cat[1:])
+        pieces = []
+        for a in range(0, k, step):
+            b = min(a + step, k)
+            c, d = first_cat[a], first_cat[b]
+            pieces.append(self._matrix_unions(flat, starts[c:d], lens[c:d], per_row[a:b]))
+        members, counts, hashes = zip(*pieces, strict=True)
+        return np.concatenate(members), np.concatenate(counts), np.concatenate(hashes)
 
-    def _assign(self, rows: np.ndarray, mat: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Ids of the unions ``mat`` (with their ``hashes``) of ``rows``: known sets keep theirs,
-        new ones are added with the next ids in row order."""
-        k, width = mat.shape
+    def _matrix_unions(
+        self, flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, per_row: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_batch_unions` of rows given as their sets' (start, length) in ``flat``,
+        set after set, and the number of members of each row: the members of row i are
+        scattered to i * width + 0, 1, ... of a matrix padded with ``flat``'s largest value,
+        sorted row-wise, and the first of every run of equal ranks kept."""
+        k = per_row.size
+        width = int(per_row.max())
+        if not width:  # (rows of no category)
+            return self._hashed(flat[:0], per_row)
+        pad = np.iinfo(flat.dtype).max
+        mat = np.full((k, width), pad, flat.dtype)
+        at = _spans(np.arange(0, k * width, width), per_row)
+        mat.reshape(-1)[at] = flat.take(_spans(starts, lens))
+        if width > 1:
+            mat.sort(axis=1)
+        cells = mat.reshape(-1)
+        keep = cells != pad
+        if width > 1:
+            repeat = cells[1:] == cells[:-1]
+            repeat[width - 1 :: width] = False  # the first cell of a row is never a repeat
+            keep[1:] &= ~repeat
+        return self._hashed(cells[keep], np.count_nonzero(keep.reshape(k, width), axis=1))
 
-        # one stable sort of the hashes: look-ups in sorted order, equal sets side by side
-        # with their first row first
-        order = np.argsort(hashes, kind="stable")
-        ordered = hashes[order]
-        by_hash = self._hash_keys
-        loc = np.searchsorted(by_hash, ordered)
-        loc_c = np.minimum(loc, max(by_hash.size - 1, 0))
-        found = (loc < by_hash.size) & (by_hash[loc_c] == ordered) if by_hash.size else loc < 0
-        ids = np.zeros(k, np.uint32)
-        if found.any():  # sets already in the table
-            rows_found = order[found]
-            known = self._by_hash[loc_c[found]]
-            if (self._lens[known] > width).any() or not np.array_equal(
-                self._members(known, width), mat[rows_found]
+    def _hashed(
+        self, members: np.ndarray, counts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sets (members one after the other, counts) with their hashes."""
+        hashes = _row_sums(self._segment_hash.take(members), counts) + _length_hash(counts)
+        return members, counts, hashes
+
+    def _known(
+        self,
+        members: np.ndarray,
+        counts: np.ndarray,
+        hashes: np.ndarray,
+        search: Callable[[np.ndarray], np.ndarray],
+        flat: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which unions (as :meth:`_batch_unions` gives them) the table holds, and their
+        ids. A set with the same hash is compared member by member: a different one is a
+        collision (:class:`_SlowPathError`)."""
+        keys = self._hash_keys
+        if not keys.size:
+            return np.zeros(counts.size, bool), _EMPTY_U32
+        loc = search(hashes)
+        np.minimum(loc, keys.size - 1, out=loc)
+        found = keys.take(loc) == hashes
+        if not found.any():
+            return found, _EMPTY_U32
+        sets = self._by_hash.take(loc[found])
+        n = counts[found]
+        if not np.array_equal(self._lens.take(sets), n):
+            raise _SlowPathError
+        theirs = flat.take(_spans(self._starts.take(sets), n))
+        mine = members if n.size == counts.size else members[np.repeat(found, counts)]
+        if not np.array_equal(theirs, mine):
+            raise _SlowPathError
+        return found, self._cats.take(sets)
+
+    def _add_new(self, out: np.ndarray, pending: _NewSets) -> None:
+        """Ids of the unions no set of the table equals: rows holding the same set (equal
+        hashes, checked member by member) share an id; the sets get the next ids in the
+        order of their first row (by the rows' sort keys: tuple order over all parts, or
+        row order) and are added to the table."""
+        m = pending.size
+        members = np.concatenate(pending.members)
+        counts, hashes = pending.counts[:m], pending.hashes[:m]
+        # the rank of each row (equal rows, equal ranks)
+        rank = (
+            _unique_words([w[:m] for w in pending.words], firsts=False)[1]
+            if pending.words
+            else pending.rows[:m]
+        )
+        order, ordered = _stable_order(hashes)
+        new = np.ones(order.size, bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        heads = np.flatnonzero(new)
+        group_hashes = ordered[heads]  # each group's hash, ascending
+        del ordered
+        group = np.cumsum(new)  # the group of the row order[j]
+        group -= 1
+        first = order[heads]  # a row of each group, groups in hash order
+        offsets = np.cumsum(counts)
+        offsets -= counts
+        if heads.size < order.size:  # every row of a group holds its first row's set
+            other = ~new
+            a, b = order[other], first[group[other]]
+            if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
+                _gathered(members, offsets[a], counts[a]),
+                _gathered(members, offsets[b], counts[a]),
             ):
-                return self._union_ids_exact(rows)  # a hash collision: the exact path
-            ids[rows_found] = self._cats[known]
-        fresh = order[~found]
-        if fresh.size:
-            fresh_hashes = ordered[~found]
-            new = np.ones(fresh.size, bool)
-            np.not_equal(fresh_hashes[1:], fresh_hashes[:-1], out=new[1:])
-            group = np.cumsum(new) - 1
-            first = fresh[new]  # the first row of each new set, in hash order
-            if first.size < fresh.size and not np.array_equal(mat[fresh], mat[first[group]]):
-                return self._union_ids_exact(rows)
-            if self._next + first.size > SENTINEL:
-                return self._union_ids_exact(rows)  # ids wrap: the lowest free ones, slowly
-            # new ids in the order of each set's first row
-            by_row = np.argsort(first)
-            rank = np.empty(first.size, np.int64)
-            rank[by_row] = np.arange(first.size)
-            ids[fresh] = self._next + rank[group]
-            creators = first[by_row]
-            self._append(ids[creators], mat[creators], hashes[creators], rank)
+                raise _SlowPathError
+        if self._next + heads.size > SENTINEL:
+            raise _SlowPathError  # ids wrap: the lowest free ones, slowly
+        # groups in the order of their first rows (distinct ranks: a scatter, not a sort)
+        group_rank = np.minimum.reduceat(rank[order], heads)
+        del rank
+        slot = np.full(int(group_rank.max()) + 1, -1, np.int64)
+        slot[group_rank] = np.arange(heads.size)
+        by_first = slot[slot >= 0]
+        del slot
+        number = np.empty(heads.size, np.int64)
+        number[by_first] = np.arange(heads.size)  # each group's id - self._next
+        ids = number[group]
+        ids += self._next
+        out[pending.rows[:m][order]] = ids
+        del ids, group, order
+        creators = first[by_first]
+        lens = counts[creators]
+        flat = np.empty(self._flat.size + int(lens.sum()), np.uint32)  # the table's new one
+        flat[: self._flat.size] = self._flat
+        _gathered(members, offsets[creators], lens, flat[self._flat.size :])
+        self._append_sets(
+            self._next + np.arange(heads.size, dtype=np.int64),
+            flat,
+            lens,
+            hashes[creators],
+            whole=True,
+            by_hash=(group_hashes, number),
+        )
+
+    def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
+        """:meth:`_ids` by the scalar definition (:meth:`_union_ids_exact`)."""
+        if not tuple_order:
+            return self._union_ids_exact(parts[0])
+        rows = _joined(parts)
+        ids = rows[:, 0].copy()
+        several = (
+            rows[:, 1] != SENTINEL if rows.shape[1] > 1 else np.zeros(rows.shape[0], bool)
+        )
+        if several.any():
+            first, inverse = lexsort_unique_rows(rows[several], sentinel_first=True)
+            ids[several] = self._union_ids_exact(rows[several][first])[inverse]
         return ids
 
     def _union_ids_exact(self, rows: np.ndarray) -> np.ndarray:
@@ -509,18 +929,33 @@ class SetTable:
         """The ``set_table`` document of a level: every present category with its segments."""
         return {str(c): list(self.sets[c]) for c in sorted(np.asarray(present).tolist())}
 
-    def encoded_table(self, present: np.ndarray) -> bytes:
-        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array."""
-        present = sorted_unique(np.asarray(present).astype(np.uint32))
-        pos = self._positions(present)
-        lens = self._lens[pos]
-        ranks = self._flat[_ranges(self._starts[pos], lens)]
-        return encode_set_table(present.astype(np.int64), lens, ranks, self._segments)
+    def encoded_table(self, present: np.ndarray, threads: int = 1) -> bytes:
+        """:meth:`table` as zarr 2's ``json2`` codec encodes it in a shape-(1,) object array
+        (``threads``: see :func:`encode_set_table`)."""
+        return self.table_encoder(present, threads)()
 
+    def table_encoder(self, present: np.ndarray, threads: int = 1) -> Callable[[], bytes]:
+        """:meth:`encoded_table` in two steps: the table is read now, the function returned
+        encodes what was read. It may run in another thread while sets are added (they
+        replace the table's arrays and never change the sets already read); reading the
+        table there instead could pair a category with another set."""
+        present = np.asarray(present)
+        if present.dtype != np.uint32 or not (present[1:] > present[:-1]).all():
+            present = sorted_unique(present.astype(np.uint32))
+        pos = self._positions(present)
+        return functools.partial(
+            encode_set_table,
+            present,
+            self._lens[pos],
+            self._flat,
+            self._segments,
+            starts=self._starts[pos],
+            threads=threads,
+        )
 
 def _digits(values: np.ndarray) -> np.ndarray:
-    """Number of decimal digits of non-negative integers."""
-    n = np.ones(values.shape, np.int64)
+    """Number of decimal digits of non-negative integers (uint8)."""
+    n = np.ones(values.shape, np.uint8)
     power = 10
     while power <= (int(values.max()) if values.size else 0):
         n += values >= power
@@ -549,38 +984,219 @@ def _tokens(values: np.ndarray, before: bytes, after: bytes, width: int) -> np.n
     return out
 
 
-_TOKENS_AT_ONCE = 1 << 20  # keys and members turned into bytes at once
+_MEMBERS_AT_ONCE = 1 << 17  # members of the sets written at once: ~1 MB of text
+_THREADED_MEMBERS = 1 << 20  # fewer members than this: one thread whatever ``threads`` says
 
 
 def _string_order(keys: np.ndarray, ndig: np.ndarray) -> np.ndarray:
-    """The order of non-negative integers (below 10**17) as decimal strings: "10" < "9"."""
+    """The order of distinct non-negative integers (below 10**17) as decimal strings:
+    "10" < "9", and "1" < "10" (a prefix first)."""
     if not keys.size:
         return np.zeros(0, np.int64)
     width = int(ndig.max())
-    scaled = keys.astype(np.int64) * (10 ** (width - ndig))  # digits aligned to the left
+    scale = 10 ** np.arange(width, -1, -1, dtype=np.int64)  # 10 ** (width - digits)
+    scaled = keys.astype(np.int64) * scale[ndig]  # digits aligned to the left
+    if bool((keys[1:] > keys[:-1]).all()):  # ascending: a prefix (1 of 10) comes first
+        return np.argsort(scaled, kind="stable")  # (runs of ascending values: fast)
     return np.argsort(scaled * 32 + ndig, kind="stable")  # then the shorter string first
 
 
+@functools.cache
+def _four_digits() -> np.ndarray:
+    """The ASCII text of 0000 ... 9999, four bytes per number read as one uint32."""
+    n = np.arange(10000)
+    chars = np.stack([n // 1000, n // 100 % 10, n // 10 % 10, n % 10], axis=1) + 48
+    return np.ascontiguousarray(chars.astype(np.uint8)).view(np.uint32).reshape(-1)
+
+
+_KEY_END = np.frombuffer(b'":[ ', np.uint32)[0]  # the bytes after a key's digits (3 used)
+
+
+def _key_tokens(keys: np.ndarray, ndig: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows of uint8 holding each key's digits (zero-padded) followed by ``":[``, ending at
+    column ``end`` (exclusive): a key of ``d`` digits is ``rows[i, end - d - 3 : end]``, its
+    token that with a ``"`` before. The digits are written four at a time from a table of
+    0000 ... 9999; the columns before the token hold at least one more (the quote's place)."""
+    groups = (int(ndig.max()) + 4) // 4  # 4 * groups columns: the digits and the quote
+    words = np.empty((keys.size, groups + 1), np.uint32)
+    rest = keys.astype(np.uint32 if int(keys.max()) < 1 << 32 else np.uint64)
+    base = rest.dtype.type(10000)
+    table = _four_digits()
+    for g in range(groups - 1, -1, -1):
+        high = rest // base
+        words[:, g] = table[rest - high * base]
+        rest = high
+    words[:, groups] = _KEY_END
+    return words.view(np.uint8), 4 * groups + 3
+
+
+def _at_every_byte(buf: np.ndarray, width: int, offset: int = 0, step: int = 1) -> np.ndarray:
+    """Items of ``width`` bytes starting at bytes ``offset``, ``offset + step``, ... of ``buf``
+    (overlapping when ``step < width``): ``view[offsets] = tokens`` writes the tokens one after
+    the other, in order."""
+    count = (buf.size - offset - width) // step + 1
+    return np.ndarray((count,), np.dtype(f"V{width}"), buffer=buf, offset=offset, strides=(step,))
+
+
+def _write_keys(
+    buf: np.ndarray, keys: np.ndarray, ndig: np.ndarray, at: np.ndarray, spare: int
+) -> None:
+    """Write each key's token ``"<digits>":[`` at its offset in ``buf``, exactly (nothing
+    around it): a token of ``n`` bytes, ``w < n <= 2w`` (``w`` = 4, 8 or 16), is the ``w``
+    bytes at its start and the ``w`` bytes at its end (the same bytes where they overlap).
+    The end is the same columns of every key's row; the start, those of its digit count.
+
+    Where most keys take one ``w`` and a few another, the few are written separately and
+    the windows of the many written for all keys, the few's to ``spare`` (an offset of
+    ``buf`` with 40 bytes after it that may be overwritten)."""
+    rows, end = _key_tokens(keys, ndig)
+    lens = ndig.astype(np.intp) + 4
+    lo, hi = int(ndig.min()), int(ndig.max())
+
+    def window(rows: np.ndarray, start: int, width: int) -> np.ndarray:  # columns start...
+        item = np.dtype(f"V{width}")
+        step = rows.shape[1]
+        view = np.ndarray((rows.shape[0],), item, buffer=rows, offset=start, strides=(step,))
+        return view.copy()  # (contiguous; never the rows themselves)
+
+    for width in (4, 8, 16):
+        digits = range(max(lo, width - 3), min(hi, 2 * width - 4) + 1)
+        if not digits:
+            continue
+        where, n, ds, sub = at, lens, ndig, rows
+        if len(digits) <= hi - lo:  # keys of other widths too
+            mine = (lens > width) & (lens <= 2 * width)
+            count = int(np.count_nonzero(mine))
+            if not count:
+                continue
+            if 4 * count < keys.size:  # a few: their rows only
+                sel = np.flatnonzero(mine)
+                where, n, ds, sub = at[sel], lens[sel], ndig[sel], rows[sel]
+            else:  # most: all rows, the others' windows written to spare
+                where = np.where(mine, at, spare)
+        heads = window(sub, end - digits[0] - 4, width)
+        for d in digits[1:]:
+            np.copyto(heads, window(sub, end - d - 4, width), where=ds == d)
+        heads.view(np.uint8).reshape(sub.shape[0], width)[:, 0] = 34  # the opening quote
+        target = _at_every_byte(buf, width)
+        target[where] = heads
+        target[where + (n - width)] = window(sub, end - width, width)
+
+
+def _write_sets(
+    buf: np.ndarray,
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> int:
+    """Write the text of consecutive sets (``"<key>":[<member>,...,<member>],`` each; none
+    empty) at the start of ``buf``; returns its length. Set ``i``'s members are
+    ``members[starts[i] : starts[i] + lens[i]]``, indices into ``vocab``'s first half
+    (tokens ``<value>,``; the second half holds the ``<value>],`` ending a set), each token
+    zero-padded to the vocabulary's item size; ``buf`` must hold that much past the text,
+    and at least 40 bytes.
+
+    Every token goes straight to its offset in the text, from the cumulative sums of the
+    tokens' lengths (each set's last member counting the next key's length too): first the
+    members in order, each write's padding landing where the next member or key goes, then
+    the keys, exactly."""
+    ends = np.cumsum(lens)
+    index = np.ones(int(ends[-1]), np.intp)  # members[index]: the sets' members in order
+    index[0] = starts[0]
+    index[ends[:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+    np.cumsum(index, out=index)
+    tokens = members[index].astype(np.intp, copy=False)
+    tokens[ends - 1] += vocab.size // 2  # a set's last member ends it: "<value>],"
+    token_lens = vocab_lens[tokens]
+    key_lens = ndig.astype(np.intp) + 4
+    token_lens[ends[:-1] - 1] += key_lens[1:]  # the next key's text follows
+    at = np.cumsum(token_lens)
+    size = int(at[-1] + key_lens[0])
+    at -= token_lens
+    at += key_lens[0]
+    _at_every_byte(buf, vocab.itemsize)[at] = vocab[tokens]
+    _write_keys(buf, keys, ndig, at[ends - lens] - key_lens, size + 16)
+    return size
+
+
+def _sets_text(
+    batches: list[tuple[int, int]],
+    size: int,
+    order: np.ndarray,
+    keys: np.ndarray,
+    ndig: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    vocab: np.ndarray,
+    vocab_lens: np.ndarray,
+) -> np.ndarray:
+    """The text of the sets ``order[first:stop]`` of every batch ``(first, stop)``, written
+    one batch after the other into one array of at most ``size`` bytes (each batch's
+    padding past its end lands where the next one starts). A batch of sets larger than
+    most is cut where its members pass multiples of ``_MEMBERS_AT_ONCE``."""
+    out = np.empty(size, np.uint8)
+    n = 0
+    for a, b in batches:
+        sets = order[a:b]
+        counts = lens[sets]
+        pieces = [(0, b - a)]
+        total = int(counts.sum())
+        if total > 2 * _MEMBERS_AT_ONCE:
+            cum = np.cumsum(counts)
+            cuts = np.searchsorted(cum, np.arange(_MEMBERS_AT_ONCE, total, _MEMBERS_AT_ONCE))
+            pieces = list(itertools.pairwise([0, *sorted(set(cuts.tolist()) - {0}), b - a]))
+        for c, d in pieces:
+            piece = sets[c:d]
+            n += _write_sets(
+                out[n:],
+                keys[piece],
+                ndig[piece],
+                starts[piece],
+                counts[c:d],
+                members,
+                vocab,
+                vocab_lens,
+            )
+    return out[:n]
+
+
 def encode_set_table(
-    keys: np.ndarray, lens: np.ndarray, members: np.ndarray, values: np.ndarray | None = None
+    keys: np.ndarray,
+    lens: np.ndarray,
+    members: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    starts: np.ndarray | None = None,
+    threads: int = 1,
 ) -> bytes:
     """``json2``-encoded ``[{"<key>": [members...], ...}, "|O", [1]]`` (keys in string order,
     compact separators), byte for byte what numcodecs' JSON codec writes, built with numpy.
     With ``values``, ``members`` are indices into it (few distinct values, many members).
+    Key ``i``'s members are ``members[starts[i] : starts[i] + lens[i]]`` (by default, the
+    sets one after the other).
 
-    Every key and member is a token of bytes (``"key":[`` or ``member,``, the last member
-    of a set ``member],``), left-aligned in rows of one width: the text is the tokens in
-    order with the rows' padding left out (one boolean selection), the last comma dropped.
-    A member's token comes from a table of one token per distinct value."""
+    The sets are written in batches of about ``_MEMBERS_AT_ONCE`` members (see
+    :func:`_write_sets`). With ``threads=2``, a table of at least ``_THREADED_MEMBERS``
+    members is written in two halves (cut between two sets in key order) by two threads,
+    and the texts joined."""
+    if starts is None:
+        starts = np.cumsum(lens) - lens
     if values is None:
-        values, members = np.unique(members, return_inverse=True)
+        values, members = np.unique(members[_ranges(starts, lens)], return_inverse=True)
         members = members.reshape(-1)
-    if (keys.size and (keys.min() < 0 or keys.max() >= 10**17)) or (
-        values.size and values.min() < 0
-    ):
+        starts = np.cumsum(lens) - lens
+    if (
+        (keys.size and (int(keys.min()) < 0 or int(keys.max()) >= 10**17))
+        or (values.size and int(values.min()) < 0)
+        or (lens.size and lens.min() == 0)
+    ):  # (the lattices' sets are never empty)
         from numcodecs import JSON
 
-        starts = np.cumsum(lens) - lens
         doc = {
             str(k): values[members[s : s + n]].tolist()
             for k, s, n in zip(keys.tolist(), starts.tolist(), lens.tolist(), strict=True)
@@ -591,44 +1207,27 @@ def encode_set_table(
     head, tail = b"[{", b'},"|O",[1]]'
     if not keys.size:
         return head + tail
-    kd = _digits(keys)
-    order = _string_order(keys, kd)  # json's sort_keys: string order
-    starts = (np.cumsum(lens) - lens)[order]
-    keys, lens, kd = keys[order], lens[order], kd[order]
-    members = members[_ranges(starts, lens)]
+    ndig = _digits(keys)
+    order = _string_order(keys, ndig)  # json's sort_keys: string order
     vd = _digits(values)
-    width = max(int(kd.max()) + 6, int(vd.max(initial=1)) + 2)
-    value_tokens = np.concatenate(
+    width = -(-(int(vd.max(initial=1)) + 2) // 8) * 8  # tokens padded to whole words
+    vocab = np.concatenate(
         [_tokens(values, b"", b",", width), _tokens(values, b"", b"],", width)]
-    )
-    value_lens = np.concatenate([vd + 1, vd + 2])
-    last = np.zeros(members.size, bool)
-    ends = np.cumsum(lens)
-    last[ends[lens > 0] - 1] = True
-    member_token = members + last * values.size  # the "],"-ending token of a last member
-    starts = ends - lens
-    parts = [np.frombuffer(head, np.uint8)]
-    step = max(1, _TOKENS_AT_ONCE // max(1, int(lens.mean()) + 1))
-    columns = np.arange(width)
-    for a in range(0, keys.size, step):
-        b = min(a + step, keys.size)
-        n_members = int(ends[b - 1] - starts[a])
-        count = (b - a) + n_members
-        key_at = np.arange(b - a) + (starts[a:b] - starts[a])  # each key's token, in order
-        is_member = np.ones(count, bool)
-        is_member[key_at] = False
-        tokens = np.empty((count, width), np.uint8)
-        token_lens = np.empty(count, np.int64)
-        empty = lens[a:b] == 0
-        key_tokens = _tokens(keys[a:b], b'"', b'":[', width)
-        if empty.any():  # "key":[],
-            key_tokens[empty] = _tokens(keys[a:b][empty], b'"', b'":[],', width)
-        tokens[key_at] = key_tokens
-        token_lens[key_at] = kd[a:b] + 4 + 2 * empty
-        chosen = member_token[starts[a] : starts[a] + n_members]
-        tokens[is_member] = value_tokens[chosen]
-        token_lens[is_member] = value_lens[chosen]
-        parts.append(tokens[columns[None, :] < token_lens[:, None]])
-    parts[-1] = parts[-1][:-1]  # the last set's trailing comma
-    parts.append(np.frombuffer(tail, np.uint8))
-    return np.concatenate(parts).tobytes()
+    ).view(f"V{width}").reshape(-1)
+    vocab_lens = np.concatenate([vd + 1, vd + 2]).astype(np.intp)
+    total = int(lens.sum())
+    per = max(1, _MEMBERS_AT_ONCE * keys.size // (total + keys.size))
+    bounds = [*range(0, keys.size, per), keys.size]
+    batches = list(itertools.pairwise(bounds))
+    size = total * (int(vd.max()) + 2) + keys.size * (int(ndig.max()) + 4) + width + 40
+    args = (order, keys, ndig, starts, lens, members, vocab, vocab_lens)
+    if threads > 1 and len(batches) > 1 and total >= _THREADED_MEMBERS:
+        half = len(batches) // 2
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sets_text, batches[:half], size, *args)
+            texts = [_sets_text(batches[half:], size, *args)]
+            texts.insert(0, first.result())
+    else:
+        texts = [_sets_text(batches, size, *args)]
+    texts[-1] = texts[-1][:-1]  # the last set's trailing comma
+    return b"".join([head, *texts, tail])

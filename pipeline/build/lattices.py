@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.algorithms.labels import SetTable
 from pipeline.algorithms.levels import Level, LevelPlan
-from pipeline.algorithms.set_table import lexsort_unique_rows, sorted_unique
+from pipeline.algorithms.set_table import sorted_unique
 from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.writer import ArrayTarget, DataWriter
@@ -201,19 +201,22 @@ def _lut(
     parts = [combos for number, _, combos in sorted(blocks, key=lambda b: b[0]) if combos.size]
     if not parts:
         return starts, np.zeros(0, np.uint32)
-    width = max(p.shape[1] for p in parts)
-    rows = np.full((sum(p.shape[0] for p in parts), width), _SENTINEL, np.uint32)
-    at = np.cumsum([0] + [p.shape[0] for p in parts])
-    for p, a in zip(parts, at.tolist(), strict=False):
-        rows[a : a + p.shape[0], : p.shape[1]] = p
-    # in the order of tuples: a shorter row comes before the longer rows it starts
-    first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
-    distinct = rows[first]
-    single = distinct[:, 1] == _SENTINEL if width > 1 else np.ones(first.size, bool)
-    ids = np.empty(first.size, np.uint32)
-    ids[single] = distinct[single, 0]
-    ids[~single] = table.union_ids(distinct[~single])
-    return starts, ids[inverse]
+    # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
+    # row before the longer rows it starts)
+    return starts, table.level_ids(parts)
+
+
+_REMEMBERED = 256 * 2**20  # bytes of encoded set tables kept for the next level
+
+
+def _remember(
+    tables: dict[int, tuple[np.ndarray, bytes]], frame: int, present: np.ndarray, payload: bytes
+) -> None:
+    """Keep a frame's last stored set table (its categories and bytes) while all frames' fit in
+    ``_REMEMBERED``."""
+    tables.pop(frame, None)
+    if sum(len(b) for _, b in tables.values()) + len(payload) <= _REMEMBERED:
+        tables[frame] = (present, payload)
 
 
 def write_lattice(
@@ -239,6 +242,7 @@ def write_lattice(
     occurs: dict[int, list[int]] = {}
     segment_of = {s.value if s.value is not None else s.id: s.id for s in labels.segments}
     codes: dict[int, ScratchCode] = {}  # how the scratch of each level holds combinations
+    tables: dict[int, tuple[np.ndarray, bytes]] = {}  # frame -> last stored level's table
 
     def scratch_dtype(level: Level, below: Level) -> np.dtype:
         if level.ratio == 1:  # labels: up to their dtype's largest value
@@ -299,16 +303,25 @@ def write_lattice(
         for t, (job, per_block) in enumerate(zip(jobs, results, strict=True)):
             present = presents[t]
             # the set table of level r is encoded in a thread while the unions of level 2r
-            # are merged (it reads only sets that exist already); stored in the same order
+            # are merged (the table is read here, before they add sets); stored in the same
+            # order. The last level's table has nothing beside it: it may use two threads.
+            threads = 1 if job.next_level is not None else 2
+            # a level with the categories of the frame's last stored one has its table too
+            # (sets never change once they have an id): those bytes again
+            same = tables.get(t)
+            same = same[1] if same is not None and np.array_equal(same[0], present) else None
             with ThreadPoolExecutor(1) as pool:
-                encoded = pool.submit(table.encoded_table, present) if lv.stored else None
+                encoded = None
+                if lv.stored and same is None:
+                    encoded = pool.submit(table.table_encoder(present, threads))
                 if job.next_level is not None:
                     try:
                         luts[t] = _lut(table, per_block)
                     except OverflowError as exc:
                         raise InputFormatError(str(exc), labels.path) from exc
-                if encoded is not None:
-                    payload = encoded.result()
+                if lv.stored:
+                    payload = same if encoded is None else encoded.result()
+                    _remember(tables, t, present, payload)
                     for u in [t] if repeat == 1 else range(repeat):
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
