@@ -364,7 +364,9 @@ def label_blocks(
     shape: tuple[int, ...], itemsize: int, engine: Engine, order: str
 ) -> tuple[int, ...]:
     """The blocks of a label pass over a level of ``shape`` and ``itemsize``."""
-    return plane_block_shape(shape, itemsize, order, engine.block, engine.max_block_bytes)
+    return plane_block_shape(
+        shape, itemsize, order, engine.block, engine.max_block_bytes, 2 * engine.runner.workers
+    )
 
 
 def scratch_code(
@@ -500,9 +502,12 @@ def plane_block_shape(
     order: str,
     block: int,
     max_bytes: int = DEFAULT_BLOCK_BYTES,
+    min_blocks: int = 1,
 ) -> tuple[int, ...]:
     """The blocks of a label pass: whole planes of the two fastest-varying axes, ``block``
     (or ``block // 2``) deep, where they fit in ``max_bytes``; else :func:`block_shape`.
+    ``block // 2`` also where ``block`` would give fewer than ``min_blocks`` blocks (two per
+    worker: a pass of as many blocks as workers waits for its slowest block on one core).
 
     A block of whole planes is one contiguous run of the file (a few large reads instead of one
     read per row), which is most of a label pass's cost when its windows are uniform. The
@@ -512,10 +517,15 @@ def plane_block_shape(
     (512, 512, 64)
     >>> plane_block_shape((2048, 2048, 1024), 2, "F", 128)
     (2048, 64, 64)
+    >>> plane_block_shape((256, 256, 256), 2, "F", 128)
+    (256, 256, 128)
+    >>> plane_block_shape((256, 256, 256), 2, "F", 128, min_blocks=4)
+    (256, 256, 64)
     """
     slow = len(shape) - 1 if order == "F" else 0
     plane = math.prod(n for a, n in enumerate(shape) if a != slow) * itemsize
-    for edge in (block, block // 2):
-        if plane * edge <= max_bytes:
-            return tuple(min(n, edge) if a == slow else n for a, n in enumerate(shape))
-    return block_shape(shape, itemsize, order, block, max_bytes)
+    fits = [edge for edge in (block, block // 2) if plane * edge <= max_bytes]
+    if not fits:
+        return block_shape(shape, itemsize, order, block, max_bytes)
+    edge = next((e for e in fits if -(-shape[slow] // e) >= min_blocks), fits[-1])
+    return tuple(min(n, edge) if a == slow else n for a, n in enumerate(shape))
