@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,6 +30,14 @@ __all__ = ["SetTable", "encode_set_table", "sorted_unique", "unique_1d", "unique
 SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category id
 _ROWS_AT_ONCE = 1 << 14  # rows of categories whose unions a level's merge forms at once
 _CELLS_AT_ONCE = 1 << 19  # cells of one such batch's union matrix (a few MB, in cache)
+_MERGE_THREADS = 2  # threads forming and looking up a level's unions, batch after batch
+# a batch's ids (row indices, ids) and its new unions (rows, members, counts, hashes, words)
+_BatchIds = tuple[
+    list[tuple[np.ndarray, np.ndarray]],
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None,
+]
+T = TypeVar("T")
+R = TypeVar("R")
 _EMPTY_U32 = np.zeros(0, np.uint32)
 _EMPTY_I64 = np.zeros(0, np.int64)
 
@@ -399,6 +409,28 @@ class _NewSets:
         self.size = b
 
 
+def _in_order(
+    work: Callable[[T], R], items: Iterator[T], threads: int, ahead: int = 4
+) -> Iterator[R]:
+    """``map(work, items)`` on ``threads`` threads, results in the items' order, at most
+    ``ahead`` items in flight (one thread: this one)."""
+    if threads <= 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(work, item))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 class _SlowPathError(Exception):
     """A hash collision, or ids running out: the exact path must decide."""
 
@@ -629,38 +661,61 @@ class SetTable:
         top = int(self._cats.max()) + 1 if self._cats.size else 1
         width = max(p.shape[1] for p in parts)
         new = _NewSets(total, len(_packed_columns(parts[0][:0], True, top, width)), tuple_order)
-        try:
+
+        def batches() -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray | None]]:
+            """(part, its offset, its rows of the batch, their numbers of categories or
+            None), batch after batch (the rows are gathered by the batch's thread)."""
             for part, offset in zip(parts, np.cumsum([0, *sizes]).tolist(), strict=False):
                 n = part.shape[0]
                 ends = _row_ends(part) if part.shape[1] > 2 and n > _ROWS_AT_ONCE else None
                 by_end = None if ends is None else np.argsort(ends, kind="stable")
                 for a in range(0, n, _ROWS_AT_ONCE):
                     if by_end is None:
-                        at = np.arange(a, min(a + _ROWS_AT_ONCE, n))
-                        rows = part[a : a + _ROWS_AT_ONCE]
+                        yield part, offset, np.arange(a, min(a + _ROWS_AT_ONCE, n)), None
                     else:  # rows of about as many categories together, only those columns
                         at = by_end[a : a + _ROWS_AT_ONCE]
-                        rows = part[at, : max(int(ends[at[-1]]), 1)]
-                    at = at + offset
-                    if tuple_order:  # a row of one category keeps it
-                        single = rows[:, 1] == SENTINEL if rows.shape[1] > 1 else None
-                        if single is None or single.all():
-                            out[at] = rows[:, 0]
-                            continue
-                        if single.any():
-                            out[at[single]] = rows[single, 0]
-                            rows, at = rows[~single], at[~single]
-                    ncat = None if ends is None else ends[at - offset].astype(np.intp)
-                    members, counts, hashes = self._batch_unions(rows, locate, flat, ncat)
-                    found, known = self._known(members, counts, hashes, search, flat)
-                    out[at[found]] = known
-                    if not found.all():
-                        if found.any():
-                            members = members[np.repeat(~found, counts)]
-                            counts, hashes, at = counts[~found], hashes[~found], at[~found]
-                            rows = rows[~found]
-                        words = _packed_columns(rows, True, top, width) if tuple_order else []
-                        new.add(at, members, counts, hashes, words)
+                        yield part, offset, at, ends[at]
+
+        def one_batch(batch: tuple[np.ndarray, int, np.ndarray, np.ndarray | None]) -> _BatchIds:
+            """A batch's ids where known (its single categories, its known sets), and the
+            unions it forms that the table does not hold (reads the table only)."""
+            part, offset, at, ncat = batch
+            if ncat is None:
+                rows = part[int(at[0]) : int(at[-1]) + 1]
+            else:
+                rows = part[at, : max(int(ncat[-1]), 1)]
+            at = at + offset
+            done = []
+            if tuple_order:  # a row of one category keeps it
+                single = rows[:, 1] == SENTINEL if rows.shape[1] > 1 else None
+                if single is None or single.all():
+                    return [(at, rows[:, 0])], None
+                if single.any():
+                    done.append((at[single], rows[single, 0]))
+                    keep = ~single
+                    rows, at = rows[keep], at[keep]
+                    ncat = None if ncat is None else ncat[keep]
+            if ncat is not None:
+                ncat = ncat.astype(np.intp)
+            members, counts, hashes = self._batch_unions(rows, locate, flat, ncat)
+            found, known = self._known(members, counts, hashes, search, flat)
+            done.append((at[found], known))
+            if found.all():
+                return done, None
+            if found.any():
+                members = members[np.repeat(~found, counts)]
+                counts, hashes, at = counts[~found], hashes[~found], at[~found]
+                rows = rows[~found]
+            words = _packed_columns(rows, True, top, width) if tuple_order else []
+            return done, (at, members, counts, hashes, words)
+
+        try:
+            # batches in two threads (numpy lets go of the GIL), taken in batch order
+            for done, fresh in _in_order(one_batch, batches(), _MERGE_THREADS):
+                for at, ids in done:
+                    out[at] = ids
+                if fresh is not None:
+                    new.add(*fresh)
             if new.size:
                 self._add_new(out, new)
         except _SlowPathError:
