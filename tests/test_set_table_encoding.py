@@ -173,3 +173,43 @@ def test_table_encoder_reads_the_table_when_made():
     for name in list(vars(table)):
         setattr(table, name, None)
     assert encode() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(_tables())
+def test_tokens_written_exactly_give_the_same_bytes(table):
+    """The order-free way of writing the members (taken when numpy's assignment was not in
+    index order) gives the codec's bytes too."""
+    keys, members = table[:2]
+    expected = _json({str(k): m for k, m in zip(keys, members, strict=True)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(set_table_module, "_IN_ORDER", False)
+        assert encode_set_table(*_arrays(*table)[:3], starts=_arrays(*table)[3]) == expected
+
+
+def test_tokens_clobbered_by_a_reordered_assignment_are_rewritten(monkeypatch):
+    """An assignment that lands its writes last to first (what numpy does not rule out)
+    leaves zero padding over later tokens: caught, and the text is still the codec's."""
+    keys = np.arange(40, dtype=np.int64) * 7
+    lens = np.full(40, 3, np.int64)
+    flat = np.arange(120, dtype=np.int64) * 13
+    expected = _json({str(k): flat[3 * i : 3 * i + 3].tolist() for i, k in enumerate(keys)})
+    original = set_table_module._at_every_byte
+    reordered = []
+
+    class Backwards:
+        def __init__(self, view):
+            self.view = view
+
+        def __setitem__(self, index, values):
+            reordered.append(len(index))
+            for i in range(len(index) - 1, -1, -1):  # last to first
+                self.view[index[i]] = values[i]
+
+    def at_every_byte(buf, width, offset=0, step=1):
+        view = original(buf, width, offset, step)
+        return Backwards(view) if width == 8 and not reordered else view
+
+    monkeypatch.setattr(set_table_module, "_at_every_byte", at_every_byte)
+    assert encode_set_table(keys, lens, flat) == expected
+    assert reordered  # the member tokens went through the reordered assignment
