@@ -320,8 +320,9 @@ def _random_grid(rng, shape, dtype, top):
     seed=st.integers(0, 2**16),
 )
 def test_window_rows_and_their_tuple_order(shape, dtype, near_top, batch, share, seed):
-    """The gathered rows of any windows (in batches of any size): each window's np.unique,
-    padded with the sentinel of the rows' dtype; their sort words order them as tuples."""
+    """The gathered rows of any windows (in batches of any size, starting from the windows'
+    minima or second smallest categories): each window's np.unique, padded with the sentinel;
+    their sort words order them as tuples."""
     rng = np.random.default_rng(seed)
     # (a uint32 category is at most 2**32 - 2: the largest value is the sentinel)
     largest = int(np.iinfo(dtype).max) - (dtype == np.uint32)
@@ -334,17 +335,30 @@ def test_window_rows_and_their_tuple_order(shape, dtype, near_top, batch, share,
         where = np.array([0])
     kind = np.dtype(dtype) if grid.max() < np.iinfo(dtype).max else np.dtype(np.uint32)
     taps = labels_module._tap_tables(grid, (0, 0, 0), shape, (0, 0, 0), out1)
+    # the windows' extrema, and as the categories to start from either their minima or (where
+    # the window has one) their second smallest categories
+    low = np.zeros(out1, dtype)
+    high = np.zeros(out1, dtype)
+    second = np.zeros(out1, np.uint32)
+    for pos in itertools.product(*(range(k) for k in out1)):
+        members = expected[pos]
+        low[pos], high[pos] = members[0], members[-1]
+        second[pos] = members[1] if len(members) > 1 else members[0]
+    either = rng.random(where.size) < 0.5
+    start = np.where(either, second.reshape(-1)[where], low.reshape(-1)[where])
+    if rng.random() < 0.5:  # one kind of start in each batch
+        start = (second if rng.random() < 0.5 else low).reshape(-1)[where].astype(np.uint32)
     saved = labels_module._BATCH
     labels_module._BATCH = batch
     try:
-        rows, words, width = labels_module._window_rows(
-            grid, taps, out1, where, kind, int(grid.max())
+        rows, words, width = labels_module._window_words(
+            grid, taps, out1, where, start.astype(np.uint32), low, high, kind, int(grid.max())
         )
-        words = words.copy()
+        rows, words = rows.copy(), words.copy()
     finally:
         labels_module._BATCH = saved
-    assert rows.dtype == kind
-    sentinel = np.iinfo(kind).max
+    assert rows.dtype == np.uint32
+    sentinel = SENTINEL
     want = [expected[tuple(int(c) for c in np.unravel_index(p, out1))] for p in where]
     assert width == max(len(t) for t in want)
     for row, members in zip(rows[:, :width].tolist(), want, strict=True):

@@ -208,6 +208,8 @@ _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
 _SORT_SLOT = 23  # to 26
 _WHERE_SLOT = 27
+_GATHER_SLOT = 28  # to 32: a batch of gathered windows (indices, samples, columns)
+_START_SLOT = 33  # each gathered window's second smallest category, or its minimum
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
@@ -297,15 +299,14 @@ def _tap_tables(
 def _window_index(
     taps: _Taps, out_shape: tuple[int, ...], where: np.ndarray, out: np.ndarray
 ) -> np.ndarray:
-    """The flat indices (len(where), 3**ndim), in ``out``, of the samples of the windows of
-    the outputs at flat (C order) positions ``where``: the centre plus ``offsets``; windows at
-    the array's edges (few) get their taps from the per-axis tables (clipped)."""
-    n = where.size
+    """The flat indices (3**ndim, len(where)), in ``out``, of the samples of the windows of
+    the outputs at flat (C order) positions ``where``, tap by tap: the centre plus
+    ``offsets``; windows at the array's edges (few) get their taps from the per-axis tables
+    (clipped)."""
     row, column = np.divmod(where, out_shape[-1])
     base = taps.row_base[row]
     base += taps.column_base[column]
-    index = out[:n]
-    np.add(base[:, None], taps.offsets[None, :], out=index)
+    np.add(base[None, :], taps.offsets[:, None], out=out)
     edge = taps.row_edge[row]
     edge |= taps.column_edge[column]
     if edge.any():
@@ -314,8 +315,8 @@ def _window_index(
         clipped = np.zeros((at.size, 1), np.int64)
         for table, c in zip(taps.tables, coords, strict=True):
             clipped = (clipped[:, :, None] + table[c][:, None, :]).reshape(at.size, -1)
-        index[at] = clipped
-    return index
+        out[:, at] = clipped.T
+    return out
 
 
 def _packing(top: int) -> tuple[int, int]:
@@ -325,83 +326,123 @@ def _packing(top: int) -> tuple[int, int]:
     return bits, 64 // bits
 
 
-def _window_rows(
+def _window_words(
     view: np.ndarray,
     taps: _Taps,
     out_shape: tuple[int, ...],
     where: np.ndarray,
+    start: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
     kind: np.dtype,
     top: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
-    position ``where``: (rows, words, width). ``rows`` (len(where), at least ``width``) of dtype
-    ``kind`` holds each row's distinct values ascending, padded with ``kind``'s largest value
-    (which no category may have; only the first ``width`` columns matter); ``words`` (k, len(where))
-    uint64 are the rows' sort keys in the order of tuples (values + 1, the sentinel wrapped to
-    0, packed big-endian), most significant first. Windows are taken in batches whose
-    temporaries stay in the caches; each row is sorted, its repeated values replaced by the
-    sentinel and sorted again. ``rows`` and ``words`` are this thread's reused buffers."""
+    position ``where``: (rows, words, width). ``rows`` (len(where), at least ``width``) uint32
+    hold each window's distinct categories ascending, padded with the sentinel (only the
+    first ``width`` columns matter); ``words`` (k, len(where)) uint64, most significant
+    first, are their sort keys: the categories + 1, packed big-endian (0 past a row's end:
+    rows sort as tuples); ``width`` is the widest row.
+    ``low`` and ``high`` are the windows' minima and maxima (by output position), ``start``
+    each window's second smallest category where known, its minimum otherwise.
+
+    Windows are taken in batches whose temporaries stay in the caches, their samples gathered
+    tap by tap (a row per tap, a column per window); the categories then come one column at
+    a time, smallest first, each the smallest sample above the one before (``kind``'s
+    wrapping subtraction of that one + 1, a minimum down the taps, the same added back),
+    until the window's maximum: two vectorised operations per category over the batch,
+    instead of sorting every window's samples. Once half of the batch's windows are complete
+    the others are taken apart. ``rows`` and ``words`` are this thread's reused buffers."""
     flat = view.reshape(-1)
     if flat.dtype != kind:
         flat = flat.astype(kind)
     size = 3**view.ndim
-    sentinel = kind.type(np.iinfo(kind).max)
     bits, per_word = _packing(top)
-    nwords = -(-size // per_word)
     count = where.size
-    words = thread_buffer(_WORDS_SLOT, (nwords, count), np.dtype(np.uint64))
-    rows = None  # (count, columns): the rows, as wide as the widest batch's rounded up
+    words = thread_buffer(_WORDS_SLOT, (-(-size // per_word), count), np.dtype(np.uint64))
     width = 1
+    rows = None  # (count, columns): as wide as the widest batch's rounded up
     batch = max(min(int(_BATCH), count), 1)
-    index = np.empty((batch, size), np.int64)
-    gathered = np.empty((batch, size), kind)
-    repeated = np.empty((batch, size - 1), bool)
-    shifted = np.zeros((batch, nwords * per_word), kind)  # (the columns past the rows: 0)
-    part = np.empty((nwords, batch), np.uint64)
-    filled = []
+    one = kind.type(1)
+    low_flat, high_flat = low.reshape(-1), high.reshape(-1)
+    # (the columns of a batch: a window's categories + 1, 0 past its last)
+    columns = thread_buffer(_GATHER_SLOT + 3, (size + 1, batch), kind)
+    dirty = size + 1
+    part = thread_buffer(_GATHER_SLOT + 4, (batch,), np.dtype(np.uint64))
     for s in range(0, count, batch):
         e = min(s + batch, count)
         n = e - s
-        values = gathered[:n]
-        np.take(flat, _window_index(taps, out_shape, where[s:e], index), out=values, mode="wrap")
-        values.sort(axis=1)
-        same = np.equal(values[:, 1:], values[:, :-1], out=repeated[:n])
-        np.copyto(values[:, 1:], sentinel, where=same)
-        values.sort(axis=1)
-        # the batch's widest row: the columns holding a category are a prefix
-        w0, w1 = 1, size  # values[:, w0 - 1] holds one, values[:, w1:] none
-        while w0 < w1:
-            mid = (w0 + w1 + 1) // 2
-            if values[:, mid - 1].min() != sentinel:
-                w0 = mid
+        at = where[s:e]
+        index = thread_buffer(_GATHER_SLOT, (size, n), np.dtype(np.int64))
+        index = _window_index(taps, out_shape, at, index)
+        samples = thread_buffer(_GATHER_SLOT + 1, (size, n), kind)
+        np.take(flat, index, out=samples, mode="wrap")
+        cols = columns.reshape(-1)[: (size + 1) * n].reshape(size + 1, n)
+        cols[:dirty] = 0
+        first = low_flat[at].astype(kind)
+        np.add(first, one, out=cols[0])
+        last = high_flat[at].astype(kind)
+        t = start[s:e].astype(kind)
+        if np.array_equal(t, first):  # (no second categories known: all from the minimum)
+            col = 1
+        elif bool(np.all(t != first)):
+            np.add(t, one, out=cols[1])
+            col = 2
+        else:  # (a batch across slabs of both kinds)
+            t = first.copy()
+            col = 1
+        act = None  # the batch's windows still in the arrays (None: all)
+        m = n
+        taken, above = samples, thread_buffer(_GATHER_SLOT + 2, (size, n), kind)
+        alive = t != last
+        while bool(alive.any()):
+            t1 = t + one
+            scratch = above.reshape(-1)[: size * m].reshape(size, m)
+            np.subtract(taken, t1, out=scratch)
+            nxt = np.minimum.reduce(scratch, axis=0)
+            nxt += t1  # (complete windows: their minimum, below ``t``)
+            value = nxt + one
+            value *= alive
+            if act is None:
+                cols[col] = value
             else:
-                w1 = mid - 1
-        width = max(width, w0)
-        if rows is None or rows.shape[1] < w0:
-            wider = min(-(-w0 // 4) * 4, size)
+                cols[col, act] = value
+            np.maximum(t, nxt, out=t)
+            col += 1
+            np.not_equal(t, last, out=alive)
+            k = int(np.count_nonzero(alive))
+            if 0 < k <= m // 2:  # (the complete windows taken out)
+                keep = np.flatnonzero(alive)
+                taken = np.take(taken, keep, axis=1)
+                t, last, alive = t[keep], last[keep], alive[keep]
+                act = keep if act is None else act[keep]
+                m = k
+        width = max(width, col)
+        if rows is None or rows.shape[1] < col:
+            wider = min(-(-col // 4) * 4, size)
             if rows is None:
-                rows = thread_buffer(_ROWS_SLOT, (count, wider), kind)
+                rows = thread_buffer(_ROWS_SLOT, (count, wider), np.dtype(np.uint32))
             else:  # (rarely: a wider batch than the ones before)
                 rows = np.concatenate(
-                    [rows, np.full((count, wider - rows.shape[1]), sentinel, kind)], axis=1
+                    [rows, np.full((count, wider - rows.shape[1]), _SENTINEL, np.uint32)], axis=1
                 )
-        rows[s:e] = values[:, : rows.shape[1]]
-        # the sort words: word k holds columns k * per_word ... big-endian
-        k = -(-w0 // per_word)
-        np.add(values[:, :w0], kind.type(1), out=shifted[:n, :w0])  # (the sentinel wraps to 0)
-        shifted[:n, w0 : k * per_word] = 0
-        word = words[:k, s:e]
-        word[...] = 0
-        for j in range(per_word):  # (word by word along the rows: long inner loops)
-            column = part[:k, :n]
-            np.copyto(column, shifted[:n, j : k * per_word : per_word].T)
-            column <<= np.uint64(bits * (per_word - 1 - j))
-            word |= column
-        filled.append((s, e, k))
-    used = -(-width // per_word)
-    for s, e, k in filled:  # (the words past a batch's widest row, up to the widest of all)
-        words[k:used, s:e] = 0
-    return rows, words[:used], width
+        # the rows: the categories + 1 less 1 (0, past a row's end, wraps to the sentinel)
+        cols[col : rows.shape[1]] = 0
+        dirty = max(col, rows.shape[1])
+        into = rows[s:e]
+        np.copyto(into, cols[: rows.shape[1]].T)
+        into -= np.uint32(1)
+        for w in range(-(-col // per_word)):  # word w holds columns w * per_word ... big-endian
+            word = words[w, s:e]
+            word[...] = 0
+            for j in range(min(per_word, col - w * per_word)):
+                bit = part[:n]
+                np.copyto(bit, cols[w * per_word + j])
+                bit <<= np.uint64(bits * (per_word - 1 - j))
+                word |= bit
+        if -(-col // per_word) < words.shape[0]:
+            words[-(-col // per_word) :, s:e] = 0
+    return rows, words[: -(-width // per_word)], width
 
 
 def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -491,6 +532,7 @@ def _block_windows(
     two = None
     # the windows to gather: the mixed ones not known to hold two categories
     where = thread_buffer(_WHERE_SLOT, (mn.size,), np.dtype(np.int64))
+    start = thread_buffer(_START_SLOT, (mn.size,), np.dtype(np.uint32))
     found = 0
     per_plane = int(np.prod(view.shape[1:], dtype=np.int64)) * view.itemsize
     depth = max(1, _SLAB_BYTES // max(per_plane, 1))
@@ -510,7 +552,7 @@ def _block_windows(
                 _window_reduce(hi_s, np.maximum, axis, *args[axis], out=mx[here])
         np.not_equal(mn[here], mx[here], out=mixed[here])
         if int(np.count_nonzero(mixed[here])) * _GATHER_COST <= mn[here].size << ndim:
-            found = _add_positions(where, found, mixed[here], z0 - out_start[0])
+            found = _add_positions(where, start, found, mixed[here], z0 - out_start[0], mn[here])
             continue
         if two is None:
             two = thread_buffer(_TWO_SLOT, out_shape, np.dtype(bool))
@@ -525,14 +567,24 @@ def _block_windows(
             second = _window_second(below, second, least, kind, axis, *arg, slot)
         np.equal(second, mx[here], out=two[here])
         two[here] &= mixed[here]  # (a window of one category has no second value)
-        found = _add_positions(where, found, mixed[here] > two[here], z0 - out_start[0])
-    return mn, mx, mixed, two, where[:found]
+        wanted = mixed[here] > two[here]
+        found = _add_positions(where, start, found, wanted, z0 - out_start[0], second)
+    return mn, mx, mixed, two, where[:found], start[:found]
 
 
-def _add_positions(where: np.ndarray, found: int, wanted: np.ndarray, first: int) -> int:
+def _add_positions(
+    where: np.ndarray,
+    start: np.ndarray,
+    found: int,
+    wanted: np.ndarray,
+    first: int,
+    values: np.ndarray,
+) -> int:
     """Append the flat (C order) positions of ``wanted`` (a slab of the outputs starting at
-    plane ``first``) to ``where[:found]``; the new count."""
+    plane ``first``) to ``where[:found]`` and their ``values`` (of the slab) to
+    ``start[:found]``; the new count."""
     at = np.flatnonzero(wanted)
+    start[found : found + at.size] = values.reshape(-1)[at]
     at += first * (wanted.size // max(wanted.shape[0], 1))
     where[found : found + at.size] = at
     return found + at.size
@@ -569,7 +621,7 @@ def label_step_block(
         return tuple(t[::-1]) if flip else tuple(t)
 
     vlo, vfull, v0, v1 = vorder(lo), vorder(full_shape), vorder(out_start), vorder(out_stop)
-    lo_v, hi_v, mixed_v, two_v, where = _block_windows(view, vlo, vfull, v0, v1)
+    lo_v, hi_v, mixed_v, two_v, where, start = _block_windows(view, vlo, vfull, v0, v1)
     single, mixed = (lo_v.T, mixed_v.T) if flip else (lo_v, mixed_v)
     count = int(np.count_nonzero(mixed_v))
     if count == 0:
@@ -586,7 +638,9 @@ def label_step_block(
     n_pairs = 0 if pairs is None else pairs.shape[0]
     width, n_wide = 0, 0
     if where.size:
-        rows, words, width = _window_rows(view, tables, out_shape, where, kind, top)
+        rows, words, width = _window_words(
+            view, tables, out_shape, where, start, lo_v, hi_v, kind, top
+        )
         first, inverse = _sort_words(words, _packing(top)[0])
         n_wide = first.size
     columns = max(width, 1 if pairs is None else 2)
@@ -610,21 +664,14 @@ def label_step_block(
         padded[:, :2] = pairs
         combos[pair_at] = padded
         code[two_v] = pair_at[pair_inverse]
-    # the wide rows in batches (no block-sized temporaries), the sentinel of ``kind`` made
-    # that of uint32
-    signed = kind != np.uint32 and top < np.iinfo(kind).max >> 1  # the sentinel is then -1
+    # the wide rows in batches (no block-sized temporaries)
     step = 4 * _BATCH
     for s in range(0, n_wide, step):
-        taken = np.take(rows, first[s : s + step], axis=0)[:, :width]
+        taken = np.take(rows, first[s : s + step], axis=0)
         part = combos[s : s + len(taken)]
         if wide_at is not None:  # (scattered to its rows below)
             part = np.empty_like(part)
-        if signed:
-            np.copyto(part[:, :width], taken.view(f"i{kind.itemsize}"), casting="unsafe")
-        else:
-            part[:, :width] = taken
-            if kind != np.uint32:
-                part[:, :width][taken == np.iinfo(kind).max] = _SENTINEL
+        part[:, :width] = taken[:, :width]
         part[:, width:] = _SENTINEL
         if wide_at is not None:
             combos[wide_at[s : s + step]] = part
