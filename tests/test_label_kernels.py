@@ -357,8 +357,8 @@ def test_window_rows_and_their_tuple_order(shape, dtype, near_top, batch, share,
         rows, words = rows.copy(), words.copy()
     finally:
         labels_module._BATCH = saved
-    assert rows.dtype == np.uint32
-    sentinel = SENTINEL
+    assert rows.dtype == kind
+    sentinel = np.iinfo(kind).max
     want = [expected[tuple(int(c) for c in np.unravel_index(p, out1))] for p in where]
     assert width == max(len(t) for t in want)
     for row, members in zip(rows[:, :width].tolist(), want, strict=True):

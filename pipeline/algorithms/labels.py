@@ -203,6 +203,7 @@ class StepResult:
 
 _PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
+_ROWS_SLOT_2 = 37
 _ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 15
 _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
@@ -210,6 +211,10 @@ _SORT_SLOT = 23  # to 26
 _WHERE_SLOT = 27
 _GATHER_SLOT = 28  # to 32: a batch of gathered windows (indices, samples, columns)
 _START_SLOT = 33  # each gathered window's second smallest category, or its minimum
+_PAIR_KEY_SLOT = 34  # the windows' pair keys
+_TRANSPOSED_SLOT = 35  # and 36: the codes in the order of the block's transpose
+_TRANSPOSE_ROWS = 4
+_DIRECT_PAIRS = 1 << 23  # pair tables counted over the whole block up to this size
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
@@ -338,13 +343,14 @@ def _window_words(
     top: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
-    position ``where``: (rows, words, width). ``rows`` (len(where), at least ``width``) uint32
-    hold each window's distinct categories ascending, padded with the sentinel (only the
-    first ``width`` columns matter); ``words`` (k, len(where)) uint64, most significant
-    first, are their sort keys: the categories + 1, packed big-endian (0 past a row's end:
-    rows sort as tuples); ``width`` is the widest row.
-    ``low`` and ``high`` are the windows' minima and maxima (by output position), ``start``
-    each window's second smallest category where known, its minimum otherwise.
+    position ``where``: (rows, words, width). ``rows`` (len(where), at least ``width``) of
+    dtype ``kind`` hold each window's distinct categories ascending, padded with ``kind``'s
+    largest value, which no category may have (only the first ``width`` columns matter);
+    ``words`` (k, len(where)) uint64, most significant first, are their sort keys: the
+    categories + 1, packed big-endian (0 past a row's end: rows sort as tuples); ``width`` is
+    the widest row. ``low`` and ``high`` are the windows' minima and maxima (by output
+    position), ``start`` each window's second smallest category where known, its minimum
+    otherwise.
 
     Windows are taken in batches whose temporaries stay in the caches, their samples gathered
     tap by tap (a row per tap, a column per window); the categories then come one column at
@@ -362,6 +368,7 @@ def _window_words(
     words = thread_buffer(_WORDS_SLOT, (-(-size // per_word), count), np.dtype(np.uint64))
     width = 1
     rows = None  # (count, columns): as wide as the widest batch's rounded up
+    slot = None
     batch = max(min(int(_BATCH), count), 1)
     one = kind.type(1)
     low_flat, high_flat = low.reshape(-1), high.reshape(-1)
@@ -419,19 +426,20 @@ def _window_words(
                 m = k
         width = max(width, col)
         if rows is None or rows.shape[1] < col:
-            wider = min(-(-col // 4) * 4, size)
-            if rows is None:
-                rows = thread_buffer(_ROWS_SLOT, (count, wider), np.dtype(np.uint32))
-            else:  # (rarely: a wider batch than the ones before)
-                rows = np.concatenate(
-                    [rows, np.full((count, wider - rows.shape[1]), _SENTINEL, np.uint32)], axis=1
-                )
+            # (rarely after the first batch: a wider batch than the ones before; the rows so
+            # far move to the other reused buffer)
+            slot = _ROWS_SLOT if slot != _ROWS_SLOT else _ROWS_SLOT_2
+            grown = thread_buffer(slot, (count, min(-(-col // 4) * 4, size)), kind)
+            if rows is not None:
+                grown[:s, : rows.shape[1]] = rows[:s]
+                grown[:s, rows.shape[1] :] = np.iinfo(kind).max
+            rows = grown
         # the rows: the categories + 1 less 1 (0, past a row's end, wraps to the sentinel)
         cols[col : rows.shape[1]] = 0
         dirty = max(col, rows.shape[1])
         into = rows[s:e]
         np.copyto(into, cols[: rows.shape[1]].T)
-        into -= np.uint32(1)
+        into -= one
         for w in range(-(-col // per_word)):  # word w holds columns w * per_word ... big-endian
             word = words[w, s:e]
             word[...] = 0
@@ -629,11 +637,29 @@ def label_step_block(
     top = int(hi_v.max())
     kind = view.dtype if top < np.iinfo(view.dtype).max else np.dtype(np.uint32)
     out_shape = lo_v.shape
-    pairs = pair_inverse = None
-    if two_v is not None and where.size < count:
+    pairs = pair_inverse = pair_keys = None
+    code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int32 if count < 1 << 31 else np.int64))
+    n_two = count - where.size
+    if n_two:
         # windows of exactly two categories: (smallest, largest), one packed key each (the
         # others' rows, two categories too in slabs of few mixed windows, are gathered)
-        pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
+        r = top + 1
+        if r * r <= min(64 * n_two, _DIRECT_PAIRS) and code.dtype == np.int32:
+            # counted over the whole block, without picking the windows out: a pair is
+            # lo * r + hi, the others 0 (never a pair's: lo < hi)
+            pair_keys = thread_buffer(_PAIR_KEY_SLOT, out_shape, np.dtype(np.int32))
+            np.multiply(lo_v, np.int32(r), out=pair_keys)
+            pair_keys += hi_v
+            pair_keys *= two_v
+            found = thread_buffer(_PAIRS_SLOT, (r * r,), np.dtype(bool))
+            found[...] = False
+            found[pair_keys] = True
+            found[0] = False
+            present = np.flatnonzero(found)
+            pairs = np.empty((present.size, 2), np.uint32)
+            pairs[:, 0], pairs[:, 1] = np.divmod(present, r)
+        else:
+            pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
     tables = _tap_tables(view, vlo, vfull, v0, v1)
     n_pairs = 0 if pairs is None else pairs.shape[0]
     width, n_wide = 0, 0
@@ -644,41 +670,76 @@ def label_step_block(
         first, inverse = _sort_words(words, _packing(top)[0])
         n_wide = first.size
     columns = max(width, 1 if pairs is None else 2)
-    code = thread_buffer(_CODE_SLOT, out_shape, np.dtype(np.int32 if count < 1 << 31 else np.int64))
     combos = np.empty((n_pairs + n_wide, columns), np.uint32)
     wide_at = None
-    if pairs is not None:
+    if pairs is None:
+        code[...] = -1
+    else:
         # the combinations in the order of tuples (the merge of all blocks' combinations then
         # finds runs in order): the pairs merged in by their first two categories (a pair
         # goes before the wider rows it starts)
         # (compared by their leading sort words: a pair's holds it and then 0s, the sentinel)
         bits, per_word = _packing(top)
-        pair_keys = pairs[:, 0] + np.uint64(1)
-        pair_keys <<= np.uint64(bits)
-        pair_keys |= pairs[:, 1] + np.uint64(1)
-        pair_keys <<= np.uint64(bits * (per_word - 2))
+        lead = pairs[:, 0] + np.uint64(1)
+        lead <<= np.uint64(bits)
+        lead |= pairs[:, 1] + np.uint64(1)
+        lead <<= np.uint64(bits * (per_word - 2))
         wide_keys = words[0][first] if n_wide else np.zeros(0, np.uint64)
-        pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, pair_keys, side="left")
-        wide_at = np.arange(n_wide) + np.searchsorted(pair_keys, wide_keys, side="right")
+        pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, lead, side="left")
+        wide_at = np.arange(n_wide) + np.searchsorted(lead, wide_keys, side="right")
         padded = np.full((n_pairs, columns), _SENTINEL, np.uint32)
         padded[:, :2] = pairs
         combos[pair_at] = padded
-        code[two_v] = pair_at[pair_inverse]
-    # the wide rows in batches (no block-sized temporaries)
+        if pair_keys is not None:
+            # (the table of rows is written only where a pair was seen; others: -1)
+            row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int32))
+            row[present] = pair_at
+            row[0] = -1
+            np.take(row, pair_keys, out=code)
+        else:
+            code[...] = -1
+            code[two_v] = pair_at[pair_inverse]
+    # the wide rows in batches (no block-sized temporaries), the sentinel of ``kind`` made
+    # that of uint32
+    signed = kind != np.uint32 and top < np.iinfo(kind).max >> 1
     step = 4 * _BATCH
     for s in range(0, n_wide, step):
-        taken = np.take(rows, first[s : s + step], axis=0)
-        part = combos[s : s + len(taken)]
-        if wide_at is not None:  # (scattered to its rows below)
-            part = np.empty_like(part)
-        part[:, :width] = taken[:, :width]
-        part[:, width:] = _SENTINEL
-        if wide_at is not None:
-            combos[wide_at[s : s + step]] = part
+        e = min(s + step, n_wide)
+        part = combos[s:e] if wide_at is None else np.empty((e - s, columns), np.uint32)
+        if kind == np.uint32 and width == columns and rows.shape[1] == width:
+            np.take(rows, first[s:e], axis=0, out=part)
+        else:
+            taken = np.take(rows, first[s:e], axis=0)[:, :width]
+            if kind == np.uint32:
+                part[:, :width] = taken
+            elif signed:  # (the sentinel of ``kind``, read as signed, is -1)
+                np.copyto(part[:, :width], taken.view(f"i{kind.itemsize}"), casting="unsafe")
+            else:
+                part[:, :width] = taken
+                part[:, :width][taken == np.iinfo(kind).max] = _SENTINEL
+            part[:, width:] = _SENTINEL
+        if wide_at is not None:  # (scattered to its rows)
+            combos[wide_at[s:e]] = part
     if where.size:
         code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
-    index = (code.T if flip else code)[mixed].astype(np.int64)
-    return StepResult(single, mixed, combos, index)
+    return StepResult(single, mixed, combos, _mixed_codes(code, mixed_v, flip))
+
+
+def _mixed_codes(code: np.ndarray, mixed: np.ndarray, flip: bool) -> np.ndarray:
+    """The codes (-1 where not mixed) of the mixed windows as int64, in C order of ``code``
+    or (``flip``) of its transpose: that walk is taken through a transposed copy of ``code``
+    made a few rows of its middle axis at a time (a transposed read of the whole array
+    misses the caches at every step)."""
+    if not flip:
+        return code[mixed].astype(np.int64)
+    codes = thread_buffer(_TRANSPOSED_SLOT, code.shape[::-1], code.dtype)
+    if code.ndim == 3:
+        for y in range(0, code.shape[1], _TRANSPOSE_ROWS):
+            np.copyto(codes[:, y : y + _TRANSPOSE_ROWS], code[:, y : y + _TRANSPOSE_ROWS].T)
+    else:
+        np.copyto(codes, code.T)
+    keep = np.greater_equal(codes, 0, out=thread_buffer(_TRANSPOSED_SLOT + 1, codes.shape, bool))
+    return codes[keep].astype(np.int64)
 
 
 def present_values(block: np.ndarray) -> np.ndarray:
