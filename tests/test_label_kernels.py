@@ -382,10 +382,14 @@ def test_window_rows_and_their_tuple_order(shape, dtype, near_top, batch, share,
     cost=st.sampled_from([0, 2, 8, 1 << 62]),
     batch=st.sampled_from([1, 5, 1 << 13]),
     seed=st.integers(0, 2**16),
+    direct=st.booleans(),
 )
-def test_block_step_in_slabs_and_batches(shape, dtype, top, fortran, slab, cost, batch, seed):
-    """Slabs of the block that take the second-smallest passes or not (``cost``) and windows
-    gathered in batches of any size give each window's np.unique, combinations in tuple order."""
+def test_block_step_in_slabs_and_batches(
+    shape, dtype, top, fortran, slab, cost, batch, seed, direct
+):
+    """Slabs of the block that take the second-smallest passes or not (``cost``), windows
+    gathered in batches of any size, and pairs counted over the whole block or picked out
+    (``direct``) give each window's np.unique, combinations in tuple order."""
     rng = np.random.default_rng(seed)
     top = np.iinfo(dtype).max if top is None else top
     grid = _random_grid(rng, shape, dtype, top)
@@ -394,15 +398,18 @@ def test_block_step_in_slabs_and_batches(shape, dtype, top, fortran, slab, cost,
     block = np.asfortranarray(grid) if fortran else grid
     out1 = tuple((n + 1) // 2 for n in shape)
     saved = labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH
+    saved_pairs = labels_module._PAIR_COUNTING
     labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH = (
         slab,
         cost,
         batch,
     )
+    labels_module._PAIR_COUNTING = 1 << 40 if direct else 0
     try:
         step = label_step_block(block, (0, 0, 0), shape, (0, 0, 0), out1)
     finally:
         labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH = saved
+        labels_module._PAIR_COUNTING = saved_pairs
     expected = _reference_step(grid, (0, 0, 0), out1)
     combos = [tuple(c for c in row if c != SENTINEL) for row in step.combos.tolist()]
     assert step.combos.dtype == np.uint32 and step.index.dtype == np.int64

@@ -216,6 +216,7 @@ _PAIR_KEY_SLOT = 34  # the windows' pair keys
 _TRANSPOSED_SLOT = 35  # and 36: the codes in the order of the block's transpose
 _TRANSPOSE_ROWS = 4
 _DIRECT_PAIRS = 1 << 23  # pair tables counted over the whole block up to this size
+_PAIR_COUNTING = 64  # ... and up to this many entries per pair window
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
 _BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
 
@@ -645,7 +646,7 @@ def label_step_block(
         # windows of exactly two categories: (smallest, largest), one packed key each (the
         # others' rows, two categories too in slabs of few mixed windows, are gathered)
         r = top + 1
-        if r * r <= min(64 * n_two, _DIRECT_PAIRS) and code.dtype == np.int32:
+        if r * r <= min(_PAIR_COUNTING * n_two, _DIRECT_PAIRS) and code.dtype == np.int32:
             # counted over the whole block, without picking the windows out: a pair is
             # lo * r + hi, the others 0 (never a pair's: lo < hi)
             pair_keys = thread_buffer(_PAIR_KEY_SLOT, out_shape, np.dtype(np.intp))
