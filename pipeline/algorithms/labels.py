@@ -212,8 +212,9 @@ _SORT_SLOT = 23  # to 26
 _WHERE_SLOT = 27
 _GATHER_SLOT = 28  # to 32: a batch of gathered windows (indices, samples, columns)
 _START_SLOT = 33  # each gathered window's second smallest category, or its minimum
-_PAIR_KEY_SLOT = 34  # the windows' pair keys
 _TRANSPOSED_SLOT = 35  # and 36: the codes in the order of the block's transpose
+# the windows' pair keys (needed only before the codes are transposed: one buffer to fault)
+_PAIR_KEY_SLOT = _TRANSPOSED_SLOT
 _TRANSPOSE_ROWS = 4
 _DIRECT_PAIRS = 1 << 23  # pair tables counted over the whole block up to this size
 _PAIR_COUNTING = 64  # ... and up to this many entries per pair window
