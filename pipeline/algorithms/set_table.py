@@ -143,20 +143,16 @@ def lexsort_unique_rows(
     return _unique_words(_packed_columns(rows, sentinel_first))
 
 
-def _unique_words(
-    words: list[np.ndarray], firsts: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (the first row of
-    each distinct one left empty unless ``firsts``)."""
-    if len(words) == 1:
-        return unique_1d(words[0])
+def _word_order(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stable lexicographic order of rows given as their packed sort keys, the leading
+    words in that order and where each equals the one before."""
     n = words[0].size
     # by the leading word (a stable sort: runs of rows already in order merge cheaply), then
     # only the rows sharing a leading word by the others, least significant first
     order = np.argsort(words[0], kind="stable")
     lead = words[0][order]
     same = lead[1:] == lead[:-1]
-    if same.any():
+    if len(words) > 1 and same.any():
         tied = np.zeros(n, bool)
         tied[1:] = same
         tied[:-1] |= same
@@ -167,6 +163,28 @@ def _unique_words(
             perm = perm[np.argsort(word[sub[perm]], kind="stable")]
         perm = perm[np.argsort(lead[at][perm], kind="stable")]
         order[at] = sub[perm]  # (the leading words stay in order: lead is still theirs)
+    return order, lead, same
+
+
+def _word_positions(words: list[np.ndarray]) -> np.ndarray:
+    """Each row's place in the stable lexicographic order of rows given as their packed
+    sort keys (int32 where it fits): rows in tuple order, equal rows by their index."""
+    order = _word_order(words)[0]
+    n = order.size
+    positions = np.empty(n, np.int32 if n < 1 << 31 else np.int64)
+    positions[order] = np.arange(n, dtype=positions.dtype)
+    return positions
+
+
+def _unique_words(
+    words: list[np.ndarray], firsts: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (the first row of
+    each distinct one left empty unless ``firsts``)."""
+    if len(words) == 1:
+        return unique_1d(words[0])
+    n = words[0].size
+    order, _lead, same = _word_order(words)
     new = np.ones(n, bool)
     np.logical_not(same, out=new[1:])
     pairs = np.flatnonzero(same)  # only rows sharing a leading word may be repeats
@@ -223,21 +241,54 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+_GATHER_AT_ONCE = 1 << 16  # members gathered at once by _gathered (indices: 512 KB)
+
+
 def _gathered(
     source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``source[_spans(starts, lengths)]`` (into ``out`` if given), a few MB of indices at a
-    time (millions of sets: the indices of all their members at once would be the largest
-    array of the merge)."""
+    """``source[_spans(starts, lengths)]`` (into ``out`` if given), ``_GATHER_AT_ONCE``
+    members at a time through one index buffer and one gather buffer written again for
+    every piece (millions of sets: the indices of all their members at once would be the
+    largest array of the merge, and fresh buffers per piece cost their pages each time)."""
     lengths = lengths.astype(np.intp, copy=False)
     ends = np.cumsum(lengths)
+    total = int(ends[-1]) if ends.size else 0
     if out is None:
-        out = np.empty(int(ends[-1]) if ends.size else 0, source.dtype)
-    step = max(1, _CELLS_AT_ONCE // max(int(lengths.mean()) if lengths.size else 1, 1))
-    for a in range(0, lengths.size, step):
-        b = min(a + step, lengths.size)
-        begin = int(ends[a - 1]) if a else 0
-        out[begin : int(ends[b - 1])] = source[_spans(starts[a:b], lengths[a:b])]
+        out = np.empty(total, source.dtype)
+    if not total:
+        return out
+    if int(lengths.min()) == 0:  # (empty sets: no run of ones to start at their heads)
+        keep = lengths > 0
+        starts, lengths = starts[keep], lengths[keep]
+        ends = np.cumsum(lengths)
+    starts = starts.astype(np.intp, copy=False)
+    size = min(total, _GATHER_AT_ONCE)
+    index = np.empty(size, np.intp)
+    same = out.dtype == source.dtype
+    values = None if same else np.empty(size, source.dtype)
+    a, begin = 0, 0
+    while a < lengths.size:
+        b = max(int(np.searchsorted(ends, begin + size, side="right")), a + 1)
+        end = int(ends[b - 1])
+        n = end - begin
+        if n > index.size:  # a set longer than a piece: buffers of its size
+            index = np.empty(n, np.intp)
+            values = None if same else np.empty(n, source.dtype)
+        idx = index[:n]
+        idx.fill(1)  # each member one past the one before, but at each set's head
+        idx[0] = starts[a]
+        if b - a > 1:
+            jump = starts[a + 1 : b] - starts[a : b - 1]
+            jump -= lengths[a : b - 1] - 1
+            idx[ends[a : b - 1] - begin] = jump
+        np.cumsum(idx, out=idx)
+        if same:
+            np.take(source, idx, out=out[begin:end])
+        else:
+            np.take(source, idx, out=values[:n])
+            out[begin:end] = values[:n]
+        a, begin = b, end
     return out
 
 
@@ -875,49 +926,59 @@ class SetTable:
         """Ids of the unions no set of the table equals: rows holding the same set (equal
         hashes, checked member by member) share an id; the sets get the next ids in the
         order of their first row (by the rows' sort keys: tuple order over all parts, or
-        row order) and are added to the table."""
+        row order) and are added to the table. The rows' places in tuple order are found
+        in another thread while this one groups the rows by hash."""
         m = pending.size
-        members = np.concatenate(pending.members)
-        counts, hashes = pending.counts[:m], pending.hashes[:m]
-        # the rank of each row (equal rows, equal ranks)
-        rank = (
-            _unique_words([w[:m] for w in pending.words], firsts=False)[1]
-            if pending.words
-            else pending.rows[:m]
-        )
-        order, ordered = _stable_order(hashes)
-        new = np.ones(order.size, bool)
-        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-        heads = np.flatnonzero(new)
-        group_hashes = ordered[heads]  # each group's hash, ascending
-        del ordered
-        group = np.cumsum(new)  # the group of the row order[j]
-        group -= 1
-        first = order[heads]  # a row of each group, groups in hash order
-        offsets = np.cumsum(counts)
-        offsets -= counts
-        if heads.size < order.size:  # every row of a group holds its first row's set
-            other = ~new
-            a, b = order[other], first[group[other]]
-            if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
-                _gathered(members, offsets[a], counts[a]),
-                _gathered(members, offsets[b], counts[a]),
-            ):
-                raise _SlowPathError
-        if self._next + heads.size > SENTINEL:
-            raise _SlowPathError  # ids wrap: the lowest free ones, slowly
-        # groups in the order of their first rows (distinct ranks: a scatter, not a sort)
-        group_rank = np.minimum.reduceat(rank[order], heads)
-        del rank
-        slot = np.full(int(group_rank.max()) + 1, -1, np.int64)
-        slot[group_rank] = np.arange(heads.size)
+        counts, hashes, rows = pending.counts[:m], pending.hashes[:m], pending.rows[:m]
+        small = np.int32 if m < 1 << 31 else np.int64
+        with ThreadPoolExecutor(1) as pool:
+            placed = (
+                pool.submit(_word_positions, [w[:m] for w in pending.words])
+                if pending.words
+                else None
+            )
+            members = np.concatenate(pending.members)
+            order, ordered = _stable_order(hashes)
+            new = np.ones(m, bool)
+            np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+            heads = np.flatnonzero(new)
+            group_hashes = ordered[heads]  # each group's hash, ascending
+            del ordered
+            first = order[heads]  # a row of each group, groups in hash order
+            offsets = np.cumsum(counts)
+            offsets -= counts
+            several = heads.size < m  # groups of several rows
+            group = None
+            if several:  # every row of a group holds its first row's set
+                group = np.cumsum(new, dtype=small)  # the group of the row order[j]
+                group -= 1
+                other = ~new
+                a, b = order[other], first[group[other]]
+                if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
+                    _gathered(members, offsets[a], counts[a]),
+                    _gathered(members, offsets[b], counts[a]),
+                ):
+                    raise _SlowPathError
+            del new
+            if self._next + heads.size > SENTINEL:
+                raise _SlowPathError  # ids wrap: the lowest free ones, slowly
+            # each row's place in the order of first rows (tuple order, or row order)
+            position = rows if placed is None else placed.result()
+        # groups in the order of their first rows (distinct places: a scatter, not a sort)
+        ranked = position[order]
+        del position
+        group_rank = np.minimum.reduceat(ranked, heads) if several else ranked
+        del ranked
+        slot = np.full(int(group_rank.max()) + 1, -1, small)
+        slot[group_rank] = np.arange(heads.size, dtype=small)
+        del group_rank
         by_first = slot[slot >= 0]
         del slot
-        number = np.empty(heads.size, np.int64)
-        number[by_first] = np.arange(heads.size)  # each group's id - self._next
-        ids = number[group]
-        ids += self._next
-        out[pending.rows[:m][order]] = ids
+        number = np.empty(heads.size, small)
+        number[by_first] = np.arange(heads.size, dtype=small)  # each group's id - self._next
+        ids = (number if group is None else number[group]).astype(np.uint32)
+        ids += np.uint32(self._next)
+        out[rows[order]] = ids
         del ids, group, order
         creators = first[by_first]
         lens = counts[creators]
