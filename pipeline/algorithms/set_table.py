@@ -166,14 +166,15 @@ def _word_order(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
     return order, lead, same
 
 
-def _word_positions(words: list[np.ndarray]) -> np.ndarray:
-    """Each row's place in the stable lexicographic order of rows given as their packed
-    sort keys (int32 where it fits): rows in tuple order, equal rows by their index."""
+def _word_positions(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The stable lexicographic order of rows given as their packed sort keys (rows in
+    tuple order, equal rows by their index) and each row's place in it (int32 where it
+    fits)."""
     order = _word_order(words)[0]
     n = order.size
     positions = np.empty(n, np.int32 if n < 1 << 31 else np.int64)
     positions[order] = np.arange(n, dtype=positions.dtype)
-    return positions
+    return order, positions
 
 
 def _unique_words(
@@ -382,7 +383,8 @@ def _merge(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
     old ones and keep their order among themselves (``order`` sorts them, if known). Each
-    new key's place is found by one sorted search; the old ones fill the other places."""
+    key of the smaller side finds its place by one sorted search; the other side's keys
+    fill the other places, in order."""
     if order is None and not bool(np.all(new_keys[1:] >= new_keys[:-1])):
         order = np.argsort(new_keys, kind="stable")
     added = new_keys if order is None else new_keys[order]
@@ -392,16 +394,22 @@ def _merge(
             np.concatenate([keys, added.astype(keys.dtype, copy=False)]),
             np.concatenate([index, added_index.astype(index.dtype, copy=False)]),
         )
-    at = np.searchsorted(keys, added, side="right")
-    at += np.arange(added.size, dtype=at.dtype)
-    old = np.ones(keys.size + added.size, bool)
-    old[at] = False
-    merged_keys = np.empty(old.size, keys.dtype)
-    merged_keys[at] = added
-    merged_keys[old] = keys
-    merged_index = np.empty(old.size, index.dtype)
-    merged_index[at] = added_index
-    merged_index[old] = index
+    merged_keys = np.empty(keys.size + added.size, keys.dtype)
+    merged_index = np.empty(merged_keys.size, index.dtype)
+    if added.size <= keys.size:  # each new key's place; the old ones fill the others
+        at = np.searchsorted(keys, added, side="right")
+        at += np.arange(added.size, dtype=at.dtype)
+        place, rest = (added, added_index), (keys, index)
+    else:  # each old key's place (before equal new ones); the new ones fill the others
+        at = np.searchsorted(added, keys, side="left")
+        at += np.arange(keys.size, dtype=at.dtype)
+        place, rest = (keys, index), (added, added_index)
+    others = np.ones(merged_keys.size, bool)
+    others[at] = False
+    merged_keys[at] = place[0]
+    merged_keys[others] = rest[0]
+    merged_index[at] = place[1]
+    merged_index[others] = rest[1]
     return merged_keys, merged_index
 
 
@@ -609,10 +617,11 @@ class SetTable:
             hashes = _row_sums(self._segment_hash[members], lens) + _length_hash(lens)
         self._hash = np.concatenate([self._hash, hashes])
         first = self._cats.size
-        self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
+        self._cats = np.concatenate([self._cats, cats.astype(np.uint32, copy=False)])
+        added = self._cats[first:]
         new = np.arange(first, self._cats.size)
         if self._dense is not None:
-            top = int(self._cats[new].max()) + 1
+            top = int(added.max()) + 1
             if top > 4 * self._cats.size + (1 << 20):
                 self._dense = None  # sparse ids (large label values): sorted look-ups only
             else:
@@ -620,16 +629,16 @@ class SetTable:
                     grown = np.full(max(top, 2 * self._dense.size), -1, np.int64)
                     grown[: self._dense.size] = self._dense
                     self._dense = grown
-                self._dense[self._cats[new]] = new
+                self._dense[added] = new
         # merge the new sets into the sorted lookups (after equal keys: creation order)
-        self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
+        self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, added, new)
         if by_hash is not None:  # the new hashes in order, and their sets' numbers
             self._hash_keys, self._by_hash = _merge(
                 self._hash_keys, self._by_hash, by_hash[0], first + by_hash[1]
             )
         else:
             self._hash_keys, self._by_hash = _merge(
-                self._hash_keys, self._by_hash, self._hash[new], new, hash_order
+                self._hash_keys, self._by_hash, self._hash[first:], new, hash_order
             )
         self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
 
@@ -963,7 +972,7 @@ class SetTable:
             if self._next + heads.size > SENTINEL:
                 raise _SlowPathError  # ids wrap: the lowest free ones, slowly
             # each row's place in the order of first rows (tuple order, or row order)
-            position = rows if placed is None else placed.result()
+            in_order, position = (None, rows) if placed is None else placed.result()
         # groups in the order of their first rows (distinct places: a scatter, not a sort)
         ranked = position[order]
         del position
@@ -972,7 +981,8 @@ class SetTable:
         slot = np.full(int(group_rank.max()) + 1, -1, small)
         slot[group_rank] = np.arange(heads.size, dtype=small)
         del group_rank
-        by_first = slot[slot >= 0]
+        taken = np.flatnonzero(slot >= 0)  # the first rows' places, in order
+        by_first = slot[taken]
         del slot
         number = np.empty(heads.size, small)
         number[by_first] = np.arange(heads.size, dtype=small)  # each group's id - self._next
@@ -980,19 +990,30 @@ class SetTable:
         ids += np.uint32(self._next)
         out[rows[order]] = ids
         del ids, group, order
-        creators = first[by_first]
+        # a row of each new set, sets in id order (a first row in tuple order: ascending
+        # places, read in order; in row order, through the groups)
+        creators = first[by_first] if in_order is None else in_order[taken]
+        del by_first, taken, in_order
         lens = counts[creators]
         flat = np.empty(self._flat.size + int(lens.sum()), np.uint32)  # the table's new one
         flat[: self._flat.size] = self._flat
-        _gathered(members, offsets[creators], lens, flat[self._flat.size :])
-        self._append_sets(
-            self._next + np.arange(heads.size, dtype=np.int64),
-            flat,
-            lens,
-            hashes[creators],
-            whole=True,
-            by_hash=(group_hashes, number),
-        )
+        # the members are gathered in another thread while the table's indexes grow (with
+        # the hashes given, _append_sets reads only the new flat's size)
+        with ThreadPoolExecutor(1) as pool:
+            gathering = pool.submit(
+                _gathered, members, offsets[creators], lens, flat[self._flat.size :]
+            )
+            try:
+                self._append_sets(
+                    self._next + np.arange(heads.size, dtype=np.int64),
+                    flat,
+                    lens,
+                    hashes[creators],
+                    whole=True,
+                    by_hash=(group_hashes, number),
+                )
+            finally:
+                gathering.result()
 
     def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
         """:meth:`_ids` by the scalar definition (:meth:`_union_ids_exact`)."""

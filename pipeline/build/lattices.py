@@ -26,6 +26,7 @@ from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.db.zarr2 import chunk_key
 from pipeline.engine.passes import Engine, LabelJob, ScratchCode, run_label_pass, scratch_code
 from pipeline.errors import GridMismatchError, InputFormatError
+from pipeline.memory import heaps_kept
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -202,8 +203,10 @@ def _lut(
     if not parts:
         return starts, np.zeros(0, np.uint32)
     # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
-    # row before the longer rows it starts)
-    return starts, table.level_ids(parts)
+    # row before the longer rows it starts). The merge's temporaries of a few MiB each are
+    # served from the heaps meanwhile: as fresh maps each would cost its pages again.
+    with heaps_kept():
+        return starts, table.level_ids(parts)
 
 
 _REMEMBERED = 256 * 2**20  # bytes of encoded set tables kept for the next level
