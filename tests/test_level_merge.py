@@ -300,3 +300,24 @@ def test_word_positions_are_the_places_in_tuple_order(rows, tied):
     assert order.tolist() == expected
     assert places.dtype == np.int32
     assert [places[i] for i in expected] == list(range(len(rows)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stable_order_of_index_keys_sorted_in_runs(seed):
+    """The keys made and sorted batch by batch (indices from each batch's first), then
+    merged: a stable argsort still, with repeated hashes across batches and leading bits
+    that tie out of order."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64, 5000, dtype=np.uint64)
+    hashes[3::97] = hashes[1]  # repeats, in several batches
+    hashes[10] = hashes[20] | np.uint64(0x3FF)  # same leading bits, larger first
+    hashes[20] &= ~np.uint64(0x3FF)
+    bits = 14  # room for more rows than there are
+    keys = np.empty(hashes.size, np.uint64)
+    for a in range(0, hashes.size, 700):
+        part = set_table_module._index_keys(hashes[a : a + 700], bits)
+        part.sort()
+        keys[a : a + part.size] = part + np.uint64(a)
+    order, ordered = _stable_order(hashes, keys, bits)
+    np.testing.assert_array_equal(order, np.argsort(hashes, kind="stable"))
+    np.testing.assert_array_equal(ordered, np.sort(hashes))

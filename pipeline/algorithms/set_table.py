@@ -31,10 +31,12 @@ SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category
 _ROWS_AT_ONCE = 1 << 14  # rows of categories whose unions a level's merge forms at once
 _CELLS_AT_ONCE = 1 << 19  # cells of one such batch's union matrix (a few MB, in cache)
 _MERGE_THREADS = 2  # threads forming and looking up a level's unions, batch after batch
-# a batch's ids (row indices, ids) and its new unions (rows, members, counts, hashes, words)
+# a batch's ids (row indices, ids) and its new unions (rows, members, counts, hashes, words,
+# the hashes' index keys sorted)
 _BatchIds = tuple[
     list[tuple[np.ndarray, np.ndarray]],
-    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None,
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]
+    | None,
 ]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -413,17 +415,37 @@ def _merge(
     return merged_keys, merged_index
 
 
-def _stable_order(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+_INDEX_BITS = 40  # at most this many low bits of a hash hold its index (_index_keys)
+
+
+def _index_keys(hashes: np.ndarray, bits: int, first: int = 0) -> np.ndarray:
+    """Each hash's leading ``64 - bits`` bits with its index (from ``first``) in the low
+    ``bits``: sorted, their low bits are a stable order of the hashes (unless the leading
+    bits of two hashes tie out of order)."""
+    low = np.uint64((1 << bits) - 1)
+    keys = hashes & ~low
+    keys |= np.arange(first, first + hashes.size, dtype=np.uint64)
+    return keys
+
+
+def _stable_order(
+    hashes: np.ndarray, keys: np.ndarray | None = None, bits: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``np.argsort(hashes, kind="stable")`` of 64-bit hashes and the sorted hashes: one sort
     of the hashes' leading bits with each index in the low bits (a sort moves half the bytes
-    of an argsort), checked; hashes whose leading bits tie out of order take the argsort."""
+    of an argsort), checked; hashes whose leading bits tie out of order take the argsort.
+    ``keys``: those keys made already (:func:`_index_keys` with ``bits``; sorted in place),
+    in runs sorted already (the sort merges them)."""
     n = hashes.size
-    bits = max(n - 1, 1).bit_length()
-    if bits <= 40:
+    if keys is None:
+        bits = max(n - 1, 1).bit_length()
+        if bits <= _INDEX_BITS:
+            keys = _index_keys(hashes, bits)
+            keys.sort()
+    else:
+        keys.sort(kind="stable")  # (a merge of the sorted runs)
+    if keys is not None:
         low = np.uint64((1 << bits) - 1)
-        keys = hashes & ~low
-        keys |= np.arange(n, dtype=np.uint64)
-        keys.sort()
         keys &= low
         order = keys.astype(np.intp)
         del keys
@@ -443,6 +465,9 @@ class _NewSets:
         self.size = 0
         self._total, self._words = total, words if tuple_order else 0
         self.members: list[np.ndarray] = []
+        # the hashes' index keys (_index_keys), sorted batch by batch, if indices fit
+        self.bits = max(total - 1, 1).bit_length()
+        self.keys: np.ndarray | None = None
 
     def add(
         self,
@@ -451,14 +476,23 @@ class _NewSets:
         counts: np.ndarray,
         hashes: np.ndarray,
         words: list[np.ndarray],
+        keys: np.ndarray | None = None,
     ) -> None:
+        """A batch's new rows; ``keys``: the sorted :func:`_index_keys` of its hashes (with
+        ``bits``, indices from 0), or None."""
         if not self.size:
             small = np.int32 if self._total < 1 << 31 else np.int64
             self.rows = np.empty(self._total, small)
             self.counts = np.empty(self._total, small)
             self.hashes = np.empty(self._total, np.uint64)
             self.words = [np.empty(self._total, np.uint64) for _ in range(self._words)]
+            if keys is not None:
+                self.keys = np.empty(self._total, np.uint64)
         a, b = self.size, self.size + rows.size
+        if self.keys is not None and keys is not None:  # (indices from a: no carry)
+            np.add(keys, np.uint64(a), out=self.keys[a:b])
+        else:
+            self.keys = None
         self.rows[a:b] = rows
         self.counts[a:b] = counts
         self.hashes[a:b] = hashes
@@ -767,7 +801,11 @@ class SetTable:
                 counts, hashes, at = counts[~found], hashes[~found], at[~found]
                 rows = rows[~found]
             words = _packed_columns(rows, True, top, width) if tuple_order else []
-            return done, (at, members, counts, hashes, words)
+            keys = None
+            if new.bits <= _INDEX_BITS:  # sorted here, merged at the end
+                keys = _index_keys(hashes, new.bits)
+                keys.sort()
+            return done, (at, members, counts, hashes, words, keys)
 
         try:
             # batches in two threads (numpy lets go of the GIL), taken in batch order
@@ -947,7 +985,10 @@ class SetTable:
                 else None
             )
             members = np.concatenate(pending.members)
-            order, ordered = _stable_order(hashes)
+            if pending.keys is not None:
+                order, ordered = _stable_order(hashes, pending.keys[:m], pending.bits)
+            else:
+                order, ordered = _stable_order(hashes)
             new = np.ones(m, bool)
             np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
             heads = np.flatnonzero(new)
