@@ -631,7 +631,30 @@ def label_step_block(
     if where.size:
         code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
     index = (code.T if flip else code)[mixed].astype(np.int64)
+    if n_pairs and n_wide:
+        combos, index = _without_repeated_pairs(combos, pair_at, index)
     return StepResult(single, mixed, combos, index)
+
+
+def _without_repeated_pairs(
+    combos: np.ndarray, pair_at: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``combos`` (in tuple order) without the gathered rows of two categories that repeat a
+    counted pair, and ``index`` pointing at what is left. A slab of few mixed windows gathers
+    its two-category windows too, so a pair counted in another slab can come again; such a row
+    directly follows its pair (a pair goes before the rows it starts)."""
+    after = pair_at + 1
+    inside = after < combos.shape[0]
+    p, q = pair_at[inside], after[inside]
+    same = (combos[q, 0] == combos[p, 0]) & (combos[q, 1] == combos[p, 1])
+    if combos.shape[1] > 2:
+        same &= combos[q, 2] == _SENTINEL
+    if not same.any():
+        return combos, index
+    keep = np.ones(combos.shape[0], bool)
+    keep[q[same]] = False
+    target = np.cumsum(keep) - 1  # a kept row's new position; a dropped one's, its pair's
+    return combos[keep], target[index]
 
 
 def present_values(block: np.ndarray) -> np.ndarray:
