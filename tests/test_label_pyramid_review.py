@@ -148,3 +148,34 @@ def test_every_stored_set_table_lists_its_grid(tmp_path) -> None:
                 doc = np.empty(1, dtype=object)
                 doc[0] = table
                 assert raw == JSON().encode(doc)
+
+
+def test_merge_batches_come_in_order_and_stop_at_the_first_error() -> None:
+    """The level merge's two threads: results in the items' order whatever finishes first;
+    an error (a hash collision's ``_SlowPathError``) in a worker reaches the caller, and the
+    items not started are never run."""
+    import threading
+    import time
+
+    from pipeline.algorithms.set_table import _in_order, _SlowPathError
+
+    def slow_first(i: int) -> int:
+        time.sleep(0.02 if i % 3 == 0 else 0)
+        return i * i
+
+    assert list(_in_order(slow_first, iter(range(20)), 2)) == [i * i for i in range(20)]
+    started = []
+    lock = threading.Lock()
+
+    def failing(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 3:
+            raise _SlowPathError
+        time.sleep(0.01)
+        return i
+
+    with pytest.raises(_SlowPathError):
+        for _ in _in_order(failing, iter(range(1000)), 2, ahead=4):
+            pass
+    assert max(started) < 3 + 4 + 2  # at most ``ahead`` in flight past the failing one
