@@ -118,6 +118,26 @@ def test_scratch_codes_of_any_width_store_the_same_entry(tmp_path, monkeypatch, 
     assert got == expected
 
 
+def test_frames_of_several_dtypes_keep_their_labels(tmp_path) -> None:
+    """A uint16 frame beside a uint32 frame with labels above 2**16: the scratch levels hold
+    the wide frame's labels apart from combinations (each frame's level 2 is the union of its
+    own windows, checked against Python sets)."""
+    import zarr
+    from zarr.storage import ZipStore
+
+    narrow = _cells((12, 10, 9), 5, 3, 4)
+    wide = _cells((12, 10, 9), 5, 3, 5, offset=70_000, dtype=np.uint32)
+    _entry(tmp_path / "e", [narrow, wide])
+    root = zarr.open_group(store=ZipStore(tmp_path / "e" / "data.zip", mode="r"), mode="r")
+    with zipfile.ZipFile(tmp_path / "e" / "data.zip") as zf:
+        for t, labels in enumerate([narrow, wide]):
+            grid = root[f"lattice_segmentation_data/L/2/{t}/grid"][:]
+            table = json.loads(zf.read(f"lattice_segmentation_data/L/2/{t}/set_table/0"))[0]
+            for i in np.ndindex(grid.shape):
+                window = labels[tuple(slice(max(2 * a - 1, 0), 2 * a + 2) for a in i)]
+                assert table[str(int(grid[i]))] == sorted(set(window.ravel().tolist()))
+
+
 def test_every_stored_set_table_lists_its_grid(tmp_path) -> None:
     """Tables reused from the level before (same categories) or encoded: each is the JSON
     codec's bytes of exactly the categories of its grid, at every level and frame."""
