@@ -599,9 +599,11 @@ def label_step_block(
         # goes before the wider rows it starts)
         # (compared by their leading sort words: a pair's holds it and then 0s, the sentinel)
         bits, per_word = _packing(top)
-        pair_keys = pairs[:, 0] + np.uint64(1)
+        # (uint64 first: numpy 1's value-based casting keeps uint32 + np.uint64(1) uint32)
+        pair_keys = pairs[:, 0].astype(np.uint64)
+        pair_keys += np.uint64(1)
         pair_keys <<= np.uint64(bits)
-        pair_keys |= pairs[:, 1] + np.uint64(1)
+        pair_keys |= pairs[:, 1].astype(np.uint64) + np.uint64(1)
         pair_keys <<= np.uint64(bits * (per_word - 2))
         wide_keys = words[0][first] if n_wide else np.zeros(0, np.uint64)
         pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, pair_keys, side="left")
@@ -631,7 +633,30 @@ def label_step_block(
     if where.size:
         code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
     index = (code.T if flip else code)[mixed].astype(np.int64)
+    if n_pairs and n_wide:
+        combos, index = _without_repeated_pairs(combos, pair_at, index)
     return StepResult(single, mixed, combos, index)
+
+
+def _without_repeated_pairs(
+    combos: np.ndarray, pair_at: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``combos`` (in tuple order) without the gathered rows of two categories that repeat a
+    counted pair, and ``index`` pointing at what is left. A slab of few mixed windows gathers
+    its two-category windows too, so a pair counted in another slab can come again; such a row
+    directly follows its pair (a pair goes before the rows it starts)."""
+    after = pair_at + 1
+    inside = after < combos.shape[0]
+    p, q = pair_at[inside], after[inside]
+    same = (combos[q, 0] == combos[p, 0]) & (combos[q, 1] == combos[p, 1])
+    if combos.shape[1] > 2:
+        same &= combos[q, 2] == _SENTINEL
+    if not same.any():
+        return combos, index
+    keep = np.ones(combos.shape[0], bool)
+    keep[q[same]] = False
+    target = np.cumsum(keep) - 1  # a kept row's new position; a dropped one's, its pair's
+    return combos[keep], target[index]
 
 
 def present_values(block: np.ndarray) -> np.ndarray:

@@ -24,7 +24,14 @@ from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.db.zarr2 import chunk_key
-from pipeline.engine.passes import Engine, LabelJob, ScratchCode, run_label_pass, scratch_code
+from pipeline.engine.passes import (
+    WIDE_CODE,
+    Engine,
+    LabelJob,
+    ScratchCode,
+    run_label_pass,
+    scratch_code,
+)
 from pipeline.errors import GridMismatchError, InputFormatError
 from pipeline.memory import heaps_kept
 from pipeline.model import LabelSource, Vec3
@@ -248,13 +255,18 @@ def write_lattice(
     tables: dict[int, tuple[np.ndarray, bytes]] = {}  # frame -> last stored level's table
 
     def scratch_dtype(level: Level, below: Level) -> np.dtype:
-        if level.ratio == 1:  # labels: up to their dtype's largest value
-            kind = np.dtype(labels.frames[0].dtype)
-            small = kind.kind in "ui" and kind.itemsize <= 2
-            top, itemsize = ((1 << 8 * kind.itemsize) - 1 if small else _SENTINEL), kind.itemsize
+        kinds = {np.dtype(f.dtype) for f in labels.frames}
+        if level.ratio == 1 and len(kinds) > 1:  # frames of several dtypes: several grids
+            code = WIDE_CODE
         else:
-            top, itemsize = table.top, codes[level.ratio].dtype.itemsize
-        code = scratch_code(level.shape, itemsize, frames, engine, order, top)
+            if level.ratio == 1:  # labels: up to their dtype's largest value
+                (kind,) = kinds
+                small = kind.kind in "ui" and kind.itemsize <= 2
+                top = (1 << 8 * kind.itemsize) - 1 if small else _SENTINEL
+                itemsize = kind.itemsize
+            else:
+                top, itemsize = table.top, codes[level.ratio].dtype.itemsize
+            code = scratch_code(level.shape, itemsize, frames, engine, order, top)
         codes[below.ratio] = code
         return code.dtype
 
