@@ -10,14 +10,21 @@ threshold, so buffers of a few MiB and more (blocks, decoded chunks) are mapped 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["fix_map_threshold", "trim"]
+__all__ = ["fix_map_threshold", "heaps_kept", "trim"]
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MAP_THRESHOLD = 4 * 2**20
+_TRIM_THRESHOLD = 128 * 2**10  # glibc's default
+_fixed: list[int] = []  # the threshold fix_map_threshold pinned, once it has
+_kept = threading.Lock()
 
 
 @functools.cache
@@ -35,7 +42,33 @@ def _libc() -> Any:
 def fix_map_threshold(nbytes: int = MAP_THRESHOLD) -> bool:
     """Allocations of ``nbytes`` and more are memory maps from now on (once per process)."""
     libc = _libc()
-    return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, nbytes) == 1)
+    fixed = bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, nbytes) == 1)
+    if fixed:
+        _fixed.append(nbytes)
+    return fixed
+
+
+@contextlib.contextmanager
+def heaps_kept(nbytes: int = 64 * 2**20) -> Iterator[None]:
+    """While the block runs, allocations below ``nbytes`` come from the heaps and what is
+    freed stays in them (up to four times that at a heap's top); then the pinned threshold
+    is back and the heaps are trimmed. For bursts of many temporaries of a few MiB (the
+    merge of a level's unions between passes): each fresh map costs the system time of
+    first touching its pages again, memory freed into a heap is used again. Does nothing
+    unless :func:`fix_map_threshold` pinned the threshold (or in another thread's block)."""
+    libc = _libc()
+    if not _fixed or libc is None or not _kept.acquire(blocking=False):
+        yield
+        return
+    try:
+        libc.mallopt(_M_MMAP_THRESHOLD, max(nbytes, _fixed[0]))
+        libc.mallopt(_M_TRIM_THRESHOLD, 4 * nbytes)
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _fixed[0])
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        libc.malloc_trim(0)
+        _kept.release()
 
 
 def trim() -> None:

@@ -13,12 +13,14 @@ from pipeline.algorithms.set_table import (
     SENTINEL,
     SetTable,
     _bucket_search,
+    _gathered,
     _hash_buckets,
     _merge,
     _ranges,
     _row_ends,
     _spans,
     _stable_order,
+    _word_positions,
     lexsort_unique_rows,
 )
 
@@ -251,3 +253,71 @@ def test_wide_rows_pack_in_pieces(monkeypatch, cells):
     distinct = sorted(set(as_tuples))
     assert [as_tuples[i] for i in first] == distinct
     assert [distinct[g] for g in inverse.tolist()] == as_tuples
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 9)), max_size=40),
+    st.sampled_from([1, 3, 8, 1 << 16]),
+    st.booleans(),
+)
+def test_gathered_is_a_gather_of_the_ranges(pairs, piece, widen):
+    """Pieces of 1, 3, 8 members and more (sets longer than a piece, empty sets), into an
+    array of the source's type or a wider one."""
+    source = (np.arange(300, dtype=np.uint16) * 7 + 3).astype(np.uint16)
+    starts = np.array([s for s, _ in pairs], np.int64)
+    lengths = np.array([n for _, n in pairs], np.int32)
+    expected = [int(source[s + j]) for s, n in pairs for j in range(n)]
+    old = set_table_module._GATHER_AT_ONCE
+    set_table_module._GATHER_AT_ONCE = piece
+    try:
+        if widen:
+            out = np.full(len(expected) + 2, 9, np.uint32)
+            got = _gathered(source, starts, lengths, out[1:-1])
+            assert out[0] == 9 and out[-1] == 9
+        else:
+            got = _gathered(source, starts, lengths)
+            assert got.dtype == source.dtype
+    finally:
+        set_table_module._GATHER_AT_ONCE = old
+    assert got.tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 6), min_size=3, max_size=3), max_size=60),
+    st.booleans(),
+)
+def test_word_positions_are_the_places_in_tuple_order(rows, tied):
+    """Rows packed into one or several words (rows sharing their leading word), repeats
+    ordered by their index."""
+    data = np.array(rows, np.uint64).reshape(-1, 3)
+    words = [data[:, 0] * np.uint64(16) + data[:, 1], data[:, 2]] if tied else [
+        (data[:, 0] * np.uint64(16) + data[:, 1]) * np.uint64(16) + data[:, 2]
+    ]
+    order, places = _word_positions(words)
+    expected = sorted(range(len(rows)), key=lambda i: (tuple(rows[i]), i))
+    assert order.tolist() == expected
+    assert places.dtype == np.int32
+    assert [places[i] for i in expected] == list(range(len(rows)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stable_order_of_index_keys_sorted_in_runs(seed):
+    """The keys made and sorted batch by batch (indices from each batch's first), then
+    merged: a stable argsort still, with repeated hashes across batches and leading bits
+    that tie out of order."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64, 5000, dtype=np.uint64)
+    hashes[3::97] = hashes[1]  # repeats, in several batches
+    hashes[10] = hashes[20] | np.uint64(0x3FF)  # same leading bits, larger first
+    hashes[20] &= ~np.uint64(0x3FF)
+    bits = 14  # room for more rows than there are
+    keys = np.empty(hashes.size, np.uint64)
+    for a in range(0, hashes.size, 700):
+        part = set_table_module._index_keys(hashes[a : a + 700], bits)
+        part.sort()
+        keys[a : a + part.size] = part + np.uint64(a)
+    order, ordered = _stable_order(hashes, keys, bits)
+    np.testing.assert_array_equal(order, np.argsort(hashes, kind="stable"))
+    np.testing.assert_array_equal(ordered, np.sort(hashes))

@@ -388,7 +388,9 @@ def _window_words(
         samples = thread_buffer(_GATHER_SLOT + 1, (size, n), kind)
         np.take(flat, index, out=samples, mode="wrap")
         cols = columns.reshape(-1)[: (size + 1) * n].reshape(size + 1, n)
-        cols[:dirty] = 0
+        if n != batch:  # (the last, shorter batch lays the buffer out anew: all of it zeroed)
+            dirty = size + 1
+        cols[:dirty] = 0  # (the columns past ``dirty`` are still 0 from the batch before)
         first = low_flat[at].astype(kind)
         np.add(first, one, out=cols[0])
         last = high_flat[at].astype(kind)
@@ -683,9 +685,11 @@ def label_step_block(
         # goes before the wider rows it starts)
         # (compared by their leading sort words: a pair's holds it and then 0s, the sentinel)
         bits, per_word = _packing(top)
-        lead = pairs[:, 0] + np.uint64(1)
+        # (uint64 first: numpy 1's value-based casting keeps uint32 + np.uint64(1) uint32)
+        lead = pairs[:, 0].astype(np.uint64)
+        lead += np.uint64(1)
         lead <<= np.uint64(bits)
-        lead |= pairs[:, 1] + np.uint64(1)
+        lead |= pairs[:, 1].astype(np.uint64) + np.uint64(1)
         lead <<= np.uint64(bits * (per_word - 2))
         wide_keys = words[0][first] if n_wide else np.zeros(0, np.uint64)
         pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, lead, side="left")
@@ -725,7 +729,10 @@ def label_step_block(
             combos[wide_at[s:e]] = part
     if where.size:
         code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
-    return StepResult(single, mixed, combos, _mixed_codes(code, mixed_v, flip))
+    index = _mixed_codes(code, mixed_v, flip)
+    if n_pairs and n_wide:
+        combos, index = _without_repeated_pairs(combos, pair_at, index)
+    return StepResult(single, mixed, combos, index)
 
 
 def _mixed_codes(code: np.ndarray, mixed: np.ndarray, flip: bool) -> np.ndarray:
@@ -743,6 +750,27 @@ def _mixed_codes(code: np.ndarray, mixed: np.ndarray, flip: bool) -> np.ndarray:
         np.copyto(codes, code.T)
     keep = np.greater_equal(codes, 0, out=thread_buffer(_TRANSPOSED_SLOT + 1, codes.shape, bool))
     return codes[keep].astype(np.int64)
+
+
+def _without_repeated_pairs(
+    combos: np.ndarray, pair_at: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``combos`` (in tuple order) without the gathered rows of two categories that repeat a
+    counted pair, and ``index`` pointing at what is left. A slab of few mixed windows gathers
+    its two-category windows too, so a pair counted in another slab can come again; such a row
+    directly follows its pair (a pair goes before the rows it starts)."""
+    after = pair_at + 1
+    inside = after < combos.shape[0]
+    p, q = pair_at[inside], after[inside]
+    same = (combos[q, 0] == combos[p, 0]) & (combos[q, 1] == combos[p, 1])
+    if combos.shape[1] > 2:
+        same &= combos[q, 2] == _SENTINEL
+    if not same.any():
+        return combos, index
+    keep = np.ones(combos.shape[0], bool)
+    keep[q[same]] = False
+    target = np.cumsum(keep) - 1  # a kept row's new position; a dropped one's, its pair's
+    return combos[keep], target[index]
 
 
 def present_values(block: np.ndarray) -> np.ndarray:

@@ -31,10 +31,12 @@ SENTINEL = np.iinfo(np.uint32).max  # padding of category rows; never a category
 _ROWS_AT_ONCE = 1 << 14  # rows of categories whose unions a level's merge forms at once
 _CELLS_AT_ONCE = 1 << 19  # cells of one such batch's union matrix (a few MB, in cache)
 _MERGE_THREADS = 2  # threads forming and looking up a level's unions, batch after batch
-# a batch's ids (row indices, ids) and its new unions (rows, members, counts, hashes, words)
+# a batch's ids (row indices, ids) and its new unions (rows, members, counts, hashes, words,
+# the hashes' index keys sorted)
 _BatchIds = tuple[
     list[tuple[np.ndarray, np.ndarray]],
-    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None,
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]
+    | None,
 ]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -143,20 +145,16 @@ def lexsort_unique_rows(
     return _unique_words(_packed_columns(rows, sentinel_first))
 
 
-def _unique_words(
-    words: list[np.ndarray], firsts: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (the first row of
-    each distinct one left empty unless ``firsts``)."""
-    if len(words) == 1:
-        return unique_1d(words[0])
+def _word_order(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stable lexicographic order of rows given as their packed sort keys, the leading
+    words in that order and where each equals the one before."""
     n = words[0].size
     # by the leading word (a stable sort: runs of rows already in order merge cheaply), then
     # only the rows sharing a leading word by the others, least significant first
     order = np.argsort(words[0], kind="stable")
     lead = words[0][order]
     same = lead[1:] == lead[:-1]
-    if same.any():
+    if len(words) > 1 and same.any():
         tied = np.zeros(n, bool)
         tied[1:] = same
         tied[:-1] |= same
@@ -167,6 +165,29 @@ def _unique_words(
             perm = perm[np.argsort(word[sub[perm]], kind="stable")]
         perm = perm[np.argsort(lead[at][perm], kind="stable")]
         order[at] = sub[perm]  # (the leading words stay in order: lead is still theirs)
+    return order, lead, same
+
+
+def _word_positions(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The stable lexicographic order of rows given as their packed sort keys (rows in
+    tuple order, equal rows by their index) and each row's place in it (int32 where it
+    fits)."""
+    order = _word_order(words)[0]
+    n = order.size
+    positions = np.empty(n, np.int32 if n < 1 << 31 else np.int64)
+    positions[order] = np.arange(n, dtype=positions.dtype)
+    return order, positions
+
+
+def _unique_words(
+    words: list[np.ndarray], firsts: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lexsort_unique_rows` of rows given as their packed sort keys (the first row of
+    each distinct one left empty unless ``firsts``)."""
+    if len(words) == 1:
+        return unique_1d(words[0])
+    n = words[0].size
+    order, _lead, same = _word_order(words)
     new = np.ones(n, bool)
     np.logical_not(same, out=new[1:])
     pairs = np.flatnonzero(same)  # only rows sharing a leading word may be repeats
@@ -223,21 +244,54 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+_GATHER_AT_ONCE = 1 << 16  # members gathered at once by _gathered (indices: 512 KB)
+
+
 def _gathered(
     source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``source[_spans(starts, lengths)]`` (into ``out`` if given), a few MB of indices at a
-    time (millions of sets: the indices of all their members at once would be the largest
-    array of the merge)."""
+    """``source[_spans(starts, lengths)]`` (into ``out`` if given), ``_GATHER_AT_ONCE``
+    members at a time through one index buffer and one gather buffer written again for
+    every piece (millions of sets: the indices of all their members at once would be the
+    largest array of the merge, and fresh buffers per piece cost their pages each time)."""
     lengths = lengths.astype(np.intp, copy=False)
     ends = np.cumsum(lengths)
+    total = int(ends[-1]) if ends.size else 0
     if out is None:
-        out = np.empty(int(ends[-1]) if ends.size else 0, source.dtype)
-    step = max(1, _CELLS_AT_ONCE // max(int(lengths.mean()) if lengths.size else 1, 1))
-    for a in range(0, lengths.size, step):
-        b = min(a + step, lengths.size)
-        begin = int(ends[a - 1]) if a else 0
-        out[begin : int(ends[b - 1])] = source[_spans(starts[a:b], lengths[a:b])]
+        out = np.empty(total, source.dtype)
+    if not total:
+        return out
+    if int(lengths.min()) == 0:  # (empty sets: no run of ones to start at their heads)
+        keep = lengths > 0
+        starts, lengths = starts[keep], lengths[keep]
+        ends = np.cumsum(lengths)
+    starts = starts.astype(np.intp, copy=False)
+    size = min(total, _GATHER_AT_ONCE)
+    index = np.empty(size, np.intp)
+    same = out.dtype == source.dtype
+    values = None if same else np.empty(size, source.dtype)
+    a, begin = 0, 0
+    while a < lengths.size:
+        b = max(int(np.searchsorted(ends, begin + size, side="right")), a + 1)
+        end = int(ends[b - 1])
+        n = end - begin
+        if n > index.size:  # a set longer than a piece: buffers of its size
+            index = np.empty(n, np.intp)
+            values = None if same else np.empty(n, source.dtype)
+        idx = index[:n]
+        idx.fill(1)  # each member one past the one before, but at each set's head
+        idx[0] = starts[a]
+        if b - a > 1:
+            jump = starts[a + 1 : b] - starts[a : b - 1]
+            jump -= lengths[a : b - 1] - 1
+            idx[ends[a : b - 1] - begin] = jump
+        np.cumsum(idx, out=idx)
+        if same:
+            np.take(source, idx, out=out[begin:end])
+        else:
+            np.take(source, idx, out=values[:n])
+            out[begin:end] = values[:n]
+        a, begin = b, end
     return out
 
 
@@ -331,7 +385,8 @@ def _merge(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``keys`` (with their ``index``) and new ones merged; new keys go after equal
     old ones and keep their order among themselves (``order`` sorts them, if known). Each
-    new key's place is found by one sorted search; the old ones fill the other places."""
+    key of the smaller side finds its place by one sorted search; the other side's keys
+    fill the other places, in order."""
     if order is None and not bool(np.all(new_keys[1:] >= new_keys[:-1])):
         order = np.argsort(new_keys, kind="stable")
     added = new_keys if order is None else new_keys[order]
@@ -341,30 +396,56 @@ def _merge(
             np.concatenate([keys, added.astype(keys.dtype, copy=False)]),
             np.concatenate([index, added_index.astype(index.dtype, copy=False)]),
         )
-    at = np.searchsorted(keys, added, side="right")
-    at += np.arange(added.size, dtype=at.dtype)
-    old = np.ones(keys.size + added.size, bool)
-    old[at] = False
-    merged_keys = np.empty(old.size, keys.dtype)
-    merged_keys[at] = added
-    merged_keys[old] = keys
-    merged_index = np.empty(old.size, index.dtype)
-    merged_index[at] = added_index
-    merged_index[old] = index
+    merged_keys = np.empty(keys.size + added.size, keys.dtype)
+    merged_index = np.empty(merged_keys.size, index.dtype)
+    if added.size <= keys.size:  # each new key's place; the old ones fill the others
+        at = np.searchsorted(keys, added, side="right")
+        at += np.arange(added.size, dtype=at.dtype)
+        place, rest = (added, added_index), (keys, index)
+    else:  # each old key's place (before equal new ones); the new ones fill the others
+        at = np.searchsorted(added, keys, side="left")
+        at += np.arange(keys.size, dtype=at.dtype)
+        place, rest = (keys, index), (added, added_index)
+    others = np.ones(merged_keys.size, bool)
+    others[at] = False
+    merged_keys[at] = place[0]
+    merged_keys[others] = rest[0]
+    merged_index[at] = place[1]
+    merged_index[others] = rest[1]
     return merged_keys, merged_index
 
 
-def _stable_order(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+_INDEX_BITS = 40  # at most this many low bits of a hash hold its index (_index_keys)
+
+
+def _index_keys(hashes: np.ndarray, bits: int, first: int = 0) -> np.ndarray:
+    """Each hash's leading ``64 - bits`` bits with its index (from ``first``) in the low
+    ``bits``: sorted, their low bits are a stable order of the hashes (unless the leading
+    bits of two hashes tie out of order)."""
+    low = np.uint64((1 << bits) - 1)
+    keys = hashes & ~low
+    keys |= np.arange(first, first + hashes.size, dtype=np.uint64)
+    return keys
+
+
+def _stable_order(
+    hashes: np.ndarray, keys: np.ndarray | None = None, bits: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``np.argsort(hashes, kind="stable")`` of 64-bit hashes and the sorted hashes: one sort
     of the hashes' leading bits with each index in the low bits (a sort moves half the bytes
-    of an argsort), checked; hashes whose leading bits tie out of order take the argsort."""
+    of an argsort), checked; hashes whose leading bits tie out of order take the argsort.
+    ``keys``: those keys made already (:func:`_index_keys` with ``bits``; sorted in place),
+    in runs sorted already (the sort merges them)."""
     n = hashes.size
-    bits = max(n - 1, 1).bit_length()
-    if bits <= 40:
+    if keys is None:
+        bits = max(n - 1, 1).bit_length()
+        if bits <= _INDEX_BITS:
+            keys = _index_keys(hashes, bits)
+            keys.sort()
+    else:
+        keys.sort(kind="stable")  # (a merge of the sorted runs)
+    if keys is not None:
         low = np.uint64((1 << bits) - 1)
-        keys = hashes & ~low
-        keys |= np.arange(n, dtype=np.uint64)
-        keys.sort()
         keys &= low
         order = keys.astype(np.intp)
         del keys
@@ -384,6 +465,9 @@ class _NewSets:
         self.size = 0
         self._total, self._words = total, words if tuple_order else 0
         self.members: list[np.ndarray] = []
+        # the hashes' index keys (_index_keys), sorted batch by batch, if indices fit
+        self.bits = max(total - 1, 1).bit_length()
+        self.keys: np.ndarray | None = None
 
     def add(
         self,
@@ -392,14 +476,23 @@ class _NewSets:
         counts: np.ndarray,
         hashes: np.ndarray,
         words: list[np.ndarray],
+        keys: np.ndarray | None = None,
     ) -> None:
+        """A batch's new rows; ``keys``: the sorted :func:`_index_keys` of its hashes (with
+        ``bits``, indices from 0), or None."""
         if not self.size:
             small = np.int32 if self._total < 1 << 31 else np.int64
             self.rows = np.empty(self._total, small)
             self.counts = np.empty(self._total, small)
             self.hashes = np.empty(self._total, np.uint64)
             self.words = [np.empty(self._total, np.uint64) for _ in range(self._words)]
+            if keys is not None:
+                self.keys = np.empty(self._total, np.uint64)
         a, b = self.size, self.size + rows.size
+        if self.keys is not None and keys is not None:  # (indices from a: no carry)
+            np.add(keys, np.uint64(a), out=self.keys[a:b])
+        else:
+            self.keys = None
         self.rows[a:b] = rows
         self.counts[a:b] = counts
         self.hashes[a:b] = hashes
@@ -558,10 +651,11 @@ class SetTable:
             hashes = _row_sums(self._segment_hash[members], lens) + _length_hash(lens)
         self._hash = np.concatenate([self._hash, hashes])
         first = self._cats.size
-        self._cats = np.concatenate([self._cats, cats.astype(np.uint32)])
+        self._cats = np.concatenate([self._cats, cats.astype(np.uint32, copy=False)])
+        added = self._cats[first:]
         new = np.arange(first, self._cats.size)
         if self._dense is not None:
-            top = int(self._cats[new].max()) + 1
+            top = int(added.max()) + 1
             if top > 4 * self._cats.size + (1 << 20):
                 self._dense = None  # sparse ids (large label values): sorted look-ups only
             else:
@@ -569,16 +663,16 @@ class SetTable:
                     grown = np.full(max(top, 2 * self._dense.size), -1, np.int64)
                     grown[: self._dense.size] = self._dense
                     self._dense = grown
-                self._dense[self._cats[new]] = new
+                self._dense[added] = new
         # merge the new sets into the sorted lookups (after equal keys: creation order)
-        self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, self._cats[new], new)
+        self._cat_keys, self._by_cat = _merge(self._cat_keys, self._by_cat, added, new)
         if by_hash is not None:  # the new hashes in order, and their sets' numbers
             self._hash_keys, self._by_hash = _merge(
                 self._hash_keys, self._by_hash, by_hash[0], first + by_hash[1]
             )
         else:
             self._hash_keys, self._by_hash = _merge(
-                self._hash_keys, self._by_hash, self._hash[new], new, hash_order
+                self._hash_keys, self._by_hash, self._hash[first:], new, hash_order
             )
         self._next = max(self._next, int(cats.max()) + 1) if self._next < SENTINEL else self._next
 
@@ -707,7 +801,11 @@ class SetTable:
                 counts, hashes, at = counts[~found], hashes[~found], at[~found]
                 rows = rows[~found]
             words = _packed_columns(rows, True, top, width) if tuple_order else []
-            return done, (at, members, counts, hashes, words)
+            keys = None
+            if new.bits <= _INDEX_BITS:  # sorted here, merged at the end
+                keys = _index_keys(hashes, new.bits)
+                keys.sort()
+            return done, (at, members, counts, hashes, words, keys)
 
         try:
             # batches in two threads (numpy lets go of the GIL), taken in batch order
@@ -875,63 +973,88 @@ class SetTable:
         """Ids of the unions no set of the table equals: rows holding the same set (equal
         hashes, checked member by member) share an id; the sets get the next ids in the
         order of their first row (by the rows' sort keys: tuple order over all parts, or
-        row order) and are added to the table."""
+        row order) and are added to the table. The rows' places in tuple order are found
+        in another thread while this one groups the rows by hash."""
         m = pending.size
-        members = np.concatenate(pending.members)
-        counts, hashes = pending.counts[:m], pending.hashes[:m]
-        # the rank of each row (equal rows, equal ranks)
-        rank = (
-            _unique_words([w[:m] for w in pending.words], firsts=False)[1]
-            if pending.words
-            else pending.rows[:m]
-        )
-        order, ordered = _stable_order(hashes)
-        new = np.ones(order.size, bool)
-        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-        heads = np.flatnonzero(new)
-        group_hashes = ordered[heads]  # each group's hash, ascending
-        del ordered
-        group = np.cumsum(new)  # the group of the row order[j]
-        group -= 1
-        first = order[heads]  # a row of each group, groups in hash order
-        offsets = np.cumsum(counts)
-        offsets -= counts
-        if heads.size < order.size:  # every row of a group holds its first row's set
-            other = ~new
-            a, b = order[other], first[group[other]]
-            if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
-                _gathered(members, offsets[a], counts[a]),
-                _gathered(members, offsets[b], counts[a]),
-            ):
-                raise _SlowPathError
-        if self._next + heads.size > SENTINEL:
-            raise _SlowPathError  # ids wrap: the lowest free ones, slowly
-        # groups in the order of their first rows (distinct ranks: a scatter, not a sort)
-        group_rank = np.minimum.reduceat(rank[order], heads)
-        del rank
-        slot = np.full(int(group_rank.max()) + 1, -1, np.int64)
-        slot[group_rank] = np.arange(heads.size)
-        by_first = slot[slot >= 0]
+        counts, hashes, rows = pending.counts[:m], pending.hashes[:m], pending.rows[:m]
+        small = np.int32 if m < 1 << 31 else np.int64
+        with ThreadPoolExecutor(1) as pool:
+            placed = (
+                pool.submit(_word_positions, [w[:m] for w in pending.words])
+                if pending.words
+                else None
+            )
+            members = np.concatenate(pending.members)
+            if pending.keys is not None:
+                order, ordered = _stable_order(hashes, pending.keys[:m], pending.bits)
+            else:
+                order, ordered = _stable_order(hashes)
+            new = np.ones(m, bool)
+            np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+            heads = np.flatnonzero(new)
+            group_hashes = ordered[heads]  # each group's hash, ascending
+            del ordered
+            first = order[heads]  # a row of each group, groups in hash order
+            offsets = np.cumsum(counts)
+            offsets -= counts
+            several = heads.size < m  # groups of several rows
+            group = None
+            if several:  # every row of a group holds its first row's set
+                group = np.cumsum(new, dtype=small)  # the group of the row order[j]
+                group -= 1
+                other = ~new
+                a, b = order[other], first[group[other]]
+                if not np.array_equal(counts[a], counts[b]) or not np.array_equal(
+                    _gathered(members, offsets[a], counts[a]),
+                    _gathered(members, offsets[b], counts[a]),
+                ):
+                    raise _SlowPathError
+            del new
+            if self._next + heads.size > SENTINEL:
+                raise _SlowPathError  # ids wrap: the lowest free ones, slowly
+            # each row's place in the order of first rows (tuple order, or row order)
+            in_order, position = (None, rows) if placed is None else placed.result()
+        # groups in the order of their first rows (distinct places: a scatter, not a sort)
+        ranked = position[order]
+        del position
+        group_rank = np.minimum.reduceat(ranked, heads) if several else ranked
+        del ranked
+        slot = np.full(int(group_rank.max()) + 1, -1, small)
+        slot[group_rank] = np.arange(heads.size, dtype=small)
+        del group_rank
+        taken = np.flatnonzero(slot >= 0)  # the first rows' places, in order
+        by_first = slot[taken]
         del slot
-        number = np.empty(heads.size, np.int64)
-        number[by_first] = np.arange(heads.size)  # each group's id - self._next
-        ids = number[group]
-        ids += self._next
-        out[pending.rows[:m][order]] = ids
+        number = np.empty(heads.size, small)
+        number[by_first] = np.arange(heads.size, dtype=small)  # each group's id - self._next
+        ids = (number if group is None else number[group]).astype(np.uint32)
+        ids += np.uint32(self._next)
+        out[rows[order]] = ids
         del ids, group, order
-        creators = first[by_first]
+        # a row of each new set, sets in id order (a first row in tuple order: ascending
+        # places, read in order; in row order, through the groups)
+        creators = first[by_first] if in_order is None else in_order[taken]
+        del by_first, taken, in_order
         lens = counts[creators]
         flat = np.empty(self._flat.size + int(lens.sum()), np.uint32)  # the table's new one
         flat[: self._flat.size] = self._flat
-        _gathered(members, offsets[creators], lens, flat[self._flat.size :])
-        self._append_sets(
-            self._next + np.arange(heads.size, dtype=np.int64),
-            flat,
-            lens,
-            hashes[creators],
-            whole=True,
-            by_hash=(group_hashes, number),
-        )
+        # the members are gathered in another thread while the table's indexes grow (with
+        # the hashes given, _append_sets reads only the new flat's size)
+        with ThreadPoolExecutor(1) as pool:
+            gathering = pool.submit(
+                _gathered, members, offsets[creators], lens, flat[self._flat.size :]
+            )
+            try:
+                self._append_sets(
+                    self._next + np.arange(heads.size, dtype=np.int64),
+                    flat,
+                    lens,
+                    hashes[creators],
+                    whole=True,
+                    by_hash=(group_hashes, number),
+                )
+            finally:
+                gathering.result()
 
     def _ids_exact(self, parts: list[np.ndarray], tuple_order: bool) -> np.ndarray:
         """:meth:`_ids` by the scalar definition (:meth:`_union_ids_exact`)."""

@@ -24,8 +24,16 @@ from pipeline.build.levels import LevelPass, run_levels
 from pipeline.db.layout import lattice_key
 from pipeline.db.writer import ArrayTarget, DataWriter
 from pipeline.db.zarr2 import chunk_key
-from pipeline.engine.passes import Engine, LabelJob, ScratchCode, run_label_pass, scratch_code
+from pipeline.engine.passes import (
+    WIDE_CODE,
+    Engine,
+    LabelJob,
+    ScratchCode,
+    run_label_pass,
+    scratch_code,
+)
 from pipeline.errors import GridMismatchError, InputFormatError
+from pipeline.memory import heaps_kept
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -202,8 +210,10 @@ def _lut(
     if not parts:
         return starts, np.zeros(0, np.uint32)
     # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
-    # row before the longer rows it starts)
-    return starts, table.level_ids(parts)
+    # row before the longer rows it starts). The merge's temporaries of a few MiB each are
+    # served from the heaps meanwhile: as fresh maps each would cost its pages again.
+    with heaps_kept():
+        return starts, table.level_ids(parts)
 
 
 _REMEMBERED = 256 * 2**20  # bytes of encoded set tables kept for the next level
@@ -245,13 +255,18 @@ def write_lattice(
     tables: dict[int, tuple[np.ndarray, bytes]] = {}  # frame -> last stored level's table
 
     def scratch_dtype(level: Level, below: Level) -> np.dtype:
-        if level.ratio == 1:  # labels: up to their dtype's largest value
-            kind = np.dtype(labels.frames[0].dtype)
-            small = kind.kind in "ui" and kind.itemsize <= 2
-            top, itemsize = ((1 << 8 * kind.itemsize) - 1 if small else _SENTINEL), kind.itemsize
+        kinds = {np.dtype(f.dtype) for f in labels.frames}
+        if level.ratio == 1 and len(kinds) > 1:  # frames of several dtypes: several grids
+            code = WIDE_CODE
         else:
-            top, itemsize = table.top, codes[level.ratio].dtype.itemsize
-        code = scratch_code(level.shape, itemsize, frames, engine, order, top)
+            if level.ratio == 1:  # labels: up to their dtype's largest value
+                (kind,) = kinds
+                small = kind.kind in "ui" and kind.itemsize <= 2
+                top = (1 << 8 * kind.itemsize) - 1 if small else _SENTINEL
+                itemsize = kind.itemsize
+            else:
+                top, itemsize = table.top, codes[level.ratio].dtype.itemsize
+            code = scratch_code(level.shape, itemsize, frames, engine, order, top)
         codes[below.ratio] = code
         return code.dtype
 
