@@ -458,3 +458,28 @@ def test_sort_words_order_rows_as_tuples(bits, width, n, seed):
         first, group = labels_module._sort_words(words, b)
         assert [rows[i] for i in first.tolist()] == distinct
         assert [distinct[g] for g in group.tolist()] == rows
+
+
+def test_block_step_last_short_batch_starts_clean():
+    """The last, shorter batch of gathered windows lays the column buffer out anew: a window
+    complete before a wider one of its batch must not show the batch before's columns
+    (a 5-category window beside 3-category ones in a batch of 3 after one of 5)."""
+    grid = np.array(
+        [[[0, 3, 0, 1, 0, 0, 0], [0, 1, 0, 0, 5, 3, 3], [5, 4, 200, 3, 3, 5, 1]]], np.uint8
+    )
+    out1 = (1, 2, 4)
+    saved = labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH
+    labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH = 1, 0, 5
+    try:
+        step = label_step_block(grid, (0, 0, 0), grid.shape, (0, 0, 0), out1)
+    finally:
+        labels_module._SLAB_BYTES, labels_module._GATHER_COST, labels_module._BATCH = saved
+    expected = _reference_step(grid, (0, 0, 0), out1)
+    combos = [tuple(c for c in row if c != SENTINEL) for row in step.combos.tolist()]
+    for row in step.combos.tolist():  # the sentinel only past a row's end
+        n = len([c for c in row if c != SENTINEL])
+        assert row[n:] == [SENTINEL] * (len(row) - n)
+    mixed_at = list(zip(*np.nonzero(step.mixed), strict=True))
+    for pos, k in zip(mixed_at, step.index.tolist(), strict=True):
+        assert combos[k] == expected[tuple(int(p) for p in pos)]
+    assert combos == sorted(set(combos))
