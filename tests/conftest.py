@@ -186,3 +186,40 @@ def binomial_reference(x: np.ndarray) -> np.ndarray:
         if x.shape[axis] > 1:
             y = convolve1d(y, weights, axis=axis, mode="mirror")
     return y[tuple(slice(None, None, 2) for _ in range(x.ndim))]
+
+
+def padded_rows(rows: list[tuple[int, ...]], extra: int = 0) -> np.ndarray:
+    """Rows of category ids as a uint32 matrix padded with the sentinel (2**32 - 1) to the
+    longest row plus ``extra`` columns, as the label kernels take them."""
+    width = max(len(r) for r in rows) + extra
+    out = np.full((len(rows), width), np.iinfo(np.uint32).max, np.uint32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+class ReferenceSetTable:
+    """The set table's definition, one union at a time: label v is the set {segment of v};
+    a union equal to a known set keeps that set's (first) id, a new one gets the next id."""
+
+    def __init__(self, labels=(), segment_of=None) -> None:
+        self.sets: dict[int, tuple[int, ...]] = {}
+        self.ids: dict[tuple[int, ...], int] = {}
+        self.next = 0
+        self.add_labels(labels, segment_of)
+
+    def add_labels(self, values, segment_of=None) -> None:
+        for v in values:
+            if v not in self.sets:
+                members = ((segment_of or {}).get(v, v),)
+                self.sets[v] = members
+                self.ids.setdefault(members, v)  # labels sharing a segment: the first's id
+                self.next = max(self.next, v + 1)
+
+    def union_id(self, categories) -> int:
+        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
+        if members not in self.ids:
+            self.ids[members] = self.next
+            self.sets[self.next] = members
+            self.next += 1
+        return self.ids[members]

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import ReferenceSetTable, padded_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numcodecs import JSON
@@ -22,38 +23,7 @@ from pipeline.algorithms.set_table import (
     unique_rows,
 )
 
-
-class ReferenceTable:
-    """The set table's definition, one union at a time (the code before vectorization)."""
-
-    def __init__(self) -> None:
-        self.sets: dict[int, tuple[int, ...]] = {}
-        self.ids: dict[tuple[int, ...], int] = {}
-        self.next = 0
-
-    def add_labels(self, values, segment_of=None) -> None:
-        for v in values:
-            if v not in self.sets:
-                members = ((segment_of or {}).get(v, v),)
-                self.sets[v] = members
-                self.ids.setdefault(members, v)
-                self.next = max(self.next, v + 1)
-
-    def union_id(self, categories) -> int:
-        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
-        if members not in self.ids:
-            self.ids[members] = self.next
-            self.sets[self.next] = members
-            self.next += 1
-        return self.ids[members]
-
-
-def _rows(combos: list[tuple[int, ...]]) -> np.ndarray:
-    width = max(len(c) for c in combos)
-    out = np.full((len(combos), width), SENTINEL, np.uint32)
-    for i, c in enumerate(combos):
-        out[i, : len(c)] = c
-    return out
+ReferenceTable = ReferenceSetTable  # (the code before vectorization)
 
 
 @st.composite
@@ -83,7 +53,7 @@ def _check_against_reference(labels, shared, levels) -> SetTable:
         categories = sorted(ref.sets)
         rows = [tuple(sorted({categories[i % len(categories)] for i in c})) for c in combos]
         expected = [ref.union_id(r) for r in rows]
-        got = table.union_ids(_rows(rows)).tolist()
+        got = table.union_ids(padded_rows(rows)).tolist()
         assert got == expected
     assert dict(table.sets) == ref.sets
     present = np.array(sorted(ref.sets), np.uint32)
@@ -135,7 +105,7 @@ def test_ids_at_the_top_of_uint32_take_the_lowest_free_ones():
     top = int(SENTINEL) - 1
     table = SetTable()
     table.add_labels(np.array([1, 3, top]))  # the next id would be 2**32 - 1: none is left above
-    got = table.union_ids(_rows([(1, 3), (1, top), (3, top), (1, 3)])).tolist()
+    got = table.union_ids(padded_rows([(1, 3), (1, top), (3, top), (1, 3)])).tolist()
     assert got == [0, 2, 4, 0]
     assert table.sets[2] == (1, top)
 
@@ -238,7 +208,7 @@ def test_block_step_matches_the_windows(shape, top, dtype, fortran, cut, seed, f
 @given(st.lists(st.lists(st.integers(0, 2**32 - 2), min_size=1, max_size=5), min_size=1))
 def test_padded_rows_sort_as_tuples(rows_list):
     """Category rows padded with the sentinel sort as Python tuples: (1, 2) < (1, 2, 3)."""
-    rows = _rows([tuple(r) for r in rows_list])
+    rows = padded_rows([tuple(r) for r in rows_list])
     first, inverse = lexsort_unique_rows(rows, sentinel_first=True)
     as_tuples = [tuple(c for c in r if c != SENTINEL) for r in rows.tolist()]
     distinct = sorted(set(as_tuples))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ReferenceSetTable, padded_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,23 +26,8 @@ from pipeline.algorithms.set_table import (
 )
 
 
-class Reference:
-    """The definition: a union equal to a known set keeps its id, a new one gets the next."""
-
-    def __init__(self, labels: list[int], segment_of: dict[int, int]) -> None:
-        self.sets = {v: (segment_of.get(v, v),) for v in labels}
-        self.ids: dict[tuple[int, ...], int] = {}
-        for v, members in self.sets.items():  # labels sharing a segment: the first one's id
-            self.ids.setdefault(members, v)
-        self.next = max(labels) + 1
-
-    def union_id(self, categories: tuple[int, ...]) -> int:
-        members = tuple(sorted(set().union(*(self.sets[c] for c in categories))))
-        if members not in self.ids:
-            self.ids[members] = self.next
-            self.sets[self.next] = members
-            self.next += 1
-        return self.ids[members]
+class Reference(ReferenceSetTable):
+    """The definition, and a level's ids from it."""
 
     def level(self, parts: list[list[tuple[int, ...]]]) -> list[list[int]]:
         """A row of one category keeps it; the distinct longer rows take their ids in the
@@ -49,14 +35,6 @@ class Reference:
         every = sorted({row for part in parts for row in part if len(row) > 1})
         ids = {row: self.union_id(row) for row in every}
         return [[row[0] if len(row) == 1 else ids[row] for row in part] for part in parts]
-
-
-def _padded(rows: list[tuple[int, ...]], extra: int) -> np.ndarray:
-    width = max(len(r) for r in rows) + extra
-    out = np.full((len(rows), width), SENTINEL, np.uint32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
 
 
 @st.composite
@@ -86,7 +64,7 @@ def _check(labels, shared, levels) -> None:
             for part in parts
         ]
         expected = ref.level(rows)
-        got = table.level_ids([_padded(part, extra) for part in rows])
+        got = table.level_ids([padded_rows(part, extra) for part in rows])
         assert got.tolist() == [i for part in expected for i in part]
         assert got.dtype == np.uint32
     assert dict(table.sets) == ref.sets
@@ -140,7 +118,7 @@ def test_level_ids_with_many_rows_index_categories_and_hashes():
             }
             parts.append(sorted(part))
         expected = ref.level(parts)
-        got = table.level_ids([_padded(p, 1) for p in parts])
+        got = table.level_ids([padded_rows(p, 1) for p in parts])
         assert got.tolist() == [i for part in expected for i in part]
     assert dict(table.sets) == ref.sets
 
@@ -149,7 +127,7 @@ def test_an_unknown_category_is_a_key_error():
     table = SetTable()
     table.add_labels(np.arange(1, 50))
     with pytest.raises(KeyError):
-        table.level_ids([_padded([(1, 2), (3, 99)], 0)] * 10)
+        table.level_ids([padded_rows([(1, 2), (3, 99)], 0)] * 10)
 
 
 @settings(max_examples=60, deadline=None)
@@ -249,7 +227,7 @@ def test_wide_rows_pack_in_pieces(monkeypatch, cells):
         for _ in range(60)
     ]
     as_tuples += as_tuples[:10]
-    first, inverse = lexsort_unique_rows(_padded(as_tuples, 1), sentinel_first=True)
+    first, inverse = lexsort_unique_rows(padded_rows(as_tuples, 1), sentinel_first=True)
     distinct = sorted(set(as_tuples))
     assert [as_tuples[i] for i in first] == distinct
     assert [distinct[g] for g in inverse.tolist()] == as_tuples
