@@ -23,12 +23,13 @@ def _start_program() -> None:
 
     OpenBLAS (numpy's linear algebra) starts a thread per core whose busy-waiting takes CPU
     from the block threads, and nothing here multiplies large matrices: one thread unless
-    the user says otherwise (numpy is not imported yet)."""
+    the user set OPENBLAS_NUM_THREADS or OMP_NUM_THREADS (numpy is not imported yet)."""
     program = sys.argv[0] if sys.argv else ""
     if program == "-m" or os.path.basename(program) == "cellstar-preprocessor":
         for signum in _NAMES:
             _signal.signal(signum, _interrupted_while_starting)
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        if not {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"} & os.environ.keys():
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 
 _start_program()

@@ -130,3 +130,30 @@ def test_version_is_the_declared_one() -> None:
     )
     assert out.returncode == 0
     assert out.stdout.strip() == f"cellstar-preprocessor, version {declared}"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [({}, "1"), ({"OPENBLAS_NUM_THREADS": "3"}, "3"), ({"OMP_NUM_THREADS": "2"}, None)],
+)
+def test_the_program_runs_openblas_on_one_thread_unless_told(given, expected) -> None:
+    """As the program (argv[0] "-m"), the CLI package sets OPENBLAS_NUM_THREADS=1 before numpy
+    loads, unless the user chose OpenBLAS's (or OpenMP's) thread count; as a library, never."""
+    import os
+
+    mine = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in mine}
+    code = (
+        "import os, sys; sys.argv = [{argv!r}]; import cli; "
+        "print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
+    for argv, want in (("-m", expected), ("my_script.py", given.get("OPENBLAS_NUM_THREADS"))):
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(argv=argv)],
+            env={**env, **given},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert out == str(want), (argv, given)
