@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -256,17 +256,16 @@ def write_lattice(
 
     def scratch_dtype(level: Level, below: Level) -> np.dtype:
         kinds = {np.dtype(f.dtype) for f in labels.frames}
-        if level.ratio == 1 and len(kinds) > 1:  # frames of several dtypes: several grids
+        if level.ratio > 1:  # categories: up to the table's largest id
+            itemsize = codes[level.ratio].dtype.itemsize
+            code = scratch_code(level.shape, itemsize, frames, engine, order, table.top)
+        elif len(kinds) > 1:  # frames of several dtypes: several block grids
             code = WIDE_CODE
-        else:
-            if level.ratio == 1:  # labels: up to their dtype's largest value
-                (kind,) = kinds
-                small = kind.kind in "ui" and kind.itemsize <= 2
-                top = (1 << 8 * kind.itemsize) - 1 if small else _SENTINEL
-                itemsize = kind.itemsize
-            else:
-                top, itemsize = table.top, codes[level.ratio].dtype.itemsize
-            code = scratch_code(level.shape, itemsize, frames, engine, order, top)
+        else:  # labels: up to their dtype's largest value
+            (kind,) = kinds
+            small = kind.kind in "ui" and kind.itemsize <= 2
+            top = (1 << 8 * kind.itemsize) - 1 if small else _SENTINEL
+            code = scratch_code(level.shape, kind.itemsize, frames, engine, order, top)
         codes[below.ratio] = code
         return code.dtype
 
@@ -292,12 +291,17 @@ def write_lattice(
                 if len(copies) > 1:
                     target = RepeatedTarget(tuple(copies))
             next_level = step.next_levels[t]
-            job = LabelJob(step.sources[t], str(labels.path), luts[t], target, next_level)
-            if lv.ratio in codes:
-                job = replace(job, source_code=codes[lv.ratio])
-            if step.below is not None:
-                job = replace(job, next_code=codes[step.below.ratio])
-            jobs.append(job)
+            jobs.append(
+                LabelJob(
+                    step.sources[t],
+                    str(labels.path),
+                    luts[t],
+                    target,
+                    next_level,
+                    source_code=codes.get(lv.ratio),
+                    next_code=WIDE_CODE if step.below is None else codes[step.below.ratio],
+                )
+            )
         results = run_label_pass(
             jobs,
             engine,
