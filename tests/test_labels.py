@@ -175,6 +175,28 @@ def test_block_step_marks_only_mixed_windows():
     assert present_values(np.array([[5, 0], [5, 2**30]], np.uint32)).tolist() == [0, 5, 2**30]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 3),  # layout: C, F, a strided slice, a 1-D array
+    st.sampled_from([4, 300, 2**22 - 1, 2**22, 2**32 - 2]),
+    st.integers(0, 2**31 - 1),
+)
+def test_present_values_any_layout(layout, top, seed):
+    """The distinct values of a block of any strides, flagged a few planes at a time (or sorted
+    above 2**22), equal numpy's unique."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(1, 40, 3))
+    block = rng.integers(0, top + 1, shape, dtype=np.uint64).astype(np.uint32)
+    if layout == 1:
+        block = np.asfortranarray(block)
+    elif layout == 2:
+        block = np.asfortranarray(block)[::2, 1:, ::-1]
+    elif layout == 3:
+        block = block.ravel()
+    assert np.array_equal(present_values(block), np.unique(block))
+    assert present_values(block).dtype == np.uint32
+
+
 def test_lattice_id_validation():
     with pytest.raises(InputFormatError, match="lattice id"):
         LabelSource(path=None, lattice_id="a/b", frames=(NumpyArray(np.zeros((2, 2, 2), int)),))

@@ -773,16 +773,29 @@ def _without_repeated_pairs(
     return combos[keep], target[index]
 
 
+_PRESENT_RUN = 1 << 18  # values flagged at once by present_values
+
+
 def present_values(block: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of a non-negative integer block (bincount when they are small)."""
+    """Sorted distinct values of a non-negative integer block (any strides).
+
+    Values below 2**22: flagged in a reused table, a few planes of the slowest-varying axis
+    at a time (indexing converts a plane's values to intp: cache-sized temporaries instead of
+    a block-sized one); larger values are sorted."""
     if block.size == 0:
         return np.zeros(0, np.uint32)
     top = int(block.max())
-    if top < 1 << 22:
-        wide = thread_buffer_like(_PRESENT_SLOT, block, np.dtype(np.intp))  # bincount's type
-        np.copyto(wide, block, casting="unsafe")
-        counts = np.bincount(wide.ravel(order="K"), minlength=top + 1)
-        return np.nonzero(counts)[0].astype(np.uint32)
-    return sorted_unique(block.ravel(order="K")).astype(np.uint32)
+    if top >= 1 << 22:
+        return sorted_unique(block.ravel(order="K")).astype(np.uint32)
+    found = thread_buffer(_PRESENT_SLOT, (top + 1,), np.dtype(bool))
+    found[...] = False
+    # slowest-varying axis first (an F-ordered block as its transpose)
+    view = block.T if abs(block.strides[0]) < abs(block.strides[-1]) else block
+    if view.ndim == 0:
+        view = view.reshape(1)
+    planes = max(1, _PRESENT_RUN // max(1, view[0].size))
+    for a in range(0, view.shape[0], planes):
+        found[view[a : a + planes]] = True
+    return np.flatnonzero(found).astype(np.uint32)
 
 

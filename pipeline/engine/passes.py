@@ -31,7 +31,6 @@ from pipeline.algorithms.labels import (
 )
 from pipeline.algorithms.pyramid import HALO, downsample_block, output_range
 from pipeline.algorithms.quantize import QuantizationParams, quantize_block
-from pipeline.algorithms.set_table import sorted_unique
 from pipeline.algorithms.statistics import block_moments
 from pipeline.arrays import LazyArray, RawArrayFile, TransposedArray
 from pipeline.chunks import align_chunks
@@ -446,9 +445,8 @@ def _label_task(
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[str, bytes]]]:
     """One block: ((categories seen, combinations), encoded chunks of level r).
 
-    Every level-r voxel lies in some level-2r window, so the categories seen in the windows
-    (single ones and members of combinations, halo included) are, over all blocks, exactly the
-    categories of level r; without a next level the block's own values are reported.
+    The categories seen are the block's own (without its halo): over all blocks, exactly the
+    categories of level r.
     """
     margin = LABEL_HALO if job.next_level is not None else None
     # (nothing keeps the block after the task: read into a reused buffer)
@@ -456,8 +454,9 @@ def _label_task(
     cats = _categories(data, job)
     inner = _inner(cats, lo, start, stop)
     chunks = job.store.encode(inner, start) if job.store is not None else []
+    seen = present_values(inner)
     if job.next_level is None:
-        return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
+        return (seen, np.zeros((0, 1), np.uint32)), chunks
     out0, out1 = _output_range(start, stop)
     step = label_step_block(cats, lo, job.source.shape, out0, out1)
     code = job.next_code
@@ -472,10 +471,6 @@ def _label_task(
         )
     scratch[step.mixed] = code.encode(number, step.index)
     job.next_level.write(out0, scratch)
-    seen = present_values(step.single)
-    if step.combos.size:
-        members = step.combos[step.combos != np.iinfo(np.uint32).max]
-        seen = sorted_unique(np.concatenate([seen, members.astype(np.uint32)]))
     return (seen, step.combos), chunks
 
 
