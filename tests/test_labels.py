@@ -195,6 +195,13 @@ def test_present_values_any_layout(layout, top, seed):
         block = block.ravel()
     assert np.array_equal(present_values(block), np.unique(block))
     assert present_values(block).dtype == np.uint32
+    # with rows of combinations (sentinel-padded): the values of both, without the sentinel
+    rows = rng.integers(0, top + 1, (int(rng.integers(0, 30)), 5), dtype=np.uint64)
+    rows = rows.astype(np.uint32)
+    rows[:, int(rng.integers(1, 5)) :] = 2**32 - 1
+    expected = np.union1d(np.unique(block), rows[rows != 2**32 - 1])
+    assert np.array_equal(present_values(block, rows), expected)
+    assert np.array_equal(present_values(rows[:0], block[:0]), np.zeros(0))
 
 
 def test_lattice_id_validation():

@@ -202,7 +202,8 @@ class StepResult:
     index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
 
 
-_PRESENT_SLOT = 7  # thread_buffer slot of present_values (6: a label pass's reads)
+# thread_buffer slots of present_values: its table and index runs (6: a label pass's reads)
+_PRESENT_SLOT, _PRESENT_INDEX_SLOT = 7, 38
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
 _ROWS_SLOT_2 = 37
 _ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 15
@@ -773,29 +774,35 @@ def _without_repeated_pairs(
     return combos[keep], target[index]
 
 
-_PRESENT_RUN = 1 << 18  # values flagged at once by present_values
+_PRESENT_RUN = 1 << 17  # values flagged at once by present_values
 
 
-def present_values(block: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of a non-negative integer block (any strides).
+def present_values(*blocks: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of non-negative integer arrays (any strides), but the uint32
+    sentinel (the padding of rows of combinations).
 
-    Values below 2**22: flagged in a reused table, a few planes of the slowest-varying axis
-    at a time (indexing converts a plane's values to intp: cache-sized temporaries instead of
-    a block-sized one); larger values are sorted."""
-    if block.size == 0:
+    Values below 2**22: flagged in a reused table, a few planes of each array's
+    slowest-varying axis at a time, through a reused index buffer (indexing with other
+    integers than intp converts the whole index first: a fresh block-sized temporary); larger
+    values are sorted."""
+    blocks = tuple(b for b in blocks if b.size)
+    if not blocks:
         return np.zeros(0, np.uint32)
-    top = int(block.max())
+    top = max(int(np.max(b, where=b != _SENTINEL, initial=0)) for b in blocks)
     if top >= 1 << 22:
-        return sorted_unique(block.ravel(order="K")).astype(np.uint32)
-    found = thread_buffer(_PRESENT_SLOT, (top + 1,), np.dtype(bool))
+        flat = np.concatenate([b.ravel(order="K") for b in blocks])
+        return sorted_unique(flat[flat != _SENTINEL]).astype(np.uint32)
+    found = thread_buffer(_PRESENT_SLOT, (top + 2,), np.dtype(bool))  # top + 1: the sentinel
     found[...] = False
-    # slowest-varying axis first (an F-ordered block as its transpose)
-    view = block.T if abs(block.strides[0]) < abs(block.strides[-1]) else block
-    if view.ndim == 0:
-        view = view.reshape(1)
-    planes = max(1, _PRESENT_RUN // max(1, view[0].size))
-    for a in range(0, view.shape[0], planes):
-        found[view[a : a + planes]] = True
-    return np.flatnonzero(found).astype(np.uint32)
+    for block in blocks:
+        # slowest-varying axis first (an F-ordered block as its transpose)
+        view = block.T if abs(block.strides[0]) < abs(block.strides[-1]) else block
+        planes = max(1, _PRESENT_RUN // max(1, view[0].size))
+        for a in range(0, view.shape[0], planes):
+            run = view[a : a + planes]
+            at = thread_buffer(_PRESENT_INDEX_SLOT, run.shape, np.dtype(np.intp))
+            np.minimum(run, top + 1, out=at, casting="unsafe")
+            found[at] = True
+    return np.flatnonzero(found[: top + 1]).astype(np.uint32)
 
 

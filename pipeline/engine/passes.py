@@ -445,8 +445,9 @@ def _label_task(
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[str, bytes]]]:
     """One block: ((categories seen, combinations), encoded chunks of level r).
 
-    The categories seen are the block's own (without its halo): over all blocks, exactly the
-    categories of level r.
+    Every level-r voxel lies in some level-2r window and in some block, so the categories of
+    the windows (halo included) and those of the blocks are, over all blocks, both exactly the
+    categories of level r: each block reports the smaller of the two.
     """
     margin = LABEL_HALO if job.next_level is not None else None
     # (nothing keeps the block after the task: read into a reused buffer)
@@ -454,9 +455,8 @@ def _label_task(
     cats = _categories(data, job)
     inner = _inner(cats, lo, start, stop)
     chunks = job.store.encode(inner, start) if job.store is not None else []
-    seen = present_values(inner)
     if job.next_level is None:
-        return (seen, np.zeros((0, 1), np.uint32)), chunks
+        return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
     out0, out1 = _output_range(start, stop)
     step = label_step_block(cats, lo, job.source.shape, out0, out1)
     code = job.next_code
@@ -471,7 +471,12 @@ def _label_task(
         )
     scratch[step.mixed] = code.encode(number, step.index)
     job.next_level.write(out0, scratch)
-    return (seen, step.combos), chunks
+    # the categories seen: the block's own, or (where fewer values) those of its windows
+    # (single ones and members of combinations, halo included); over all blocks, both are
+    # exactly the categories of level r
+    if inner.size <= step.single.size + step.combos.size:
+        return (present_values(inner), step.combos), chunks
+    return (present_values(step.single, step.combos), step.combos), chunks
 
 
 def run_label_pass(
