@@ -72,7 +72,8 @@ def heaps_kept(nbytes: int = 64 * 2**20) -> Iterator[None]:
 
 
 def trim() -> None:
-    """Return the free memory of the heaps to the system."""
+    """Return the free memory of the heaps to the system (not while :func:`heaps_kept` keeps
+    it for the next temporaries)."""
     libc = _libc()
-    if libc is not None:
+    if libc is not None and not _kept.locked():
         libc.malloc_trim(0)

@@ -210,13 +210,12 @@ def _lut(
     if not parts:
         return starts, np.zeros(0, np.uint32)
     # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
-    # row before the longer rows it starts). The merge's temporaries of a few MiB each are
-    # served from the heaps meanwhile: as fresh maps each would cost its pages again.
-    with heaps_kept():
-        return starts, table.level_ids(parts)
+    # row before the longer rows it starts)
+    return starts, table.level_ids(parts)
 
 
 _REMEMBERED = 256 * 2**20  # bytes of encoded set tables kept for the next level
+_KEPT = 64 * 2**20  # allocations below this size served from the heaps during a lattice
 
 
 def _remember(
@@ -345,15 +344,18 @@ def write_lattice(
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
 
-    run_levels(
-        plan,
-        dict(enumerate(labels.frames)),
-        one_pass,
-        scratch=scratch,
-        scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
-        dtype=scratch_dtype,
-        order=order,
-    )
+    # the passes' and merges' temporaries (many, of a few MiB each, block after block) are
+    # served from the heaps meanwhile: as fresh maps each would cost its pages again
+    with heaps_kept(_KEPT):
+        run_levels(
+            plan,
+            dict(enumerate(labels.frames)),
+            one_pass,
+            scratch=scratch,
+            scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
+            dtype=scratch_dtype,
+            order=order,
+        )
     return LatticeResult(
         labels.lattice_id,
         frames * repeat,
