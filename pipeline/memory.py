@@ -1,11 +1,15 @@
-"""Give freed block buffers back to the system (glibc), so resident memory follows the blocks in
-flight rather than the most ever allocated.
+"""Where freed memory goes (glibc): back to the system between blocks, or kept for the next
+temporaries during a run.
 
 glibc serves large allocations from memory maps, but raises that threshold each time one is
 freed (up to 32 MiB): after the first blocks, block-sized buffers come from the heaps of the
 threads that allocated them and stay resident when freed. :func:`fix_map_threshold` pins the
-threshold, so buffers of a few MiB and more (blocks, decoded chunks) are mapped and unmapped;
-:func:`trim` returns what the heaps hold free. Both do nothing where glibc is not the allocator.
+threshold, so buffers of a few MiB and more (blocks, decoded chunks) are mapped and unmapped
+and resident memory follows the blocks in flight; :func:`trim` returns what the heaps hold
+free. A ``preprocess`` run serves its temporaries from the heaps instead
+(:func:`heaps_kept`): its resident memory stays at the most it had in flight (the peak, which
+the block budget bounds) and every page freed is used again without faulting; the heaps are
+trimmed when the run ends. All of it does nothing where glibc is not the allocator.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["fix_map_threshold", "heaps_kept", "trim"]
+__all__ = ["RUN_KEPT", "fix_map_threshold", "heaps_kept", "trim"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -48,16 +52,22 @@ def fix_map_threshold(nbytes: int = MAP_THRESHOLD) -> bool:
     return fixed
 
 
+RUN_KEPT = 256 * 2**20  # allocations below this size come from the heaps during a run
+
+
 @contextlib.contextmanager
 def heaps_kept(nbytes: int = 64 * 2**20) -> Iterator[None]:
     """While the block runs, allocations below ``nbytes`` come from the heaps and what is
-    freed stays in them (up to four times that at a heap's top); then the pinned threshold
-    is back and the heaps are trimmed. For bursts of many temporaries of a few MiB (the
-    merge of a level's unions between passes): each fresh map costs the system time of
-    first touching its pages again, memory freed into a heap is used again. Does nothing
-    unless :func:`fix_map_threshold` pinned the threshold (or in another thread's block)."""
+    freed stays in them (up to four times that at a heap's top; :func:`trim` does nothing);
+    then the pinned threshold is back (pinned first if it was not) and the heaps are trimmed.
+
+    For a run's passes and merges, many temporaries of a few MiB block after block: each fresh
+    map costs the system time of first touching its pages again (and on virtual machines whose
+    host takes freed memory back within a second or two, several times more), memory freed
+    into a heap is used again, warm. Nested (or in another thread's block): nothing more
+    happens."""
     libc = _libc()
-    if not _fixed or libc is None or not _kept.acquire(blocking=False):
+    if libc is None or not fix_map_threshold() or not _kept.acquire(blocking=False):
         yield
         return
     try:

@@ -33,7 +33,6 @@ from pipeline.engine.passes import (
     scratch_code,
 )
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.memory import heaps_kept
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -215,7 +214,6 @@ def _lut(
 
 
 _REMEMBERED = 256 * 2**20  # bytes of encoded set tables kept for the next level
-_KEPT = 64 * 2**20  # allocations below this size served from the heaps during a lattice
 
 
 def _remember(
@@ -344,18 +342,15 @@ def write_lattice(
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
 
-    # the passes' and merges' temporaries (many, of a few MiB each, block after block) are
-    # served from the heaps meanwhile: as fresh maps each would cost its pages again
-    with heaps_kept(_KEPT):
-        run_levels(
-            plan,
-            dict(enumerate(labels.frames)),
-            one_pass,
-            scratch=scratch,
-            scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
-            dtype=scratch_dtype,
-            order=order,
-        )
+    run_levels(
+        plan,
+        dict(enumerate(labels.frames)),
+        one_pass,
+        scratch=scratch,
+        scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
+        dtype=scratch_dtype,
+        order=order,
+    )
     return LatticeResult(
         labels.lattice_id,
         frames * repeat,
