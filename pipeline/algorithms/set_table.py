@@ -985,8 +985,10 @@ class SetTable:
                 else None
             )
             members = np.concatenate(pending.members)
+            pending.members = []
             if pending.keys is not None:
                 order, ordered = _stable_order(hashes, pending.keys[:m], pending.bits)
+                pending.keys = None
             else:
                 order, ordered = _stable_order(hashes)
             new = np.ones(m, bool)
@@ -1014,27 +1016,31 @@ class SetTable:
                 raise _SlowPathError  # ids wrap: the lowest free ones, slowly
             # each row's place in the order of first rows (tuple order, or row order)
             in_order, position = (None, rows) if placed is None else placed.result()
+            # (what is left to do needs neither the sort keys nor, once placed, the rows)
+            pending.words, placed = [], None
         # groups in the order of their first rows (distinct places: a scatter, not a sort)
         ranked = position[order]
         del position
         group_rank = np.minimum.reduceat(ranked, heads) if several else ranked
-        del ranked
+        sets = heads.size
+        del ranked, heads
         slot = np.full(int(group_rank.max()) + 1, -1, small)
-        slot[group_rank] = np.arange(heads.size, dtype=small)
+        slot[group_rank] = np.arange(sets, dtype=small)
         del group_rank
         taken = np.flatnonzero(slot >= 0)  # the first rows' places, in order
         by_first = slot[taken]
         del slot
-        number = np.empty(heads.size, small)
-        number[by_first] = np.arange(heads.size, dtype=small)  # each group's id - self._next
+        number = np.empty(sets, small)
+        number[by_first] = np.arange(sets, dtype=small)  # each group's id - self._next
         ids = (number if group is None else number[group]).astype(np.uint32)
         ids += np.uint32(self._next)
         out[rows[order]] = ids
-        del ids, group, order
+        del ids, group, order, rows
+        pending.rows = _EMPTY_I64
         # a row of each new set, sets in id order (a first row in tuple order: ascending
         # places, read in order; in row order, through the groups)
         creators = first[by_first] if in_order is None else in_order[taken]
-        del by_first, taken, in_order
+        del by_first, taken, in_order, first
         lens = counts[creators]
         flat = np.empty(self._flat.size + int(lens.sum()), np.uint32)  # the table's new one
         flat[: self._flat.size] = self._flat
@@ -1046,7 +1052,7 @@ class SetTable:
             )
             try:
                 self._append_sets(
-                    self._next + np.arange(heads.size, dtype=np.int64),
+                    np.arange(self._next, self._next + sets, dtype=np.uint32),
                     flat,
                     lens,
                     hashes[creators],
