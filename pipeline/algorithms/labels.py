@@ -205,8 +205,7 @@ class StepResult:
 # thread_buffer slots of present_values: its table and index runs (6: a label pass's reads)
 _PRESENT_SLOT, _PRESENT_INDEX_SLOT = 7, 38
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
-_ROWS_SLOT_2 = 37
-_ROWS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 15
+_WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 12, 13, 14, 15
 _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
 _SORT_SLOT = 23  # to 26
@@ -347,14 +346,12 @@ def _window_words(
     top: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
-    position ``where``: (rows, words, width). ``rows`` (len(where), at least ``width``) of
-    dtype ``kind`` hold each window's distinct categories ascending, padded with ``kind``'s
-    largest value, which no category may have (only the first ``width`` columns matter);
-    ``words`` (k, len(where)) uint64, most significant first, are their sort keys: the
-    categories + 1, packed big-endian (0 past a row's end: rows sort as tuples); ``width`` is
-    the widest row. ``low`` and ``high`` are the windows' minima and maxima (by output
-    position), ``start`` each window's second smallest category where known, its minimum
-    otherwise.
+    position ``where``: (words, width). ``words`` (k, len(where)) uint64, most significant
+    first, hold each window's distinct categories ascending and are their sort keys: the
+    categories + 1, packed big-endian (0 past a row's end: rows sort as tuples; the rows
+    themselves come back from them, :func:`_unpack_rows`); ``width`` is the widest row.
+    ``low`` and ``high`` are the windows' minima and maxima (by output position), ``start``
+    each window's second smallest category where known, its minimum otherwise.
 
     Windows are taken in batches whose temporaries stay in the caches, their samples gathered
     tap by tap (a row per tap, a column per window); the categories then come one column at
@@ -362,7 +359,7 @@ def _window_words(
     wrapping subtraction of that one + 1, a minimum down the taps, the same added back),
     until the window's maximum: two vectorised operations per category over the batch,
     instead of sorting every window's samples. Once half of the batch's windows are complete
-    the others are taken apart. ``rows`` and ``words`` are this thread's reused buffers."""
+    the others are taken apart. ``words`` is this thread's reused buffer."""
     flat = view.reshape(-1)
     if flat.dtype != kind:
         flat = flat.astype(kind)
@@ -371,8 +368,6 @@ def _window_words(
     count = where.size
     words = thread_buffer(_WORDS_SLOT, (-(-size // per_word), count), np.dtype(np.uint64))
     width = 1
-    rows = None  # (count, columns): as wide as the widest batch's rounded up
-    slot = None
     batch = max(min(int(_BATCH), count), 1)
     one = kind.type(1)
     low_flat, high_flat = low.reshape(-1), high.reshape(-1)
@@ -431,20 +426,7 @@ def _window_words(
                 act = keep if act is None else act[keep]
                 m = k
         width = max(width, col)
-        if rows is None or rows.shape[1] < col:
-            # (rarely after the first batch: a wider batch than the ones before; the rows so
-            # far move to the other reused buffer)
-            slot = _ROWS_SLOT if slot != _ROWS_SLOT else _ROWS_SLOT_2
-            grown = thread_buffer(slot, (count, min(-(-col // 4) * 4, size)), kind)
-            if rows is not None:
-                grown[:s, : rows.shape[1]] = rows[:s]
-                grown[:s, rows.shape[1] :] = np.iinfo(kind).max
-            rows = grown
-        # the rows: the categories + 1 less 1 (0, past a row's end, wraps to the sentinel)
-        cols[col : rows.shape[1]] = 0
-        dirty = max(col, rows.shape[1])
-        for c in range(rows.shape[1]):  # (column by column: faster than a transposed copy)
-            np.subtract(cols[c], one, out=rows[s:e, c])
+        dirty = col
         for w in range(-(-col // per_word)):  # word w holds columns w * per_word ... big-endian
             word = words[w, s:e]
             word[...] = 0
@@ -455,7 +437,25 @@ def _window_words(
                 word |= bit
         if -(-col // per_word) < words.shape[0]:
             words[-(-col // per_word) :, s:e] = 0
-    return rows, words[: -(-width // per_word)], width
+    return words[: -(-width // per_word)], width
+
+
+def _unpack_rows(
+    words: np.ndarray, at: np.ndarray, width: int, bits: int, out: np.ndarray
+) -> None:
+    """The rows of windows ``at`` (their categories ascending, then the uint32 sentinel) from
+    their sort words (:func:`_window_words`) into ``out`` (uint32, at least ``width``
+    columns): each column is its ``bits`` of a word, less 1 (0, past a row's end, wraps to
+    the sentinel)."""
+    per_word = 64 // bits
+    mask = np.uint64((1 << bits) - 1)
+    for w in range(-(-width // per_word)):
+        word = words[w].take(at)
+        for j in range(min(per_word, width - w * per_word)):
+            column = np.right_shift(word, np.uint64(bits * (per_word - 1 - j)))
+            column &= mask
+            np.subtract(column, np.uint64(1), out=out[:, w * per_word + j], casting="unsafe")
+    out[:, width:] = _SENTINEL
 
 
 def _sort_words(words: np.ndarray, bits: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -670,9 +670,7 @@ def label_step_block(
     n_pairs = 0 if pairs is None else pairs.shape[0]
     width, n_wide = 0, 0
     if where.size:
-        rows, words, width = _window_words(
-            view, tables, out_shape, where, start, lo_v, hi_v, kind, top
-        )
+        words, width = _window_words(view, tables, out_shape, where, start, lo_v, hi_v, kind, top)
         first, inverse = _sort_words(words, _packing(top)[0])
         n_wide = first.size
     columns = max(width, 1 if pairs is None else 2)
@@ -707,25 +705,13 @@ def label_step_block(
         else:
             code[...] = -1
             code[two_v] = pair_at[pair_inverse]
-    # the wide rows in batches (no block-sized temporaries), the sentinel of ``kind`` made
-    # that of uint32
-    signed = kind != np.uint32 and top < np.iinfo(kind).max >> 1
+    # the wide rows, from their sort words, in batches (no block-sized temporaries)
+    bits = _packing(top)[0]
     step = 4 * _BATCH
     for s in range(0, n_wide, step):
         e = min(s + step, n_wide)
         part = combos[s:e] if wide_at is None else np.empty((e - s, columns), np.uint32)
-        if kind == np.uint32 and width == columns and rows.shape[1] == width:
-            np.take(rows, first[s:e], axis=0, out=part)
-        else:
-            taken = np.take(rows, first[s:e], axis=0)[:, :width]
-            if kind == np.uint32:
-                part[:, :width] = taken
-            elif signed:  # (the sentinel of ``kind``, read as signed, is -1)
-                np.copyto(part[:, :width], taken.view(f"i{kind.itemsize}"), casting="unsafe")
-            else:
-                part[:, :width] = taken
-                part[:, :width][taken == np.iinfo(kind).max] = _SENTINEL
-            part[:, width:] = _SENTINEL
+        _unpack_rows(words, first[s:e], width, bits, part)
         if wide_at is not None:  # (scattered to its rows)
             combos[wide_at[s:e]] = part
     if where.size:
