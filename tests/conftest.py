@@ -188,6 +188,25 @@ def binomial_reference(x: np.ndarray) -> np.ndarray:
     return y[tuple(slice(None, None, 2) for _ in range(x.ndim))]
 
 
+def step_combinations(step: Any) -> list[tuple[int, ...]]:
+    """A block step's combinations in the order its ``index`` counts them (its parts one after
+    the other), checked: every part holds rows of one width, unpadded, narrowest part first,
+    each in the order of tuples; every combination once."""
+    rows: list[tuple[int, ...]] = []
+    widths = []
+    for part in step.combos:
+        assert part.dtype == np.uint32 and part.ndim == 2
+        got = [tuple(r) for r in part.tolist()]
+        assert got == sorted(got)  # in the order of tuples
+        assert all(len(set(r)) == len(r) == part.shape[1] for r in got)  # distinct categories
+        widths.append(part.shape[1])
+        rows += got
+    assert widths == sorted(set(widths))  # one part per width, narrowest first
+    assert len(set(rows)) == len(rows)  # each combination once
+    assert all(list(r) == sorted(r) for r in rows)
+    return rows
+
+
 def padded_rows(rows: list[tuple[int, ...]], extra: int = 0) -> np.ndarray:
     """Rows of category ids as a uint32 matrix padded with the sentinel (2**32 - 1) to the
     longest row plus ``extra`` columns, as the label kernels take them."""

@@ -196,16 +196,23 @@ class StepResult:
 
     single: np.ndarray  # category where the window holds one category
     mixed: np.ndarray  # bool: the window holds several categories
-    # (k, width) uint32: distinct sorted categories per combination, padded with the sentinel;
-    # the combinations in the order of tuples
-    combos: np.ndarray
-    index: np.ndarray  # combination index of each mixed voxel (in np.nonzero(mixed) order)
+    # the distinct combinations, as parts of rows of one width each ((k, width) uint32: sorted
+    # categories), narrowest first, each in the order of tuples
+    combos: tuple[np.ndarray, ...]
+    # combination index of each mixed voxel (in np.nonzero(mixed) order): its row's place in
+    # the parts one after the other
+    index: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        """The number of combinations."""
+        return sum(part.shape[0] for part in self.combos)
 
 
 # thread_buffer slots of present_values: its table and index runs (6: a label pass's reads)
 _PRESENT_SLOT, _PRESENT_INDEX_SLOT = 7, 38
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
-_WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 12, 13, 14, 15
+_WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT, _LENGTHS_SLOT = 12, 13, 14, 15, 11
 _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
 _SORT_SLOT = 23  # to 26
@@ -346,10 +353,11 @@ def _window_words(
     top: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
-    position ``where``: (words, width). ``words`` (k, len(where)) uint64, most significant
+    position ``where``: (words, width, lengths). ``words`` (k, len(where)) uint64, most significant
     first, hold each window's distinct categories ascending and are their sort keys: the
     categories + 1, packed big-endian (0 past a row's end: rows sort as tuples; the rows
-    themselves come back from them, :func:`_unpack_rows`); ``width`` is the widest row.
+    themselves come back from them, :func:`_unpack_rows`); ``width`` is the widest row,
+    ``lengths`` (uint8) each row's number of categories.
     ``low`` and ``high`` are the windows' minima and maxima (by output position), ``start``
     each window's second smallest category where known, its minimum otherwise.
 
@@ -359,7 +367,7 @@ def _window_words(
     wrapping subtraction of that one + 1, a minimum down the taps, the same added back),
     until the window's maximum: two vectorised operations per category over the batch,
     instead of sorting every window's samples. Once half of the batch's windows are complete
-    the others are taken apart. ``words`` is this thread's reused buffer."""
+    the others are taken apart. ``words`` and ``lengths`` are this thread's reused buffers."""
     flat = view.reshape(-1)
     if flat.dtype != kind:
         flat = flat.astype(kind)
@@ -367,6 +375,7 @@ def _window_words(
     bits, per_word = _packing(top)
     count = where.size
     words = thread_buffer(_WORDS_SLOT, (-(-size // per_word), count), np.dtype(np.uint64))
+    lengths = thread_buffer(_LENGTHS_SLOT, (count,), np.dtype(np.uint8))
     width = 1
     batch = max(min(int(_BATCH), count), 1)
     one = kind.type(1)
@@ -427,6 +436,7 @@ def _window_words(
                 m = k
         width = max(width, col)
         dirty = col
+        lengths[s:e] = np.count_nonzero(cols[:col], axis=0)
         for w in range(-(-col // per_word)):  # word w holds columns w * per_word ... big-endian
             word = words[w, s:e]
             word[...] = 0
@@ -437,7 +447,7 @@ def _window_words(
                 word |= bit
         if -(-col // per_word) < words.shape[0]:
             words[-(-col // per_word) :, s:e] = 0
-    return words[: -(-width // per_word)], width
+    return words[: -(-width // per_word)], width, lengths
 
 
 def _unpack_rows(
@@ -639,7 +649,7 @@ def label_step_block(
     single, mixed = (lo_v.T, mixed_v.T) if flip else (lo_v, mixed_v)
     count = int(np.count_nonzero(mixed_v))
     if count == 0:
-        return StepResult(single, mixed, np.zeros((0, 1), np.uint32), np.zeros(0, np.int64))
+        return StepResult(single, mixed, (), np.zeros(0, np.int64))
     top = int(hi_v.max())
     kind = view.dtype if top < np.iinfo(view.dtype).max else np.dtype(np.uint32)
     out_shape = lo_v.shape
@@ -668,20 +678,19 @@ def label_step_block(
             pairs, pair_inverse = distinct_pairs(lo_v[two_v], hi_v[two_v])
     tables = _tap_tables(view, vlo, vfull, v0, v1)
     n_pairs = 0 if pairs is None else pairs.shape[0]
-    width, n_wide = 0, 0
+    n_wide = 0
     if where.size:
-        words, width = _window_words(view, tables, out_shape, where, start, lo_v, hi_v, kind, top)
+        words, _, lengths = _window_words(
+            view, tables, out_shape, where, start, lo_v, hi_v, kind, top
+        )
         first, inverse = _sort_words(words, _packing(top)[0])
         n_wide = first.size
-    columns = max(width, 1 if pairs is None else 2)
-    combos = np.empty((n_pairs + n_wide, columns), np.uint32)
-    wide_at = None
+    # every combination's place in the order of tuples: the pairs merged in among the gathered
+    # rows by their first two categories (a pair goes before the wider rows it starts)
+    wide_at = pair_at = None
     if pairs is None:
         code[...] = -1
     else:
-        # the combinations in the order of tuples (the merge of all blocks' combinations then
-        # finds runs in order): the pairs merged in by their first two categories (a pair
-        # goes before the wider rows it starts)
         # (compared by their leading sort words: a pair's holds it and then 0s, the sentinel)
         bits, per_word = _packing(top)
         # (uint64 first: numpy 1's value-based casting keeps uint32 + np.uint64(1) uint32)
@@ -693,9 +702,6 @@ def label_step_block(
         wide_keys = words[0][first] if n_wide else np.zeros(0, np.uint64)
         pair_at = np.arange(n_pairs) + np.searchsorted(wide_keys, lead, side="left")
         wide_at = np.arange(n_wide) + np.searchsorted(lead, wide_keys, side="right")
-        padded = np.full((n_pairs, columns), _SENTINEL, np.uint32)
-        padded[:, :2] = pairs
-        combos[pair_at] = padded
         if pair_keys is not None:
             # (the table of rows is written only where a pair was seen; others: -1)
             row = thread_buffer(_PAIRS_SLOT + 1, (r * r,), np.dtype(np.int32))
@@ -705,21 +711,95 @@ def label_step_block(
         else:
             code[...] = -1
             code[two_v] = pair_at[pair_inverse]
-    # the wide rows, from their sort words, in batches (no block-sized temporaries)
-    bits = _packing(top)[0]
-    step = 4 * _BATCH
-    for s in range(0, n_wide, step):
-        e = min(s + step, n_wide)
-        part = combos[s:e] if wide_at is None else np.empty((e - s, columns), np.uint32)
-        _unpack_rows(words, first[s:e], width, bits, part)
-        if wide_at is not None:  # (scattered to its rows)
-            combos[wide_at[s:e]] = part
     if where.size:
         code.reshape(-1)[where] = inverse if wide_at is None else wide_at[inverse]
     index = _mixed_codes(code, mixed_v, flip)
+    wide_lengths = lengths[first] if n_wide else np.zeros(0, np.uint8)
+    combos, place = _combination_parts(
+        pairs, pair_at, words if n_wide else None, first if n_wide else None, wide_at,
+        wide_lengths, _packing(top)[0],
+    )
+    return StepResult(single, mixed, combos, place[index])
+
+
+def _combination_parts(
+    pairs: np.ndarray | None,
+    pair_at: np.ndarray | None,
+    words: np.ndarray | None,
+    first: np.ndarray | None,
+    wide_at: np.ndarray | None,
+    lengths: np.ndarray,
+    bits: int,
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """A block's distinct combinations as parts of one width each, and the place there of
+    each combination's place in the order of tuples.
+
+    The combinations in the order of tuples are the counted ``pairs`` (at ``pair_at``) and the
+    gathered rows (at ``wide_at``; all places if there are no pairs): the rows of the windows
+    ``first`` of the sort ``words``, of ``lengths`` categories. A slab of few mixed windows
+    gathers its two-category windows too, so a pair counted in another slab can come again:
+    such a row directly follows its pair and takes its place. The parts hold the rows of each
+    width (narrowest first) in that order, unpadded: the sentinel-padded rows of the widest
+    were most of a block's combinations (27 columns for 3 categories on average at level 2 of
+    the ``cells`` benchmark)."""
+    n_pairs = 0 if pairs is None else pairs.shape[0]
+    n_wide = lengths.size
+    n = n_pairs + n_wide
+    width_of = np.empty(n, np.uint8)
+    source = np.empty(n, np.int64)  # the pair's or the gathered row's number
+    if pair_at is None:
+        pair_at, wide_at = np.zeros(0, np.int64), np.arange(n_wide)
+    width_of[pair_at] = 2
+    source[pair_at] = np.arange(n_pairs)
+    width_of[wide_at] = lengths
+    source[wide_at] = np.arange(n_wide)
+    is_pair = np.zeros(n, bool)
+    is_pair[pair_at] = True
+    # gathered rows that repeat the pair before them: dropped, their place is the pair's
+    keep = None
     if n_pairs and n_wide:
-        combos, index = _without_repeated_pairs(combos, pair_at, index)
-    return StepResult(single, mixed, combos, index)
+        after = pair_at + 1
+        after = after[after < n]
+        candidate = after[(width_of[after] == 2) & ~is_pair[after]]
+        if candidate.size:
+            got = np.empty((candidate.size, 2), np.uint32)
+            _unpack_rows(words, first[source[candidate]], 2, bits, got)
+            same = (got == pairs[source[candidate - 1]]).all(axis=1)
+            if same.any():
+                keep = np.ones(n, bool)
+                keep[candidate[same]] = False
+    target = None
+    if keep is not None:
+        target = np.cumsum(keep) - 1  # a kept row's new place; a dropped one's, its pair's
+        width_of, source, is_pair = width_of[keep], source[keep], is_pair[keep]
+    # each kept row's place in the parts: a stable partition by width
+    order = np.argsort(width_of, kind="stable")
+    place = np.empty(order.size, np.int64)
+    place[order] = np.arange(order.size)
+    if target is not None:
+        place = place[target]
+    widths = width_of[order]
+    bounds = np.flatnonzero(np.diff(widths.astype(np.int16), prepend=-1, append=256))
+    parts = []
+    step = 4 * _BATCH
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        k = int(widths[a])
+        rows = order[a:b]
+        part = np.empty((b - a, k), np.uint32)
+        pair_rows = is_pair[rows]
+        if pair_rows.any():  # (width 2: pairs, and gathered rows among them)
+            part[pair_rows] = pairs[source[rows[pair_rows]]]
+            gathered = np.flatnonzero(~pair_rows)
+            if gathered.size:
+                got = np.empty((gathered.size, k), np.uint32)
+                _unpack_rows(words, first[source[rows[gathered]]], k, bits, got)
+                part[gathered] = got
+        else:  # gathered rows only, from their sort words in batches
+            at = first[source[rows]]
+            for c in range(0, b - a, step):
+                _unpack_rows(words, at[c : c + step], k, bits, part[c : c + step])
+        parts.append(part)
+    return tuple(parts), place
 
 
 def _mixed_codes(code: np.ndarray, mixed: np.ndarray, flip: bool) -> np.ndarray:
@@ -737,27 +817,6 @@ def _mixed_codes(code: np.ndarray, mixed: np.ndarray, flip: bool) -> np.ndarray:
         np.copyto(codes, code.T)
     keep = np.greater_equal(codes, 0, out=thread_buffer(_TRANSPOSED_SLOT + 1, codes.shape, bool))
     return codes[keep].astype(np.int64)
-
-
-def _without_repeated_pairs(
-    combos: np.ndarray, pair_at: np.ndarray, index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``combos`` (in tuple order) without the gathered rows of two categories that repeat a
-    counted pair, and ``index`` pointing at what is left. A slab of few mixed windows gathers
-    its two-category windows too, so a pair counted in another slab can come again; such a row
-    directly follows its pair (a pair goes before the rows it starts)."""
-    after = pair_at + 1
-    inside = after < combos.shape[0]
-    p, q = pair_at[inside], after[inside]
-    same = (combos[q, 0] == combos[p, 0]) & (combos[q, 1] == combos[p, 1])
-    if combos.shape[1] > 2:
-        same &= combos[q, 2] == _SENTINEL
-    if not same.any():
-        return combos, index
-    keep = np.ones(combos.shape[0], bool)
-    keep[q[same]] = False
-    target = np.cumsum(keep) - 1  # a kept row's new position; a dropped one's, its pair's
-    return combos[keep], target[index]
 
 
 _PRESENT_RUN = 1 << 17  # values flagged at once by present_values

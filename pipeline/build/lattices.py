@@ -192,7 +192,7 @@ def check_lattice_transform(
 
 
 def _lut(
-    table: SetTable, blocks: list[tuple[int, np.ndarray, np.ndarray]]
+    table: SetTable, blocks: list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scratch values of the blocks' combinations -> category ids, as ``(starts, values)``:
     combination ``index`` of block ``number`` becomes ``values[starts[number] + index]``.
@@ -202,10 +202,11 @@ def _lut(
     level was cut into blocks (runs with other block sizes store the same arrays)."""
     numbers = [number for number, _, _ in blocks]
     sizes = np.zeros(max(numbers, default=0) + 1, np.int64)
-    for number, _present, combos in blocks:
-        sizes[number] = combos.shape[0]
+    for number, _present, combos in blocks:  # (a block's parts: rows of one width each)
+        sizes[number] = sum(part.shape[0] for part in combos)
     starts = np.cumsum(sizes) - sizes
-    parts = [combos for number, _, combos in sorted(blocks, key=lambda b: b[0]) if combos.size]
+    ordered = sorted(blocks, key=lambda b: b[0])
+    parts = [part for _, _, combos in ordered for part in combos if part.size]
     if not parts:
         return starts, np.zeros(0, np.uint32)
     # a row of one category keeps it; new unions numbered in the order of tuples (a shorter

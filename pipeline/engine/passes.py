@@ -442,8 +442,9 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
 
 def _label_task(
     job: LabelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
-) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[str, bytes]]]:
-    """One block: ((categories seen, combinations), encoded chunks of level r).
+) -> tuple[tuple[np.ndarray, tuple[np.ndarray, ...]], list[tuple[str, bytes]]]:
+    """One block: ((categories seen, combinations: parts of one width each), encoded chunks
+    of level r).
 
     Every level-r voxel lies in some level-2r window and in some block, so the categories of
     the windows (halo included) and those of the blocks are, over all blocks, both exactly the
@@ -456,7 +457,7 @@ def _label_task(
     inner = _inner(cats, lo, start, stop)
     chunks = job.store.encode(inner, start) if job.store is not None else []
     if job.next_level is None:
-        return (present_values(inner), np.zeros((0, 1), np.uint32)), chunks
+        return (present_values(inner), ()), chunks
     out0, out1 = _output_range(start, stop)
     step = label_step_block(cats, lo, job.source.shape, out0, out1)
     code = job.next_code
@@ -465,7 +466,7 @@ def _label_task(
         np.copyto(scratch, step.single)
     else:  # (a cluster worker's next level keeps the block until the task returns)
         scratch = step.single.astype(code.dtype)
-    if step.combos.shape[0] > 1 << code.bits:
+    if step.rows > 1 << code.bits:
         raise InputFormatError(
             f"more than {1 << code.bits} label combinations in one block", job.path
         )
@@ -474,9 +475,9 @@ def _label_task(
     # the categories seen: the block's own, or (where fewer values) those of its windows
     # (single ones and members of combinations, halo included); over all blocks, both are
     # exactly the categories of level r
-    if inner.size <= step.single.size + step.combos.size:
+    if inner.size <= step.single.size + sum(part.size for part in step.combos):
         return (present_values(inner), step.combos), chunks
-    return (present_values(step.single, step.combos), step.combos), chunks
+    return (present_values(step.single, *step.combos), step.combos), chunks
 
 
 def run_label_pass(
@@ -486,7 +487,7 @@ def run_label_pass(
     sink: ChunkSink | None = None,
     stage: str = "segmentations",
     detail: str = "",
-) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
+) -> list[list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]]]:
     """One pass of the label pyramid; per job, per block: (block number, categories seen,
     combinations)."""
     def blocks(source: LazyArray) -> tuple[int, ...]:
