@@ -781,13 +781,16 @@ def present_values(*blocks: np.ndarray) -> np.ndarray:
     found = thread_buffer(_PRESENT_SLOT, (top + 2,), np.dtype(bool))  # top + 1: the sentinel
     found[...] = False
     for block in blocks:
+        if block.ndim == 0:
+            block = block.reshape(1)
         # slowest-varying axis first (an F-ordered block as its transpose)
         view = block.T if abs(block.strides[0]) < abs(block.strides[-1]) else block
         planes = max(1, _PRESENT_RUN // max(1, view[0].size))
         for a in range(0, view.shape[0], planes):
             run = view[a : a + planes]
             at = thread_buffer(_PRESENT_INDEX_SLOT, run.shape, np.dtype(np.intp))
-            np.minimum(run, top + 1, out=at, casting="unsafe")
+            # (a uint32 bound: top + 1 can be past a uint8/uint16 block's largest value)
+            np.minimum(run, np.uint32(top + 1), out=at, casting="unsafe")
             found[at] = True
     return np.flatnonzero(found[: top + 1]).astype(np.uint32)
 
