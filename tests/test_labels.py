@@ -175,18 +175,21 @@ def test_block_step_marks_only_mixed_windows():
     assert present_values(np.array([[5, 0], [5, 2**30]], np.uint32)).tolist() == [0, 5, 2**30]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.integers(0, 3),  # layout: C, F, a strided slice, a 1-D array
-    st.sampled_from([4, 300, 2**22 - 1, 2**22, 2**32 - 2]),
+    st.sampled_from([4, 255, 300, 65535, 2**22 - 1, 2**22, 2**32 - 2]),
+    st.sampled_from([np.uint8, np.uint16, np.uint32, np.int64]),
     st.integers(0, 2**31 - 1),
 )
-def test_present_values_any_layout(layout, top, seed):
-    """The distinct values of a block of any strides, flagged a few planes at a time (or sorted
-    above 2**22), equal numpy's unique."""
+def test_present_values_any_layout(layout, top, dtype, seed):
+    """The distinct values of a block of any dtype and strides, flagged a few planes at a time
+    (or sorted above 2**22), equal numpy's unique."""
     rng = np.random.default_rng(seed)
     shape = tuple(int(n) for n in rng.integers(1, 40, 3))
-    block = rng.integers(0, top + 1, shape, dtype=np.uint64).astype(np.uint32)
+    top = min(top, int(np.iinfo(dtype).max))  # (a uint8 block's largest value: 255)
+    block = rng.integers(0, top + 1, shape, dtype=np.uint64).astype(dtype)
+    block.flat[0] = top
     if layout == 1:
         block = np.asfortranarray(block)
     elif layout == 2:

@@ -789,8 +789,7 @@ def present_values(*blocks: np.ndarray) -> np.ndarray:
         for a in range(0, view.shape[0], planes):
             run = view[a : a + planes]
             at = thread_buffer(_PRESENT_INDEX_SLOT, run.shape, np.dtype(np.intp))
-            # (a uint32 bound: top + 1 can be past a uint8/uint16 block's largest value)
-            np.minimum(run, np.uint32(top + 1), out=at, casting="unsafe")
+            np.minimum(run, np.intp(top + 1), out=at, dtype=np.intp, casting="unsafe")
             found[at] = True
     return np.flatnonzero(found[: top + 1]).astype(np.uint32)
 
