@@ -757,11 +757,18 @@ class SetTable:
         new = _NewSets(total, len(_packed_columns(parts[0][:0], True, top, width)), tuple_order)
 
         def batches() -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray | None]]:
-            """(part, its offset, its rows of the batch, their numbers of categories or
-            None), batch after batch (the rows are gathered by the batch's thread)."""
+            """(part, its offset, its rows of the batch (an ascending range, or rows of
+            about as many categories), their numbers of categories or None), batch after
+            batch (the rows are gathered by the batch's thread)."""
             for part, offset in zip(parts, np.cumsum([0, *sizes]).tolist(), strict=False):
-                n = part.shape[0]
-                ends = _row_ends(part) if part.shape[1] > 2 and n > _ROWS_AT_ONCE else None
+                n, width = part.shape
+                many = width > 2 and n > _ROWS_AT_ONCE
+                if many and not (part == SENTINEL).any():  # (rows of one width: a block's
+                    for a in range(0, n, _ROWS_AT_ONCE):  # parts) all of their columns
+                        at = np.arange(a, min(a + _ROWS_AT_ONCE, n))
+                        yield part, offset, at, np.full(at.size, width, np.intp)
+                    continue
+                ends = _row_ends(part) if many else None
                 by_end = None if ends is None else np.argsort(ends, kind="stable")
                 for a in range(0, n, _ROWS_AT_ONCE):
                     if by_end is None:
@@ -774,8 +781,9 @@ class SetTable:
             """A batch's ids where known (its single categories, its known sets), and the
             unions it forms that the table does not hold (reads the table only)."""
             part, offset, at, ncat = batch
-            if ncat is None:
-                rows = part[int(at[0]) : int(at[-1]) + 1]
+            a, b = int(at[0]), int(at[-1]) + 1
+            if ncat is None or (b - a == at.size and int(ncat[0]) == part.shape[1]):
+                rows = part[a:b]  # (an ascending range of whole rows)
             else:
                 rows = part[at, : max(int(ncat[-1]), 1)]
             at = at + offset
