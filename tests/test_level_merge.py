@@ -101,6 +101,29 @@ def test_level_ids_in_small_batches(case, rows, cells):
         _check(*case)
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=_levels(), rows=st.integers(1, 5))
+def test_level_ids_of_parts_of_one_width(case, rows):
+    """Parts as blocks give them (rows of one width each, no sentinel, narrowest first, in
+    small batches: whole rows in ascending ranges) take the ids of the definition."""
+    labels, shared, levels = case
+    table, ref = SetTable(), Reference(labels, shared)
+    table.add_labels(np.array(labels), shared)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(set_table_module, "_ROWS_AT_ONCE", rows)
+        for parts, _extra in levels:
+            known = sorted(ref.sets)
+            by_width: list[list[tuple[int, ...]]] = []
+            for part in parts:
+                distinct = sorted({tuple(sorted({known[i % len(known)] for i in r})) for r in part})
+                for k in sorted({len(r) for r in distinct}):
+                    by_width.append([r for r in distinct if len(r) == k])
+            expected = ref.level(by_width)
+            got = table.level_ids([padded_rows(part) for part in by_width])
+            assert got.tolist() == [i for part in expected for i in part]
+    assert dict(table.sets) == ref.sets
+
+
 def test_level_ids_with_many_rows_index_categories_and_hashes():
     """Enough rows for the dense category look-up, the hash buckets and uint16 members;
     a second level whose unions are all known sets."""
