@@ -351,7 +351,7 @@ def _window_words(
     high: np.ndarray,
     kind: np.dtype,
     top: int,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, int, np.ndarray]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
     position ``where``: (words, width, lengths). ``words`` (k, len(where)) uint64, most significant
     first, hold each window's distinct categories ascending and are their sort keys: the
@@ -833,13 +833,20 @@ def present_values(*blocks: np.ndarray) -> np.ndarray:
     blocks = tuple(b for b in blocks if b.size)
     if not blocks:
         return np.zeros(0, np.uint32)
-    top = max(int(np.max(b, where=b != _SENTINEL, initial=0)) for b in blocks)
+    top = 0
+    for b in blocks:  # (the sentinel masked out only where an array holds it)
+        most = int(b.max())
+        if most == _SENTINEL:
+            most = int(np.max(b, where=b != _SENTINEL, initial=0))
+        top = max(top, most)
     if top >= 1 << 22:
         flat = np.concatenate([b.ravel(order="K") for b in blocks])
         return sorted_unique(flat[flat != _SENTINEL]).astype(np.uint32)
     found = thread_buffer(_PRESENT_SLOT, (top + 2,), np.dtype(bool))  # top + 1: the sentinel
     found[...] = False
     for block in blocks:
+        if block.ndim == 0:
+            block = block.reshape(1)
         # slowest-varying axis first (an F-ordered block as its transpose)
         view = block.T if abs(block.strides[0]) < abs(block.strides[-1]) else block
         planes = max(1, _PRESENT_RUN // max(1, view[0].size))

@@ -440,6 +440,18 @@ def _categories(data: np.ndarray, job: LabelJob) -> np.ndarray:
     return out
 
 
+def _windows_cover(start: tuple[int, ...], stop: tuple[int, ...]) -> bool:
+    """Whether every level-r sample of block ``[start, stop)`` lies in the window of one of
+    the block's own level-2r outputs (centres 2i in the block): along each axis a sample is
+    a centre or next to one in the block, unless the block is one sample thick at an odd
+    start.
+
+    >>> _windows_cover((0, 4), (1, 6)), _windows_cover((3, 0), (4, 2))
+    (True, False)
+    """
+    return all(e - s >= 2 or s % 2 == 0 for s, e in zip(start, stop, strict=True))
+
+
 def _label_task(
     job: LabelJob, start: tuple[int, ...], stop: tuple[int, ...], number: int
 ) -> tuple[tuple[np.ndarray, tuple[np.ndarray, ...]], list[tuple[str, bytes]]]:
@@ -474,8 +486,11 @@ def _label_task(
     job.next_level.write(out0, scratch)
     # the categories seen: the block's own, or (where fewer values) those of its windows
     # (single ones and members of combinations, halo included); over all blocks, both are
-    # exactly the categories of level r
-    if inner.size <= step.single.size + sum(part.size for part in step.combos):
+    # exactly the categories of level r. (Each voxel of a block lies in one of its own
+    # windows unless the block is one sample thick at an odd start: blocks of 1-sample
+    # chunks only, see _windows_cover.)
+    windows = step.single.size + sum(part.size for part in step.combos)
+    if inner.size <= windows or not _windows_cover(start, stop):
         return (present_values(inner), step.combos), chunks
     return (present_values(step.single, *step.combos), step.combos), chunks
 
