@@ -456,6 +456,32 @@ def _stable_order(
     return order, hashes[order]
 
 
+_Places = int | np.ndarray  # where a part's rows go: its offset, or each row's place
+
+
+def _coalesced(parts: list[np.ndarray], limit: int) -> list[tuple[np.ndarray, _Places]]:
+    """The parts with where their rows go in the level's order: parts of fewer than ``limit``
+    rows of one width joined (in their order), the others as they are. A block gives its
+    combinations as parts of one width each: where blocks are many, most parts are small and
+    would make batches of a few rows."""
+    offsets = np.cumsum([0, *(p.shape[0] for p in parts)]).tolist()
+    out: list[tuple[np.ndarray, _Places]] = []
+    small: dict[int, list[tuple[np.ndarray, int]]] = {}
+    for part, offset in zip(parts, offsets, strict=False):
+        if part.shape[0] >= limit:
+            out.append((part, offset))
+        else:
+            small.setdefault(part.shape[1], []).append((part, offset))
+    for group in small.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        joined = np.concatenate([part for part, _ in group])
+        places = np.concatenate([np.arange(o, o + p.shape[0]) for p, o in group])
+        out.append((joined, places))
+    return out
+
+
 class _NewSets:
     """The rows whose unions the table does not hold, batch after batch: their indices,
     unions (members one after the other, counts, hashes) and sort keys, in buffers of the
@@ -756,11 +782,11 @@ class SetTable:
         width = max(p.shape[1] for p in parts)
         new = _NewSets(total, len(_packed_columns(parts[0][:0], True, top, width)), tuple_order)
 
-        def batches() -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray | None]]:
-            """(part, its offset, its rows of the batch (an ascending range, or rows of
-            about as many categories), their numbers of categories or None), batch after
+        def batches() -> Iterator[tuple[np.ndarray, _Places, np.ndarray, np.ndarray | None]]:
+            """(part, where its rows go, its rows of the batch (an ascending range, or rows
+            of about as many categories), their numbers of categories or None), batch after
             batch (the rows are gathered by the batch's thread)."""
-            for part, offset in zip(parts, np.cumsum([0, *sizes]).tolist(), strict=False):
+            for part, offset in _coalesced(parts, _ROWS_AT_ONCE):
                 n, width = part.shape
                 many = width > 2 and n > _ROWS_AT_ONCE
                 if many and not (part == SENTINEL).any():  # (rows of one width: a block's
@@ -777,7 +803,9 @@ class SetTable:
                         at = by_end[a : a + _ROWS_AT_ONCE]
                         yield part, offset, at, ends[at]
 
-        def one_batch(batch: tuple[np.ndarray, int, np.ndarray, np.ndarray | None]) -> _BatchIds:
+        def one_batch(
+            batch: tuple[np.ndarray, _Places, np.ndarray, np.ndarray | None],
+        ) -> _BatchIds:
             """A batch's ids where known (its single categories, its known sets), and the
             unions it forms that the table does not hold (reads the table only)."""
             part, offset, at, ncat = batch
@@ -786,7 +814,7 @@ class SetTable:
                 rows = part[a:b]  # (an ascending range of whole rows)
             else:
                 rows = part[at, : max(int(ncat[-1]), 1)]
-            at = at + offset
+            at = at + offset if isinstance(offset, int) else offset[at]
             done = []
             if tuple_order:  # a row of one category keeps it
                 single = rows[:, 1] == SENTINEL if rows.shape[1] > 1 else None
