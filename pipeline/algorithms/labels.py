@@ -212,7 +212,7 @@ class StepResult:
 # thread_buffer slots of present_values: its table and index runs (6: a label pass's reads)
 _PRESENT_SLOT, _PRESENT_INDEX_SLOT = 7, 38
 # thread_buffer slots of the step (8-10: a label pass's categories and scratch values)
-_WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT, _LENGTHS_SLOT = 12, 13, 14, 15, 11
+_LENGTHS_SLOT, _WORDS_SLOT, _CODE_SLOT, _EXTREMA_SLOT, _TWO_SLOT = 11, 12, 13, 14, 15
 _PAIRS_SLOT = 16  # and 17
 _SECOND_SLOT = 18  # to 22
 _SORT_SLOT = 23  # to 26
