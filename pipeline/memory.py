@@ -6,10 +6,10 @@ freed (up to 32 MiB): after the first blocks, block-sized buffers come from the 
 threads that allocated them and stay resident when freed. :func:`fix_map_threshold` pins the
 threshold, so buffers of a few MiB and more (blocks, decoded chunks) are mapped and unmapped
 and resident memory follows the blocks in flight; :func:`trim` returns what the heaps hold
-free. A ``preprocess`` run serves its temporaries from the heaps instead
-(:func:`heaps_kept`): its resident memory stays at the most it had in flight (the peak, which
-the block budget bounds) and every page freed is used again without faulting; the heaps are
-trimmed when the run ends. All of it does nothing where glibc is not the allocator.
+free. The label passes and merges of a lattice serve their temporaries from the heaps
+instead (:func:`heaps_kept`, unless ``--max-memory`` is given): every page freed is used again
+without faulting, resident memory no longer drops between passes, and the heaps are trimmed
+when the lattice is done. All of it does nothing where glibc is not the allocator.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def fix_map_threshold(nbytes: int = MAP_THRESHOLD) -> bool:
     return fixed
 
 
-RUN_KEPT = 256 * 2**20  # allocations below this size come from the heaps during a run
+RUN_KEPT = 256 * 2**20  # allocations below this size come from the heaps while kept
 
 
 @contextlib.contextmanager

@@ -45,7 +45,6 @@ from pipeline.engine.runner import Runner
 from pipeline.engine_setup import engine_for
 from pipeline.inputs.registry import Contents
 from pipeline.inputs.source import using_storage_options
-from pipeline.memory import RUN_KEPT, heaps_kept
 from pipeline.model import (
     LabelSource,
     VolumeSource,
@@ -122,9 +121,7 @@ def preprocess(
     ):
         check_location(options)
         report = warn or (lambda _: None)
-        # the passes' and merges' temporaries (many, of a few MiB each, block after block)
-        # come from the heaps, where freed memory is used again: fresh maps cost every page
-        with engine_for(options, progress, runner) as engine, heaps_kept(RUN_KEPT):
+        with engine_for(options, progress, runner) as engine:
             if options.mode is Mode.EXTEND:
                 return _extend(options, location, engine, report)
             summary = _add(options, location, engine, report)
@@ -263,6 +260,7 @@ def _build_segmentations(
             options.chunk_size,
             engine,
             repeat_count(len(lattice.frames), grid),
+            keep_heaps=options.max_memory is None,
         )
         for lattice in contents.lattices
     ]

@@ -8,6 +8,7 @@ ids deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from pipeline.engine.passes import (
     scratch_code,
 )
 from pipeline.errors import GridMismatchError, InputFormatError
+from pipeline.memory import RUN_KEPT, heaps_kept
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -210,8 +212,11 @@ def _lut(
     if not parts:
         return starts, np.zeros(0, np.uint32)
     # a row of one category keeps it; new unions numbered in the order of tuples (a shorter
-    # row before the longer rows it starts)
-    return starts, table.level_ids(parts)
+    # row before the longer rows it starts). The merge's temporaries of a few MiB each are
+    # served from the heaps meanwhile (if the whole lattice's are not already): as fresh maps
+    # each would cost its pages again.
+    with heaps_kept():
+        return starts, table.level_ids(parts)
 
 
 _REMEMBERED = 256 * 2**20  # bytes of encoded set tables kept for the next level
@@ -235,11 +240,15 @@ def write_lattice(
     chunk: int,
     engine: Engine,
     repeat: int = 1,
+    keep_heaps: bool = False,
 ) -> LatticeResult:
     """Store every planned level of every frame of a lattice with its set tables.
 
     ``repeat``: a one-frame lattice is stored at frames ``0 .. repeat - 1`` (the volume's
-    frames), computed once."""
+    frames), computed once. ``keep_heaps``: the passes' and merges' temporaries (many, of a
+    few MiB each, block after block) come from the heaps, where freed memory is used again
+    (fresh maps cost the first touch of every page): ~10 % faster on masks of many labels,
+    with a higher peak (``preprocess`` keeps them unless ``--max-memory`` is given)."""
     if repeat > 1 and len(labels.frames) != 1:
         raise ValueError("only a one-frame lattice can be repeated over frames")
     table = SetTable()
@@ -343,15 +352,16 @@ def write_lattice(
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
 
-    run_levels(
-        plan,
-        dict(enumerate(labels.frames)),
-        one_pass,
-        scratch=scratch,
-        scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
-        dtype=scratch_dtype,
-        order=order,
-    )
+    with heaps_kept(RUN_KEPT) if keep_heaps else contextlib.nullcontext():
+        run_levels(
+            plan,
+            dict(enumerate(labels.frames)),
+            one_pass,
+            scratch=scratch,
+            scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
+            dtype=scratch_dtype,
+            order=order,
+        )
     return LatticeResult(
         labels.lattice_id,
         frames * repeat,
