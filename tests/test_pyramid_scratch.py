@@ -92,3 +92,23 @@ def test_threads_do_not_share_scratch_arrays():
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_scratch_arrays_are_reused_up_to_the_limit(monkeypatch):
+    """A slot is the same memory block after block up to ``_SCRATCH_LIMIT`` bytes; larger
+    temporaries are fresh arrays (every slot of every thread stays resident between blocks),
+    and the values are those of the filter either way."""
+    import pipeline.algorithms.pyramid as pyramid
+
+    monkeypatch.setattr(pyramid, "_SCRATCH_LIMIT", 4096)
+    small = pyramid._scratch("test-small", (16, 16), np.float64)  # 2048 bytes
+    again = pyramid._scratch("test-small", (8, 8), np.float64)
+    assert np.shares_memory(small, again)
+    big = pyramid._scratch("test-big", (40, 40), np.float64)  # 12800 bytes
+    other = pyramid._scratch("test-big", (40, 40), np.float64)
+    assert not np.shares_memory(big, other)
+    rng = np.random.default_rng(5)
+    block = rng.integers(0, 60000, size=(21, 18, 13)).astype(np.uint16)
+    full = block.shape
+    got = downsample_block(block, (0, 0, 0), full, (0, 0, 0), tuple((n + 1) // 2 for n in full))
+    np.testing.assert_array_equal(got, _reference(block))
