@@ -188,6 +188,22 @@ def binomial_reference(x: np.ndarray) -> np.ndarray:
     return y[tuple(slice(None, None, 2) for _ in range(x.ndim))]
 
 
+def window_sets(
+    grid: np.ndarray, out1: tuple[int, ...] | None = None
+) -> dict[tuple[int, ...], tuple[int, ...]]:
+    """Per output voxel of the next level (all of them by default), the sorted distinct
+    values of its clipped 3x3x3 window (taps 2i-1, 2i, 2i+1)."""
+    if out1 is None:
+        out1 = tuple((n + 1) // 2 for n in grid.shape)
+    result = {}
+    for i in np.ndindex(*out1):
+        window = tuple(
+            slice(max(2 * c - 1, 0), min(2 * c + 2, n)) for c, n in zip(i, grid.shape, strict=True)
+        )
+        result[i] = tuple(np.unique(grid[window]).tolist())
+    return result
+
+
 def step_combinations(step: Any) -> list[tuple[int, ...]]:
     """A block step's combinations in the order its ``index`` counts them (its parts one after
     the other), checked: every part holds rows of one width, unpadded, narrowest part first,

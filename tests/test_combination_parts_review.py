@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ReferenceSetTable, padded_rows
+from conftest import ReferenceSetTable, padded_rows, window_sets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,17 +97,6 @@ def test_combination_parts_match_a_python_merge(case, counted, seed):
     assert place.tolist() == [expected_rows.index(m[0]) for m in merged]
 
 
-def _windows(grid: np.ndarray) -> dict[tuple[int, ...], tuple[int, ...]]:
-    out1 = tuple((n + 1) // 2 for n in grid.shape)
-    result = {}
-    for i in np.ndindex(*out1):
-        window = tuple(
-            slice(max(2 * c - 1, 0), min(2 * c + 2, n)) for c, n in zip(i, grid.shape, strict=True)
-        )
-        result[i] = tuple(np.unique(grid[window]).tolist())
-    return result
-
-
 @pytest.mark.parametrize("fortran", [False, True])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
 def test_gathered_rows_repeating_several_pairs(monkeypatch, fortran, dtype):
@@ -141,7 +130,7 @@ def test_gathered_rows_repeating_several_pairs(monkeypatch, fortran, dtype):
     [(kept, place)] = seen
     assert place.size - kept == 3  # every pair came again, and took its pair's place
     assert place[-1] == place[-2]  # the last combination was a repeat
-    expected = _windows(np.asarray(grid))
+    expected = window_sets(np.asarray(grid))
     rows = [tuple(r) for p in step.combos for r in p.tolist()]
     assert len(rows) == len(set(rows)) == step.rows == kept
     assert set(rows) == {m for m in expected.values() if len(m) > 1}

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import step_combinations
+from conftest import step_combinations, window_sets
 from numcodecs import JSON
 
 import pipeline.algorithms.labels as labels_module
@@ -25,17 +25,6 @@ from pipeline.model import LabelSource
 from pipeline.options import Compressor, LevelOptions
 
 SENTINEL = (1 << 32) - 1
-
-
-def _window_sets(grid: np.ndarray, out1: tuple[int, ...]) -> dict[tuple[int, ...], tuple]:
-    """Per output voxel, the sorted distinct values of its clipped 3x3x3 window."""
-    result = {}
-    for i in np.ndindex(*out1):
-        window = tuple(
-            slice(max(2 * c - 1, 0), min(2 * c + 2, n)) for c, n in zip(i, grid.shape, strict=True)
-        )
-        result[i] = tuple(np.unique(grid[window]).tolist())
-    return result
 
 
 @pytest.mark.parametrize("fortran", [False, True])
@@ -54,7 +43,7 @@ def test_a_pair_found_in_two_kinds_of_slab_is_one_combination(monkeypatch, fortr
     block = np.asfortranarray(grid) if fortran else grid
     step = label_step_block(block, (0, 0, 0), grid.shape, (0, 0, 0), out1)
     combos = step_combinations(step)  # each combination once, parts in the order of tuples
-    expected = _window_sets(grid, out1)
+    expected = window_sets(grid, out1)
     mixed_at = list(zip(*np.nonzero(step.mixed), strict=True))
     assert len(mixed_at) == step.index.size
     for pos, k in zip(mixed_at, step.index.tolist(), strict=True):
