@@ -731,8 +731,8 @@ def _combination_parts(
     lengths: np.ndarray,
     bits: int,
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """A block's distinct combinations as parts of one width each, and the place there of
-    each combination's place in the order of tuples.
+    """A block's distinct combinations as parts of one width each, and for each place in the
+    order of tuples, the combination's place in the parts one after the other.
 
     The combinations in the order of tuples are the counted ``pairs`` (at ``pair_at``) and the
     gathered rows (at ``wide_at``; all places if there are no pairs): the rows of the windows
