@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["RUN_KEPT", "fix_map_threshold", "heaps_kept", "trim"]
+__all__ = ["LATTICE_KEPT", "fix_map_threshold", "heaps_kept", "trim"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -52,7 +52,7 @@ def fix_map_threshold(nbytes: int = MAP_THRESHOLD) -> bool:
     return fixed
 
 
-RUN_KEPT = 256 * 2**20  # allocations below this size come from the heaps while kept
+LATTICE_KEPT = 256 * 2**20  # allocations below this come from the heaps while a lattice keeps them
 
 
 @contextlib.contextmanager
@@ -61,7 +61,7 @@ def heaps_kept(nbytes: int = 64 * 2**20) -> Iterator[None]:
     freed stays in them (up to four times that at a heap's top; :func:`trim` does nothing);
     then the pinned threshold is back (pinned first if it was not) and the heaps are trimmed.
 
-    For a run's passes and merges, many temporaries of a few MiB block after block: each fresh
+    For label passes and merges, many temporaries of a few MiB block after block: each fresh
     map costs the system time of first touching its pages again (and on virtual machines whose
     host takes freed memory back within a second or two, several times more), memory freed
     into a heap is used again, warm. Nested (or in another thread's block): nothing more

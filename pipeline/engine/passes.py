@@ -458,9 +458,11 @@ def _label_task(
     """One block: ((categories seen, combinations: parts of one width each), encoded chunks
     of level r).
 
-    Every level-r voxel lies in some level-2r window and in some block, so the categories of
-    the windows (halo included) and those of the blocks are, over all blocks, both exactly the
-    categories of level r: each block reports the smaller of the two.
+    The categories seen are the block's own (without its halo) or those of its windows (single
+    ones and members of combinations, halo included), whichever are fewer values: every voxel
+    of a block lies in one of its own windows (unless the block is one sample thick at an odd
+    start, 1-sample chunks only: :func:`_windows_cover`), so over all blocks any mix of the
+    two is exactly the categories of level r.
     """
     margin = LABEL_HALO if job.next_level is not None else None
     # (nothing keeps the block after the task: read into a reused buffer)
@@ -484,11 +486,6 @@ def _label_task(
         )
     scratch[step.mixed] = code.encode(number, step.index)
     job.next_level.write(out0, scratch)
-    # the categories seen: the block's own, or (where fewer values) those of its windows
-    # (single ones and members of combinations, halo included); over all blocks, both are
-    # exactly the categories of level r. (Each voxel of a block lies in one of its own
-    # windows unless the block is one sample thick at an odd start: blocks of 1-sample
-    # chunks only, see _windows_cover.)
     windows = step.single.size + sum(part.size for part in step.combos)
     if inner.size <= windows or not _windows_cover(start, stop):
         return (present_values(inner), step.combos), chunks
