@@ -62,3 +62,48 @@ def test_heaps_kept_reuses_freed_memory_and_restores_the_threshold():
     assert got["nested"] * 4 < got["outside"]
     assert got["again"] * 4 < got["outside"]
     assert got["thread"] and got["raised"]
+
+
+THREADS_SCRIPT = r"""
+import json, resource, sys, threading
+import numpy as np
+import pipeline.memory as memory
+
+if sys.argv[1] == "own-heaps":  # what glibc does by default: a heap per thread
+    memory.one_arena = lambda: False
+pinned = memory.fix_map_threshold()  # first, as the runner does (before any thread)
+
+def faults(rounds=1, mib=24):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        a = np.ones(mib * 2**17, np.float64)  # touched, freed
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+with memory.heaps_kept():
+    # a pass's thread allocates, touches and frees; then the merge, in this thread
+    t = threading.Thread(target=faults, args=(3,))
+    t.start(); t.join()
+    main = faults()
+print(json.dumps({"pinned": pinned, "main": main, "fresh": faults()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_memory_a_thread_frees_is_used_again_by_the_main_thread():
+    """:func:`pipeline.memory.one_arena`: what a pass's threads free inside ``heaps_kept`` is
+    used again by the merge that follows in the main thread (with a heap per thread, the main
+    thread faults every page afresh)."""
+    got = {}
+    for mode in ("one-heap", "own-heaps"):
+        done = subprocess.run(
+            [sys.executable, "-c", THREADS_SCRIPT, mode],
+            capture_output=True, text=True, check=True, timeout=120,
+        )
+        got[mode] = json.loads(done.stdout)
+    if not got["one-heap"]["pinned"]:
+        pytest.skip("not glibc: the allocator's settings cannot be changed")
+    fresh = got["one-heap"]["fresh"]  # a fresh map of 24 MiB (outside heaps_kept)
+    assert fresh > 8
+    assert got["own-heaps"]["main"] * 2 > fresh  # the measure sees fresh pages
+    assert got["one-heap"]["main"] * 4 < fresh

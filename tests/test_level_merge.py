@@ -208,6 +208,26 @@ def test_stable_order_of_many_hashes(seed):
     np.testing.assert_array_equal(ordered, np.sort(hashes))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_stable_order_with_many_tied_leading_bits(seed):
+    """Indices in 40 low bits leave 24 leading bits: ~0.3 % of 100 k random hashes tie there,
+    in and out of order below them (runs of two, three and more; and equal hashes), each run
+    put in order by itself."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64, 100_000, dtype=np.uint64)
+    hashes[7::1001] = hashes[3]  # equal hashes in one run with ties
+    hashes[9::997] = (hashes[3] & ~np.uint64(2**40 - 1)) | rng.integers(
+        0, 2**40, hashes[9::997].size, dtype=np.uint64
+    )
+    bits = 40
+    keys = set_table_module._index_keys(hashes, bits)
+    expected = np.argsort(hashes, kind="stable")
+    assert (np.diff((hashes[expected] >> np.uint64(bits)).astype(np.int64)) == 0).sum() > 100
+    order, ordered = _stable_order(hashes, keys, bits)
+    np.testing.assert_array_equal(order, expected)
+    np.testing.assert_array_equal(ordered, hashes[expected])
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(0, 50), max_size=30),

@@ -433,27 +433,49 @@ def _stable_order(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``np.argsort(hashes, kind="stable")`` of 64-bit hashes and the sorted hashes: one sort
     of the hashes' leading bits with each index in the low bits (a sort moves half the bytes
-    of an argsort), checked; hashes whose leading bits tie out of order take the argsort.
-    ``keys``: those keys made already (:func:`_index_keys` with ``bits``; sorted in place),
-    in runs sorted already (the sort merges them)."""
+    of an argsort), checked; the runs of hashes whose leading bits tie out of order are put
+    in order by themselves (:func:`_ties_in_order`). ``keys``: those keys made already
+    (:func:`_index_keys` with ``bits``; sorted in place), in runs sorted already (the sort
+    merges them)."""
     n = hashes.size
     if keys is None:
         bits = max(n - 1, 1).bit_length()
-        if bits <= _INDEX_BITS:
-            keys = _index_keys(hashes, bits)
-            keys.sort()
+        if bits > _INDEX_BITS:
+            order = np.argsort(hashes, kind="stable")
+            return order, hashes[order]
+        keys = _index_keys(hashes, bits)
+        keys.sort()
     else:
         keys.sort(kind="stable")  # (a merge of the sorted runs)
-    if keys is not None:
-        low = np.uint64((1 << bits) - 1)
-        keys &= low
-        order = keys.astype(np.intp)
-        del keys
-        ordered = hashes[order]
-        if n < 2 or bool((ordered[1:] >= ordered[:-1]).all()):
-            return order, ordered
-    order = np.argsort(hashes, kind="stable")
-    return order, hashes[order]
+    low = np.uint64((1 << bits) - 1)
+    keys &= low
+    order = keys.astype(np.intp)
+    del keys
+    ordered = hashes[order]
+    if n > 1:
+        _ties_in_order(order, ordered, low)
+    return order, ordered
+
+
+def _ties_in_order(order: np.ndarray, ordered: np.ndarray, low: np.uint64) -> None:
+    """Put in order, in place, the runs of ``ordered`` (hashes sorted by their bits above
+    ``low``, ties by index, with their indices ``order``) that descend below those bits: each
+    such run sorted by hash then index. Among n random hashes, about n**2 / 2**(65 - bits)
+    pairs tie (~100 among 15 M new sets, where indices take 24 bits): one stable argsort of
+    all hashes for them cost a third of the merge."""
+    down = np.flatnonzero(ordered[1:] < ordered[:-1])
+    if not down.size:
+        return
+    # each such run: the hashes with the leading bits of a descent (sorted by those bits:
+    # the run lies between the first hash at or above them and the last at or below)
+    lead = np.unique(ordered[down] & ~low)
+    start = np.searchsorted(ordered, lead, side="left")
+    stop = np.searchsorted(ordered, lead | low, side="right")
+    at = _spans(start, stop - start)
+    run = np.repeat(np.arange(lead.size), stop - start)
+    local = np.lexsort((order[at], ordered[at], run))
+    order[at] = order[at][local]
+    ordered[at] = ordered[at][local]
 
 
 _Places = int | np.ndarray  # where a part's rows go: its offset, or each row's place
