@@ -226,7 +226,7 @@ _TRANSPOSE_ROWS = 4
 _DIRECT_PAIRS = 1 << 23  # pair tables counted over the whole block up to this size
 _PAIR_COUNTING = 64  # ... and up to this many entries per pair window
 _SLAB_BYTES = 1 << 20  # a slab of the block's windows: about this many bytes of its slowest axis
-_BATCH = 1 << 13  # mixed windows gathered at once (their 27 samples stay in the caches)
+_BATCH = 1 << 14  # mixed windows gathered at once (their 27 samples stay in the caches)
 
 
 def distinct_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
