@@ -320,12 +320,15 @@ def test_window_rows_and_their_tuple_order(shape, dtype, near_top, batch, share,
     saved = labels_module._BATCH
     labels_module._BATCH = batch
     try:
-        words, width, lengths = labels_module._window_words(
+        words, lengths = labels_module._window_words(
             grid, taps, out1, where, start.astype(np.uint32), low, high, kind, int(grid.max())
         )
         words, lengths = words.copy(), lengths.copy()
     finally:
         labels_module._BATCH = saved
+    width = int(lengths.max())
+    per_word = labels_module._packing(int(grid.max()))[1]
+    assert words.shape[0] == -(-width // per_word)  # as many words as the widest row needs
     # the rows come back from their sort words, padded with the uint32 sentinel (extra
     # columns too)
     rows = np.zeros((where.size, width + 2), np.uint32)

@@ -351,12 +351,12 @@ def _window_words(
     high: np.ndarray,
     kind: np.dtype,
     top: int,
-) -> tuple[np.ndarray, int, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """The distinct categories of the full 3x3x3 window of each output at flat (C order)
-    position ``where``: (words, width, lengths). ``words`` (k, len(where)) uint64, most significant
-    first, hold each window's distinct categories ascending and are their sort keys: the
-    categories + 1, packed big-endian (0 past a row's end: rows sort as tuples; the rows
-    themselves come back from them, :func:`_unpack_rows`); ``width`` is the widest row,
+    position ``where``: (words, lengths). ``words`` (k, len(where)) uint64, most significant
+    first (k: as many as the widest row needs), hold each window's distinct categories
+    ascending and are their sort keys: the categories + 1, packed big-endian (0 past a row's
+    end: rows sort as tuples; the rows themselves come back from them, :func:`_unpack_rows`);
     ``lengths`` (uint8) each row's number of categories.
     ``low`` and ``high`` are the windows' minima and maxima (by output position), ``start``
     each window's second smallest category where known, its minimum otherwise.
@@ -447,7 +447,7 @@ def _window_words(
                 word |= bit
         if -(-col // per_word) < words.shape[0]:
             words[-(-col // per_word) :, s:e] = 0
-    return words[: -(-width // per_word)], width, lengths
+    return words[: -(-width // per_word)], lengths
 
 
 def _unpack_rows(
@@ -680,7 +680,7 @@ def label_step_block(
     n_pairs = 0 if pairs is None else pairs.shape[0]
     n_wide = 0
     if where.size:
-        words, _, lengths = _window_words(
+        words, lengths = _window_words(
             view, tables, out_shape, where, start, lo_v, hi_v, kind, top
         )
         first, inverse = _sort_words(words, _packing(top)[0])
