@@ -9,7 +9,9 @@ and resident memory follows the blocks in flight; :func:`trim` returns what the 
 free. The label passes and merges of a lattice serve their temporaries from the heaps
 instead (:func:`heaps_kept`, unless ``--max-memory`` is given): every page freed is used again
 without faulting, resident memory no longer drops between passes, and the heaps are trimmed
-when the lattice is done. All of it does nothing where glibc is not the allocator.
+when the lattice is done. Threads share the main thread's heap (:func:`one_arena`), so what a
+pass's threads free serves the merge that follows in the main thread. All of it does nothing
+where glibc is not the allocator.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-SCRIPT = r"""
-import json, resource, threading
+# page faults of rounds of fresh arrays, touched then freed (both scripts)
+FAULTS = r"""
+import json, resource, sys, threading
 import numpy as np
-from pipeline.memory import fix_map_threshold, heaps_kept
 
 def faults(rounds=12, mib=24):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -21,6 +21,10 @@ def faults(rounds=12, mib=24):
         a = np.ones(mib * 2**17, np.float64)  # touched, freed
         del a
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+"""
+
+SCRIPT = FAULTS + r"""
+from pipeline.memory import fix_map_threshold, heaps_kept
 
 out = {"pinned": fix_map_threshold()}  # first, as the runner does
 out["outside"] = faults()
@@ -64,28 +68,19 @@ def test_heaps_kept_reuses_freed_memory_and_restores_the_threshold():
     assert got["thread"] and got["raised"]
 
 
-THREADS_SCRIPT = r"""
-import json, resource, sys, threading
-import numpy as np
+THREADS_SCRIPT = FAULTS + r"""
 import pipeline.memory as memory
 
 if sys.argv[1] == "own-heaps":  # what glibc does by default: a heap per thread
     memory.one_arena = lambda: False
 pinned = memory.fix_map_threshold()  # first, as the runner does (before any thread)
 
-def faults(rounds=1, mib=24):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(rounds):
-        a = np.ones(mib * 2**17, np.float64)  # touched, freed
-        del a
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
 with memory.heaps_kept():
     # a pass's thread allocates, touches and frees; then the merge, in this thread
     t = threading.Thread(target=faults, args=(3,))
     t.start(); t.join()
-    main = faults()
-print(json.dumps({"pinned": pinned, "main": main, "fresh": faults()}))
+    main = faults(1)
+print(json.dumps({"pinned": pinned, "main": main, "fresh": faults(1)}))
 """
 
 
