@@ -473,9 +473,10 @@ def _ties_in_order(order: np.ndarray, ordered: np.ndarray, low: np.uint64) -> No
     stop = np.searchsorted(ordered, lead | low, side="right")
     at = _spans(start, stop - start)
     run = np.repeat(np.arange(lead.size), stop - start)
-    local = np.lexsort((order[at], ordered[at], run))
-    order[at] = order[at][local]
-    ordered[at] = ordered[at][local]
+    index, hashes = order[at], ordered[at]
+    local = np.lexsort((index, hashes, run))
+    order[at] = index[local]
+    ordered[at] = hashes[local]
 
 
 _Places = int | np.ndarray  # where a part's rows go: its offset, or each row's place
