@@ -2,7 +2,9 @@
 
 The floor ``preprocess`` is compared with: the same bounded block reads, the same chunk
 encoder, 2 threads, a zarr 2 directory store; no pyramid, no statistics, no zip, no fsync.
-Usage: ``python benchmarks/baseline.py MAP OUT_DIR``.
+With a mask, its labels are written once too, as the uint32 grid level 1 of a lattice stores
+(no pyramid, no set tables): the part of a map + mask run that its stored bytes alone cost.
+Usage: ``python benchmarks/baseline.py MAP OUT_DIR [MASK]``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.db.writer import DataWriter
 from pipeline.engine.passes import LevelJob, run_pass, threaded_engine
@@ -35,16 +39,22 @@ class DirectorySink:
         partial.replace(target)
 
 
-def main(map_path: Path, out: Path, block: int = 128, chunk: int = 64) -> None:
-    layout = read_mrc_layout(map_path, out / "scratch")
-    arr = mrc_array(layout)
-    order = memory_order(layout)
+def main(
+    map_path: Path, out: Path, mask: Path | None = None, block: int = 128, chunk: int = 64
+) -> None:
     writer = DataWriter(DirectorySink(out / "baseline.zarr"), Compressor.LZ4)
-    target = writer.array("volume", arr.shape, arr.dtype, (chunk,) * 3, order=order)
     engine = threaded_engine(os.cpu_count() or 1, block)
-    run_pass([LevelJob(arr, target, None, None, measure=False)], engine, order, writer.sink)
+    for name, path, dtype in [("volume", map_path, None), ("labels", mask, np.uint32)]:
+        if path is None:
+            continue
+        layout = read_mrc_layout(path, out / "scratch")
+        arr = mrc_array(layout)
+        order = memory_order(layout)
+        stored = np.dtype(dtype or arr.dtype)
+        target = writer.array(name, arr.shape, stored, (chunk,) * 3, order=order)
+        run_pass([LevelJob(arr, target, None, None, measure=False)], engine, order, writer.sink)
     writer.finish()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -19,6 +19,9 @@ and the ratios the issues name, each measured in this one run:
   (target 2.5): ``--small-labels`` random labels in 8x8x8-voxel cells (boundaries everywhere,
   like instance segmentations), and on a random 10% of the voxels (asked for by name: at 512^3
   it stores ~15 M distinct sets, a 0.8 GB entry, and peaks at ~10 GiB);
+- ``baseline+cells`` / ``baseline`` and ``baseline+sparse`` / ``baseline``: the floor with the
+  mask's labels written once too, as the uint32 grid a lattice stores at level 1 (no pyramid,
+  no set tables): what the stored bytes of the finest level alone add to a map + mask run;
 - ``map workers=2`` / ``map``: a local dask.distributed cluster against the threaded scheduler;
 - ``map max-memory`` shows the peak RSS under ``--max-memory 256MiB``.
 
@@ -61,6 +64,10 @@ def _baseline(map_path: Path, mask: Path, out: Path) -> list[str]:
     return [sys.executable, str(Path(__file__).with_name("baseline.py")), str(map_path), str(out)]
 
 
+def _baseline_mask(map_path: Path, mask: Path, out: Path) -> list[str]:
+    return [*_baseline(map_path, mask, out), str(mask)]
+
+
 def _map(*extra: str) -> Argv:
     return lambda m, _k, out: [*preprocess_argv([(m, "map")], out, "bench"), *extra]
 
@@ -72,6 +79,8 @@ def _map_mask(m: Path, k: Path, out: Path) -> list[str]:
 # case -> (command, inputs it reads: "map" and one mask: "mask", "cells" or "sparse")
 CASES: dict[str, tuple[Argv, tuple[str, ...]]] = {
     "baseline": (_baseline, ("map",)),
+    "baseline+cells": (_baseline_mask, ("map", "cells")),
+    "baseline+sparse": (_baseline_mask, ("map", "sparse")),
     "map": (_map(), ("map",)),
     "map+mask": (_map_mask, ("map", "mask")),
     "map+cells": (_map_mask, ("map", "cells")),
@@ -85,6 +94,8 @@ RATIOS = [  # (numerator, denominator, target)
     ("map+cells", "map", "<= 2.5"),
     ("map+sparse", "map", "<= 2.5"),
     ("map workers=2", "map", "-"),
+    ("baseline+cells", "baseline", "-"),
+    ("baseline+sparse", "baseline", "-"),
 ]
 
 

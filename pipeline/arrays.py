@@ -207,6 +207,15 @@ class RawArrayFile:
                 done += n
 
 
+def local_raw(arr: Any) -> bool:
+    """Whether ``arr`` is a local raw file, or a transposed or converted view of one: its
+    blocks are filled by positioned reads in the calling thread, with no library allocating
+    and decoding in threads of its own behind it."""
+    while isinstance(arr, (TransposedArray, CastArray)):
+        arr = arr.base
+    return type(arr) is RawArrayFile
+
+
 class TransposedArray:
     """``base`` with its axes permuted (``result[i0, i1, ...] = base[...]``): a view, no copy."""
 

@@ -6,10 +6,11 @@ freed (up to 32 MiB): after the first blocks, block-sized buffers come from the 
 threads that allocated them and stay resident when freed. :func:`fix_map_threshold` pins the
 threshold, so buffers of a few MiB and more (blocks, decoded chunks) are mapped and unmapped
 and resident memory follows the blocks in flight; :func:`trim` returns what the heaps hold
-free. The label passes and merges of a lattice serve their temporaries from the heaps
-instead (:func:`heaps_kept`, unless ``--max-memory`` is given): every page freed is used again
+free. The label passes and merges of a lattice, and the volume's passes where they read a
+local raw file (MRC, CCP4), serve their temporaries from the heaps instead
+(:func:`heaps_kept`, unless ``--max-memory`` is given): every page freed is used again
 without faulting, resident memory no longer drops between passes, and the heaps are trimmed
-when the lattice is done. Threads share the main thread's heap (:func:`one_arena`), so what a
+when the build is done. Threads share the main thread's heap (:func:`one_arena`), so what a
 pass's threads free serves the merge that follows in the main thread. All of it does nothing
 where glibc is not the allocator.
 """
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LATTICE_KEPT", "fix_map_threshold", "heaps_kept", "one_arena", "trim"]
+__all__ = ["BUILD_KEPT", "fix_map_threshold", "heaps_kept", "one_arena", "trim"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -75,7 +76,7 @@ def one_arena() -> bool:
     return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, 1) == 1)
 
 
-LATTICE_KEPT = 256 * 2**20  # allocations below this come from the heaps while a lattice keeps them
+BUILD_KEPT = 256 * 2**20  # allocations below this come from the heaps while a build keeps them
 
 
 @contextlib.contextmanager

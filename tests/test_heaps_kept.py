@@ -102,3 +102,65 @@ def test_memory_a_thread_frees_is_used_again_by_the_main_thread():
     assert fresh > 8
     assert got["own-heaps"]["main"] * 2 > fresh  # the measure sees fresh pages
     assert got["one-heap"]["main"] * 4 < fresh
+
+
+def _kept_while_building(tmp_path, monkeypatch, name, inputs, *extra):
+    """Whether the heaps were kept while ``preprocess`` built the volume of ``inputs``, and
+    still while it built a lattice after it."""
+    from click.testing import CliRunner
+    from conftest import preprocess_args
+
+    import pipeline.preprocess as pp
+    from cli.main import cli
+    from pipeline import memory
+
+    seen: dict[str, bool] = {}
+
+    def watched(key, function):
+        def call(*args, **kwargs):
+            seen[key] = memory._kept.locked()
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(pp, "write_volume", watched("volume", pp.write_volume))
+    monkeypatch.setattr(pp, "write_lattice", watched("lattice", pp.write_lattice))
+    args = preprocess_args(inputs, tmp_path, entry=name, extra=extra)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert not memory._kept.locked()  # released when the run ends
+    return seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_build_keeps_its_heaps_where_it_reads_raw_files(tmp_path, monkeypatch):
+    """A map read from a local MRC: the whole build (volume, then lattices) keeps the heaps;
+    not with ``--max-memory``, nor for a volume a library decodes (OME-Zarr)."""
+    import numpy as np
+    import zarr
+    from conftest import write_mrc
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from pipeline.memory import fix_map_threshold
+
+    if not fix_map_threshold():
+        pytest.skip("not glibc: the threshold cannot be pinned")
+    rng = np.random.default_rng(3)
+    density = write_mrc(tmp_path / "m.mrc", rng.normal(size=(20, 18, 16)).astype(np.float32))
+    labels = rng.integers(0, 4, size=(20, 18, 16)).astype(np.int16)
+    mask = write_mrc(tmp_path / "k.mrc", labels)
+    raw = [(density, "map"), (mask, "mask")]
+    assert _kept_while_building(tmp_path / "a", monkeypatch, "a-a", raw) == {
+        "volume": True,
+        "lattice": True,
+    }
+    bounded = ("--max-memory", "256MiB")
+    got = _kept_while_building(tmp_path / "b", monkeypatch, "b-b", raw, *bounded)
+    assert got == {"volume": False, "lattice": False}
+    image = tmp_path / "image.zarr"
+    group = zarr.open_group(image, mode="w", zarr_format=2)
+    image_data = rng.integers(0, 999, size=(20, 18, 16), dtype=np.uint16)
+    write_image(image_data, group, fmt=FormatV04(), axes=["z", "y", "x"])
+    decoded = _kept_while_building(tmp_path / "c", monkeypatch, "c-c", [(image, "omezarr")])
+    assert decoded == {"volume": False}

@@ -34,7 +34,7 @@ from pipeline.engine.passes import (
     scratch_code,
 )
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.memory import LATTICE_KEPT, heaps_kept
+from pipeline.memory import BUILD_KEPT, heaps_kept
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -352,7 +352,7 @@ def write_lattice(
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
 
-    with heaps_kept(LATTICE_KEPT) if keep_heaps else contextlib.nullcontext():
+    with heaps_kept(BUILD_KEPT) if keep_heaps else contextlib.nullcontext():
         run_levels(
             plan,
             dict(enumerate(labels.frames)),
