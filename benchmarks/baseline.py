@@ -4,7 +4,7 @@ The floor ``preprocess`` is compared with: the same bounded block reads, the sam
 encoder, 2 threads, a zarr 2 directory store; no pyramid, no statistics, no zip, no fsync.
 With a mask, its labels are written once too, as the uint32 grid level 1 of a lattice stores
 (no pyramid, no set tables): the part of a map + mask run that its stored bytes alone cost.
-Usage: ``python benchmarks/baseline.py MAP OUT_DIR [MASK]``.
+Usage: ``python benchmarks/baseline.py MAP OUT_DIR [MASK]`` (MASK of unsigned labels).
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def main(
             continue
         layout = read_mrc_layout(path, out / "scratch")
         arr = mrc_array(layout)
+        if dtype is not None and arr.dtype.kind != "u":
+            raise SystemExit(f"{path}: the floor takes unsigned labels (the benchmark's uint16)")
         order = memory_order(layout)
         stored = np.dtype(dtype or arr.dtype)
         target = writer.array(name, arr.shape, stored, (chunk,) * 3, order=order)

@@ -115,7 +115,7 @@ def main() -> None:
         "--case",
         action="append",
         choices=[*CASES, *quick.CASES],
-        help="default: all but map+sparse, ometiff and omezarr",
+        help="default: all but map+sparse, baseline+cells, baseline+sparse, ometiff and omezarr",
     )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--labels", type=int, default=50, help="organelles in 'mask'")
@@ -126,7 +126,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated inputs")
     args = parser.parse_args()
     shape = _shape(args.shape)
-    chosen = args.case or [*(c for c in CASES if c != "map+sparse"), "startup", "sample", "batch"]
+    by_name = ("map+sparse", "baseline+cells", "baseline+sparse")
+    chosen = args.case or [*(c for c in CASES if c not in by_name), "startup", "sample", "batch"]
     cases = [c for c in chosen if c in CASES]
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

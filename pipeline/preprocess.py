@@ -43,7 +43,7 @@ from pipeline.db.rewrite import rewriting, stage_documents
 from pipeline.db.sinks import new_archive
 from pipeline.db.writer import DataWriter
 from pipeline.engine.passes import Engine
-from pipeline.engine.runner import Runner
+from pipeline.engine.runner import Runner, ThreadedRunner
 from pipeline.engine_setup import engine_for
 from pipeline.inputs.registry import Contents
 from pipeline.inputs.source import using_storage_options
@@ -172,7 +172,7 @@ def _add(
             # build: every chunk streamed into the staged data.zip
             with new_archive(staged.data_zip) as sink:
                 writer = DataWriter(sink, options.compressor)
-                with _heaps_kept(options, volume):
+                with _heaps_kept(options, volume, engine):
                     stats = write_volume(writer, volume, plan, options, work, engine, warn)
                     written, meshes = _build_segmentations(
                         writer, contents, plan, work, options, engine, Grid.of(volume)
@@ -245,18 +245,21 @@ def _extend(
 
 
 def _heaps_kept(
-    options: PreprocessOptions, volume: VolumeSource
+    options: PreprocessOptions, volume: VolumeSource, engine: Engine
 ) -> contextlib.AbstractContextManager[None]:
-    """The whole build (the volume's passes, then every lattice's passes and merges) takes its
-    temporaries from the heaps, where freed memory is used again warm, when the volume is read
-    from local raw files (MRC, CCP4) and ``--max-memory`` does not bound the run: a fresh map
-    faults every page it is given (16 GiB map: 0.90x the wall and CPU, peak RSS +8 %). Other
-    volumes (OME-Zarr, TIFF, NIfTI, URLs) are read through libraries that allocate as they
-    decode; measured on OME-Zarr, their freed buffers fragment the heaps (the 2 GiB benchmark
-    peaked at ~1 GiB against 790 MiB). Lattices keep their own heaps either way
-    (:func:`write_lattice`); docs/labels.md ("Memory, third round")."""
+    """The whole build (the volume's passes, then every lattice's passes and merges, and the
+    mesh sets) takes its temporaries from the heaps, where freed memory is used again warm,
+    when its blocks run in this process (not on a cluster's workers), the volume is read from
+    local raw files (MRC, CCP4; also a URL's copy or a decompressed scratch file) and
+    ``--max-memory`` does not bound the run: a fresh map faults every page it is given (16 GiB
+    map: 0.90x the wall and CPU; peak RSS +8-16 %). Other volumes (OME-Zarr, TIFF, NIfTI,
+    ranged reads of URLs) are read through libraries that allocate as they decode; measured on
+    OME-Zarr, their freed buffers fragment the heaps (the 2 GiB benchmark peaked at ~1 GiB
+    against 790 MiB). Lattices keep their own heaps either way (:func:`write_lattice`);
+    docs/labels.md ("Memory, third round")."""
     raw = all(local_raw(a) for frame in volume.frames for a in frame)
-    if options.max_memory is not None or not raw:
+    here = isinstance(engine.runner, ThreadedRunner)
+    if options.max_memory is not None or not raw or not here:
         return contextlib.nullcontext()
     return heaps_kept(BUILD_KEPT)
 

@@ -12,7 +12,7 @@ import zarr
 from numcodecs import Blosc
 from zarr.storage import ZipStore
 
-from pipeline.arrays import RawArrayFile, TransposedArray
+from pipeline.arrays import CastArray, RawArrayFile, TransposedArray, local_raw
 from pipeline.db.sinks import ZipSink
 from pipeline.db.writer import DataWriter
 from pipeline.db.zarr2 import encode_block
@@ -41,6 +41,20 @@ def test_transposed_view(tmp_path):
     np.testing.assert_array_equal(xyz[1:4, :, 2:5], zyx.T[1:4, :, 2:5])
     assert xyz[0:7, 0:6, 0:5].flags.f_contiguous
     np.testing.assert_array_equal(xyz[0:7, 0:6, 0:5], zyx.T)
+
+
+def test_local_raw_sees_through_views_but_not_urls(tmp_path):
+    """Local raw files, transposed or converted, are read in place; a URL's raw block is not
+    (ranged requests through fsspec), nor anything else."""
+    from pipeline.inputs.source import RemoteRawArray
+
+    raw = RawArrayFile.create(tmp_path / "r.raw", (2, 3, 4), np.dtype(np.uint16))
+    assert local_raw(raw)
+    assert local_raw(TransposedArray(CastArray(raw, np.dtype(np.float32)), (2, 1, 0)))
+    assert local_raw(CastArray(TransposedArray(raw, (2, 1, 0)), np.dtype(np.float32)))
+    url = RemoteRawArray("http://127.0.0.1:9/m.mrc", (2, 3, 4), np.dtype(np.uint16), 1024, {}, 1048)
+    assert not local_raw(url) and not local_raw(TransposedArray(url, (2, 1, 0)))
+    assert not local_raw(np.zeros((2, 3, 4)))
 
 
 def test_encode_block_pads_edge_chunks():

@@ -123,10 +123,11 @@ def _kept_while_building(tmp_path, monkeypatch, name, inputs, *extra):
 
         return call
 
-    monkeypatch.setattr(pp, "write_volume", watched("volume", pp.write_volume))
-    monkeypatch.setattr(pp, "write_lattice", watched("lattice", pp.write_lattice))
     args = preprocess_args(inputs, tmp_path, entry=name, extra=extra)
-    result = CliRunner().invoke(cli, args)
+    with monkeypatch.context() as patch:  # (undone after each run: no wrapper of a wrapper)
+        patch.setattr(pp, "write_volume", watched("volume", pp.write_volume))
+        patch.setattr(pp, "write_lattice", watched("lattice", pp.write_lattice))
+        result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert not memory._kept.locked()  # released when the run ends
     return seen
