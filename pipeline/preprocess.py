@@ -245,22 +245,27 @@ def _extend(
 
 
 def _heaps_kept(
-    options: PreprocessOptions, volume: VolumeSource, engine: Engine
+    options: PreprocessOptions,
+    volume: VolumeSource | None = None,
+    engine: Engine | None = None,
 ) -> contextlib.AbstractContextManager[None]:
-    """The whole build (the volume's passes, then every lattice's passes and merges, and the
-    mesh sets) takes its temporaries from the heaps, where freed memory is used again warm,
-    when its blocks run in this process (not on a cluster's workers), the volume is read from
-    local raw files (MRC, CCP4; also a URL's copy or a decompressed scratch file) and
-    ``--max-memory`` does not bound the run: a fresh map faults every page it is given (16 GiB
-    map: 0.90x the wall and CPU; peak RSS +8-16 %). Other volumes (OME-Zarr, TIFF, NIfTI,
-    ranged reads of URLs) are read through libraries that allocate as they decode; measured on
-    OME-Zarr, their freed buffers fragment the heaps (the 2 GiB benchmark peaked at ~1 GiB
-    against 790 MiB). Lattices keep their own heaps either way (:func:`write_lattice`);
-    docs/labels.md ("Memory, third round")."""
-    raw = all(local_raw(a) for frame in volume.frames for a in frame)
-    here = isinstance(engine.runner, ThreadedRunner)
-    if options.max_memory is not None or not raw or not here:
+    """Where the build takes its temporaries from the heaps (freed memory used again, warm;
+    a fresh map faults every page it is given), unless ``--max-memory`` bounds the run: every
+    lattice's passes and merges (many temporaries of a few MiB, block after block: ~10 %
+    faster on masks of many labels), and with a ``volume`` the whole build (its passes, then
+    the lattices and mesh sets) where its blocks run in this process (``engine``'s threads,
+    not a cluster's workers) and it is read from local raw files (MRC, CCP4; also a URL's copy
+    or a decompressed scratch file): 16 GiB map 0.90x the wall and CPU, peak RSS +8-16 %.
+    Other volumes (OME-Zarr, TIFF, NIfTI, ranged reads of URLs) are read through libraries
+    that allocate as they decode; measured on OME-Zarr, their freed buffers fragment the
+    heaps (the 2 GiB benchmark peaked at ~1 GiB against 790 MiB). Nested: the outer keeps
+    them. docs/labels.md ("Memory, third round")."""
+    if options.max_memory is not None:
         return contextlib.nullcontext()
+    if volume is not None:
+        raw = all(local_raw(a) for frame in volume.frames for a in frame)
+        if not raw or not isinstance(getattr(engine, "runner", None), ThreadedRunner):
+            return contextlib.nullcontext()
     return heaps_kept(BUILD_KEPT)
 
 
@@ -275,19 +280,13 @@ def _build_segmentations(
 ) -> tuple[list[LatticeResult], list[MeshSetResult]]:
     """Every lattice and mesh set of the run into the archive (a one-frame segmentation at
     every frame of the volume)."""
-    written = [
-        write_lattice(
-            writer,
-            lattice,
-            plan,
-            work,
-            options.chunk_size,
-            engine,
-            repeat_count(len(lattice.frames), grid),
-            keep_heaps=options.max_memory is None,
-        )
-        for lattice in contents.lattices
-    ]
+    written = []
+    for lattice in contents.lattices:
+        with _heaps_kept(options):
+            repeat = repeat_count(len(lattice.frames), grid)
+            written.append(
+                write_lattice(writer, lattice, plan, work, options.chunk_size, engine, repeat)
+            )
     meshes = [
         write_mesh_set(writer, m, repeat_count(len(m.frames), grid)) for m in contents.meshes
     ]

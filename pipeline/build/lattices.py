@@ -8,7 +8,6 @@ ids deterministically.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from pipeline.engine.passes import (
     scratch_code,
 )
 from pipeline.errors import GridMismatchError, InputFormatError
-from pipeline.memory import BUILD_KEPT, heaps_kept
+from pipeline.memory import heaps_kept
 from pipeline.model import LabelSource, Vec3
 
 __all__ = [
@@ -240,15 +239,13 @@ def write_lattice(
     chunk: int,
     engine: Engine,
     repeat: int = 1,
-    keep_heaps: bool = False,
 ) -> LatticeResult:
     """Store every planned level of every frame of a lattice with its set tables.
 
     ``repeat``: a one-frame lattice is stored at frames ``0 .. repeat - 1`` (the volume's
-    frames), computed once. ``keep_heaps``: the passes' and merges' temporaries (many, of a
-    few MiB each, block after block) come from the heaps, where freed memory is used again
-    (fresh maps cost the first touch of every page): ~10 % faster on masks of many labels,
-    with a higher peak (``preprocess`` keeps them unless ``--max-memory`` is given)."""
+    frames), computed once. Its passes and merges make many temporaries of a few MiB, block
+    after block: a caller may keep the heaps around it (``memory.heaps_kept``; ``preprocess``
+    does unless ``--max-memory`` is given), so that freed memory is used again."""
     if repeat > 1 and len(labels.frames) != 1:
         raise ValueError("only a one-frame lattice can be repeated over frames")
     table = SetTable()
@@ -352,16 +349,15 @@ def write_lattice(
                         key = lattice_key(labels.lattice_id, lv.ratio, u, "set_table")
                         writer.encoded_object_array(key, payload)
 
-    with heaps_kept(BUILD_KEPT) if keep_heaps else contextlib.nullcontext():
-        run_levels(
-            plan,
-            dict(enumerate(labels.frames)),
-            one_pass,
-            scratch=scratch,
-            scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
-            dtype=scratch_dtype,
-            order=order,
-        )
+    run_levels(
+        plan,
+        dict(enumerate(labels.frames)),
+        one_pass,
+        scratch=scratch,
+        scratch_name=lambda t, below: f"lattice-{labels.lattice_id}-{below.ratio}-{t}.raw",
+        dtype=scratch_dtype,
+        order=order,
+    )
     return LatticeResult(
         labels.lattice_id,
         frames * repeat,
