@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -748,6 +749,41 @@ def test_an_entry_replaced_during_the_export_is_an_error(tmp_path, small_entry):
     job = _volume_job(location, target, (ino, mtime - 1))
     with pytest.raises(InputFormatError, match="the entry changed during the export"):
         export_block(job, (0, 0, 0), (14, 12, 10), 0)
+
+
+def test_stopping_waits_for_other_threads_tasks_only(tmp_path):
+    """A signal's exception strikes an export task running in the main thread wherever it
+    is, also between the task's count and its ``try``: stopping the export (in that thread)
+    does not wait for that count, only for the tasks other threads still run."""
+    from pipeline.export import blocks
+
+    def count(n):
+        with blocks._CHANGED:
+            blocks._RUNNING[threading.get_ident()] += n
+            blocks._CHANGED.notify_all()
+
+    count(1)  # left behind by a task of this thread that an exception cut short
+    started = time.monotonic()
+    blocks.stop_writing(tmp_path / "a", timeout=30)
+    assert time.monotonic() - started < 10
+    release, counted = threading.Event(), threading.Event()
+
+    def task():  # a task of another thread, running until released
+        count(1)
+        counted.set()
+        release.wait(30)
+        count(-1)
+
+    worker = threading.Thread(target=task)
+    worker.start()
+    counted.wait(30)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    blocks.stop_writing(tmp_path / "b", timeout=30)
+    waited = time.monotonic() - started
+    worker.join()
+    assert 0.4 < waited < 10, waited
+    assert not +blocks._RUNNING
 
 
 def test_no_block_is_written_once_an_export_is_stopped(tmp_path, small_entry):

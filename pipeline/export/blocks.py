@@ -9,6 +9,7 @@ tables only, and each process opens the entry once.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import threading
@@ -130,7 +131,10 @@ def close_entries() -> None:
         _OPEN.clear()
 
 
-_RUNNING = 0  # export_block calls running in this process
+# export_block calls running in this process, per thread: a signal's exception in the main
+# thread may strike between a task's count and its ``try`` (or inside its ``finally``), where
+# no code can take the count back; the thread that stops the export runs no task any more
+_RUNNING: collections.Counter[int] = collections.Counter()
 _CHANGED = threading.Condition()
 _STOPPED: set[str] = set()  # temporary output folders no task may write into any more
 
@@ -138,10 +142,15 @@ _STOPPED: set[str] = set()  # temporary output folders no task may write into an
 def stop_writing(root: Path, timeout: float = 120.0) -> None:
     """After a failed or interrupted export: no task of this process writes under ``root``
     any more (tasks not yet started skip their shard), and this waits for the running ones,
-    so removing ``root`` afterwards removes it for good (a late write would recreate it)."""
+    so removing ``root`` afterwards removes it for good (a late write would recreate it).
+    Tasks are waited for in the other threads: this one runs none now (one it ran was
+    interrupted by the exception that brought it here, wherever that struck: its count, if
+    left behind, is dropped)."""
+    me = threading.get_ident()
     with _CHANGED:
         _STOPPED.add(str(root))
-        _CHANGED.wait_for(lambda: _RUNNING == 0, timeout)
+        _RUNNING.pop(me, None)
+        _CHANGED.wait_for(lambda: not +_RUNNING, timeout)
     _settle_zarr_io(timeout)
 
 
@@ -201,16 +210,16 @@ def export_block(
 ) -> tuple[None, list[tuple[str, bytes]]]:
     """Copy block ``[start, stop)`` (``[x, y, z]``) of a stored array into its output array.
     Returns no chunks: the task writes the output shard itself."""
-    global _RUNNING
+    me = threading.get_ident()
     with _CHANGED:
         if _stopped(job.target):
             return None, []
-        _RUNNING += 1
+        _RUNNING[me] += 1
     try:
         _copy_block(job, tuple(zip(start, stop, strict=True)))
     finally:
         with _CHANGED:
-            _RUNNING -= 1
+            _RUNNING[me] -= 1
             _CHANGED.notify_all()
     return None, []
 
